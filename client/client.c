@@ -1,0 +1,443 @@
+/* client/client.c - the C client: one pipelined connection to a silo, calls
+ * matched to responses by id, one timer for all call deadlines, and failover
+ * to the next silo in the list when a connection fails or the silo leaves.
+ */
+#include <assert.h>
+#include <stdio.h>
+
+#include "common/common.h"
+#include "granary/client.h"
+#include "wire/frame.h"
+
+typedef struct gr__addr {
+    char host[64];
+    int port;
+} gr__addr_t;
+
+typedef struct gr__ccall {
+    UT_hash_handle hh;
+    uint64_t id;
+    gr_call_cb cb;
+    void *ud;
+    gr__dlq_node_t dl;
+} gr__ccall_t;
+
+typedef enum { GR__C_IDLE, GR__C_CONNECTING, GR__C_HANDSHAKE, GR__C_READY } gr__cstate_t;
+
+typedef struct gr__cconn {
+    uv_tcp_t tcp;
+    uv_connect_t connect;
+    struct gr_client *client; /* NULL once the client gave up on this connection */
+} gr__cconn_t;
+
+typedef struct gr__cwrite {
+    uv_write_t req;
+    uint8_t *data;
+} gr__cwrite_t;
+
+struct gr_client {
+    uv_loop_t *loop;
+    char *cluster, *secret, *name;
+    gr_client_options_t opts;
+    gr__addr_t *addrs;
+    size_t n_addrs;
+    size_t cur;
+    size_t attempts; /* consecutive failed connects in this round */
+    gr__cstate_t state;
+    gr__cconn_t *conn;
+    gr__buf_t in, out;
+    gr__ccall_t *calls;
+    gr__dlq_t deadlines;
+    uint64_t next_id;
+    uv_timer_t call_timer;
+    uv_timer_t connect_timer;
+    uv_check_t flusher;
+    int flush_on;
+    char silo[256];
+    char last_error[256];
+    int closing;
+    int open_handles;
+    void (*close_cb)(void *);
+    void *close_ud;
+};
+
+static void gr__client_connect(gr_client_t *c);
+static void gr__client_drop_conn(gr_client_t *c);
+
+void gr_client_options_init(gr_client_options_t *o) {
+    memset(o, 0, sizeof *o);
+    o->silos = "127.0.0.1:7700";
+    o->cluster = "default";
+    o->name = "client";
+    o->connect_timeout_ms = 3000;
+    o->call_timeout_ms = 30000;
+    o->max_frame_bytes = GR_FRAME_MAX_DEFAULT;
+}
+
+/* ---- completing calls ---- */
+
+static void gr__call_timer_arm(gr_client_t *c);
+
+static void gr__ccall_done(gr_client_t *c, gr__ccall_t *k, int status, const uint8_t *body, size_t len) {
+    HASH_DEL(c->calls, k);
+    gr__dlq_remove(&c->deadlines, &k->dl);
+    k->cb(k->ud, status, body, len);
+    gr__free(k);
+}
+
+static void gr__fail_all(gr_client_t *c, int status, const char *detail) {
+    gr__ccall_t *k, *tmp;
+    HASH_ITER(hh, c->calls, k, tmp) gr__ccall_done(c, k, status, (const uint8_t *)detail, strlen(detail));
+    gr__call_timer_arm(c);
+}
+
+static void gr__call_timer_cb(uv_timer_t *t) {
+    gr_client_t *c = t->data;
+    gr__dlq_node_t *n;
+    static const char msg[] = "no response within the call's timeout";
+    while ((n = gr__dlq_pop_expired(&c->deadlines, uv_now(c->loop))) != NULL) {
+        gr__ccall_t *k = GR__CONTAINER_OF(n, gr__ccall_t, dl);
+        gr__ccall_done(c, k, GR_ETIMEDOUT, (const uint8_t *)msg, sizeof msg - 1);
+    }
+    gr__call_timer_arm(c);
+}
+
+static void gr__call_timer_arm(gr_client_t *c) {
+    if (c->closing) return;
+    uint64_t d = gr__dlq_next_in(&c->deadlines, uv_now(c->loop));
+    if (d == UINT64_MAX)
+        uv_timer_stop(&c->call_timer);
+    else
+        uv_timer_start(&c->call_timer, gr__call_timer_cb, d, 0);
+}
+
+/* ---- the connection ---- */
+
+static void gr__flush_cb(uv_check_t *h);
+
+static void gr__client_schedule_flush(gr_client_t *c) {
+    if (c->flush_on || c->state != GR__C_READY) return;
+    c->flush_on = 1;
+    uv_check_start(&c->flusher, gr__flush_cb);
+}
+
+static void gr__write_cb(uv_write_t *req, int status) {
+    gr__cwrite_t *w = (gr__cwrite_t *)req;
+    gr__free(w->data);
+    gr__free(w);
+    /* A failed write shows up as a read error too; handled there. */
+}
+
+/* Write the bytes of *buf, taking ownership of them (buf is reset). */
+static int gr__client_write_buf(gr_client_t *c, gr__buf_t *buf) {
+    if (buf->len == 0 || !c->conn) return 0;
+    gr__cwrite_t *w = gr__malloc(sizeof *w);
+    if (!w) return GR_ENOMEM;
+    w->data = buf->data;
+    uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)buf->len);
+    gr__buf_init(buf);
+    int rc = uv_write(&w->req, (uv_stream_t *)&c->conn->tcp, &b, 1, gr__write_cb);
+    if (rc != 0) {
+        gr__free(w->data);
+        gr__free(w);
+        return GR_ECONN;
+    }
+    return 0;
+}
+
+static void gr__flush_cb(uv_check_t *h) {
+    gr_client_t *c = h->data;
+    c->flush_on = 0;
+    uv_check_stop(&c->flusher);
+    if (c->state == GR__C_READY && gr__client_write_buf(c, &c->out) != 0) {
+        snprintf(c->last_error, sizeof c->last_error, "write to silo failed");
+        gr__client_drop_conn(c);
+        gr__fail_all(c, GR_ECONN, c->last_error);
+    }
+}
+
+static void gr__client_handle_gone(gr_client_t *c);
+
+static void gr__conn_closed(uv_handle_t *h) {
+    gr__cconn_t *cc = h->data;
+    gr_client_t *c = cc->client;
+    gr__free(cc);
+    gr__client_handle_gone(c);
+}
+
+/* Forget the current connection (closing it); pending calls are the
+ * caller's to fail. The next call connects again, to the next address.
+ * Request frames are only written once the handshake is done, so before
+ * that `out` holds unsent calls that may go to another silo. */
+static void gr__client_drop_conn(gr_client_t *c) {
+    if (!c->conn) return;
+    gr__cconn_t *cc = c->conn;
+    if (c->state == GR__C_READY) c->out.len = 0;
+    c->conn = NULL;
+    c->state = GR__C_IDLE;
+    c->silo[0] = '\0';
+    c->in.len = 0;
+    uv_timer_stop(&c->connect_timer);
+    c->cur = (c->cur + 1) % c->n_addrs;
+    if (!uv_is_closing((uv_handle_t *)&cc->tcp)) uv_close((uv_handle_t *)&cc->tcp, gr__conn_closed);
+}
+
+static void gr__client_conn_failed(gr_client_t *c, int status, const char *why) {
+    snprintf(c->last_error, sizeof c->last_error, "%s", why);
+    int was_ready = c->state == GR__C_READY;
+    gr__client_drop_conn(c);
+    /* Before the handshake completed nothing was sent: try the next silo.
+     * After it, calls in flight may have run: report and let callers retry. */
+    if (!was_ready && status == GR_ECONN && ++c->attempts < c->n_addrs && c->calls) {
+        gr__client_connect(c);
+        return;
+    }
+    c->attempts = 0;
+    c->out.len = 0;
+    gr__fail_all(c, status, c->last_error);
+}
+
+static void gr__client_frames(gr_client_t *c) {
+    size_t off = 0;
+    while (c->conn) {
+        gr__frame_t f;
+        size_t used;
+        int rc = gr__frame_decode(c->in.data + off, c->in.len - off, c->opts.max_frame_bytes, &f, &used);
+        if (rc == GR_EAGAIN) break;
+        if (rc != 0) {
+            gr__client_conn_failed(c, GR_EPROTO, "malformed frame from silo");
+            return;
+        }
+        off += used;
+        if (f.type == GR__FRAME_GOAWAY) {
+            char why[300];
+            int n = (int)(f.u.response.body_len < 200 ? f.u.response.body_len : 200);
+            snprintf(why, sizeof why, "silo closed the connection: %.*s", n, (const char *)f.u.response.body);
+            int st = f.u.response.status;
+            gr__client_conn_failed(c, st == GR_EAUTH || st == GR_EVERSION ? st : GR_ECONN, why);
+            return;
+        }
+        if (c->state == GR__C_HANDSHAKE) {
+            if (f.type != GR__FRAME_HELLO_OK) {
+                gr__client_conn_failed(c, GR_EPROTO, "silo did not answer the handshake");
+                return;
+            }
+            snprintf(c->silo, sizeof c->silo, "%.*s", (int)f.u.hello_ok.name_len, f.u.hello_ok.name);
+            c->state = GR__C_READY;
+            c->attempts = 0;
+            gr__client_schedule_flush(c);
+            continue;
+        }
+        if (f.type == GR__FRAME_RESPONSE) {
+            gr__ccall_t *k = NULL;
+            HASH_FIND(hh, c->calls, &f.id, sizeof f.id, k);
+            if (k) gr__ccall_done(c, k, f.u.response.status, f.u.response.body, f.u.response.body_len);
+        }
+        /* PONG and unknown-but-valid frames need no action. */
+    }
+    if (c->conn) gr__buf_consume(&c->in, off);
+    gr__call_timer_arm(c);
+}
+
+static void gr__alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+    gr__cconn_t *cc = h->data;
+    gr_client_t *c = cc->client;
+    if (!c || gr__buf_reserve(&c->in, 64 * 1024) != 0) {
+        *buf = uv_buf_init(NULL, 0);
+        return;
+    }
+    *buf = uv_buf_init((char *)c->in.data + c->in.len, (unsigned)(c->in.cap - c->in.len));
+}
+
+static void gr__read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+    gr__cconn_t *cc = s->data;
+    gr_client_t *c = cc->client;
+    if (!c || c->conn != cc) return;
+    if (n < 0) {
+        char why[128];
+        snprintf(why, sizeof why, "connection to silo lost (%s); outcome of calls in flight unknown",
+                 n == UV_EOF ? "closed by peer" : uv_strerror((int)n));
+        gr__client_conn_failed(c, GR_ECONN, why);
+        return;
+    }
+    c->in.len += (size_t)n;
+    gr__client_frames(c);
+}
+
+static void gr__connect_cb(uv_connect_t *req, int status) {
+    gr__cconn_t *cc = req->data;
+    gr_client_t *c = cc->client;
+    if (!c || c->conn != cc) return;
+    uv_timer_stop(&c->connect_timer);
+    if (status < 0) {
+        char why[160];
+        snprintf(why, sizeof why, "cannot connect to %s:%d: %s", c->addrs[c->cur].host,
+                 c->addrs[c->cur].port, uv_strerror(status));
+        gr__client_conn_failed(c, GR_ECONN, why);
+        return;
+    }
+    uv_tcp_nodelay(&cc->tcp, 1);
+    c->state = GR__C_HANDSHAKE;
+    gr__buf_t hello;
+    gr__buf_init(&hello);
+    if (gr__frame_encode_hello(&hello, GR_PROTOCOL_VERSION, GR__ROLE_CLIENT, c->cluster, c->secret,
+                               strlen(c->secret), c->name) != 0) {
+        gr__buf_free(&hello);
+        gr__client_conn_failed(c, GR_ENOMEM, "out of memory");
+        return;
+    }
+    if (gr__client_write_buf(c, &hello) != 0) {
+        gr__buf_free(&hello);
+        gr__client_conn_failed(c, GR_ECONN, "write to silo failed");
+        return;
+    }
+    uv_read_start((uv_stream_t *)&cc->tcp, gr__alloc_cb, gr__read_cb);
+}
+
+static void gr__connect_timeout_cb(uv_timer_t *t) {
+    gr_client_t *c = t->data;
+    char why[160];
+    snprintf(why, sizeof why, "connecting to %s:%d timed out", c->addrs[c->cur].host, c->addrs[c->cur].port);
+    gr__client_conn_failed(c, GR_ECONN, why);
+}
+
+static void gr__client_connect(gr_client_t *c) {
+    gr__cconn_t *cc = gr__calloc(1, sizeof *cc);
+    if (!cc) {
+        gr__fail_all(c, GR_ENOMEM, "out of memory");
+        return;
+    }
+    cc->client = c;
+    uv_tcp_init(c->loop, &cc->tcp);
+    cc->tcp.data = cc;
+    cc->connect.data = cc;
+    c->open_handles++;
+    c->conn = cc;
+    c->state = GR__C_CONNECTING;
+    struct sockaddr_storage ss;
+    gr__make_addr(c->addrs[c->cur].host, c->addrs[c->cur].port, &ss); /* validated in new() */
+    int rc = uv_tcp_connect(&cc->connect, &cc->tcp, (struct sockaddr *)&ss, gr__connect_cb);
+    if (rc != 0) {
+        char why[160];
+        snprintf(why, sizeof why, "cannot connect to %s:%d: %s", c->addrs[c->cur].host,
+                 c->addrs[c->cur].port, uv_strerror(rc));
+        snprintf(c->last_error, sizeof c->last_error, "%s", why);
+        gr__client_drop_conn(c);
+        /* Report from the timer so no callback runs inside gr_client_call(). */
+        uv_timer_start(&c->connect_timer, gr__connect_timeout_cb, 0, 0);
+        return;
+    }
+    uv_timer_start(&c->connect_timer, gr__connect_timeout_cb, c->opts.connect_timeout_ms, 0);
+}
+
+/* ---- public API ---- */
+
+int gr_client_new(uv_loop_t *loop, const gr_client_options_t *o, gr_client_t **out) {
+    if (!loop || !o || !out || !o->silos || !o->cluster || !o->name || !o->connect_timeout_ms ||
+        !o->call_timeout_ms || o->max_frame_bytes < 1024)
+        return GR_EINVAL;
+    if (strlen(o->cluster) > 255 || strlen(o->name) > 255 || (o->secret && strlen(o->secret) > 255))
+        return GR_ETOOBIG;
+    gr_client_t *c = gr__calloc(1, sizeof *c);
+    if (!c) return GR_ENOMEM;
+    /* Count and parse the comma-separated list. */
+    size_t n = 1;
+    for (const char *p = o->silos; *p; p++) n += *p == ',';
+    c->addrs = gr__calloc(n, sizeof *c->addrs);
+    c->cluster = gr__strdup(o->cluster);
+    c->secret = gr__strdup(o->secret ? o->secret : "");
+    c->name = gr__strdup(o->name);
+    int rc = (!c->addrs || !c->cluster || !c->secret || !c->name) ? GR_ENOMEM : 0;
+    const char *p = o->silos;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        struct sockaddr_storage ss;
+        if (gr__parse_hostport(p, len, c->addrs[i].host, sizeof c->addrs[i].host, &c->addrs[i].port) != 0 ||
+            gr__make_addr(c->addrs[i].host, c->addrs[i].port, &ss) != 0)
+            rc = GR_EINVAL;
+        p = e ? e + 1 : p + len;
+    }
+    if (rc != 0) {
+        gr__free(c->addrs);
+        gr__free(c->cluster);
+        gr__free(c->secret);
+        gr__free(c->name);
+        gr__free(c);
+        return rc;
+    }
+    c->n_addrs = n;
+    c->loop = loop;
+    c->opts = *o;
+    c->opts.silos = c->opts.cluster = c->opts.secret = c->opts.name = NULL;
+    uv_timer_init(loop, &c->call_timer);
+    c->call_timer.data = c;
+    uv_timer_init(loop, &c->connect_timer);
+    c->connect_timer.data = c;
+    uv_check_init(loop, &c->flusher);
+    c->flusher.data = c;
+    c->open_handles = 3;
+    *out = c;
+    return 0;
+}
+
+int gr_client_call(gr_client_t *c, const gr_ref_t *ref, const char *method, const void *arg,
+                   size_t arg_len, uint32_t timeout_ms, gr_call_cb cb, void *ud) {
+    if (!c || !ref || !ref->class_name || !method || !cb || (ref->key_len && !ref->key) || (arg_len && !arg))
+        return GR_EINVAL;
+    if (c->closing) return GR_ESHUTDOWN;
+    if (!timeout_ms) timeout_ms = c->opts.call_timeout_ms;
+    gr__ccall_t *k = gr__calloc(1, sizeof *k);
+    if (!k) return GR_ENOMEM;
+    k->id = ++c->next_id;
+    size_t before = c->out.len;
+    int rc = gr__frame_encode_request(&c->out, GR__FRAME_REQUEST, k->id, timeout_ms, ref->class_name,
+                                      ref->key, ref->key_len, method, arg, arg_len);
+    if (rc != 0) {
+        c->out.len = before;
+        gr__free(k);
+        return rc;
+    }
+    k->cb = cb;
+    k->ud = ud;
+    HASH_ADD(hh, c->calls, id, sizeof k->id, k);
+    if (gr__hash_oom()) {
+        c->out.len = before;
+        gr__free(k);
+        return GR_ENOMEM;
+    }
+    if (gr__dlq_insert(&c->deadlines, &k->dl, uv_now(c->loop) + timeout_ms)) gr__call_timer_arm(c);
+    if (c->state == GR__C_IDLE) gr__client_connect(c);
+    gr__client_schedule_flush(c);
+    return 0;
+}
+
+const char *gr_client_silo(const gr_client_t *c) { return c->silo[0] ? c->silo : NULL; }
+
+static void gr__client_handle_gone(gr_client_t *c) {
+    if (--c->open_handles != 0 || !c->closing) return;
+    void (*cb)(void *) = c->close_cb;
+    void *ud = c->close_ud;
+    gr__free(c->cluster);
+    gr__free(c->secret);
+    gr__free(c->name);
+    gr__free(c->addrs);
+    gr__buf_free(&c->in);
+    gr__buf_free(&c->out);
+    gr__free(c);
+    if (cb) cb(ud);
+}
+
+static void gr__client_handle_closed(uv_handle_t *h) { gr__client_handle_gone(h->data); }
+
+void gr_client_close(gr_client_t *c, void (*cb)(void *), void *ud) {
+    assert(!c->closing && "gr_client_close called twice");
+    c->closing = 1;
+    c->close_cb = cb;
+    c->close_ud = ud;
+    gr__client_drop_conn(c);
+    gr__fail_all(c, GR_ECANCELED, "client closed");
+    uv_close((uv_handle_t *)&c->call_timer, gr__client_handle_closed);
+    uv_close((uv_handle_t *)&c->connect_timer, gr__client_handle_closed);
+    uv_close((uv_handle_t *)&c->flusher, gr__client_handle_closed);
+}

@@ -1,0 +1,205 @@
+/* client/main.c - the `granary` command: call a grain from a shell.
+ *   granary call [--silo HOST:PORT[,...]] CLASS/KEY METHOD [ARG|-]
+ * Exit status: 0 ok, 1 the call failed, 2 usage, 75 failed but retryable. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/common.h"
+#include "granary/client.h"
+
+static void gr__usage(FILE *f) {
+    fprintf(f,
+            "usage: granary call [OPTIONS] CLASS/KEY METHOD [ARG | -]\n"
+            "       granary --version\n\n"
+            "Calls METHOD on grain CLASS/KEY (the key is everything after the first '/')\n"
+            "and prints the reply on stdout. ARG '-' reads the argument from stdin.\n\n"
+            "Options (environment variable in brackets):\n"
+            "  --silo HOST:PORT[,...]  silos to try in order [GRANARY_SILO] (default 127.0.0.1:7700)\n"
+            "  --cluster NAME          cluster name [GRANARY_CLUSTER] (default \"default\")\n"
+            "  --secret SECRET         cluster secret [GRANARY_CLUSTER_SECRET]\n"
+            "  --timeout MS            call timeout [GRANARY_CALL_TIMEOUT_MS] (default 30000)\n"
+            "  --json                  print {\"ok\":...,\"reply\"|\"error\":...} instead\n"
+            "  --help                  show this help\n\n"
+            "Exit status: 0 success; 1 the call failed (unknown class or method, application\n"
+            "error, ...); 2 usage error; 75 failed with a retryable error (connection,\n"
+            "timeout, storage unavailable, overload, shutdown): try again.\n");
+}
+
+typedef struct {
+    int done;
+    int status;
+    gr__buf_t reply;
+    gr_client_t *client;
+} gr__cli_call_t;
+
+static void gr__on_reply(void *ud, int status, const uint8_t *reply, size_t len) {
+    gr__cli_call_t *r = ud;
+    r->done = 1;
+    r->status = status;
+    gr__buf_append(&r->reply, reply, len);
+    gr_client_close(r->client, NULL, NULL);
+}
+
+static void gr__json_print(FILE *f, const uint8_t *p, size_t n) {
+    fputc('"', f);
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '"' || p[i] == '\\')
+            fprintf(f, "\\%c", p[i]);
+        else if (p[i] < 0x20 || p[i] >= 0x7f)
+            fprintf(f, "\\u%04x", p[i]);
+        else
+            fputc(p[i], f);
+    }
+    fputc('"', f);
+}
+
+static int gr__read_stdin(gr__buf_t *b) {
+    char tmp[65536];
+    size_t n;
+    while ((n = fread(tmp, 1, sizeof tmp, stdin)) > 0) {
+        if (b->len + n > GR_ARG_MAX) return GR_ETOOBIG;
+        if (gr__buf_append(b, tmp, n) != 0) return GR_ENOMEM;
+    }
+    return ferror(stdin) ? GR_EIO : 0;
+}
+
+int main(int argc, char **argv) {
+    signal(SIGPIPE, SIG_IGN);
+    gr_client_options_t o;
+    gr_client_options_init(&o);
+    if (getenv("GRANARY_SILO")) o.silos = getenv("GRANARY_SILO");
+    if (getenv("GRANARY_CLUSTER")) o.cluster = getenv("GRANARY_CLUSTER");
+    if (getenv("GRANARY_CLUSTER_SECRET")) o.secret = getenv("GRANARY_CLUSTER_SECRET");
+    o.name = "granary-cli";
+    uint32_t timeout = 30000;
+    if (getenv("GRANARY_CALL_TIMEOUT_MS")) timeout = (uint32_t)strtoul(getenv("GRANARY_CALL_TIMEOUT_MS"), NULL, 10);
+    int json = 0;
+    if (argc >= 2 && !strcmp(argv[1], "--version")) {
+        printf("granary %s\n", gr_version());
+        return 0;
+    }
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        gr__usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (strcmp(argv[1], "call") != 0) {
+        fprintf(stderr, "granary: unknown command '%s' (see --help)\n", argv[1]);
+        return 2;
+    }
+    const char *pos[3] = {NULL, NULL, NULL};
+    int npos = 0;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            gr__usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "--json")) {
+            json = 1;
+        } else if (!strcmp(a, "--silo") || !strcmp(a, "--cluster") || !strcmp(a, "--secret") ||
+                   !strcmp(a, "--timeout")) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "granary: %s needs a value\n", a);
+                return 2;
+            }
+            const char *v = argv[++i];
+            if (!strcmp(a, "--silo"))
+                o.silos = v;
+            else if (!strcmp(a, "--cluster"))
+                o.cluster = v;
+            else if (!strcmp(a, "--secret"))
+                o.secret = v;
+            else {
+                char *end;
+                unsigned long t = strtoul(v, &end, 10);
+                if (*end || t == 0 || t > 86400000ul) {
+                    fprintf(stderr, "granary: --timeout: expected milliseconds (1..86400000), got '%s'\n", v);
+                    return 2;
+                }
+                timeout = (uint32_t)t;
+            }
+        } else if (a[0] == '-' && a[1] == '-') {
+            fprintf(stderr, "granary: unknown option '%s' (see --help)\n", a);
+            return 2;
+        } else if (npos < 3) {
+            pos[npos++] = a;
+        } else {
+            fprintf(stderr, "granary: too many arguments (see --help)\n");
+            return 2;
+        }
+    }
+    if (npos < 2) {
+        fprintf(stderr, "granary call: need CLASS/KEY and METHOD (see --help)\n");
+        return 2;
+    }
+    const char *slash = strchr(pos[0], '/');
+    if (!slash || slash == pos[0]) {
+        fprintf(stderr, "granary call: grain must be CLASS/KEY, got '%s'\n", pos[0]);
+        return 2;
+    }
+    char cls[GR_CLASS_NAME_MAX + 1];
+    size_t cl = (size_t)(slash - pos[0]);
+    if (cl > GR_CLASS_NAME_MAX) {
+        fprintf(stderr, "granary call: class name longer than %u bytes\n", GR_CLASS_NAME_MAX);
+        return 2;
+    }
+    memcpy(cls, pos[0], cl);
+    cls[cl] = '\0';
+    gr__buf_t arg;
+    gr__buf_init(&arg);
+    if (pos[2] && !strcmp(pos[2], "-")) {
+        int rc = gr__read_stdin(&arg);
+        if (rc) {
+            fprintf(stderr, "granary call: reading the argument from stdin: %s\n", gr_strerror(rc));
+            return 2;
+        }
+    } else if (pos[2]) {
+        gr__buf_append(&arg, pos[2], strlen(pos[2]));
+    }
+
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    gr__cli_call_t r;
+    memset(&r, 0, sizeof r);
+    gr__buf_init(&r.reply);
+    int rc = gr_client_new(&loop, &o, &r.client);
+    if (rc != 0) {
+        fprintf(stderr, "granary: bad --silo list '%s': %s\n", o.silos, gr_strerror(rc));
+        return 2;
+    }
+    gr_ref_t ref = {cls, slash + 1, strlen(slash + 1)};
+    rc = gr_client_call(r.client, &ref, pos[1], arg.data, arg.len, timeout, gr__on_reply, &r);
+    if (rc != 0) {
+        fprintf(stderr, "granary call: %s (%s)\n", gr_strerror(rc), gr_err_name(rc));
+        gr_client_close(r.client, NULL, NULL);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        uv_loop_close(&loop);
+        return 2;
+    }
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    gr__buf_free(&arg);
+    int exit_code = r.status == 0 ? 0 : gr_err_retryable(r.status) ? 75 : 1;
+    if (json) {
+        printf("{\"ok\":%s,", r.status == 0 ? "true" : "false");
+        if (r.status == 0) {
+            printf("\"reply\":");
+            gr__json_print(stdout, r.reply.data, r.reply.len);
+        } else {
+            printf("\"error\":\"%s\",\"message\":", gr_err_name(r.status));
+            gr__json_print(stdout, r.reply.data, r.reply.len);
+            printf(",\"retryable\":%s", gr_err_retryable(r.status) ? "true" : "false");
+        }
+        printf("}\n");
+    } else if (r.status == 0) {
+        if (r.reply.len) fwrite(r.reply.data, 1, r.reply.len, stdout);
+        fputc('\n', stdout);
+    } else {
+        fprintf(stderr, "granary call: %s: %s%s%.*s\n", gr_err_name(r.status), gr_strerror(r.status),
+                r.reply.len ? ": " : "", (int)r.reply.len, r.reply.data ? (const char *)r.reply.data : "");
+    }
+    gr__buf_free(&r.reply);
+    return exit_code;
+}

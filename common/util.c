@@ -1,0 +1,194 @@
+/* common/util.c - hashing, the byte buffer, escaping and the clock. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include <uv.h>
+
+#include "common/common.h"
+
+/* FNV-1a over the bytes, then a murmur3 finaliser: FNV alone clusters badly
+ * in the high bits, which the hash ring uses. */
+uint64_t gr__hash64(const void *data, size_t len, uint64_t seed) {
+    const uint8_t *p = data;
+    uint64_t h = 1469598103934665603ull ^ seed;
+    for (size_t i = 0; i < len; i++) {
+        h ^= p[i];
+        h *= 1099511628211ull;
+    }
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    h ^= h >> 33;
+    return h;
+}
+
+void gr__buf_init(gr__buf_t *b) {
+    b->data = NULL;
+    b->len = 0;
+    b->cap = 0;
+}
+
+int gr__buf_reserve(gr__buf_t *b, size_t extra) {
+    if (b->cap - b->len >= extra) return 0;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap - b->len < extra) {
+        if (cap > SIZE_MAX / 2) return GR_ENOMEM;
+        cap *= 2;
+    }
+    uint8_t *p = gr__realloc(b->data, cap);
+    if (!p) return GR_ENOMEM;
+    b->data = p;
+    b->cap = cap;
+    return 0;
+}
+
+int gr__buf_append(gr__buf_t *b, const void *p, size_t n) {
+    int rc = gr__buf_reserve(b, n);
+    if (rc) return rc;
+    if (n) memcpy(b->data + b->len, p, n);
+    b->len += n;
+    return 0;
+}
+
+void gr__buf_consume(gr__buf_t *b, size_t n) {
+    if (n >= b->len) {
+        b->len = 0;
+        return;
+    }
+    memmove(b->data, b->data + n, b->len - n);
+    b->len -= n;
+}
+
+void gr__buf_free(gr__buf_t *b) {
+    gr__free(b->data);
+    gr__buf_init(b);
+}
+
+char *gr__escape(const void *data, size_t len, char *out, size_t out_size) {
+    const uint8_t *p = data;
+    size_t o = 0;
+    if (out_size == 0) return out;
+    for (size_t i = 0; i < len; i++) {
+        char tmp[5];
+        size_t n;
+        if (p[i] >= 0x20 && p[i] < 0x7f && p[i] != '\\' && p[i] != '"') {
+            tmp[0] = (char)p[i];
+            n = 1;
+        } else {
+            snprintf(tmp, sizeof tmp, "\\x%02x", p[i]);
+            n = 4;
+        }
+        if (o + n + 4 > out_size) {
+            if (o + 4 <= out_size) {
+                memcpy(out + o, "...", 3);
+                o += 3;
+            }
+            break;
+        }
+        memcpy(out + o, tmp, n);
+        o += n;
+    }
+    out[o] = '\0';
+    return out;
+}
+
+uint64_t gr__now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+int gr__valid_class_name(const char *name) {
+    if (!name) return 0;
+    size_t n = strlen(name);
+    if (n == 0 || n > GR_CLASS_NAME_MAX) return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)name[i];
+        if (c <= 0x20 || c >= 0x7f || c == '/') return 0;
+    }
+    return 1;
+}
+
+int gr__dlq_insert(gr__dlq_t *q, gr__dlq_node_t *n, uint64_t deadline) {
+    n->deadline = deadline;
+    gr__dlq_node_t *p = q->tail;
+    while (p && p->deadline > deadline) p = p->prev;
+    n->prev = p;
+    n->next = p ? p->next : q->head;
+    if (n->next)
+        n->next->prev = n;
+    else
+        q->tail = n;
+    if (p)
+        p->next = n;
+    else
+        q->head = n;
+    n->linked = 1;
+    return q->head == n;
+}
+
+void gr__dlq_remove(gr__dlq_t *q, gr__dlq_node_t *n) {
+    if (!n->linked) return;
+    if (n->prev)
+        n->prev->next = n->next;
+    else
+        q->head = n->next;
+    if (n->next)
+        n->next->prev = n->prev;
+    else
+        q->tail = n->prev;
+    n->prev = n->next = NULL;
+    n->linked = 0;
+}
+
+gr__dlq_node_t *gr__dlq_pop_expired(gr__dlq_t *q, uint64_t now) {
+    gr__dlq_node_t *n = q->head;
+    if (!n || n->deadline > now) return NULL;
+    gr__dlq_remove(q, n);
+    return n;
+}
+
+uint64_t gr__dlq_next_in(const gr__dlq_t *q, uint64_t now) {
+    if (!q->head) return UINT64_MAX;
+    return q->head->deadline > now ? q->head->deadline - now : 0;
+}
+
+int gr__parse_hostport(const char *s, size_t len, char *host, size_t host_size, int *port) {
+    const char *colon = NULL;
+    for (size_t i = len; i > 0; i--)
+        if (s[i - 1] == ':') {
+            colon = s + i - 1;
+            break;
+        }
+    if (!colon || colon == s) return GR_EINVAL;
+    const char *h = s;
+    size_t hl = (size_t)(colon - s);
+    if (h[0] == '[') {
+        if (hl < 3 || h[hl - 1] != ']') return GR_EINVAL;
+        h++;
+        hl -= 2;
+    }
+    if (hl == 0 || hl >= host_size) return GR_EINVAL;
+    size_t pl = len - (size_t)(colon - s) - 1;
+    if (pl == 0 || pl > 5) return GR_EINVAL;
+    int p = 0;
+    for (size_t i = 0; i < pl; i++) {
+        char c = colon[1 + i];
+        if (c < '0' || c > '9') return GR_EINVAL;
+        p = p * 10 + (c - '0');
+    }
+    if (p > 65535) return GR_EINVAL;
+    memcpy(host, h, hl);
+    host[hl] = '\0';
+    *port = p;
+    return 0;
+}
+
+int gr__make_addr(const char *host, int port, struct sockaddr_storage *out) {
+    memset(out, 0, sizeof *out);
+    if (strcmp(host, "localhost") == 0) host = "127.0.0.1";
+    if (uv_ip4_addr(host, port, (struct sockaddr_in *)out) == 0) return 0;
+    if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)out) == 0) return 0;
+    return GR_EINVAL;
+}

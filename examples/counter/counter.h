@@ -1,0 +1,13 @@
+/* examples/counter/counter.h - the Counter grain class. */
+#ifndef GR_EXAMPLE_COUNTER_H
+#define GR_EXAMPLE_COUNTER_H
+
+#include <granary/granary.h>
+
+/* Counter: state is the count in decimal text.
+ *   incr      adds 1 (or the decimal ARG), persisted before the reply; replies the new value
+ *   get       replies the value
+ *   where     replies the id of the silo hosting this activation */
+extern const gr_class_t counter_class;
+
+#endif

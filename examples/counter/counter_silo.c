@@ -1,0 +1,8 @@
+/* examples/counter/counter_silo.c - a silo binary with the Counter class
+ * linked in: the "link libgranary and call the entry point" way. */
+#include "counter.h"
+
+int main(int argc, char **argv) {
+    static const gr_class_t *const classes[] = {&counter_class, NULL};
+    return gr_silo_main(argc, argv, classes);
+}

@@ -1,0 +1,1148 @@
+/* grains/runtime.c - the grain runtime: activation table, mailboxes, turns,
+ * persist-before-reply, timers, idle deactivation and pending calls.
+ *
+ * Everything runs on one libuv loop. Work that would run user code (a turn,
+ * a call's completion) is never done inside the API call that caused it: it
+ * goes on a run list drained by an idle handle (the "pump"), so handlers
+ * never nest and nothing is freed under a caller's feet.
+ */
+#include <assert.h>
+#include <stdio.h>
+
+#include "common/common.h"
+#include "grains/runtime.h"
+
+typedef enum { GR__G_LOADING, GR__G_ACTIVE, GR__G_DEACTIVATING, GR__G_DEAD } gr__gstatus_t;
+typedef enum { GR__MSG_CALL, GR__MSG_TIMER } gr__msg_kind_t;
+
+typedef struct gr__call gr__call_t;
+typedef struct gr__timer gr__timer_t;
+typedef struct gr__write_waiter gr__write_waiter_t;
+
+struct gr_msg {
+    gr_msg_t *next;
+    gr__msg_kind_t kind;
+    gr_grain_t *grain;
+    uint64_t call_id; /* 0: nobody waits for a reply */
+    uint64_t deadline;
+    const gr_method_t *method;
+    char *method_name;
+    uint8_t *arg;
+    size_t arg_len;
+    uint64_t timer_id;
+    /* A reply held back until the state write commits. */
+    int reply_status;
+    uint8_t *reply;
+    size_t reply_len;
+};
+
+/* A call waiting for its completion, on the caller's side. */
+struct gr__call {
+    UT_hash_handle hh;
+    uint64_t id;
+    gr_call_cb cb;
+    void *ud;
+    gr__dlq_node_t dl; /* in the runtime's deadline queue */
+    gr_grain_t *owner;             /* calling activation, or NULL */
+    gr__call_t *own_prev, *own_next;
+    gr__call_t *done_next; /* completion list */
+    int status;
+    uint8_t *reply;
+    size_t reply_len;
+};
+
+struct gr__timer {
+    gr__timer_t *next;
+    gr_grain_t *grain;
+    uint64_t id;
+    uv_timer_t handle;
+    gr_timer_fn fn;
+    void *ud;
+    int queued; /* a tick waits in the mailbox: ticks do not pile up */
+    int one_shot;
+};
+
+struct gr__write_waiter {
+    gr__write_waiter_t *next;
+    gr_write_cb cb;
+    void *ud;
+    gr_msg_t *msg; /* internal: a held reply to release */
+};
+
+struct gr_grain {
+    UT_hash_handle hh;
+    gr_runtime_t *rt;
+    const gr_class_t *cls;
+    uint8_t *id; /* class '\0' key: the table key */
+    size_t id_len;
+    const uint8_t *key; /* points into id */
+    size_t key_len;
+    gr__gstatus_t status;
+    int refs; /* storage operations in flight: the struct outlives them */
+    uint8_t *state;
+    size_t state_len;
+    int64_t version;
+    int dirty;
+    int writing;
+    gr__write_waiter_t *waiters_now;  /* complete when the write in flight does */
+    gr__write_waiter_t *waiters_next; /* need another write after it */
+    gr_msg_t *mb_head, *mb_tail;      /* mailbox */
+    uint32_t mb_len;
+    gr_msg_t *current; /* turn in progress: until replied (and persisted) */
+    int scheduled;
+    gr_grain_t *run_next;
+    gr_grain_t *lru_prev, *lru_next;
+    uint64_t last_active;
+    int deactivate_requested;
+    gr__timer_t *timers;
+    gr__call_t *owned; /* calls this activation made that are still pending */
+    void *data;
+    void (*data_free)(void *);
+};
+
+typedef struct gr__class_entry {
+    UT_hash_handle hh;
+    const gr_class_t *cls;
+} gr__class_entry_t;
+
+struct gr_runtime {
+    uv_loop_t *loop;
+    gr_storage_t *storage;
+    gr_runtime_options_t opts;
+    char *silo_id;
+    gr__class_entry_t *classes;
+    gr_grain_t *grains;
+    size_t n_grains;
+    gr_grain_t *run_head, *run_tail;
+    gr_grain_t *lru_head, *lru_tail;
+    gr__call_t *calls;
+    gr__dlq_t deadlines;
+    gr__call_t *done_head, *done_tail;
+    uint64_t next_call_id;
+    uint64_t next_timer_id;
+    uv_idle_t pump;
+    uv_timer_t deadline_timer;
+    uv_timer_t idle_timer;
+    int pump_on;
+    int draining;
+    void (*drain_cb)(gr_runtime_t *, void *);
+    void *drain_ud;
+    int closing;
+    int open_handles;
+    size_t held_grains; /* finished grains still referenced by I/O or timers */
+    uint32_t min_idle_ms; /* shortest idle age of any class: bounds the sweep */
+    void (*close_cb)(void *);
+    void *close_ud;
+    gr__runtime_stats_t stats;
+};
+
+static void gr__pump_start(gr_runtime_t *rt);
+static void gr__grain_schedule(gr_grain_t *g);
+static void gr__grain_deactivate(gr_grain_t *g, int save);
+static void gr__grain_release(gr_grain_t *g);
+static void gr__maybe_drained(gr_runtime_t *rt);
+static void gr__maybe_closed(gr_runtime_t *rt);
+
+/* ---- pending calls and their completion ---- */
+
+static void gr__deadline_rearm(gr_runtime_t *rt);
+
+static void gr__call_unlink(gr_runtime_t *rt, gr__call_t *c) {
+    HASH_DEL(rt->calls, c);
+    gr__dlq_remove(&rt->deadlines, &c->dl);
+    if (c->owner) {
+        if (c->own_prev)
+            c->own_prev->own_next = c->own_next;
+        else
+            c->owner->owned = c->own_next;
+        if (c->own_next) c->own_next->own_prev = c->own_prev;
+        c->owner = NULL;
+    }
+}
+
+/* Queue a call's completion for the pump. `reply` ownership moves in. */
+static void gr__call_finish(gr_runtime_t *rt, gr__call_t *c, int status, uint8_t *reply, size_t len) {
+    c->status = status;
+    c->reply = reply;
+    c->reply_len = len;
+    c->done_next = NULL;
+    if (rt->done_tail)
+        rt->done_tail->done_next = c;
+    else
+        rt->done_head = c;
+    rt->done_tail = c;
+    gr__pump_start(rt);
+}
+
+/* A completion that never entered the table (refused at submission). */
+static void gr__call_fail_soon(gr_runtime_t *rt, gr__call_t *c, int status, const char *detail) {
+    size_t n = detail ? strlen(detail) : 0;
+    uint8_t *d = n ? gr__memdup(detail, n) : NULL;
+    gr__call_finish(rt, c, status, d, d ? n : 0);
+}
+
+static void gr__deadline_cb(uv_timer_t *t) {
+    gr_runtime_t *rt = t->data;
+    gr__dlq_node_t *n;
+    while ((n = gr__dlq_pop_expired(&rt->deadlines, uv_now(rt->loop))) != NULL) {
+        gr__call_t *c = GR__CONTAINER_OF(n, gr__call_t, dl);
+        gr__call_unlink(rt, c);
+        gr__call_fail_soon(rt, c, GR_ETIMEDOUT, "no reply within the call's timeout");
+    }
+    gr__deadline_rearm(rt);
+}
+
+static void gr__deadline_rearm(gr_runtime_t *rt) {
+    uint64_t d = gr__dlq_next_in(&rt->deadlines, uv_now(rt->loop));
+    if (d == UINT64_MAX)
+        uv_timer_stop(&rt->deadline_timer);
+    else
+        uv_timer_start(&rt->deadline_timer, gr__deadline_cb, d, 0);
+}
+
+static gr__call_t *gr__call_new(gr_runtime_t *rt, gr_call_cb cb, void *ud, uint32_t timeout_ms,
+                                gr_grain_t *owner) {
+    gr__call_t *c = gr__calloc(1, sizeof *c);
+    if (!c) return NULL;
+    c->id = ++rt->next_call_id;
+    c->cb = cb;
+    c->ud = ud;
+    HASH_ADD(hh, rt->calls, id, sizeof c->id, c);
+    if (gr__hash_oom()) {
+        gr__free(c);
+        return NULL;
+    }
+    uint64_t deadline = uv_now(rt->loop) + (timeout_ms ? timeout_ms : rt->opts.default_call_timeout_ms);
+    if (gr__dlq_insert(&rt->deadlines, &c->dl, deadline)) gr__deadline_rearm(rt);
+    if (owner) {
+        c->owner = owner;
+        c->own_next = owner->owned;
+        if (owner->owned) owner->owned->own_prev = c;
+        owner->owned = c;
+    }
+    return c;
+}
+
+/* Route a reply to its waiting call, if the caller is still waiting. */
+static void gr__deliver_reply(gr_runtime_t *rt, uint64_t call_id, int status, uint8_t *reply,
+                              size_t len) {
+    gr__call_t *c = NULL;
+    if (call_id) HASH_FIND(hh, rt->calls, &call_id, sizeof call_id, c);
+    if (!c) {
+        if (call_id) rt->stats.late_replies++;
+        gr__free(reply);
+        return;
+    }
+    gr__call_unlink(rt, c);
+    gr__call_finish(rt, c, status, reply, len);
+}
+
+/* ---- activations ---- */
+
+static void gr__lru_unlink(gr_runtime_t *rt, gr_grain_t *g) {
+    if (g->lru_prev)
+        g->lru_prev->lru_next = g->lru_next;
+    else if (rt->lru_head == g)
+        rt->lru_head = g->lru_next;
+    if (g->lru_next)
+        g->lru_next->lru_prev = g->lru_prev;
+    else if (rt->lru_tail == g)
+        rt->lru_tail = g->lru_prev;
+    g->lru_prev = g->lru_next = NULL;
+}
+
+/* Mark activity: the grain moves to the young end of the idle list. */
+static void gr__grain_touch(gr_grain_t *g) {
+    gr_runtime_t *rt = g->rt;
+    g->last_active = uv_now(rt->loop);
+    if (rt->lru_tail == g) return;
+    gr__lru_unlink(rt, g);
+    g->lru_prev = rt->lru_tail;
+    if (rt->lru_tail)
+        rt->lru_tail->lru_next = g;
+    else
+        rt->lru_head = g;
+    rt->lru_tail = g;
+}
+
+static void gr__msg_free(gr_msg_t *m) {
+    gr__free(m->method_name);
+    gr__free(m->arg);
+    gr__free(m->reply);
+    gr__free(m);
+}
+
+/* Complete a message: send its reply (status 0, GR_EAPP or an error) to the
+ * caller. `reply` ownership moves in. */
+static void gr__msg_complete(gr_runtime_t *rt, gr_msg_t *m, int status, uint8_t *reply, size_t len) {
+    if (status != 0) rt->stats.calls_failed++;
+    gr__deliver_reply(rt, m->call_id, status, reply, len);
+    m->reply = NULL;
+    gr__msg_free(m);
+}
+
+static void gr__msg_fail(gr_runtime_t *rt, gr_msg_t *m, int status, const char *detail) {
+    if (m->kind == GR__MSG_TIMER) {
+        gr__msg_free(m);
+        return;
+    }
+    size_t n = detail ? strlen(detail) : 0;
+    uint8_t *d = n ? gr__memdup(detail, n) : NULL;
+    gr__msg_complete(rt, m, status, d, d ? n : 0);
+}
+
+static void gr__mailbox_push(gr_grain_t *g, gr_msg_t *m) {
+    m->next = NULL;
+    m->grain = g;
+    if (g->mb_tail)
+        g->mb_tail->next = m;
+    else
+        g->mb_head = m;
+    g->mb_tail = m;
+    g->mb_len++;
+}
+
+static gr_msg_t *gr__mailbox_pop(gr_grain_t *g) {
+    gr_msg_t *m = g->mb_head;
+    if (!m) return NULL;
+    g->mb_head = m->next;
+    if (!g->mb_head) g->mb_tail = NULL;
+    g->mb_len--;
+    m->next = NULL;
+    return m;
+}
+
+static void gr__grain_storage_read_cb(void *ud, int status, const uint8_t *data, size_t len,
+                                      int64_t version, const char *detail);
+
+/* Create an activation in LOADING state and start reading its state. */
+static int gr__grain_new(gr_runtime_t *rt, const gr_class_t *cls, const uint8_t *id, size_t id_len,
+                         size_t class_len, gr_grain_t **out) {
+    gr_grain_t *g = gr__calloc(1, sizeof *g);
+    if (!g) return GR_ENOMEM;
+    g->id = gr__memdup(id, id_len);
+    if (!g->id) {
+        gr__free(g);
+        return GR_ENOMEM;
+    }
+    g->rt = rt;
+    g->cls = cls;
+    g->id_len = id_len;
+    g->key = g->id + class_len + 1;
+    g->key_len = id_len - class_len - 1;
+    g->status = GR__G_LOADING;
+    HASH_ADD_KEYPTR(hh, rt->grains, g->id, g->id_len, g);
+    if (gr__hash_oom()) {
+        gr__free(g->id);
+        gr__free(g);
+        return GR_ENOMEM;
+    }
+    int rc = gr_storage_read(rt->storage, cls->name, g->key, g->key_len, gr__grain_storage_read_cb, g);
+    if (rc != 0) {
+        HASH_DEL(rt->grains, g);
+        gr__free(g->id);
+        gr__free(g);
+        return rc == GR_ENOMEM ? GR_ENOMEM : GR_ESTORAGE;
+    }
+    g->refs++;
+    rt->stats.storage_reads++;
+    rt->n_grains++;
+    rt->stats.activations++;
+    gr__grain_touch(g);
+    *out = g;
+    return 0;
+}
+
+/* Remove the activation from the table; its struct lives on while storage
+ * operations still hold it (refs). Queued messages go to a fresh activation,
+ * which reloads state: this is how a stale or failed activation forwards its
+ * queue. */
+static void gr__grain_finish(gr_grain_t *g) {
+    gr_runtime_t *rt = g->rt;
+    assert(g->status != GR__G_DEAD);
+    g->status = GR__G_DEAD;
+    HASH_DEL(rt->grains, g);
+    rt->n_grains--;
+    rt->stats.deactivations++;
+    gr__lru_unlink(rt, g);
+    if (g->data_free) g->data_free(g->data);
+    g->data = NULL;
+    g->data_free = NULL;
+    gr_msg_t *queued = g->mb_head;
+    g->mb_head = g->mb_tail = NULL;
+    g->mb_len = 0;
+    if (queued) {
+        if (rt->closing || rt->draining) {
+            while (queued) {
+                gr_msg_t *n = queued->next;
+                gr__msg_fail(rt, queued, GR_ESHUTDOWN, "silo is shutting down");
+                queued = n;
+            }
+        } else {
+            gr_grain_t *ng = NULL;
+            int rc = gr__grain_new(rt, g->cls, g->id, g->id_len, strlen(g->cls->name), &ng);
+            while (queued) {
+                gr_msg_t *n = queued->next;
+                if (rc != 0)
+                    gr__msg_fail(rt, queued, rc, "reactivating the grain failed");
+                else if (queued->kind == GR__MSG_TIMER)
+                    gr__msg_free(queued); /* timers belonged to the old activation */
+                else
+                    gr__mailbox_push(ng, queued);
+                queued = n;
+            }
+        }
+    }
+    rt->held_grains++;
+    gr__grain_release(g);
+    gr__maybe_drained(rt);
+}
+
+static void gr__grain_release(gr_grain_t *g) {
+    if (g->refs > 0 || g->status != GR__G_DEAD || g->scheduled) return;
+    gr_runtime_t *rt = g->rt;
+    gr__free(g->state);
+    gr__free(g->id);
+    gr__free(g);
+    rt->held_grains--;
+    gr__maybe_closed(rt);
+}
+
+/* Fail every queued message and drop the activation (load or activate failed). */
+static void gr__grain_fail_all(gr_grain_t *g, int status, const char *detail) {
+    gr_runtime_t *rt = g->rt;
+    gr_msg_t *m;
+    while ((m = gr__mailbox_pop(g)) != NULL) gr__msg_fail(rt, m, status, detail);
+    g->status = GR__G_DEACTIVATING;
+    gr__grain_finish(g);
+}
+
+static void gr__grain_storage_read_cb(void *ud, int status, const uint8_t *data, size_t len,
+                                      int64_t version, const char *detail) {
+    gr_grain_t *g = ud;
+    g->refs--;
+    gr_runtime_t *rt = g->rt;
+    if (g->status == GR__G_DEAD) { /* the runtime closed meanwhile */
+        gr__grain_release(g);
+        return;
+    }
+    if (status != 0) {
+        rt->stats.storage_errors++;
+        char msg[512];
+        snprintf(msg, sizeof msg, "loading state failed: %s", detail ? detail : gr_strerror(status));
+        gr__log(GR__LOG_WARN, g->cls->name, g->key, g->key_len, "%s", msg);
+        gr__grain_fail_all(g, status == GR_ECANCELED ? GR_ESHUTDOWN : GR_ESTORAGE, msg);
+        return;
+    }
+    if (len) {
+        g->state = gr__memdup(data, len);
+        if (!g->state) {
+            gr__grain_fail_all(g, GR_ENOMEM, "out of memory loading state");
+            return;
+        }
+    }
+    g->state_len = len;
+    g->version = version;
+    g->status = GR__G_ACTIVE;
+    if (g->cls->on_activate) {
+        int rc = g->cls->on_activate(g);
+        if (rc != 0) {
+            char msg[160];
+            snprintf(msg, sizeof msg, "on_activate failed: %s", gr_strerror(rc));
+            gr__log(GR__LOG_WARN, g->cls->name, g->key, g->key_len, "%s", msg);
+            gr__grain_fail_all(g, GR_EACTIVATE, msg);
+            return;
+        }
+    }
+    gr__grain_schedule(g);
+}
+
+/* ---- state writes ---- */
+
+static void gr__write_start(gr_grain_t *g);
+
+static void gr__waiters_complete(gr_grain_t *g, gr__write_waiter_t *w, int status, const char *detail) {
+    gr_runtime_t *rt = g->rt;
+    while (w) {
+        gr__write_waiter_t *n = w->next;
+        if (w->msg) {
+            gr_msg_t *m = w->msg;
+            if (status == 0)
+                gr__msg_complete(rt, m, m->reply_status, m->reply, m->reply_len);
+            else
+                gr__msg_fail(rt, m, status, detail);
+            if (g->current == m) g->current = NULL;
+        } else if (w->cb) {
+            w->cb(g, status, w->ud);
+        }
+        gr__free(w);
+        w = n;
+    }
+}
+
+static void gr__write_cb(void *ud, int status, int64_t new_version, const char *detail) {
+    gr_grain_t *g = ud;
+    gr_runtime_t *rt = g->rt;
+    g->refs--;
+    g->writing = 0;
+    gr__write_waiter_t *now = g->waiters_now;
+    g->waiters_now = NULL;
+    if (g->status == GR__G_DEAD) { /* runtime closed: nobody is listening */
+        gr__waiters_complete(g, now, GR_ECANCELED, "runtime closed");
+        gr__grain_release(g);
+        return;
+    }
+    if (status == 0) {
+        g->version = new_version;
+        gr__waiters_complete(g, now, 0, NULL);
+        if (g->status == GR__G_DEAD) return;
+        if (g->waiters_next) gr__write_start(g);
+        gr__grain_schedule(g);
+        return;
+    }
+    /* A conflict means another activation owns this grain now; any other
+     * failure leaves the stored state unknown. Either way the in-memory state
+     * may differ from storage, so drop this activation without writing and
+     * let a fresh one reload: no reply may claim a write that did not commit. */
+    char msg[512];
+    if (status == GR_ECONFLICT) {
+        rt->stats.storage_conflicts++;
+        snprintf(msg, sizeof msg, "state write conflict: another activation wrote version %lld first",
+                 (long long)(g->version + 1));
+    } else {
+        rt->stats.storage_errors++;
+        snprintf(msg, sizeof msg, "state write failed: %s", detail ? detail : gr_strerror(status));
+        status = status == GR_ECANCELED ? GR_ESHUTDOWN : GR_ESTORAGE;
+    }
+    gr__log(GR__LOG_WARN, g->cls->name, g->key, g->key_len, "%s; deactivating", msg);
+    gr__write_waiter_t *next = g->waiters_next;
+    g->waiters_next = NULL;
+    gr__waiters_complete(g, now, status, msg);
+    gr__waiters_complete(g, next, status, msg);
+    if (g->status == GR__G_DEAD) return;
+    g->dirty = 0;
+    if (g->status == GR__G_DEACTIVATING) {
+        gr__grain_finish(g);
+    } else if (!g->current) {
+        gr__grain_deactivate(g, 0);
+    } else {
+        /* A turn is still in progress (an explicit write from a handler):
+         * deactivate without saving once it ends. */
+        g->deactivate_requested = 2;
+    }
+}
+
+static void gr__write_start(gr_grain_t *g) {
+    gr_runtime_t *rt = g->rt;
+    g->waiters_now = g->waiters_next;
+    g->waiters_next = NULL;
+    if (!g->dirty) { /* nothing changed since the last commit */
+        gr__write_waiter_t *w = g->waiters_now;
+        g->waiters_now = NULL;
+        gr__waiters_complete(g, w, 0, NULL);
+        return;
+    }
+    g->writing = 1;
+    g->dirty = 0; /* a change made while the write is in flight sets it again */
+    g->refs++;
+    rt->stats.storage_writes++;
+    int rc = gr_storage_write(rt->storage, g->cls->name, g->key, g->key_len, g->state, g->state_len,
+                              g->version, gr__write_cb, g);
+    if (rc != 0) {
+        g->dirty = 1;
+        gr__write_cb(g, rc == GR_ESHUTDOWN ? GR_ECANCELED : GR_ESTORAGE, 0, gr_strerror(rc));
+    }
+}
+
+/* Queue a write; the waiter completes when a write that includes the
+ * current state has committed. */
+static int gr__write_request(gr_grain_t *g, gr_write_cb cb, void *ud, gr_msg_t *msg) {
+    gr__write_waiter_t *w = gr__calloc(1, sizeof *w);
+    if (!w) return GR_ENOMEM;
+    w->cb = cb;
+    w->ud = ud;
+    w->msg = msg;
+    w->next = g->waiters_next;
+    g->waiters_next = w;
+    if (!g->writing) gr__write_start(g);
+    return 0;
+}
+
+/* ---- turns ---- */
+
+static void gr__pump_start(gr_runtime_t *rt);
+
+static void gr__grain_schedule(gr_grain_t *g) {
+    if (g->scheduled || g->status == GR__G_DEAD) return;
+    g->scheduled = 1;
+    g->run_next = NULL;
+    gr_runtime_t *rt = g->rt;
+    if (rt->run_tail)
+        rt->run_tail->run_next = g;
+    else
+        rt->run_head = g;
+    rt->run_tail = g;
+    gr__pump_start(rt);
+}
+
+static const gr_method_t *gr__find_method(const gr_class_t *cls, const char *name) {
+    for (const gr_method_t *m = cls->methods; m->name; m++)
+        if (strcmp(m->name, name) == 0) return m;
+    return NULL;
+}
+
+static gr__timer_t *gr__timer_find(gr_grain_t *g, uint64_t id) {
+    for (gr__timer_t *t = g->timers; t; t = t->next)
+        if (t->id == id) return t;
+    return NULL;
+}
+
+static void gr__timer_remove(gr_grain_t *g, gr__timer_t *t);
+
+/* Run at most one turn of a grain. */
+static void gr__grain_run(gr_grain_t *g) {
+    gr_runtime_t *rt = g->rt;
+    if (g->status != GR__G_ACTIVE || g->current) return;
+    gr_msg_t *m = gr__mailbox_pop(g);
+    if (!m) {
+        if (g->deactivate_requested || rt->draining) gr__grain_deactivate(g, g->deactivate_requested != 2);
+        return;
+    }
+    if (m->kind == GR__MSG_TIMER) {
+        gr__timer_t *t = gr__timer_find(g, m->timer_id);
+        if (t) { /* else stopped after the tick was queued */
+            t->queued = 0;
+            g->current = m; /* a turn: gr_reply on it is refused (not a call) */
+            t->fn(g, t->ud);
+            g->current = NULL;
+            t = gr__timer_find(g, m->timer_id);
+            if (t && t->one_shot) gr__timer_remove(g, t);
+        }
+        gr__msg_free(m);
+    } else {
+        gr__grain_touch(g);
+        if (m->deadline <= uv_now(rt->loop)) {
+            /* The caller gave up already: running the handler would only
+             * produce a reply nobody reads. */
+            gr__msg_fail(rt, m, GR_ETIMEDOUT, "deadline passed while queued");
+        } else {
+            m->method = gr__find_method(g->cls, m->method_name);
+            if (!m->method) {
+                char detail[GR_METHOD_NAME_MAX + GR_CLASS_NAME_MAX + 64];
+                snprintf(detail, sizeof detail, "class %s has no method '%s'", g->cls->name,
+                         m->method_name);
+                gr__msg_fail(rt, m, GR_ENOMETHOD, detail);
+            } else {
+                g->current = m;
+                m->method->fn(g, m, m->arg, m->arg_len);
+            }
+        }
+    }
+    if (!g->current && g->status == GR__G_ACTIVE) gr__grain_schedule(g);
+}
+
+static void gr__pump_cb(uv_idle_t *h) {
+    gr_runtime_t *rt = h->data;
+    /* A bounded batch per loop iteration keeps sockets and timers served
+     * under a flood of local calls. */
+    for (int budget = 4096; budget > 0; budget--) {
+        if (rt->done_head) {
+            gr__call_t *c = rt->done_head;
+            rt->done_head = c->done_next;
+            if (!rt->done_head) rt->done_tail = NULL;
+            c->cb(c->ud, c->status, c->reply, c->reply_len);
+            gr__free(c->reply);
+            gr__free(c);
+            continue;
+        }
+        gr_grain_t *g = rt->run_head;
+        if (!g) break;
+        rt->run_head = g->run_next;
+        if (!rt->run_head) rt->run_tail = NULL;
+        g->scheduled = 0;
+        if (g->status == GR__G_DEAD)
+            gr__grain_release(g);
+        else
+            gr__grain_run(g);
+    }
+    if (!rt->done_head && !rt->run_head) {
+        uv_idle_stop(&rt->pump);
+        rt->pump_on = 0;
+        gr__maybe_drained(rt);
+    }
+}
+
+static void gr__pump_start(gr_runtime_t *rt) {
+    if (rt->pump_on || rt->closing) return;
+    rt->pump_on = 1;
+    uv_idle_start(&rt->pump, gr__pump_cb);
+}
+
+/* ---- deactivation ---- */
+
+static void gr__timers_stop_all(gr_grain_t *g);
+
+static void gr__deactivate_write_cb(gr_grain_t *g, int status, void *ud) {
+    (void)status;
+    (void)ud;
+    /* On failure the write path already logged it and finishes the grain. */
+    if (g->status == GR__G_DEACTIVATING && status == 0) gr__grain_finish(g);
+}
+
+static void gr__grain_deactivate(gr_grain_t *g, int save) {
+    gr_runtime_t *rt = g->rt;
+    if (g->status != GR__G_ACTIVE) return;
+    g->status = GR__G_DEACTIVATING;
+    gr__timers_stop_all(g);
+    while (g->owned) {
+        gr__call_t *c = g->owned;
+        gr__call_unlink(rt, c);
+        gr__call_fail_soon(rt, c, GR_ECANCELED, "calling grain was deactivated");
+    }
+    if (save && g->cls->on_deactivate) g->cls->on_deactivate(g);
+    if (save && (g->dirty || g->writing)) {
+        if (gr__write_request(g, gr__deactivate_write_cb, NULL, NULL) == 0) return;
+        gr__log(GR__LOG_ERROR, g->cls->name, g->key, g->key_len,
+                "out of memory saving state at deactivation; unsaved changes are lost");
+    }
+    gr__grain_finish(g);
+}
+
+static void gr__idle_sweep_cb(uv_timer_t *t) {
+    gr_runtime_t *rt = t->data;
+    uint64_t now = uv_now(rt->loop);
+    gr_grain_t *g = rt->lru_head;
+    while (g) {
+        gr_grain_t *next = g->lru_next;
+        uint32_t age = g->cls->idle_deactivate_ms ? g->cls->idle_deactivate_ms
+                                                  : rt->opts.idle_deactivate_ms;
+        /* The list is ordered by last activity; past the shortest age in use
+         * nothing younger can be due, but classes differ, so only stop on the
+         * global minimum (1 s granularity at most). */
+        if (now - g->last_active < rt->min_idle_ms) break;
+        if (now - g->last_active >= age && g->status == GR__G_ACTIVE && !g->current && !g->mb_head &&
+            !g->writing && !g->scheduled) {
+            gr__grain_deactivate(g, 1);
+        }
+        g = next;
+    }
+}
+
+/* ---- timers ---- */
+
+static void gr__timer_closed(uv_handle_t *h) {
+    gr__timer_t *t = h->data;
+    gr_runtime_t *rt = t->grain->rt;
+    gr_grain_t *g = t->grain;
+    gr__free(t);
+    g->refs--;
+    gr__grain_release(g);
+    (void)rt;
+}
+
+static void gr__timer_remove(gr_grain_t *g, gr__timer_t *t) {
+    gr__timer_t **pp = &g->timers;
+    while (*pp != t) pp = &(*pp)->next;
+    *pp = t->next;
+    uv_timer_stop(&t->handle);
+    uv_close((uv_handle_t *)&t->handle, gr__timer_closed);
+}
+
+static void gr__timers_stop_all(gr_grain_t *g) {
+    while (g->timers) gr__timer_remove(g, g->timers);
+}
+
+static void gr__timer_fire(uv_timer_t *h) {
+    gr__timer_t *t = h->data;
+    gr_grain_t *g = t->grain;
+    if (t->queued || g->status != GR__G_ACTIVE) return;
+    gr_msg_t *m = gr__calloc(1, sizeof *m);
+    if (!m) return; /* a skipped tick; the next one retries */
+    m->kind = GR__MSG_TIMER;
+    m->timer_id = t->id;
+    t->queued = 1;
+    gr__mailbox_push(g, m);
+    gr__grain_schedule(g);
+}
+
+int gr_timer_start(gr_grain_t *g, uint64_t due_ms, uint64_t period_ms, gr_timer_fn fn, void *ud,
+                   uint64_t *id) {
+    if (!g || !fn) return GR_EINVAL;
+    if (g->status != GR__G_ACTIVE) return GR_ESTATE;
+    gr__timer_t *t = gr__calloc(1, sizeof *t);
+    if (!t) return GR_ENOMEM;
+    t->grain = g;
+    t->id = ++g->rt->next_timer_id;
+    t->fn = fn;
+    t->ud = ud;
+    t->one_shot = period_ms == 0;
+    uv_timer_init(g->rt->loop, &t->handle);
+    t->handle.data = t;
+    uv_timer_start(&t->handle, gr__timer_fire, due_ms, period_ms);
+    g->refs++; /* released in the handle's close callback */
+    t->next = g->timers;
+    g->timers = t;
+    if (id) *id = t->id;
+    return 0;
+}
+
+int gr_timer_stop(gr_grain_t *g, uint64_t id) {
+    gr__timer_t *t = gr__timer_find(g, id);
+    if (!t) return GR_ENOENT;
+    gr__timer_remove(g, t);
+    return 0;
+}
+
+/* ---- submitting calls ---- */
+
+static int gr__submit(gr_runtime_t *rt, gr_grain_t *owner, const gr_ref_t *ref, const char *method,
+                      const void *arg, size_t arg_len, uint32_t timeout_ms, gr_call_cb cb, void *ud) {
+    if (!rt || !ref || !method || !cb || !ref->class_name || (ref->key_len && !ref->key) ||
+        (arg_len && !arg))
+        return GR_EINVAL;
+    size_t cl = strlen(ref->class_name), ml = strlen(method);
+    if (cl == 0 || ml == 0) return GR_EINVAL;
+    if (cl > GR_CLASS_NAME_MAX || ml > GR_METHOD_NAME_MAX || ref->key_len > GR_KEY_MAX ||
+        arg_len > GR_ARG_MAX)
+        return GR_ETOOBIG;
+    if (rt->closing || rt->draining) return GR_ESHUTDOWN;
+
+    gr__call_t *c = gr__call_new(rt, cb, ud, timeout_ms, owner);
+    if (!c) return GR_ENOMEM;
+    rt->stats.calls++;
+
+    gr__class_entry_t *ce = NULL;
+    HASH_FIND_STR(rt->classes, ref->class_name, ce);
+    if (!ce) {
+        char detail[GR_CLASS_NAME_MAX + 64];
+        snprintf(detail, sizeof detail, "no grain class '%s' on this silo", ref->class_name);
+        gr__call_unlink(rt, c);
+        rt->stats.calls_failed++;
+        gr__call_fail_soon(rt, c, GR_ENOCLASS, detail);
+        return 0;
+    }
+
+    gr_msg_t *m = gr__calloc(1, sizeof *m);
+    if (m) {
+        m->method_name = gr__strdup(method);
+        if (arg_len) m->arg = gr__memdup(arg, arg_len);
+    }
+    if (!m || !m->method_name || (arg_len && !m->arg)) {
+        if (m) gr__msg_free(m);
+        gr__call_unlink(rt, c);
+        gr__free(c);
+        return GR_ENOMEM;
+    }
+    m->kind = GR__MSG_CALL;
+    m->call_id = c->id;
+    m->arg_len = arg_len;
+    m->deadline = c->dl.deadline;
+
+    /* The table key is class '\0' key: unambiguous because class names have
+     * no NUL. A stack buffer avoids an allocation per call. */
+    uint8_t idbuf[GR_CLASS_NAME_MAX + 1 + GR_KEY_MAX];
+    memcpy(idbuf, ref->class_name, cl + 1);
+    if (ref->key_len) memcpy(idbuf + cl + 1, ref->key, ref->key_len);
+    size_t id_len = cl + 1 + ref->key_len;
+
+    gr_grain_t *g = NULL;
+    HASH_FIND(hh, rt->grains, idbuf, id_len, g);
+    if (g && g->mb_len >= rt->opts.max_queue_per_grain) {
+        gr__call_unlink(rt, c);
+        gr__msg_free(m);
+        rt->stats.calls_failed++;
+        gr__call_fail_soon(rt, c, GR_EOVERLOAD, "grain mailbox is full");
+        return 0;
+    }
+    if (!g) {
+        int rc = gr__grain_new(rt, ce->cls, idbuf, id_len, cl, &g);
+        if (rc != 0) {
+            gr__call_unlink(rt, c);
+            gr__msg_free(m);
+            rt->stats.calls_failed++;
+            gr__call_fail_soon(rt, c, rc, "could not start loading the grain's state");
+            return 0;
+        }
+    }
+    gr__mailbox_push(g, m);
+    gr__grain_schedule(g);
+    return 0;
+}
+
+int gr_call(gr_runtime_t *rt, const gr_ref_t *ref, const char *method, const void *arg,
+            size_t arg_len, uint32_t timeout_ms, gr_call_cb cb, void *ud) {
+    return gr__submit(rt, NULL, ref, method, arg, arg_len, timeout_ms, cb, ud);
+}
+
+int gr_grain_call(gr_grain_t *g, const gr_ref_t *ref, const char *method, const void *arg,
+                  size_t arg_len, uint32_t timeout_ms, gr_call_cb cb, void *ud) {
+    if (!g) return GR_EINVAL;
+    if (g->status != GR__G_ACTIVE) return GR_ESTATE;
+    return gr__submit(g->rt, g, ref, method, arg, arg_len, timeout_ms, cb, ud);
+}
+
+/* ---- replies ---- */
+
+static int gr__reply(gr_msg_t *m, int status, const void *data, size_t len) {
+    if (!m || m->kind != GR__MSG_CALL) return GR_EINVAL;
+    if (len > GR_ARG_MAX) return GR_ETOOBIG;
+    gr_grain_t *g = m->grain;
+    gr_runtime_t *rt = g->rt;
+    assert(g->current == m && "gr_reply on a message that is not the current turn");
+    uint8_t *copy = NULL;
+    if (len) {
+        copy = gr__memdup(data, len);
+        if (!copy) return GR_ENOMEM;
+    }
+    if ((g->cls->flags & GR_CLASS_PERSIST_BEFORE_REPLY) && (g->dirty || g->writing) &&
+        g->status == GR__G_ACTIVE) {
+        m->reply_status = status;
+        m->reply = copy;
+        m->reply_len = len;
+        if (gr__write_request(g, NULL, NULL, m) == 0) return 0; /* turn ends at commit */
+        m->reply = NULL;
+        gr__free(copy);
+        g->current = NULL;
+        gr__msg_fail(rt, m, GR_ENOMEM, "out of memory persisting state");
+        gr__grain_schedule(g);
+        return 0;
+    }
+    g->current = NULL;
+    gr__msg_complete(rt, m, status, copy, len);
+    gr__grain_schedule(g);
+    return 0;
+}
+
+int gr_reply(gr_msg_t *m, const void *data, size_t len) { return gr__reply(m, 0, data, len); }
+
+int gr_reply_error(gr_msg_t *m, const char *text) {
+    return gr__reply(m, GR_EAPP, text ? text : "", text ? strlen(text) : 0);
+}
+
+const char *gr_msg_method(const gr_msg_t *m) { return m->method_name; }
+uint64_t gr_msg_deadline(const gr_msg_t *m) { return m->deadline; }
+
+/* ---- grain accessors ---- */
+
+const gr_class_t *gr_grain_class(const gr_grain_t *g) { return g->cls; }
+const uint8_t *gr_grain_key(const gr_grain_t *g, size_t *len) {
+    if (len) *len = g->key_len;
+    return g->key;
+}
+const char *gr_grain_silo(const gr_grain_t *g) { return g->rt->silo_id; }
+gr_runtime_t *gr_grain_runtime(const gr_grain_t *g) { return g->rt; }
+void *gr_grain_data(const gr_grain_t *g) { return g->data; }
+
+void gr_grain_set_data(gr_grain_t *g, void *data, void (*free_fn)(void *)) {
+    if (g->data_free && g->data != data) g->data_free(g->data);
+    g->data = data;
+    g->data_free = free_fn;
+}
+
+void gr_grain_deactivate_on_idle(gr_grain_t *g) {
+    if (!g->deactivate_requested) g->deactivate_requested = 1;
+    gr__grain_schedule(g);
+}
+
+void gr_state_get(const gr_grain_t *g, const uint8_t **data, size_t *len) {
+    *data = g->state;
+    *len = g->state_len;
+}
+
+int64_t gr_state_version(const gr_grain_t *g) { return g->version; }
+int gr_state_dirty(const gr_grain_t *g) { return g->dirty; }
+
+int gr_state_set(gr_grain_t *g, const void *data, size_t len) {
+    if (len > GR_STATE_MAX) return GR_ETOOBIG;
+    if (len && !data) return GR_EINVAL;
+    uint8_t *copy = NULL;
+    if (len) {
+        copy = gr__memdup(data, len);
+        if (!copy) return GR_ENOMEM;
+    }
+    gr__free(g->state);
+    g->state = copy;
+    g->state_len = len;
+    g->dirty = 1;
+    return 0;
+}
+
+int gr_state_write(gr_grain_t *g, gr_write_cb cb, void *ud) {
+    if (g->status != GR__G_ACTIVE) return GR_ESTATE;
+    return gr__write_request(g, cb, ud, NULL);
+}
+
+/* ---- the runtime handle ---- */
+
+void gr_runtime_options_init(gr_runtime_options_t *o) {
+    memset(o, 0, sizeof *o);
+    o->silo_id = "local";
+    o->idle_deactivate_ms = 600000;
+    o->default_call_timeout_ms = 30000;
+    o->max_queue_per_grain = 10000;
+}
+
+int gr_runtime_new(uv_loop_t *loop, gr_storage_t *storage, const gr_runtime_options_t *opts,
+                   gr_runtime_t **out) {
+    if (!loop || !storage || !opts || !out || !opts->silo_id || opts->default_call_timeout_ms == 0 ||
+        opts->idle_deactivate_ms == 0 || opts->max_queue_per_grain == 0)
+        return GR_EINVAL;
+    gr_runtime_t *rt = gr__calloc(1, sizeof *rt);
+    if (!rt) return GR_ENOMEM;
+    rt->silo_id = gr__strdup(opts->silo_id);
+    if (!rt->silo_id) {
+        gr__free(rt);
+        return GR_ENOMEM;
+    }
+    rt->loop = loop;
+    rt->storage = storage;
+    rt->opts = *opts;
+    rt->opts.silo_id = rt->silo_id;
+    rt->min_idle_ms = opts->idle_deactivate_ms;
+    uv_idle_init(loop, &rt->pump);
+    rt->pump.data = rt;
+    uv_timer_init(loop, &rt->deadline_timer);
+    rt->deadline_timer.data = rt;
+    uv_timer_init(loop, &rt->idle_timer);
+    rt->idle_timer.data = rt;
+    /* Sweep four times per shortest age, at most once per second. */
+    uint64_t every = opts->idle_deactivate_ms / 4;
+    if (every > 1000) every = 1000;
+    if (every < 10) every = 10;
+    uv_timer_start(&rt->idle_timer, gr__idle_sweep_cb, every, every);
+    uv_unref((uv_handle_t *)&rt->idle_timer);
+    uv_unref((uv_handle_t *)&rt->deadline_timer);
+    *out = rt;
+    return 0;
+}
+
+int gr_runtime_register(gr_runtime_t *rt, const gr_class_t *cls) {
+    if (!rt || !cls || !gr__valid_class_name(cls->name) || !cls->methods || !cls->methods[0].name)
+        return GR_EINVAL;
+    for (const gr_method_t *m = cls->methods; m->name; m++) {
+        size_t n = strlen(m->name);
+        if (!m->fn || n == 0 || n > GR_METHOD_NAME_MAX) return GR_EINVAL;
+    }
+    gr__class_entry_t *e = NULL;
+    HASH_FIND_STR(rt->classes, cls->name, e);
+    if (e) return GR_EEXIST;
+    e = gr__calloc(1, sizeof *e);
+    if (!e) return GR_ENOMEM;
+    e->cls = cls;
+    HASH_ADD_KEYPTR(hh, rt->classes, cls->name, strlen(cls->name), e);
+    if (gr__hash_oom()) {
+        gr__free(e);
+        return GR_ENOMEM;
+    }
+    /* The sweep must run often enough for the shortest class age. */
+    if (cls->idle_deactivate_ms && cls->idle_deactivate_ms < rt->min_idle_ms) rt->min_idle_ms = cls->idle_deactivate_ms;
+    if (cls->idle_deactivate_ms && cls->idle_deactivate_ms / 4 < uv_timer_get_repeat(&rt->idle_timer)) {
+        uint64_t every = cls->idle_deactivate_ms / 4 < 10 ? 10 : cls->idle_deactivate_ms / 4;
+        uv_timer_start(&rt->idle_timer, gr__idle_sweep_cb, every, every);
+    }
+    return 0;
+}
+
+const gr_class_t *gr_runtime_find_class(gr_runtime_t *rt, const char *name) {
+    gr__class_entry_t *e = NULL;
+    if (!rt || !name) return NULL;
+    HASH_FIND_STR(rt->classes, name, e);
+    return e ? e->cls : NULL;
+}
+
+size_t gr_runtime_activation_count(const gr_runtime_t *rt) { return rt->n_grains; }
+
+void gr__runtime_get_stats(const gr_runtime_t *rt, gr__runtime_stats_t *out) { *out = rt->stats; }
+
+static void gr__maybe_drained(gr_runtime_t *rt) {
+    if (!rt->draining || rt->n_grains != 0 || !rt->drain_cb) return;
+    void (*cb)(gr_runtime_t *, void *) = rt->drain_cb;
+    rt->drain_cb = NULL;
+    cb(rt, rt->drain_ud);
+}
+
+int gr_runtime_drain(gr_runtime_t *rt, void (*cb)(gr_runtime_t *, void *), void *ud) {
+    if (rt->draining || rt->closing) return GR_ESTATE;
+    rt->draining = 1;
+    rt->drain_cb = cb;
+    rt->drain_ud = ud;
+    /* Idle grains deactivate on their next run; busy ones after their turn
+     * and mailbox; loading ones after serving what they queued. The pump
+     * reports completion, so cb never runs inside this call. */
+    gr_grain_t *g, *tmp;
+    HASH_ITER(hh, rt->grains, g, tmp) gr__grain_schedule(g);
+    gr__pump_start(rt);
+    return 0;
+}
+
+static void gr__handle_closed(uv_handle_t *h) {
+    gr_runtime_t *rt = h->data;
+    rt->open_handles--;
+    gr__maybe_closed(rt);
+}
+
+static void gr__maybe_closed(gr_runtime_t *rt) {
+    if (!rt->closing || rt->open_handles != 0 || rt->n_grains != 0 || rt->run_head) return;
+    /* Grains still held by storage operations or timer handles keep the
+     * runtime alive: they point back at it. */
+    if (rt->held_grains != 0) return;
+    gr__class_entry_t *e, *tmp;
+    HASH_ITER(hh, rt->classes, e, tmp) {
+        HASH_DEL(rt->classes, e);
+        gr__free(e);
+    }
+    void (*cb)(void *) = rt->close_cb;
+    void *ud = rt->close_ud;
+    gr__free(rt->silo_id);
+    gr__free(rt);
+    if (cb) cb(ud);
+}
+
+void gr_runtime_close(gr_runtime_t *rt, void (*cb)(void *), void *ud) {
+    assert(!rt->closing && "gr_runtime_close called twice");
+    rt->closing = 1;
+    rt->close_cb = cb;
+    rt->close_ud = ud;
+    /* Drop every activation without saving: drain first to save. */
+    gr_grain_t *g, *tmp;
+    HASH_ITER(hh, rt->grains, g, tmp) {
+        gr_msg_t *m;
+        if (g->current && g->current->kind == GR__MSG_CALL) {
+            /* A handler still owns its msg until it replies; the reply then
+             * finds no caller. Detach it from the grain. */
+            g->current = NULL;
+        }
+        while ((m = gr__mailbox_pop(g)) != NULL) gr__msg_free(m);
+        gr__timers_stop_all(g);
+        while (g->owned) gr__call_unlink(rt, g->owned);
+        if (g->status == GR__G_ACTIVE || g->status == GR__G_LOADING) g->status = GR__G_DEACTIVATING;
+        gr__grain_finish(g);
+    }
+    /* Every call still waiting completes now with GR_ECANCELED. */
+    gr__call_t *c, *ctmp;
+    HASH_ITER(hh, rt->calls, c, ctmp) {
+        gr__call_unlink(rt, c);
+        c->cb(c->ud, GR_ECANCELED, NULL, 0);
+        gr__free(c);
+    }
+    while (rt->done_head) {
+        c = rt->done_head;
+        rt->done_head = c->done_next;
+        c->cb(c->ud, c->status, c->reply, c->reply_len);
+        gr__free(c->reply);
+        gr__free(c);
+    }
+    rt->done_tail = NULL;
+    /* Grains on the run list are released here rather than by the pump. */
+    while (rt->run_head) {
+        g = rt->run_head;
+        rt->run_head = g->run_next;
+        g->scheduled = 0;
+        gr__grain_release(g);
+    }
+    rt->run_tail = NULL;
+    rt->open_handles = 3;
+    uv_close((uv_handle_t *)&rt->pump, gr__handle_closed);
+    uv_close((uv_handle_t *)&rt->deadline_timer, gr__handle_closed);
+    uv_close((uv_handle_t *)&rt->idle_timer, gr__handle_closed);
+}

@@ -1,0 +1,51 @@
+/* granary/client.h - call grains from outside the cluster over TCP.
+ *
+ * A client is a handle on the caller's libuv loop. It connects lazily on the
+ * first call, pipelines calls over one connection, and on failure moves to the
+ * next silo address in its list. Not thread-safe: use it from its loop.
+ */
+#ifndef GRANARY_CLIENT_H
+#define GRANARY_CLIENT_H
+
+#include <uv.h>
+
+#include "granary/grain.h"
+
+typedef struct gr_client gr_client_t;
+
+/** Client settings; gr_client_options_init() fills the defaults. */
+typedef struct gr_client_options {
+    const char *silos;           /* "host:port[,host:port...]" (default "127.0.0.1:7700") */
+    const char *cluster;         /* must match the silo's (default "default") */
+    const char *secret;          /* shared secret, or NULL */
+    const char *name;            /* shown in silo logs (default "client") */
+    uint32_t connect_timeout_ms; /* per attempt (default 3000) */
+    uint32_t call_timeout_ms;    /* used when a call passes 0 (default 30000) */
+    uint32_t max_frame_bytes;    /* largest response accepted (default 1 MiB + 64 KiB) */
+} gr_client_options_t;
+
+/** Fill `opts` with the documented defaults. */
+GR_EXTERN void gr_client_options_init(gr_client_options_t *opts);
+
+/** Create a client on `loop` (strings copied). Returns 0, GR_EINVAL for an
+ * unparsable address list, or GR_ENOMEM. *out is closed with
+ * gr_client_close(). */
+GR_EXTERN int gr_client_new(uv_loop_t *loop, const gr_client_options_t *opts, gr_client_t **out);
+
+/** Call a grain method. Arguments are copied. `cb` runs exactly once, later,
+ * with the reply (status 0), GR_EAPP and the grain's error text, or another
+ * GR_E* code (GR_ECONN, GR_ETIMEDOUT, GR_ENOCLASS, GR_ESTORAGE, ...) with a
+ * detail text. Returns 0, or GR_EINVAL/GR_ETOOBIG/GR_ESHUTDOWN (cb never
+ * runs). */
+GR_EXTERN int gr_client_call(gr_client_t *c, const gr_ref_t *ref, const char *method,
+                             const void *arg, size_t arg_len, uint32_t timeout_ms, gr_call_cb cb,
+                             void *ud);
+
+/** The id the connected silo announced in its handshake, or NULL. */
+GR_EXTERN const char *gr_client_silo(const gr_client_t *c);
+
+/** Close the client: calls in flight complete with GR_ECANCELED, then `cb`
+ * runs on a later loop iteration and the memory is gone. */
+GR_EXTERN void gr_client_close(gr_client_t *c, void (*cb)(void *), void *ud);
+
+#endif

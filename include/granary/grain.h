@@ -1,0 +1,205 @@
+/* granary/grain.h - define grain classes, serve calls, keep state, call grains.
+ *
+ * Everything here runs on the loop thread of the runtime that owns the grain;
+ * no function in this header is thread-safe, and none blocks.
+ */
+#ifndef GRANARY_GRAIN_H
+#define GRANARY_GRAIN_H
+
+#include <uv.h>
+
+#include "granary/error.h"
+#include "granary/storage.h"
+
+typedef struct gr_runtime gr_runtime_t; /* the grain runtime of one silo */
+typedef struct gr_grain gr_grain_t;     /* one activation (a handle owned by the runtime) */
+typedef struct gr_msg gr_msg_t;         /* one call being served (a request owned by the runtime) */
+
+/** A method handler. `arg` is borrowed for the duration of the call only.
+ * The handler must eventually call gr_reply() or gr_reply_error() on `msg`,
+ * now or later (for example from the callback of a call to another grain).
+ * Until then the grain is busy: non-reentrant turns mean the next message
+ * waits. */
+typedef void (*gr_method_fn)(gr_grain_t *grain, gr_msg_t *msg, const uint8_t *arg, size_t arg_len);
+
+/** One entry of a class's method table; the table ends with {NULL, NULL}. */
+typedef struct gr_method {
+    const char *name; /* stable string used by callers on the wire */
+    gr_method_fn fn;
+} gr_method_t;
+
+/** Class flags. */
+enum gr_class_flags {
+    /* Hold each reply until the state it changed has committed to storage:
+     * after the handler replies, if the state is dirty the runtime writes it
+     * and only then sends the reply (or GR_ESTORAGE/GR_ECONFLICT if the write
+     * fails, in which case the activation is dropped and reloaded). */
+    GR_CLASS_PERSIST_BEFORE_REPLY = 1u << 0,
+};
+
+/** A grain class. The struct and every string and table it points to are
+ * borrowed by the runtime for as long as the runtime lives (static storage is
+ * the usual choice). */
+typedef struct gr_class {
+    const char *name;           /* unique, 1..GR_CLASS_NAME_MAX printable ASCII, no '/' */
+    const gr_method_t *methods; /* terminated by an entry with name == NULL */
+    /* Optional. Runs once the state is loaded, before the first message. A
+     * negative return fails the activation: queued calls get GR_EACTIVATE. */
+    int (*on_activate)(gr_grain_t *grain);
+    /* Optional. Runs when the activation is deactivated (idle, explicit, or
+     * silo shutdown); it may still change state, which the runtime then writes. */
+    void (*on_deactivate)(gr_grain_t *grain);
+    unsigned flags;              /* gr_class_flags */
+    uint32_t idle_deactivate_ms; /* 0: the runtime's default */
+} gr_class_t;
+
+/** Completion of a call. status is 0 with the reply bytes, GR_EAPP with the
+ * application's error text, or another GR_E* code with a detail text (which
+ * may be empty). `reply` is borrowed until the callback returns. Runs exactly
+ * once per accepted call, on the loop thread, never inside gr_call(). */
+typedef void (*gr_call_cb)(void *ud, int status, const uint8_t *reply, size_t reply_len);
+
+/** Names a grain: class name plus key bytes (borrowed). */
+typedef struct gr_ref {
+    const char *class_name;
+    const void *key;
+    size_t key_len;
+} gr_ref_t;
+
+/* ---- the runtime ------------------------------------------------------- */
+
+/** Options of a runtime; set them with gr_runtime_options_init() first. */
+typedef struct gr_runtime_options {
+    const char *silo_id;             /* reported by gr_grain_silo(); copied */
+    uint32_t idle_deactivate_ms;     /* default age before an idle grain is deactivated (default 600000) */
+    uint32_t default_call_timeout_ms; /* used when a call passes 0 (default 30000) */
+    uint32_t max_queue_per_grain;    /* queued messages per activation before GR_EOVERLOAD (default 10000) */
+} gr_runtime_options_t;
+
+/** Fill `opts` with the defaults documented in gr_runtime_options_t. */
+GR_EXTERN void gr_runtime_options_init(gr_runtime_options_t *opts);
+
+/** Create a runtime on `loop` that keeps grain state in `storage` (borrowed;
+ * it must outlive the runtime). On success *out owns a runtime the caller
+ * closes with gr_runtime_close(). Returns 0, GR_EINVAL or GR_ENOMEM. */
+GR_EXTERN int gr_runtime_new(uv_loop_t *loop, gr_storage_t *storage, const gr_runtime_options_t *opts,
+                             gr_runtime_t **out);
+
+/** Register a grain class (borrowed, see gr_class_t). Returns 0, GR_EINVAL for
+ * a bad name or empty method table, GR_EEXIST for a duplicate name. */
+GR_EXTERN int gr_runtime_register(gr_runtime_t *rt, const gr_class_t *cls);
+
+/** Look up a registered class by name; NULL if unknown. */
+GR_EXTERN const gr_class_t *gr_runtime_find_class(gr_runtime_t *rt, const char *name);
+
+/** Call a grain from outside any grain (a client gateway, a test, main()).
+ * Copies everything it needs before returning. timeout_ms 0 uses the runtime
+ * default. Returns 0 (cb will run once) or GR_EINVAL/GR_ETOOBIG/GR_ESHUTDOWN
+ * (cb will not run). */
+GR_EXTERN int gr_call(gr_runtime_t *rt, const gr_ref_t *ref, const char *method, const void *arg,
+                      size_t arg_len, uint32_t timeout_ms, gr_call_cb cb, void *ud);
+
+/** Deactivate every grain (writing dirty state), refuse new calls with
+ * GR_ESHUTDOWN, and run `cb` once nothing is active any more. Returns 0 or
+ * GR_ESTATE if a drain is already under way. */
+GR_EXTERN int gr_runtime_drain(gr_runtime_t *rt, void (*cb)(gr_runtime_t *rt, void *ud), void *ud);
+
+/** Number of live activations (including those loading or deactivating). */
+GR_EXTERN size_t gr_runtime_activation_count(const gr_runtime_t *rt);
+
+/** Close the runtime: pending calls complete with GR_ECANCELED and
+ * activations are dropped without writing (drain first to save them). `cb`
+ * runs on a later loop iteration, after which the memory is gone. Closing
+ * twice is a programming error (asserts). */
+GR_EXTERN void gr_runtime_close(gr_runtime_t *rt, void (*cb)(void *ud), void *ud);
+
+/* ---- inside a grain ---------------------------------------------------- */
+
+/** The class of an activation (borrowed for the life of the runtime). */
+GR_EXTERN const gr_class_t *gr_grain_class(const gr_grain_t *grain);
+
+/** The key of an activation; *len receives its length. Borrowed until the
+ * activation is gone (after on_deactivate). */
+GR_EXTERN const uint8_t *gr_grain_key(const gr_grain_t *grain, size_t *len);
+
+/** The id of the silo hosting this activation (borrowed, static for the run). */
+GR_EXTERN const char *gr_grain_silo(const gr_grain_t *grain);
+
+/** The runtime that hosts the activation. */
+GR_EXTERN gr_runtime_t *gr_grain_runtime(const gr_grain_t *grain);
+
+/** Attach application data to the activation. `free_fn`, if not NULL, is
+ * called with it after on_deactivate (or when replaced). */
+GR_EXTERN void gr_grain_set_data(gr_grain_t *grain, void *data, void (*free_fn)(void *));
+
+/** The application data set with gr_grain_set_data(), or NULL. */
+GR_EXTERN void *gr_grain_data(const gr_grain_t *grain);
+
+/** Ask the runtime to deactivate this grain as soon as it is idle (after the
+ * current turn and any queued messages), as if its idle age had passed. */
+GR_EXTERN void gr_grain_deactivate_on_idle(gr_grain_t *grain);
+
+/** Read the state loaded from storage (or last set). *data is borrowed until
+ * the next gr_state_set() or until the activation is gone; *len may be 0 for
+ * a grain never written. */
+GR_EXTERN void gr_state_get(const gr_grain_t *grain, const uint8_t **data, size_t *len);
+
+/** Storage version of the state (0: no row stored yet). Increases by one on
+ * each committed write. */
+GR_EXTERN int64_t gr_state_version(const gr_grain_t *grain);
+
+/** Replace the in-memory state with a copy of `data` and mark it dirty.
+ * Returns 0, GR_ETOOBIG (over GR_STATE_MAX) or GR_ENOMEM. */
+GR_EXTERN int gr_state_set(gr_grain_t *grain, const void *data, size_t len);
+
+/** Whether the state has changes not yet committed. */
+GR_EXTERN int gr_state_dirty(const gr_grain_t *grain);
+
+/** Completion of gr_state_write(): status 0, GR_ECONFLICT (the activation is
+ * stale and will deactivate without writing) or GR_ESTORAGE. */
+typedef void (*gr_write_cb)(gr_grain_t *grain, int status, void *ud);
+
+/** Write the current state now, version-checked against what this activation
+ * loaded or last wrote. `cb` may be NULL. Writes of one activation are
+ * serialised; a write of clean state completes with 0 without storage I/O.
+ * Returns 0 (cb runs later) or GR_ESTATE if the grain is deactivating. */
+GR_EXTERN int gr_state_write(gr_grain_t *grain, gr_write_cb cb, void *ud);
+
+/** Send the reply to the caller of `msg` (a copy of `data` is taken). For a
+ * persist-before-reply class with dirty state, the reply leaves after the
+ * write commits. `msg` is invalid after this call. Returns 0, GR_ETOOBIG. */
+GR_EXTERN int gr_reply(gr_msg_t *msg, const void *data, size_t len);
+
+/** Reply with an application error (GR_EAPP) and a NUL-terminated text for
+ * the caller. `msg` is invalid after this call. */
+GR_EXTERN int gr_reply_error(gr_msg_t *msg, const char *text);
+
+/** Name of the method a message calls (borrowed from the class table). */
+GR_EXTERN const char *gr_msg_method(const gr_msg_t *msg);
+
+/** Absolute deadline of the caller, in the runtime loop's uv_now() ms;
+ * a handler may give up early when it cannot make it. */
+GR_EXTERN uint64_t gr_msg_deadline(const gr_msg_t *msg);
+
+/** Call another grain from inside a grain. Like gr_call(), but the call
+ * belongs to the activation: if the grain is deactivated first, cb runs with
+ * GR_ECANCELED. */
+GR_EXTERN int gr_grain_call(gr_grain_t *grain, const gr_ref_t *ref, const char *method,
+                            const void *arg, size_t arg_len, uint32_t timeout_ms, gr_call_cb cb,
+                            void *ud);
+
+/** A timer tick; runs as a turn of its own (never inside another message). */
+typedef void (*gr_timer_fn)(gr_grain_t *grain, void *ud);
+
+/** Start a timer owned by the activation: first tick after `due_ms`, then
+ * every `period_ms` (0: one-shot). Stopped automatically on deactivation.
+ * *id (may be NULL) receives an id for gr_timer_stop(). Returns 0 or
+ * GR_ENOMEM/GR_ESTATE. Timer ticks do not count as activity for idle
+ * deactivation. */
+GR_EXTERN int gr_timer_start(gr_grain_t *grain, uint64_t due_ms, uint64_t period_ms, gr_timer_fn fn,
+                             void *ud, uint64_t *id);
+
+/** Stop a timer; GR_ENOENT if no such timer is running. */
+GR_EXTERN int gr_timer_stop(gr_grain_t *grain, uint64_t id);
+
+#endif

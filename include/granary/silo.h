@@ -1,0 +1,82 @@
+/* granary/silo.h - run a silo: the process that hosts grains, serves clients
+ * over TCP and keeps state in PostgreSQL. Either call gr_silo_main() from your
+ * own main() with your classes, or build your classes as a shared object for
+ * the stock `silo --grains FILE.so` (see GR_GRAINS_SYMBOL).
+ */
+#ifndef GRANARY_SILO_H
+#define GRANARY_SILO_H
+
+#include <uv.h>
+
+#include "granary/grain.h"
+
+typedef struct gr_silo gr_silo_t;
+
+/** Settings of a silo. gr_silo_config_init() fills the defaults shown;
+ * strings are borrowed until gr_silo_new() returns (it copies them). */
+typedef struct gr_silo_config {
+    const char *database_url;       /* libpq URL; NULL with memory_storage for dev mode */
+    int memory_storage;             /* 1: keep state in memory (lost on exit), no database */
+    const char *listen;             /* "HOST:PORT" for clients (default "127.0.0.1:7700") */
+    const char *advertise;          /* address peers use to reach us (default: POD_IP or listen host) */
+    const char *cluster;            /* cluster (service) name (default "default") */
+    const char *secret;             /* shared secret required in handshakes (default none) */
+    const char *silo_id;            /* default: "<advertise>:<port>-<start ms>" */
+    unsigned pg_pool_size;          /* PostgreSQL connections (default 4) */
+    uint32_t pg_op_timeout_ms;      /* storage op wait limit (default 5000) */
+    uint32_t idle_deactivate_ms;    /* default grain idle age (default 600000) */
+    uint32_t call_timeout_ms;       /* default call timeout (default 30000) */
+    uint32_t max_queue_per_grain;   /* mailbox limit (default 10000) */
+    uint32_t max_connections;       /* client connections (default 4096) */
+    uint32_t max_inflight_per_conn; /* pipelined calls per connection (default 10000) */
+    uint32_t max_frame_bytes;       /* frame body limit (default 1 MiB + 64 KiB) */
+    uint32_t handshake_timeout_ms;  /* a connection must say hello within (default 5000) */
+    uint32_t drain_timeout_ms;      /* graceful stop gives up after (default 25000) */
+} gr_silo_config_t;
+
+/** Fill `cfg` with the defaults documented in gr_silo_config_t. */
+GR_EXTERN void gr_silo_config_init(gr_silo_config_t *cfg);
+
+/** Create a silo on `loop`. Nothing listens until gr_silo_start(). *out is
+ * owned by the caller (gr_silo_close()). Returns 0, GR_EINVAL/GR_ECONFIG
+ * (with a message in err, if err_size > 0) or GR_ENOMEM. */
+GR_EXTERN int gr_silo_new(uv_loop_t *loop, const gr_silo_config_t *cfg, gr_silo_t **out, char *err,
+                          size_t err_size);
+
+/** Register a grain class (borrowed for the silo's life). Same errors as
+ * gr_runtime_register(). */
+GR_EXTERN int gr_silo_register(gr_silo_t *silo, const gr_class_t *cls);
+
+/** Start listening. Returns 0 or GR_EIO/GR_ECONFIG with a message in err. */
+GR_EXTERN int gr_silo_start(gr_silo_t *silo, char *err, size_t err_size);
+
+/** The silo's grain runtime (borrowed; lives as long as the silo). */
+GR_EXTERN gr_runtime_t *gr_silo_runtime(gr_silo_t *silo);
+
+/** The silo's id (borrowed). */
+GR_EXTERN const char *gr_silo_id(const gr_silo_t *silo);
+
+/** The port actually bound (useful with port 0), or 0 before start. */
+GR_EXTERN int gr_silo_port(const gr_silo_t *silo);
+
+/** Graceful stop: refuse new connections and calls, deactivate every grain
+ * (saving dirty state), flush replies, then run cb(silo, status, ud) once:
+ * status 0, or GR_ETIMEDOUT if drain_timeout_ms passed first. The silo must
+ * still be closed afterwards. */
+GR_EXTERN int gr_silo_stop(gr_silo_t *silo, void (*cb)(gr_silo_t *, int, void *), void *ud);
+
+/** Close the silo and free it; `cb` runs on a later loop iteration. */
+GR_EXTERN void gr_silo_close(gr_silo_t *silo, void (*cb)(void *), void *ud);
+
+/** The complete `silo` command line (run, migrate, status, --help) with
+ * `classes` (a NULL-terminated array, may be NULL) registered in every silo
+ * it runs. Returns the process exit status. Installs SIGTERM/SIGINT handling
+ * for `run`: the first signal stops gracefully, a second exits at once. */
+GR_EXTERN int gr_silo_main(int argc, char **argv, const gr_class_t *const *classes);
+
+/** The symbol the stock silo looks up in a --grains shared object: a function
+ * of type gr_grains_fn returning a NULL-terminated array of classes. */
+#define GR_GRAINS_SYMBOL "granary_grains"
+typedef const gr_class_t *const *(*gr_grains_fn)(void);
+
+#endif

@@ -1,0 +1,26 @@
+/* persistence/provider.h - what a storage provider implements. gr_storage_t
+ * is the common head of every provider; storage.c validates arguments once
+ * and dispatches through the vtable, so providers trust their inputs. */
+#ifndef GR_PERSISTENCE_PROVIDER_H
+#define GR_PERSISTENCE_PROVIDER_H
+
+#include "common/common.h"
+#include "granary/storage.h"
+
+typedef struct gr__storage_vtable {
+    int (*read)(gr_storage_t *st, const char *class_name, const void *key, size_t key_len,
+                gr_storage_read_cb cb, void *ud);
+    int (*write)(gr_storage_t *st, const char *class_name, const void *key, size_t key_len,
+                 const void *data, size_t len, int64_t expected, gr_storage_write_cb cb, void *ud);
+    int (*clear)(gr_storage_t *st, const char *class_name, const void *key, size_t key_len,
+                 int64_t expected, gr_storage_write_cb cb, void *ud);
+    void (*close)(gr_storage_t *st, void (*cb)(void *ud), void *ud);
+} gr__storage_vtable_t;
+
+struct gr_storage {
+    const gr__storage_vtable_t *vt;
+    uv_loop_t *loop;
+    int closing;
+};
+
+#endif

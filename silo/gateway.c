@@ -1,0 +1,546 @@
+/* silo/gateway.c - TCP connections from clients: handshake, framed requests
+ * turned into grain calls, responses batched per loop iteration into one
+ * write per connection, and every resource bounded (connections, frame size,
+ * calls in flight, bytes waiting to be written).
+ */
+#include <assert.h>
+#include <stdio.h>
+
+#include "common/common.h"
+#include "silo/gateway.h"
+#include "wire/frame.h"
+
+/* Stop reading from a connection whose peer does not read its replies once
+ * this much is queued for writing; resume below a quarter of it. Memory per
+ * connection stays bounded without dropping anything. */
+#define GR__WRITE_HIGH_WATER (8u * 1024u * 1024u)
+#define GR__READ_CHUNK (64u * 1024u)
+
+typedef struct gr__gconn {
+    UT_hash_handle hh;
+    uint64_t id;
+    uv_tcp_t tcp;
+    gr__gateway_t *gw;
+    gr__buf_t in;
+    gr__buf_t out;           /* frames waiting for the next flush */
+    struct gr__gconn *flush_next;
+    int flush_queued;
+    int hello_done;
+    int paused;              /* reading stopped for back-pressure */
+    int goaway;              /* close once everything queued is written */
+    int closing;
+    int in_table;
+    uint32_t inflight;
+    uint64_t accepted_ms;
+    char peer[64];
+} gr__gconn_t;
+
+typedef struct gr__greq {
+    gr__gateway_t *gw;
+    uint64_t conn_id;
+    uint64_t req_id;
+} gr__greq_t;
+
+typedef struct gr__gwrite {
+    uv_write_t req;
+    gr__gconn_t *conn;
+    uint8_t *data;
+} gr__gwrite_t;
+
+struct gr__gateway {
+    uv_loop_t *loop;
+    gr_runtime_t *rt;
+    gr__gateway_opts_t opts;
+    char *cluster, *secret, *silo_id;
+    uv_tcp_t listener;
+    int listening;
+    int accepting;
+    int port;
+    gr__gconn_t *conns; /* by id */
+    uint64_t next_conn_id;
+    gr__gconn_t *flush_head;
+    uv_check_t flusher;
+    uv_timer_t sweeper; /* handshake timeouts */
+    int closing;
+    int open_handles;
+    void (*shutdown_cb)(void *);
+    void *shutdown_ud;
+    void (*close_cb)(void *);
+    void *close_ud;
+    gr__gateway_stats_t stats;
+};
+
+static void gr__conn_close(gr__gconn_t *c);
+static void gr__conn_resume(gr__gconn_t *c);
+static void gr__gw_maybe_shutdown_done(gr__gateway_t *gw);
+static void gr__gw_handle_gone(gr__gateway_t *gw);
+
+/* ---- writing ---- */
+
+static void gr__flush_cb(uv_check_t *h);
+
+static void gr__conn_mark_dirty(gr__gconn_t *c) {
+    if (c->flush_queued) return;
+    c->flush_queued = 1;
+    c->flush_next = c->gw->flush_head;
+    c->gw->flush_head = c;
+    uv_check_start(&c->gw->flusher, gr__flush_cb);
+}
+
+static void gr__write_done(uv_write_t *req, int status) {
+    gr__gwrite_t *w = (gr__gwrite_t *)req;
+    gr__gconn_t *c = w->conn;
+    gr__free(w->data);
+    gr__free(w);
+    if (c->closing) return;
+    if (status < 0) {
+        gr__conn_close(c);
+        return;
+    }
+    size_t queued = c->tcp.write_queue_size;
+    if (c->goaway && queued == 0 && c->out.len == 0) {
+        gr__conn_close(c);
+        return;
+    }
+    if (c->paused && queued < GR__WRITE_HIGH_WATER / 4) {
+        c->paused = 0;
+        gr__conn_resume(c);
+    }
+}
+
+static void gr__conn_flush(gr__gconn_t *c) {
+    if (c->closing || c->out.len == 0) return;
+    gr__gwrite_t *w = gr__malloc(sizeof *w);
+    if (!w) {
+        gr__conn_close(c);
+        return;
+    }
+    w->conn = c;
+    w->data = c->out.data; /* the write owns the batch; the conn starts a new one */
+    uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)c->out.len);
+    gr__buf_init(&c->out);
+    if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, gr__write_done) != 0) {
+        gr__free(w->data);
+        gr__free(w);
+        gr__conn_close(c);
+        return;
+    }
+    c->gw->stats.frames_out++;
+    if (!c->paused && c->tcp.write_queue_size > GR__WRITE_HIGH_WATER) {
+        c->paused = 1;
+        uv_read_stop((uv_stream_t *)&c->tcp);
+    }
+}
+
+static void gr__flush_cb(uv_check_t *h) {
+    gr__gateway_t *gw = h->data;
+    gr__gconn_t *c = gw->flush_head;
+    gw->flush_head = NULL;
+    while (c) {
+        gr__gconn_t *n = c->flush_next;
+        c->flush_queued = 0;
+        gr__conn_flush(c);
+        c = n;
+    }
+    uv_check_stop(&gw->flusher);
+}
+
+static void gr__conn_send_response(gr__gconn_t *c, uint8_t type, uint64_t id, int status,
+                                   const void *body, size_t len) {
+    if (c->closing) return;
+    if (gr__frame_encode_response(&c->out, type, id, status, body, len) != 0) {
+        gr__conn_close(c);
+        return;
+    }
+    gr__conn_mark_dirty(c);
+}
+
+/* Tell the peer why, then close once it is written. */
+static void gr__conn_goaway(gr__gconn_t *c, int status, const char *why) {
+    if (c->goaway || c->closing) return;
+    gr__conn_send_response(c, GR__FRAME_GOAWAY, 0, status, why, strlen(why));
+    c->goaway = 1;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+}
+
+/* ---- requests ---- */
+
+static void gr__req_done(void *ud, int status, const uint8_t *reply, size_t len) {
+    gr__greq_t *r = ud;
+    gr__gateway_t *gw = r->gw;
+    gr__gconn_t *c = NULL;
+    gw->stats.inflight--;
+    HASH_FIND(hh, gw->conns, &r->conn_id, sizeof r->conn_id, c);
+    if (c) {
+        c->inflight--;
+        gr__conn_send_response(c, GR__FRAME_RESPONSE, r->req_id, status, reply, len);
+    }
+    gr__free(r);
+    gr__gw_maybe_shutdown_done(gw);
+}
+
+static void gr__oneway_done(void *ud, int status, const uint8_t *reply, size_t len) {
+    gr__gateway_t *gw = ud;
+    gw->stats.inflight--;
+    gr__gw_maybe_shutdown_done(gw);
+}
+
+/* Copy a length-delimited name into a C string; names with NUL are refused. */
+static int gr__cstr(const char *p, size_t n, char *out, size_t out_size) {
+    if (n >= out_size || memchr(p, '\0', n)) return GR_EPROTO;
+    memcpy(out, p, n);
+    out[n] = '\0';
+    return 0;
+}
+
+static void gr__conn_request(gr__gconn_t *c, const gr__frame_t *f) {
+    gr__gateway_t *gw = c->gw;
+    char cls[GR_CLASS_NAME_MAX + 1], method[GR_METHOD_NAME_MAX + 1];
+    int oneway = f->type == GR__FRAME_ONEWAY;
+    if (gr__cstr(f->u.request.class_name, f->u.request.class_len, cls, sizeof cls) ||
+        gr__cstr(f->u.request.method, f->u.request.method_len, method, sizeof method)) {
+        if (!oneway)
+            gr__conn_send_response(c, GR__FRAME_RESPONSE, f->id, GR_EPROTO,
+                                   "class or method name contains a NUL byte", 40);
+        return;
+    }
+    if (c->inflight >= gw->opts.max_inflight_per_conn) {
+        gw->stats.overloaded++;
+        if (!oneway) {
+            const char *msg = "too many calls in flight on this connection";
+            gr__conn_send_response(c, GR__FRAME_RESPONSE, f->id, GR_EOVERLOAD, msg, strlen(msg));
+        }
+        return;
+    }
+    gr_ref_t ref = {cls, f->u.request.key, f->u.request.key_len};
+    int rc;
+    if (oneway) {
+        rc = gr_call(gw->rt, &ref, method, f->u.request.arg, f->u.request.arg_len,
+                     f->u.request.timeout_ms, gr__oneway_done, gw);
+        if (rc == 0) gw->stats.inflight++;
+        return;
+    }
+    gr__greq_t *r = gr__malloc(sizeof *r);
+    if (!r) {
+        gr__conn_send_response(c, GR__FRAME_RESPONSE, f->id, GR_ENOMEM, "out of memory", 13);
+        return;
+    }
+    r->gw = gw;
+    r->conn_id = c->id;
+    r->req_id = f->id;
+    rc = gr_call(gw->rt, &ref, method, f->u.request.arg, f->u.request.arg_len,
+                 f->u.request.timeout_ms, gr__req_done, r);
+    if (rc != 0) {
+        gr__free(r);
+        const char *msg = gr_strerror(rc);
+        gr__conn_send_response(c, GR__FRAME_RESPONSE, f->id, rc, msg, strlen(msg));
+        return;
+    }
+    c->inflight++;
+    gw->stats.inflight++;
+}
+
+/* Constant-time comparison: the secret must not leak through timing. */
+static int gr__secret_eq(const uint8_t *a, size_t al, const char *b) {
+    size_t bl = b ? strlen(b) : 0;
+    unsigned diff = (unsigned)(al ^ bl);
+    for (size_t i = 0; i < al; i++) diff |= (unsigned)(a[i] ^ (uint8_t)(i < bl ? b[i] : 0));
+    return diff == 0;
+}
+
+static void gr__conn_hello(gr__gconn_t *c, const gr__frame_t *f) {
+    gr__gateway_t *gw = c->gw;
+    if (f->type != GR__FRAME_HELLO) {
+        gw->stats.protocol_errors++;
+        gr__conn_goaway(c, GR_EPROTO, "expected HELLO as the first frame");
+        return;
+    }
+    if (f->u.hello.version != GR_PROTOCOL_VERSION) {
+        gw->stats.handshakes_refused++;
+        char msg[96];
+        snprintf(msg, sizeof msg, "protocol version %u not supported (this silo speaks %u)",
+                 (unsigned)f->u.hello.version, (unsigned)GR_PROTOCOL_VERSION);
+        GR_LOG_WARN("refused %s: %s", c->peer, msg);
+        gr__conn_goaway(c, GR_EVERSION, msg);
+        return;
+    }
+    size_t cl = strlen(gw->cluster);
+    if (f->u.hello.cluster_len != cl || memcmp(f->u.hello.cluster, gw->cluster, cl) != 0 ||
+        !gr__secret_eq(f->u.hello.secret, f->u.hello.secret_len, gw->secret)) {
+        gw->stats.handshakes_refused++;
+        GR_LOG_WARN("refused %s: wrong cluster name or secret", c->peer);
+        gr__conn_goaway(c, GR_EAUTH, "wrong cluster name or secret");
+        return;
+    }
+    c->hello_done = 1;
+    if (gr__frame_encode_hello_ok(&c->out, GR_PROTOCOL_VERSION, gw->silo_id) != 0) {
+        gr__conn_close(c);
+        return;
+    }
+    gr__conn_mark_dirty(c);
+}
+
+static void gr__conn_frames(gr__gconn_t *c) {
+    gr__gateway_t *gw = c->gw;
+    size_t off = 0;
+    while (!c->closing && !c->goaway) {
+        gr__frame_t f;
+        size_t used = 0;
+        int rc = gr__frame_decode(c->in.data + off, c->in.len - off, gw->opts.max_frame_bytes, &f, &used);
+        if (rc == GR_EAGAIN) break;
+        if (rc != 0) {
+            gw->stats.protocol_errors++;
+            char msg[128];
+            snprintf(msg, sizeof msg, "%s", rc == GR_ETOOBIG ? "frame over the size limit" : "malformed frame");
+            GR_LOG_WARN("closing %s: %s", c->peer, msg);
+            gr__conn_goaway(c, rc, msg);
+            break;
+        }
+        off += used;
+        gw->stats.frames_in++;
+        if (!c->hello_done) {
+            gr__conn_hello(c, &f);
+            continue;
+        }
+        switch (f.type) {
+        case GR__FRAME_REQUEST:
+        case GR__FRAME_ONEWAY:
+            gr__conn_request(c, &f);
+            break;
+        case GR__FRAME_PING:
+            if (gr__frame_encode_empty(&c->out, GR__FRAME_PONG, f.id) == 0) gr__conn_mark_dirty(c);
+            break;
+        case GR__FRAME_GOAWAY:
+            gr__conn_close(c);
+            break;
+        default:
+            gw->stats.protocol_errors++;
+            gr__conn_goaway(c, GR_EPROTO, "unexpected frame type");
+            break;
+        }
+    }
+    gr__buf_consume(&c->in, off);
+}
+
+static void gr__alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+    gr__gconn_t *c = h->data;
+    if (gr__buf_reserve(&c->in, GR__READ_CHUNK) != 0) {
+        *buf = uv_buf_init(NULL, 0);
+        return;
+    }
+    *buf = uv_buf_init((char *)c->in.data + c->in.len, (unsigned)(c->in.cap - c->in.len));
+}
+
+static void gr__read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+    gr__gconn_t *c = s->data;
+    if (n < 0) {
+        gr__conn_close(c);
+        return;
+    }
+    if (n == 0) return;
+    c->in.len += (size_t)n;
+    gr__conn_frames(c);
+}
+
+static void gr__conn_resume(gr__gconn_t *c) {
+    if (!c->closing && !c->goaway) uv_read_start((uv_stream_t *)&c->tcp, gr__alloc_cb, gr__read_cb);
+}
+
+/* ---- connection life cycle ---- */
+
+static void gr__conn_closed(uv_handle_t *h) {
+    gr__gconn_t *c = h->data;
+    gr__gateway_t *gw = c->gw;
+    if (c->in_table) {
+        HASH_DEL(gw->conns, c);
+        gw->stats.connections_open--;
+    }
+    gr__buf_free(&c->in);
+    gr__buf_free(&c->out);
+    gr__free(c);
+    gr__gw_maybe_shutdown_done(gw);
+    gr__gw_handle_gone(gw);
+}
+
+static void gr__conn_close(gr__gconn_t *c) {
+    if (c->closing) return;
+    c->closing = 1;
+    /* Remove from the flush list lazily: flush skips closing connections,
+     * but the struct must outlive the list, so unlink it now. */
+    if (c->flush_queued) {
+        gr__gconn_t **pp = &c->gw->flush_head;
+        while (*pp && *pp != c) pp = &(*pp)->flush_next;
+        if (*pp) *pp = c->flush_next;
+        c->flush_queued = 0;
+    }
+    uv_close((uv_handle_t *)&c->tcp, gr__conn_closed);
+}
+
+static void gr__on_connection(uv_stream_t *server, int status) {
+    gr__gateway_t *gw = server->data;
+    if (status < 0) {
+        GR_LOG_WARN("accept failed: %s", uv_strerror(status));
+        return;
+    }
+    gr__gconn_t *c = gr__calloc(1, sizeof *c);
+    if (!c) return;
+    c->gw = gw;
+    c->id = ++gw->next_conn_id;
+    uv_tcp_init(gw->loop, &c->tcp);
+    c->tcp.data = c;
+    gw->open_handles++;
+    HASH_ADD(hh, gw->conns, id, sizeof c->id, c);
+    c->in_table = !gr__hash_oom();
+    if (c->in_table) gw->stats.connections_open++;
+    if (!c->in_table || uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+        gr__conn_close(c);
+        return;
+    }
+    gw->stats.connections_total++;
+    struct sockaddr_storage ss;
+    int sl = sizeof ss;
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
+        char ip[48] = "?";
+        int port = 0;
+        if (ss.ss_family == AF_INET) {
+            uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof ip);
+            port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+        } else if (ss.ss_family == AF_INET6) {
+            uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof ip);
+            port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+        }
+        snprintf(c->peer, sizeof c->peer, "%s:%d", ip, port);
+    }
+    c->accepted_ms = uv_now(gw->loop);
+    if (!gw->accepting || gw->stats.connections_open > gw->opts.max_connections) {
+        gw->stats.connections_refused++;
+        gr__conn_goaway(c, gw->accepting ? GR_EOVERLOAD : GR_ESHUTDOWN,
+                        gw->accepting ? "connection limit reached" : "silo is shutting down");
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    uv_tcp_keepalive(&c->tcp, 1, 60);
+    uv_read_start((uv_stream_t *)&c->tcp, gr__alloc_cb, gr__read_cb);
+}
+
+static void gr__sweep_cb(uv_timer_t *t) {
+    gr__gateway_t *gw = t->data;
+    uint64_t now = uv_now(gw->loop);
+    gr__gconn_t *c, *tmp;
+    HASH_ITER(hh, gw->conns, c, tmp) {
+        if (!c->hello_done && !c->closing && now - c->accepted_ms >= gw->opts.handshake_timeout_ms) {
+            GR_LOG_WARN("closing %s: no handshake within %u ms", c->peer,
+                        (unsigned)gw->opts.handshake_timeout_ms);
+            gr__conn_close(c);
+        }
+    }
+}
+
+/* ---- the gateway handle ---- */
+
+int gr__gateway_new(uv_loop_t *loop, gr_runtime_t *rt, const gr__gateway_opts_t *o,
+                    gr__gateway_t **out) {
+    gr__gateway_t *gw = gr__calloc(1, sizeof *gw);
+    if (!gw) return GR_ENOMEM;
+    gw->loop = loop;
+    gw->rt = rt;
+    gw->opts = *o;
+    gw->cluster = gr__strdup(o->cluster);
+    gw->secret = gr__strdup(o->secret ? o->secret : "");
+    gw->silo_id = gr__strdup(o->silo_id);
+    if (!gw->cluster || !gw->secret || !gw->silo_id) {
+        gr__free(gw->cluster);
+        gr__free(gw->secret);
+        gr__free(gw->silo_id);
+        gr__free(gw);
+        return GR_ENOMEM;
+    }
+    gw->opts.cluster = gw->opts.secret = gw->opts.silo_id = NULL;
+    uv_tcp_init(loop, &gw->listener);
+    gw->listener.data = gw;
+    uv_check_init(loop, &gw->flusher);
+    gw->flusher.data = gw;
+    uv_timer_init(loop, &gw->sweeper);
+    gw->sweeper.data = gw;
+    uint32_t every = o->handshake_timeout_ms / 4 ? o->handshake_timeout_ms / 4 : 1;
+    uv_timer_start(&gw->sweeper, gr__sweep_cb, every, every);
+    uv_unref((uv_handle_t *)&gw->sweeper);
+    gw->open_handles = 3;
+    *out = gw;
+    return 0;
+}
+
+int gr__gateway_listen(gr__gateway_t *gw, const char *host, int port, char *err, size_t err_size) {
+    struct sockaddr_storage ss;
+    if (gr__make_addr(host, port, &ss) != 0) {
+        snprintf(err, err_size, "listen address '%s' is not a numeric IPv4/IPv6 address", host);
+        return GR_ECONFIG;
+    }
+    int rc = uv_tcp_bind(&gw->listener, (struct sockaddr *)&ss, 0);
+    if (rc == 0) rc = uv_listen((uv_stream_t *)&gw->listener, 511, gr__on_connection);
+    if (rc != 0) {
+        snprintf(err, err_size, "cannot listen on %s:%d: %s", host, port, uv_strerror(rc));
+        return GR_EIO;
+    }
+    struct sockaddr_storage bound;
+    int bl = sizeof bound;
+    uv_tcp_getsockname(&gw->listener, (struct sockaddr *)&bound, &bl);
+    gw->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                                 : ((struct sockaddr_in *)&bound)->sin_port);
+    gw->listening = 1;
+    gw->accepting = 1;
+    return 0;
+}
+
+int gr__gateway_port(const gr__gateway_t *gw) { return gw->port; }
+
+void gr__gateway_stop_accepting(gr__gateway_t *gw) { gw->accepting = 0; }
+
+void gr__gateway_get_stats(const gr__gateway_t *gw, gr__gateway_stats_t *out) { *out = gw->stats; }
+
+static void gr__gw_maybe_shutdown_done(gr__gateway_t *gw) {
+    if (!gw->shutdown_cb || gw->stats.connections_open != 0) return;
+    void (*cb)(void *) = gw->shutdown_cb;
+    gw->shutdown_cb = NULL;
+    cb(gw->shutdown_ud);
+}
+
+void gr__gateway_shutdown(gr__gateway_t *gw, void (*cb)(void *), void *ud) {
+    gw->accepting = 0;
+    gw->shutdown_cb = cb;
+    gw->shutdown_ud = ud;
+    gr__gconn_t *c, *tmp;
+    HASH_ITER(hh, gw->conns, c, tmp) {
+        gr__conn_goaway(c, GR_ESHUTDOWN, "silo is shutting down");
+        /* Nothing left to write: close now rather than wait for a write. */
+        if (c->out.len == 0 && c->tcp.write_queue_size == 0 && !c->flush_queued) gr__conn_close(c);
+    }
+    /* Internal contract: with no connection open, cb runs right here. */
+    gr__gw_maybe_shutdown_done(gw);
+}
+
+static void gr__gw_handle_gone(gr__gateway_t *gw) {
+    if (--gw->open_handles != 0 || !gw->closing) return;
+    void (*cb)(void *) = gw->close_cb;
+    void *ud = gw->close_ud;
+    gr__free(gw->cluster);
+    gr__free(gw->secret);
+    gr__free(gw->silo_id);
+    gr__free(gw);
+    if (cb) cb(ud);
+}
+
+static void gr__handle_closed(uv_handle_t *h) { gr__gw_handle_gone(h->data); }
+
+void gr__gateway_close(gr__gateway_t *gw, void (*cb)(void *), void *ud) {
+    assert(!gw->closing);
+    gw->closing = 1;
+    gw->close_cb = cb;
+    gw->close_ud = ud;
+    gw->shutdown_cb = NULL;
+    gr__gconn_t *c, *tmp;
+    HASH_ITER(hh, gw->conns, c, tmp) gr__conn_close(c);
+    uv_close((uv_handle_t *)&gw->listener, gr__handle_closed);
+    uv_close((uv_handle_t *)&gw->flusher, gr__handle_closed);
+    uv_close((uv_handle_t *)&gw->sweeper, gr__handle_closed);
+}

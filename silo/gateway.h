@@ -1,0 +1,42 @@
+/* silo/gateway.h - the silo's TCP front door: accepts connections, runs the
+ * handshake, turns REQUEST frames into grain calls and writes the responses.
+ * Limits (connections, frame size, calls in flight, write back-pressure) are
+ * enforced here; see docs/wire-protocol.md. */
+#ifndef GR_SILO_GATEWAY_H
+#define GR_SILO_GATEWAY_H
+
+#include "granary/grain.h"
+
+typedef struct gr__gateway gr__gateway_t;
+
+typedef struct gr__gateway_opts {
+    const char *cluster;
+    const char *secret; /* NULL or "": none required */
+    const char *silo_id;
+    uint32_t max_connections;
+    uint32_t max_inflight_per_conn;
+    uint32_t max_frame_bytes;
+    uint32_t handshake_timeout_ms;
+} gr__gateway_opts_t;
+
+typedef struct gr__gateway_stats {
+    uint64_t connections_total, connections_open, connections_refused;
+    uint64_t frames_in, frames_out, protocol_errors, handshakes_refused, overloaded;
+    uint64_t inflight;
+} gr__gateway_stats_t;
+
+int gr__gateway_new(uv_loop_t *loop, gr_runtime_t *rt, const gr__gateway_opts_t *opts,
+                    gr__gateway_t **out);
+/* Bind and listen; err gets a message on failure. */
+int gr__gateway_listen(gr__gateway_t *gw, const char *host, int port, char *err, size_t err_size);
+int gr__gateway_port(const gr__gateway_t *gw);
+/* Stop accepting new connections (drain begins). */
+void gr__gateway_stop_accepting(gr__gateway_t *gw);
+/* Say GOAWAY(GR_ESHUTDOWN) on every connection, flush and close them; cb
+ * runs once every connection is closed. */
+void gr__gateway_shutdown(gr__gateway_t *gw, void (*cb)(void *), void *ud);
+void gr__gateway_get_stats(const gr__gateway_t *gw, gr__gateway_stats_t *out);
+/* Close everything at once and free; cb runs later. */
+void gr__gateway_close(gr__gateway_t *gw, void (*cb)(void *), void *ud);
+
+#endif

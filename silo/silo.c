@@ -1,0 +1,236 @@
+/* silo/silo.c - the silo handle: wires storage, the grain runtime and the
+ * client gateway together on one loop, and runs the graceful stop. */
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "common/common.h"
+#include "grains/runtime.h"
+#include "granary/silo.h"
+#include "silo/gateway.h"
+#include "wire/frame.h"
+
+struct gr_silo {
+    uv_loop_t *loop;
+    gr_silo_config_t cfg;
+    char *id;
+    char listen_host[64];
+    int listen_port;
+    gr_storage_t *storage;
+    gr_runtime_t *rt;
+    gr__gateway_t *gw;
+    int started;
+    int stopping;
+    uv_timer_t stop_timer;
+    void (*stop_cb)(gr_silo_t *, int, void *);
+    void *stop_ud;
+    int closing;
+    int parts_open;
+    void (*close_cb)(void *);
+    void *close_ud;
+    char *strings[8]; /* copies of the config strings */
+};
+
+void gr_silo_config_init(gr_silo_config_t *c) {
+    memset(c, 0, sizeof *c);
+    c->listen = "127.0.0.1:7700";
+    c->cluster = "default";
+    c->pg_pool_size = 4;
+    c->pg_op_timeout_ms = 5000;
+    c->idle_deactivate_ms = 600000;
+    c->call_timeout_ms = 30000;
+    c->max_queue_per_grain = 10000;
+    c->max_connections = 4096;
+    c->max_inflight_per_conn = 10000;
+    c->max_frame_bytes = GR_FRAME_MAX_DEFAULT;
+    c->handshake_timeout_ms = 5000;
+    c->drain_timeout_ms = 25000;
+}
+
+static int gr__silo_err(char *err, size_t n, int rc, const char *fmt, const char *arg) {
+    if (err && n) snprintf(err, n, fmt, arg);
+    return rc;
+}
+
+static const char *gr__silo_keep(gr_silo_t *s, int slot, const char *v) {
+    if (!v) return NULL;
+    s->strings[slot] = gr__strdup(v);
+    return s->strings[slot];
+}
+
+static void gr__silo_free(gr_silo_t *s) {
+    for (size_t i = 0; i < GR__ARRAY_SIZE(s->strings); i++) gr__free(s->strings[i]);
+    gr__free(s->id);
+    gr__free(s);
+}
+
+int gr_silo_new(uv_loop_t *loop, const gr_silo_config_t *cfg, gr_silo_t **out, char *err,
+                size_t err_size) {
+    if (!loop || !cfg || !out) return GR_EINVAL;
+    if (!cfg->memory_storage && (!cfg->database_url || !cfg->database_url[0]))
+        return gr__silo_err(err, err_size, GR_ECONFIG, "%s",
+                            "database URL is required (--database or GRANARY_DATABASE_URL)");
+    if (!cfg->listen)
+        return gr__silo_err(err, err_size, GR_ECONFIG, "%s", "listen address is required");
+    if (!cfg->cluster || !cfg->cluster[0] || strlen(cfg->cluster) > 255)
+        return gr__silo_err(err, err_size, GR_ECONFIG, "%s", "cluster name must be 1..255 bytes");
+    if (cfg->secret && strlen(cfg->secret) > 255)
+        return gr__silo_err(err, err_size, GR_ECONFIG, "%s", "cluster secret must be at most 255 bytes");
+    if (cfg->max_frame_bytes < 1024 || cfg->max_frame_bytes > GR_FRAME_MAX_DEFAULT)
+        return gr__silo_err(err, err_size, GR_ECONFIG, "%s",
+                            "max frame bytes must be between 1024 and 1114112");
+    if (!cfg->max_connections || !cfg->max_inflight_per_conn || !cfg->handshake_timeout_ms ||
+        !cfg->drain_timeout_ms || !cfg->call_timeout_ms || !cfg->idle_deactivate_ms ||
+        !cfg->max_queue_per_grain || !cfg->pg_pool_size || !cfg->pg_op_timeout_ms)
+        return gr__silo_err(err, err_size, GR_ECONFIG, "%s", "limits and timeouts must be positive");
+
+    gr_silo_t *s = gr__calloc(1, sizeof *s);
+    if (!s) return GR_ENOMEM;
+    s->loop = loop;
+    s->cfg = *cfg;
+    if (gr__parse_hostport(cfg->listen, strlen(cfg->listen), s->listen_host, sizeof s->listen_host,
+                           &s->listen_port) != 0) {
+        gr__silo_free(s);
+        return gr__silo_err(err, err_size, GR_ECONFIG, "listen address '%s' is not HOST:PORT",
+                            cfg->listen);
+    }
+    s->cfg.database_url = gr__silo_keep(s, 0, cfg->database_url);
+    s->cfg.listen = gr__silo_keep(s, 1, cfg->listen);
+    s->cfg.advertise = gr__silo_keep(s, 2, cfg->advertise);
+    s->cfg.cluster = gr__silo_keep(s, 3, cfg->cluster);
+    s->cfg.secret = gr__silo_keep(s, 4, cfg->secret);
+    s->cfg.silo_id = NULL;
+    const char *adv = cfg->advertise ? cfg->advertise : s->listen_host;
+    char idbuf[160];
+    if (cfg->silo_id)
+        snprintf(idbuf, sizeof idbuf, "%s", cfg->silo_id);
+    else
+        snprintf(idbuf, sizeof idbuf, "%s:%d-%llx", adv, s->listen_port,
+                 (unsigned long long)(uv_hrtime() / 1000000u));
+    s->id = gr__strdup(idbuf);
+    if (!s->id) {
+        gr__silo_free(s);
+        return GR_ENOMEM;
+    }
+
+    int rc;
+    if (cfg->memory_storage) {
+        rc = gr_storage_memory_new(loop, &s->storage);
+    } else {
+        gr_storage_pg_options_t po;
+        gr_storage_pg_options_init(&po);
+        po.conninfo = s->cfg.database_url;
+        po.service = s->cfg.cluster;
+        po.pool_size = cfg->pg_pool_size;
+        po.op_timeout_ms = cfg->pg_op_timeout_ms;
+        rc = gr_storage_pg_new(loop, &po, &s->storage);
+    }
+    if (rc != 0) {
+        gr__silo_free(s);
+        return gr__silo_err(err, err_size, rc, "cannot create storage: %s", gr_strerror(rc));
+    }
+    gr_runtime_options_t ro;
+    gr_runtime_options_init(&ro);
+    ro.silo_id = s->id;
+    ro.idle_deactivate_ms = cfg->idle_deactivate_ms;
+    ro.default_call_timeout_ms = cfg->call_timeout_ms;
+    ro.max_queue_per_grain = cfg->max_queue_per_grain;
+    rc = gr_runtime_new(loop, s->storage, &ro, &s->rt);
+    if (rc == 0) {
+        gr__gateway_opts_t go = {s->cfg.cluster, s->cfg.secret, s->id, cfg->max_connections,
+                                 cfg->max_inflight_per_conn, cfg->max_frame_bytes,
+                                 cfg->handshake_timeout_ms};
+        rc = gr__gateway_new(loop, s->rt, &go, &s->gw);
+    }
+    if (rc != 0) {
+        /* Only allocation can fail here; tear down what exists. */
+        if (s->rt) gr_runtime_close(s->rt, NULL, NULL);
+        gr_storage_close(s->storage, NULL, NULL);
+        gr__silo_free(s);
+        return gr__silo_err(err, err_size, rc, "%s", "out of memory");
+    }
+    uv_timer_init(loop, &s->stop_timer);
+    s->stop_timer.data = s;
+    *out = s;
+    return 0;
+}
+
+int gr_silo_register(gr_silo_t *s, const gr_class_t *cls) { return gr_runtime_register(s->rt, cls); }
+gr_runtime_t *gr_silo_runtime(gr_silo_t *s) { return s->rt; }
+const char *gr_silo_id(const gr_silo_t *s) { return s->id; }
+int gr_silo_port(const gr_silo_t *s) { return s->started ? gr__gateway_port(s->gw) : 0; }
+
+int gr_silo_start(gr_silo_t *s, char *err, size_t err_size) {
+    if (s->started || s->stopping) return GR_ESTATE;
+    int rc = gr__gateway_listen(s->gw, s->listen_host, s->listen_port, err, err_size);
+    if (rc != 0) return rc;
+    s->started = 1;
+    GR_LOG_INFO("silo %s listening on %s:%d (cluster %s, storage %s)", s->id, s->listen_host,
+                gr__gateway_port(s->gw), s->cfg.cluster, s->cfg.memory_storage ? "memory" : "postgres");
+    return 0;
+}
+
+static void gr__silo_stop_done(gr_silo_t *s, int status) {
+    if (!s->stop_cb) return;
+    void (*cb)(gr_silo_t *, int, void *) = s->stop_cb;
+    s->stop_cb = NULL;
+    uv_timer_stop(&s->stop_timer);
+    cb(s, status, s->stop_ud);
+}
+
+static void gr__silo_gateway_flushed(void *ud) { gr__silo_stop_done(ud, 0); }
+
+static void gr__silo_drained(gr_runtime_t *rt, void *ud) {
+    gr_silo_t *s = ud;
+    GR_LOG_INFO("all grains deactivated; closing client connections");
+    gr__gateway_shutdown(s->gw, gr__silo_gateway_flushed, s);
+}
+
+static void gr__silo_stop_timeout(uv_timer_t *t) {
+    gr_silo_t *s = t->data;
+    GR_LOG_ERROR("graceful stop did not finish within %u ms (%zu activations left)",
+                 (unsigned)s->cfg.drain_timeout_ms, gr_runtime_activation_count(s->rt));
+    gr__silo_stop_done(s, GR_ETIMEDOUT);
+}
+
+int gr_silo_stop(gr_silo_t *s, void (*cb)(gr_silo_t *, int, void *), void *ud) {
+    if (s->stopping || s->closing) return GR_ESTATE;
+    s->stopping = 1;
+    s->stop_cb = cb;
+    s->stop_ud = ud;
+    GR_LOG_INFO("graceful stop: deactivating %zu grains", gr_runtime_activation_count(s->rt));
+    gr__gateway_stop_accepting(s->gw);
+    uv_timer_start(&s->stop_timer, gr__silo_stop_timeout, s->cfg.drain_timeout_ms, 0);
+    int rc = gr_runtime_drain(s->rt, gr__silo_drained, s);
+    if (rc != 0) return rc;
+    return 0;
+}
+
+static void gr__silo_part_closed(void *ud) {
+    gr_silo_t *s = ud;
+    if (--s->parts_open != 0) return;
+    void (*cb)(void *) = s->close_cb;
+    void *cud = s->close_ud;
+    gr__silo_free(s);
+    if (cb) cb(cud);
+}
+
+static void gr__silo_runtime_closed(void *ud) {
+    gr_silo_t *s = ud;
+    /* Storage goes last: the runtime's pending operations referenced it. */
+    gr_storage_close(s->storage, gr__silo_part_closed, s);
+}
+
+static void gr__silo_timer_closed(uv_handle_t *h) { gr__silo_part_closed(h->data); }
+
+void gr_silo_close(gr_silo_t *s, void (*cb)(void *), void *ud) {
+    assert(!s->closing && "gr_silo_close called twice");
+    s->closing = 1;
+    s->close_cb = cb;
+    s->close_ud = ud;
+    s->stop_cb = NULL;
+    s->parts_open = 3;
+    uv_close((uv_handle_t *)&s->stop_timer, gr__silo_timer_closed);
+    gr__gateway_close(s->gw, gr__silo_part_closed, s);
+    gr_runtime_close(s->rt, gr__silo_runtime_closed, s);
+}
