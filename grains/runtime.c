@@ -13,7 +13,6 @@
 #include "grains/runtime.h"
 
 typedef enum { GR__G_LOADING, GR__G_ACTIVE, GR__G_DEACTIVATING, GR__G_DEAD } gr__gstatus_t;
-typedef enum { GR__MSG_CALL, GR__MSG_TIMER } gr__msg_kind_t;
 
 typedef struct gr__call gr__call_t;
 typedef struct gr__timer gr__timer_t;
@@ -21,7 +20,6 @@ typedef struct gr__write_waiter gr__write_waiter_t;
 
 struct gr_msg {
     gr_msg_t *next;
-    gr__msg_kind_t kind;
     gr_grain_t *grain;
     uint64_t call_id; /* 0: nobody waits for a reply */
     uint64_t deadline;
@@ -29,7 +27,6 @@ struct gr_msg {
     char *method_name;
     uint8_t *arg;
     size_t arg_len;
-    uint64_t timer_id;
     /* A reply held back until the state write commits. */
     int reply_status;
     uint8_t *reply;
@@ -58,7 +55,7 @@ struct gr__timer {
     uv_timer_t handle;
     gr_timer_fn fn;
     void *ud;
-    int queued; /* a tick waits in the mailbox: ticks do not pile up */
+    int queued; /* a tick is due but not run yet: ticks do not pile up */
     int one_shot;
 };
 
@@ -89,6 +86,8 @@ struct gr_grain {
     gr_msg_t *mb_head, *mb_tail;      /* mailbox */
     uint32_t mb_len;
     gr_msg_t *current; /* turn in progress: until replied (and persisted) */
+    uint32_t ticks_pending; /* timers with queued ticks */
+    int in_tick;
     int scheduled;
     gr_grain_t *run_next;
     gr_grain_t *lru_prev, *lru_next;
@@ -276,16 +275,15 @@ static void gr__msg_free(gr_msg_t *m) {
  * caller. `reply` ownership moves in. */
 static void gr__msg_complete(gr_runtime_t *rt, gr_msg_t *m, int status, uint8_t *reply, size_t len) {
     if (status != 0) rt->stats.calls_failed++;
-    gr__deliver_reply(rt, m->call_id, status, reply, len);
+    /* A reply held for persist-before-reply is either the one delivered or
+     * superseded by an error: free it in the second case. */
+    if (m->reply != reply) gr__free(m->reply);
     m->reply = NULL;
+    gr__deliver_reply(rt, m->call_id, status, reply, len);
     gr__msg_free(m);
 }
 
 static void gr__msg_fail(gr_runtime_t *rt, gr_msg_t *m, int status, const char *detail) {
-    if (m->kind == GR__MSG_TIMER) {
-        gr__msg_free(m);
-        return;
-    }
     size_t n = detail ? strlen(detail) : 0;
     uint8_t *d = n ? gr__memdup(detail, n) : NULL;
     gr__msg_complete(rt, m, status, d, d ? n : 0);
@@ -385,8 +383,6 @@ static void gr__grain_finish(gr_grain_t *g) {
                 gr_msg_t *n = queued->next;
                 if (rc != 0)
                     gr__msg_fail(rt, queued, rc, "reactivating the grain failed");
-                else if (queued->kind == GR__MSG_TIMER)
-                    gr__msg_free(queued); /* timers belonged to the old activation */
                 else
                     gr__mailbox_push(ng, queued);
                 queued = n;
@@ -480,24 +476,32 @@ static void gr__waiters_complete(gr_grain_t *g, gr__write_waiter_t *w, int statu
     }
 }
 
+static void gr__grain_unref(gr_grain_t *g) {
+    g->refs--;
+    gr__grain_release(g);
+}
+
 static void gr__write_cb(void *ud, int status, int64_t new_version, const char *detail) {
     gr_grain_t *g = ud;
     gr_runtime_t *rt = g->rt;
-    g->refs--;
+    /* The write's reference is held until the end: completing waiters can
+     * finish the grain, and the struct must survive until we return. */
     g->writing = 0;
     gr__write_waiter_t *now = g->waiters_now;
     g->waiters_now = NULL;
     if (g->status == GR__G_DEAD) { /* runtime closed: nobody is listening */
         gr__waiters_complete(g, now, GR_ECANCELED, "runtime closed");
-        gr__grain_release(g);
+        gr__grain_unref(g);
         return;
     }
     if (status == 0) {
         g->version = new_version;
         gr__waiters_complete(g, now, 0, NULL);
-        if (g->status == GR__G_DEAD) return;
-        if (g->waiters_next) gr__write_start(g);
-        gr__grain_schedule(g);
+        if (g->status != GR__G_DEAD) {
+            if (g->waiters_next) gr__write_start(g);
+            gr__grain_schedule(g);
+        }
+        gr__grain_unref(g);
         return;
     }
     /* A conflict means another activation owns this grain now; any other
@@ -519,17 +523,19 @@ static void gr__write_cb(void *ud, int status, int64_t new_version, const char *
     g->waiters_next = NULL;
     gr__waiters_complete(g, now, status, msg);
     gr__waiters_complete(g, next, status, msg);
-    if (g->status == GR__G_DEAD) return;
-    g->dirty = 0;
-    if (g->status == GR__G_DEACTIVATING) {
-        gr__grain_finish(g);
-    } else if (!g->current) {
-        gr__grain_deactivate(g, 0);
-    } else {
-        /* A turn is still in progress (an explicit write from a handler):
-         * deactivate without saving once it ends. */
-        g->deactivate_requested = 2;
+    if (g->status != GR__G_DEAD) {
+        g->dirty = 0;
+        if (g->status == GR__G_DEACTIVATING) {
+            gr__grain_finish(g);
+        } else if (!g->current) {
+            gr__grain_deactivate(g, 0);
+        } else {
+            /* A turn is still in progress (an explicit write from a handler):
+             * deactivate without saving once it ends. */
+            g->deactivate_requested = 2;
+        }
     }
+    gr__grain_unref(g);
 }
 
 static void gr__write_start(gr_grain_t *g) {
@@ -599,43 +605,56 @@ static gr__timer_t *gr__timer_find(gr_grain_t *g, uint64_t id) {
 
 static void gr__timer_remove(gr_grain_t *g, gr__timer_t *t);
 
+/* Run one due timer tick. Ticks are turns of their own: they never run
+ * inside a handler, but they do interleave with a call that is waiting for
+ * an asynchronous reply (as Orleans timers do); otherwise a handler that
+ * replies from a timer could never finish. */
+static void gr__grain_tick(gr_grain_t *g) {
+    gr__timer_t *t = g->timers;
+    while (t && !t->queued) t = t->next;
+    if (!t) {
+        g->ticks_pending = 0;
+        return;
+    }
+    t->queued = 0;
+    g->ticks_pending--;
+    uint64_t id = t->id;
+    g->in_tick = 1;
+    t->fn(g, t->ud);
+    g->in_tick = 0;
+    t = gr__timer_find(g, id); /* the tick may have stopped it */
+    if (t && t->one_shot) gr__timer_remove(g, t);
+}
+
 /* Run at most one turn of a grain. */
 static void gr__grain_run(gr_grain_t *g) {
     gr_runtime_t *rt = g->rt;
-    if (g->status != GR__G_ACTIVE || g->current) return;
+    if (g->status != GR__G_ACTIVE) return;
+    if (g->ticks_pending) {
+        gr__grain_tick(g);
+        gr__grain_schedule(g);
+        return;
+    }
+    if (g->current) return;
     gr_msg_t *m = gr__mailbox_pop(g);
     if (!m) {
         if (g->deactivate_requested || rt->draining) gr__grain_deactivate(g, g->deactivate_requested != 2);
         return;
     }
-    if (m->kind == GR__MSG_TIMER) {
-        gr__timer_t *t = gr__timer_find(g, m->timer_id);
-        if (t) { /* else stopped after the tick was queued */
-            t->queued = 0;
-            g->current = m; /* a turn: gr_reply on it is refused (not a call) */
-            t->fn(g, t->ud);
-            g->current = NULL;
-            t = gr__timer_find(g, m->timer_id);
-            if (t && t->one_shot) gr__timer_remove(g, t);
-        }
-        gr__msg_free(m);
+    gr__grain_touch(g);
+    if (m->deadline <= uv_now(rt->loop)) {
+        /* The caller gave up already: running the handler would only
+         * produce a reply nobody reads. */
+        gr__msg_fail(rt, m, GR_ETIMEDOUT, "deadline passed while queued");
     } else {
-        gr__grain_touch(g);
-        if (m->deadline <= uv_now(rt->loop)) {
-            /* The caller gave up already: running the handler would only
-             * produce a reply nobody reads. */
-            gr__msg_fail(rt, m, GR_ETIMEDOUT, "deadline passed while queued");
+        m->method = gr__find_method(g->cls, m->method_name);
+        if (!m->method) {
+            char detail[GR_METHOD_NAME_MAX + GR_CLASS_NAME_MAX + 64];
+            snprintf(detail, sizeof detail, "class %s has no method '%s'", g->cls->name, m->method_name);
+            gr__msg_fail(rt, m, GR_ENOMETHOD, detail);
         } else {
-            m->method = gr__find_method(g->cls, m->method_name);
-            if (!m->method) {
-                char detail[GR_METHOD_NAME_MAX + GR_CLASS_NAME_MAX + 64];
-                snprintf(detail, sizeof detail, "class %s has no method '%s'", g->cls->name,
-                         m->method_name);
-                gr__msg_fail(rt, m, GR_ENOMETHOD, detail);
-            } else {
-                g->current = m;
-                m->method->fn(g, m, m->arg, m->arg_len);
-            }
+            g->current = m;
+            m->method->fn(g, m, m->arg, m->arg_len);
         }
     }
     if (!g->current && g->status == GR__G_ACTIVE) gr__grain_schedule(g);
@@ -744,6 +763,7 @@ static void gr__timer_remove(gr_grain_t *g, gr__timer_t *t) {
     gr__timer_t **pp = &g->timers;
     while (*pp != t) pp = &(*pp)->next;
     *pp = t->next;
+    if (t->queued) g->ticks_pending--;
     uv_timer_stop(&t->handle);
     uv_close((uv_handle_t *)&t->handle, gr__timer_closed);
 }
@@ -756,12 +776,8 @@ static void gr__timer_fire(uv_timer_t *h) {
     gr__timer_t *t = h->data;
     gr_grain_t *g = t->grain;
     if (t->queued || g->status != GR__G_ACTIVE) return;
-    gr_msg_t *m = gr__calloc(1, sizeof *m);
-    if (!m) return; /* a skipped tick; the next one retries */
-    m->kind = GR__MSG_TIMER;
-    m->timer_id = t->id;
     t->queued = 1;
-    gr__mailbox_push(g, m);
+    g->ticks_pending++;
     gr__grain_schedule(g);
 }
 
@@ -833,7 +849,6 @@ static int gr__submit(gr_runtime_t *rt, gr_grain_t *owner, const gr_ref_t *ref, 
         gr__free(c);
         return GR_ENOMEM;
     }
-    m->kind = GR__MSG_CALL;
     m->call_id = c->id;
     m->arg_len = arg_len;
     m->deadline = c->dl.deadline;
@@ -884,7 +899,7 @@ int gr_grain_call(gr_grain_t *g, const gr_ref_t *ref, const char *method, const 
 /* ---- replies ---- */
 
 static int gr__reply(gr_msg_t *m, int status, const void *data, size_t len) {
-    if (!m || m->kind != GR__MSG_CALL) return GR_EINVAL;
+    if (!m) return GR_EINVAL;
     if (len > GR_ARG_MAX) return GR_ETOOBIG;
     gr_grain_t *g = m->grain;
     gr_runtime_t *rt = g->rt;
@@ -1098,23 +1113,41 @@ static void gr__maybe_closed(gr_runtime_t *rt) {
     if (cb) cb(ud);
 }
 
+static int gr__write_holds(gr_grain_t *g, gr_msg_t *m) {
+    for (gr__write_waiter_t *w = g->waiters_now; w; w = w->next)
+        if (w->msg == m) return 1;
+    for (gr__write_waiter_t *w = g->waiters_next; w; w = w->next)
+        if (w->msg == m) return 1;
+    return 0;
+}
+
 void gr_runtime_close(gr_runtime_t *rt, void (*cb)(void *), void *ud) {
     assert(!rt->closing && "gr_runtime_close called twice");
     rt->closing = 1;
     rt->close_cb = cb;
     rt->close_ud = ud;
+    /* Counted before anything is released: the runtime must not be freed
+     * while this function is still walking it. */
+    rt->open_handles = 3;
     /* Drop every activation without saving: drain first to save. */
     gr_grain_t *g, *tmp;
     HASH_ITER(hh, rt->grains, g, tmp) {
         gr_msg_t *m;
-        if (g->current && g->current->kind == GR__MSG_CALL) {
-            /* A handler still owns its msg until it replies; the reply then
-             * finds no caller. Detach it from the grain. */
-            g->current = NULL;
+        /* Calls this grain made are cancelled first, with their callbacks,
+         * while the grain is intact: a callback may still reply. */
+        while (g->owned) {
+            gr__call_t *c = g->owned;
+            gr__call_unlink(rt, c);
+            c->cb(c->ud, GR_ECANCELED, NULL, 0);
+            gr__free(c);
         }
+        /* A message still unanswered is void from here on (replying to it
+         * after close is a programming error), unless a state write holds
+         * it: the write's completion releases it. */
+        if (g->current && !gr__write_holds(g, g->current)) gr__msg_free(g->current);
+        g->current = NULL;
         while ((m = gr__mailbox_pop(g)) != NULL) gr__msg_free(m);
         gr__timers_stop_all(g);
-        while (g->owned) gr__call_unlink(rt, g->owned);
         if (g->status == GR__G_ACTIVE || g->status == GR__G_LOADING) g->status = GR__G_DEACTIVATING;
         gr__grain_finish(g);
     }
@@ -1141,7 +1174,6 @@ void gr_runtime_close(gr_runtime_t *rt, void (*cb)(void *), void *ud) {
         gr__grain_release(g);
     }
     rt->run_tail = NULL;
-    rt->open_handles = 3;
     uv_close((uv_handle_t *)&rt->pump, gr__handle_closed);
     uv_close((uv_handle_t *)&rt->deadline_timer, gr__handle_closed);
     uv_close((uv_handle_t *)&rt->idle_timer, gr__handle_closed);

@@ -37,12 +37,12 @@ int gr__frame_decode(const uint8_t *buf, size_t len, size_t max_body, gr__frame_
                      size_t *consumed) {
     if (len < 4) return GR_EAGAIN;
     uint32_t blen = gr__get_u32(buf);
+    /* Check the magic as soon as it is there so a peer speaking HTTP or TLS
+     * is told "protocol error" at once, not "too big" or left waiting. */
+    if (len >= 6 && gr__get_u16(buf + 4) != GR_FRAME_MAGIC) return GR_EPROTO;
     /* The length covers everything after itself: magic..id is 12 bytes. */
     if (blen < GR_FRAME_HEADER_SIZE - 4) return GR_EPROTO;
     if (blen - (GR_FRAME_HEADER_SIZE - 4) > max_body) return GR_ETOOBIG;
-    /* Check the magic as soon as it is there so a peer speaking HTTP or TLS
-     * is refused at once instead of waiting for 1 GB it will never send. */
-    if (len >= 6 && gr__get_u16(buf + 4) != GR_FRAME_MAGIC) return GR_EPROTO;
     if (len - 4 < blen) return GR_EAGAIN;
 
     memset(f, 0, sizeof *f);

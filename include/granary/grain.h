@@ -108,9 +108,11 @@ GR_EXTERN int gr_runtime_drain(gr_runtime_t *rt, void (*cb)(gr_runtime_t *rt, vo
 GR_EXTERN size_t gr_runtime_activation_count(const gr_runtime_t *rt);
 
 /** Close the runtime: pending calls complete with GR_ECANCELED and
- * activations are dropped without writing (drain first to save them). `cb`
- * runs on a later loop iteration, after which the memory is gone. Closing
- * twice is a programming error (asserts). */
+ * activations are dropped without writing (drain first to save them).
+ * Messages a handler has not replied to yet become invalid when this returns
+ * (do not reply to them afterwards). `cb` runs on a later loop iteration,
+ * after which the memory is gone. Closing twice is a programming error
+ * (asserts). */
 GR_EXTERN void gr_runtime_close(gr_runtime_t *rt, void (*cb)(void *ud), void *ud);
 
 /* ---- inside a grain ---------------------------------------------------- */

@@ -1,0 +1,528 @@
+/* tests/grains/test_runtime.c - the grain runtime on the memory provider:
+ * activation, single activation per id, turn order, async replies,
+ * persist-before-reply, conflicts between two runtimes (two silos), timers,
+ * idle deactivation, timeouts, overload, grain-to-grain calls, drain. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "common/common.h"
+#include "grains/runtime.h"
+#include "granary/grain.h"
+#include "support.h"
+
+/* ---- test grain classes ---- */
+
+static int activations, deactivations, busy_violations;
+
+typedef struct {
+    gr_grain_t *g;
+    gr_msg_t *m;
+} later_t;
+
+typedef struct {
+    int busy;
+    later_t later; /* the call a timer will answer (one at a time: turns do not overlap) */
+    int ticks;
+    int seen[256];
+    int nseen;
+} tdata_t;
+
+static int t_on_activate(gr_grain_t *g) {
+    activations++;
+    gr_grain_set_data(g, calloc(1, sizeof(tdata_t)), free);
+    return 0;
+}
+
+static void t_on_deactivate(gr_grain_t *g) { deactivations++; }
+
+static int64_t state_int(gr_grain_t *g) {
+    const uint8_t *d;
+    size_t n;
+    gr_state_get(g, &d, &n);
+    char buf[32] = {0};
+    if (n && n < sizeof buf) memcpy(buf, d, n);
+    return strtoll(buf, NULL, 10);
+}
+
+static void set_int(gr_grain_t *g, int64_t v) {
+    char buf[32];
+    int n = snprintf(buf, sizeof buf, "%" PRId64, v);
+    gr_state_set(g, buf, (size_t)n);
+}
+
+static void reply_int(gr_msg_t *m, int64_t v) {
+    char buf[32];
+    int n = snprintf(buf, sizeof buf, "%" PRId64, v);
+    gr_reply(m, buf, (size_t)n);
+}
+
+static void m_incr(gr_grain_t *g, gr_msg_t *m, const uint8_t *a, size_t n) {
+    set_int(g, state_int(g) + 1);
+    reply_int(m, state_int(g));
+}
+
+static void m_get(gr_grain_t *g, gr_msg_t *m, const uint8_t *a, size_t n) { reply_int(m, state_int(g)); }
+
+/* Records the argument order, and checks no two turns overlap. */
+static void m_record(gr_grain_t *g, gr_msg_t *m, const uint8_t *a, size_t n) {
+    tdata_t *d = gr_grain_data(g);
+    if (d->busy) busy_violations++;
+    if (d->nseen < 256) d->seen[d->nseen++] = atoi((const char *)a);
+    gr_reply(m, a, n);
+}
+
+/* Replies with the recorded argument sequence, comma-separated. */
+static void m_dump(gr_grain_t *g, gr_msg_t *m, const uint8_t *a, size_t n) {
+    tdata_t *d = gr_grain_data(g);
+    char buf[2048];
+    size_t o = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < d->nseen && o + 8 < sizeof buf; i++)
+        o += (size_t)snprintf(buf + o, sizeof buf - o, "%s%d", i ? "," : "", d->seen[i]);
+    gr_reply(m, buf, o);
+}
+
+static void later_fire(gr_grain_t *g, void *ud);
+
+/* Replies 5 ms later from a timer: the grain stays busy meanwhile. */
+static void m_slow(gr_grain_t *g, gr_msg_t *m, const uint8_t *a, size_t n) {
+    tdata_t *d = gr_grain_data(g);
+    if (d->busy) busy_violations++;
+    d->busy = 1;
+    d->later.m = m;
+    assert_int_equal(gr_timer_start(g, 5, 0, later_fire, &d->later, NULL), 0);
+}
+
+static void later_fire(gr_grain_t *g, void *ud) {
+    later_t *l = ud;
+    tdata_t *d = gr_grain_data(g);
+    d->busy = 0;
+    gr_reply(l->m, "late", 4);
+}
+
+static void m_never(gr_grain_t *g, gr_msg_t *m, const uint8_t *a, size_t n) {
+    /* Replies only after 200 ms: callers with shorter timeouts give up. */
+    tdata_t *d = gr_grain_data(g);
+    d->later.m = m;
+    gr_timer_start(g, 200, 0, later_fire, &d->later, NULL);
+}
+
+static void m_fail(gr_grain_t *g, gr_msg_t *m, const uint8_t *a, size_t n) { gr_reply_error(m, "no such thing"); }
+
+static void tick(gr_grain_t *g, void *ud) {
+    tdata_t *d = gr_grain_data(g);
+    d->ticks++;
+}
+
+static void m_start_timer(gr_grain_t *g, gr_msg_t *m, const uint8_t *a, size_t n) {
+    gr_timer_start(g, 10, 10, tick, NULL, NULL);
+    gr_reply(m, NULL, 0);
+}
+
+static void m_ticks(gr_grain_t *g, gr_msg_t *m, const uint8_t *a, size_t n) {
+    tdata_t *d = gr_grain_data(g);
+    reply_int(m, d->ticks);
+}
+
+static void m_where(gr_grain_t *g, gr_msg_t *m, const uint8_t *a, size_t n) {
+    gr_reply(m, gr_grain_silo(g), strlen(gr_grain_silo(g)));
+}
+
+static void m_bye(gr_grain_t *g, gr_msg_t *m, const uint8_t *a, size_t n) {
+    gr_grain_deactivate_on_idle(g);
+    gr_reply(m, NULL, 0);
+}
+
+/* Relay: calls Counter/<arg> incr and replies with its answer. */
+static void relay_done(void *ud, int status, const uint8_t *reply, size_t len) {
+    gr_msg_t *m = ud;
+    if (status == 0)
+        gr_reply(m, reply, len);
+    else
+        gr_reply_error(m, gr_err_name(status));
+}
+
+static void m_relay(gr_grain_t *g, gr_msg_t *m, const uint8_t *a, size_t n) {
+    gr_ref_t ref = {"Counter", a, n};
+    int rc = gr_grain_call(g, &ref, "incr", NULL, 0, 1000, relay_done, m);
+    if (rc != 0) gr_reply_error(m, gr_err_name(rc));
+}
+
+static const gr_method_t t_methods[] = {
+    {"incr", m_incr}, {"get", m_get},     {"record", m_record}, {"slow", m_slow},
+    {"never", m_never}, {"fail", m_fail}, {"timer", m_start_timer}, {"ticks", m_ticks},
+    {"where", m_where}, {"bye", m_bye},   {"dump", m_dump}, {NULL, NULL},
+};
+
+/* Persist-before-reply counter. */
+static const gr_class_t counter_cls = {"Counter", t_methods, t_on_activate, t_on_deactivate,
+                                       GR_CLASS_PERSIST_BEFORE_REPLY, 0};
+/* Same methods, no persist-before-reply, short idle age. */
+static const gr_class_t lazy_cls = {"Lazy", t_methods, t_on_activate, t_on_deactivate, 0, 60};
+
+static const gr_method_t relay_methods[] = {{"relay", m_relay}, {NULL, NULL}};
+static const gr_class_t relay_cls = {"Relay", relay_methods, NULL, NULL, 0, 0};
+
+static int fail_activate(gr_grain_t *g) { return GR_EINVAL; }
+static const gr_class_t broken_cls = {"Broken", t_methods, fail_activate, NULL, 0, 0};
+
+/* ---- fixture: one loop, one shared memory storage, two runtimes ---- */
+
+typedef struct {
+    uv_loop_t loop;
+    gr_storage_t *st;
+    gr_runtime_t *rt, *rt2;
+} fx_t;
+
+typedef struct {
+    int done;
+    int status;
+    char reply[2048];
+    size_t len;
+} res_t;
+
+static void on_done(void *ud, int status, const uint8_t *reply, size_t len) {
+    res_t *r = ud;
+    r->done++;
+    r->status = status;
+    r->len = len;
+    size_t n = len < sizeof r->reply - 1 ? len : sizeof r->reply - 1;
+    if (n) memcpy(r->reply, reply, n);
+    r->reply[n] = '\0';
+}
+
+static gr_runtime_t *make_rt(fx_t *fx, const char *id, uint32_t max_queue) {
+    gr_runtime_options_t o;
+    gr_runtime_options_init(&o);
+    o.silo_id = id;
+    o.max_queue_per_grain = max_queue;
+    gr_runtime_t *rt;
+    assert_int_equal(gr_runtime_new(&fx->loop, fx->st, &o, &rt), 0);
+    assert_int_equal(gr_runtime_register(rt, &counter_cls), 0);
+    assert_int_equal(gr_runtime_register(rt, &lazy_cls), 0);
+    assert_int_equal(gr_runtime_register(rt, &relay_cls), 0);
+    assert_int_equal(gr_runtime_register(rt, &broken_cls), 0);
+    return rt;
+}
+
+static int setup(void **state) {
+    fx_t *fx = calloc(1, sizeof *fx);
+    uv_loop_init(&fx->loop);
+    assert_int_equal(gr_storage_memory_new(&fx->loop, &fx->st), 0);
+    fx->rt = make_rt(fx, "silo-a", 10000);
+    fx->rt2 = make_rt(fx, "silo-b", 5);
+    activations = deactivations = busy_violations = 0;
+    *state = fx;
+    return 0;
+}
+
+static void closed(void *ud) { (*(int *)ud)++; }
+
+static int teardown(void **state) {
+    fx_t *fx = *state;
+    int done = 0;
+    gr_runtime_close(fx->rt, closed, &done);
+    gr_runtime_close(fx->rt2, closed, &done);
+    while (done < 2 && gr_test_run_until(&fx->loop, &done, 2000) && done < 2) gr_test_run_for(&fx->loop, 10);
+    assert_int_equal(done, 2);
+    done = 0;
+    gr_storage_close(fx->st, closed, &done);
+    assert_true(gr_test_run_until(&fx->loop, &done, 2000));
+    gr_test_loop_close(&fx->loop);
+    free(fx);
+    return 0;
+}
+
+static void call(fx_t *fx, gr_runtime_t *rt, const char *cls, const char *key, const char *method,
+                 const char *arg, uint32_t timeout, res_t *r) {
+    memset(r, 0, sizeof *r);
+    gr_ref_t ref = {cls, key, strlen(key)};
+    assert_int_equal(gr_call(rt, &ref, method, arg, arg ? strlen(arg) : 0, timeout, on_done, r), 0);
+    assert_int_equal(r->done, 0); /* never inside the call */
+    assert_true(gr_test_run_until(&fx->loop, &r->done, 5000));
+    assert_int_equal(r->done, 1);
+}
+
+/* ---- cases ---- */
+
+static void test_activation_once_per_id(void **state) {
+    fx_t *fx = *state;
+    res_t r;
+    call(fx, fx->rt, "Counter", "a", "incr", NULL, 0, &r);
+    assert_int_equal(r.status, 0);
+    assert_string_equal(r.reply, "1");
+    call(fx, fx->rt, "Counter", "a", "incr", NULL, 0, &r);
+    assert_string_equal(r.reply, "2");
+    assert_int_equal(activations, 1);
+    assert_int_equal(gr_runtime_activation_count(fx->rt), 1);
+    call(fx, fx->rt, "Counter", "b", "get", NULL, 0, &r);
+    assert_string_equal(r.reply, "0");
+    assert_int_equal(activations, 2);
+    /* Many concurrent first calls to one id still make one activation. */
+    res_t rs[50];
+    memset(rs, 0, sizeof rs);
+    gr_ref_t ref = {"Counter", "c", 1};
+    for (int i = 0; i < 50; i++) assert_int_equal(gr_call(fx->rt, &ref, "incr", NULL, 0, 0, on_done, &rs[i]), 0);
+    gr_test_run_for(&fx->loop, 200);
+    for (int i = 0; i < 50; i++) {
+        assert_int_equal(rs[i].done, 1);
+        assert_int_equal(rs[i].status, 0);
+    }
+    assert_int_equal(activations, 3);
+    call(fx, fx->rt, "Counter", "c", "get", NULL, 0, &r);
+    assert_string_equal(r.reply, "50");
+}
+
+static void test_turn_order_and_no_overlap(void **state) {
+    fx_t *fx = *state;
+    res_t rs[100];
+    memset(rs, 0, sizeof rs);
+    gr_ref_t ref = {"Counter", "order", 5}; /* Lazy would go idle mid-test */
+    char args[100][8];
+    for (int i = 0; i < 100; i++) {
+        snprintf(args[i], sizeof args[i], "%d", i);
+        /* Interleave slow (async-reply) turns: the next must wait for them. */
+        const char *m = i % 10 == 0 ? "slow" : "record";
+        assert_int_equal(gr_call(fx->rt, &ref, m, args[i], strlen(args[i]) + 1, 0, on_done, &rs[i]), 0);
+    }
+    gr_test_run_for(&fx->loop, 500);
+    for (int i = 0; i < 100; i++) assert_int_equal(rs[i].done, 1);
+    assert_int_equal(busy_violations, 0);
+    /* The recorded sequence is the submission order (slow ones skipped). */
+    char expect[1024];
+    size_t o = 0;
+    for (int i = 0; i < 100; i++)
+        if (i % 10) o += (size_t)snprintf(expect + o, sizeof expect - o, "%s%d", o ? "," : "", i);
+    res_t *big = calloc(1, sizeof *big);
+    gr_ref_t ref2 = {"Counter", "order", 5};
+    assert_int_equal(gr_call(fx->rt, &ref2, "dump", NULL, 0, 0, on_done, big), 0);
+    assert_true(gr_test_run_until(&fx->loop, &big->done, 2000));
+    assert_int_equal(big->status, 0);
+    assert_string_equal(big->reply, expect);
+    free(big);
+}
+
+static void test_async_reply_keeps_grain_busy(void **state) {
+    fx_t *fx = *state;
+    res_t a, b;
+    memset(&a, 0, sizeof a);
+    memset(&b, 0, sizeof b);
+    gr_ref_t ref = {"Lazy", "busy", 4};
+    assert_int_equal(gr_call(fx->rt, &ref, "slow", NULL, 0, 0, on_done, &a), 0);
+    assert_int_equal(gr_call(fx->rt, &ref, "get", NULL, 0, 0, on_done, &b), 0);
+    gr_test_run_for(&fx->loop, 2);
+    assert_int_equal(b.done, 0); /* waits behind the slow turn */
+    assert_true(gr_test_run_until(&fx->loop, &b.done, 2000));
+    assert_int_equal(a.done, 1);
+    assert_string_equal(a.reply, "late");
+}
+
+static void test_persist_before_reply(void **state) {
+    fx_t *fx = *state;
+    res_t r;
+    call(fx, fx->rt, "Counter", "p", "incr", NULL, 0, &r);
+    call(fx, fx->rt, "Counter", "p", "incr", NULL, 0, &r);
+    assert_string_equal(r.reply, "2");
+    /* A second runtime (another silo) sees the acknowledged value: it was
+     * in storage before the reply left. */
+    call(fx, fx->rt2, "Counter", "p", "get", NULL, 0, &r);
+    assert_string_equal(r.reply, "2");
+    gr__runtime_stats_t s;
+    gr__runtime_get_stats(fx->rt, &s);
+    assert_int_equal(s.storage_writes, 2);
+}
+
+/* Promise 1: two activations of one grain on two silos: the stale one's
+ * write conflicts, it answers with an error and reloads, never overwriting. */
+static void test_conflict_between_silos(void **state) {
+    fx_t *fx = *state;
+    res_t r;
+    call(fx, fx->rt, "Counter", "x", "get", NULL, 0, &r);  /* A activates at v0 */
+    call(fx, fx->rt2, "Counter", "x", "get", NULL, 0, &r); /* B activates at v0 */
+    call(fx, fx->rt, "Counter", "x", "incr", NULL, 0, &r); /* A commits v1 */
+    assert_int_equal(r.status, 0);
+    assert_string_equal(r.reply, "1");
+    call(fx, fx->rt2, "Counter", "x", "incr", NULL, 0, &r); /* B is stale */
+    assert_int_equal(r.status, GR_ECONFLICT);
+    gr_test_run_for(&fx->loop, 20);
+    assert_int_equal(gr_runtime_activation_count(fx->rt2), 0); /* B deactivated */
+    call(fx, fx->rt2, "Counter", "x", "incr", NULL, 0, &r); /* B reloads: 1 + 1 */
+    assert_int_equal(r.status, 0);
+    assert_string_equal(r.reply, "2");
+    call(fx, fx->rt, "Counter", "x", "incr", NULL, 0, &r); /* now A is stale */
+    assert_int_equal(r.status, GR_ECONFLICT);
+    call(fx, fx->rt, "Counter", "x", "get", NULL, 0, &r);
+    assert_string_equal(r.reply, "2");
+}
+
+/* Calls queued behind a conflicting write go to a fresh activation. */
+static void test_conflict_forwards_queue(void **state) {
+    fx_t *fx = *state;
+    res_t r;
+    call(fx, fx->rt, "Counter", "q", "get", NULL, 0, &r);
+    call(fx, fx->rt2, "Counter", "q", "incr", NULL, 0, &r); /* B commits v1 */
+    res_t rs[4];
+    memset(rs, 0, sizeof rs);
+    gr_ref_t ref = {"Counter", "q", 1};
+    for (int i = 0; i < 4; i++) assert_int_equal(gr_call(fx->rt, &ref, "incr", NULL, 0, 0, on_done, &rs[i]), 0);
+    gr_test_run_for(&fx->loop, 100);
+    assert_int_equal(rs[0].status, GR_ECONFLICT);
+    for (int i = 1; i < 4; i++) assert_int_equal(rs[i].status, 0);
+    assert_string_equal(rs[3].reply, "4");
+}
+
+static void test_unknown_class_method_and_app_error(void **state) {
+    fx_t *fx = *state;
+    res_t r;
+    call(fx, fx->rt, "Nope", "k", "get", NULL, 0, &r);
+    assert_int_equal(r.status, GR_ENOCLASS);
+    assert_non_null(strstr(r.reply, "Nope"));
+    call(fx, fx->rt, "Counter", "k", "nope", NULL, 0, &r);
+    assert_int_equal(r.status, GR_ENOMETHOD);
+    assert_non_null(strstr(r.reply, "nope"));
+    call(fx, fx->rt, "Counter", "k", "fail", NULL, 0, &r);
+    assert_int_equal(r.status, GR_EAPP);
+    assert_string_equal(r.reply, "no such thing");
+    call(fx, fx->rt, "Broken", "k", "get", NULL, 0, &r);
+    assert_int_equal(r.status, GR_EACTIVATE);
+    assert_int_equal(gr_runtime_activation_count(fx->rt), 1); /* only Counter/k */
+    gr_ref_t ref = {"Counter", "k", 1};
+    static uint8_t bigkey[GR_KEY_MAX + 1];
+    gr_ref_t big = {"Counter", bigkey, sizeof bigkey};
+    assert_int_equal(gr_call(fx->rt, &big, "get", NULL, 0, 0, on_done, &r), GR_ETOOBIG);
+    assert_int_equal(gr_call(fx->rt, &ref, "", NULL, 0, 0, on_done, &r), GR_EINVAL);
+    assert_int_equal(gr_call(fx->rt, &ref, "get", NULL, 0, 0, NULL, &r), GR_EINVAL);
+}
+
+static void test_grain_calls_grain(void **state) {
+    fx_t *fx = *state;
+    res_t r;
+    call(fx, fx->rt, "Relay", "r", "relay", "target", 0, &r);
+    assert_int_equal(r.status, 0);
+    assert_string_equal(r.reply, "1");
+    call(fx, fx->rt, "Counter", "target", "get", NULL, 0, &r);
+    assert_string_equal(r.reply, "1");
+}
+
+static void test_timeout_and_late_reply(void **state) {
+    fx_t *fx = *state;
+    res_t r;
+    call(fx, fx->rt, "Lazy", "t", "never", NULL, 50, &r);
+    assert_int_equal(r.status, GR_ETIMEDOUT);
+    gr_test_run_for(&fx->loop, 300);
+    gr__runtime_stats_t s;
+    gr__runtime_get_stats(fx->rt, &s);
+    assert_int_equal(s.late_replies, 1);
+}
+
+static void test_timers(void **state) {
+    fx_t *fx = *state;
+    res_t r;
+    call(fx, fx->rt, "Counter", "tm", "timer", NULL, 0, &r);
+    gr_test_run_for(&fx->loop, 120);
+    call(fx, fx->rt, "Counter", "tm", "ticks", NULL, 0, &r);
+    int ticks = atoi(r.reply);
+    assert_true(ticks >= 5);
+    assert_true(ticks <= 13);
+}
+
+static void test_idle_deactivation_saves_state(void **state) {
+    fx_t *fx = *state;
+    res_t r;
+    /* Lazy does not persist before reply: the change is only in memory. */
+    call(fx, fx->rt, "Lazy", "idle", "incr", NULL, 0, &r);
+    call(fx, fx->rt, "Lazy", "idle", "timer", NULL, 0, &r); /* timers do not keep it alive */
+    assert_int_equal(gr_runtime_activation_count(fx->rt), 1);
+    gr_test_run_for(&fx->loop, 300);
+    assert_int_equal(gr_runtime_activation_count(fx->rt), 0);
+    assert_int_equal(deactivations, 1);
+    /* Reactivation (on the other runtime, even) reads the saved value. */
+    call(fx, fx->rt2, "Lazy", "idle", "get", NULL, 0, &r);
+    assert_string_equal(r.reply, "1");
+    /* Explicit deactivation. */
+    call(fx, fx->rt, "Counter", "bye", "bye", NULL, 0, &r);
+    gr_test_run_for(&fx->loop, 20);
+    assert_int_equal(gr_runtime_activation_count(fx->rt), 0);
+}
+
+static void test_mailbox_limit(void **state) {
+    fx_t *fx = *state;
+    /* rt2 allows 5 queued messages per grain. */
+    res_t rs[20];
+    memset(rs, 0, sizeof rs);
+    gr_ref_t ref = {"Lazy", "full", 4};
+    for (int i = 0; i < 20; i++) assert_int_equal(gr_call(fx->rt2, &ref, "slow", NULL, 0, 0, on_done, &rs[i]), 0);
+    gr_test_run_for(&fx->loop, 400);
+    int ok = 0, over = 0;
+    for (int i = 0; i < 20; i++) {
+        assert_int_equal(rs[i].done, 1);
+        ok += rs[i].status == 0;
+        over += rs[i].status == GR_EOVERLOAD;
+    }
+    assert_int_equal(ok + over, 20);
+    assert_true(over >= 10);
+    assert_true(ok >= 5);
+}
+
+static void drained(gr_runtime_t *rt, void *ud) { (*(int *)ud)++; }
+
+static void test_drain_saves_everything(void **state) {
+    fx_t *fx = *state;
+    res_t r;
+    for (int i = 0; i < 20; i++) {
+        char key[8];
+        snprintf(key, sizeof key, "d%d", i);
+        call(fx, fx->rt, "Lazy", key, "incr", NULL, 0, &r);
+    }
+    assert_int_equal(gr_runtime_activation_count(fx->rt), 20);
+    int done = 0;
+    assert_int_equal(gr_runtime_drain(fx->rt, drained, &done), 0);
+    assert_int_equal(done, 0);
+    assert_int_equal(gr_runtime_drain(fx->rt, drained, &done), GR_ESTATE);
+    gr_ref_t ref = {"Lazy", "new", 3};
+    assert_int_equal(gr_call(fx->rt, &ref, "get", NULL, 0, 0, on_done, &r), GR_ESHUTDOWN);
+    assert_true(gr_test_run_until(&fx->loop, &done, 2000));
+    assert_int_equal(gr_runtime_activation_count(fx->rt), 0);
+    for (int i = 0; i < 20; i++) {
+        char key[8];
+        snprintf(key, sizeof key, "d%d", i);
+        call(fx, fx->rt2, "Lazy", key, "get", NULL, 0, &r);
+        assert_string_equal(r.reply, "1");
+    }
+}
+
+static void test_close_cancels_pending(void **state) {
+    fx_t *fx = *state;
+    res_t r;
+    memset(&r, 0, sizeof r);
+    gr_ref_t ref = {"Lazy", "pending", 7};
+    assert_int_equal(gr_call(fx->rt, &ref, "never", NULL, 0, 0, on_done, &r), 0);
+    gr_test_run_for(&fx->loop, 10);
+    int done = 0;
+    gr_runtime_close(fx->rt, closed, &done);
+    assert_int_equal(r.done, 1);
+    assert_int_equal(r.status, GR_ECANCELED);
+    assert_true(gr_test_run_until(&fx->loop, &done, 2000));
+    fx->rt = make_rt(fx, "silo-a2", 100); /* for the teardown */
+}
+
+static void test_where(void **state) {
+    fx_t *fx = *state;
+    res_t r;
+    call(fx, fx->rt2, "Counter", "w", "where", NULL, 0, &r);
+    assert_string_equal(r.reply, "silo-b");
+}
+
+int main(void) {
+    gr__log_setup(GR__LOG_ERROR, GR__LOG_TEXT, "test");
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_activation_once_per_id), T(test_turn_order_and_no_overlap), T(test_async_reply_keeps_grain_busy),
+        T(test_persist_before_reply),  T(test_conflict_between_silos),    T(test_conflict_forwards_queue),
+        T(test_unknown_class_method_and_app_error), T(test_grain_calls_grain), T(test_timeout_and_late_reply),
+        T(test_timers),                T(test_idle_deactivation_saves_state), T(test_mailbox_limit),
+        T(test_drain_saves_everything), T(test_close_cancels_pending),    T(test_where),
+    };
+    return cmocka_run_group_tests_name("grains.runtime", tests, NULL, NULL);
+}

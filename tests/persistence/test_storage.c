@@ -1,0 +1,346 @@
+/* tests/persistence/test_storage.c - one set of cases run against both
+ * providers (argv[1]: memory or postgres): the version semantics must be
+ * identical, because the grain runtime relies on them for single activation. */
+#include <stdio.h>
+#include <unistd.h>
+
+#include "common/common.h"
+#include "granary/storage.h"
+#include "persistence/migrate.h"
+#include "support.h"
+
+static int use_pg;
+static int case_no;
+
+typedef struct {
+    uv_loop_t loop;
+    gr_storage_t *st;
+} fx_t;
+
+typedef struct {
+    int done;
+    int status;
+    int64_t version;
+    gr__buf_t data;
+    char detail[512];
+} res_t;
+
+static void on_read(void *ud, int status, const uint8_t *data, size_t len, int64_t version, const char *detail) {
+    res_t *r = ud;
+    r->status = status;
+    r->version = version;
+    r->data.len = 0;
+    gr__buf_append(&r->data, data, len);
+    snprintf(r->detail, sizeof r->detail, "%s", detail ? detail : "");
+    r->done++;
+}
+
+static void on_write(void *ud, int status, int64_t version, const char *detail) {
+    res_t *r = ud;
+    r->status = status;
+    r->version = version;
+    snprintf(r->detail, sizeof r->detail, "%s", detail ? detail : "");
+    r->done++;
+}
+
+static int setup(void **state) {
+    fx_t *fx = calloc(1, sizeof *fx);
+    uv_loop_init(&fx->loop);
+    if (use_pg) {
+        gr_storage_pg_options_t o;
+        gr_storage_pg_options_init(&o);
+        o.conninfo = gr_test_pg_url();
+        char service[64];
+        /* A fresh service name per case isolates cases sharing one database. */
+        snprintf(service, sizeof service, "test-%d-%d", (int)getpid(), ++case_no);
+        o.service = service;
+        assert_int_equal(gr_storage_pg_new(&fx->loop, &o, &fx->st), 0);
+    } else {
+        assert_int_equal(gr_storage_memory_new(&fx->loop, &fx->st), 0);
+    }
+    *state = fx;
+    return 0;
+}
+
+static void closed(void *ud) { *(int *)ud = 1; }
+
+static int teardown(void **state) {
+    fx_t *fx = *state;
+    int done = 0;
+    gr_storage_close(fx->st, closed, &done);
+    assert_true(gr_test_run_until(&fx->loop, &done, 5000));
+    gr_test_loop_close(&fx->loop);
+    free(fx);
+    return 0;
+}
+
+/* Reset a result but keep its data buffer (freed once, at the end of a case). */
+static void reset(res_t *r) {
+    gr__buf_t keep = r->data;
+    memset(r, 0, sizeof *r);
+    r->data = keep;
+    r->data.len = 0;
+}
+
+static void do_read(fx_t *fx, const char *cls, const void *key, size_t kl, res_t *r) {
+    reset(r);
+    assert_int_equal(gr_storage_read(fx->st, cls, key, kl, on_read, r), 0);
+    assert_int_equal(r->done, 0); /* never completes inside the call */
+    assert_true(gr_test_run_until(&fx->loop, &r->done, 10000));
+}
+
+static void do_write(fx_t *fx, const char *cls, const void *key, size_t kl, const void *d, size_t len,
+                     int64_t expected, res_t *r) {
+    reset(r);
+    assert_int_equal(gr_storage_write(fx->st, cls, key, kl, d, len, expected, on_write, r), 0);
+    assert_int_equal(r->done, 0);
+    assert_true(gr_test_run_until(&fx->loop, &r->done, 10000));
+}
+
+static void test_read_missing(void **state) {
+    fx_t *fx = *state;
+    res_t r = {0};
+    do_read(fx, "Counter", "nobody", 6, &r);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(r.version, 0);
+    assert_int_equal(r.data.len, 0);
+    gr__buf_free(&r.data);
+}
+
+static void test_write_then_read(void **state) {
+    fx_t *fx = *state;
+    res_t r = {0};
+    do_write(fx, "Counter", "a", 1, "one", 3, 0, &r);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(r.version, 1);
+    do_write(fx, "Counter", "a", 1, "two", 3, 1, &r);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(r.version, 2);
+    do_read(fx, "Counter", "a", 1, &r);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(r.version, 2);
+    assert_int_equal(r.data.len, 3);
+    assert_memory_equal(r.data.data, "two", 3);
+    /* Same key, other class: a different grain. */
+    do_read(fx, "Other", "a", 1, &r);
+    assert_int_equal(r.version, 0);
+    /* Empty state is a valid state, distinct from no row. */
+    do_write(fx, "Counter", "empty", 5, NULL, 0, 0, &r);
+    assert_int_equal(r.status, 0);
+    do_read(fx, "Counter", "empty", 5, &r);
+    assert_int_equal(r.version, 1);
+    assert_int_equal(r.data.len, 0);
+    gr__buf_free(&r.data);
+}
+
+static void test_version_conflicts(void **state) {
+    fx_t *fx = *state;
+    res_t r = {0};
+    do_write(fx, "Counter", "c", 1, "x", 1, 0, &r);
+    assert_int_equal(r.status, 0);
+    /* A second first-writer loses. */
+    do_write(fx, "Counter", "c", 1, "y", 1, 0, &r);
+    assert_int_equal(r.status, GR_ECONFLICT);
+    /* A stale writer loses. */
+    do_write(fx, "Counter", "c", 1, "z", 1, 1, &r);
+    assert_int_equal(r.status, 0);
+    do_write(fx, "Counter", "c", 1, "w", 1, 1, &r);
+    assert_int_equal(r.status, GR_ECONFLICT);
+    /* A writer from the future loses too. */
+    do_write(fx, "Counter", "c", 1, "w", 1, 7, &r);
+    assert_int_equal(r.status, GR_ECONFLICT);
+    do_read(fx, "Counter", "c", 1, &r);
+    assert_int_equal(r.version, 2);
+    assert_memory_equal(r.data.data, "z", 1);
+    gr__buf_free(&r.data);
+}
+
+static void test_clear(void **state) {
+    fx_t *fx = *state;
+    res_t r = {0};
+    do_write(fx, "Counter", "d", 1, "x", 1, 0, &r);
+    reset(&r);
+    assert_int_equal(gr_storage_clear(fx->st, "Counter", "d", 1, 5, on_write, &r), 0);
+    gr_test_run_until(&fx->loop, &r.done, 10000);
+    assert_int_equal(r.status, GR_ECONFLICT);
+    reset(&r);
+    assert_int_equal(gr_storage_clear(fx->st, "Counter", "d", 1, 0, on_write, &r), 0);
+    gr_test_run_until(&fx->loop, &r.done, 10000);
+    assert_int_equal(r.status, GR_ECONFLICT); /* a row exists: "expected absent" fails */
+    reset(&r);
+    assert_int_equal(gr_storage_clear(fx->st, "Counter", "d", 1, 1, on_write, &r), 0);
+    gr_test_run_until(&fx->loop, &r.done, 10000);
+    assert_int_equal(r.status, 0);
+    do_read(fx, "Counter", "d", 1, &r);
+    assert_int_equal(r.version, 0);
+    /* After a clear the grain starts again at version 1. */
+    do_write(fx, "Counter", "d", 1, "again", 5, 0, &r);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(r.version, 1);
+    gr__buf_free(&r.data);
+}
+
+static void test_hostile_keys(void **state) {
+    fx_t *fx = *state;
+    res_t r = {0};
+    const uint8_t nul_key[] = {'a', 0, 'b', '\'', '"', ';', '\\', 0xff};
+    do_write(fx, "Counter", nul_key, sizeof nul_key, "1", 1, 0, &r);
+    assert_int_equal(r.status, 0);
+    do_read(fx, "Counter", nul_key, sizeof nul_key, &r);
+    assert_int_equal(r.version, 1);
+    /* A prefix up to the NUL is a different grain. */
+    do_read(fx, "Counter", "a", 1, &r);
+    assert_int_equal(r.version, 0);
+    static uint8_t big[GR_KEY_MAX + 1];
+    memset(big, 'k', sizeof big);
+    do_write(fx, "Counter", big, GR_KEY_MAX, "1", 1, 0, &r);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(gr_storage_read(fx->st, "Counter", big, GR_KEY_MAX + 1, on_read, &r), GR_ETOOBIG);
+    assert_int_equal(gr_storage_read(fx->st, "bad/class", "k", 1, on_read, &r), GR_EINVAL);
+    assert_int_equal(gr_storage_read(fx->st, "Counter", NULL, 3, on_read, &r), GR_EINVAL);
+    /* The empty key is a key. */
+    do_write(fx, "Counter", "", 0, "e", 1, 0, &r);
+    assert_int_equal(r.status, 0);
+    gr__buf_free(&r.data);
+}
+
+static void test_large_state(void **state) {
+    fx_t *fx = *state;
+    size_t n = 1024 * 1024;
+    uint8_t *blob = malloc(n);
+    for (size_t i = 0; i < n; i++) blob[i] = (uint8_t)(i * 31u);
+    res_t r = {0};
+    do_write(fx, "Blob", "big", 3, blob, n, 0, &r);
+    assert_int_equal(r.status, 0);
+    do_read(fx, "Blob", "big", 3, &r);
+    assert_int_equal(r.data.len, n);
+    assert_memory_equal(r.data.data, blob, n);
+    free(blob);
+    gr__buf_free(&r.data);
+}
+
+/* Many writers racing with the same expected version: exactly one wins. */
+static void test_concurrent_writers(void **state) {
+    fx_t *fx = *state;
+    res_t r = {0};
+    do_write(fx, "Counter", "race", 4, "0", 1, 0, &r);
+    enum { N = 40 };
+    res_t rs[N];
+    int done_all = 0;
+    memset(rs, 0, sizeof rs);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(gr_storage_write(fx->st, "Counter", "race", 4, "w", 1, 1, on_write, &rs[i]), 0);
+    for (int spin = 0; spin < 1000 && !done_all; spin++) {
+        gr_test_run_for(&fx->loop, 10);
+        done_all = 1;
+        for (int i = 0; i < N; i++) done_all &= rs[i].done == 1;
+    }
+    assert_true(done_all);
+    int wins = 0, conflicts = 0;
+    for (int i = 0; i < N; i++) {
+        if (rs[i].status == 0) wins++;
+        if (rs[i].status == GR_ECONFLICT) conflicts++;
+    }
+    assert_int_equal(wins, 1);
+    assert_int_equal(conflicts, N - 1);
+    /* Racing first writers (INSERT ... ON CONFLICT): one wins as well. */
+    memset(rs, 0, sizeof rs);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(gr_storage_write(fx->st, "Counter", "race0", 5, "w", 1, 0, on_write, &rs[i]), 0);
+    done_all = 0;
+    for (int spin = 0; spin < 1000 && !done_all; spin++) {
+        gr_test_run_for(&fx->loop, 10);
+        done_all = 1;
+        for (int i = 0; i < N; i++) done_all &= rs[i].done == 1;
+    }
+    assert_true(done_all);
+    wins = 0;
+    for (int i = 0; i < N; i++) wins += rs[i].status == 0;
+    assert_int_equal(wins, 1);
+    gr__buf_free(&r.data);
+}
+
+/* Closing with operations queued completes each exactly once. */
+static void test_close_cancels(void **state) {
+    fx_t *fx = *state;
+    res_t r[10];
+    memset(r, 0, sizeof r);
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(gr_storage_read(fx->st, "Counter", "q", 1, on_read, &r[i]), 0);
+    int done = 0;
+    gr_storage_close(fx->st, closed, &done);
+    assert_true(gr_test_run_until(&fx->loop, &done, 5000));
+    for (int i = 0; i < 10; i++) {
+        assert_int_equal(r[i].done, 1);
+        assert_true(r[i].status == 0 || r[i].status == GR_ECANCELED);
+        gr__buf_free(&r[i].data);
+    }
+    /* Re-create for the teardown. */
+    if (use_pg) {
+        gr_storage_pg_options_t o;
+        gr_storage_pg_options_init(&o);
+        o.conninfo = gr_test_pg_url();
+        assert_int_equal(gr_storage_pg_new(&fx->loop, &o, &fx->st), 0);
+    } else {
+        assert_int_equal(gr_storage_memory_new(&fx->loop, &fx->st), 0);
+    }
+}
+
+/* PostgreSQL only: a database that is not there gives a clear, fast error. */
+static void test_dead_database(void **state) {
+    fx_t *fx = *state;
+    gr_storage_t *dead;
+    gr_storage_pg_options_t o;
+    gr_storage_pg_options_init(&o);
+    char url[128];
+    snprintf(url, sizeof url, "postgresql://granary@127.0.0.1:%d/granary?connect_timeout=2", gr_test_free_port());
+    o.conninfo = url;
+    o.reconnect_min_ms = 50;
+    assert_int_equal(gr_storage_pg_new(&fx->loop, &o, &dead), 0);
+    res_t r = {0};
+    memset(&r, 0, sizeof r);
+    uint64_t t0 = uv_now(&fx->loop);
+    assert_int_equal(gr_storage_read(dead, "Counter", "x", 1, on_read, &r), 0);
+    assert_true(gr_test_run_until(&fx->loop, &r.done, 8000));
+    uv_update_time(&fx->loop);
+    assert_int_equal(r.status, GR_ESTORAGE);
+    assert_non_null(strstr(r.detail, "database unavailable"));
+    assert_true(uv_now(&fx->loop) - t0 < 3000);
+    int done = 0;
+    gr_storage_close(dead, closed, &done);
+    assert_true(gr_test_run_until(&fx->loop, &done, 5000));
+    gr__buf_free(&r.data);
+}
+
+int main(int argc, char **argv) {
+    use_pg = argc > 1 && !strcmp(argv[1], "postgres");
+    if (use_pg) {
+        const char *url = gr_test_pg_url();
+        if (!url) {
+            fprintf(stderr, "no test database: run under ctest (the pg fixture starts one)\n");
+            return 1;
+        }
+        char err[512];
+        if (gr__migrate(url, NULL, err, sizeof err) != 0) {
+            fprintf(stderr, "migrate: %s\n", err);
+            return 1;
+        }
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_read_missing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_write_then_read, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_version_conflicts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_clear, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hostile_keys, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_large_state, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_writers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_close_cancels, setup, teardown),
+    };
+    const struct CMUnitTest pg_only[] = {
+        cmocka_unit_test_setup_teardown(test_dead_database, setup, teardown),
+    };
+    int rc = cmocka_run_group_tests_name(use_pg ? "persistence.storage.postgres" : "persistence.storage.memory",
+                                         tests, NULL, NULL);
+    if (use_pg) rc |= cmocka_run_group_tests_name("persistence.storage.postgres.failures", pg_only, NULL, NULL);
+    return rc;
+}

@@ -1,0 +1,451 @@
+/* tests/silo/test_silo.c - the real `silo` and `granary` binaries against a
+ * real PostgreSQL: acknowledged increments survive SIGKILL and restart,
+ * SIGTERM drains and exits 0, the CLI contract holds, and hostile input
+ * (garbage, oversized frames, wrong secret or version, slow and silent
+ * peers) gets a clear answer while the silo keeps serving others. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/common.h"
+#include "granary/client.h"
+#include "support.h"
+#include "wire/frame.h"
+
+static char log_path[1024];
+
+typedef struct {
+    pid_t pid;
+    int port;
+} silo_t;
+
+static int start_silo(silo_t *s, int port, const char *extra1, const char *extra2) {
+    char listen[64];
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
+    const char *argv[16] = {gr_test_build_path("silo"), "run", "--database", gr_test_pg_url(), "--listen",
+                            listen, "--grains", gr_test_build_path("examples/counter.so"),
+                            "--handshake-timeout-ms", "300", extra1, extra2, NULL};
+    s->port = port;
+    s->pid = gr_test_spawn(argv, log_path);
+    if (s->pid < 0) return -1;
+    return gr_test_wait_port(port, 10000);
+}
+
+static int run_cmd(const char *const argv[], uint64_t timeout_ms) {
+    pid_t p = gr_test_spawn(argv, log_path);
+    return p < 0 ? -1 : gr_test_wait(p, timeout_ms);
+}
+
+/* Run a command and capture its stdout into out (NUL-terminated). */
+static int run_capture(const char *const argv[], char *out, size_t out_size) {
+    int fds[2];
+    if (pipe(fds) != 0) return -1;
+    pid_t p = fork();
+    if (p == 0) {
+        dup2(fds[1], 1);
+        close(fds[0]);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    close(fds[1]);
+    size_t n = 0;
+    ssize_t k;
+    while (n + 1 < out_size && (k = read(fds[0], out + n, out_size - n - 1)) > 0) n += (size_t)k;
+    out[n] = '\0';
+    char sink[4096];
+    while (read(fds[0], sink, sizeof sink) > 0) {
+    }
+    close(fds[0]);
+    return gr_test_wait(p, 30000);
+}
+
+/* ---- a client driving calls from the test ---- */
+
+typedef struct {
+    int done;
+    int status;
+    char reply[256];
+} res_t;
+
+static void on_done(void *ud, int status, const uint8_t *reply, size_t len) {
+    res_t *r = ud;
+    r->done = 1;
+    r->status = status;
+    size_t n = len < sizeof r->reply - 1 ? len : sizeof r->reply - 1;
+    if (n) memcpy(r->reply, reply, n);
+    r->reply[n] = '\0';
+}
+
+static int call_once(int port, const char *secret, const char *key, const char *method, res_t *r) {
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    gr_client_options_t o;
+    gr_client_options_init(&o);
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    o.silos = addr;
+    o.secret = secret;
+    gr_client_t *c;
+    assert_int_equal(gr_client_new(&loop, &o, &c), 0);
+    memset(r, 0, sizeof *r);
+    gr_ref_t ref = {"Counter", key, strlen(key)};
+    assert_int_equal(gr_client_call(c, &ref, method, NULL, 0, 5000, on_done, r), 0);
+    gr_test_run_until(&loop, &r->done, 10000);
+    gr_client_close(c, NULL, NULL);
+    gr_test_loop_close(&loop);
+    return r->status;
+}
+
+/* Pipelined incrs over NK keys, INCRS each; counts acknowledgements. */
+typedef struct {
+    int acked[64];
+    int failed;
+    int outstanding;
+} load_t;
+
+typedef struct {
+    load_t *load;
+    int key;
+} ticket_t;
+
+static void on_incr(void *ud, int status, const uint8_t *reply, size_t len) {
+    ticket_t *t = ud;
+    if (status == 0)
+        t->load->acked[t->key]++;
+    else
+        t->load->failed++;
+    t->load->outstanding--;
+    free(t);
+}
+
+static void run_load(int port, int nkeys, int incrs, load_t *load) {
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    gr_client_options_t o;
+    gr_client_options_init(&o);
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    o.silos = addr;
+    gr_client_t *c;
+    assert_int_equal(gr_client_new(&loop, &o, &c), 0);
+    for (int i = 0; i < incrs; i++) {
+        for (int k = 0; k < nkeys; k++) {
+            char key[16];
+            snprintf(key, sizeof key, "load-%d", k);
+            gr_ref_t ref = {"Counter", key, strlen(key)};
+            ticket_t *t = malloc(sizeof *t);
+            t->load = load;
+            t->key = k;
+            assert_int_equal(gr_client_call(c, &ref, "incr", NULL, 0, 10000, on_incr, t), 0);
+            load->outstanding++;
+        }
+    }
+    int zero = 0;
+    for (int spin = 0; spin < 3000 && load->outstanding > 0; spin++) {
+        gr_test_run_until(&loop, &zero, 10);
+    }
+    assert_int_equal(load->outstanding, 0);
+    gr_client_close(c, NULL, NULL);
+    gr_test_loop_close(&loop);
+}
+
+/* ---- cases ---- */
+
+static void test_cli_contract(void **st) {
+    char out[16384];
+    const char *help[] = {gr_test_build_path("silo"), "--help", NULL};
+    assert_int_equal(run_capture(help, out, sizeof out), 0);
+    const char *must[] = {"--database", "GRANARY_DATABASE_URL", "--listen", "GRANARY_LISTEN", "--grains",
+                          "--advertise", "GRANARY_CLUSTER_SECRET", "--log-format", "migrate", "status"};
+    for (size_t i = 0; i < sizeof must / sizeof must[0]; i++) {
+        if (!strstr(out, must[i])) fail_msg("silo --help lacks %s", must[i]);
+    }
+    const char *bad_listen[] = {gr_test_build_path("silo"), "run", "--memory", "--listen", "nonsense", NULL};
+    assert_int_equal(run_cmd(bad_listen, 10000), 2);
+    const char *bad_num[] = {gr_test_build_path("silo"), "run", "--idle-ms", "-5", NULL};
+    assert_int_equal(run_cmd(bad_num, 10000), 2);
+    const char *no_db[] = {gr_test_build_path("silo"), "run", "--grains", gr_test_build_path("examples/counter.so"), NULL};
+    assert_int_equal(run_cmd(no_db, 10000), 2);
+    const char *bad_so[] = {gr_test_build_path("silo"), "run", "--memory", "--grains", "/nonexistent.so", NULL};
+    assert_int_equal(run_cmd(bad_so, 10000), 2);
+    const char *migrate[] = {gr_test_build_path("silo"), "migrate", "--database", gr_test_pg_url(), NULL};
+    assert_int_equal(run_cmd(migrate, 30000), 0);
+    assert_int_equal(run_cmd(migrate, 30000), 0);
+    const char *status[] = {gr_test_build_path("silo"), "status", "--database", gr_test_pg_url(), NULL};
+    assert_int_equal(run_capture(status, out, sizeof out), 0);
+    assert_non_null(strstr(out, "schema version"));
+    const char *ghelp[] = {gr_test_build_path("granary"), "--help", NULL};
+    assert_int_equal(run_capture(ghelp, out, sizeof out), 0);
+    assert_non_null(strstr(out, "Exit status"));
+}
+
+/* The seed thread's case: N acknowledged incrs, kill -9, restart, read N. */
+static void test_counter_survives_kill9(void **st) {
+    const char *migrate[] = {gr_test_build_path("silo"), "migrate", "--database", gr_test_pg_url(), NULL};
+    assert_int_equal(run_cmd(migrate, 30000), 0);
+    gr_test_sql(gr_test_pg_url(), "DELETE FROM granary_grain_state WHERE grain_class = 'Counter'");
+    silo_t s;
+    int port = gr_test_free_port();
+    assert_int_equal(start_silo(&s, port, NULL, NULL), 0);
+    load_t load;
+    memset(&load, 0, sizeof load);
+    run_load(port, 20, 25, &load);
+    assert_int_equal(load.failed, 0);
+    kill(s.pid, SIGKILL);
+    assert_int_equal(gr_test_wait(s.pid, 5000), 128 + SIGKILL);
+    assert_int_equal(start_silo(&s, port, NULL, NULL), 0);
+    for (int k = 0; k < 20; k++) {
+        char key[16];
+        res_t r;
+        snprintf(key, sizeof key, "load-%d", k);
+        assert_int_equal(call_once(port, NULL, key, "get", &r), 0);
+        assert_int_equal(atoi(r.reply), load.acked[k]);
+        assert_int_equal(load.acked[k], 25);
+    }
+    /* The database agrees, byte for byte. */
+    char *v = gr_test_sql(gr_test_pg_url(),
+                          "SELECT sum(convert_from(state, 'UTF8')::bigint) FROM granary_grain_state "
+                          "WHERE grain_class = 'Counter' AND grain_key::text LIKE '%6c6f61642d%'");
+    assert_non_null(v);
+    assert_int_equal(atoi(v), 20 * 25);
+    free(v);
+    /* The CLI against the restarted silo. */
+    char addr[64], out[256];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    const char *get[] = {gr_test_build_path("granary"), "call", "--silo", addr, "Counter/load-0", "get", NULL};
+    assert_int_equal(run_capture(get, out, sizeof out), 0);
+    assert_string_equal(out, "25\n");
+    const char *nocls[] = {gr_test_build_path("granary"), "call", "--silo", addr, "Nope/x", "get", NULL};
+    assert_int_equal(run_capture(nocls, out, sizeof out), 1);
+    const char *json[] = {gr_test_build_path("granary"), "call", "--json", "--silo", addr, "Counter/load-1", "incr", NULL};
+    assert_int_equal(run_capture(json, out, sizeof out), 0);
+    assert_string_equal(out, "{\"ok\":true,\"reply\":\"26\"}\n");
+    kill(s.pid, SIGTERM);
+    assert_int_equal(gr_test_wait(s.pid, 10000), 0);
+    /* Nobody listening: a retryable error, exit 75. */
+    assert_int_equal(run_capture(get, out, sizeof out), 75);
+}
+
+static void test_sigterm_drains_and_exits_zero(void **st) {
+    silo_t s;
+    int port = gr_test_free_port();
+    assert_int_equal(start_silo(&s, port, NULL, NULL), 0);
+    load_t load;
+    memset(&load, 0, sizeof load);
+    run_load(port, 50, 2, &load);
+    assert_int_equal(load.failed, 0);
+    struct timeval t0, t1;
+    gettimeofday(&t0, NULL);
+    kill(s.pid, SIGTERM);
+    assert_int_equal(gr_test_wait(s.pid, 20000), 0);
+    gettimeofday(&t1, NULL);
+    long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_usec - t0.tv_usec) / 1000;
+    assert_true(ms < 5000);
+}
+
+/* ---- raw sockets for hostile input ---- */
+
+static int raw_connect(int port) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {0};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    struct timeval tv = {5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    return fd;
+}
+
+/* Read frames until one of `type` arrives or the peer closes; returns the
+ * frame's status (RESPONSE/GOAWAY) or 0, or INT32_MIN when closed first. */
+static int32_t read_until(int fd, uint8_t type, int *closed) {
+    static uint8_t buf[1 << 16];
+    size_t len = 0;
+    *closed = 0;
+    for (;;) {
+        gr__frame_t f;
+        size_t used;
+        while (gr__frame_decode(buf, len, sizeof buf, &f, &used) == 0) {
+            if (f.type == type) return (f.type == GR__FRAME_RESPONSE || f.type == GR__FRAME_GOAWAY) ? f.u.response.status : 0;
+            memmove(buf, buf + used, len - used);
+            len -= used;
+        }
+        ssize_t n = read(fd, buf + len, sizeof buf - len);
+        if (n <= 0) {
+            *closed = 1;
+            return INT32_MIN;
+        }
+        len += (size_t)n;
+    }
+}
+
+static void send_all(int fd, const void *p, size_t n) {
+    const uint8_t *b = p;
+    while (n) {
+        ssize_t k = write(fd, b, n);
+        assert_true(k > 0);
+        b += k;
+        n -= (size_t)k;
+    }
+}
+
+static int peer_closed(int fd) {
+    char c;
+    return read(fd, &c, 1) == 0;
+}
+
+static void test_hostile_input(void **st) {
+    silo_t s;
+    int port = gr_test_free_port();
+    assert_int_equal(start_silo(&s, port, "--secret", "letmein"), 0);
+    int closed;
+    gr__buf_t b;
+    gr__buf_init(&b);
+
+    /* HTTP instead of frames: GOAWAY(EPROTO), then close. */
+    int fd = raw_connect(port);
+    send_all(fd, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 27);
+    assert_int_equal(read_until(fd, GR__FRAME_GOAWAY, &closed), GR_EPROTO);
+    assert_true(peer_closed(fd));
+    close(fd);
+
+    /* A frame announcing 2 GB: refused from the header. */
+    fd = raw_connect(port);
+    uint8_t hdr[16] = {0x7f, 0xff, 0xff, 0xff, 0x47, 0x52, GR__FRAME_REQUEST};
+    send_all(fd, hdr, sizeof hdr);
+    assert_int_equal(read_until(fd, GR__FRAME_GOAWAY, &closed), GR_ETOOBIG);
+    close(fd);
+
+    /* Wrong secret, wrong version. */
+    fd = raw_connect(port);
+    gr__frame_encode_hello(&b, GR_PROTOCOL_VERSION, GR__ROLE_CLIENT, "default", "wrong", 5, "t");
+    send_all(fd, b.data, b.len);
+    assert_int_equal(read_until(fd, GR__FRAME_GOAWAY, &closed), GR_EAUTH);
+    close(fd);
+    b.len = 0;
+    fd = raw_connect(port);
+    gr__frame_encode_hello(&b, 99, GR__ROLE_CLIENT, "default", "letmein", 7, "t");
+    send_all(fd, b.data, b.len);
+    assert_int_equal(read_until(fd, GR__FRAME_GOAWAY, &closed), GR_EVERSION);
+    close(fd);
+
+    /* A request before the handshake. */
+    b.len = 0;
+    fd = raw_connect(port);
+    gr__frame_encode_request(&b, GR__FRAME_REQUEST, 1, 0, "Counter", "k", 1, "get", NULL, 0);
+    send_all(fd, b.data, b.len);
+    assert_int_equal(read_until(fd, GR__FRAME_GOAWAY, &closed), GR_EPROTO);
+    close(fd);
+
+    /* A silent peer is closed after the handshake timeout (300 ms here). */
+    fd = raw_connect(port);
+    assert_true(peer_closed(fd));
+    close(fd);
+
+    /* Byte at a time: a slow but valid peer is served. Includes a key with
+     * NUL and quote bytes and a NUL inside the method name (refused). */
+    b.len = 0;
+    fd = raw_connect(port);
+    gr__frame_encode_hello(&b, GR_PROTOCOL_VERSION, GR__ROLE_CLIENT, "default", "letmein", 7, "slow");
+    const uint8_t key[] = {'a', 0, '\'', '"'};
+    gr__frame_encode_request(&b, GR__FRAME_REQUEST, 7, 5000, "Counter", key, sizeof key, "incr", NULL, 0);
+    for (size_t i = 0; i < b.len; i++) send_all(fd, b.data + i, 1);
+    assert_int_equal(read_until(fd, GR__FRAME_RESPONSE, &closed), 0);
+    b.len = 0;
+    gr__frame_encode_request(&b, GR__FRAME_REQUEST, 8, 5000, "Counter", "k", 1, "g\x01t", NULL, 0);
+    b.data[b.len - 2] = 0; /* "g\0t" */
+    send_all(fd, b.data, b.len);
+    assert_int_equal(read_until(fd, GR__FRAME_RESPONSE, &closed), GR_EPROTO);
+    /* Unknown class and an over-long key are answered, not fatal. */
+    b.len = 0;
+    gr__frame_encode_request(&b, GR__FRAME_REQUEST, 9, 5000, "Nope", "k", 1, "get", NULL, 0);
+    send_all(fd, b.data, b.len);
+    assert_int_equal(read_until(fd, GR__FRAME_RESPONSE, &closed), GR_ENOCLASS);
+    b.len = 0;
+    static uint8_t bigkey[10 * 1024];
+    gr__frame_encode_request(&b, GR__FRAME_REQUEST, 10, 5000, "Counter", "k", 1, "get", NULL, 0);
+    gr__put_u32(b.data + GR_FRAME_HEADER_SIZE + 8, sizeof bigkey); /* claims a 10 kB key */
+    gr__buf_append(&b, bigkey, sizeof bigkey);
+    gr__put_u32(b.data, (uint32_t)(b.len - 4));
+    send_all(fd, b.data, b.len);
+    assert_int_equal(read_until(fd, GR__FRAME_GOAWAY, &closed), GR_ETOOBIG);
+    close(fd);
+    gr__buf_free(&b);
+
+    /* Through all of it the silo kept serving well-behaved clients. */
+    res_t r;
+    assert_int_equal(call_once(port, "letmein", "after", "incr", &r), 0);
+    assert_string_equal(r.reply, "1");
+    assert_int_equal(call_once(port, "wrong", "after", "get", &r), GR_EAUTH);
+    kill(s.pid, SIGTERM);
+    assert_int_equal(gr_test_wait(s.pid, 10000), 0);
+}
+
+/* A client that sends but never reads: the silo stops reading from it
+ * (back-pressure) instead of buffering without bound, and stays responsive. */
+static void test_client_that_never_reads(void **st) {
+    silo_t s;
+    int port = gr_test_free_port();
+    assert_int_equal(start_silo(&s, port, NULL, NULL), 0);
+    int fd = raw_connect(port);
+    int small = 4096;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    gr__buf_t b;
+    gr__buf_init(&b);
+    gr__frame_encode_hello(&b, GR_PROTOCOL_VERSION, GR__ROLE_CLIENT, "default", "", 0, "greedy");
+    send_all(fd, b.data, b.len);
+    /* Each "where" reply is ~30 bytes; send bounded batches, non-blocking,
+     * until the silo stops accepting our bytes. */
+    struct timeval tv = {0, 200000};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    size_t sent = 0;
+    for (int batch = 0; batch < 2000; batch++) {
+        b.len = 0;
+        for (int i = 0; i < 500; i++)
+            gr__frame_encode_request(&b, GR__FRAME_REQUEST, (uint64_t)batch * 500 + i, 60000, "Counter", "w", 1, "where", NULL, 0);
+        ssize_t k = write(fd, b.data, b.len);
+        if (k <= 0) break;
+        sent += (size_t)k;
+    }
+    /* The silo is still responsive to others. */
+    res_t r;
+    assert_int_equal(call_once(port, NULL, "still", "incr", &r), 0);
+    /* Its memory stayed bounded: check RSS of the silo process. */
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)s.pid);
+    FILE *f = fopen(path, "r");
+    long rss_kb = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmRSS:", 6)) rss_kb = atol(line + 6);
+    if (f) fclose(f);
+    print_message("client sent %zu bytes without reading; silo RSS %ld kB\n", sent, rss_kb);
+    assert_true(rss_kb < 512 * 1024);
+    close(fd);
+    gr__buf_free(&b);
+    kill(s.pid, SIGTERM);
+    assert_int_equal(gr_test_wait(s.pid, 10000), 0);
+}
+
+int main(void) {
+    if (!gr_test_pg_url()) {
+        fprintf(stderr, "no test database: run under ctest (the pg fixture starts one)\n");
+        return 1;
+    }
+    snprintf(log_path, sizeof log_path, "%s", gr_test_build_path("test_silo.log"));
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_cli_contract),
+        cmocka_unit_test(test_counter_survives_kill9),
+        cmocka_unit_test(test_sigterm_drains_and_exits_zero),
+        cmocka_unit_test(test_hostile_input),
+        cmocka_unit_test(test_client_that_never_reads),
+    };
+    return cmocka_run_group_tests_name("silo.process", tests, NULL, NULL);
+}

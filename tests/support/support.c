@@ -1,0 +1,149 @@
+/* tests/support/support.c - see support.h. */
+#include "support.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libpq-fe.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+static uint64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void on_deadline(uv_timer_t *t) { *(int *)t->data = 1; }
+
+int gr_test_run_until(uv_loop_t *loop, const int *flag, uint64_t timeout_ms) {
+    uv_timer_t t;
+    int expired = 0;
+    uv_timer_init(loop, &t);
+    t.data = &expired;
+    uv_timer_start(&t, on_deadline, timeout_ms, 0);
+    while (!*flag && !expired) uv_run(loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(loop, UV_RUN_NOWAIT);
+    return *flag;
+}
+
+void gr_test_run_for(uv_loop_t *loop, uint64_t ms) {
+    int never = 0;
+    gr_test_run_until(loop, &never, ms);
+}
+
+static void close_walk(uv_handle_t *h, void *arg) {
+    if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+void gr_test_loop_close(uv_loop_t *loop) {
+    for (int i = 0; i < 100 && uv_loop_alive(loop); i++) uv_run(loop, UV_RUN_NOWAIT);
+    uv_walk(loop, close_walk, NULL);
+    uv_run(loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(loop), 0);
+}
+
+const char *gr_test_pg_url(void) {
+    static char url[512];
+    const char *dir = getenv("GRANARY_TEST_PG_DIR");
+    if (!dir) return NULL;
+    char path[1024];
+    snprintf(path, sizeof path, "%s/url", dir);
+    FILE *f = fopen(path, "r");
+    if (!f) return NULL;
+    if (!fgets(url, sizeof url, f)) url[0] = '\0';
+    fclose(f);
+    url[strcspn(url, "\r\n")] = '\0';
+    return url[0] ? url : NULL;
+}
+
+char *gr_test_sql(const char *url, const char *sql) {
+    PGconn *c = PQconnectdb(url);
+    char *out = NULL;
+    if (PQstatus(c) == CONNECTION_OK) {
+        PGresult *r = PQexec(c, sql);
+        ExecStatusType st = PQresultStatus(r);
+        if (st == PGRES_TUPLES_OK && PQntuples(r) > 0 && PQnfields(r) > 0)
+            out = strdup(PQgetvalue(r, 0, 0));
+        else if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK)
+            fprintf(stderr, "gr_test_sql: %s: %s", sql, PQresultErrorMessage(r));
+        PQclear(r);
+    } else {
+        fprintf(stderr, "gr_test_sql: connect: %s", PQerrorMessage(c));
+    }
+    PQfinish(c);
+    return out;
+}
+
+pid_t gr_test_spawn(const char *const argv[], const char *log_path) {
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    if (log_path) {
+        posix_spawn_file_actions_addopen(&fa, 1, log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    }
+    pid_t pid;
+    int rc = posix_spawn(&pid, argv[0], &fa, NULL, (char *const *)argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    return rc == 0 ? pid : -1;
+}
+
+int gr_test_wait(pid_t pid, uint64_t timeout_ms) {
+    uint64_t end = now_ms() + timeout_ms;
+    for (;;) {
+        int st;
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid) return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        if (r < 0) return -1;
+        if (now_ms() >= end) return -1;
+        usleep(5000);
+    }
+}
+
+int gr_test_wait_port(int port, uint64_t timeout_ms) {
+    uint64_t end = now_ms() + timeout_ms;
+    while (now_ms() < end) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in sa = {0};
+        sa.sin_family = AF_INET;
+        sa.sin_port = htons((uint16_t)port);
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        int ok = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+        close(fd);
+        if (ok) return 0;
+        usleep(10000);
+    }
+    return -1;
+}
+
+int gr_test_free_port(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {0};
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bind(fd, (struct sockaddr *)&sa, sizeof sa);
+    socklen_t l = sizeof sa;
+    getsockname(fd, (struct sockaddr *)&sa, &l);
+    close(fd);
+    return ntohs(sa.sin_port);
+}
+
+const char *gr_test_build_path(const char *rel) {
+    static char bufs[8][1024];
+    static int slot;
+    char *b = bufs[slot++ % 8];
+    const char *dir = getenv("GRANARY_BUILD_DIR");
+    snprintf(b, 1024, "%s/%s", dir ? dir : ".", rel);
+    return b;
+}

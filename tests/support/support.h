@@ -1,0 +1,50 @@
+/* tests/support/support.h - helpers shared by the test programs: a bounded
+ * loop runner, the throwaway PostgreSQL's URL, and real child processes. */
+#ifndef GR_TEST_SUPPORT_H
+#define GR_TEST_SUPPORT_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <sys/types.h>
+#include <uv.h>
+
+/* Run `loop` until *flag becomes non-zero or `timeout_ms` passes; returns
+ * the flag (0 on timeout). Never blocks longer than the timeout. */
+int gr_test_run_until(uv_loop_t *loop, const int *flag, uint64_t timeout_ms);
+
+/* Run `loop` for `ms` milliseconds. */
+void gr_test_run_for(uv_loop_t *loop, uint64_t ms);
+
+/* Close every handle left on `loop`, run it dry and close it; fails the test
+ * if the loop cannot be closed. */
+void gr_test_loop_close(uv_loop_t *loop);
+
+/* The URL of the throwaway PostgreSQL that the CTest fixture started
+ * (GRANARY_TEST_PG_DIR/url), or NULL when there is none. Static buffer. */
+const char *gr_test_pg_url(void);
+
+/* Run SQL on the test database with psql-free blocking libpq; returns the
+ * first column of the first row as a malloc'd string (or NULL). */
+char *gr_test_sql(const char *url, const char *sql);
+
+/* Start a child process with argv (argv[0] a path), stdout/stderr appended
+ * to log_path (may be NULL: inherit). Returns the pid or -1. */
+pid_t gr_test_spawn(const char *const argv[], const char *log_path);
+
+/* Wait up to timeout_ms for the child to exit; returns its exit status
+ * (128+signal if killed), or -1 on timeout. */
+int gr_test_wait(pid_t pid, uint64_t timeout_ms);
+
+/* Wait until something accepts TCP connections on 127.0.0.1:port. */
+int gr_test_wait_port(int port, uint64_t timeout_ms);
+
+/* A free TCP port on 127.0.0.1 (bound then released). */
+int gr_test_free_port(void);
+
+/* Path of a build artefact: GRANARY_BUILD_DIR/rel. Static buffer per call slot. */
+const char *gr_test_build_path(const char *rel);
+
+#endif
