@@ -166,6 +166,22 @@ static void test_cli_contract(void **st) {
     for (size_t i = 0; i < sizeof must / sizeof must[0]; i++) {
         if (!strstr(out, must[i])) fail_msg("silo --help lacks %s", must[i]);
     }
+    /* Every flag in --help is documented in docs/configuration.md. */
+    char doc_path[1024];
+    snprintf(doc_path, sizeof doc_path, "%s/docs/configuration.md", getenv("GRANARY_SOURCE_DIR"));
+    FILE *df = fopen(doc_path, "r");
+    assert_non_null(df);
+    static char doc[65536];
+    size_t dn = fread(doc, 1, sizeof doc - 1, df);
+    doc[dn] = '\0';
+    fclose(df);
+    for (char *p = strstr(out, "\n  --"); p; p = strstr(p + 1, "\n  --")) {
+        char flag[64];
+        sscanf(p + 3, "%63s", flag);
+        char needle[80];
+        snprintf(needle, sizeof needle, "`%s", flag);
+        if (!strstr(doc, needle)) fail_msg("%s is not documented in docs/configuration.md", flag);
+    }
     const char *bad_listen[] = {gr_test_build_path("silo"), "run", "--memory", "--listen", "nonsense", NULL};
     assert_int_equal(run_cmd(bad_listen, 10000), 2);
     const char *bad_num[] = {gr_test_build_path("silo"), "run", "--idle-ms", "-5", NULL};

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Build and run the whole test suite twice: a normal build with warnings as
+# errors, then the same suite under AddressSanitizer + UndefinedBehaviorSanitizer.
+# Installs its dependencies from Debian's packages first. Every PostgreSQL the
+# tests start is stopped at the end, pass or fail.
+#   scripts/test.sh            both builds
+#   GR_SKIP_SAN=1 scripts/test.sh   normal build only
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+bash scripts/deps.sh
+jobs=$(nproc 2>/dev/null || echo 2)
+
+cleanup() {
+  for d in "$root"/build-test/testpg "$root"/build-san/testpg; do
+    [ -d "$d" ] && bash "$root/scripts/pg.sh" stop "$d" || true
+  done
+}
+trap cleanup EXIT
+
+run_suite() {
+  local dir=$1; shift
+  cmake -S . -B "$dir" -DGR_WERROR=ON "$@" >/dev/null
+  cmake --build "$dir" -j"$jobs" >/dev/null
+  (cd "$dir" && ctest --output-on-failure --timeout 600 -j"$jobs")
+}
+
+echo "== build and test (RelWithDebInfo, -Werror) =="
+run_suite build-test -DCMAKE_BUILD_TYPE=RelWithDebInfo
+if [ -z "${GR_SKIP_SAN:-}" ]; then
+  echo "== build and test under ASan + UBSan =="
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    run_suite build-san -DCMAKE_BUILD_TYPE=Debug -DGR_ASAN=ON -DGR_UBSAN=ON
+fi
+echo "all tests passed"
