@@ -1,637 +1,172 @@
-/* persistence/postgres.c - the PostgreSQL provider: a small pool of libpq
- * connections in non-blocking mode, driven by the silo's libuv loop through
- * a uv_poll_t on each connection's socket. No libpq call here blocks: we use
- * PQconnectStart/Poll, PQsendQueryParams, PQflush, PQconsumeInput, PQisBusy
- * and PQgetResult only. Schema and queries: docs/storage.md.
- */
-#include <assert.h>
+/* persistence/postgres.c - the PostgreSQL grain-state provider: the queries
+ * of docs/storage.md run on a gr__pgpool. Keys and state travel as binary
+ * parameters; results come back in binary. */
 #include <inttypes.h>
-#include <libpq-fe.h>
 #include <stdio.h>
 
+#include "persistence/pgpool.h"
 #include "persistence/provider.h"
 
-typedef enum { GR__PG_READ, GR__PG_WRITE, GR__PG_CLEAR } gr__pg_kind_t;
-
-typedef struct gr__pg_op {
-    struct gr__pg_op *next;
-    gr__pg_kind_t kind;
-    void *cb;
-    void *ud;
-    char *cls;
-    uint8_t *key;
-    size_t key_len;
-    uint8_t *data;
-    size_t len;
-    int64_t expected;
-    uint64_t enqueued_ms;
-} gr__pg_op_t;
-
-typedef enum { GR__CONN_DOWN, GR__CONN_CONNECTING, GR__CONN_IDLE, GR__CONN_BUSY } gr__conn_state_t;
-
-typedef struct gr__pg gr__pg_t;
-
-typedef struct gr__pg_conn {
-    gr__pg_t *pg;
-    PGconn *conn;
-    uv_poll_t *poll; /* heap: replaced when libpq changes sockets, freed in its close cb */
-    int fd;
-    int events;
-    gr__conn_state_t state;
-    gr__pg_op_t *op;   /* in flight while BUSY */
-    PGresult *result;  /* first result of the op in flight */
-    uv_timer_t timer;  /* reconnect backoff, and connect deadline */
-    uint32_t backoff_ms;
-} gr__pg_conn_t;
-
-struct gr__pg {
+typedef struct gr__pgs {
     gr_storage_t base;
-    char *conninfo;
+    gr__pgpool_t *pool;
     char *service;
-    gr_storage_pg_options_t opts;
-    gr__pg_conn_t *conns;
-    unsigned n_conns;
-    unsigned up;      /* connections IDLE or BUSY */
-    int down;         /* every connection failed since the last success: fail fast */
-    gr__pg_op_t *head, *tail;
-    uv_timer_t sweep; /* fails ops that waited too long, or while the database is down */
-    uint64_t rng;
-    char last_error[256];
-    int handles_open;
     void (*close_cb)(void *);
     void *close_ud;
-};
+} gr__pgs_t;
 
-#define GR__PG_CONNECT_TIMEOUT_MS 5000u
-#define GR__PG_SWEEP_MS 100u
+typedef enum { GR__PGS_READ, GR__PGS_WRITE, GR__PGS_CLEAR } gr__pgs_kind_t;
 
-static void gr__conn_connect(gr__pg_conn_t *c);
-static void gr__conn_broken(gr__pg_conn_t *c, const char *why);
-static void gr__pg_dispatch(gr__pg_t *pg);
+typedef struct gr__pgs_op {
+    gr__pgs_kind_t kind;
+    void *cb;
+    void *ud;
+} gr__pgs_op_t;
 
-static void gr__pg_set_error(gr__pg_t *pg, const char *msg) {
-    /* libpq messages end in a newline; keep the line clean for logs. */
-    snprintf(pg->last_error, sizeof pg->last_error, "%s", msg ? msg : "unknown error");
-    size_t n = strlen(pg->last_error);
-    while (n && (pg->last_error[n - 1] == '\n' || pg->last_error[n - 1] == ' '))
-        pg->last_error[--n] = '\0';
-}
-
-/* ---- completing operations ---- */
-
-static void gr__op_free(gr__pg_op_t *op) {
-    gr__free(op->cls);
-    gr__free(op->key);
-    gr__free(op->data);
-    gr__free(op);
-}
-
-static void gr__op_fail(gr__pg_op_t *op, int status, const char *detail) {
-    if (op->kind == GR__PG_READ)
-        ((gr_storage_read_cb)op->cb)(op->ud, status, NULL, 0, 0, detail);
-    else
-        ((gr_storage_write_cb)op->cb)(op->ud, status, 0, detail);
-    gr__op_free(op);
-}
+static const char GR__SQL_READ[] =
+    "SELECT state, version FROM granary_grain_state "
+    "WHERE grain_key = $1 AND grain_class = $2 AND service = $3";
+static const char GR__SQL_INSERT[] =
+    "INSERT INTO granary_grain_state (grain_key, grain_class, service, state, version, updated_at) "
+    "VALUES ($1, $2, $3, $4, 1, now()) ON CONFLICT DO NOTHING RETURNING version";
+static const char GR__SQL_UPDATE[] =
+    "UPDATE granary_grain_state SET state = $4, version = version + 1, updated_at = now() "
+    "WHERE grain_key = $1 AND grain_class = $2 AND service = $3 AND version = $5::bigint "
+    "RETURNING version";
+static const char GR__SQL_DELETE[] =
+    "WITH d AS (DELETE FROM granary_grain_state "
+    "WHERE grain_key = $1 AND grain_class = $2 AND service = $3 AND version = $4::bigint "
+    "RETURNING 1) SELECT EXISTS (SELECT 1 FROM d)";
+static const char GR__SQL_CHECK_ABSENT[] =
+    "SELECT NOT EXISTS (SELECT 1 FROM granary_grain_state "
+    "WHERE grain_key = $1 AND grain_class = $2 AND service = $3)";
 
 static int64_t gr__be64_field(const PGresult *res, int row, int col) {
     if (PQgetlength(res, row, col) != 8) return -1;
     return (int64_t)gr__get_u64((const uint8_t *)PQgetvalue(res, row, col));
 }
 
-static void gr__op_complete(gr__pg_op_t *op, PGresult *res) {
-    ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
-    if (st != PGRES_TUPLES_OK) {
-        char detail[300];
-        snprintf(detail, sizeof detail, "postgres: %s",
-                 res ? PQresultErrorMessage(res) : "no result");
-        size_t n = strlen(detail);
-        if (n && detail[n - 1] == '\n') detail[n - 1] = '\0';
-        gr__op_fail(op, GR_ESTORAGE, detail);
+static void gr__pgs_done(void *ud, int status, PGresult *res, const char *detail) {
+    gr__pgs_op_t *op = ud;
+    if (status != 0) {
+        if (op->kind == GR__PGS_READ)
+            ((gr_storage_read_cb)op->cb)(op->ud, status, NULL, 0, 0, detail);
+        else
+            ((gr_storage_write_cb)op->cb)(op->ud, status, 0, detail);
+        gr__free(op);
         return;
     }
     int rows = PQntuples(res);
-    switch (op->kind) {
-    case GR__PG_READ: {
+    if (op->kind == GR__PGS_READ) {
         gr_storage_read_cb cb = (gr_storage_read_cb)op->cb;
-        if (rows == 0) {
+        int64_t v = rows ? gr__be64_field(res, 0, 1) : 0;
+        if (rows == 0)
             cb(op->ud, 0, NULL, 0, 0, NULL);
-        } else {
-            int64_t v = gr__be64_field(res, 0, 1);
-            if (v < 1) {
-                cb(op->ud, GR_ESTORAGE, NULL, 0, 0, "postgres: malformed version column");
-            } else {
-                cb(op->ud, 0, (const uint8_t *)PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0),
-                   v, NULL);
-            }
-        }
-        break;
-    }
-    case GR__PG_WRITE: {
+        else if (v < 1)
+            cb(op->ud, GR_ESTORAGE, NULL, 0, 0, "postgres: malformed version column");
+        else
+            cb(op->ud, 0, (const uint8_t *)PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0), v, NULL);
+    } else if (op->kind == GR__PGS_WRITE) {
         gr_storage_write_cb cb = (gr_storage_write_cb)op->cb;
         if (rows == 0)
             cb(op->ud, GR_ECONFLICT, 0, "stored version differs from expected");
         else
             cb(op->ud, 0, gr__be64_field(res, 0, 0), NULL);
-        break;
-    }
-    case GR__PG_CLEAR: {
+    } else {
         gr_storage_write_cb cb = (gr_storage_write_cb)op->cb;
-        /* The query returns one boolean row: did the expected row go away. */
+        /* One boolean row: did the expected row go away (or was it absent). */
         int ok = rows == 1 && PQgetlength(res, 0, 0) == 1 && PQgetvalue(res, 0, 0)[0] == 1;
         if (ok)
             cb(op->ud, 0, 0, NULL);
         else
             cb(op->ud, GR_ECONFLICT, 0, "stored version differs from expected");
-        break;
     }
-    }
-    gr__op_free(op);
+    gr__free(op);
 }
 
-/* ---- the socket watcher ---- */
-
-static void gr__conn_on_poll(uv_poll_t *h, int status, int events);
-
-/* Every handle's close callback ends here; the last one after
- * gr_storage_close() frees the provider. */
-static void gr__pg_handle_gone(gr__pg_t *pg) {
-    if (--pg->handles_open != 0 || !pg->base.closing) return;
-    for (unsigned i = 0; i < pg->n_conns; i++)
-        if (pg->conns[i].conn) PQfinish(pg->conns[i].conn);
-    void (*cb)(void *) = pg->close_cb;
-    void *ud = pg->close_ud;
-    gr__free(pg->conns);
-    gr__free(pg->conninfo);
-    gr__free(pg->service);
-    gr__free(pg);
-    if (cb) cb(ud);
-}
-
-static void gr__poll_closed(uv_handle_t *h) {
-    gr__pg_conn_t *c = h->data;
-    gr__free(h);
-    gr__pg_handle_gone(c->pg);
-}
-
-static void gr__conn_unwatch(gr__pg_conn_t *c) {
-    if (!c->poll) return;
-    uv_poll_stop(c->poll);
-    uv_close((uv_handle_t *)c->poll, gr__poll_closed);
-    c->poll = NULL;
-    c->fd = -1;
-    c->events = 0;
-}
-
-/* Watch the connection's current socket for `events`. libpq may switch
- * sockets while connecting, so the handle follows PQsocket(). */
-static int gr__conn_watch(gr__pg_conn_t *c, int events) {
-    int fd = PQsocket(c->conn);
-    if (fd < 0) return GR_EIO;
-    if (c->poll && c->fd != fd) gr__conn_unwatch(c);
-    if (!c->poll) {
-        c->poll = gr__malloc(sizeof *c->poll);
-        if (!c->poll) return GR_ENOMEM;
-        if (uv_poll_init(c->pg->base.loop, c->poll, fd) != 0) {
-            gr__free(c->poll);
-            c->poll = NULL;
-            return GR_EIO;
-        }
-        c->poll->data = c;
-        c->pg->handles_open++;
-        c->fd = fd;
-        c->events = 0;
-    }
-    if (c->events != events) {
-        if (uv_poll_start(c->poll, events, gr__conn_on_poll) != 0) return GR_EIO;
-        c->events = events;
-    }
-    return 0;
-}
-
-/* ---- connection life cycle ---- */
-
-static uint32_t gr__jitter(gr__pg_t *pg, uint32_t ms) {
-    /* xorshift: per-provider, no global rand() state. +-25% spreads the
-     * reconnect storm of many silos after a database restart. */
-    pg->rng ^= pg->rng << 13;
-    pg->rng ^= pg->rng >> 7;
-    pg->rng ^= pg->rng << 17;
-    uint32_t spread = ms / 2 + 1;
-    return ms - ms / 4 + (uint32_t)(pg->rng % spread);
-}
-
-static void gr__conn_retry_cb(uv_timer_t *t) {
-    gr__pg_conn_t *c = t->data;
-    if (c->state == GR__CONN_CONNECTING) {
-        gr__conn_broken(c, "connect timed out");
-        return;
-    }
-    gr__conn_connect(c);
-}
-
-static void gr__conn_schedule_retry(gr__pg_conn_t *c) {
-    gr__pg_t *pg = c->pg;
-    if (pg->base.closing) return;
-    uint32_t d = c->backoff_ms ? c->backoff_ms : pg->opts.reconnect_min_ms;
-    c->backoff_ms = d * 2 > pg->opts.reconnect_max_ms ? pg->opts.reconnect_max_ms : d * 2;
-    uv_timer_start(&c->timer, gr__conn_retry_cb, gr__jitter(pg, d), 0);
-}
-
-static void gr__conn_broken(gr__pg_conn_t *c, const char *why) {
-    gr__pg_t *pg = c->pg;
-    char msg[300];
-    snprintf(msg, sizeof msg, "%s", why);
-    gr__pg_set_error(pg, msg);
-    int was_up = c->state == GR__CONN_IDLE || c->state == GR__CONN_BUSY;
-    GR_LOG_WARN("postgres connection %u lost: %s", (unsigned)(c - pg->conns), pg->last_error);
-    gr__conn_unwatch(c);
-    if (c->result) {
-        PQclear(c->result);
-        c->result = NULL;
-    }
-    if (c->conn) {
-        PQfinish(c->conn);
-        c->conn = NULL;
-    }
-    c->state = GR__CONN_DOWN;
-    uv_timer_stop(&c->timer);
-    if (was_up) pg->up--;
-    if (pg->up == 0) pg->down = 1;
-    gr__pg_op_t *op = c->op;
-    c->op = NULL;
-    if (op) {
-        /* The query may or may not have committed: say so. */
-        char detail[400];
-        snprintf(detail, sizeof detail, "postgres connection lost during the operation (outcome unknown): %s",
-                 pg->last_error);
-        gr__op_fail(op, GR_ESTORAGE, detail);
-    }
-    gr__conn_schedule_retry(c); /* no-op once the callback closed the provider */
-}
-
-static void gr__conn_up(gr__pg_conn_t *c) {
-    c->state = GR__CONN_IDLE;
-    c->backoff_ms = 0;
-    uv_timer_stop(&c->timer);
-    c->pg->up++;
-    if (c->pg->down) GR_LOG_INFO("postgres connection restored");
-    c->pg->down = 0;
-    /* Idle connections stay watched for readability so a server-side close
-     * is noticed at once, not at the next query. */
-    if (gr__conn_watch(c, UV_READABLE)) {
-        gr__conn_broken(c, "cannot watch socket");
-        return;
-    }
-    gr__pg_dispatch(c->pg);
-}
-
-static void gr__conn_continue_connect(gr__pg_conn_t *c) {
-    switch (PQconnectPoll(c->conn)) {
-    case PGRES_POLLING_READING:
-        if (gr__conn_watch(c, UV_READABLE)) gr__conn_broken(c, "cannot watch socket");
-        return;
-    case PGRES_POLLING_WRITING:
-        if (gr__conn_watch(c, UV_WRITABLE)) gr__conn_broken(c, "cannot watch socket");
-        return;
-    case PGRES_POLLING_OK:
-        gr__conn_up(c);
-        return;
-    default:
-        gr__conn_broken(c, PQerrorMessage(c->conn));
-        return;
-    }
-}
-
-static void gr__conn_connect(gr__pg_conn_t *c) {
-    gr__pg_t *pg = c->pg;
-    c->conn = PQconnectStart(pg->conninfo);
-    if (!c->conn) {
-        gr__pg_set_error(pg, "out of memory creating a connection");
-        gr__conn_schedule_retry(c);
-        return;
-    }
-    if (PQstatus(c->conn) == CONNECTION_BAD || PQsetnonblocking(c->conn, 1) != 0) {
-        gr__conn_broken(c, PQerrorMessage(c->conn));
-        return;
-    }
-    c->state = GR__CONN_CONNECTING;
-    uv_timer_start(&c->timer, gr__conn_retry_cb, GR__PG_CONNECT_TIMEOUT_MS, 0);
-    if (gr__conn_watch(c, UV_WRITABLE)) gr__conn_broken(c, "cannot watch socket");
-}
-
-/* ---- running queries ---- */
-
-static const char *const GR__SQL_READ =
-    "SELECT state, version FROM granary_grain_state "
-    "WHERE grain_key = $1 AND grain_class = $2 AND service = $3";
-static const char *const GR__SQL_INSERT =
-    "INSERT INTO granary_grain_state (grain_key, grain_class, service, state, version, updated_at) "
-    "VALUES ($1, $2, $3, $4, 1, now()) ON CONFLICT DO NOTHING RETURNING version";
-static const char *const GR__SQL_UPDATE =
-    "UPDATE granary_grain_state SET state = $4, version = version + 1, updated_at = now() "
-    "WHERE grain_key = $1 AND grain_class = $2 AND service = $3 AND version = $5::bigint "
-    "RETURNING version";
-static const char *const GR__SQL_DELETE =
-    "WITH d AS (DELETE FROM granary_grain_state "
-    "WHERE grain_key = $1 AND grain_class = $2 AND service = $3 AND version = $4::bigint "
-    "RETURNING 1) SELECT EXISTS (SELECT 1 FROM d)";
-static const char *const GR__SQL_CHECK_ABSENT =
-    "SELECT NOT EXISTS (SELECT 1 FROM granary_grain_state "
-    "WHERE grain_key = $1 AND grain_class = $2 AND service = $3)";
-
-static int gr__conn_send(gr__pg_conn_t *c, gr__pg_op_t *op) {
-    gr__pg_t *pg = c->pg;
-    char ver[24];
-    snprintf(ver, sizeof ver, "%" PRId64, op->expected);
-    const char *values[5] = {(const char *)op->key, op->cls, pg->service, NULL, ver};
-    int lengths[5] = {(int)op->key_len, 0, 0, 0, 0};
-    int formats[5] = {1, 0, 0, 1, 0}; /* key and state as binary bytea */
-    const char *sql;
-    int n;
-    switch (op->kind) {
-    case GR__PG_READ:
-        sql = GR__SQL_READ;
-        n = 3;
-        break;
-    case GR__PG_WRITE:
-        values[3] = op->data ? (const char *)op->data : "";
-        lengths[3] = (int)op->len;
-        sql = op->expected == 0 ? GR__SQL_INSERT : GR__SQL_UPDATE;
-        n = op->expected == 0 ? 4 : 5;
-        break;
-    default:
-        if (op->expected == 0) {
-            sql = GR__SQL_CHECK_ABSENT;
-            n = 3;
-        } else {
-            values[3] = ver;
-            formats[3] = 0;
-            sql = GR__SQL_DELETE;
-            n = 4;
-        }
-        break;
-    }
-    /* A key of length 0 still needs a non-NULL pointer: NULL means SQL NULL. */
-    if (!values[0]) values[0] = "";
-    if (!PQsendQueryParams(c->conn, sql, n, NULL, values, lengths, formats, 1)) return GR_EIO;
-    c->op = op;
-    c->state = GR__CONN_BUSY;
-    int f = PQflush(c->conn);
-    if (f < 0) return GR_EIO;
-    return gr__conn_watch(c, f == 1 ? (UV_READABLE | UV_WRITABLE) : UV_READABLE);
-}
-
-static void gr__pg_dispatch(gr__pg_t *pg) {
-    for (unsigned i = 0; i < pg->n_conns && pg->head; i++) {
-        gr__pg_conn_t *c = &pg->conns[i];
-        if (c->state != GR__CONN_IDLE) continue;
-        gr__pg_op_t *op = pg->head;
-        pg->head = op->next;
-        if (!pg->head) pg->tail = NULL;
-        op->next = NULL;
-        if (gr__conn_send(c, op) != 0) {
-            /* Not sent (or not fully): nothing can have committed unless the
-             * query reached the server, so report it as unknown only if sent. */
-            if (c->op == NULL) {
-                op->next = pg->head; /* never sent: retry it on another connection */
-                pg->head = op;
-                if (!pg->tail) pg->tail = op;
-            }
-            gr__conn_broken(c, PQerrorMessage(c->conn));
-        }
-    }
-}
-
-static void gr__conn_read(gr__pg_conn_t *c) {
-    if (!PQconsumeInput(c->conn)) {
-        gr__conn_broken(c, PQerrorMessage(c->conn));
-        return;
-    }
-    /* Notices and notifications are not used; drop them. */
-    PGnotify *n;
-    while ((n = PQnotifies(c->conn)) != NULL) PQfreemem(n);
-    if (c->state != GR__CONN_BUSY) {
-        if (PQstatus(c->conn) == CONNECTION_BAD) gr__conn_broken(c, "server closed the connection");
-        return;
-    }
-    while (!PQisBusy(c->conn)) {
-        PGresult *res = PQgetResult(c->conn);
-        if (!res) {
-            gr__pg_op_t *op = c->op;
-            PGresult *first = c->result;
-            c->op = NULL;
-            c->result = NULL;
-            c->state = GR__CONN_IDLE;
-            gr__op_complete(op, first);
-            PQclear(first);
-            if (c->pg->base.closing) return; /* the callback closed the provider */
-            if (PQstatus(c->conn) == CONNECTION_BAD) {
-                gr__conn_broken(c, "server closed the connection");
-                return;
-            }
-            if (gr__conn_watch(c, UV_READABLE)) {
-                gr__conn_broken(c, "cannot watch socket");
-                return;
-            }
-            gr__pg_dispatch(c->pg);
-            return;
-        }
-        if (c->result)
-            PQclear(res); /* one statement per query: keep the first result */
-        else
-            c->result = res;
-    }
-}
-
-static void gr__conn_on_poll(uv_poll_t *h, int status, int events) {
-    gr__pg_conn_t *c = h->data;
-    if (status < 0) {
-        gr__conn_broken(c, uv_strerror(status));
-        return;
-    }
-    if (c->state == GR__CONN_CONNECTING) {
-        gr__conn_continue_connect(c);
-        return;
-    }
-    if ((events & UV_WRITABLE) && c->state == GR__CONN_BUSY) {
-        int f = PQflush(c->conn);
-        if (f < 0) {
-            gr__conn_broken(c, PQerrorMessage(c->conn));
-            return;
-        }
-        if (f == 0 && gr__conn_watch(c, UV_READABLE)) {
-            gr__conn_broken(c, "cannot watch socket");
-            return;
-        }
-    }
-    if (events & UV_READABLE) gr__conn_read(c);
-}
-
-/* ---- the queue ---- */
-
-static void gr__pg_sweep_cb(uv_timer_t *t) {
-    gr__pg_t *pg = t->data;
-    uint64_t now = uv_now(pg->base.loop);
-    /* Fail what cannot be served: everything while the database is down, and
-     * anything that waited past op_timeout_ms behind busy connections. */
-    gr__pg_op_t **pp = &pg->head, *keep_tail = NULL;
-    gr__pg_op_t *failed = NULL, **ft = &failed;
-    while (*pp) {
-        gr__pg_op_t *op = *pp;
-        if (pg->down || now - op->enqueued_ms >= pg->opts.op_timeout_ms) {
-            *pp = op->next;
-            op->next = NULL;
-            *ft = op;
-            ft = &op->next;
-        } else {
-            keep_tail = op;
-            pp = &op->next;
-        }
-    }
-    pg->tail = keep_tail;
-    while (failed) {
-        gr__pg_op_t *next = failed->next;
-        char detail[400];
-        if (pg->down)
-            snprintf(detail, sizeof detail, "database unavailable: %s", pg->last_error);
-        else
-            snprintf(detail, sizeof detail, "no database connection free within %u ms",
-                     (unsigned)pg->opts.op_timeout_ms);
-        gr__op_fail(failed, GR_ESTORAGE, detail);
-        failed = next;
-    }
-}
-
-static int gr__pg_push(gr__pg_t *pg, gr__pg_kind_t kind, const char *cls, const void *key,
-                       size_t key_len, const void *data, size_t len, int64_t expected, void *cb,
-                       void *ud) {
-    gr__pg_op_t *op = gr__calloc(1, sizeof *op);
+static int gr__pgs_run(gr__pgs_t *s, gr__pgs_kind_t kind, const char *sql, int n, const char *cls,
+                       const void *key, size_t key_len, const void *data, size_t len, int64_t expected,
+                       void *cb, void *ud) {
+    gr__pgs_op_t *op = gr__malloc(sizeof *op);
     if (!op) return GR_ENOMEM;
     op->kind = kind;
     op->cb = cb;
     op->ud = ud;
-    op->cls = gr__strdup(cls);
-    op->key = gr__memdup(key, key_len);
-    op->key_len = key_len;
-    op->len = len;
-    op->expected = expected;
-    if (len) op->data = gr__memdup(data, len);
-    if (!op->cls || !op->key || (len && !op->data)) {
-        gr__op_free(op);
-        return GR_ENOMEM;
-    }
-    op->enqueued_ms = uv_now(pg->base.loop);
-    if (pg->tail)
-        pg->tail->next = op;
-    else
-        pg->head = op;
-    pg->tail = op;
-    /* Sending happens here when a connection is idle: the result can only
-     * arrive through the poll callback, so cb never runs inside this call. */
-    gr__pg_dispatch(pg);
-    return 0;
+    char ver[24];
+    snprintf(ver, sizeof ver, "%" PRId64, expected);
+    /* $1 key (binary), $2 class, $3 service, then $4 state (binary) or version. */
+    const char *values[5] = {key_len ? (const char *)key : "", cls, s->service,
+                             kind == GR__PGS_WRITE ? (data ? (const char *)data : "") : ver, ver};
+    int lengths[5] = {(int)key_len, 0, 0, (int)len, 0};
+    int formats[5] = {1, 0, 0, kind == GR__PGS_WRITE, 0};
+    int rc = gr__pgpool_query(s->pool, sql, n, values, lengths, formats, 1, gr__pgs_done, op);
+    if (rc != 0) gr__free(op);
+    return rc;
 }
 
-static int gr__pg_read(gr_storage_t *st, const char *cls, const void *key, size_t key_len,
-                       gr_storage_read_cb cb, void *ud) {
-    return gr__pg_push((gr__pg_t *)st, GR__PG_READ, cls, key, key_len, NULL, 0, 0, (void *)cb, ud);
-}
-
-static int gr__pg_write(gr_storage_t *st, const char *cls, const void *key, size_t key_len,
-                        const void *data, size_t len, int64_t expected, gr_storage_write_cb cb,
-                        void *ud) {
-    return gr__pg_push((gr__pg_t *)st, GR__PG_WRITE, cls, key, key_len, data, len, expected,
+static int gr__pgs_read(gr_storage_t *st, const char *cls, const void *key, size_t key_len,
+                        gr_storage_read_cb cb, void *ud) {
+    return gr__pgs_run((gr__pgs_t *)st, GR__PGS_READ, GR__SQL_READ, 3, cls, key, key_len, NULL, 0, 0,
                        (void *)cb, ud);
 }
 
-static int gr__pg_clear(gr_storage_t *st, const char *cls, const void *key, size_t key_len,
-                        int64_t expected, gr_storage_write_cb cb, void *ud) {
-    return gr__pg_push((gr__pg_t *)st, GR__PG_CLEAR, cls, key, key_len, NULL, 0, expected,
-                       (void *)cb, ud);
+static int gr__pgs_write(gr_storage_t *st, const char *cls, const void *key, size_t key_len,
+                         const void *data, size_t len, int64_t expected, gr_storage_write_cb cb,
+                         void *ud) {
+    return gr__pgs_run((gr__pgs_t *)st, GR__PGS_WRITE, expected == 0 ? GR__SQL_INSERT : GR__SQL_UPDATE,
+                       expected == 0 ? 4 : 5, cls, key, key_len, data, len, expected, (void *)cb, ud);
 }
 
-static void gr__timer_closed(uv_handle_t *h) { gr__pg_handle_gone(h->data); }
-
-static void gr__pg_close(gr_storage_t *st, void (*cb)(void *), void *ud) {
-    gr__pg_t *pg = (gr__pg_t *)st;
-    pg->close_cb = cb;
-    pg->close_ud = ud;
-    gr__pg_op_t *op = pg->head;
-    pg->head = pg->tail = NULL;
-    while (op) {
-        gr__pg_op_t *next = op->next;
-        gr__op_fail(op, GR_ECANCELED, "storage closed");
-        op = next;
-    }
-    for (unsigned i = 0; i < pg->n_conns; i++) {
-        gr__pg_conn_t *c = &pg->conns[i];
-        if (c->op) {
-            gr__pg_op_t *inflight = c->op;
-            c->op = NULL;
-            gr__op_fail(inflight, GR_ECANCELED, "storage closed (outcome unknown)");
-        }
-        if (c->result) {
-            PQclear(c->result);
-            c->result = NULL;
-        }
-        gr__conn_unwatch(c);
-        c->timer.data = pg; /* the close callback only needs the provider */
-        uv_close((uv_handle_t *)&c->timer, gr__timer_closed);
-    }
-    uv_close((uv_handle_t *)&pg->sweep, gr__timer_closed);
+static int gr__pgs_clear(gr_storage_t *st, const char *cls, const void *key, size_t key_len,
+                         int64_t expected, gr_storage_write_cb cb, void *ud) {
+    return gr__pgs_run((gr__pgs_t *)st, GR__PGS_CLEAR, expected == 0 ? GR__SQL_CHECK_ABSENT : GR__SQL_DELETE,
+                       expected == 0 ? 3 : 4, cls, key, key_len, NULL, 0, expected, (void *)cb, ud);
 }
 
-static const gr__storage_vtable_t gr__pg_vt = {gr__pg_read, gr__pg_write, gr__pg_clear, gr__pg_close};
+static void gr__pgs_pool_closed(void *ud) {
+    gr__pgs_t *s = ud;
+    void (*cb)(void *) = s->close_cb;
+    void *cud = s->close_ud;
+    gr__free(s->service);
+    gr__free(s);
+    if (cb) cb(cud);
+}
+
+static void gr__pgs_close(gr_storage_t *st, void (*cb)(void *), void *ud) {
+    gr__pgs_t *s = (gr__pgs_t *)st;
+    s->close_cb = cb;
+    s->close_ud = ud;
+    gr__pgpool_close(s->pool, gr__pgs_pool_closed, s);
+}
+
+static const gr__storage_vtable_t gr__pgs_vt = {gr__pgs_read, gr__pgs_write, gr__pgs_clear, gr__pgs_close};
 
 void gr_storage_pg_options_init(gr_storage_pg_options_t *o) {
+    gr__pgpool_options_t p;
+    gr__pgpool_options_init(&p);
     memset(o, 0, sizeof *o);
     o->service = "default";
-    o->pool_size = 4;
-    o->op_timeout_ms = 5000;
-    o->reconnect_min_ms = 100;
-    o->reconnect_max_ms = 5000;
+    o->pool_size = p.pool_size;
+    o->op_timeout_ms = p.op_timeout_ms;
+    o->reconnect_min_ms = p.reconnect_min_ms;
+    o->reconnect_max_ms = p.reconnect_max_ms;
 }
 
 int gr_storage_pg_new(uv_loop_t *loop, const gr_storage_pg_options_t *opts, gr_storage_t **out) {
-    if (!loop || !opts || !out || !opts->conninfo || !opts->service || !opts->service[0] ||
-        opts->pool_size == 0 || opts->pool_size > 64 || opts->reconnect_min_ms == 0 ||
-        opts->reconnect_max_ms < opts->reconnect_min_ms || opts->op_timeout_ms == 0)
-        return GR_EINVAL;
-    gr__pg_t *pg = gr__calloc(1, sizeof *pg);
-    if (!pg) return GR_ENOMEM;
-    pg->opts = *opts;
-    pg->conninfo = gr__strdup(opts->conninfo);
-    pg->service = gr__strdup(opts->service);
-    pg->conns = gr__calloc(opts->pool_size, sizeof *pg->conns);
-    if (!pg->conninfo || !pg->service || !pg->conns) {
-        gr__free(pg->conninfo);
-        gr__free(pg->service);
-        gr__free(pg->conns);
-        gr__free(pg);
-        return GR_ENOMEM;
+    if (!opts || !opts->service || !opts->service[0] || !out) return GR_EINVAL;
+    gr__pgs_t *s = gr__calloc(1, sizeof *s);
+    if (!s) return GR_ENOMEM;
+    s->service = gr__strdup(opts->service);
+    gr__pgpool_options_t p = {opts->pool_size, opts->op_timeout_ms, opts->reconnect_min_ms,
+                              opts->reconnect_max_ms};
+    int rc = s->service ? gr__pgpool_new(loop, opts->conninfo, &p, &s->pool) : GR_ENOMEM;
+    if (rc != 0) {
+        gr__free(s->service);
+        gr__free(s);
+        return rc;
     }
-    pg->opts.conninfo = NULL; /* never keep a borrowed pointer (it holds the password) */
-    pg->opts.service = NULL;
-    pg->base.vt = &gr__pg_vt;
-    pg->base.loop = loop;
-    pg->n_conns = opts->pool_size;
-    pg->rng = (uint64_t)(uintptr_t)pg ^ uv_hrtime();
-    if (!pg->rng) pg->rng = 88172645463325252ull;
-    uv_timer_init(loop, &pg->sweep);
-    pg->sweep.data = pg;
-    pg->handles_open = 1;
-    uv_timer_start(&pg->sweep, gr__pg_sweep_cb, GR__PG_SWEEP_MS, GR__PG_SWEEP_MS);
-    uv_unref((uv_handle_t *)&pg->sweep); /* housekeeping must not keep a loop alive */
-    for (unsigned i = 0; i < pg->n_conns; i++) {
-        gr__pg_conn_t *c = &pg->conns[i];
-        c->pg = pg;
-        c->fd = -1;
-        uv_timer_init(loop, &c->timer);
-        c->timer.data = c;
-        pg->handles_open++;
-        gr__conn_connect(c);
-    }
-    *out = &pg->base;
+    s->base.vt = &gr__pgs_vt;
+    s->base.loop = loop;
+    *out = &s->base;
     return 0;
 }
