@@ -7,6 +7,7 @@
 
 #include "common/common.h"
 #include "granary/client.h"
+#include "client/client_internal.h"
 #include "wire/frame.h"
 
 typedef struct gr__addr {
@@ -55,6 +56,7 @@ struct gr_client {
     int flush_on;
     char silo[256];
     char last_error[256];
+    uint8_t role; /* GR__ROLE_CLIENT, or GR__ROLE_SILO for silo-to-silo links */
     int closing;
     int open_handles;
     void (*close_cb)(void *);
@@ -280,7 +282,7 @@ static void gr__connect_cb(uv_connect_t *req, int status) {
     c->state = GR__C_HANDSHAKE;
     gr__buf_t hello;
     gr__buf_init(&hello);
-    if (gr__frame_encode_hello(&hello, GR_PROTOCOL_VERSION, GR__ROLE_CLIENT, c->cluster, c->secret,
+    if (gr__frame_encode_hello(&hello, GR_PROTOCOL_VERSION, c->role, c->cluster, c->secret,
                                strlen(c->secret), c->name) != 0) {
         gr__buf_free(&hello);
         gr__client_conn_failed(c, GR_ENOMEM, "out of memory");
@@ -377,13 +379,17 @@ int gr_client_new(uv_loop_t *loop, const gr_client_options_t *o, gr_client_t **o
     uv_check_init(loop, &c->flusher);
     c->flusher.data = c;
     c->open_handles = 3;
+    c->role = GR__ROLE_CLIENT;
     *out = c;
     return 0;
 }
 
-int gr_client_call(gr_client_t *c, const gr_ref_t *ref, const char *method, const void *arg,
-                   size_t arg_len, uint32_t timeout_ms, gr_call_cb cb, void *ud) {
-    if (!c || !ref || !ref->class_name || !method || !cb || (ref->key_len && !ref->key) || (arg_len && !arg))
+void gr__client_set_role(gr_client_t *c, uint8_t role) { c->role = role; }
+
+int gr__client_call_flags(gr_client_t *c, const gr_ref_t *ref, const char *method, const void *arg,
+                          size_t arg_len, uint32_t timeout_ms, uint8_t type, uint8_t flags, gr_call_cb cb,
+                          void *ud) {
+    if (!c || !ref || !ref->class_name || !method || (!cb && type != GR__FRAME_ONEWAY) || (ref->key_len && !ref->key) || (arg_len && !arg))
         return GR_EINVAL;
     if (c->closing) return GR_ESHUTDOWN;
     if (!timeout_ms) timeout_ms = c->opts.call_timeout_ms;
@@ -391,12 +397,20 @@ int gr_client_call(gr_client_t *c, const gr_ref_t *ref, const char *method, cons
     if (!k) return GR_ENOMEM;
     k->id = ++c->next_id;
     size_t before = c->out.len;
-    int rc = gr__frame_encode_request(&c->out, GR__FRAME_REQUEST, k->id, timeout_ms, ref->class_name,
-                                      ref->key, ref->key_len, method, arg, arg_len);
+    int rc = gr__frame_encode_request(&c->out, type, k->id, timeout_ms, ref->class_name, ref->key,
+                                      ref->key_len, method, arg, arg_len);
     if (rc != 0) {
         c->out.len = before;
         gr__free(k);
         return rc;
+    }
+    c->out.data[before + 7] = flags; /* the header's flags byte */
+    if (type == GR__FRAME_ONEWAY) {
+        /* Nothing will answer: complete it once it is handed to the socket. */
+        gr__free(k);
+        if (c->state == GR__C_IDLE) gr__client_connect(c);
+        gr__client_schedule_flush(c);
+        return 0;
     }
     k->cb = cb;
     k->ud = ud;
@@ -410,6 +424,11 @@ int gr_client_call(gr_client_t *c, const gr_ref_t *ref, const char *method, cons
     if (c->state == GR__C_IDLE) gr__client_connect(c);
     gr__client_schedule_flush(c);
     return 0;
+}
+
+int gr_client_call(gr_client_t *c, const gr_ref_t *ref, const char *method, const void *arg,
+                   size_t arg_len, uint32_t timeout_ms, gr_call_cb cb, void *ud) {
+    return gr__client_call_flags(c, ref, method, arg, arg_len, timeout_ms, GR__FRAME_REQUEST, 0, cb, ud);
 }
 
 const char *gr_client_silo(const gr_client_t *c) { return c->silo[0] ? c->silo : NULL; }

@@ -27,6 +27,11 @@ struct gr_msg {
     char *method_name;
     uint8_t *arg;
     size_t arg_len;
+    /* Set only while the message travels through the router (cluster mode). */
+    const gr_class_t *cls;
+    uint8_t *id; /* class '\0' key */
+    size_t id_len, class_len;
+    int hops;
     /* A reply held back until the state write commits. */
     int reply_status;
     uint8_t *reply;
@@ -133,6 +138,9 @@ struct gr_runtime {
     void (*close_cb)(void *);
     void *close_ud;
     gr__runtime_stats_t stats;
+    gr__router_fn router;
+    gr__deactivated_fn on_gone;
+    void *router_ud;
 };
 
 static void gr__pump_start(gr_runtime_t *rt);
@@ -265,6 +273,7 @@ static void gr__grain_touch(gr_grain_t *g) {
 }
 
 static void gr__msg_free(gr_msg_t *m) {
+    gr__free(m->id);
     gr__free(m->method_name);
     gr__free(m->arg);
     gr__free(m->reply);
@@ -287,6 +296,17 @@ static void gr__msg_fail(gr_runtime_t *rt, gr_msg_t *m, int status, const char *
     size_t n = detail ? strlen(detail) : 0;
     uint8_t *d = n ? gr__memdup(detail, n) : NULL;
     gr__msg_complete(rt, m, status, d, d ? n : 0);
+}
+
+static int gr__msg_set_route(gr_msg_t *m, const gr_class_t *cls, const uint8_t *id, size_t id_len,
+                             size_t class_len) {
+    gr__free(m->id);
+    m->id = gr__memdup(id, id_len);
+    if (!m->id) return GR_ENOMEM;
+    m->id_len = id_len;
+    m->class_len = class_len;
+    m->cls = cls;
+    return 0;
 }
 
 static void gr__mailbox_push(gr_grain_t *g, gr_msg_t *m) {
@@ -363,6 +383,7 @@ static void gr__grain_finish(gr_grain_t *g) {
     rt->n_grains--;
     rt->stats.deactivations++;
     gr__lru_unlink(rt, g);
+    if (rt->on_gone && !rt->closing) rt->on_gone(rt->router_ud, g->cls->name, g->key, g->key_len);
     if (g->data_free) g->data_free(g->data);
     g->data = NULL;
     g->data_free = NULL;
@@ -370,7 +391,18 @@ static void gr__grain_finish(gr_grain_t *g) {
     g->mb_head = g->mb_tail = NULL;
     g->mb_len = 0;
     if (queued) {
-        if (rt->closing || rt->draining) {
+        if (rt->router && !rt->closing) {
+            /* Cluster mode: the directory decides where they run now. */
+            while (queued) {
+                gr_msg_t *n = queued->next;
+                queued->next = NULL;
+                if (gr__msg_set_route(queued, g->cls, g->id, g->id_len, strlen(g->cls->name)) == 0)
+                    rt->router(rt->router_ud, queued);
+                else
+                    gr__msg_fail(rt, queued, GR_ENOMEM, "out of memory rerouting a call");
+                queued = n;
+            }
+        } else if (rt->closing || rt->draining) {
             while (queued) {
                 gr_msg_t *n = queued->next;
                 gr__msg_fail(rt, queued, GR_ESHUTDOWN, "silo is shutting down");
@@ -812,7 +844,8 @@ int gr_timer_stop(gr_grain_t *g, uint64_t id) {
 /* ---- submitting calls ---- */
 
 static int gr__submit(gr_runtime_t *rt, gr_grain_t *owner, const gr_ref_t *ref, const char *method,
-                      const void *arg, size_t arg_len, uint32_t timeout_ms, gr_call_cb cb, void *ud) {
+                      const void *arg, size_t arg_len, uint32_t timeout_ms, int hops, gr_call_cb cb,
+                      void *ud) {
     if (!rt || !ref || !method || !cb || !ref->class_name || (ref->key_len && !ref->key) ||
         (arg_len && !arg))
         return GR_EINVAL;
@@ -821,7 +854,8 @@ static int gr__submit(gr_runtime_t *rt, gr_grain_t *owner, const gr_ref_t *ref, 
     if (cl > GR_CLASS_NAME_MAX || ml > GR_METHOD_NAME_MAX || ref->key_len > GR_KEY_MAX ||
         arg_len > GR_ARG_MAX)
         return GR_ETOOBIG;
-    if (rt->closing || rt->draining) return GR_ESHUTDOWN;
+    /* A draining silo in a cluster still routes calls elsewhere. */
+    if (rt->closing || (rt->draining && !rt->router)) return GR_ESHUTDOWN;
 
     gr__call_t *c = gr__call_new(rt, cb, ud, timeout_ms, owner);
     if (!c) return GR_ENOMEM;
@@ -862,6 +896,17 @@ static int gr__submit(gr_runtime_t *rt, gr_grain_t *owner, const gr_ref_t *ref, 
 
     gr_grain_t *g = NULL;
     HASH_FIND(hh, rt->grains, idbuf, id_len, g);
+    if (rt->router && (!g || g->status == GR__G_DEAD)) {
+        m->hops = hops;
+        if (gr__msg_set_route(m, ce->cls, idbuf, id_len, cl) != 0) {
+            gr__call_unlink(rt, c);
+            gr__msg_free(m);
+            gr__free(c);
+            return GR_ENOMEM;
+        }
+        rt->router(rt->router_ud, m);
+        return 0;
+    }
     if (g && g->mb_len >= rt->opts.max_queue_per_grain) {
         gr__call_unlink(rt, c);
         gr__msg_free(m);
@@ -886,14 +931,19 @@ static int gr__submit(gr_runtime_t *rt, gr_grain_t *owner, const gr_ref_t *ref, 
 
 int gr_call(gr_runtime_t *rt, const gr_ref_t *ref, const char *method, const void *arg,
             size_t arg_len, uint32_t timeout_ms, gr_call_cb cb, void *ud) {
-    return gr__submit(rt, NULL, ref, method, arg, arg_len, timeout_ms, cb, ud);
+    return gr__submit(rt, NULL, ref, method, arg, arg_len, timeout_ms, 0, cb, ud);
+}
+
+int gr__call_hops(gr_runtime_t *rt, const gr_ref_t *ref, const char *method, const void *arg,
+                  size_t arg_len, uint32_t timeout_ms, int hops, gr_call_cb cb, void *ud) {
+    return gr__submit(rt, NULL, ref, method, arg, arg_len, timeout_ms, hops, cb, ud);
 }
 
 int gr_grain_call(gr_grain_t *g, const gr_ref_t *ref, const char *method, const void *arg,
                   size_t arg_len, uint32_t timeout_ms, gr_call_cb cb, void *ud) {
     if (!g) return GR_EINVAL;
     if (g->status != GR__G_ACTIVE) return GR_ESTATE;
-    return gr__submit(g->rt, g, ref, method, arg, arg_len, timeout_ms, cb, ud);
+    return gr__submit(g->rt, g, ref, method, arg, arg_len, timeout_ms, 0, cb, ud);
 }
 
 /* ---- replies ---- */
@@ -1177,4 +1227,100 @@ void gr_runtime_close(gr_runtime_t *rt, void (*cb)(void *), void *ud) {
     uv_close((uv_handle_t *)&rt->pump, gr__handle_closed);
     uv_close((uv_handle_t *)&rt->deadline_timer, gr__handle_closed);
     uv_close((uv_handle_t *)&rt->idle_timer, gr__handle_closed);
+}
+
+/* ---- cluster hooks (grains/runtime.h) ---- */
+
+void gr__runtime_set_router(gr_runtime_t *rt, gr__router_fn route, gr__deactivated_fn gone, void *ud) {
+    rt->router = route;
+    rt->on_gone = gone;
+    rt->router_ud = ud;
+}
+
+const char *gr__msg_class(const gr_msg_t *m) { return m->cls->name; }
+const uint8_t *gr__msg_key(const gr_msg_t *m, size_t *len) {
+    *len = m->id_len - m->class_len - 1;
+    return m->id + m->class_len + 1;
+}
+const uint8_t *gr__msg_id(const gr_msg_t *m, size_t *len) {
+    *len = m->id_len;
+    return m->id;
+}
+const uint8_t *gr__msg_arg(const gr_msg_t *m, size_t *len) {
+    *len = m->arg_len;
+    return m->arg;
+}
+int gr__msg_hops(const gr_msg_t *m) { return m->hops; }
+
+uint32_t gr__msg_remaining_ms(const gr_runtime_t *rt, const gr_msg_t *m) {
+    uint64_t now = uv_now(rt->loop);
+    return m->deadline > now ? (uint32_t)(m->deadline - now) : 0;
+}
+
+void gr__runtime_run_here(gr_runtime_t *rt, gr_msg_t *m) {
+    if (rt->closing) {
+        gr__msg_fail(rt, m, GR_ESHUTDOWN, "silo is shutting down");
+        return;
+    }
+    gr_grain_t *g = NULL;
+    HASH_FIND(hh, rt->grains, m->id, m->id_len, g);
+    if (!g) {
+        if (rt->draining) {
+            gr__msg_fail(rt, m, GR_ESHUTDOWN, "silo is shutting down");
+            return;
+        }
+        int rc = gr__grain_new(rt, m->cls, m->id, m->id_len, m->class_len, &g);
+        if (rc != 0) {
+            gr__msg_fail(rt, m, rc, "could not start loading the grain's state");
+            return;
+        }
+    } else if (g->mb_len >= rt->opts.max_queue_per_grain) {
+        gr__msg_fail(rt, m, GR_EOVERLOAD, "grain mailbox is full");
+        return;
+    }
+    gr__mailbox_push(g, m);
+    gr__grain_schedule(g);
+}
+
+void gr__runtime_msg_done(gr_runtime_t *rt, gr_msg_t *m, int status, const uint8_t *reply, size_t len) {
+    uint8_t *copy = len ? gr__memdup(reply, len) : NULL;
+    if (len && !copy) {
+        gr__msg_fail(rt, m, GR_ENOMEM, "out of memory");
+        return;
+    }
+    if (status != 0) rt->stats.calls_failed++;
+    gr__msg_complete(rt, m, status, copy, copy ? len : 0);
+}
+
+void gr__runtime_foreach(gr_runtime_t *rt, void (*fn)(void *ud, const char *cls, const uint8_t *key, size_t len),
+                         void *ud) {
+    gr_grain_t *g, *tmp;
+    HASH_ITER(hh, rt->grains, g, tmp) {
+        if (g->status == GR__G_ACTIVE || g->status == GR__G_LOADING) fn(ud, g->cls->name, g->key, g->key_len);
+    }
+}
+
+static void gr__grain_drop(gr_grain_t *g) {
+    if (g->status == GR__G_ACTIVE && !g->current && !g->writing)
+        gr__grain_deactivate(g, 0);
+    else if (g->status == GR__G_ACTIVE || g->status == GR__G_LOADING) {
+        g->deactivate_requested = 2; /* after the turn in progress, without saving */
+        gr__grain_schedule(g);
+    }
+}
+
+void gr__runtime_drop(gr_runtime_t *rt, const char *cls, const uint8_t *key, size_t key_len) {
+    uint8_t idbuf[GR_CLASS_NAME_MAX + 1 + GR_KEY_MAX];
+    size_t cl = strlen(cls);
+    if (cl > GR_CLASS_NAME_MAX || key_len > GR_KEY_MAX) return;
+    memcpy(idbuf, cls, cl + 1);
+    if (key_len) memcpy(idbuf + cl + 1, key, key_len);
+    gr_grain_t *g = NULL;
+    HASH_FIND(hh, rt->grains, idbuf, cl + 1 + key_len, g);
+    if (g) gr__grain_drop(g);
+}
+
+void gr__runtime_drop_all(gr_runtime_t *rt) {
+    gr_grain_t *g, *tmp;
+    HASH_ITER(hh, rt->grains, g, tmp) gr__grain_drop(g);
 }

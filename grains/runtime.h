@@ -17,4 +17,36 @@ typedef struct gr__runtime_stats {
 
 void gr__runtime_get_stats(const gr_runtime_t *rt, gr__runtime_stats_t *out);
 
+/* ---- cluster mode ----
+ * With a router set, a call for a grain that has no activation here is
+ * handed to the router instead of being activated locally. The router owns
+ * the message until it calls gr__runtime_run_here() (activate and run it on
+ * this silo) or gr__runtime_msg_done() (it completed elsewhere). `gone` is
+ * told about every activation that ends, so the directory can forget it. */
+typedef void (*gr__router_fn)(void *ud, gr_msg_t *msg);
+typedef void (*gr__deactivated_fn)(void *ud, const char *cls, const uint8_t *key, size_t key_len);
+void gr__runtime_set_router(gr_runtime_t *rt, gr__router_fn route, gr__deactivated_fn gone, void *ud);
+
+const char *gr__msg_class(const gr_msg_t *m);
+const uint8_t *gr__msg_key(const gr_msg_t *m, size_t *len);
+const uint8_t *gr__msg_id(const gr_msg_t *m, size_t *len); /* class '\0' key */
+const uint8_t *gr__msg_arg(const gr_msg_t *m, size_t *len);
+int gr__msg_hops(const gr_msg_t *m);
+uint32_t gr__msg_remaining_ms(const gr_runtime_t *rt, const gr_msg_t *m);
+
+void gr__runtime_run_here(gr_runtime_t *rt, gr_msg_t *m);
+/* Complete a routed message with a reply from elsewhere (copied). */
+void gr__runtime_msg_done(gr_runtime_t *rt, gr_msg_t *m, int status, const uint8_t *reply, size_t len);
+
+/* A call that arrived from another silo after `hops` forwards. */
+int gr__call_hops(gr_runtime_t *rt, const gr_ref_t *ref, const char *method, const void *arg,
+                  size_t arg_len, uint32_t timeout_ms, int hops, gr_call_cb cb, void *ud);
+
+/* Every live activation (for re-registration after a view change). */
+void gr__runtime_foreach(gr_runtime_t *rt,
+                         void (*fn)(void *ud, const char *cls, const uint8_t *key, size_t len), void *ud);
+/* Deactivate without saving: lost a directory conflict, or we are fenced. */
+void gr__runtime_drop(gr_runtime_t *rt, const char *cls, const uint8_t *key, size_t key_len);
+void gr__runtime_drop_all(gr_runtime_t *rt);
+
 #endif

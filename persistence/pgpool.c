@@ -196,7 +196,13 @@ static void gr__conn_broken(gr__pg_conn_t *c, const char *why) {
     snprintf(msg, sizeof msg, "%s", why);
     gr__pg_set_error(pg, msg);
     int was_up = c->state == GR__CONN_IDLE || c->state == GR__CONN_BUSY;
-    GR_LOG_WARN("postgres connection %u lost: %s", (unsigned)(c - pg->conns), pg->last_error);
+    /* One warning per outage, not one per reconnect attempt. */
+    if (was_up)
+        GR_LOG_WARN("postgres connection %u lost: %s", (unsigned)(c - pg->conns), pg->last_error);
+    else if (!pg->down && pg->up == 0)
+        GR_LOG_WARN("cannot connect to postgres: %s (retrying with backoff)", pg->last_error);
+    else
+        GR_LOG_DEBUG("postgres connection %u: %s", (unsigned)(c - pg->conns), pg->last_error);
     gr__conn_unwatch(c);
     if (c->result) {
         PQclear(c->result);
@@ -239,7 +245,12 @@ static void gr__conn_up(gr__pg_conn_t *c) {
 }
 
 static void gr__conn_continue_connect(gr__pg_conn_t *c) {
-    switch (PQconnectPoll(c->conn)) {
+    PostgresPollingStatusType st = PQconnectPoll(c->conn);
+    /* libpq may have closed the socket and opened another (often with the
+     * same number, which the kernel already dropped from epoll): always
+     * watch afresh while connecting. */
+    gr__conn_unwatch(c);
+    switch (st) {
     case PGRES_POLLING_READING:
         if (gr__conn_watch(c, UV_READABLE)) gr__conn_broken(c, "cannot watch socket");
         return;

@@ -79,6 +79,10 @@ static const gr__opt_t gr__opts[] = {
      GR__C(handshake_timeout_ms), GR__RUN, "close connections that send no HELLO within (default 5000)"},
     {"--drain-timeout-ms", "GRANARY_DRAIN_TIMEOUT_MS", "MS", GR__OPT_U32, GR__C(drain_timeout_ms),
      GR__RUN, "give up a graceful stop after this long and exit 1 (default 25000)"},
+    {"--heartbeat-ms", "GRANARY_HEARTBEAT_MS", "MS", GR__OPT_U32, GR__C(heartbeat_ms), GR__RUN,
+     "membership heartbeat and view refresh interval (default 200)"},
+    {"--lease-ms", "GRANARY_LEASE_MS", "MS", GR__OPT_U32, GR__C(lease_ms), GR__RUN,
+     "a silo silent this long is declared dead; we fence ourselves too (default 1200)"},
     {"--log-level", "GRANARY_LOG_LEVEL", "LEVEL", GR__OPT_STR, GR__X(log_level), GR__ALL,
      "debug, info, warn or error (default info)"},
     {"--log-format", "GRANARY_LOG_FORMAT", "FORMAT", GR__OPT_STR, GR__X(log_format), GR__ALL,
@@ -104,7 +108,7 @@ static void gr__usage(FILE *f, const char *prog) {
     }
     fprintf(f, "\nExit status: 0 success (also after a graceful stop on SIGTERM/SIGINT),\n"
                "1 runtime failure (database unreachable for migrate, drain timeout),\n"
-               "2 usage or configuration error.\n");
+               "2 usage or configuration error, 3 declared dead by the cluster.\n");
 }
 
 static int gr__set(gr__cli_t *cli, const gr__opt_t *o, const char *value, const char *source) {
@@ -247,6 +251,21 @@ static int gr__cmd_status(gr__cli_t *cli) {
     if (rc == 0) {
         const char *p[1] = {cli->cfg.cluster ? cli->cfg.cluster : "default"};
         r = PQexecParams(c,
+                         "SELECT silo_id, address || ':' || port, status, "
+                         "(extract(epoch FROM (now() - heartbeat_at)) * 1000)::bigint, started_at "
+                         "FROM granary_silo WHERE cluster = $1 AND (status <> 'dead' OR "
+                         "heartbeat_at > now() - interval '10 minutes') ORDER BY status <> 'dead' DESC, silo_id",
+                         1, NULL, p, NULL, NULL, 0);
+        if (PQresultStatus(r) == PGRES_TUPLES_OK) {
+            printf("cluster %s: members (dead ones from the last 10 minutes)\n", p[0]);
+            printf("  %-36s %-22s %-14s %12s  %s\n", "SILO", "ADDRESS", "STATUS", "HEARTBEAT", "STARTED");
+            for (int i = 0; i < PQntuples(r); i++)
+                printf("  %-36s %-22s %-14s %9s ms  %s\n", PQgetvalue(r, i, 0), PQgetvalue(r, i, 1),
+                       PQgetvalue(r, i, 2), PQgetvalue(r, i, 3), PQgetvalue(r, i, 4));
+            if (PQntuples(r) == 0) printf("  (none)\n");
+        }
+        PQclear(r);
+        r = PQexecParams(c,
                          "SELECT grain_class, count(*), max(updated_at) FROM granary_grain_state "
                          "WHERE service = $1 GROUP BY grain_class ORDER BY grain_class",
                          1, NULL, p, NULL, NULL, 0);
@@ -286,6 +305,13 @@ static void gr__run_stopped(gr_silo_t *silo, int status, void *ud) {
     gr__run_t *r = ud;
     r->exit_code = status == 0 ? 0 : 1;
     GR_LOG_INFO("graceful stop %s; exiting %d", status == 0 ? "complete" : "timed out", r->exit_code);
+    gr_silo_close(silo, gr__run_closed, r);
+}
+
+static void gr__run_dead(gr_silo_t *silo, void *ud) {
+    gr__run_t *r = ud;
+    GR_LOG_ERROR("declared dead by the cluster: exiting with status 3 (a new incarnation must rejoin)");
+    r->exit_code = 3;
     gr_silo_close(silo, gr__run_closed, r);
 }
 
@@ -362,6 +388,7 @@ static int gr__cmd_run(gr__cli_t *cli, const gr_class_t *const *classes) {
         uv_loop_close(&r.loop);
         return 2;
     }
+    gr_silo_on_dead(r.silo, gr__run_dead, &r);
     uv_signal_init(&r.loop, &r.sigterm);
     uv_signal_init(&r.loop, &r.sigint);
     r.sigterm.data = r.sigint.data = &r;

@@ -7,6 +7,7 @@
 #include <stdio.h>
 
 #include "common/common.h"
+#include "grains/runtime.h"
 #include "silo/gateway.h"
 #include "wire/frame.h"
 
@@ -26,6 +27,7 @@ typedef struct gr__gconn {
     struct gr__gconn *flush_next;
     int flush_queued;
     int hello_done;
+    int peer_is_silo; /* handshake said role silo: may forward and use '$' classes */
     int paused;              /* reading stopped for back-pressure */
     int goaway;              /* close once everything queued is written */
     int closing;
@@ -62,6 +64,7 @@ struct gr__gateway {
     uv_check_t flusher;
     uv_timer_t sweeper; /* handshake timeouts */
     int closing;
+    int shutting_down; /* waiting for calls in flight before GOAWAY */
     int open_handles;
     void (*shutdown_cb)(void *);
     void *shutdown_ud;
@@ -73,6 +76,7 @@ struct gr__gateway {
 static void gr__conn_close(gr__gconn_t *c);
 static void gr__conn_resume(gr__gconn_t *c);
 static void gr__gw_maybe_shutdown_done(gr__gateway_t *gw);
+static void gr__gw_shutdown_step(gr__gateway_t *gw);
 static void gr__gw_handle_gone(gr__gateway_t *gw);
 
 /* ---- writing ---- */
@@ -176,13 +180,13 @@ static void gr__req_done(void *ud, int status, const uint8_t *reply, size_t len)
         gr__conn_send_response(c, GR__FRAME_RESPONSE, r->req_id, status, reply, len);
     }
     gr__free(r);
-    gr__gw_maybe_shutdown_done(gw);
+    gr__gw_shutdown_step(gw);
 }
 
 static void gr__oneway_done(void *ud, int status, const uint8_t *reply, size_t len) {
     gr__gateway_t *gw = ud;
     gw->stats.inflight--;
-    gr__gw_maybe_shutdown_done(gw);
+    gr__gw_shutdown_step(gw);
 }
 
 /* Copy a length-delimited name into a C string; names with NUL are refused. */
@@ -214,9 +218,29 @@ static void gr__conn_request(gr__gconn_t *c, const gr__frame_t *f) {
     }
     gr_ref_t ref = {cls, f->u.request.key, f->u.request.key_len};
     int rc;
+    /* Only silos forward (the hop count) or speak the '$' system protocol. */
+    int hops = c->peer_is_silo ? (f->flags & 0x0f) : 0;
+    if (cls[0] == '$') {
+        if (!c->peer_is_silo || !gw->opts.system_call) {
+            if (!oneway) gr__conn_send_response(c, GR__FRAME_RESPONSE, f->id, GR_ENOCLASS, "reserved class", 14);
+            return;
+        }
+        gr__greq_t *sr = oneway ? NULL : gr__malloc(sizeof *sr);
+        if (!oneway && !sr) return;
+        if (sr) {
+            sr->gw = gw;
+            sr->conn_id = c->id;
+            sr->req_id = f->id;
+            c->inflight++;
+        }
+        gw->stats.inflight++;
+        gw->opts.system_call(gw->opts.system_ud, method, f->u.request.key, f->u.request.key_len, f->u.request.arg,
+                             f->u.request.arg_len, sr ? gr__req_done : gr__oneway_done, sr ? (void *)sr : (void *)gw);
+        return;
+    }
     if (oneway) {
-        rc = gr_call(gw->rt, &ref, method, f->u.request.arg, f->u.request.arg_len,
-                     f->u.request.timeout_ms, gr__oneway_done, gw);
+        rc = gr__call_hops(gw->rt, &ref, method, f->u.request.arg, f->u.request.arg_len,
+                           f->u.request.timeout_ms, hops, gr__oneway_done, gw);
         if (rc == 0) gw->stats.inflight++;
         return;
     }
@@ -228,8 +252,8 @@ static void gr__conn_request(gr__gconn_t *c, const gr__frame_t *f) {
     r->gw = gw;
     r->conn_id = c->id;
     r->req_id = f->id;
-    rc = gr_call(gw->rt, &ref, method, f->u.request.arg, f->u.request.arg_len,
-                 f->u.request.timeout_ms, gr__req_done, r);
+    rc = gr__call_hops(gw->rt, &ref, method, f->u.request.arg, f->u.request.arg_len,
+                       f->u.request.timeout_ms, hops, gr__req_done, r);
     if (rc != 0) {
         gr__free(r);
         const char *msg = gr_strerror(rc);
@@ -273,6 +297,7 @@ static void gr__conn_hello(gr__gconn_t *c, const gr__frame_t *f) {
         return;
     }
     c->hello_done = 1;
+    c->peer_is_silo = f->u.hello.role == GR__ROLE_SILO;
     if (gr__frame_encode_hello_ok(&c->out, GR_PROTOCOL_VERSION, gw->silo_id) != 0) {
         gr__conn_close(c);
         return;
@@ -509,6 +534,17 @@ void gr__gateway_shutdown(gr__gateway_t *gw, void (*cb)(void *), void *ud) {
     gw->accepting = 0;
     gw->shutdown_cb = cb;
     gw->shutdown_ud = ud;
+    gw->shutting_down = 1;
+    gr__gw_shutdown_step(gw);
+}
+
+/* Replies still owed are delivered before the connections go. */
+static void gr__gw_shutdown_step(gr__gateway_t *gw) {
+    if (!gw->shutting_down || gw->stats.inflight > 0) {
+        gr__gw_maybe_shutdown_done(gw);
+        return;
+    }
+    gw->shutting_down = 0;
     gr__gconn_t *c, *tmp;
     HASH_ITER(hh, gw->conns, c, tmp) {
         gr__conn_goaway(c, GR_ESHUTDOWN, "silo is shutting down");

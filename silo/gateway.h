@@ -17,6 +17,11 @@ typedef struct gr__gateway_opts {
     uint32_t max_inflight_per_conn;
     uint32_t max_frame_bytes;
     uint32_t handshake_timeout_ms;
+    /* Requests for classes starting with '$' from silo peers (the directory
+     * protocol) go here instead of to the runtime; NULL refuses them. */
+    void (*system_call)(void *ud, const char *method, const uint8_t *key, size_t key_len, const uint8_t *arg,
+                        size_t arg_len, gr_call_cb done, void *done_ud);
+    void *system_ud;
 } gr__gateway_opts_t;
 
 typedef struct gr__gateway_stats {
@@ -32,8 +37,9 @@ int gr__gateway_listen(gr__gateway_t *gw, const char *host, int port, char *err,
 int gr__gateway_port(const gr__gateway_t *gw);
 /* Stop accepting new connections (drain begins). */
 void gr__gateway_stop_accepting(gr__gateway_t *gw);
-/* Say GOAWAY(GR_ESHUTDOWN) on every connection, flush and close them; cb
- * runs once every connection is closed. */
+/* Wait until every call in flight has been answered, then say
+ * GOAWAY(GR_ESHUTDOWN) on every connection, flush and close them; cb runs
+ * once every connection is closed (at once if there is none). */
 void gr__gateway_shutdown(gr__gateway_t *gw, void (*cb)(void *), void *ud);
 void gr__gateway_get_stats(const gr__gateway_t *gw, gr__gateway_stats_t *out);
 /* Close everything at once and free; cb runs later. */

@@ -8,6 +8,8 @@
 #include "grains/runtime.h"
 #include "granary/silo.h"
 #include "silo/gateway.h"
+#include "silo/membership.h"
+#include "silo/router.h"
 #include "wire/frame.h"
 
 struct gr_silo {
@@ -19,6 +21,12 @@ struct gr_silo {
     gr_storage_t *storage;
     gr_runtime_t *rt;
     gr__gateway_t *gw;
+    gr__router_t *router;         /* cluster mode only (PostgreSQL storage) */
+    gr__membership_t *membership; /* created at start, when the port is known */
+    int64_t generation;
+    int joined, fenced, dead;
+    void (*dead_cb)(gr_silo_t *, void *);
+    void *dead_ud;
     int started;
     int stopping;
     uv_timer_t stop_timer;
@@ -45,6 +53,8 @@ void gr_silo_config_init(gr_silo_config_t *c) {
     c->max_frame_bytes = GR_FRAME_MAX_DEFAULT;
     c->handshake_timeout_ms = 5000;
     c->drain_timeout_ms = 25000;
+    c->heartbeat_ms = 200;
+    c->lease_ms = 1200;
 }
 
 static int gr__silo_err(char *err, size_t n, int rc, const char *fmt, const char *arg) {
@@ -64,6 +74,11 @@ static void gr__silo_free(gr_silo_t *s) {
     gr__free(s);
 }
 
+static void gr__silo_system_call(void *ud, const char *method, const uint8_t *key, size_t key_len,
+                                 const uint8_t *arg, size_t arg_len, gr_call_cb done, void *done_ud) {
+    gr__router_system_call(ud, method, key, key_len, arg, arg_len, done, done_ud);
+}
+
 int gr_silo_new(uv_loop_t *loop, const gr_silo_config_t *cfg, gr_silo_t **out, char *err,
                 size_t err_size) {
     if (!loop || !cfg || !out) return GR_EINVAL;
@@ -81,8 +96,10 @@ int gr_silo_new(uv_loop_t *loop, const gr_silo_config_t *cfg, gr_silo_t **out, c
                             "max frame bytes must be between 1024 and 1114112");
     if (!cfg->max_connections || !cfg->max_inflight_per_conn || !cfg->handshake_timeout_ms ||
         !cfg->drain_timeout_ms || !cfg->call_timeout_ms || !cfg->idle_deactivate_ms ||
-        !cfg->max_queue_per_grain || !cfg->pg_pool_size || !cfg->pg_op_timeout_ms)
+        !cfg->max_queue_per_grain || !cfg->pg_pool_size || !cfg->pg_op_timeout_ms || !cfg->heartbeat_ms)
         return gr__silo_err(err, err_size, GR_ECONFIG, "%s", "limits and timeouts must be positive");
+    if (cfg->lease_ms < 2 * cfg->heartbeat_ms)
+        return gr__silo_err(err, err_size, GR_ECONFIG, "%s", "lease must be at least twice the heartbeat interval");
 
     gr_silo_t *s = gr__calloc(1, sizeof *s);
     if (!s) return GR_ENOMEM;
@@ -102,11 +119,19 @@ int gr_silo_new(uv_loop_t *loop, const gr_silo_config_t *cfg, gr_silo_t **out, c
     s->cfg.silo_id = NULL;
     const char *adv = cfg->advertise ? cfg->advertise : s->listen_host;
     char idbuf[160];
+    /* The generation tells incarnations on one address apart (wall clock,
+     * ms: a restarted pod always gets a larger one). */
+    uv_timeval64_t tv;
+    uv_gettimeofday(&tv);
+    s->generation = (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
     if (cfg->silo_id)
         snprintf(idbuf, sizeof idbuf, "%s", cfg->silo_id);
     else
-        snprintf(idbuf, sizeof idbuf, "%s:%d-%llx", adv, s->listen_port,
-                 (unsigned long long)(uv_hrtime() / 1000000u));
+        snprintf(idbuf, sizeof idbuf, "%s:%d-%llx", adv, s->listen_port, (unsigned long long)s->generation);
+    if (strlen(idbuf) > 100) {
+        gr__silo_free(s);
+        return gr__silo_err(err, err_size, GR_ECONFIG, "%s", "silo id must be at most 100 bytes");
+    }
     s->id = gr__strdup(idbuf);
     if (!s->id) {
         gr__silo_free(s);
@@ -136,14 +161,20 @@ int gr_silo_new(uv_loop_t *loop, const gr_silo_config_t *cfg, gr_silo_t **out, c
     ro.default_call_timeout_ms = cfg->call_timeout_ms;
     ro.max_queue_per_grain = cfg->max_queue_per_grain;
     rc = gr_runtime_new(loop, s->storage, &ro, &s->rt);
+    if (rc == 0 && !cfg->memory_storage) rc = gr__router_new(loop, s->rt, s->id, s->cfg.cluster, s->cfg.secret, &s->router);
     if (rc == 0) {
         gr__gateway_opts_t go = {s->cfg.cluster, s->cfg.secret, s->id, cfg->max_connections,
                                  cfg->max_inflight_per_conn, cfg->max_frame_bytes,
-                                 cfg->handshake_timeout_ms};
+                                 cfg->handshake_timeout_ms, NULL, NULL};
+        if (s->router) {
+            go.system_call = gr__silo_system_call;
+            go.system_ud = s->router;
+        }
         rc = gr__gateway_new(loop, s->rt, &go, &s->gw);
     }
     if (rc != 0) {
         /* Only allocation can fail here; tear down what exists. */
+        if (s->router) gr__router_close(s->router, NULL, NULL);
         if (s->rt) gr_runtime_close(s->rt, NULL, NULL);
         gr_storage_close(s->storage, NULL, NULL);
         gr__silo_free(s);
@@ -160,13 +191,72 @@ gr_runtime_t *gr_silo_runtime(gr_silo_t *s) { return s->rt; }
 const char *gr_silo_id(const gr_silo_t *s) { return s->id; }
 int gr_silo_port(const gr_silo_t *s) { return s->started ? gr__gateway_port(s->gw) : 0; }
 
+/* ---- membership events ---- */
+
+static void gr__silo_on_view(void *ud, const gr__view_t *view) {
+    gr_silo_t *s = ud;
+    gr__router_set_view(s->router, view);
+}
+
+static void gr__silo_on_fence(void *ud, int fenced, const char *why) {
+    gr_silo_t *s = ud;
+    s->fenced = fenced;
+    gr__router_set_fenced(s->router, fenced);
+    /* Another silo may own our grains by now: drop them without writing. */
+    if (fenced) gr__runtime_drop_all(s->rt);
+}
+
+static void gr__silo_on_dead(void *ud) {
+    gr_silo_t *s = ud;
+    s->dead = 1;
+    gr__router_set_fenced(s->router, 1);
+    gr__runtime_drop_all(s->rt);
+    if (s->dead_cb) s->dead_cb(s, s->dead_ud);
+}
+
+static void gr__silo_joined(void *ud, int status) {
+    gr_silo_t *s = ud;
+    if (status == 0) {
+        s->joined = 1;
+        GR_LOG_INFO("silo %s is active in cluster %s", s->id, s->cfg.cluster);
+    } else {
+        GR_LOG_ERROR("could not join the cluster: %s (is the schema migrated?)", gr_strerror(status));
+    }
+}
+
+void gr_silo_on_dead(gr_silo_t *s, void (*cb)(gr_silo_t *, void *), void *ud) {
+    s->dead_cb = cb;
+    s->dead_ud = ud;
+}
+
+int gr_silo_ready(const gr_silo_t *s) {
+    if (!s->started || s->stopping || s->fenced || s->dead) return 0;
+    return s->cfg.memory_storage ? 1 : s->joined;
+}
+
 int gr_silo_start(gr_silo_t *s, char *err, size_t err_size) {
     if (s->started || s->stopping) return GR_ESTATE;
+    const char *adv = s->cfg.advertise ? s->cfg.advertise : s->listen_host;
+    if (s->router && (!strcmp(adv, "0.0.0.0") || !strcmp(adv, "::"))) {
+        snprintf(err, err_size, "listening on %s needs --advertise HOST (or POD_IP) so other silos can reach this one",
+                 s->listen_host);
+        return GR_ECONFIG;
+    }
     int rc = gr__gateway_listen(s->gw, s->listen_host, s->listen_port, err, err_size);
     if (rc != 0) return rc;
     s->started = 1;
     GR_LOG_INFO("silo %s listening on %s:%d (cluster %s, storage %s)", s->id, s->listen_host,
                 gr__gateway_port(s->gw), s->cfg.cluster, s->cfg.memory_storage ? "memory" : "postgres");
+    if (!s->router) return 0;
+    gr__membership_opts_t mo = {s->cfg.cluster, s->id, adv, gr__gateway_port(s->gw), s->generation,
+                                s->cfg.heartbeat_ms, s->cfg.lease_ms};
+    gr__membership_cbs_t cbs = {gr__silo_on_view, gr__silo_on_fence, gr__silo_on_dead, s};
+    rc = gr__membership_new(s->loop, s->cfg.database_url, &mo, &cbs, &s->membership);
+    if (rc != 0) {
+        snprintf(err, err_size, "cannot start membership: %s", gr_strerror(rc));
+        return rc;
+    }
+    gr__membership_join(s->membership, gr__silo_joined, s);
     return 0;
 }
 
@@ -178,11 +268,22 @@ static void gr__silo_stop_done(gr_silo_t *s, int status) {
     cb(s, status, s->stop_ud);
 }
 
-static void gr__silo_gateway_flushed(void *ud) { gr__silo_stop_done(ud, 0); }
+static void gr__silo_left(void *ud, int status) { gr__silo_stop_done(ud, 0); }
+
+static void gr__silo_gateway_flushed(void *ud) {
+    gr_silo_t *s = ud;
+    if (s->membership && s->joined && !s->dead) {
+        /* Leaving: the others drop our entries and re-register with the new
+         * partition owners on this view change. */
+        gr__membership_set_status(s->membership, GR__MS_DEAD, gr__silo_left, s);
+        return;
+    }
+    gr__silo_stop_done(s, 0);
+}
 
 static void gr__silo_drained(gr_runtime_t *rt, void *ud) {
     gr_silo_t *s = ud;
-    GR_LOG_INFO("all grains deactivated; closing client connections");
+    GR_LOG_INFO("all grains deactivated; answering calls in flight, then closing connections");
     gr__gateway_shutdown(s->gw, gr__silo_gateway_flushed, s);
 }
 
@@ -199,6 +300,8 @@ int gr_silo_stop(gr_silo_t *s, void (*cb)(gr_silo_t *, int, void *), void *ud) {
     s->stop_cb = cb;
     s->stop_ud = ud;
     GR_LOG_INFO("graceful stop: deactivating %zu grains", gr_runtime_activation_count(s->rt));
+    if (s->membership && s->joined) gr__membership_set_status(s->membership, GR__MS_SHUTTING_DOWN, NULL, NULL);
+    if (s->router) gr__router_set_draining(s->router, 1);
     gr__gateway_stop_accepting(s->gw);
     uv_timer_start(&s->stop_timer, gr__silo_stop_timeout, s->cfg.drain_timeout_ms, 0);
     int rc = gr_runtime_drain(s->rt, gr__silo_drained, s);
@@ -229,8 +332,11 @@ void gr_silo_close(gr_silo_t *s, void (*cb)(void *), void *ud) {
     s->close_cb = cb;
     s->close_ud = ud;
     s->stop_cb = NULL;
-    s->parts_open = 3;
+    s->parts_open = 3 + (s->router != NULL) + (s->membership != NULL);
     uv_close((uv_handle_t *)&s->stop_timer, gr__silo_timer_closed);
+    /* The router first: its links' cancelled calls complete into a live runtime. */
+    if (s->router) gr__router_close(s->router, gr__silo_part_closed, s);
+    if (s->membership) gr__membership_close(s->membership, gr__silo_part_closed, s);
     gr__gateway_close(s->gw, gr__silo_part_closed, s);
     gr_runtime_close(s->rt, gr__silo_runtime_closed, s);
 }

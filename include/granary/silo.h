@@ -32,6 +32,8 @@ typedef struct gr_silo_config {
     uint32_t max_frame_bytes;       /* frame body limit (default 1 MiB + 64 KiB) */
     uint32_t handshake_timeout_ms;  /* a connection must say hello within (default 5000) */
     uint32_t drain_timeout_ms;      /* graceful stop gives up after (default 25000) */
+    uint32_t heartbeat_ms;          /* membership heartbeat and view refresh (default 200) */
+    uint32_t lease_ms;              /* silent this long = dead; fence ourselves too (default 1200) */
 } gr_silo_config_t;
 
 /** Fill `cfg` with the defaults documented in gr_silo_config_t. */
@@ -56,11 +58,22 @@ GR_EXTERN gr_runtime_t *gr_silo_runtime(gr_silo_t *silo);
 /** The silo's id (borrowed). */
 GR_EXTERN const char *gr_silo_id(const gr_silo_t *silo);
 
+/** Whether the silo has joined its cluster as active (always 1 after start
+ * in memory mode) and is not draining or fenced: what /readyz reports. */
+GR_EXTERN int gr_silo_ready(const gr_silo_t *silo);
+
+/** Ask to be told when the cluster declared this silo dead (it then serves
+ * nothing more and should exit; the stock binary exits with status 3). */
+GR_EXTERN void gr_silo_on_dead(gr_silo_t *silo, void (*cb)(gr_silo_t *silo, void *ud), void *ud);
+
 /** The port actually bound (useful with port 0), or 0 before start. */
 GR_EXTERN int gr_silo_port(const gr_silo_t *silo);
 
-/** Graceful stop: refuse new connections and calls, deactivate every grain
- * (saving dirty state), flush replies, then run cb(silo, status, ud) once:
+/** Graceful stop: mark this silo shutting-down in membership (the others
+ * stop placing grains here), deactivate every grain (saving dirty state)
+ * while calls that arrive meanwhile are forwarded to other silos, answer
+ * every call in flight, close connections, leave the membership table, then
+ * run cb(silo, status, ud) once:
  * status 0, or GR_ETIMEDOUT if drain_timeout_ms passed first. The silo must
  * still be closed afterwards. */
 GR_EXTERN int gr_silo_stop(gr_silo_t *silo, void (*cb)(gr_silo_t *, int, void *), void *ud);

@@ -19,6 +19,15 @@
 #include "wire/frame.h"
 
 static char log_path[1024];
+/* Each case runs its silos in a cluster of its own: state rows and
+ * membership are scoped by the cluster name, so cases cannot interfere. */
+static char cluster[64];
+
+static int new_cluster(void **st) {
+    static int n;
+    snprintf(cluster, sizeof cluster, "t%d-%d", (int)getpid(), ++n);
+    return 0;
+}
 
 typedef struct {
     pid_t pid;
@@ -30,7 +39,7 @@ static int start_silo(silo_t *s, int port, const char *extra1, const char *extra
     snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
     const char *argv[16] = {gr_test_build_path("silo"), "run", "--database", gr_test_pg_url(), "--listen",
                             listen, "--grains", gr_test_build_path("examples/counter.so"),
-                            "--handshake-timeout-ms", "300", extra1, extra2, NULL};
+                            "--cluster", cluster, "--handshake-timeout-ms", "300", extra1, extra2, NULL};
     s->port = port;
     s->pid = gr_test_spawn(argv, log_path);
     if (s->pid < 0) return -1;
@@ -91,6 +100,7 @@ static int call_once(int port, const char *secret, const char *key, const char *
     snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
     o.silos = addr;
     o.secret = secret;
+    o.cluster = cluster;
     gr_client_t *c;
     assert_int_equal(gr_client_new(&loop, &o, &c), 0);
     memset(r, 0, sizeof *r);
@@ -116,10 +126,12 @@ typedef struct {
 
 static void on_incr(void *ud, int status, const uint8_t *reply, size_t len) {
     ticket_t *t = ud;
-    if (status == 0)
+    if (status == 0) {
         t->load->acked[t->key]++;
-    else
-        t->load->failed++;
+    } else {
+        if (t->load->failed++ == 0)
+            print_message("first failed incr: %s: %.*s\n", gr_err_name(status), (int)len, (const char *)reply);
+    }
     t->load->outstanding--;
     free(t);
 }
@@ -132,6 +144,7 @@ static void run_load(int port, int nkeys, int incrs, load_t *load) {
     char addr[64];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
     o.silos = addr;
+    o.cluster = cluster;
     gr_client_t *c;
     assert_int_equal(gr_client_new(&loop, &o, &c), 0);
     for (int i = 0; i < incrs; i++) {
@@ -205,7 +218,6 @@ static void test_cli_contract(void **st) {
 static void test_counter_survives_kill9(void **st) {
     const char *migrate[] = {gr_test_build_path("silo"), "migrate", "--database", gr_test_pg_url(), NULL};
     assert_int_equal(run_cmd(migrate, 30000), 0);
-    gr_test_sql(gr_test_pg_url(), "DELETE FROM granary_grain_state WHERE grain_class = 'Counter'");
     silo_t s;
     int port = gr_test_free_port();
     assert_int_equal(start_silo(&s, port, NULL, NULL), 0);
@@ -225,21 +237,23 @@ static void test_counter_survives_kill9(void **st) {
         assert_int_equal(load.acked[k], 25);
     }
     /* The database agrees, byte for byte. */
-    char *v = gr_test_sql(gr_test_pg_url(),
-                          "SELECT sum(convert_from(state, 'UTF8')::bigint) FROM granary_grain_state "
-                          "WHERE grain_class = 'Counter' AND grain_key::text LIKE '%6c6f61642d%'");
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "SELECT sum(convert_from(state, 'UTF8')::bigint) FROM granary_grain_state "
+             "WHERE grain_class = 'Counter' AND service = '%s'", cluster);
+    char *v = gr_test_sql(gr_test_pg_url(), sql);
     assert_non_null(v);
     assert_int_equal(atoi(v), 20 * 25);
     free(v);
     /* The CLI against the restarted silo. */
     char addr[64], out[256];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
-    const char *get[] = {gr_test_build_path("granary"), "call", "--silo", addr, "Counter/load-0", "get", NULL};
+    const char *get[] = {gr_test_build_path("granary"), "call", "--cluster", cluster, "--silo", addr, "Counter/load-0", "get", NULL};
     assert_int_equal(run_capture(get, out, sizeof out), 0);
     assert_string_equal(out, "25\n");
-    const char *nocls[] = {gr_test_build_path("granary"), "call", "--silo", addr, "Nope/x", "get", NULL};
+    const char *nocls[] = {gr_test_build_path("granary"), "call", "--cluster", cluster, "--silo", addr, "Nope/x", "get", NULL};
     assert_int_equal(run_capture(nocls, out, sizeof out), 1);
-    const char *json[] = {gr_test_build_path("granary"), "call", "--json", "--silo", addr, "Counter/load-1", "incr", NULL};
+    const char *json[] = {gr_test_build_path("granary"), "call", "--json", "--cluster", cluster, "--silo", addr, "Counter/load-1", "incr", NULL};
     assert_int_equal(run_capture(json, out, sizeof out), 0);
     assert_string_equal(out, "{\"ok\":true,\"reply\":\"26\"}\n");
     kill(s.pid, SIGTERM);
@@ -341,13 +355,13 @@ static void test_hostile_input(void **st) {
 
     /* Wrong secret, wrong version. */
     fd = raw_connect(port);
-    gr__frame_encode_hello(&b, GR_PROTOCOL_VERSION, GR__ROLE_CLIENT, "default", "wrong", 5, "t");
+    gr__frame_encode_hello(&b, GR_PROTOCOL_VERSION, GR__ROLE_CLIENT, cluster, "wrong", 5, "t");
     send_all(fd, b.data, b.len);
     assert_int_equal(read_until(fd, GR__FRAME_GOAWAY, &closed), GR_EAUTH);
     close(fd);
     b.len = 0;
     fd = raw_connect(port);
-    gr__frame_encode_hello(&b, 99, GR__ROLE_CLIENT, "default", "letmein", 7, "t");
+    gr__frame_encode_hello(&b, 99, GR__ROLE_CLIENT, cluster, "letmein", 7, "t");
     send_all(fd, b.data, b.len);
     assert_int_equal(read_until(fd, GR__FRAME_GOAWAY, &closed), GR_EVERSION);
     close(fd);
@@ -369,7 +383,7 @@ static void test_hostile_input(void **st) {
      * NUL and quote bytes and a NUL inside the method name (refused). */
     b.len = 0;
     fd = raw_connect(port);
-    gr__frame_encode_hello(&b, GR_PROTOCOL_VERSION, GR__ROLE_CLIENT, "default", "letmein", 7, "slow");
+    gr__frame_encode_hello(&b, GR_PROTOCOL_VERSION, GR__ROLE_CLIENT, cluster, "letmein", 7, "slow");
     const uint8_t key[] = {'a', 0, '\'', '"'};
     gr__frame_encode_request(&b, GR__FRAME_REQUEST, 7, 5000, "Counter", key, sizeof key, "incr", NULL, 0);
     for (size_t i = 0; i < b.len; i++) send_all(fd, b.data + i, 1);
@@ -415,7 +429,7 @@ static void test_client_that_never_reads(void **st) {
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
     gr__buf_t b;
     gr__buf_init(&b);
-    gr__frame_encode_hello(&b, GR_PROTOCOL_VERSION, GR__ROLE_CLIENT, "default", "", 0, "greedy");
+    gr__frame_encode_hello(&b, GR_PROTOCOL_VERSION, GR__ROLE_CLIENT, cluster, "", 0, "greedy");
     send_all(fd, b.data, b.len);
     /* Each "where" reply is ~30 bytes; send bounded batches, non-blocking,
      * until the silo stops accepting our bytes. */
@@ -455,13 +469,14 @@ int main(void) {
         return 1;
     }
     snprintf(log_path, sizeof log_path, "%s", gr_test_build_path("test_silo.log"));
+    unlink(log_path);
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_cli_contract),
-        cmocka_unit_test(test_counter_survives_kill9),
-        cmocka_unit_test(test_sigterm_drains_and_exits_zero),
-        cmocka_unit_test(test_hostile_input),
-        cmocka_unit_test(test_client_that_never_reads),
+        cmocka_unit_test_setup(test_cli_contract, new_cluster),
+        cmocka_unit_test_setup(test_counter_survives_kill9, new_cluster),
+        cmocka_unit_test_setup(test_sigterm_drains_and_exits_zero, new_cluster),
+        cmocka_unit_test_setup(test_hostile_input, new_cluster),
+        cmocka_unit_test_setup(test_client_that_never_reads, new_cluster),
     };
     return cmocka_run_group_tests_name("silo.process", tests, NULL, NULL);
 }

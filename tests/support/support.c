@@ -86,6 +86,16 @@ char *gr_test_sql(const char *url, const char *sql) {
     return out;
 }
 
+/* Every child is killed when the test program exits, pass or fail, so a
+ * failed assertion never leaves a silo running. */
+static pid_t gr__children[256];
+static int gr__nchildren;
+
+static void gr__kill_children(void) {
+    for (int i = 0; i < gr__nchildren; i++)
+        if (gr__children[i] > 0) kill(gr__children[i], SIGKILL);
+}
+
 pid_t gr_test_spawn(const char *const argv[], const char *log_path) {
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
@@ -96,7 +106,10 @@ pid_t gr_test_spawn(const char *const argv[], const char *log_path) {
     pid_t pid;
     int rc = posix_spawn(&pid, argv[0], &fa, NULL, (char *const *)argv, environ);
     posix_spawn_file_actions_destroy(&fa);
-    return rc == 0 ? pid : -1;
+    if (rc != 0) return -1;
+    if (gr__nchildren == 0) atexit(gr__kill_children);
+    if (gr__nchildren < 256) gr__children[gr__nchildren++] = pid;
+    return pid;
 }
 
 int gr_test_wait(pid_t pid, uint64_t timeout_ms) {
@@ -104,7 +117,11 @@ int gr_test_wait(pid_t pid, uint64_t timeout_ms) {
     for (;;) {
         int st;
         pid_t r = waitpid(pid, &st, WNOHANG);
-        if (r == pid) return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        if (r == pid) {
+            for (int i = 0; i < gr__nchildren; i++)
+                if (gr__children[i] == pid) gr__children[i] = 0;
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        }
         if (r < 0) return -1;
         if (now_ms() >= end) return -1;
         usleep(5000);

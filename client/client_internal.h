@@ -1,0 +1,17 @@
+/* client/client_internal.h - what the silo uses of the client beyond the
+ * public API: the same pipelined connection serves silo-to-silo links. */
+#ifndef GR_CLIENT_INTERNAL_H
+#define GR_CLIENT_INTERNAL_H
+
+#include "granary/client.h"
+
+/* Announce this role in the handshake (GR__ROLE_SILO for peer links). */
+void gr__client_set_role(gr_client_t *c, uint8_t role);
+
+/* gr_client_call() with a frame type (REQUEST or ONEWAY: then cb never
+ * runs) and the header's flags byte (the forward hop count). */
+int gr__client_call_flags(gr_client_t *c, const gr_ref_t *ref, const char *method, const void *arg,
+                          size_t arg_len, uint32_t timeout_ms, uint8_t type, uint8_t flags, gr_call_cb cb,
+                          void *ud);
+
+#endif

@@ -1,0 +1,535 @@
+/* silo/router.c - the cluster's call path (see docs/directory.md):
+ *
+ *   cache hit (silo alive) ----------------------------> deliver
+ *   else owner = ring(grain); owner == self ? register locally
+ *                                           : "$dir register" to the owner
+ *   deliver: self -> run here; other -> forward (hop + 1), retry once on
+ *            "not here"/connection failure after forgetting the cache.
+ *
+ * Placement is prefer-local: the silo that asks registers itself, unless it
+ * is draining (then the ring owner is preferred). The first live
+ * registration wins; the storage version check catches any brief duplicate.
+ */
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "client/client_internal.h"
+#include "common/common.h"
+#include "directory/directory.h"
+#include "directory/ring.h"
+#include "silo/router.h"
+#include "wire/frame.h"
+
+#define GR__MAX_HOPS 3
+#define GR__DIR_TIMEOUT_MS 2000u
+
+typedef struct gr__peer {
+    UT_hash_handle hh;
+    char id[GR__SILO_ID_MAX + 1];
+    gr_client_t *client;
+} gr__peer_t;
+
+typedef struct gr__pending {
+    struct gr__pending *next;
+    gr_msg_t *msg;
+} gr__pending_t;
+
+struct gr__router {
+    uv_loop_t *loop;
+    gr_runtime_t *rt;
+    char self[GR__SILO_ID_MAX + 1];
+    char *cluster, *secret;
+    gr__member_t *members;
+    size_t n_members;
+    int have_view;
+    gr__ring_t ring;
+    const char **ring_ids; /* active members, indexes of the ring */
+    gr__dir_map_t partition;
+    gr__dir_map_t cache;
+    gr__peer_t *peers;
+    gr__pending_t *waiting; /* calls that arrived before the first view */
+    int draining, fenced, closing;
+    int peers_closing;
+    void (*close_cb)(void *);
+    void *close_ud;
+    gr__router_stats_t stats;
+};
+
+static void gr__route(gr__router_t *r, gr_msg_t *m, int attempt);
+
+/* ---- view helpers ---- */
+
+static const gr__member_t *gr__member(const gr__router_t *r, const char *id) {
+    for (size_t i = 0; i < r->n_members; i++)
+        if (!strcmp(r->members[i].id, id)) return &r->members[i];
+    return NULL;
+}
+
+/* Alive for the directory: in the view and not dead (a draining silo still
+ * hosts its activations until it deactivates them). */
+static int gr__alive(void *ud, const char *id) {
+    const gr__member_t *m = gr__member(ud, id);
+    return m && m->status != GR__MS_DEAD;
+}
+
+static const char *gr__owner(const gr__router_t *r, const char *cls, const uint8_t *key, size_t key_len) {
+    int o = gr__ring_owner(&r->ring, gr__grain_hash(cls, key, key_len));
+    return o < 0 ? NULL : r->ring_ids[o];
+}
+
+/* ---- peers ---- */
+
+static void gr__peer_closed(void *ud) {
+    gr__router_t *r = ud;
+    r->peers_closing--;
+    if (r->closing && r->peers_closing == 0 && !r->peers) {
+        void (*cb)(void *) = r->close_cb;
+        void *cud = r->close_ud;
+        gr__free(r->cluster);
+        gr__free(r->secret);
+        gr__free(r);
+        if (cb) cb(cud);
+    }
+}
+
+static void gr__peer_drop(gr__router_t *r, gr__peer_t *p) {
+    HASH_DEL(r->peers, p);
+    r->peers_closing++;
+    gr_client_close(p->client, gr__peer_closed, r);
+    gr__free(p);
+}
+
+static gr_client_t *gr__peer_get(gr__router_t *r, const char *id) {
+    gr__peer_t *p = NULL;
+    HASH_FIND_STR(r->peers, id, p);
+    if (p) return p->client;
+    const gr__member_t *m = gr__member(r, id);
+    if (!m) return NULL;
+    char addr[96];
+    snprintf(addr, sizeof addr, strchr(m->address, ':') ? "[%s]:%d" : "%s:%d", m->address, m->port);
+    gr_client_options_t o;
+    gr_client_options_init(&o);
+    o.silos = addr;
+    o.cluster = r->cluster;
+    o.secret = r->secret;
+    o.name = r->self;
+    o.connect_timeout_ms = 1000;
+    p = gr__calloc(1, sizeof *p);
+    if (!p) return NULL;
+    if (gr_client_new(r->loop, &o, &p->client) != 0) {
+        GR_LOG_WARN("peer %s has an unusable address %s", id, addr);
+        gr__free(p);
+        return NULL;
+    }
+    gr__client_set_role(p->client, GR__ROLE_SILO);
+    snprintf(p->id, sizeof p->id, "%s", id);
+    HASH_ADD_STR(r->peers, id, p);
+    if (gr__hash_oom()) {
+        gr_client_close(p->client, NULL, NULL);
+        gr__free(p);
+        return NULL;
+    }
+    return p->client;
+}
+
+/* ---- delivering a call ---- */
+
+typedef struct gr__fwd {
+    gr__router_t *r;
+    gr_msg_t *msg;
+    int attempt;
+    char silo[GR__SILO_ID_MAX + 1];
+} gr__fwd_t;
+
+static int gr__should_retry(int status) {
+    return status == GR_ENOTHERE || status == GR_ECONN || status == GR_ECANCELED || status == GR_ESHUTDOWN;
+}
+
+static void gr__forward_done(void *ud, int status, const uint8_t *reply, size_t len) {
+    gr__fwd_t *f = ud;
+    gr__router_t *r = f->r;
+    if (gr__should_retry(status) && f->attempt < 2 && !r->closing) {
+        /* Forget where we thought it was and ask the directory again. */
+        size_t idl;
+        const uint8_t *id = gr__msg_id(f->msg, &idl);
+        const char *cached = gr__dir_lookup(&r->cache, id, idl);
+        if (cached && !strcmp(cached, f->silo)) gr__dir_unregister(&r->cache, id, idl, f->silo);
+        r->stats.forward_retries++;
+        gr__route(r, f->msg, f->attempt + 1);
+        gr__free(f);
+        return;
+    }
+    if (status == GR_ECANCELED) status = GR_ECONN; /* the link closed: retryable for our caller */
+    gr__runtime_msg_done(r->rt, f->msg, status, reply, len);
+    gr__free(f);
+}
+
+static void gr__deliver(gr__router_t *r, gr_msg_t *m, const char *silo, int attempt) {
+    if (!strcmp(silo, r->self)) {
+        gr__runtime_run_here(r->rt, m);
+        return;
+    }
+    int hops = gr__msg_hops(m);
+    if (hops + 1 > GR__MAX_HOPS) {
+        gr__runtime_msg_done(r->rt, m, GR_ENOTHERE, (const uint8_t *)"too many forwards", 17);
+        return;
+    }
+    gr_client_t *peer = gr__peer_get(r, silo);
+    gr__fwd_t *f = gr__malloc(sizeof *f);
+    uint32_t remaining = gr__msg_remaining_ms(r->rt, m);
+    if (!peer || !f || remaining == 0) {
+        gr__free(f);
+        gr__runtime_msg_done(r->rt, m, remaining ? GR_ENOTHERE : GR_ETIMEDOUT,
+                             (const uint8_t *)"cannot reach the silo hosting the grain", 39);
+        return;
+    }
+    f->r = r;
+    f->msg = m;
+    f->attempt = attempt;
+    snprintf(f->silo, sizeof f->silo, "%s", silo);
+    size_t kl, al;
+    const uint8_t *key = gr__msg_key(m, &kl);
+    const uint8_t *arg = gr__msg_arg(m, &al);
+    gr_ref_t ref = {gr__msg_class(m), key, kl};
+    r->stats.forwarded++;
+    int rc = gr__client_call_flags(peer, &ref, gr_msg_method(m), arg, al, remaining, GR__FRAME_REQUEST,
+                                   (uint8_t)(hops + 1), gr__forward_done, f);
+    if (rc != 0) {
+        gr__free(f);
+        gr__runtime_msg_done(r->rt, m, rc, NULL, 0);
+    }
+}
+
+/* ---- asking the directory ---- */
+
+typedef struct gr__dirq {
+    gr__router_t *r;
+    gr_msg_t *msg;
+    int attempt;
+} gr__dirq_t;
+
+static void gr__dir_answer(void *ud, int status, const uint8_t *reply, size_t len) {
+    gr__dirq_t *q = ud;
+    gr__router_t *r = q->r;
+    if (status != 0 || len == 0 || len > GR__SILO_ID_MAX) {
+        if (gr__should_retry(status) && q->attempt < 2 && !r->closing) {
+            r->stats.forward_retries++;
+            gr__route(r, q->msg, q->attempt + 1);
+        } else {
+            gr__runtime_msg_done(r->rt, q->msg, status ? (status == GR_ECANCELED ? GR_ECONN : status) : GR_EPROTO,
+                                 reply, len);
+        }
+        gr__free(q);
+        return;
+    }
+    char winner[GR__SILO_ID_MAX + 1];
+    memcpy(winner, reply, len);
+    winner[len] = '\0';
+    size_t idl;
+    const uint8_t *id = gr__msg_id(q->msg, &idl);
+    gr__dir_put(&r->cache, id, idl, winner);
+    gr__deliver(r, q->msg, winner, q->attempt);
+    gr__free(q);
+}
+
+static void gr__route(gr__router_t *r, gr_msg_t *m, int attempt) {
+    if (r->closing) {
+        gr__runtime_msg_done(r->rt, m, GR_ESHUTDOWN, (const uint8_t *)"silo is shutting down", 21);
+        return;
+    }
+    if (r->fenced) {
+        static const char why[] = "silo is fenced (cannot reach the membership table)";
+        gr__runtime_msg_done(r->rt, m, GR_ENOTHERE, (const uint8_t *)why, sizeof why - 1);
+        return;
+    }
+    if (!r->have_view) {
+        gr__pending_t *p = gr__malloc(sizeof *p);
+        if (!p) {
+            gr__runtime_msg_done(r->rt, m, GR_ENOMEM, NULL, 0);
+            return;
+        }
+        p->msg = m;
+        p->next = r->waiting;
+        r->waiting = p;
+        return;
+    }
+    size_t idl, kl;
+    const uint8_t *id = gr__msg_id(m, &idl);
+    const uint8_t *key = gr__msg_key(m, &kl);
+    const char *cached = gr__dir_lookup(&r->cache, id, idl);
+    if (cached && gr__alive(r, cached) && !(r->draining && !strcmp(cached, r->self))) {
+        gr__deliver(r, m, cached, attempt);
+        return;
+    }
+    const char *owner = gr__owner(r, gr__msg_class(m), key, kl);
+    if (!owner) {
+        /* No active silo in the view (we are the last one, draining). */
+        gr__runtime_msg_done(r->rt, m, GR_ESHUTDOWN, (const uint8_t *)"no active silo can host the grain", 33);
+        return;
+    }
+    const char *preferred = r->draining ? owner : r->self;
+    if (!strcmp(owner, r->self)) {
+        char winner[GR__SILO_ID_MAX + 1];
+        if (gr__dir_register(&r->partition, id, idl, preferred, gr__alive, r, winner) != 0) {
+            gr__runtime_msg_done(r->rt, m, GR_ENOMEM, NULL, 0);
+            return;
+        }
+        gr__dir_put(&r->cache, id, idl, winner);
+        gr__deliver(r, m, winner, attempt);
+        return;
+    }
+    gr_client_t *peer = gr__peer_get(r, owner);
+    gr__dirq_t *q = gr__malloc(sizeof *q);
+    if (!peer || !q) {
+        gr__free(q);
+        gr__runtime_msg_done(r->rt, m, GR_ENOTHERE, (const uint8_t *)"directory owner unreachable", 27);
+        return;
+    }
+    q->r = r;
+    q->msg = m;
+    q->attempt = attempt;
+    gr_ref_t ref = {"$dir", id, idl};
+    r->stats.dir_requests_sent++;
+    int rc = gr__client_call_flags(peer, &ref, "register", preferred, strlen(preferred), GR__DIR_TIMEOUT_MS,
+                                   GR__FRAME_REQUEST, 0, gr__dir_answer, q);
+    if (rc != 0) {
+        gr__free(q);
+        gr__runtime_msg_done(r->rt, m, rc, NULL, 0);
+    }
+}
+
+static void gr__router_route_cb(void *ud, gr_msg_t *m) { gr__route(ud, m, 0); }
+
+/* ---- activations that end, and re-registration ---- */
+
+static void gr__unregister(gr__router_t *r, const uint8_t *id, size_t idl, const char *cls, const uint8_t *key,
+                           size_t kl) {
+    gr__dir_unregister(&r->cache, id, idl, r->self);
+    const char *owner = gr__owner(r, cls, key, kl);
+    if (!owner) return;
+    if (!strcmp(owner, r->self)) {
+        gr__dir_unregister(&r->partition, id, idl, r->self);
+        return;
+    }
+    gr_client_t *peer = gr__peer_get(r, owner);
+    gr_ref_t ref = {"$dir", id, idl};
+    if (peer)
+        gr__client_call_flags(peer, &ref, "unregister", r->self, strlen(r->self), GR__DIR_TIMEOUT_MS,
+                              GR__FRAME_ONEWAY, 0, NULL, NULL);
+}
+
+static size_t gr__make_id(uint8_t *buf, const char *cls, const uint8_t *key, size_t kl) {
+    size_t cl = strlen(cls);
+    memcpy(buf, cls, cl + 1);
+    if (kl) memcpy(buf + cl + 1, key, kl);
+    return cl + 1 + kl;
+}
+
+static void gr__router_gone_cb(void *ud, const char *cls, const uint8_t *key, size_t kl) {
+    gr__router_t *r = ud;
+    if (r->closing || !r->have_view) return;
+    uint8_t id[GR_CLASS_NAME_MAX + 1 + GR_KEY_MAX];
+    size_t idl = gr__make_id(id, cls, key, kl);
+    gr__unregister(r, id, idl, cls, key, kl);
+}
+
+typedef struct gr__rereg {
+    gr__router_t *r;
+    char cls[GR_CLASS_NAME_MAX + 1];
+    size_t key_len;
+    uint8_t key[];
+} gr__rereg_t;
+
+static void gr__rereg_done(void *ud, int status, const uint8_t *reply, size_t len) {
+    gr__rereg_t *q = ud;
+    gr__router_t *r = q->r;
+    if (status == 0 && !r->closing && (len != strlen(r->self) || memcmp(reply, r->self, len) != 0)) {
+        /* Another activation was registered first: ours loses, without writing. */
+        r->stats.lost_registrations++;
+        gr__log(GR__LOG_WARN, q->cls, q->key, q->key_len,
+                "lost the directory registration to %.*s after a view change; deactivating", (int)len, reply);
+        gr__runtime_drop(r->rt, q->cls, q->key, q->key_len);
+    }
+    gr__free(q);
+}
+
+static void gr__rereg_one(void *ud, const char *cls, const uint8_t *key, size_t kl) {
+    gr__router_t *r = ud;
+    uint8_t id[GR_CLASS_NAME_MAX + 1 + GR_KEY_MAX];
+    size_t idl = gr__make_id(id, cls, key, kl);
+    const char *owner = gr__owner(r, cls, key, kl);
+    if (!owner) return;
+    if (!strcmp(owner, r->self)) {
+        char winner[GR__SILO_ID_MAX + 1];
+        if (gr__dir_register(&r->partition, id, idl, r->self, gr__alive, r, winner) == 0 &&
+            strcmp(winner, r->self) != 0) {
+            r->stats.lost_registrations++;
+            gr__log(GR__LOG_WARN, cls, key, kl, "already registered on %s; deactivating this activation", winner);
+            gr__runtime_drop(r->rt, cls, key, kl);
+        }
+        return;
+    }
+    gr_client_t *peer = gr__peer_get(r, owner);
+    gr__rereg_t *q = gr__malloc(sizeof *q + kl);
+    if (!peer || !q) {
+        gr__free(q);
+        return;
+    }
+    q->r = r;
+    snprintf(q->cls, sizeof q->cls, "%s", cls);
+    q->key_len = kl;
+    if (kl) memcpy(q->key, key, kl);
+    gr_ref_t ref = {"$dir", id, idl};
+    r->stats.rerouted_on_view++;
+    if (gr__client_call_flags(peer, &ref, "register", r->self, strlen(r->self), GR__DIR_TIMEOUT_MS,
+                              GR__FRAME_REQUEST, 0, gr__rereg_done, q) != 0)
+        gr__free(q);
+}
+
+void gr__router_set_view(gr__router_t *r, const gr__view_t *view) {
+    gr__member_t *copy = view->n ? gr__calloc(view->n, sizeof *copy) : NULL;
+    const char **ids = view->n ? gr__calloc(view->n, sizeof *ids) : NULL;
+    if (view->n && (!copy || !ids)) {
+        gr__free(copy);
+        gr__free(ids);
+        GR_LOG_ERROR("out of memory installing a membership view");
+        return;
+    }
+    if (view->n) memcpy(copy, view->members, view->n * sizeof *copy);
+    size_t n_active = 0;
+    for (size_t i = 0; i < view->n; i++)
+        if (copy[i].status == GR__MS_ACTIVE) ids[n_active++] = copy[i].id;
+    gr__ring_t ring;
+    if (gr__ring_build(&ring, ids, n_active) != 0) {
+        gr__free(copy);
+        gr__free(ids);
+        return;
+    }
+    gr__free(r->members);
+    gr__free(r->ring_ids);
+    gr__ring_free(&r->ring);
+    r->members = copy;
+    r->n_members = view->n;
+    r->ring = ring;
+    r->ring_ids = ids;
+    /* Forget whatever points at silos that left; close links to them. */
+    gr__dir_retain_alive(&r->partition, gr__alive, r);
+    gr__dir_retain_alive(&r->cache, gr__alive, r);
+    gr__peer_t *p, *tmp;
+    HASH_ITER(hh, r->peers, p, tmp) if (!gr__alive(r, p->id)) gr__peer_drop(r, p);
+    /* Calls wait until a view shows us active: while we are joining the
+     * ring does not include us yet, and placing nowhere helps nobody. */
+    const gr__member_t *me = gr__member(r, r->self);
+    if (!r->have_view && !(me && me->status == GR__MS_ACTIVE)) return;
+    int first = !r->have_view;
+    r->have_view = 1;
+    /* Tell the (possibly new) partition owners about our activations. */
+    if (!first) gr__runtime_foreach(r->rt, gr__rereg_one, r);
+    /* Calls that waited for a view go now, in arrival order. */
+    gr__pending_t *w = r->waiting, *rev = NULL;
+    r->waiting = NULL;
+    while (w) {
+        gr__pending_t *n = w->next;
+        w->next = rev;
+        rev = w;
+        w = n;
+    }
+    while (rev) {
+        gr__pending_t *n = rev->next;
+        gr__route(r, rev->msg, 0);
+        gr__free(rev);
+        rev = n;
+    }
+}
+
+/* ---- serving peers' directory requests ---- */
+
+void gr__router_system_call(gr__router_t *r, const char *method, const uint8_t *key, size_t key_len,
+                            const uint8_t *arg, size_t arg_len, gr_call_cb done, void *ud) {
+    char silo[GR__SILO_ID_MAX + 1];
+    if (arg_len == 0 || arg_len > GR__SILO_ID_MAX || memchr(arg, 0, arg_len)) {
+        done(ud, GR_EINVAL, (const uint8_t *)"bad silo id", 11);
+        return;
+    }
+    memcpy(silo, arg, arg_len);
+    silo[arg_len] = '\0';
+    r->stats.dir_requests_served++;
+    if (!strcmp(method, "register")) {
+        char winner[GR__SILO_ID_MAX + 1];
+        if (!r->have_view) {
+            done(ud, GR_ENOTHERE, (const uint8_t *)"no membership view yet", 22);
+            return;
+        }
+        /* A requester we do not know yet (its view is newer than ours) is
+         * accepted: liveness only matters for who already holds the grain. */
+        if (gr__dir_register(&r->partition, key, key_len, silo, gr__alive, r, winner) != 0) {
+            done(ud, GR_ENOMEM, NULL, 0);
+            return;
+        }
+        done(ud, 0, (const uint8_t *)winner, strlen(winner));
+    } else if (!strcmp(method, "unregister")) {
+        gr__dir_unregister(&r->partition, key, key_len, silo);
+        done(ud, 0, NULL, 0);
+    } else {
+        done(ud, GR_ENOMETHOD, (const uint8_t *)"unknown directory method", 24);
+    }
+}
+
+void gr__router_set_draining(gr__router_t *r, int on) { r->draining = on; }
+
+void gr__router_set_fenced(gr__router_t *r, int on) {
+    r->fenced = on;
+    if (on) {
+        gr__dir_clear(&r->cache);
+        gr__dir_clear(&r->partition);
+    }
+}
+
+void gr__router_get_stats(const gr__router_t *r, gr__router_stats_t *out) { *out = r->stats; }
+
+int gr__router_new(uv_loop_t *loop, gr_runtime_t *rt, const char *self_id, const char *cluster,
+                   const char *secret, gr__router_t **out) {
+    if (strlen(self_id) > GR__SILO_ID_MAX) return GR_EINVAL;
+    gr__router_t *r = gr__calloc(1, sizeof *r);
+    if (!r) return GR_ENOMEM;
+    r->cluster = gr__strdup(cluster);
+    r->secret = gr__strdup(secret ? secret : "");
+    if (!r->cluster || !r->secret) {
+        gr__free(r->cluster);
+        gr__free(r->secret);
+        gr__free(r);
+        return GR_ENOMEM;
+    }
+    r->loop = loop;
+    r->rt = rt;
+    snprintf(r->self, sizeof r->self, "%s", self_id);
+    gr__runtime_set_router(rt, gr__router_route_cb, gr__router_gone_cb, r);
+    *out = r;
+    return 0;
+}
+
+void gr__router_close(gr__router_t *r, void (*cb)(void *), void *ud) {
+    assert(!r->closing);
+    r->closing = 1;
+    r->close_cb = cb;
+    r->close_ud = ud;
+    gr__runtime_set_router(r->rt, NULL, NULL, NULL);
+    while (r->waiting) {
+        gr__pending_t *p = r->waiting;
+        r->waiting = p->next;
+        gr__runtime_msg_done(r->rt, p->msg, GR_ESHUTDOWN, NULL, 0);
+        gr__free(p);
+    }
+    gr__dir_clear(&r->partition);
+    gr__dir_clear(&r->cache);
+    gr__free(r->members);
+    gr__free(r->ring_ids);
+    gr__ring_free(&r->ring);
+    r->members = NULL;
+    r->n_members = 0;
+    gr__peer_t *p, *tmp;
+    r->peers_closing++; /* hold: freeing happens after the last peer closes */
+    HASH_ITER(hh, r->peers, p, tmp) gr__peer_drop(r, p);
+    gr__peer_closed(r);
+}

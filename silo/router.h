@@ -1,0 +1,37 @@
+/* silo/router.h - where a call runs in a cluster: the directory protocol
+ * (ask the partition owner on the hash ring, cache the answer), forwarding
+ * to other silos over pipelined silo-to-silo connections, re-registration
+ * after view changes. docs/directory.md. */
+#ifndef GR_SILO_ROUTER_H
+#define GR_SILO_ROUTER_H
+
+#include "grains/runtime.h"
+#include "silo/membership.h"
+
+typedef struct gr__router gr__router_t;
+
+typedef struct gr__router_stats {
+    uint64_t forwarded, forward_retries, dir_requests_sent, dir_requests_served, rerouted_on_view,
+        lost_registrations;
+} gr__router_stats_t;
+
+int gr__router_new(uv_loop_t *loop, gr_runtime_t *rt, const char *self_id, const char *cluster,
+                   const char *secret, gr__router_t **out);
+
+/* Install a new membership view (copied). The first one releases calls
+ * that waited for it. */
+void gr__router_set_view(gr__router_t *r, const gr__view_t *view);
+
+/* Draining: place nothing new here. Fenced: refuse everything. */
+void gr__router_set_draining(gr__router_t *r, int on);
+void gr__router_set_fenced(gr__router_t *r, int on);
+
+/* A directory request from a peer ("$dir" class). `done` gets the reply. */
+void gr__router_system_call(gr__router_t *r, const char *method, const uint8_t *key, size_t key_len,
+                            const uint8_t *arg, size_t arg_len, gr_call_cb done, void *ud);
+
+void gr__router_get_stats(const gr__router_t *r, gr__router_stats_t *out);
+
+void gr__router_close(gr__router_t *r, void (*cb)(void *), void *ud);
+
+#endif
