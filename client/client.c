@@ -52,7 +52,7 @@ struct gr_client {
     uint64_t next_id;
     uv_timer_t call_timer;
     uv_timer_t connect_timer;
-    uv_check_t flusher;
+    uv_prepare_t flusher; /* runs right before the loop blocks: writes never wait for the next event */
     int flush_on;
     char silo[256];
     char last_error[256];
@@ -115,12 +115,12 @@ static void gr__call_timer_arm(gr_client_t *c) {
 
 /* ---- the connection ---- */
 
-static void gr__flush_cb(uv_check_t *h);
+static void gr__flush_cb(uv_prepare_t *h);
 
 static void gr__client_schedule_flush(gr_client_t *c) {
     if (c->flush_on || c->state != GR__C_READY) return;
     c->flush_on = 1;
-    uv_check_start(&c->flusher, gr__flush_cb);
+    uv_prepare_start(&c->flusher, gr__flush_cb);
 }
 
 static void gr__write_cb(uv_write_t *req, int status) {
@@ -147,10 +147,10 @@ static int gr__client_write_buf(gr_client_t *c, gr__buf_t *buf) {
     return 0;
 }
 
-static void gr__flush_cb(uv_check_t *h) {
+static void gr__flush_cb(uv_prepare_t *h) {
     gr_client_t *c = h->data;
     c->flush_on = 0;
-    uv_check_stop(&c->flusher);
+    uv_prepare_stop(&c->flusher);
     if (c->state == GR__C_READY && gr__client_write_buf(c, &c->out) != 0) {
         snprintf(c->last_error, sizeof c->last_error, "write to silo failed");
         gr__client_drop_conn(c);
@@ -376,7 +376,7 @@ int gr_client_new(uv_loop_t *loop, const gr_client_options_t *o, gr_client_t **o
     c->call_timer.data = c;
     uv_timer_init(loop, &c->connect_timer);
     c->connect_timer.data = c;
-    uv_check_init(loop, &c->flusher);
+    uv_prepare_init(loop, &c->flusher);
     c->flusher.data = c;
     c->open_handles = 3;
     c->role = GR__ROLE_CLIENT;

@@ -61,7 +61,7 @@ struct gr__gateway {
     gr__gconn_t *conns; /* by id */
     uint64_t next_conn_id;
     gr__gconn_t *flush_head;
-    uv_check_t flusher;
+    uv_prepare_t flusher; /* runs right before the loop blocks: writes never wait for the next event */
     uv_timer_t sweeper; /* handshake timeouts */
     int closing;
     int shutting_down; /* waiting for calls in flight before GOAWAY */
@@ -81,14 +81,14 @@ static void gr__gw_handle_gone(gr__gateway_t *gw);
 
 /* ---- writing ---- */
 
-static void gr__flush_cb(uv_check_t *h);
+static void gr__flush_cb(uv_prepare_t *h);
 
 static void gr__conn_mark_dirty(gr__gconn_t *c) {
     if (c->flush_queued) return;
     c->flush_queued = 1;
     c->flush_next = c->gw->flush_head;
     c->gw->flush_head = c;
-    uv_check_start(&c->gw->flusher, gr__flush_cb);
+    uv_prepare_start(&c->gw->flusher, gr__flush_cb);
 }
 
 static void gr__write_done(uv_write_t *req, int status) {
@@ -136,7 +136,7 @@ static void gr__conn_flush(gr__gconn_t *c) {
     }
 }
 
-static void gr__flush_cb(uv_check_t *h) {
+static void gr__flush_cb(uv_prepare_t *h) {
     gr__gateway_t *gw = h->data;
     gr__gconn_t *c = gw->flush_head;
     gw->flush_head = NULL;
@@ -146,7 +146,7 @@ static void gr__flush_cb(uv_check_t *h) {
         gr__conn_flush(c);
         c = n;
     }
-    uv_check_stop(&gw->flusher);
+    uv_prepare_stop(&gw->flusher);
 }
 
 static void gr__conn_send_response(gr__gconn_t *c, uint8_t type, uint64_t id, int status,
@@ -483,7 +483,7 @@ int gr__gateway_new(uv_loop_t *loop, gr_runtime_t *rt, const gr__gateway_opts_t 
     gw->opts.cluster = gw->opts.secret = gw->opts.silo_id = NULL;
     uv_tcp_init(loop, &gw->listener);
     gw->listener.data = gw;
-    uv_check_init(loop, &gw->flusher);
+    uv_prepare_init(loop, &gw->flusher);
     gw->flusher.data = gw;
     uv_timer_init(loop, &gw->sweeper);
     gw->sweeper.data = gw;

@@ -166,6 +166,7 @@ static void gr__forward_done(void *ud, int status, const uint8_t *reply, size_t 
 }
 
 static void gr__deliver(gr__router_t *r, gr_msg_t *m, const char *silo, int attempt) {
+    GR_LOG_DEBUG("route %s: deliver to %s (attempt %d, hops %d)", gr__msg_class(m), silo, attempt, gr__msg_hops(m));
     if (!strcmp(silo, r->self)) {
         gr__runtime_run_here(r->rt, m);
         return;
@@ -212,6 +213,7 @@ typedef struct gr__dirq {
 static void gr__dir_answer(void *ud, int status, const uint8_t *reply, size_t len) {
     gr__dirq_t *q = ud;
     gr__router_t *r = q->r;
+    GR_LOG_DEBUG("directory answer: %s %.*s", gr_err_name(status), (int)len, (const char *)reply);
     if (status != 0 || len == 0 || len > GR__SILO_ID_MAX) {
         if (gr__should_retry(status) && q->attempt < 2 && !r->closing) {
             r->stats.forward_retries++;
@@ -244,6 +246,7 @@ static void gr__route(gr__router_t *r, gr_msg_t *m, int attempt) {
         return;
     }
     if (!r->have_view) {
+        GR_LOG_DEBUG("route %s: waiting for a membership view", gr__msg_class(m));
         gr__pending_t *p = gr__malloc(sizeof *p);
         if (!p) {
             gr__runtime_msg_done(r->rt, m, GR_ENOMEM, NULL, 0);
@@ -455,6 +458,7 @@ void gr__router_system_call(gr__router_t *r, const char *method, const uint8_t *
     memcpy(silo, arg, arg_len);
     silo[arg_len] = '\0';
     r->stats.dir_requests_served++;
+    GR_LOG_DEBUG("directory %s from %s", method, silo);
     if (!strcmp(method, "register")) {
         char winner[GR__SILO_ID_MAX + 1];
         if (!r->have_view) {

@@ -279,57 +279,7 @@ static void test_sigterm_drains_and_exits_zero(void **st) {
     assert_true(ms < 5000);
 }
 
-/* ---- raw sockets for hostile input ---- */
-
-static int raw_connect(int port) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {0};
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)port);
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    struct timeval tv = {5, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    return fd;
-}
-
-/* Read frames until one of `type` arrives or the peer closes; returns the
- * frame's status (RESPONSE/GOAWAY) or 0, or INT32_MIN when closed first. */
-static int32_t read_until(int fd, uint8_t type, int *closed) {
-    static uint8_t buf[1 << 16];
-    size_t len = 0;
-    *closed = 0;
-    for (;;) {
-        gr__frame_t f;
-        size_t used;
-        while (gr__frame_decode(buf, len, sizeof buf, &f, &used) == 0) {
-            if (f.type == type) return (f.type == GR__FRAME_RESPONSE || f.type == GR__FRAME_GOAWAY) ? f.u.response.status : 0;
-            memmove(buf, buf + used, len - used);
-            len -= used;
-        }
-        ssize_t n = read(fd, buf + len, sizeof buf - len);
-        if (n <= 0) {
-            *closed = 1;
-            return INT32_MIN;
-        }
-        len += (size_t)n;
-    }
-}
-
-static void send_all(int fd, const void *p, size_t n) {
-    const uint8_t *b = p;
-    while (n) {
-        ssize_t k = write(fd, b, n);
-        assert_true(k > 0);
-        b += k;
-        n -= (size_t)k;
-    }
-}
-
-static int peer_closed(int fd) {
-    char c;
-    return read(fd, &c, 1) == 0;
-}
+/* ---- hostile input (raw sockets: tests/support) ---- */
 
 static void test_hostile_input(void **st) {
     silo_t s;
@@ -340,72 +290,72 @@ static void test_hostile_input(void **st) {
     gr__buf_init(&b);
 
     /* HTTP instead of frames: GOAWAY(EPROTO), then close. */
-    int fd = raw_connect(port);
-    send_all(fd, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 27);
-    assert_int_equal(read_until(fd, GR__FRAME_GOAWAY, &closed), GR_EPROTO);
-    assert_true(peer_closed(fd));
+    int fd = gr_test_raw_connect(port);
+    gr_test_send_all(fd, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 27);
+    assert_int_equal(gr_test_read_until(fd, GR__FRAME_GOAWAY, &closed), GR_EPROTO);
+    assert_true(gr_test_peer_closed(fd));
     close(fd);
 
     /* A frame announcing 2 GB: refused from the header. */
-    fd = raw_connect(port);
+    fd = gr_test_raw_connect(port);
     uint8_t hdr[16] = {0x7f, 0xff, 0xff, 0xff, 0x47, 0x52, GR__FRAME_REQUEST};
-    send_all(fd, hdr, sizeof hdr);
-    assert_int_equal(read_until(fd, GR__FRAME_GOAWAY, &closed), GR_ETOOBIG);
+    gr_test_send_all(fd, hdr, sizeof hdr);
+    assert_int_equal(gr_test_read_until(fd, GR__FRAME_GOAWAY, &closed), GR_ETOOBIG);
     close(fd);
 
     /* Wrong secret, wrong version. */
-    fd = raw_connect(port);
+    fd = gr_test_raw_connect(port);
     gr__frame_encode_hello(&b, GR_PROTOCOL_VERSION, GR__ROLE_CLIENT, cluster, "wrong", 5, "t");
-    send_all(fd, b.data, b.len);
-    assert_int_equal(read_until(fd, GR__FRAME_GOAWAY, &closed), GR_EAUTH);
+    gr_test_send_all(fd, b.data, b.len);
+    assert_int_equal(gr_test_read_until(fd, GR__FRAME_GOAWAY, &closed), GR_EAUTH);
     close(fd);
     b.len = 0;
-    fd = raw_connect(port);
+    fd = gr_test_raw_connect(port);
     gr__frame_encode_hello(&b, 99, GR__ROLE_CLIENT, cluster, "letmein", 7, "t");
-    send_all(fd, b.data, b.len);
-    assert_int_equal(read_until(fd, GR__FRAME_GOAWAY, &closed), GR_EVERSION);
+    gr_test_send_all(fd, b.data, b.len);
+    assert_int_equal(gr_test_read_until(fd, GR__FRAME_GOAWAY, &closed), GR_EVERSION);
     close(fd);
 
     /* A request before the handshake. */
     b.len = 0;
-    fd = raw_connect(port);
+    fd = gr_test_raw_connect(port);
     gr__frame_encode_request(&b, GR__FRAME_REQUEST, 1, 0, "Counter", "k", 1, "get", NULL, 0);
-    send_all(fd, b.data, b.len);
-    assert_int_equal(read_until(fd, GR__FRAME_GOAWAY, &closed), GR_EPROTO);
+    gr_test_send_all(fd, b.data, b.len);
+    assert_int_equal(gr_test_read_until(fd, GR__FRAME_GOAWAY, &closed), GR_EPROTO);
     close(fd);
 
     /* A silent peer is closed after the handshake timeout (300 ms here). */
-    fd = raw_connect(port);
-    assert_true(peer_closed(fd));
+    fd = gr_test_raw_connect(port);
+    assert_true(gr_test_peer_closed(fd));
     close(fd);
 
     /* Byte at a time: a slow but valid peer is served. Includes a key with
      * NUL and quote bytes and a NUL inside the method name (refused). */
     b.len = 0;
-    fd = raw_connect(port);
+    fd = gr_test_raw_connect(port);
     gr__frame_encode_hello(&b, GR_PROTOCOL_VERSION, GR__ROLE_CLIENT, cluster, "letmein", 7, "slow");
     const uint8_t key[] = {'a', 0, '\'', '"'};
     gr__frame_encode_request(&b, GR__FRAME_REQUEST, 7, 5000, "Counter", key, sizeof key, "incr", NULL, 0);
-    for (size_t i = 0; i < b.len; i++) send_all(fd, b.data + i, 1);
-    assert_int_equal(read_until(fd, GR__FRAME_RESPONSE, &closed), 0);
+    for (size_t i = 0; i < b.len; i++) gr_test_send_all(fd, b.data + i, 1);
+    assert_int_equal(gr_test_read_until(fd, GR__FRAME_RESPONSE, &closed), 0);
     b.len = 0;
     gr__frame_encode_request(&b, GR__FRAME_REQUEST, 8, 5000, "Counter", "k", 1, "g\x01t", NULL, 0);
     b.data[b.len - 2] = 0; /* "g\0t" */
-    send_all(fd, b.data, b.len);
-    assert_int_equal(read_until(fd, GR__FRAME_RESPONSE, &closed), GR_EPROTO);
+    gr_test_send_all(fd, b.data, b.len);
+    assert_int_equal(gr_test_read_until(fd, GR__FRAME_RESPONSE, &closed), GR_EPROTO);
     /* Unknown class and an over-long key are answered, not fatal. */
     b.len = 0;
     gr__frame_encode_request(&b, GR__FRAME_REQUEST, 9, 5000, "Nope", "k", 1, "get", NULL, 0);
-    send_all(fd, b.data, b.len);
-    assert_int_equal(read_until(fd, GR__FRAME_RESPONSE, &closed), GR_ENOCLASS);
+    gr_test_send_all(fd, b.data, b.len);
+    assert_int_equal(gr_test_read_until(fd, GR__FRAME_RESPONSE, &closed), GR_ENOCLASS);
     b.len = 0;
     static uint8_t bigkey[10 * 1024];
     gr__frame_encode_request(&b, GR__FRAME_REQUEST, 10, 5000, "Counter", "k", 1, "get", NULL, 0);
     gr__put_u32(b.data + GR_FRAME_HEADER_SIZE + 8, sizeof bigkey); /* claims a 10 kB key */
     gr__buf_append(&b, bigkey, sizeof bigkey);
     gr__put_u32(b.data, (uint32_t)(b.len - 4));
-    send_all(fd, b.data, b.len);
-    assert_int_equal(read_until(fd, GR__FRAME_GOAWAY, &closed), GR_ETOOBIG);
+    gr_test_send_all(fd, b.data, b.len);
+    assert_int_equal(gr_test_read_until(fd, GR__FRAME_GOAWAY, &closed), GR_ETOOBIG);
     close(fd);
     gr__buf_free(&b);
 
@@ -424,13 +374,13 @@ static void test_client_that_never_reads(void **st) {
     silo_t s;
     int port = gr_test_free_port();
     assert_int_equal(start_silo(&s, port, NULL, NULL), 0);
-    int fd = raw_connect(port);
+    int fd = gr_test_raw_connect(port);
     int small = 4096;
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
     gr__buf_t b;
     gr__buf_init(&b);
     gr__frame_encode_hello(&b, GR_PROTOCOL_VERSION, GR__ROLE_CLIENT, cluster, "", 0, "greedy");
-    send_all(fd, b.data, b.len);
+    gr_test_send_all(fd, b.data, b.len);
     /* Each "where" reply is ~30 bytes; send bounded batches, non-blocking,
      * until the silo stops accepting our bytes. */
     struct timeval tv = {0, 200000};

@@ -1,5 +1,6 @@
 /* tests/support/support.c - see support.h. */
 #include "support.h"
+#include "wire/frame.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -12,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -164,3 +166,56 @@ const char *gr_test_build_path(const char *rel) {
     snprintf(b, 1024, "%s/%s", dir ? dir : ".", rel);
     return b;
 }
+
+/* ---- raw sockets ---- */
+
+int gr_test_raw_connect(int port) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {0};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    struct timeval tv = {5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    return fd;
+}
+
+/* Read frames until one of `type` arrives or the peer closes; returns the
+ * frame's status (RESPONSE/GOAWAY) or 0, or INT32_MIN when closed first. */
+int32_t gr_test_read_until(int fd, uint8_t type, int *closed) {
+    static uint8_t buf[1 << 16];
+    size_t len = 0;
+    *closed = 0;
+    for (;;) {
+        gr__frame_t f;
+        size_t used;
+        while (gr__frame_decode(buf, len, sizeof buf, &f, &used) == 0) {
+            if (f.type == type) return (f.type == GR__FRAME_RESPONSE || f.type == GR__FRAME_GOAWAY) ? f.u.response.status : 0;
+            memmove(buf, buf + used, len - used);
+            len -= used;
+        }
+        ssize_t n = read(fd, buf + len, sizeof buf - len);
+        if (n <= 0) {
+            *closed = 1;
+            return INT32_MIN;
+        }
+        len += (size_t)n;
+    }
+}
+
+void gr_test_send_all(int fd, const void *p, size_t n) {
+    const uint8_t *b = p;
+    while (n) {
+        ssize_t k = write(fd, b, n);
+        assert_true(k > 0);
+        b += k;
+        n -= (size_t)k;
+    }
+}
+
+int gr_test_peer_closed(int fd) {
+    char c;
+    return read(fd, &c, 1) == 0;
+}
+

@@ -47,4 +47,13 @@ int gr_test_free_port(void);
 /* Path of a build artefact: GRANARY_BUILD_DIR/rel. Static buffer per call slot. */
 const char *gr_test_build_path(const char *rel);
 
+/* Raw TCP to 127.0.0.1:port with a 5 s read timeout (asserts on failure). */
+int gr_test_raw_connect(int port);
+void gr_test_send_all(int fd, const void *p, size_t n);
+/* Read frames until one of `type` arrives; returns its status (RESPONSE,
+ * GOAWAY) or 0, or INT32_MIN with *closed set if the peer closed first. */
+int32_t gr_test_read_until(int fd, uint8_t type, int *closed);
+/* 1 if the peer closed the connection (read returns 0). */
+int gr_test_peer_closed(int fd);
+
 #endif
