@@ -19,7 +19,7 @@ static int64_t counter_value(gr_grain_t *g) {
     gr_state_get(g, &data, &len);
     size_t n = 0;
     while (n < len && n < sizeof buf - 1 && data[n] != '\n') n++;
-    memcpy(buf, data, n);
+    if (n) memcpy(buf, data, n);
     buf[n] = '\0';
     return strtoll(buf, NULL, 10);
 }
@@ -59,7 +59,7 @@ static void counter_incr(gr_grain_t *g, gr_msg_t *msg, const uint8_t *arg, size_
         return;
     }
     int n = snprintf(out, 32, "%" PRId64, v);
-    memcpy(out + n, data + pos, slen - pos);
+    if (slen > pos) memcpy(out + n, data + pos, slen - pos);
     gr_state_set(g, out, (size_t)n + slen - pos);
     free(out);
     char buf[32];
