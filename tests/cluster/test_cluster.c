@@ -72,13 +72,20 @@ static int count_active(void) {
     return n;
 }
 
-static void wait_active(int n) {
+/* Waits while running `loop` (NULL: sleeps), so an in-process proxy keeps
+ * carrying the silos' database traffic meanwhile. */
+static void wait_active_on(uv_loop_t *loop, int n) {
     for (int i = 0; i < 200; i++) {
         if (count_active() == n) return;
-        usleep(50000);
+        if (loop)
+            gr_test_run_for(loop, 50);
+        else
+            usleep(50000);
     }
     fail_msg("cluster did not reach %d active silos (have %d)", n, count_active());
 }
+
+static void wait_active(int n) { wait_active_on(NULL, n); }
 
 static uint64_t now_ms(void) {
     struct timeval tv;
@@ -457,6 +464,72 @@ static void test_wrong_secret_refused(void **st) {
     gr__buf_free(&b);
 }
 
+/* A silo cut off from PostgreSQL fences itself within the lease, the others
+ * take its grains over with their state, and when the link comes back it
+ * learns it was declared dead and exits with status 3. */
+static void test_partition_from_database_fences(void **st) {
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    const char *url = gr_test_pg_url();
+    const char *portp = strrchr(url, ':');
+    gr_test_proxy_t *px = gr_test_proxy_start(&loop, atoi(portp + 1));
+    char via_proxy[256];
+    snprintf(via_proxy, sizeof via_proxy, "postgresql://granary@127.0.0.1:%d/granary", gr_test_proxy_port(px));
+    start_silo(0, NULL);
+    start_silo(1, NULL);
+    start_silo(2, via_proxy);
+    wait_active_on(&loop, 3);
+    gr_test_run_for(&loop, 400); /* every silo's view has all three active */
+    char a2[32], a0[32];
+    snprintf(a2, sizeof a2, "127.0.0.1:%d", silos[2].port);
+    snprintf(a0, sizeof a0, "127.0.0.1:%d", silos[0].port);
+    gr_client_t *via2 = client_for(&loop, a2, "s3cret");
+    gr_client_t *via0 = client_for(&loop, a0, "s3cret");
+    res_t r;
+    char key[32] = "", prefix[32];
+    snprintf(prefix, sizeof prefix, "127.0.0.1:%d-", silos[2].port);
+    for (int g = 0; g < 50 && !key[0]; g++) {
+        char k[32];
+        snprintf(k, sizeof k, "cut-%d", g);
+        assert_int_equal(call_retry(&loop, via2, k, "where", NULL, &r, 5000), 0);
+        if (!strncmp(r.reply, prefix, strlen(prefix))) snprintf(key, sizeof key, "%s", k);
+    }
+    assert_true(key[0]);
+    assert_int_equal(call_retry(&loop, via2, key, "incr", NULL, &r, 5000), 0);
+    assert_string_equal(r.reply, "1");
+
+    gr_test_proxy_cut(px);
+    uint64_t t0 = now_ms();
+    /* The others take over: the grain answers through silo 0, state intact. */
+    uint64_t moved = 0;
+    while (!moved && now_ms() - t0 < 10000) {
+        if (call_sync(&loop, via0, key, "incr", NULL, &r) == 0)
+            moved = now_ms();
+        else
+            gr_test_run_for(&loop, 50);
+    }
+    assert_true(moved);
+    assert_string_equal(r.reply, "2");
+    print_message("grain of the partitioned silo served elsewhere %llu ms after the cut\n",
+                  (unsigned long long)(moved - t0));
+    /* The partitioned silo fenced itself: it serves nothing. */
+    assert_int_equal(call_sync(&loop, via2, "fresh-key", "get", NULL, &r), GR_ENOTHERE);
+    assert_non_null(strstr(r.reply, "fenced"));
+    /* Link back: it finds itself declared dead and exits 3. */
+    gr_test_proxy_restore(px);
+    int exited = -1;
+    uint64_t t1 = now_ms();
+    while (now_ms() - t1 < 10000 && (exited = gr_test_wait(silos[2].pid, 0)) < 0) gr_test_run_for(&loop, 50);
+    assert_int_equal(exited, 3);
+    silos[2].pid = 0;
+    assert_int_equal(call_retry(&loop, via0, key, "get", NULL, &r, 5000), 0);
+    assert_string_equal(r.reply, "2");
+    gr_client_close(via2, NULL, NULL);
+    gr_client_close(via0, NULL, NULL);
+    gr_test_proxy_close(px);
+    gr_test_loop_close(&loop);
+}
+
 int main(void) {
     if (!gr_test_pg_url()) {
         fprintf(stderr, "no test database: run under ctest (the pg fixture starts one)\n");
@@ -474,6 +547,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_sigkill_failover, new_cluster, kill_all),
         cmocka_unit_test_setup_teardown(test_scale_down_3_to_1, new_cluster, kill_all),
         cmocka_unit_test_setup_teardown(test_wrong_secret_refused, new_cluster, kill_all),
+        cmocka_unit_test_setup_teardown(test_partition_from_database_fences, new_cluster, kill_all),
     };
     return cmocka_run_group_tests_name("cluster", tests, NULL, NULL);
 }

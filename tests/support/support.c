@@ -219,3 +219,149 @@ int gr_test_peer_closed(int fd) {
     return read(fd, &c, 1) == 0;
 }
 
+
+/* ---- the partition proxy ---- */
+
+typedef struct gr__pxside {
+    uv_tcp_t tcp;
+    struct gr__pxpair *pair;
+} gr__pxside_t;
+
+typedef struct gr__pxpair {
+    gr__pxside_t a, b; /* a: the silo's side, b: the database's */
+    struct gr__pxpair *next;
+    gr_test_proxy_t *px;
+    uv_connect_t connect;
+    int open;    /* handles not yet closed */
+    int closing;
+} gr__pxpair_t;
+
+struct gr_test_proxy {
+    uv_loop_t *loop;
+    uv_tcp_t listener;
+    int port, upstream;
+    int cut;
+    gr__pxpair_t *pairs;
+};
+
+static void gr__px_side_closed(uv_handle_t *h) {
+    gr__pxpair_t *pp = ((gr__pxside_t *)h->data)->pair;
+    if (--pp->open > 0) return;
+    gr__pxpair_t **q = &pp->px->pairs;
+    while (*q && *q != pp) q = &(*q)->next;
+    if (*q) *q = pp->next;
+    free(pp);
+}
+
+static void gr__px_close_pair(gr__pxpair_t *pp) {
+    if (pp->closing) return;
+    pp->closing = 1;
+    uv_close((uv_handle_t *)&pp->a.tcp, gr__px_side_closed);
+    uv_close((uv_handle_t *)&pp->b.tcp, gr__px_side_closed);
+}
+
+static void gr__px_alloc(uv_handle_t *h, size_t s, uv_buf_t *b) {
+    b->base = malloc(65536);
+    b->len = b->base ? 65536 : 0;
+}
+
+typedef struct {
+    uv_write_t req;
+    char *data;
+} gr__pxw_t;
+
+static void gr__px_written(uv_write_t *req, int status) {
+    gr__pxw_t *w = (gr__pxw_t *)req;
+    free(w->data);
+    free(w);
+}
+
+static void gr__px_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+    gr__pxside_t *side = s->data;
+    gr__pxpair_t *pp = side->pair;
+    if (n < 0 || pp->px->cut) {
+        free(buf->base);
+        gr__px_close_pair(pp);
+        return;
+    }
+    if (n == 0) {
+        free(buf->base);
+        return;
+    }
+    gr__pxside_t *other = side == &pp->a ? &pp->b : &pp->a;
+    gr__pxw_t *w = malloc(sizeof *w);
+    w->data = buf->base;
+    uv_buf_t out = uv_buf_init(buf->base, (unsigned)n);
+    if (uv_write(&w->req, (uv_stream_t *)&other->tcp, &out, 1, gr__px_written) != 0) {
+        free(w->data);
+        free(w);
+        gr__px_close_pair(pp);
+    }
+}
+
+static void gr__px_connected(uv_connect_t *req, int status) {
+    gr__pxpair_t *pp = req->data;
+    if (status < 0 || pp->closing) {
+        gr__px_close_pair(pp);
+        return;
+    }
+    uv_read_start((uv_stream_t *)&pp->a.tcp, gr__px_alloc, gr__px_read);
+    uv_read_start((uv_stream_t *)&pp->b.tcp, gr__px_alloc, gr__px_read);
+}
+
+static void gr__px_accept(uv_stream_t *server, int status) {
+    gr_test_proxy_t *px = server->data;
+    if (status < 0) return;
+    gr__pxpair_t *pp = calloc(1, sizeof *pp);
+    pp->px = px;
+    pp->a.pair = pp->b.pair = pp;
+    uv_tcp_init(px->loop, &pp->a.tcp);
+    uv_tcp_init(px->loop, &pp->b.tcp);
+    pp->a.tcp.data = &pp->a;
+    pp->b.tcp.data = &pp->b;
+    pp->open = 2;
+    pp->next = px->pairs;
+    px->pairs = pp;
+    if (uv_accept(server, (uv_stream_t *)&pp->a.tcp) != 0 || px->cut) {
+        gr__px_close_pair(pp); /* partitioned: the connection dies at once */
+        return;
+    }
+    struct sockaddr_in up;
+    uv_ip4_addr("127.0.0.1", px->upstream, &up);
+    pp->connect.data = pp;
+    if (uv_tcp_connect(&pp->connect, &pp->b.tcp, (struct sockaddr *)&up, gr__px_connected) != 0)
+        gr__px_close_pair(pp);
+}
+
+gr_test_proxy_t *gr_test_proxy_start(uv_loop_t *loop, int upstream_port) {
+    gr_test_proxy_t *px = calloc(1, sizeof *px);
+    px->loop = loop;
+    px->upstream = upstream_port;
+    uv_tcp_init(loop, &px->listener);
+    px->listener.data = px;
+    struct sockaddr_in sa;
+    uv_ip4_addr("127.0.0.1", 0, &sa);
+    assert_int_equal(uv_tcp_bind(&px->listener, (struct sockaddr *)&sa, 0), 0);
+    assert_int_equal(uv_listen((uv_stream_t *)&px->listener, 64, gr__px_accept), 0);
+    struct sockaddr_in bound;
+    int bl = sizeof bound;
+    uv_tcp_getsockname(&px->listener, (struct sockaddr *)&bound, &bl);
+    px->port = ntohs(bound.sin_port);
+    return px;
+}
+
+int gr_test_proxy_port(const gr_test_proxy_t *px) { return px->port; }
+
+void gr_test_proxy_cut(gr_test_proxy_t *px) {
+    px->cut = 1;
+    for (gr__pxpair_t *pp = px->pairs; pp; pp = pp->next) gr__px_close_pair(pp);
+}
+
+void gr_test_proxy_restore(gr_test_proxy_t *px) { px->cut = 0; }
+
+static void gr__px_listener_closed(uv_handle_t *h) { free(h->data); }
+
+void gr_test_proxy_close(gr_test_proxy_t *px) {
+    gr_test_proxy_cut(px);
+    uv_close((uv_handle_t *)&px->listener, gr__px_listener_closed);
+}

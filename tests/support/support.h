@@ -56,4 +56,15 @@ int32_t gr_test_read_until(int fd, uint8_t type, int *closed);
 /* 1 if the peer closed the connection (read returns 0). */
 int gr_test_peer_closed(int fd);
 
+/* A TCP proxy on 127.0.0.1 (a free port) to 127.0.0.1:upstream_port, run by
+ * `loop` (the test must keep running it). cut() closes every proxied
+ * connection and refuses new ones until restore(): a network partition
+ * between a silo and its database, without touching anyone else. */
+typedef struct gr_test_proxy gr_test_proxy_t;
+gr_test_proxy_t *gr_test_proxy_start(uv_loop_t *loop, int upstream_port);
+int gr_test_proxy_port(const gr_test_proxy_t *p);
+void gr_test_proxy_cut(gr_test_proxy_t *p);
+void gr_test_proxy_restore(gr_test_proxy_t *p);
+void gr_test_proxy_close(gr_test_proxy_t *p); /* frees after the loop runs its close callbacks */
+
 #endif
