@@ -42,6 +42,7 @@ start)
   dir=$(cd "$dir" && pwd)
   [ "$(id -u)" -eq 0 ] && chown postgres "$dir"
   chmod 700 "$dir"
+  as_pg test -w "$dir" || { echo "pg.sh: $dir is not reachable by the postgres user (check the parent directories' permissions)" >&2; exit 1; }
   as_pg "$bindir/initdb" -D "$dir/data" -U granary --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null 2>"$dir/initdb.err" \
     || as_pg "$bindir/initdb" -D "$dir/data" -U granary --auth=trust -E UTF8 >/dev/null
   for attempt in 1 2 3 4 5; do
