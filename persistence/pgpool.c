@@ -55,7 +55,7 @@ struct gr__pgpool {
     gr__pg_op_t *head, *tail;
     uv_timer_t sweep; /* fails ops that waited too long, or while the database is down */
     uint64_t rng;
-    char last_error[256];
+    char last_error[320];
     int handles_open;
     void (*close_cb)(void *);
     void *close_ud;

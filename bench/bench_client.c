@@ -1,0 +1,123 @@
+/* bench/bench_client.c - a load generator: W calls in flight over one
+ * pipelined connection, for a bounded time and count, then throughput and
+ * latency percentiles on one line.
+ *   bench_client --silo HOST:PORT[,..] [--cluster C] [--method M] [--keys N]
+ *                [--prefix P] [--window W] [--seconds S] [--max-calls N] [--label L]
+ * Traffic goes only where --silo says (the bench scripts use 127.0.0.1). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <granary/granary.h>
+
+typedef struct {
+    gr_client_t *c;
+    uv_loop_t *loop;
+    const char *method, *prefix;
+    int keys, window;
+    uint64_t deadline_ns, max_calls;
+    uint64_t sent, ok, failed;
+    uint64_t *lat_us;
+    size_t nlat, caplat;
+    int first_err;
+    int stopping;
+} bench_t;
+
+typedef struct {
+    bench_t *b;
+    uint64_t t0;
+} op_t;
+
+static void issue(bench_t *b);
+
+static void on_reply(void *ud, int status, const uint8_t *reply, size_t len) {
+    op_t *op = ud;
+    bench_t *b = op->b;
+    uint64_t us = (uv_hrtime() - op->t0) / 1000;
+    free(op);
+    if (status == 0) {
+        b->ok++;
+        if (b->nlat < b->caplat) b->lat_us[b->nlat++] = us;
+    } else {
+        if (!b->failed++) b->first_err = status;
+    }
+    if (uv_hrtime() < b->deadline_ns && b->sent < b->max_calls)
+        issue(b);
+    else if (b->ok + b->failed == b->sent && !b->stopping) {
+        b->stopping = 1;
+        gr_client_close(b->c, NULL, NULL);
+    }
+}
+
+static void issue(bench_t *b) {
+    char key[64];
+    int n = snprintf(key, sizeof key, "%s%llu", b->prefix, (unsigned long long)(b->sent % (uint64_t)b->keys));
+    gr_ref_t ref = {"Counter", key, (size_t)n};
+    op_t *op = malloc(sizeof *op);
+    op->b = b;
+    op->t0 = uv_hrtime();
+    b->sent++;
+    if (gr_client_call(b->c, &ref, b->method, NULL, 0, 30000, on_reply, op) != 0) {
+        free(op);
+        b->failed++;
+    }
+}
+
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+int main(int argc, char **argv) {
+    gr_client_options_t o;
+    gr_client_options_init(&o);
+    bench_t b = {0};
+    b.method = "get";
+    b.prefix = "k";
+    b.keys = 1000;
+    b.window = 64;
+    double seconds = 3;
+    b.max_calls = 50000000;
+    const char *label = "calls";
+    for (int i = 1; i + 1 < argc; i += 2) {
+        const char *a = argv[i], *v = argv[i + 1];
+        if (!strcmp(a, "--silo")) o.silos = v;
+        else if (!strcmp(a, "--cluster")) o.cluster = v;
+        else if (!strcmp(a, "--method")) b.method = v;
+        else if (!strcmp(a, "--keys")) b.keys = atoi(v);
+        else if (!strcmp(a, "--prefix")) b.prefix = v;
+        else if (!strcmp(a, "--window")) b.window = atoi(v);
+        else if (!strcmp(a, "--seconds")) seconds = atof(v);
+        else if (!strcmp(a, "--max-calls")) b.max_calls = strtoull(v, NULL, 10);
+        else if (!strcmp(a, "--label")) label = v;
+        else {
+            fprintf(stderr, "bench_client: unknown option %s\n", a);
+            return 2;
+        }
+    }
+    if (b.keys < 1 || b.window < 1 || seconds <= 0 || seconds > 600) {
+        fprintf(stderr, "bench_client: bad --keys/--window/--seconds\n");
+        return 2;
+    }
+    b.loop = uv_default_loop();
+    if (gr_client_new(b.loop, &o, &b.c) != 0) {
+        fprintf(stderr, "bench_client: bad --silo\n");
+        return 2;
+    }
+    b.caplat = 4000000;
+    b.lat_us = malloc(b.caplat * sizeof *b.lat_us);
+    uint64_t t0 = uv_hrtime();
+    b.deadline_ns = t0 + (uint64_t)(seconds * 1e9);
+    for (int i = 0; i < b.window && (uint64_t)i < b.max_calls; i++) issue(&b);
+    uv_run(b.loop, UV_RUN_DEFAULT);
+    double el = (double)(uv_hrtime() - t0) / 1e9;
+    qsort(b.lat_us, b.nlat, sizeof *b.lat_us, cmp_u64);
+#define PCT(p) (b.nlat ? b.lat_us[(size_t)((double)(b.nlat - 1) * (p))] : 0)
+    printf("%-28s %10.0f calls/s  ok %llu  failed %llu  p50 %llu us  p99 %llu us  p999 %llu us  (%.1f s, window %d, keys %d)\n",
+           label, (double)b.ok / el, (unsigned long long)b.ok, (unsigned long long)b.failed,
+           (unsigned long long)PCT(0.5), (unsigned long long)PCT(0.99), (unsigned long long)PCT(0.999), el,
+           b.window, b.keys);
+    if (b.failed) fprintf(stderr, "first error: %s\n", gr_err_name(b.first_err));
+    free(b.lat_us);
+    return b.failed ? 1 : 0;
+}
