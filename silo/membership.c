@@ -37,7 +37,6 @@ struct gr__membership {
     int closing;
     void (*close_cb)(void *);
     void *close_ud;
-    int parts;
 };
 
 static const char *const gr__status_names[] = {"joining", "active", "shutting_down", "dead"};
@@ -106,8 +105,7 @@ static int gr__view_equal(const gr__view_t *a, const gr__member_t *b, size_t n) 
 }
 
 static void gr__ms_declared(void *ud, int status, PGresult *res, const char *detail) {
-    gr__membership_t *m = ud;
-    m->parts--;
+    (void)ud;
     if (status == 0 && PQntuples(res) > 0) GR_LOG_INFO("declared a silent silo dead (view %s)", PQgetvalue(res, 0, 0));
 }
 
@@ -115,7 +113,7 @@ static void gr__ms_declare_dead(gr__membership_t *m, const gr__member_t *who) {
     GR_LOG_WARN("silo %s silent for %" PRId64 " ms (lease %u ms): declaring it dead", who->id, who->age_ms,
                 (unsigned)m->opts.lease_ms);
     const char *p[3] = {m->cluster, who->id, m->lease_s};
-    if (gr__pgpool_query(m->pool, GR__SQL_DECLARE_DEAD, 3, p, NULL, NULL, 0, gr__ms_declared, m) == 0) m->parts++;
+    gr__pgpool_query(m->pool, GR__SQL_DECLARE_DEAD, 3, p, NULL, NULL, 0, gr__ms_declared, m);
 }
 
 static void gr__ms_tick_done(void *ud, int status, PGresult *res, const char *detail);
@@ -128,18 +126,16 @@ static void gr__ms_set_status_query(gr__membership_t *m, gr__member_status_t st,
 
 static void gr__ms_activated(void *ud, int status, PGresult *res, const char *detail) {
     gr__membership_t *m = ud;
-    m->parts--;
+    if (status != 0) {
+        m->active = 0; /* retried on the next tick; join_cb still waits */
+        GR_LOG_WARN("becoming active failed: %s", detail);
+        return;
+    }
+    m->status = GR__MS_ACTIVE;
+    GR_LOG_INFO("joined the cluster as active");
     void (*cb)(void *, int) = m->join_cb;
     m->join_cb = NULL;
-    if (status == 0) {
-        m->status = GR__MS_ACTIVE;
-        GR_LOG_INFO("joined the cluster as active");
-    } else {
-        m->active = 0; /* retried on the next tick */
-        GR_LOG_WARN("becoming active failed: %s", detail);
-    }
-    if (cb && status == 0) cb(m->join_ud, 0);
-    else if (cb) m->join_cb = cb;
+    if (cb) cb(m->join_ud, 0);
 }
 
 typedef struct gr__ms_tick {
@@ -163,12 +159,10 @@ static void gr__ms_tick_cb(uv_timer_t *t) {
     tk->m = m;
     tk->sent = now;
     const char *p[2] = {m->cluster, m->silo_id};
-    if (gr__pgpool_query(m->pool, GR__SQL_TICK, 2, p, NULL, NULL, 0, gr__ms_tick_done, tk) == 0) {
+    if (gr__pgpool_query(m->pool, GR__SQL_TICK, 2, p, NULL, NULL, 0, gr__ms_tick_done, tk) == 0)
         m->tick_in_flight = 1;
-        m->parts++;
-    } else {
+    else
         gr__free(tk);
-    }
 }
 
 static void gr__ms_tick_done(void *ud, int status, PGresult *res, const char *detail) {
@@ -177,7 +171,6 @@ static void gr__ms_tick_done(void *ud, int status, PGresult *res, const char *de
     uint64_t sent = tk->sent;
     gr__free(tk);
     m->tick_in_flight = 0;
-    m->parts--;
     if (status != 0 || m->closing) {
         if (status != 0 && status != GR_ECANCELED) GR_LOG_DEBUG("heartbeat failed: %s", detail);
         return;
@@ -232,14 +225,12 @@ static void gr__ms_tick_done(void *ud, int status, PGresult *res, const char *de
     /* Joining -> active after the first good view: we can now route. */
     if (m->joined && !m->active && m->status == GR__MS_JOINING) {
         m->active = 1;
-        m->parts++;
         gr__ms_set_status_query(m, GR__MS_ACTIVE, gr__ms_activated, m);
     }
 }
 
 static void gr__ms_joined(void *ud, int status, PGresult *res, const char *detail) {
     gr__membership_t *m = ud;
-    m->parts--;
     if (status != 0) {
         void (*cb)(void *, int) = m->join_cb;
         m->join_cb = NULL;
@@ -261,9 +252,7 @@ void gr__membership_join(gr__membership_t *m, void (*cb)(void *, int), void *ud)
     m->join_cb = cb;
     m->join_ud = ud;
     const char *p[5] = {m->cluster, m->silo_id, m->address, m->port_s, m->gen_s};
-    if (gr__pgpool_query(m->pool, GR__SQL_JOIN, 5, p, NULL, NULL, 0, gr__ms_joined, m) == 0)
-        m->parts++;
-    else if (cb)
+    if (gr__pgpool_query(m->pool, GR__SQL_JOIN, 5, p, NULL, NULL, 0, gr__ms_joined, m) != 0 && cb)
         cb(ud, GR_ENOMEM);
 }
 
@@ -276,7 +265,6 @@ typedef struct gr__ms_req {
 
 static void gr__ms_status_done(void *ud, int status, PGresult *res, const char *detail) {
     gr__ms_req_t *r = ud;
-    r->m->parts--;
     if (status == 0) {
         r->m->status = (int)r->st;
         GR_LOG_INFO("membership status: %s", gr__member_status_name(r->st));
@@ -300,7 +288,6 @@ void gr__membership_set_status(gr__membership_t *m, gr__member_status_t st, void
     r->st = st;
     r->cb = cb;
     r->ud = ud;
-    m->parts++;
     gr__ms_set_status_query(m, st, gr__ms_status_done, r);
 }
 

@@ -279,6 +279,32 @@ static void load_close(load_t *l) {
     for (int i = 0; i < l->nclients; i++) gr_client_close(l->clients[i], NULL, NULL);
 }
 
+/* SIGTERM silo i and keep `loop` (the load) running until it exits by
+ * itself; returns its exit status (-1 on timeout) and the time it took. */
+static int sigterm_and_wait(uv_loop_t *loop, int i, uint64_t *took_ms) {
+    uint64_t t0 = now_ms();
+    kill(silos[i].pid, SIGTERM);
+    int exited = -1;
+    while (now_ms() - t0 < 15000 && (exited = gr_test_wait(silos[i].pid, 0)) < 0) gr_test_run_for(loop, 20);
+    if (took_ms) *took_ms = now_ms() - t0;
+    if (exited >= 0) silos[i].pid = 0;
+    return exited;
+}
+
+/* A key whose activation lives on silo i (placed there by entering through
+ * it: placement is prefer-local); copied to key. */
+static void key_hosted_on(uv_loop_t *loop, gr_client_t *via, int i, const char *prefix, char *key, size_t size) {
+    char hosted[32];
+    snprintf(hosted, sizeof hosted, "127.0.0.1:%d-", silos[i].port);
+    res_t r;
+    for (int g = 0; g < 50; g++) {
+        snprintf(key, size, "%s-%d", prefix, g);
+        assert_int_equal(call_retry(loop, via, key, "where", NULL, &r, 5000), 0);
+        if (!strncmp(r.reply, hosted, strlen(hosted))) return;
+    }
+    fail_msg("no key of 50 landed on silo %d", i);
+}
+
 /* ---- cases ---- */
 
 static void test_single_activation_across_silos(void **st) {
@@ -335,14 +361,8 @@ static void test_sigterm_under_load(void **st) {
     load_init(&l, &loop, 3);
     load_start(&l);
     gr_test_run_for(&loop, 1500);
-    uint64_t t0 = now_ms();
-    kill(silos[1].pid, SIGTERM);
-    /* Keep the load running while it drains; it must exit 0 by itself. */
-    int exited = -1;
-    while (now_ms() - t0 < 15000 && (exited = gr_test_wait(silos[1].pid, 0)) < 0) gr_test_run_for(&loop, 20);
-    uint64_t drain_ms = now_ms() - t0;
-    silos[1].pid = 0;
-    assert_int_equal(exited, 0);
+    uint64_t drain_ms;
+    assert_int_equal(sigterm_and_wait(&loop, 1, &drain_ms), 0);
     print_message("SIGTERM drain under load took %llu ms\n", (unsigned long long)drain_ms);
     gr_test_run_for(&loop, 1500);
     load_stop(&l);
@@ -363,15 +383,8 @@ static void test_sigkill_failover(void **st) {
     gr_client_t *via2 = client_for(&loop, a2, "s3cret");
     gr_client_t *via0 = client_for(&loop, a0, "s3cret");
     res_t r;
-    char victim_key[32] = "";
-    for (int g = 0; g < 50 && !victim_key[0]; g++) {
-        char key[32], prefix[32];
-        snprintf(key, sizeof key, "victim-%d", g);
-        snprintf(prefix, sizeof prefix, "127.0.0.1:%d-", silos[2].port);
-        assert_int_equal(call_retry(&loop, via2, key, "where", NULL, &r, 5000), 0);
-        if (!strncmp(r.reply, prefix, strlen(prefix))) snprintf(victim_key, sizeof victim_key, "%s", key);
-    }
-    assert_true(victim_key[0]);
+    char victim_key[32];
+    key_hosted_on(&loop, via2, 2, "victim", victim_key, sizeof victim_key);
     assert_int_equal(call_retry(&loop, via2, victim_key, "incr", NULL, &r, 5000), 0);
     load_t l;
     load_init(&l, &loop, 3);
@@ -417,13 +430,7 @@ static void test_scale_down_3_to_1(void **st) {
     load_start(&l);
     for (int victim = 2; victim >= 1; victim--) {
         gr_test_run_for(&loop, 1000);
-        kill(silos[victim].pid, SIGTERM);
-        int exited = -1;
-        uint64_t t0 = now_ms();
-        while (now_ms() - t0 < 15000 && (exited = gr_test_wait(silos[victim].pid, 0)) < 0)
-            gr_test_run_for(&loop, 20);
-        assert_int_equal(exited, 0);
-        silos[victim].pid = 0;
+        assert_int_equal(sigterm_and_wait(&loop, victim, NULL), 0);
     }
     gr_test_run_for(&loop, 1000);
     load_stop(&l);
@@ -486,15 +493,8 @@ static void test_partition_from_database_fences(void **st) {
     gr_client_t *via2 = client_for(&loop, a2, "s3cret");
     gr_client_t *via0 = client_for(&loop, a0, "s3cret");
     res_t r;
-    char key[32] = "", prefix[32];
-    snprintf(prefix, sizeof prefix, "127.0.0.1:%d-", silos[2].port);
-    for (int g = 0; g < 50 && !key[0]; g++) {
-        char k[32];
-        snprintf(k, sizeof k, "cut-%d", g);
-        assert_int_equal(call_retry(&loop, via2, k, "where", NULL, &r, 5000), 0);
-        if (!strncmp(r.reply, prefix, strlen(prefix))) snprintf(key, sizeof key, "%s", k);
-    }
-    assert_true(key[0]);
+    char key[32];
+    key_hosted_on(&loop, via2, 2, "cut", key, sizeof key);
     assert_int_equal(call_retry(&loop, via2, key, "incr", NULL, &r, 5000), 0);
     assert_string_equal(r.reply, "1");
 
