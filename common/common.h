@@ -57,6 +57,20 @@ int gr__buf_reserve(gr__buf_t *b, size_t extra);
 int gr__buf_append(gr__buf_t *b, const void *p, size_t n);
 void gr__buf_consume(gr__buf_t *b, size_t n); /* drop n bytes from the front */
 void gr__buf_free(gr__buf_t *b);
+/* Append formatted text; GR_ENOMEM on failure (b unchanged). */
+int gr__buf_printf(gr__buf_t *b, const char *fmt, ...) GR__PRINTF(2, 3);
+
+/* ---- latency histogram (Prometheus buckets, seconds) ---- */
+#define GR__HIST_BUCKETS 16
+typedef struct gr__hist {
+    uint64_t buckets[GR__HIST_BUCKETS]; /* cumulative on output, per-bucket here */
+    uint64_t count;
+    uint64_t sum_ns;
+} gr__hist_t;
+void gr__hist_observe(gr__hist_t *h, uint64_t ns);
+/* Append `name_bucket{labels,le=..}`, `name_sum`, `name_count` lines.
+ * labels is "" or like `class="Counter"`. */
+int gr__hist_write(const gr__hist_t *h, gr__buf_t *b, const char *name, const char *labels);
 
 static inline void gr__put_u16(uint8_t *p, uint16_t v) {
     p[0] = (uint8_t)(v >> 8);

@@ -1,4 +1,5 @@
 /* common/util.c - hashing, the byte buffer, escaping and the clock. */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -191,4 +192,53 @@ int gr__make_addr(const char *host, int port, struct sockaddr_storage *out) {
     if (uv_ip4_addr(host, port, (struct sockaddr_in *)out) == 0) return 0;
     if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)out) == 0) return 0;
     return GR_EINVAL;
+}
+
+int gr__buf_printf(gr__buf_t *b, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    char tmp[512];
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n < 0) return GR_EINVAL;
+    if ((size_t)n < sizeof tmp) return gr__buf_append(b, tmp, (size_t)n);
+    int rc = gr__buf_reserve(b, (size_t)n + 1);
+    if (rc) return rc;
+    va_start(ap, fmt);
+    vsnprintf((char *)b->data + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+    return 0;
+}
+
+/* Upper bounds in nanoseconds: 100 us .. 10 s, then +Inf. */
+static const uint64_t gr__hist_le_ns[GR__HIST_BUCKETS - 1] = {
+    100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000, 25000000,
+    50000000, 100000000, 250000000, 500000000, 1000000000, 2500000000ull, 10000000000ull};
+static const char *const gr__hist_le_s[GR__HIST_BUCKETS] = {
+    "0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025",
+    "0.05", "0.1", "0.25", "0.5", "1", "2.5", "10", "+Inf"};
+
+void gr__hist_observe(gr__hist_t *h, uint64_t ns) {
+    size_t i = 0;
+    while (i < GR__HIST_BUCKETS - 1 && ns > gr__hist_le_ns[i]) i++;
+    h->buckets[i]++;
+    h->count++;
+    h->sum_ns += ns;
+}
+
+int gr__hist_write(const gr__hist_t *h, gr__buf_t *b, const char *name, const char *labels) {
+    uint64_t cum = 0;
+    int rc = 0;
+    for (size_t i = 0; i < GR__HIST_BUCKETS && rc == 0; i++) {
+        cum += h->buckets[i];
+        rc = gr__buf_printf(b, "%s_bucket{%s%sle=\"%s\"} %llu\n", name, labels, labels[0] ? "," : "",
+                            gr__hist_le_s[i], (unsigned long long)cum);
+    }
+    char braced[256] = "";
+    if (labels[0]) snprintf(braced, sizeof braced, "{%s}", labels);
+    if (rc == 0)
+        rc = gr__buf_printf(b, "%s_sum%s %.9f\n%s_count%s %llu\n", name, braced, (double)h->sum_ns / 1e9, name,
+                            braced, (unsigned long long)h->count);
+    return rc;
 }

@@ -27,6 +27,7 @@ struct gr_msg {
     char *method_name;
     uint8_t *arg;
     size_t arg_len;
+    uint64_t t0_ns; /* accepted at (uv_hrtime), for the latency histogram */
     /* Set only while the message travels through the router (cluster mode). */
     const gr_class_t *cls;
     uint8_t *id; /* class '\0' key */
@@ -71,10 +72,23 @@ struct gr__write_waiter {
     gr_msg_t *msg; /* internal: a held reply to release */
 };
 
+typedef struct gr__class_entry {
+    UT_hash_handle hh;
+    const gr_class_t *cls;
+    /* Metrics: activations alive, and per method (index in cls->methods)
+     * calls and errors; latency from acceptance to reply. */
+    uint64_t active;
+    size_t n_methods;
+    uint64_t *calls, *errors;
+    gr__hist_t latency;
+} gr__class_entry_t;
+
 struct gr_grain {
     UT_hash_handle hh;
     gr_runtime_t *rt;
     const gr_class_t *cls;
+    gr__class_entry_t *ce; /* for metrics */
+    uint64_t io_t0;        /* start of the storage operation in flight */
     uint8_t *id; /* class '\0' key: the table key */
     size_t id_len;
     const uint8_t *key; /* points into id */
@@ -104,10 +118,7 @@ struct gr_grain {
     void (*data_free)(void *);
 };
 
-typedef struct gr__class_entry {
-    UT_hash_handle hh;
-    const gr_class_t *cls;
-} gr__class_entry_t;
+
 
 struct gr_runtime {
     uv_loop_t *loop;
@@ -138,6 +149,7 @@ struct gr_runtime {
     void (*close_cb)(void *);
     void *close_ud;
     gr__runtime_stats_t stats;
+    gr__hist_t read_latency, write_latency;
     gr__router_fn router;
     gr__deactivated_fn on_gone;
     void *router_ud;
@@ -284,6 +296,13 @@ static void gr__msg_free(gr_msg_t *m) {
  * caller. `reply` ownership moves in. */
 static void gr__msg_complete(gr_runtime_t *rt, gr_msg_t *m, int status, uint8_t *reply, size_t len) {
     if (status != 0) rt->stats.calls_failed++;
+    if (m->method && m->grain) { /* ran here: count it for its class and method */
+        gr__class_entry_t *ce = m->grain->ce;
+        size_t i = (size_t)(m->method - ce->cls->methods);
+        ce->calls[i]++;
+        if (status != 0) ce->errors[i]++;
+        gr__hist_observe(&ce->latency, uv_hrtime() - m->t0_ns);
+    }
     /* A reply held for persist-before-reply is either the one delivered or
      * superseded by an error: free it in the second case. */
     if (m->reply != reply) gr__free(m->reply);
@@ -345,6 +364,7 @@ static int gr__grain_new(gr_runtime_t *rt, const gr_class_t *cls, const uint8_t 
     }
     g->rt = rt;
     g->cls = cls;
+    HASH_FIND_STR(rt->classes, cls->name, g->ce);
     g->id_len = id_len;
     g->key = g->id + class_len + 1;
     g->key_len = id_len - class_len - 1;
@@ -363,6 +383,8 @@ static int gr__grain_new(gr_runtime_t *rt, const gr_class_t *cls, const uint8_t 
         return rc == GR_ENOMEM ? GR_ENOMEM : GR_ESTORAGE;
     }
     g->refs++;
+    g->io_t0 = uv_hrtime();
+    g->ce->active++;
     rt->stats.storage_reads++;
     rt->n_grains++;
     rt->stats.activations++;
@@ -381,6 +403,7 @@ static void gr__grain_finish(gr_grain_t *g) {
     g->status = GR__G_DEAD;
     HASH_DEL(rt->grains, g);
     rt->n_grains--;
+    g->ce->active--;
     rt->stats.deactivations++;
     gr__lru_unlink(rt, g);
     if (rt->on_gone && !rt->closing) rt->on_gone(rt->router_ud, g->cls->name, g->key, g->key_len);
@@ -450,6 +473,7 @@ static void gr__grain_storage_read_cb(void *ud, int status, const uint8_t *data,
     gr_grain_t *g = ud;
     g->refs--;
     gr_runtime_t *rt = g->rt;
+    gr__hist_observe(&rt->read_latency, uv_hrtime() - g->io_t0);
     if (g->status == GR__G_DEAD) { /* the runtime closed meanwhile */
         gr__grain_release(g);
         return;
@@ -519,6 +543,7 @@ static void gr__write_cb(void *ud, int status, int64_t new_version, const char *
     /* The write's reference is held until the end: completing waiters can
      * finish the grain, and the struct must survive until we return. */
     g->writing = 0;
+    gr__hist_observe(&rt->write_latency, uv_hrtime() - g->io_t0);
     gr__write_waiter_t *now = g->waiters_now;
     g->waiters_now = NULL;
     if (g->status == GR__G_DEAD) { /* runtime closed: nobody is listening */
@@ -583,6 +608,7 @@ static void gr__write_start(gr_grain_t *g) {
     g->writing = 1;
     g->dirty = 0; /* a change made while the write is in flight sets it again */
     g->refs++;
+    g->io_t0 = uv_hrtime();
     rt->stats.storage_writes++;
     int rc = gr_storage_write(rt->storage, g->cls->name, g->key, g->key_len, g->state, g->state_len,
                               g->version, gr__write_cb, g);
@@ -885,6 +911,7 @@ static int gr__submit(gr_runtime_t *rt, gr_grain_t *owner, const gr_ref_t *ref, 
     }
     m->call_id = c->id;
     m->arg_len = arg_len;
+    m->t0_ns = uv_hrtime();
     m->deadline = c->dl.deadline;
 
     /* The table key is class '\0' key: unambiguous because class names have
@@ -1094,8 +1121,19 @@ int gr_runtime_register(gr_runtime_t *rt, const gr_class_t *cls) {
     e = gr__calloc(1, sizeof *e);
     if (!e) return GR_ENOMEM;
     e->cls = cls;
+    for (const gr_method_t *m = cls->methods; m->name; m++) e->n_methods++;
+    e->calls = gr__calloc(e->n_methods, sizeof *e->calls);
+    e->errors = gr__calloc(e->n_methods, sizeof *e->errors);
+    if (!e->calls || !e->errors) {
+        gr__free(e->calls);
+        gr__free(e->errors);
+        gr__free(e);
+        return GR_ENOMEM;
+    }
     HASH_ADD_KEYPTR(hh, rt->classes, cls->name, strlen(cls->name), e);
     if (gr__hash_oom()) {
+        gr__free(e->calls);
+        gr__free(e->errors);
         gr__free(e);
         return GR_ENOMEM;
     }
@@ -1154,6 +1192,8 @@ static void gr__maybe_closed(gr_runtime_t *rt) {
     gr__class_entry_t *e, *tmp;
     HASH_ITER(hh, rt->classes, e, tmp) {
         HASH_DEL(rt->classes, e);
+        gr__free(e->calls);
+        gr__free(e->errors);
         gr__free(e);
     }
     void (*cb)(void *) = rt->close_cb;
@@ -1323,4 +1363,66 @@ void gr__runtime_drop(gr_runtime_t *rt, const char *cls, const uint8_t *key, siz
 void gr__runtime_drop_all(gr_runtime_t *rt) {
     gr_grain_t *g, *tmp;
     HASH_ITER(hh, rt->grains, g, tmp) gr__grain_drop(g);
+}
+
+/* ---- metrics (Prometheus text) ---- */
+
+int gr__runtime_write_metrics(const gr_runtime_t *rt, gr__buf_t *b) {
+    int rc = 0;
+    const gr__class_entry_t *e;
+    rc |= gr__buf_printf(b, "# HELP granary_activations Live activations by class.\n"
+                            "# TYPE granary_activations gauge\n");
+    for (e = rt->classes; e; e = e->hh.next)
+        rc |= gr__buf_printf(b, "granary_activations{class=\"%s\"} %llu\n", e->cls->name, (unsigned long long)e->active);
+    rc |= gr__buf_printf(b, "# HELP granary_calls_total Calls served here, by class and method.\n"
+                            "# TYPE granary_calls_total counter\n");
+    for (e = rt->classes; e; e = e->hh.next)
+        for (size_t i = 0; i < e->n_methods; i++)
+            rc |= gr__buf_printf(b, "granary_calls_total{class=\"%s\",method=\"%s\"} %llu\n", e->cls->name,
+                                 e->cls->methods[i].name, (unsigned long long)e->calls[i]);
+    rc |= gr__buf_printf(b, "# HELP granary_call_errors_total Calls served here that returned an error.\n"
+                            "# TYPE granary_call_errors_total counter\n");
+    for (e = rt->classes; e; e = e->hh.next)
+        for (size_t i = 0; i < e->n_methods; i++)
+            rc |= gr__buf_printf(b, "granary_call_errors_total{class=\"%s\",method=\"%s\"} %llu\n", e->cls->name,
+                                 e->cls->methods[i].name, (unsigned long long)e->errors[i]);
+    rc |= gr__buf_printf(b, "# HELP granary_call_duration_seconds From acceptance to reply (after commit for persist-before-reply).\n"
+                            "# TYPE granary_call_duration_seconds histogram\n");
+    for (e = rt->classes; e; e = e->hh.next) {
+        char labels[GR_CLASS_NAME_MAX + 16];
+        snprintf(labels, sizeof labels, "class=\"%s\"", e->cls->name);
+        rc |= gr__hist_write(&e->latency, b, "granary_call_duration_seconds", labels);
+    }
+    const gr__runtime_stats_t *s = &rt->stats;
+    size_t queued = 0;
+    for (const gr_grain_t *g = rt->grains; g; g = g->hh.next) queued += g->mb_len;
+    rc |= gr__buf_printf(b,
+                         "# TYPE granary_calls_accepted_total counter\ngranary_calls_accepted_total %llu\n"
+                         "# TYPE granary_calls_failed_total counter\ngranary_calls_failed_total %llu\n"
+                         "# TYPE granary_late_replies_total counter\ngranary_late_replies_total %llu\n"
+                         "# TYPE granary_activations_total counter\ngranary_activations_total %llu\n"
+                         "# TYPE granary_deactivations_total counter\ngranary_deactivations_total %llu\n"
+                         "# TYPE granary_storage_reads_total counter\ngranary_storage_reads_total %llu\n"
+                         "# TYPE granary_storage_writes_total counter\ngranary_storage_writes_total %llu\n"
+                         "# TYPE granary_storage_conflicts_total counter\ngranary_storage_conflicts_total %llu\n"
+                         "# TYPE granary_storage_errors_total counter\ngranary_storage_errors_total %llu\n"
+                         "# HELP granary_queued_messages Calls waiting in grain mailboxes.\n"
+                         "# TYPE granary_queued_messages gauge\ngranary_queued_messages %zu\n"
+                         "# HELP granary_drain_remaining Activations left to deactivate (0 unless draining).\n"
+                         "# TYPE granary_drain_remaining gauge\ngranary_drain_remaining %zu\n",
+                         (unsigned long long)s->calls, (unsigned long long)s->calls_failed,
+                         (unsigned long long)s->late_replies, (unsigned long long)s->activations,
+                         (unsigned long long)s->deactivations, (unsigned long long)s->storage_reads,
+                         (unsigned long long)s->storage_writes, (unsigned long long)s->storage_conflicts,
+                         (unsigned long long)s->storage_errors, queued, rt->draining ? rt->n_grains : (size_t)0);
+    rc |= gr__buf_printf(b, "# TYPE granary_storage_read_duration_seconds histogram\n");
+    rc |= gr__hist_write(&rt->read_latency, b, "granary_storage_read_duration_seconds", "");
+    rc |= gr__buf_printf(b, "# TYPE granary_storage_write_duration_seconds histogram\n");
+    rc |= gr__hist_write(&rt->write_latency, b, "granary_storage_write_duration_seconds", "");
+    return rc ? GR_ENOMEM : 0;
+}
+
+void gr__runtime_foreach_class(const gr_runtime_t *rt, void (*fn)(void *ud, const char *cls, uint64_t active),
+                               void *ud) {
+    for (const gr__class_entry_t *e = rt->classes; e; e = e->hh.next) fn(ud, e->cls->name, e->active);
 }

@@ -4,6 +4,7 @@
 #ifndef GR_GRAINS_RUNTIME_H
 #define GR_GRAINS_RUNTIME_H
 
+#include "common/common.h"
 #include "granary/grain.h"
 
 typedef struct gr__runtime_stats {
@@ -16,6 +17,12 @@ typedef struct gr__runtime_stats {
 } gr__runtime_stats_t;
 
 void gr__runtime_get_stats(const gr_runtime_t *rt, gr__runtime_stats_t *out);
+
+/* Append the runtime's metrics in Prometheus text format (docs/operations.md). */
+int gr__runtime_write_metrics(const gr_runtime_t *rt, gr__buf_t *b);
+/* Live activations per registered class. */
+void gr__runtime_foreach_class(const gr_runtime_t *rt, void (*fn)(void *ud, const char *cls, uint64_t active),
+                               void *ud);
 
 /* ---- cluster mode ----
  * With a router set, a call for a grain that has no activation here is

@@ -51,6 +51,8 @@ static const gr__opt_t gr__opts[] = {
      "address for client connections (default 127.0.0.1:7700)"},
     {"--advertise", "GRANARY_ADVERTISE", "HOST", GR__OPT_STR, GR__C(advertise), GR__RUN,
      "address other silos use to reach this one (default $POD_IP, else the listen host)"},
+    {"--http", "GRANARY_HTTP", "HOST:PORT", GR__OPT_STR, GR__C(http), GR__RUN,
+     "serve /healthz, /readyz and /metrics over HTTP here (default: off; 0.0.0.0:7780 in pods)"},
     {"--cluster", "GRANARY_CLUSTER", "NAME", GR__OPT_STR, GR__C(cluster), GR__RUN | GR__STATUS,
      "cluster (service) name; state rows and handshakes are scoped by it (default \"default\")"},
     {"--secret", "GRANARY_CLUSTER_SECRET", "SECRET", GR__OPT_STR, GR__C(secret), GR__RUN,

@@ -8,6 +8,7 @@
 #include "grains/runtime.h"
 #include "granary/silo.h"
 #include "silo/gateway.h"
+#include "silo/http.h"
 #include "silo/membership.h"
 #include "silo/router.h"
 #include "wire/frame.h"
@@ -23,6 +24,9 @@ struct gr_silo {
     gr__gateway_t *gw;
     gr__router_t *router;         /* cluster mode only (PostgreSQL storage) */
     gr__membership_t *membership; /* created at start, when the port is known */
+    gr__http_t *http;             /* probes and metrics, when configured */
+    char http_host[64];
+    int http_port;
     int64_t generation;
     int joined, fenced, dead;
     void (*dead_cb)(gr_silo_t *, void *);
@@ -116,6 +120,12 @@ int gr_silo_new(uv_loop_t *loop, const gr_silo_config_t *cfg, gr_silo_t **out, c
     s->cfg.advertise = gr__silo_keep(s, 2, cfg->advertise);
     s->cfg.cluster = gr__silo_keep(s, 3, cfg->cluster);
     s->cfg.secret = gr__silo_keep(s, 4, cfg->secret);
+    s->cfg.http = gr__silo_keep(s, 5, cfg->http);
+    if (cfg->http && gr__parse_hostport(cfg->http, strlen(cfg->http), s->http_host, sizeof s->http_host,
+                                        &s->http_port) != 0) {
+        gr__silo_free(s);
+        return gr__silo_err(err, err_size, GR_ECONFIG, "http address '%s' is not HOST:PORT", cfg->http);
+    }
     s->cfg.silo_id = NULL;
     const char *adv = cfg->advertise ? cfg->advertise : s->listen_host;
     char idbuf[160];
@@ -234,6 +244,85 @@ int gr_silo_ready(const gr_silo_t *s) {
     return s->cfg.memory_storage ? 1 : s->joined;
 }
 
+/* ---- HTTP: probes and metrics ---- */
+
+static const char *gr__silo_not_ready_why(const gr_silo_t *s) {
+    if (s->dead) return "declared dead by the cluster";
+    if (s->fenced) return "fenced: cannot heartbeat to the membership table";
+    if (s->stopping) return "draining";
+    if (!s->started) return "starting";
+    return "joining the cluster";
+}
+
+static int gr__silo_metrics(gr_silo_t *s, gr__buf_t *b) {
+    int rc = gr__runtime_write_metrics(s->rt, b);
+    gr__gateway_stats_t g;
+    gr__gateway_get_stats(s->gw, &g);
+    rc |= gr__buf_printf(b,
+                         "# HELP granary_connections Open client and silo connections.\n"
+                         "# TYPE granary_connections gauge\ngranary_connections %llu\n"
+                         "# TYPE granary_connections_total counter\ngranary_connections_total %llu\n"
+                         "# TYPE granary_connections_refused_total counter\ngranary_connections_refused_total %llu\n"
+                         "# TYPE granary_protocol_errors_total counter\ngranary_protocol_errors_total %llu\n"
+                         "# TYPE granary_handshakes_refused_total counter\ngranary_handshakes_refused_total %llu\n"
+                         "# TYPE granary_overloaded_total counter\ngranary_overloaded_total %llu\n"
+                         "# HELP granary_inflight_calls Calls received over TCP and not answered yet.\n"
+                         "# TYPE granary_inflight_calls gauge\ngranary_inflight_calls %llu\n"
+                         "# TYPE granary_silo_ready gauge\ngranary_silo_ready %d\n"
+                         "# TYPE granary_silo_fenced gauge\ngranary_silo_fenced %d\n"
+                         "# TYPE granary_silo_draining gauge\ngranary_silo_draining %d\n",
+                         (unsigned long long)g.connections_open, (unsigned long long)g.connections_total,
+                         (unsigned long long)g.connections_refused, (unsigned long long)g.protocol_errors,
+                         (unsigned long long)g.handshakes_refused, (unsigned long long)g.overloaded,
+                         (unsigned long long)g.inflight, gr_silo_ready(s), s->fenced, s->stopping);
+    if (s->membership) {
+        const gr__view_t *v = gr__membership_view(s->membership);
+        size_t active = 0;
+        for (size_t i = 0; i < v->n; i++) active += v->members[i].status == GR__MS_ACTIVE;
+        gr__router_stats_t r;
+        gr__router_get_stats(s->router, &r);
+        rc |= gr__buf_printf(b,
+                             "# HELP granary_membership_size Live silos in the current view.\n"
+                             "# TYPE granary_membership_size gauge\ngranary_membership_size %zu\n"
+                             "# TYPE granary_membership_active gauge\ngranary_membership_active %zu\n"
+                             "# TYPE granary_membership_view_version gauge\ngranary_membership_view_version %lld\n"
+                             "# TYPE granary_forwarded_calls_total counter\ngranary_forwarded_calls_total %llu\n"
+                             "# TYPE granary_forward_retries_total counter\ngranary_forward_retries_total %llu\n"
+                             "# TYPE granary_directory_requests_sent_total counter\ngranary_directory_requests_sent_total %llu\n"
+                             "# TYPE granary_directory_requests_served_total counter\ngranary_directory_requests_served_total %llu\n"
+                             "# TYPE granary_directory_lost_registrations_total counter\ngranary_directory_lost_registrations_total %llu\n",
+                             v->n, active, (long long)v->version, (unsigned long long)r.forwarded,
+                             (unsigned long long)r.forward_retries, (unsigned long long)r.dir_requests_sent,
+                             (unsigned long long)r.dir_requests_served, (unsigned long long)r.lost_registrations);
+    }
+    return rc;
+}
+
+static int gr__silo_http(void *ud, const char *path, gr__buf_t *body, const char **ctype) {
+    gr_silo_t *s = ud;
+    if (!strcmp(path, "/healthz")) {
+        /* Answered by the loop itself: a blocked loop cannot answer at all. */
+        gr__buf_printf(body, "ok\n");
+        return 200;
+    }
+    if (!strcmp(path, "/readyz")) {
+        if (gr_silo_ready(s)) {
+            gr__buf_printf(body, "ready\n");
+            return 200;
+        }
+        gr__buf_printf(body, "not ready: %s\n", gr__silo_not_ready_why(s));
+        return 503;
+    }
+    if (!strcmp(path, "/metrics")) {
+        *ctype = "text/plain; version=0.0.4; charset=utf-8";
+        return gr__silo_metrics(s, body) == 0 ? 200 : 503;
+    }
+    gr__buf_printf(body, "not found: try /healthz, /readyz or /metrics\n");
+    return 404;
+}
+
+int gr_silo_http_port(const gr_silo_t *s) { return s->http ? gr__http_port(s->http) : 0; }
+
 int gr_silo_start(gr_silo_t *s, char *err, size_t err_size) {
     if (s->started || s->stopping) return GR_ESTATE;
     const char *adv = s->cfg.advertise ? s->cfg.advertise : s->listen_host;
@@ -244,6 +333,12 @@ int gr_silo_start(gr_silo_t *s, char *err, size_t err_size) {
     }
     int rc = gr__gateway_listen(s->gw, s->listen_host, s->listen_port, err, err_size);
     if (rc != 0) return rc;
+    if (s->cfg.http) {
+        rc = gr__http_new(s->loop, s->http_host, s->http_port, gr__silo_http, s, &s->http, err, err_size);
+        if (rc != 0) return rc;
+        GR_LOG_INFO("probes and metrics on http://%s:%d/ (healthz, readyz, metrics)", s->http_host,
+                    gr__http_port(s->http));
+    }
     s->started = 1;
     GR_LOG_INFO("silo %s listening on %s:%d (cluster %s, storage %s)", s->id, s->listen_host,
                 gr__gateway_port(s->gw), s->cfg.cluster, s->cfg.memory_storage ? "memory" : "postgres");
@@ -332,7 +427,8 @@ void gr_silo_close(gr_silo_t *s, void (*cb)(void *), void *ud) {
     s->close_cb = cb;
     s->close_ud = ud;
     s->stop_cb = NULL;
-    s->parts_open = 3 + (s->router != NULL) + (s->membership != NULL);
+    s->parts_open = 3 + (s->router != NULL) + (s->membership != NULL) + (s->http != NULL);
+    if (s->http) gr__http_close(s->http, gr__silo_part_closed, s);
     uv_close((uv_handle_t *)&s->stop_timer, gr__silo_timer_closed);
     /* The router first: its links' cancelled calls complete into a live runtime. */
     if (s->router) gr__router_close(s->router, gr__silo_part_closed, s);

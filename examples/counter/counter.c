@@ -132,11 +132,27 @@ static void counter_where(gr_grain_t *g, gr_msg_t *msg, const uint8_t *arg, size
     gr_reply(msg, silo, strlen(silo));
 }
 
+/* sleep MS: reply "slept" after MS milliseconds (at most 60000), keeping the
+ * grain busy meanwhile; for tests of timeouts and graceful drain. */
+static void counter_wake(gr_grain_t *g, void *ud) { gr_reply(ud, "slept", 5); }
+
+static void counter_sleep(gr_grain_t *g, gr_msg_t *msg, const uint8_t *arg, size_t len) {
+    char buf[16] = "0";
+    if (len && len < sizeof buf) {
+        memcpy(buf, arg, len);
+        buf[len] = '\0';
+    }
+    long ms = strtol(buf, NULL, 10);
+    if (ms < 0 || ms > 60000 || gr_timer_start(g, (uint64_t)ms, 0, counter_wake, msg, NULL) != 0)
+        gr_reply_error(msg, "sleep: argument must be 0..60000 milliseconds");
+}
+
 static const gr_method_t counter_methods[] = {
     {"incr", counter_incr},
     {"incr_once", counter_incr_once},
     {"get", counter_get},
     {"where", counter_where},
+    {"sleep", counter_sleep},
     {NULL, NULL},
 };
 

@@ -8,7 +8,8 @@
  *   incr      adds 1 (or the decimal ARG), persisted before the reply; replies the new value
  *   incr_once adds 1 unless operation id ARG was applied recently (idempotent retries)
  *   get       replies the value
- *   where     replies the id of the silo hosting this activation */
+ *   where     replies the id of the silo hosting this activation
+ *   sleep     replies after ARG milliseconds (tests of timeouts and drain) */
 extern const gr_class_t counter_class;
 
 #endif

@@ -19,6 +19,7 @@ typedef struct gr_silo_config {
     int memory_storage;             /* 1: keep state in memory (lost on exit), no database */
     const char *listen;             /* "HOST:PORT" for clients (default "127.0.0.1:7700") */
     const char *advertise;          /* address peers use to reach us (default: POD_IP or listen host) */
+    const char *http;               /* "HOST:PORT" for /healthz /readyz /metrics (default: none) */
     const char *cluster;            /* cluster (service) name (default "default") */
     const char *secret;             /* shared secret required in handshakes (default none) */
     const char *silo_id;            /* default: "<advertise>:<port>-<start ms>" */
@@ -68,6 +69,9 @@ GR_EXTERN void gr_silo_on_dead(gr_silo_t *silo, void (*cb)(gr_silo_t *silo, void
 
 /** The port actually bound (useful with port 0), or 0 before start. */
 GR_EXTERN int gr_silo_port(const gr_silo_t *silo);
+
+/** The HTTP port actually bound, or 0 when HTTP is off or before start. */
+GR_EXTERN int gr_silo_http_port(const gr_silo_t *silo);
 
 /** Graceful stop: mark this silo shutting-down in membership (the others
  * stop placing grains here), deactivate every grain (saving dirty state)

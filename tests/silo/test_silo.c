@@ -413,6 +413,64 @@ static void test_client_that_never_reads(void **st) {
     assert_int_equal(gr_test_wait(s.pid, 10000), 0);
 }
 
+/* Probes and metrics over real HTTP, and /readyz turning unready while a
+ * graceful stop waits for a call in flight. */
+static void test_http_probes_and_metrics(void **st) {
+    silo_t s;
+    int port = gr_test_free_port(), hport = gr_test_free_port();
+    char http[64], body[1 << 16];
+    snprintf(http, sizeof http, "127.0.0.1:%d", hport);
+    assert_int_equal(start_silo(&s, port, "--http", http), 0);
+    assert_int_equal(gr_test_wait_port(hport, 5000), 0);
+    assert_int_equal(gr_test_http_get(hport, "/healthz", body, sizeof body), 200);
+    int ready = 0;
+    for (int i = 0; i < 100 && ready != 200; i++) {
+        ready = gr_test_http_get(hport, "/readyz", body, sizeof body);
+        if (ready != 200) usleep(20000);
+    }
+    assert_int_equal(ready, 200);
+    res_t r;
+    assert_int_equal(call_once(port, NULL, "m", "incr", &r), 0);
+    assert_int_equal(gr_test_http_get(hport, "/metrics", body, sizeof body), 200);
+    const char *names[] = {"granary_activations{class=\"Counter\"} 1",
+                           "granary_calls_total{class=\"Counter\",method=\"incr\"} 1",
+                           "granary_call_errors_total{class=\"Counter\",method=\"incr\"} 0",
+                           "granary_call_duration_seconds_bucket{class=\"Counter\",le=\"+Inf\"} 1",
+                           "granary_storage_reads_total 1", "granary_storage_writes_total 1",
+                           "granary_storage_conflicts_total 0", "granary_storage_read_duration_seconds_count 1",
+                           "granary_storage_write_duration_seconds_count 1", "granary_membership_size 1",
+                           "granary_membership_view_version", "granary_connections ", "granary_queued_messages 0",
+                           "granary_drain_remaining 0", "granary_silo_ready 1", "granary_inflight_calls 0"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (!strstr(body, names[i])) fail_msg("/metrics lacks '%s':\n%s", names[i], body);
+    /* Every sample line parses as NAME[{LABELS}] VALUE. */
+    for (char *line = strtok(body, "\n"); line; line = strtok(NULL, "\n")) {
+        if (line[0] == '#') continue;
+        char *sp = strrchr(line, ' ');
+        assert_non_null(sp);
+        char *end;
+        strtod(sp + 1, &end);
+        if (*end) fail_msg("bad sample value in '%s'", line);
+    }
+    assert_int_equal(gr_test_http_get(hport, "/nope", body, sizeof body), 404);
+    /* A call in flight holds the drain; meanwhile /readyz says 503. */
+    pid_t sleeper;
+    {
+        char addr[64];
+        snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+        const char *argv[] = {gr_test_build_path("granary"), "call", "--cluster", cluster, "--silo", addr,
+                              "Counter/slow", "sleep", "1500", NULL};
+        sleeper = gr_test_spawn(argv, log_path);
+    }
+    usleep(300000);
+    kill(s.pid, SIGTERM);
+    usleep(200000);
+    assert_int_equal(gr_test_http_get(hport, "/readyz", body, sizeof body), 503);
+    assert_non_null(strstr(body, "draining"));
+    assert_int_equal(gr_test_wait(sleeper, 10000), 0); /* answered before the silo left */
+    assert_int_equal(gr_test_wait(s.pid, 10000), 0);
+}
+
 int main(void) {
     if (!gr_test_pg_url()) {
         fprintf(stderr, "no test database: run under ctest (the pg fixture starts one)\n");
@@ -427,6 +485,7 @@ int main(void) {
         cmocka_unit_test_setup(test_sigterm_drains_and_exits_zero, new_cluster),
         cmocka_unit_test_setup(test_hostile_input, new_cluster),
         cmocka_unit_test_setup(test_client_that_never_reads, new_cluster),
+        cmocka_unit_test_setup(test_http_probes_and_metrics, new_cluster),
     };
     return cmocka_run_group_tests_name("silo.process", tests, NULL, NULL);
 }

@@ -365,3 +365,21 @@ void gr_test_proxy_close(gr_test_proxy_t *px) {
     gr_test_proxy_cut(px);
     uv_close((uv_handle_t *)&px->listener, gr__px_listener_closed);
 }
+
+int gr_test_http_get(int port, const char *path, char *body, size_t size) {
+    int fd = gr_test_raw_connect(port);
+    char req[512];
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", path);
+    gr_test_send_all(fd, req, (size_t)n);
+    static char resp[1 << 20];
+    size_t len = 0;
+    ssize_t k;
+    while (len < sizeof resp - 1 && (k = read(fd, resp + len, sizeof resp - 1 - len)) > 0) len += (size_t)k;
+    close(fd);
+    resp[len] = '\0';
+    int status = -1;
+    if (sscanf(resp, "HTTP/1.%*d %d", &status) != 1) return -1;
+    const char *b = strstr(resp, "\r\n\r\n");
+    snprintf(body, size, "%s", b ? b + 4 : "");
+    return status;
+}

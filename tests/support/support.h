@@ -67,4 +67,8 @@ void gr_test_proxy_cut(gr_test_proxy_t *p);
 void gr_test_proxy_restore(gr_test_proxy_t *p);
 void gr_test_proxy_close(gr_test_proxy_t *p); /* frees after the loop runs its close callbacks */
 
+/* GET http://127.0.0.1:port/path; body (NUL-terminated) into body; returns
+ * the status code or -1. */
+int gr_test_http_get(int port, const char *path, char *body, size_t size);
+
 #endif
