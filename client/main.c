@@ -1,5 +1,7 @@
-/* client/main.c - the `granary` command: call a grain from a shell.
+/* client/main.c - the `granary` command: call a grain from a shell, list
+ * the members a silo sees and the active grains of the cluster.
  *   granary call [--silo HOST:PORT[,...]] CLASS/KEY METHOD [ARG|-]
+ *   granary members [--silo ...]      granary grains [--silo ...]
  * Exit status: 0 ok, 1 the call failed, 2 usage, 75 failed but retryable. */
 #include <signal.h>
 #include <stdio.h>
@@ -13,8 +15,10 @@
 static void gr__usage(FILE *f) {
     fprintf(f,
             "usage: granary call [OPTIONS] CLASS/KEY METHOD [ARG | -]\n"
+            "       granary members [OPTIONS]    the cluster's live silos, as a silo sees them\n"
+            "       granary grains [OPTIONS]     active grains by class on every live silo\n"
             "       granary --version\n\n"
-            "Calls METHOD on grain CLASS/KEY (the key is everything after the first '/')\n"
+            "call: calls METHOD on grain CLASS/KEY (the key is everything after the first '/')\n"
             "and prints the reply on stdout. ARG '-' reads the argument from stdin.\n\n"
             "Options (environment variable in brackets):\n"
             "  --silo HOST:PORT[,...]  silos to try in order [GRANARY_SILO] (default 127.0.0.1:7700)\n"
@@ -66,6 +70,113 @@ static int gr__read_stdin(gr__buf_t *b) {
     return ferror(stdin) ? GR_EIO : 0;
 }
 
+/* One call on a fresh loop and client; the reply lands in r. */
+static int gr__call_once(const gr_client_options_t *o, const char *cls, const char *key, const char *method,
+                         const void *arg, size_t arg_len, uint32_t timeout, gr__cli_call_t *r) {
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    memset(r, 0, sizeof *r);
+    gr__buf_init(&r->reply);
+    int rc = gr_client_new(&loop, o, &r->client);
+    if (rc != 0) {
+        uv_loop_close(&loop);
+        return rc;
+    }
+    gr_ref_t ref = {cls, key, strlen(key)};
+    rc = gr_client_call(r->client, &ref, method, arg, arg_len, timeout, gr__on_reply, r);
+    if (rc != 0) gr_client_close(r->client, NULL, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    return rc;
+}
+
+static int gr__exit_for(int status) { return status == 0 ? 0 : gr_err_retryable(status) ? 75 : 1; }
+
+static int gr__report_error(const char *what, const gr__cli_call_t *r) {
+    fprintf(stderr, "granary %s: %s: %s%s%.*s\n", what, gr_err_name(r->status), gr_strerror(r->status),
+            r->reply.len ? ": " : "", (int)r->reply.len, r->reply.data ? (const char *)r->reply.data : "");
+    return gr__exit_for(r->status);
+}
+
+static int gr__cmd_members(const gr_client_options_t *o, uint32_t timeout, int json) {
+    gr__cli_call_t r;
+    int rc = gr__call_once(o, "$silo", "", "members", NULL, 0, timeout, &r);
+    if (rc != 0) {
+        fprintf(stderr, "granary members: %s\n", gr_strerror(rc));
+        return 2;
+    }
+    if (r.status != 0) {
+        int e = gr__report_error("members", &r);
+        gr__buf_free(&r.reply);
+        return e;
+    }
+    gr__buf_append(&r.reply, "", 1);
+    if (!json) printf("%-36s %-22s %-14s %s\n", "SILO", "ADDRESS", "STATUS", "HEARTBEAT AGE");
+    else printf("[");
+    int first = 1;
+    for (char *line = strtok((char *)r.reply.data, "\n"); line; line = strtok(NULL, "\n")) {
+        char id[128], addr[96], st[32];
+        long long age;
+        if (sscanf(line, "%127s %95s %31s %lld", id, addr, st, &age) != 4) continue;
+        if (json)
+            printf("%s{\"silo\":\"%s\",\"address\":\"%s\",\"status\":\"%s\",\"heartbeat_age_ms\":%lld}",
+                   first ? "" : ",", id, addr, st, age);
+        else
+            printf("%-36s %-22s %-14s %lld ms\n", id, addr, st, age);
+        first = 0;
+    }
+    if (json) printf("]\n");
+    gr__buf_free(&r.reply);
+    return 0;
+}
+
+/* Active grains by class on every live member (each asked directly). */
+static int gr__cmd_grains(const gr_client_options_t *o, uint32_t timeout, int json) {
+    gr__cli_call_t r;
+    if (gr__call_once(o, "$silo", "", "members", NULL, 0, timeout, &r) != 0) return 2;
+    if (r.status != 0) {
+        int e = gr__report_error("grains", &r);
+        gr__buf_free(&r.reply);
+        return e;
+    }
+    gr__buf_append(&r.reply, "", 1);
+    char *members = strdup((const char *)r.reply.data);
+    gr__buf_free(&r.reply);
+    int worst = 0, first = 1;
+    if (json) printf("[");
+    else printf("%-36s %-24s %s\n", "SILO", "CLASS", "ACTIVE");
+    char *save = NULL;
+    for (char *line = strtok_r(members, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        char id[128], addr[96], st[32];
+        if (sscanf(line, "%127s %95s %31s", id, addr, st) != 3) continue;
+        gr_client_options_t one = *o;
+        one.silos = addr;
+        gr__cli_call_t g;
+        if (gr__call_once(&one, "$silo", "", "grains", NULL, 0, timeout, &g) != 0 || g.status != 0) {
+            fprintf(stderr, "granary grains: %s (%s): %s\n", id, addr, gr_err_name(g.status));
+            worst = 75;
+            gr__buf_free(&g.reply);
+            continue;
+        }
+        gr__buf_append(&g.reply, "", 1);
+        char *save2 = NULL;
+        for (char *l2 = strtok_r((char *)g.reply.data, "\n", &save2); l2; l2 = strtok_r(NULL, "\n", &save2)) {
+            char cls[GR_CLASS_NAME_MAX + 1];
+            unsigned long long n;
+            if (sscanf(l2, "%128s %llu", cls, &n) != 2) continue;
+            if (json)
+                printf("%s{\"silo\":\"%s\",\"class\":\"%s\",\"active\":%llu}", first ? "" : ",", id, cls, n);
+            else
+                printf("%-36s %-24s %llu\n", id, cls, n);
+            first = 0;
+        }
+        gr__buf_free(&g.reply);
+    }
+    if (json) printf("]\n");
+    free(members);
+    return worst;
+}
+
 int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
     gr_client_options_t o;
@@ -85,7 +196,8 @@ int main(int argc, char **argv) {
         gr__usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
-    if (strcmp(argv[1], "call") != 0) {
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "call") && strcmp(cmd, "members") && strcmp(cmd, "grains")) {
         fprintf(stderr, "granary: unknown command '%s' (see --help)\n", argv[1]);
         return 2;
     }
@@ -129,6 +241,13 @@ int main(int argc, char **argv) {
             fprintf(stderr, "granary: too many arguments (see --help)\n");
             return 2;
         }
+    }
+    if (strcmp(cmd, "call") != 0) {
+        if (npos) {
+            fprintf(stderr, "granary %s: takes no arguments (see --help)\n", cmd);
+            return 2;
+        }
+        return !strcmp(cmd, "members") ? gr__cmd_members(&o, timeout, json) : gr__cmd_grains(&o, timeout, json);
     }
     if (npos < 2) {
         fprintf(stderr, "granary call: need CLASS/KEY and METHOD (see --help)\n");

@@ -221,7 +221,7 @@ static void gr__conn_request(gr__gconn_t *c, const gr__frame_t *f) {
     /* Only silos forward (the hop count) or speak the '$' system protocol. */
     int hops = c->peer_is_silo ? (f->flags & 0x0f) : 0;
     if (cls[0] == '$') {
-        if (!c->peer_is_silo || !gw->opts.system_call) {
+        if (!gw->opts.system_call) {
             if (!oneway) gr__conn_send_response(c, GR__FRAME_RESPONSE, f->id, GR_ENOCLASS, "reserved class", 14);
             return;
         }
@@ -234,7 +234,7 @@ static void gr__conn_request(gr__gconn_t *c, const gr__frame_t *f) {
             c->inflight++;
         }
         gw->stats.inflight++;
-        gw->opts.system_call(gw->opts.system_ud, method, f->u.request.key, f->u.request.key_len, f->u.request.arg,
+        gw->opts.system_call(gw->opts.system_ud, cls, method, c->peer_is_silo, f->u.request.key, f->u.request.key_len, f->u.request.arg,
                              f->u.request.arg_len, sr ? gr__req_done : gr__oneway_done, sr ? (void *)sr : (void *)gw);
         return;
     }

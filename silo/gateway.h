@@ -17,10 +17,11 @@ typedef struct gr__gateway_opts {
     uint32_t max_inflight_per_conn;
     uint32_t max_frame_bytes;
     uint32_t handshake_timeout_ms;
-    /* Requests for classes starting with '$' from silo peers (the directory
-     * protocol) go here instead of to the runtime; NULL refuses them. */
-    void (*system_call)(void *ud, const char *method, const uint8_t *key, size_t key_len, const uint8_t *arg,
-                        size_t arg_len, gr_call_cb done, void *done_ud);
+    /* Requests for classes starting with '$' (the directory protocol between
+     * silos, control calls from clients) go here instead of to the runtime,
+     * with whether the peer authenticated as a silo; NULL refuses them. */
+    void (*system_call)(void *ud, const char *cls, const char *method, int from_silo, const uint8_t *key,
+                        size_t key_len, const uint8_t *arg, size_t arg_len, gr_call_cb done, void *done_ud);
     void *system_ud;
 } gr__gateway_opts_t;
 

@@ -78,9 +78,46 @@ static void gr__silo_free(gr_silo_t *s) {
     gr__free(s);
 }
 
-static void gr__silo_system_call(void *ud, const char *method, const uint8_t *key, size_t key_len,
-                                 const uint8_t *arg, size_t arg_len, gr_call_cb done, void *done_ud) {
-    gr__router_system_call(ud, method, key, key_len, arg, arg_len, done, done_ud);
+static void gr__silo_add_grains(void *ud, const char *cls, uint64_t active) {
+    gr__buf_printf(ud, "%s %llu\n", cls, (unsigned long long)active);
+}
+
+/* Control calls any authenticated client may make ("$silo"), and the
+ * directory protocol only silos may use ("$dir"). */
+static void gr__silo_system_call(void *ud, const char *cls, const char *method, int from_silo, const uint8_t *key,
+                                 size_t key_len, const uint8_t *arg, size_t arg_len, gr_call_cb done,
+                                 void *done_ud) {
+    gr_silo_t *s = ud;
+    if (!strcmp(cls, "$dir") && from_silo && s->router) {
+        gr__router_system_call(s->router, method, key, key_len, arg, arg_len, done, done_ud);
+        return;
+    }
+    if (strcmp(cls, "$silo") != 0) {
+        done(done_ud, GR_ENOCLASS, (const uint8_t *)"reserved class", 14);
+        return;
+    }
+    gr__buf_t b;
+    gr__buf_init(&b);
+    int status = 0;
+    if (!strcmp(method, "grains")) {
+        /* "CLASS ACTIVE" per line, for this silo. */
+        gr__runtime_foreach_class(s->rt, gr__silo_add_grains, &b);
+    } else if (!strcmp(method, "members")) {
+        /* "ID ADDRESS:PORT STATUS HEARTBEAT_AGE_MS" per line, as this silo sees the view. */
+        if (s->membership) {
+            const gr__view_t *v = gr__membership_view(s->membership);
+            for (size_t i = 0; i < v->n; i++)
+                gr__buf_printf(&b, "%s %s:%d %s %lld\n", v->members[i].id, v->members[i].address, v->members[i].port,
+                               gr__member_status_name(v->members[i].status), (long long)v->members[i].age_ms);
+        } else {
+            gr__buf_printf(&b, "%s %s:%d active 0\n", s->id, s->listen_host, gr_silo_port(s));
+        }
+    } else {
+        status = GR_ENOMETHOD;
+        gr__buf_printf(&b, "unknown control method '%s' (grains, members)", method);
+    }
+    done(done_ud, status, b.data, b.len);
+    gr__buf_free(&b);
 }
 
 int gr_silo_new(uv_loop_t *loop, const gr_silo_config_t *cfg, gr_silo_t **out, char *err,
@@ -176,10 +213,8 @@ int gr_silo_new(uv_loop_t *loop, const gr_silo_config_t *cfg, gr_silo_t **out, c
         gr__gateway_opts_t go = {s->cfg.cluster, s->cfg.secret, s->id, cfg->max_connections,
                                  cfg->max_inflight_per_conn, cfg->max_frame_bytes,
                                  cfg->handshake_timeout_ms, NULL, NULL};
-        if (s->router) {
-            go.system_call = gr__silo_system_call;
-            go.system_ud = s->router;
-        }
+        go.system_call = gr__silo_system_call;
+        go.system_ud = s;
         rc = gr__gateway_new(loop, s->rt, &go, &s->gw);
     }
     if (rc != 0) {

@@ -256,6 +256,14 @@ static void test_counter_survives_kill9(void **st) {
     const char *json[] = {gr_test_build_path("granary"), "call", "--json", "--cluster", cluster, "--silo", addr, "Counter/load-1", "incr", NULL};
     assert_int_equal(run_capture(json, out, sizeof out), 0);
     assert_string_equal(out, "{\"ok\":true,\"reply\":\"26\"}\n");
+    /* members and grains, as operators see them. */
+    static char big[8192];
+    const char *members[] = {gr_test_build_path("granary"), "members", "--cluster", cluster, "--silo", addr, NULL};
+    assert_int_equal(run_capture(members, big, sizeof big), 0);
+    assert_non_null(strstr(big, " active "));
+    const char *grains[] = {gr_test_build_path("granary"), "grains", "--json", "--cluster", cluster, "--silo", addr, NULL};
+    assert_int_equal(run_capture(grains, big, sizeof big), 0);
+    assert_non_null(strstr(big, "\"class\":\"Counter\",\"active\":20}"));
     kill(s.pid, SIGTERM);
     assert_int_equal(gr_test_wait(s.pid, 10000), 0);
     /* Nobody listening: a retryable error, exit 75. */
