@@ -1,0 +1,3 @@
+{{- define "granary.secretName" -}}
+{{- if .Values.existingSecret }}{{ .Values.existingSecret }}{{ else }}{{ .Release.Name }}-granary{{ end -}}
+{{- end -}}
