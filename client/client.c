@@ -303,6 +303,9 @@ static void gr__connect_timeout_cb(uv_timer_t *t) {
     gr__client_conn_failed(c, GR_ECONN, why);
 }
 
+static void gr__client_dial(gr_client_t *c, gr__cconn_t *cc, const struct sockaddr *addr);
+static void gr__client_resolve(gr_client_t *c, gr__cconn_t *cc);
+
 static void gr__client_connect(gr_client_t *c) {
     gr__cconn_t *cc = gr__calloc(1, sizeof *cc);
     if (!cc) {
@@ -316,9 +319,18 @@ static void gr__client_connect(gr_client_t *c) {
     c->open_handles++;
     c->conn = cc;
     c->state = GR__C_CONNECTING;
+    uv_timer_start(&c->connect_timer, gr__connect_timeout_cb, c->opts.connect_timeout_ms, 0);
     struct sockaddr_storage ss;
-    gr__make_addr(c->addrs[c->cur].host, c->addrs[c->cur].port, &ss); /* validated in new() */
-    int rc = uv_tcp_connect(&cc->connect, &cc->tcp, (struct sockaddr *)&ss, gr__connect_cb);
+    if (gr__make_addr(c->addrs[c->cur].host, c->addrs[c->cur].port, &ss) != 0) {
+        gr__client_resolve(c, cc); /* a name: look it up on the thread pool first */
+        return;
+    }
+    gr__client_dial(c, cc, (struct sockaddr *)&ss);
+}
+
+/* Start the TCP connect of attempt cc to addr. */
+static void gr__client_dial(gr_client_t *c, gr__cconn_t *cc, const struct sockaddr *addr) {
+    int rc = uv_tcp_connect(&cc->connect, &cc->tcp, addr, gr__connect_cb);
     if (rc != 0) {
         char why[160];
         snprintf(why, sizeof why, "cannot connect to %s:%d: %s", c->addrs[c->cur].host,
@@ -327,9 +339,59 @@ static void gr__client_connect(gr_client_t *c) {
         gr__client_drop_conn(c);
         /* Report from the timer so no callback runs inside gr_client_call(). */
         uv_timer_start(&c->connect_timer, gr__connect_timeout_cb, 0, 0);
-        return;
     }
-    uv_timer_start(&c->connect_timer, gr__connect_timeout_cb, c->opts.connect_timeout_ms, 0);
+}
+
+/* Name resolution (uv_getaddrinfo: never blocks the loop). The request
+ * counts as an open handle so the client outlives it; a result for an
+ * attempt that was abandoned meanwhile is ignored. IPv4 is preferred, as
+ * silos usually listen on an IPv4 pod address. */
+typedef struct gr__resolve {
+    uv_getaddrinfo_t req;
+    gr_client_t *c;
+    gr__cconn_t *cc;
+} gr__resolve_t;
+
+static void gr__resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
+    gr__resolve_t *r = req->data;
+    gr_client_t *c = r->c;
+    if (!c->closing && c->conn == r->cc && c->state == GR__C_CONNECTING) {
+        const struct addrinfo *pick = NULL;
+        for (const struct addrinfo *a = res; status == 0 && a; a = a->ai_next)
+            if (!pick || (a->ai_family == AF_INET && pick->ai_family != AF_INET)) pick = a;
+        if (pick) {
+            gr__client_dial(c, r->cc, pick->ai_addr);
+        } else {
+            char why[200];
+            snprintf(why, sizeof why, "cannot resolve %s: %s", c->addrs[c->cur].host,
+                     status ? uv_strerror(status) : "no address");
+            gr__client_conn_failed(c, GR_ECONN, why);
+        }
+    }
+    if (res) uv_freeaddrinfo(res);
+    gr__free(r);
+    gr__client_handle_gone(c);
+}
+
+static void gr__client_resolve(gr_client_t *c, gr__cconn_t *cc) {
+    gr__resolve_t *r = gr__calloc(1, sizeof *r);
+    char port[8];
+    snprintf(port, sizeof port, "%d", c->addrs[c->cur].port);
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_socktype = SOCK_STREAM;
+    if (r) {
+        r->c = c;
+        r->cc = cc;
+        r->req.data = r;
+        c->open_handles++;
+        if (uv_getaddrinfo(c->loop, &r->req, gr__resolved, c->addrs[c->cur].host, port, &hints) == 0) return;
+        c->open_handles--;
+        gr__free(r);
+    }
+    snprintf(c->last_error, sizeof c->last_error, "cannot resolve %s", c->addrs[c->cur].host);
+    gr__client_drop_conn(c);
+    uv_timer_start(&c->connect_timer, gr__connect_timeout_cb, 0, 0);
 }
 
 /* ---- public API ---- */
@@ -354,9 +416,8 @@ int gr_client_new(uv_loop_t *loop, const gr_client_options_t *o, gr_client_t **o
     for (size_t i = 0; rc == 0 && i < n; i++) {
         const char *e = strchr(p, ',');
         size_t len = e ? (size_t)(e - p) : strlen(p);
-        struct sockaddr_storage ss;
-        if (gr__parse_hostport(p, len, c->addrs[i].host, sizeof c->addrs[i].host, &c->addrs[i].port) != 0 ||
-            gr__make_addr(c->addrs[i].host, c->addrs[i].port, &ss) != 0)
+        /* Numeric addresses or names (resolved asynchronously at connect). */
+        if (gr__parse_hostport(p, len, c->addrs[i].host, sizeof c->addrs[i].host, &c->addrs[i].port) != 0)
             rc = GR_EINVAL;
         p = e ? e + 1 : p + len;
     }

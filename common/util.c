@@ -188,7 +188,6 @@ int gr__parse_hostport(const char *s, size_t len, char *host, size_t host_size, 
 
 int gr__make_addr(const char *host, int port, struct sockaddr_storage *out) {
     memset(out, 0, sizeof *out);
-    if (strcmp(host, "localhost") == 0) host = "127.0.0.1";
     if (uv_ip4_addr(host, port, (struct sockaddr_in *)out) == 0) return 0;
     if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)out) == 0) return 0;
     return GR_EINVAL;

@@ -15,7 +15,8 @@ typedef struct gr_client gr_client_t;
 
 /** Client settings; gr_client_options_init() fills the defaults. */
 typedef struct gr_client_options {
-    const char *silos;           /* "host:port[,host:port...]" (default "127.0.0.1:7700") */
+    const char *silos;           /* "host:port[,host:port...]": IPs or names, resolved without
+                                  * blocking at each connect (default "127.0.0.1:7700") */
     const char *cluster;         /* must match the silo's (default "default") */
     const char *secret;          /* shared secret, or NULL */
     const char *name;            /* shown in silo logs (default "client") */

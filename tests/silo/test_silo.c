@@ -251,6 +251,12 @@ static void test_counter_survives_kill9(void **st) {
     const char *get[] = {gr_test_build_path("granary"), "call", "--cluster", cluster, "--silo", addr, "Counter/load-0", "get", NULL};
     assert_int_equal(run_capture(get, out, sizeof out), 0);
     assert_string_equal(out, "25\n");
+    /* A host name is resolved without blocking (localhost is in /etc/hosts). */
+    char by_name[64];
+    snprintf(by_name, sizeof by_name, "localhost:%d", port);
+    const char *named[] = {gr_test_build_path("granary"), "call", "--cluster", cluster, "--silo", by_name, "Counter/load-0", "get", NULL};
+    assert_int_equal(run_capture(named, out, sizeof out), 0);
+    assert_string_equal(out, "25\n");
     const char *nocls[] = {gr_test_build_path("granary"), "call", "--cluster", cluster, "--silo", addr, "Nope/x", "get", NULL};
     assert_int_equal(run_capture(nocls, out, sizeof out), 1);
     const char *json[] = {gr_test_build_path("granary"), "call", "--json", "--cluster", cluster, "--silo", addr, "Counter/load-1", "incr", NULL};
