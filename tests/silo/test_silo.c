@@ -380,6 +380,27 @@ static void test_hostile_input(void **st) {
     assert_int_equal(call_once(port, "wrong", "after", "get", &r), GR_EAUTH);
     kill(s.pid, SIGTERM);
     assert_int_equal(gr_test_wait(s.pid, 10000), 0);
+
+    /* Secrets never reach the log: not the cluster secret, not a database
+     * password, also when the database cannot be reached. */
+    char listen[64], pw_url[128];
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", gr_test_free_port());
+    snprintf(pw_url, sizeof pw_url, "postgresql://granary:hunter2pw@127.0.0.1:%d/granary", gr_test_free_port());
+    const char *argv[] = {gr_test_build_path("silo"), "run", "--database", pw_url, "--listen", listen, "--grains",
+                          gr_test_build_path("examples/counter.so"), "--secret", "letmein", "--log-level", "debug", NULL};
+    pid_t p = gr_test_spawn(argv, log_path);
+    usleep(800000);
+    kill(p, SIGTERM);
+    assert_int_equal(gr_test_wait(p, 10000), 0);
+    FILE *f = fopen(log_path, "r");
+    assert_non_null(f);
+    static char logbuf[1 << 20];
+    size_t n = fread(logbuf, 1, sizeof logbuf - 1, f);
+    logbuf[n] = '\0';
+    fclose(f);
+    assert_non_null(strstr(logbuf, "cannot connect to postgres")); /* the failure is logged... */
+    assert_null(strstr(logbuf, "hunter2pw"));                      /* ...without the password */
+    assert_null(strstr(logbuf, "letmein"));
 }
 
 /* A client that sends but never reads: the silo stops reading from it
