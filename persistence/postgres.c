@@ -1,21 +1,70 @@
 /* persistence/postgres.c - the PostgreSQL grain-state provider: the queries
  * of docs/storage.md run on a gr__pgpool. Keys and state travel as binary
- * parameters; results come back in binary. */
+ * parameters; results come back in binary.
+ *
+ * Writes are group-committed: writes that queue while earlier batches are in
+ * flight go out together as ONE statement (unnest of arrays, an UPDATE and an
+ * INSERT ... ON CONFLICT in one CTE), so N grains' writes cost one round trip
+ * and one commit, and each caller still hears only after that commit. */
 #include <inttypes.h>
 #include <stdio.h>
 
 #include "persistence/pgpool.h"
 #include "persistence/provider.h"
 
+typedef struct gr__wop gr__wop_t;
+
 typedef struct gr__pgs {
     gr_storage_t base;
     gr__pgpool_t *pool;
     char *service;
+    gr__wop_t *wq_head, *wq_tail; /* writes waiting for the next batch */
+    size_t wq_len;
+    unsigned batches_in_flight, max_batches;
     void (*close_cb)(void *);
     void *close_ud;
 } gr__pgs_t;
 
-typedef enum { GR__PGS_READ, GR__PGS_WRITE, GR__PGS_CLEAR } gr__pgs_kind_t;
+/* A write waiting for (or riding in) a group-commit batch. */
+struct gr__wop {
+    gr__wop_t *next;
+    gr_storage_write_cb cb;
+    void *ud;
+    char *cls;
+    uint8_t *key;
+    size_t key_len;
+    uint8_t *data;
+    size_t len;
+    int64_t expected;
+};
+
+static void gr__wop_free(gr__wop_t *w) {
+    gr__free(w->cls);
+    gr__free(w->key);
+    gr__free(w->data);
+    gr__free(w);
+}
+
+static gr__wop_t *gr__wop_new(const char *cls, const void *key, size_t key_len, const void *data, size_t len,
+                              int64_t expected, gr_storage_write_cb cb, void *ud) {
+    gr__wop_t *w = gr__calloc(1, sizeof *w);
+    if (!w) return NULL;
+    w->cb = cb;
+    w->ud = ud;
+    w->cls = gr__strdup(cls);
+    w->key = gr__memdup(key, key_len);
+    w->key_len = key_len;
+    w->data = gr__memdup(data, len);
+    w->len = len;
+    w->expected = expected;
+    if (!w->cls || !w->key || !w->data) {
+        gr__wop_free(w);
+        return NULL;
+    }
+    return w;
+}
+
+typedef enum { GR__PGS_READ, GR__PGS_CLEAR } gr__pgs_kind_t; /* writes go through the batch below */
 
 typedef struct gr__pgs_op {
     gr__pgs_kind_t kind;
@@ -26,13 +75,6 @@ typedef struct gr__pgs_op {
 static const char GR__SQL_READ[] =
     "SELECT state, version FROM granary_grain_state "
     "WHERE grain_key = $1 AND grain_class = $2 AND service = $3";
-static const char GR__SQL_INSERT[] =
-    "INSERT INTO granary_grain_state (grain_key, grain_class, service, state, version, updated_at) "
-    "VALUES ($1, $2, $3, $4, 1, now()) ON CONFLICT DO NOTHING RETURNING version";
-static const char GR__SQL_UPDATE[] =
-    "UPDATE granary_grain_state SET state = $4, version = version + 1, updated_at = now() "
-    "WHERE grain_key = $1 AND grain_class = $2 AND service = $3 AND version = $5::bigint "
-    "RETURNING version";
 static const char GR__SQL_DELETE[] =
     "WITH d AS (DELETE FROM granary_grain_state "
     "WHERE grain_key = $1 AND grain_class = $2 AND service = $3 AND version = $4::bigint "
@@ -66,12 +108,6 @@ static void gr__pgs_done(void *ud, int status, PGresult *res, const char *detail
             cb(op->ud, GR_ESTORAGE, NULL, 0, 0, "postgres: malformed version column");
         else
             cb(op->ud, 0, (const uint8_t *)PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0), v, NULL);
-    } else if (op->kind == GR__PGS_WRITE) {
-        gr_storage_write_cb cb = (gr_storage_write_cb)op->cb;
-        if (rows == 0)
-            cb(op->ud, GR_ECONFLICT, 0, "stored version differs from expected");
-        else
-            cb(op->ud, 0, gr__be64_field(res, 0, 0), NULL);
     } else {
         gr_storage_write_cb cb = (gr_storage_write_cb)op->cb;
         /* One boolean row: did the expected row go away (or was it absent). */
@@ -85,8 +121,7 @@ static void gr__pgs_done(void *ud, int status, PGresult *res, const char *detail
 }
 
 static int gr__pgs_run(gr__pgs_t *s, gr__pgs_kind_t kind, const char *sql, int n, const char *cls,
-                       const void *key, size_t key_len, const void *data, size_t len, int64_t expected,
-                       void *cb, void *ud) {
+                       const void *key, size_t key_len, int64_t expected, void *cb, void *ud) {
     gr__pgs_op_t *op = gr__malloc(sizeof *op);
     if (!op) return GR_ENOMEM;
     op->kind = kind;
@@ -94,11 +129,10 @@ static int gr__pgs_run(gr__pgs_t *s, gr__pgs_kind_t kind, const char *sql, int n
     op->ud = ud;
     char ver[24];
     snprintf(ver, sizeof ver, "%" PRId64, expected);
-    /* $1 key (binary), $2 class, $3 service, then $4 state (binary) or version. */
-    const char *values[5] = {key_len ? (const char *)key : "", cls, s->service,
-                             kind == GR__PGS_WRITE ? (data ? (const char *)data : "") : ver, ver};
-    int lengths[5] = {(int)key_len, 0, 0, (int)len, 0};
-    int formats[5] = {1, 0, 0, kind == GR__PGS_WRITE, 0};
+    /* $1 key (binary), $2 class, $3 service, $4 expected version. */
+    const char *values[4] = {key_len ? (const char *)key : "", cls, s->service, ver};
+    int lengths[4] = {(int)key_len, 0, 0, 0};
+    int formats[4] = {1, 0, 0, 0};
     int rc = gr__pgpool_query(s->pool, sql, n, values, lengths, formats, 1, gr__pgs_done, op);
     if (rc != 0) gr__free(op);
     return rc;
@@ -106,21 +140,31 @@ static int gr__pgs_run(gr__pgs_t *s, gr__pgs_kind_t kind, const char *sql, int n
 
 static int gr__pgs_read(gr_storage_t *st, const char *cls, const void *key, size_t key_len,
                         gr_storage_read_cb cb, void *ud) {
-    return gr__pgs_run((gr__pgs_t *)st, GR__PGS_READ, GR__SQL_READ, 3, cls, key, key_len, NULL, 0, 0,
-                       (void *)cb, ud);
+    return gr__pgs_run((gr__pgs_t *)st, GR__PGS_READ, GR__SQL_READ, 3, cls, key, key_len, 0, (void *)cb, ud);
 }
+
+static void gr__batch_flush(gr__pgs_t *s);
 
 static int gr__pgs_write(gr_storage_t *st, const char *cls, const void *key, size_t key_len,
                          const void *data, size_t len, int64_t expected, gr_storage_write_cb cb,
                          void *ud) {
-    return gr__pgs_run((gr__pgs_t *)st, GR__PGS_WRITE, expected == 0 ? GR__SQL_INSERT : GR__SQL_UPDATE,
-                       expected == 0 ? 4 : 5, cls, key, key_len, data, len, expected, (void *)cb, ud);
+    gr__pgs_t *s = (gr__pgs_t *)st;
+    gr__wop_t *w = gr__wop_new(cls, key, key_len, data, len, expected, cb, ud);
+    if (!w) return GR_ENOMEM;
+    if (s->wq_tail)
+        s->wq_tail->next = w;
+    else
+        s->wq_head = w;
+    s->wq_tail = w;
+    s->wq_len++;
+    gr__batch_flush(s); /* results arrive through the pool: never inside this call */
+    return 0;
 }
 
 static int gr__pgs_clear(gr_storage_t *st, const char *cls, const void *key, size_t key_len,
                          int64_t expected, gr_storage_write_cb cb, void *ud) {
     return gr__pgs_run((gr__pgs_t *)st, GR__PGS_CLEAR, expected == 0 ? GR__SQL_CHECK_ABSENT : GR__SQL_DELETE,
-                       expected == 0 ? 3 : 4, cls, key, key_len, NULL, 0, expected, (void *)cb, ud);
+                       expected == 0 ? 3 : 4, cls, key, key_len, expected, (void *)cb, ud);
 }
 
 static void gr__pgs_pool_closed(void *ud) {
@@ -136,6 +180,14 @@ static void gr__pgs_close(gr_storage_t *st, void (*cb)(void *), void *ud) {
     gr__pgs_t *s = (gr__pgs_t *)st;
     s->close_cb = cb;
     s->close_ud = ud;
+    while (s->wq_head) { /* never sent */
+        gr__wop_t *w = s->wq_head;
+        s->wq_head = w->next;
+        w->cb(w->ud, GR_ECANCELED, 0, "storage closed");
+        gr__wop_free(w);
+    }
+    s->wq_tail = NULL;
+    s->wq_len = 0;
     gr__pgpool_close(s->pool, gr__pgs_pool_closed, s);
 }
 
@@ -167,6 +219,171 @@ int gr_storage_pg_new(uv_loop_t *loop, const gr_storage_pg_options_t *opts, gr_s
     }
     s->base.vt = &gr__pgs_vt;
     s->base.loop = loop;
+    /* Half the pool writes, the rest stays free for activations' reads. */
+    s->max_batches = opts->pool_size > 1 ? opts->pool_size / 2 : 1;
     *out = &s->base;
     return 0;
+}
+
+/* ---- group commit ---- */
+
+#define GR__BATCH_MAX 256
+
+
+
+typedef struct gr__batch {
+    gr__pgs_t *s;
+    gr__wop_t **ops;
+    size_t n;
+} gr__batch_t;
+
+/* One statement for the whole batch. $1..$4 are parallel arrays (key,
+ * class, state, expected version), $5 the service. Rows that moved on are
+ * simply absent from the result: a conflict, not an error that would abort
+ * the others. */
+static const char GR__SQL_BATCH_WRITE[] =
+    "WITH v AS (SELECT * FROM unnest($1::bytea[], $2::text[], $3::bytea[], $4::bigint[]) "
+    "           WITH ORDINALITY AS v(k, c, st, ev, ord)), "
+    "     upd AS (UPDATE granary_grain_state t SET state = v.st, version = t.version + 1, updated_at = now() "
+    "             FROM v WHERE v.ev > 0 AND t.grain_key = v.k AND t.grain_class = v.c AND t.service = $5 "
+    "             AND t.version = v.ev RETURNING v.ord, t.version), "
+    "     ins AS (INSERT INTO granary_grain_state (grain_key, grain_class, service, state, version, updated_at) "
+    "             SELECT v.k, v.c, $5, v.st, 1, now() FROM v WHERE v.ev = 0 "
+    "             ON CONFLICT DO NOTHING RETURNING grain_key, grain_class, version) "
+    "SELECT ord, version FROM upd "
+    "UNION ALL SELECT v.ord, ins.version FROM ins JOIN v ON v.k = ins.grain_key AND v.c = ins.grain_class";
+
+
+static int gr__hex_elem(gr__buf_t *b, const uint8_t *p, size_t n) {
+    static const char hex[] = "0123456789abcdef";
+    int rc = gr__buf_reserve(b, 6 + 2 * n);
+    if (rc) return rc;
+    /* Inside a quoted array element a backslash is written twice. */
+    static const char open[] = "\"\\\\x"; /* the 4 bytes "\\x */
+    memcpy(b->data + b->len, open, sizeof open - 1);
+    b->len += sizeof open - 1;
+    for (size_t i = 0; i < n; i++) {
+        b->data[b->len++] = (uint8_t)hex[p[i] >> 4];
+        b->data[b->len++] = (uint8_t)hex[p[i] & 15];
+    }
+    b->data[b->len++] = '"';
+    return 0;
+}
+
+static int gr__text_elem(gr__buf_t *b, const char *t) {
+    int rc = gr__buf_append(b, "\"", 1);
+    for (; rc == 0 && *t; t++) {
+        if (*t == '"' || *t == '\\') rc = gr__buf_append(b, "\\", 1);
+        if (rc == 0) rc = gr__buf_append(b, t, 1);
+    }
+    return rc ? rc : gr__buf_append(b, "\"", 1);
+}
+
+static void gr__batch_fail(gr__batch_t *bt, int status, const char *detail) {
+    for (size_t i = 0; i < bt->n; i++) {
+        bt->ops[i]->cb(bt->ops[i]->ud, status, 0, detail);
+        gr__wop_free(bt->ops[i]);
+    }
+}
+
+static void gr__batch_flush(gr__pgs_t *s);
+
+static void gr__batch_done(void *ud, int status, PGresult *res, const char *detail) {
+    gr__batch_t *bt = ud;
+    gr__pgs_t *s = bt->s;
+    s->batches_in_flight--;
+    if (status != 0) {
+        GR_LOG_WARN("write batch of %zu failed: %s", bt->n, detail);
+        gr__batch_fail(bt, status, detail);
+    } else {
+        int64_t *ver = gr__calloc(bt->n, sizeof *ver);
+        if (!ver) {
+            gr__batch_fail(bt, GR_ESTORAGE, "out of memory reading the batch result");
+        } else {
+            for (int r = 0; r < PQntuples(res); r++) {
+                int64_t ord = gr__be64_field(res, r, 0);
+                if (ord >= 1 && (size_t)ord <= bt->n) ver[ord - 1] = gr__be64_field(res, r, 1);
+            }
+            for (size_t i = 0; i < bt->n; i++) {
+                gr__wop_t *w = bt->ops[i];
+                if (ver[i] > 0)
+                    w->cb(w->ud, 0, ver[i], NULL);
+                else
+                    w->cb(w->ud, GR_ECONFLICT, 0, "stored version differs from expected");
+                gr__wop_free(w);
+            }
+            gr__free(ver);
+        }
+    }
+    gr__free(bt->ops);
+    gr__free(bt);
+    if (!s->base.closing) gr__batch_flush(s);
+}
+
+/* Send what has queued, if a batch slot is free. A grain appears at most
+ * once per batch (a second write for it waits for the next batch), so the
+ * result maps back unambiguously. */
+static void gr__batch_flush(gr__pgs_t *s) {
+    while (s->wq_head && s->batches_in_flight < s->max_batches) {
+        gr__batch_t *bt = gr__calloc(1, sizeof *bt);
+        size_t cap = s->wq_len < GR__BATCH_MAX ? s->wq_len : GR__BATCH_MAX;
+        if (bt) bt->ops = gr__calloc(cap, sizeof *bt->ops);
+        if (!bt || !bt->ops) {
+            gr__free(bt);
+            return; /* retried when the next write queues or a batch ends */
+        }
+        bt->s = s;
+        gr__wop_t **pp = &s->wq_head, *last_kept = NULL;
+        while (*pp && bt->n < cap) {
+            gr__wop_t *w = *pp;
+            int dup = 0;
+            for (size_t i = 0; i < bt->n && !dup; i++)
+                dup = bt->ops[i]->key_len == w->key_len && !strcmp(bt->ops[i]->cls, w->cls) &&
+                      (!w->key_len || !memcmp(bt->ops[i]->key, w->key, w->key_len));
+            if (dup) {
+                last_kept = w;
+                pp = &w->next;
+                continue;
+            }
+            *pp = w->next;
+            w->next = NULL;
+            bt->ops[bt->n++] = w;
+            s->wq_len--;
+        }
+        s->wq_tail = last_kept;
+        if (s->wq_tail)
+            while (s->wq_tail->next) s->wq_tail = s->wq_tail->next;
+        gr__buf_t keys, classes, states, vers;
+        gr__buf_init(&keys);
+        gr__buf_init(&classes);
+        gr__buf_init(&states);
+        gr__buf_init(&vers);
+        int rc = 0;
+        for (size_t i = 0; i < bt->n && rc == 0; i++) {
+            const char *sep = i ? "," : "{";
+            gr__wop_t *w = bt->ops[i];
+            rc |= gr__buf_append(&keys, sep, 1) | gr__hex_elem(&keys, w->key, w->key_len);
+            rc |= gr__buf_append(&classes, sep, 1) | gr__text_elem(&classes, w->cls);
+            rc |= gr__buf_append(&states, sep, 1) | gr__hex_elem(&states, w->data, w->len);
+            rc |= gr__buf_printf(&vers, "%s%" PRId64, sep, w->expected);
+        }
+        rc |= gr__buf_append(&keys, "}", 2) | gr__buf_append(&classes, "}", 2) | gr__buf_append(&states, "}", 2) |
+              gr__buf_append(&vers, "}", 2);
+        if (rc == 0) {
+            const char *values[5] = {(const char *)keys.data, (const char *)classes.data, (const char *)states.data,
+                                     (const char *)vers.data, s->service};
+            rc = gr__pgpool_query(s->pool, GR__SQL_BATCH_WRITE, 5, values, NULL, NULL, 1, gr__batch_done, bt);
+        }
+        gr__buf_free(&keys);
+        gr__buf_free(&classes);
+        gr__buf_free(&states);
+        gr__buf_free(&vers);
+        if (rc != 0) {
+            gr__batch_fail(bt, GR_ESTORAGE, "cannot queue the write batch");
+            gr__free(bt->ops);
+            gr__free(bt);
+            return;
+        }
+        s->batches_in_flight++;
+    }
 }
