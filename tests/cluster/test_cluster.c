@@ -17,81 +17,40 @@
 #include "support.h"
 #include "wire/frame.h"
 
-#define MAX_SILOS 4
+#include "harness.h"
+
 #define NKEYS 24
 #define NWORKERS 12
 
-static char cluster[64];
 static char log_path[1024];
-
-typedef struct {
-    pid_t pid;
-    int port;
-    char db[512];
-} silo_t;
-
-static silo_t silos[MAX_SILOS];
+static gr_h_cluster_t cl;
+static gr_h_silo_t *silos = cl.silos;
 
 static int new_cluster(void **st) {
     static int n;
-    snprintf(cluster, sizeof cluster, "c%d-%d", (int)getpid(), ++n);
-    memset(silos, 0, sizeof silos);
+    char name[64];
+    snprintf(name, sizeof name, "c%d-%d", (int)getpid(), ++n);
+    gr_h_cluster_init(&cl, name, gr_test_pg_url(), log_path);
     return 0;
 }
 
 static int kill_all(void **st) {
-    for (int i = 0; i < MAX_SILOS; i++)
-        if (silos[i].pid > 0) {
-            kill(silos[i].pid, SIGKILL);
-            gr_test_wait(silos[i].pid, 5000);
-            silos[i].pid = 0;
-        }
+    gr_h_kill_all(&cl);
     return 0;
 }
 
-static void start_silo(int i, const char *db) {
-    char listen[64];
-    if (!silos[i].port) silos[i].port = gr_test_free_port();
-    snprintf(listen, sizeof listen, "127.0.0.1:%d", silos[i].port);
-    snprintf(silos[i].db, sizeof silos[i].db, "%s", db ? db : gr_test_pg_url());
-    const char *argv[] = {gr_test_build_path("silo"), "run", "--database", silos[i].db, "--listen", listen,
-                          "--grains", gr_test_build_path("examples/counter.so"), "--cluster", cluster,
-                          "--secret", "s3cret", NULL};
-    silos[i].pid = gr_test_spawn(argv, log_path);
-    assert_true(silos[i].pid > 0);
-    assert_int_equal(gr_test_wait_port(silos[i].port, 10000), 0);
-}
+static void start_silo(int i, const char *db) { assert_int_equal(gr_h_start_silo(&cl, i, db), 0); }
 
-static int count_active(void) {
-    char sql[256];
-    snprintf(sql, sizeof sql, "SELECT count(*) FROM granary_silo WHERE cluster = '%s' AND status = 'active'",
-             cluster);
-    char *v = gr_test_sql(gr_test_pg_url(), sql);
-    int n = v ? atoi(v) : -1;
-    free(v);
-    return n;
-}
+static int count_active(void) { return gr_h_count_active(&cl); }
 
-/* Waits while running `loop` (NULL: sleeps), so an in-process proxy keeps
- * carrying the silos' database traffic meanwhile. */
 static void wait_active_on(uv_loop_t *loop, int n) {
-    for (int i = 0; i < 200; i++) {
-        if (count_active() == n) return;
-        if (loop)
-            gr_test_run_for(loop, 50);
-        else
-            usleep(50000);
-    }
-    fail_msg("cluster did not reach %d active silos (have %d)", n, count_active());
+    if (gr_h_wait_active(&cl, loop, n, 10000) != 0)
+        fail_msg("cluster did not reach %d active silos (have %d)", n, count_active());
 }
 
 static void wait_active(int n) { wait_active_on(NULL, n); }
 
-static uint64_t now_ms(void) {
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
-}
+#define now_ms gr_h_now_ms
 
 /* ---- one-off calls ---- */
 
@@ -113,7 +72,7 @@ static gr_client_t *client_for(uv_loop_t *loop, const char *silos_list, const ch
     gr_client_options_t o;
     gr_client_options_init(&o);
     o.silos = silos_list;
-    o.cluster = cluster;
+    o.cluster = cl.name;
     o.secret = secret;
     gr_client_t *c;
     assert_int_equal(gr_client_new(loop, &o, &c), 0);
@@ -140,155 +99,30 @@ static int call_retry(uv_loop_t *loop, gr_client_t *c, const char *key, const ch
     return st;
 }
 
-/* ---- the load generator and checker ---- */
+/* ---- the checked load (tests/support/harness.c) ---- */
 
-typedef struct load load_t;
-
-typedef struct {
-    load_t *load;
-    int id;
-    uint64_t seq;
-    int key;
-    int busy;
-    uint64_t started;
-    uv_timer_t retry;
-} worker_t;
-
-struct load {
-    uv_loop_t *loop;
-    gr_client_t *clients[MAX_SILOS];
-    int nclients;
-    worker_t workers[NWORKERS];
-    int running;
-    uint64_t acked[NKEYS];
-    uint64_t attempted, acked_total, retryable_errors, other_errors, max_latency_ms;
-    char first_other[256];
-};
-
-static void worker_issue(worker_t *w);
-
-static void worker_retry_cb(uv_timer_t *t) { worker_issue(t->data); }
-
-static void worker_done(void *ud, int status, const uint8_t *reply, size_t len) {
-    worker_t *w = ud;
-    load_t *l = w->load;
-    if (status == 0) {
-        l->acked[w->key]++;
-        l->acked_total++;
-        uint64_t lat = now_ms() - w->started;
-        if (lat > l->max_latency_ms) l->max_latency_ms = lat;
-        w->seq++;
-        w->busy = 0;
-        if (l->running) worker_issue(w);
-        return;
-    }
-    if (gr_err_retryable(status)) {
-        l->retryable_errors++;
-        uv_timer_start(&w->retry, worker_retry_cb, 20, 0); /* same operation id again */
-        return;
-    }
-    if (l->other_errors++ == 0)
-        snprintf(l->first_other, sizeof l->first_other, "%s: %.*s", gr_err_name(status), (int)len, (const char *)reply);
-    w->seq++;
-    w->busy = 0;
-    if (l->running) worker_issue(w);
+static gr_h_load_t *load_start(uv_loop_t *loop, int nsilos) {
+    gr_h_load_t *l = gr_h_load_new(&cl, loop, nsilos, NWORKERS, NKEYS);
+    assert_non_null(l);
+    gr_h_load_start(l);
+    return l;
 }
 
-static void worker_issue(worker_t *w) {
-    load_t *l = w->load;
-    char op[48], key[16];
-    if (!w->busy) {
-        w->busy = 1;
-        w->key = (int)((w->id * 7 + w->seq * 5) % NKEYS);
-        w->started = now_ms();
-    }
-    snprintf(op, sizeof op, "w%d-%llu", w->id, (unsigned long long)w->seq);
-    snprintf(key, sizeof key, "ctr-%d", w->key);
-    gr_ref_t ref = {"Counter", key, strlen(key)};
-    l->attempted++;
-    gr_client_t *c = l->clients[w->id % l->nclients];
-    if (gr_client_call(c, &ref, "incr_once", op, strlen(op), 3000, worker_done, w) != 0)
-        uv_timer_start(&w->retry, worker_retry_cb, 20, 0);
+/* Stop, read back, compare: nothing lost, nothing duplicated. */
+static void load_finish(gr_h_load_t *l, const char *label) {
+    assert_int_equal(gr_h_load_stop(l, 20000), 0);
+    gr_h_summary_t sum;
+    int rc = gr_h_load_verify(l, &sum);
+    gr_h_summary_print(&sum, label);
+    assert_int_equal(sum.lost, 0);
+    assert_int_equal(sum.duplicated, 0);
+    assert_int_equal(sum.other_errors, 0);
+    assert_int_equal(rc, 0);
+    gr_h_load_free(l);
 }
 
-/* Clients: each starts at a different silo and fails over along the list. */
-static void load_init(load_t *l, uv_loop_t *loop, int nsilos) {
-    memset(l, 0, sizeof *l);
-    l->loop = loop;
-    l->nclients = nsilos;
-    for (int i = 0; i < nsilos; i++) {
-        char list[512] = "";
-        size_t o = 0;
-        for (int k = 0; k < nsilos; k++)
-            o += (size_t)snprintf(list + o, sizeof list - o, "%s127.0.0.1:%d", k ? "," : "",
-                                  silos[(i + k) % nsilos].port);
-        l->clients[i] = client_for(loop, list, "s3cret");
-    }
-    for (int i = 0; i < NWORKERS; i++) {
-        l->workers[i].load = l;
-        l->workers[i].id = i;
-        uv_timer_init(loop, &l->workers[i].retry);
-        l->workers[i].retry.data = &l->workers[i];
-    }
-}
-
-static void load_start(load_t *l) {
-    l->running = 1;
-    for (int i = 0; i < NWORKERS; i++) worker_issue(&l->workers[i]);
-}
-
-/* Stop issuing, let every operation in flight finish (acknowledged). */
-static void load_stop(load_t *l) {
-    l->running = 0;
-    uint64_t end = now_ms() + 20000;
-    for (;;) {
-        int busy = 0;
-        for (int i = 0; i < NWORKERS; i++) busy += l->workers[i].busy;
-        if (!busy || now_ms() > end) break;
-        gr_test_run_for(l->loop, 20);
-    }
-    for (int i = 0; i < NWORKERS; i++) assert_int_equal(l->workers[i].busy, 0);
-}
-
-/* Every counter equals its acknowledged operations, read through any silo. */
-static void load_verify(load_t *l, const char *label) {
-    res_t r;
-    uint64_t lost = 0, dup = 0;
-    for (int k = 0; k < NKEYS; k++) {
-        char key[16];
-        snprintf(key, sizeof key, "ctr-%d", k);
-        assert_int_equal(call_retry(l->loop, l->clients[k % l->nclients], key, "get", NULL, &r, 10000), 0);
-        uint64_t stored = strtoull(r.reply, NULL, 10);
-        if (stored < l->acked[k]) lost += l->acked[k] - stored;
-        if (stored > l->acked[k]) dup += stored - l->acked[k];
-    }
-    print_message("%s: attempted %llu, acknowledged %llu, retryable errors %llu, other errors %llu, "
-                  "lost %llu, duplicated %llu, max latency %llu ms\n",
-                  label, (unsigned long long)l->attempted, (unsigned long long)l->acked_total,
-                  (unsigned long long)l->retryable_errors, (unsigned long long)l->other_errors,
-                  (unsigned long long)lost, (unsigned long long)dup, (unsigned long long)l->max_latency_ms);
-    if (l->other_errors) print_message("first non-retryable error: %s\n", l->first_other);
-    assert_int_equal(lost, 0);
-    assert_int_equal(dup, 0);
-    assert_int_equal(l->other_errors, 0);
-    assert_true(l->acked_total > 0);
-}
-
-static void load_close(load_t *l) {
-    for (int i = 0; i < NWORKERS; i++) uv_close((uv_handle_t *)&l->workers[i].retry, NULL);
-    for (int i = 0; i < l->nclients; i++) gr_client_close(l->clients[i], NULL, NULL);
-}
-
-/* SIGTERM silo i and keep `loop` (the load) running until it exits by
- * itself; returns its exit status (-1 on timeout) and the time it took. */
 static int sigterm_and_wait(uv_loop_t *loop, int i, uint64_t *took_ms) {
-    uint64_t t0 = now_ms();
-    kill(silos[i].pid, SIGTERM);
-    int exited = -1;
-    while (now_ms() - t0 < 15000 && (exited = gr_test_wait(silos[i].pid, 0)) < 0) gr_test_run_for(loop, 20);
-    if (took_ms) *took_ms = now_ms() - t0;
-    if (exited >= 0) silos[i].pid = 0;
-    return exited;
+    return gr_h_sigterm_and_wait(&cl, loop, i, took_ms);
 }
 
 /* A key whose activation lives on silo i (placed there by entering through
@@ -357,17 +191,13 @@ static void test_sigterm_under_load(void **st) {
     wait_active(3);
     uv_loop_t loop;
     uv_loop_init(&loop);
-    load_t l;
-    load_init(&l, &loop, 3);
-    load_start(&l);
+    gr_h_load_t *l = load_start(&loop, 3);
     gr_test_run_for(&loop, 1500);
     uint64_t drain_ms;
     assert_int_equal(sigterm_and_wait(&loop, 1, &drain_ms), 0);
     print_message("SIGTERM drain under load took %llu ms\n", (unsigned long long)drain_ms);
     gr_test_run_for(&loop, 1500);
-    load_stop(&l);
-    load_verify(&l, "sigterm");
-    load_close(&l);
+    load_finish(l, "sigterm");
     gr_test_loop_close(&loop);
 }
 
@@ -386,9 +216,7 @@ static void test_sigkill_failover(void **st) {
     char victim_key[32];
     key_hosted_on(&loop, via2, 2, "victim", victim_key, sizeof victim_key);
     assert_int_equal(call_retry(&loop, via2, victim_key, "incr", NULL, &r, 5000), 0);
-    load_t l;
-    load_init(&l, &loop, 3);
-    load_start(&l);
+    gr_h_load_t *l = load_start(&loop, 3);
     gr_test_run_for(&loop, 1000);
     kill(silos[2].pid, SIGKILL);
     uint64_t t0 = now_ms();
@@ -412,9 +240,7 @@ static void test_sigkill_failover(void **st) {
     print_message("first good call on a moved grain %llu ms after SIGKILL\n", (unsigned long long)failover);
     assert_true(failover < 2000);
     gr_test_run_for(&loop, 1000);
-    load_stop(&l);
-    load_verify(&l, "sigkill");
-    load_close(&l);
+    load_finish(l, "sigkill");
     gr_client_close(via2, NULL, NULL);
     gr_client_close(via0, NULL, NULL);
     gr_test_loop_close(&loop);
@@ -425,18 +251,14 @@ static void test_scale_down_3_to_1(void **st) {
     wait_active(3);
     uv_loop_t loop;
     uv_loop_init(&loop);
-    load_t l;
-    load_init(&l, &loop, 3);
-    load_start(&l);
+    gr_h_load_t *l = load_start(&loop, 3);
     for (int victim = 2; victim >= 1; victim--) {
         gr_test_run_for(&loop, 1000);
         assert_int_equal(sigterm_and_wait(&loop, victim, NULL), 0);
     }
     gr_test_run_for(&loop, 1000);
-    load_stop(&l);
-    load_verify(&l, "scale 3 -> 1");
+    load_finish(l, "scale 3 -> 1");
     assert_int_equal(count_active(), 1);
-    load_close(&l);
     gr_test_loop_close(&loop);
 }
 
@@ -455,14 +277,14 @@ static void test_wrong_secret_refused(void **st) {
     /* A would-be silo with the wrong secret cannot join the silo links. */
     gr__buf_t b;
     gr__buf_init(&b);
-    gr__frame_encode_hello(&b, GR_PROTOCOL_VERSION, GR__ROLE_SILO, cluster, "nope", 4, "intruder");
+    gr__frame_encode_hello(&b, GR_PROTOCOL_VERSION, GR__ROLE_SILO, cl.name, "nope", 4, "intruder");
     int fd = gr_test_raw_connect(silos[0].port), closed;
     gr_test_send_all(fd, b.data, b.len);
     assert_int_equal(gr_test_read_until(fd, GR__FRAME_GOAWAY, &closed), GR_EAUTH);
     close(fd);
     /* With the right secret but as a client, '$' system classes are refused. */
     b.len = 0;
-    gr__frame_encode_hello(&b, GR_PROTOCOL_VERSION, GR__ROLE_CLIENT, cluster, "s3cret", 6, "sneaky");
+    gr__frame_encode_hello(&b, GR_PROTOCOL_VERSION, GR__ROLE_CLIENT, cl.name, "s3cret", 6, "sneaky");
     gr__frame_encode_request(&b, GR__FRAME_REQUEST, 5, 1000, "$dir", "x", 1, "register", "me", 2);
     fd = gr_test_raw_connect(silos[0].port);
     gr_test_send_all(fd, b.data, b.len);

@@ -1,0 +1,286 @@
+/* tests/support/harness.c - see harness.h. */
+#include "harness.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "support.h"
+
+uint64_t gr_h_now_ms(void) {
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
+}
+
+void gr_h_cluster_init(gr_h_cluster_t *c, const char *name, const char *pg_url, const char *log_path) {
+    memset(c, 0, sizeof *c);
+    snprintf(c->name, sizeof c->name, "%s", name);
+    snprintf(c->secret, sizeof c->secret, "s3cret");
+    snprintf(c->log_path, sizeof c->log_path, "%s", log_path);
+    c->pg_url = pg_url;
+}
+
+int gr_h_start_silo(gr_h_cluster_t *c, int i, const char *db) {
+    gr_h_silo_t *s = &c->silos[i];
+    char listen[64];
+    if (!s->port) s->port = gr_test_free_port();
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", s->port);
+    snprintf(s->db, sizeof s->db, "%s", db ? db : c->pg_url);
+    const char *argv[] = {gr_test_build_path("silo"), "run", "--database", s->db, "--listen", listen,
+                          "--grains", gr_test_build_path("examples/counter.so"), "--cluster", c->name,
+                          "--secret", c->secret, NULL};
+    s->pid = gr_test_spawn(argv, c->log_path);
+    if (s->pid <= 0) return -1;
+    return gr_test_wait_port(s->port, 10000);
+}
+
+int gr_h_count_active(const gr_h_cluster_t *c) {
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM granary_silo WHERE cluster = '%s' AND status = 'active'",
+             c->name);
+    char *v = gr_test_sql(c->pg_url, sql);
+    int n = v ? atoi(v) : -1;
+    free(v);
+    return n;
+}
+
+int gr_h_wait_active(const gr_h_cluster_t *c, uv_loop_t *loop, int n, uint64_t timeout_ms) {
+    uint64_t end = gr_h_now_ms() + timeout_ms;
+    while (gr_h_now_ms() < end) {
+        if (gr_h_count_active(c) == n) return 0;
+        if (loop)
+            gr_test_run_for(loop, 50);
+        else
+            usleep(50000);
+    }
+    return -1;
+}
+
+int gr_h_sigterm_and_wait(gr_h_cluster_t *c, uv_loop_t *loop, int i, uint64_t *took_ms) {
+    uint64_t t0 = gr_h_now_ms();
+    kill(c->silos[i].pid, SIGTERM);
+    int exited = -1;
+    while (gr_h_now_ms() - t0 < 15000 && (exited = gr_test_wait(c->silos[i].pid, 0)) < 0) {
+        if (loop)
+            gr_test_run_for(loop, 20);
+        else
+            usleep(20000);
+    }
+    if (took_ms) *took_ms = gr_h_now_ms() - t0;
+    if (exited >= 0) c->silos[i].pid = 0;
+    return exited;
+}
+
+void gr_h_kill(gr_h_cluster_t *c, int i) {
+    if (c->silos[i].pid <= 0) return;
+    kill(c->silos[i].pid, SIGKILL);
+    gr_test_wait(c->silos[i].pid, 5000);
+    c->silos[i].pid = 0;
+}
+
+void gr_h_kill_all(gr_h_cluster_t *c) {
+    for (int i = 0; i < GR_H_MAX_SILOS; i++) gr_h_kill(c, i);
+}
+
+gr_client_t *gr_h_client(const gr_h_cluster_t *c, uv_loop_t *loop, const char *list) {
+    gr_client_options_t o;
+    gr_client_options_init(&o);
+    o.silos = list;
+    o.cluster = c->name;
+    o.secret = c->secret;
+    gr_client_t *cl;
+    return gr_client_new(loop, &o, &cl) == 0 ? cl : NULL;
+}
+
+void gr_h_silo_list(const gr_h_cluster_t *c, int first, int n_total, char *out, size_t size) {
+    size_t o = 0;
+    out[0] = '\0';
+    for (int k = 0; k < n_total && o < size; k++)
+        o += (size_t)snprintf(out + o, size - o, "%s127.0.0.1:%d", k ? "," : "", c->silos[(first + k) % n_total].port);
+}
+
+/* ---- the load ---- */
+
+typedef struct gr_h_worker {
+    gr_h_load_t *load;
+    int id;
+    uint64_t seq;
+    int key;
+    int busy;
+    uint64_t started;
+    uv_timer_t retry;
+} gr_h_worker_t;
+
+struct gr_h_load {
+    gr_h_cluster_t *cluster;
+    uv_loop_t *loop;
+    gr_client_t *clients[GR_H_MAX_SILOS];
+    int nclients, nworkers, nkeys;
+    gr_h_worker_t workers[GR_H_MAX_WORKERS];
+    int running;
+    uint64_t acked[GR_H_MAX_KEYS];
+    gr_h_summary_t sum;
+    uint64_t *lat;
+    size_t nlat, caplat;
+};
+
+static void gr_h_issue(gr_h_worker_t *w);
+
+static void gr_h_retry_cb(uv_timer_t *t) { gr_h_issue(t->data); }
+
+static void gr_h_done(void *ud, int status, const uint8_t *reply, size_t len) {
+    gr_h_worker_t *w = ud;
+    gr_h_load_t *l = w->load;
+    if (status == 0 || !gr_err_retryable(status)) {
+        uint64_t lat = gr_h_now_ms() - w->started;
+        if (status == 0) {
+            l->acked[w->key]++;
+            l->sum.acknowledged++;
+            if (lat > l->sum.max_latency_ms) l->sum.max_latency_ms = lat;
+            if (l->nlat < l->caplat) l->lat[l->nlat++] = lat;
+        } else if (l->sum.other_errors++ == 0) {
+            snprintf(l->sum.first_other_error, sizeof l->sum.first_other_error, "%s: %.*s", gr_err_name(status),
+                     (int)(len < 200 ? len : 200), (const char *)reply);
+        }
+        w->seq++;
+        w->busy = 0;
+        if (l->running) gr_h_issue(w);
+        return;
+    }
+    l->sum.retryable_errors++;
+    uv_timer_start(&w->retry, gr_h_retry_cb, 20, 0); /* the same operation id again */
+}
+
+static void gr_h_issue(gr_h_worker_t *w) {
+    gr_h_load_t *l = w->load;
+    char op[48], key[16];
+    if (!w->busy) {
+        w->busy = 1;
+        w->key = (int)((w->id * 7 + w->seq * 5) % (uint64_t)l->nkeys);
+        w->started = gr_h_now_ms();
+    }
+    snprintf(op, sizeof op, "w%d-%llu", w->id, (unsigned long long)w->seq);
+    snprintf(key, sizeof key, "ctr-%d", w->key);
+    gr_ref_t ref = {"Counter", key, strlen(key)};
+    l->sum.attempted++;
+    gr_client_t *c = l->clients[w->id % l->nclients];
+    if (gr_client_call(c, &ref, "incr_once", op, strlen(op), 3000, gr_h_done, w) != 0)
+        uv_timer_start(&w->retry, gr_h_retry_cb, 20, 0);
+}
+
+gr_h_load_t *gr_h_load_new(gr_h_cluster_t *c, uv_loop_t *loop, int n_clients, int workers, int keys) {
+    if (n_clients < 1 || n_clients > GR_H_MAX_SILOS || workers < 1 || workers > GR_H_MAX_WORKERS || keys < 1 ||
+        keys > GR_H_MAX_KEYS)
+        return NULL;
+    gr_h_load_t *l = calloc(1, sizeof *l);
+    l->cluster = c;
+    l->loop = loop;
+    l->nclients = n_clients;
+    l->nworkers = workers;
+    l->nkeys = keys;
+    l->caplat = 1 << 21;
+    l->lat = malloc(l->caplat * sizeof *l->lat);
+    for (int i = 0; i < n_clients; i++) {
+        char list[1024];
+        gr_h_silo_list(c, i, n_clients, list, sizeof list);
+        l->clients[i] = gr_h_client(c, loop, list);
+    }
+    for (int i = 0; i < workers; i++) {
+        l->workers[i].load = l;
+        l->workers[i].id = i;
+        uv_timer_init(loop, &l->workers[i].retry);
+        l->workers[i].retry.data = &l->workers[i];
+    }
+    return l;
+}
+
+void gr_h_load_start(gr_h_load_t *l) {
+    l->running = 1;
+    for (int i = 0; i < l->nworkers; i++) gr_h_issue(&l->workers[i]);
+}
+
+int gr_h_load_stop(gr_h_load_t *l, uint64_t timeout_ms) {
+    l->running = 0;
+    uint64_t end = gr_h_now_ms() + timeout_ms;
+    for (;;) {
+        int busy = 0;
+        for (int i = 0; i < l->nworkers; i++) busy += l->workers[i].busy;
+        if (!busy) return 0;
+        if (gr_h_now_ms() > end) return -1;
+        gr_test_run_for(l->loop, 20);
+    }
+}
+
+typedef struct {
+    int done, status;
+    char reply[64];
+} gr_h_res_t;
+
+static void gr_h_on_get(void *ud, int status, const uint8_t *reply, size_t len) {
+    gr_h_res_t *r = ud;
+    r->done = 1;
+    r->status = status;
+    size_t n = len < sizeof r->reply - 1 ? len : sizeof r->reply - 1;
+    if (n) memcpy(r->reply, reply, n);
+    r->reply[n] = '\0';
+}
+
+static int gr_h_cmp(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+int gr_h_load_verify(gr_h_load_t *l, gr_h_summary_t *out) {
+    int unread = 0;
+    for (int k = 0; k < l->nkeys; k++) {
+        char key[16];
+        snprintf(key, sizeof key, "ctr-%d", k);
+        gr_ref_t ref = {"Counter", key, strlen(key)};
+        gr_h_res_t r;
+        uint64_t end = gr_h_now_ms() + 15000;
+        do {
+            memset(&r, 0, sizeof r);
+            if (gr_client_call(l->clients[k % l->nclients], &ref, "get", NULL, 0, 3000, gr_h_on_get, &r) != 0) break;
+            gr_test_run_until(l->loop, &r.done, 5000);
+            if (r.status != 0) gr_test_run_for(l->loop, 50);
+        } while (r.status != 0 && gr_err_retryable(r.status) && gr_h_now_ms() < end);
+        if (r.status != 0) {
+            unread++;
+            continue;
+        }
+        uint64_t stored = strtoull(r.reply, NULL, 10);
+        if (stored < l->acked[k]) l->sum.lost += l->acked[k] - stored;
+        if (stored > l->acked[k]) l->sum.duplicated += stored - l->acked[k];
+    }
+    if (l->nlat) {
+        qsort(l->lat, l->nlat, sizeof *l->lat, gr_h_cmp);
+        l->sum.p99_latency_ms = l->lat[(size_t)((double)(l->nlat - 1) * 0.99)];
+        l->sum.longest_unavailable_ms = l->lat[l->nlat - 1];
+    }
+    *out = l->sum;
+    return (unread || l->sum.lost || l->sum.duplicated || l->sum.other_errors || !l->sum.acknowledged) ? -1 : 0;
+}
+
+void gr_h_summary_print(const gr_h_summary_t *s, const char *label) {
+    printf("%s: attempted %llu, acknowledged %llu, failed with a clear retryable error %llu, other errors %llu, "
+           "lost %llu, duplicated %llu, max latency %llu ms, p99 %llu ms, longest unavailability %llu ms\n",
+           label, (unsigned long long)s->attempted, (unsigned long long)s->acknowledged,
+           (unsigned long long)s->retryable_errors, (unsigned long long)s->other_errors, (unsigned long long)s->lost,
+           (unsigned long long)s->duplicated, (unsigned long long)s->max_latency_ms,
+           (unsigned long long)s->p99_latency_ms, (unsigned long long)s->longest_unavailable_ms);
+    if (s->other_errors) printf("first non-retryable error: %s\n", s->first_other_error);
+    fflush(stdout);
+}
+
+void gr_h_load_free(gr_h_load_t *l) {
+    for (int i = 0; i < l->nworkers; i++) uv_close((uv_handle_t *)&l->workers[i].retry, NULL);
+    for (int i = 0; i < l->nclients; i++)
+        if (l->clients[i]) gr_client_close(l->clients[i], NULL, NULL);
+    gr_test_run_for(l->loop, 10); /* let the closes finish before the memory goes */
+    free(l->lat);
+    free(l);
+}
