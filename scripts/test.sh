@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Build and run the whole test suite twice: a normal build with warnings as
-# errors, then the same suite under AddressSanitizer + UndefinedBehaviorSanitizer.
-# Installs its dependencies from Debian's packages first. Every PostgreSQL the
-# tests start is stopped at the end, pass or fail.
-#   scripts/test.sh            both builds
-#   GR_SKIP_SAN=1 scripts/test.sh   normal build only
+# Build and run the whole test suite (unit, pg, cluster, chaos labels) twice:
+# a normal build with warnings as errors, then the same suite under
+# AddressSanitizer + UndefinedBehaviorSanitizer; then the frame decoder's
+# libFuzzer target (clang) for a fixed time. Installs its dependencies from
+# Debian's packages first. Every PostgreSQL the tests start is stopped at the
+# end, pass or fail.
+#   scripts/test.sh                   everything
+#   GR_SKIP_SAN=1 scripts/test.sh     without the sanitizer build
+#   GR_FUZZ_SECONDS=600 scripts/test.sh   a longer fuzz run (default 20)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -12,7 +15,7 @@ bash scripts/deps.sh
 jobs=$(nproc 2>/dev/null || echo 2)
 
 cleanup() {
-  for d in "$root"/build-test/testpg "$root"/build-san/testpg; do
+  for d in "$root"/build-test/testpg "$root"/build-san/testpg "$root"/build-*/chaos-pg-*; do
     [ -d "$d" ] && bash "$root/scripts/pg.sh" stop "$d" || true
   done
 }
@@ -32,4 +35,8 @@ if [ -z "${GR_SKIP_SAN:-}" ]; then
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     run_suite build-san -DCMAKE_BUILD_TYPE=Debug -DGR_ASAN=ON -DGR_UBSAN=ON
 fi
+echo "== fuzz the frame decoder (libFuzzer, ${GR_FUZZ_SECONDS:-20} s) =="
+CC=clang cmake -S . -B build-fuzz -DGR_TESTS=OFF -DGR_FUZZ=ON >/dev/null
+cmake --build build-fuzz --target fuzz_frame -j"$jobs" >/dev/null
+(cd build-fuzz && GR_FUZZ_SECONDS=${GR_FUZZ_SECONDS:-20} ctest --output-on-failure -L fuzz)
 echo "all tests passed"

@@ -7,8 +7,8 @@
 
 #include "counter.h"
 
-/* State: the value in decimal, then for incr_once the most recent operation
- * ids, one per line ("42\nop-a\nop-b"). */
+/* State: the value in decimal, then for incr_once one line per recent
+ * client with the highest operation number applied ("42\nw3 17\nw1 9"). */
 #define COUNTER_RECENT_OPS 64
 #define COUNTER_OP_MAX 64
 
@@ -68,56 +68,72 @@ static void counter_incr(gr_grain_t *g, gr_msg_t *msg, const uint8_t *arg, size_
     gr_reply(msg, buf, (size_t)n);
 }
 
-/* incr_once OPID: add 1 unless this operation id was applied recently, so a
- * client may retry an operation whose reply it lost without counting it
- * twice. Replies the value either way. */
+/* incr_once CLIENT-SEQ: add 1 unless this client's operation SEQ (or a
+ * later one) was applied already, so a client that retries an operation
+ * whose reply it lost never counts it twice, however long the outage. A
+ * client numbers its operations upwards and waits for each reply before the
+ * next (per counter). The state remembers the highest SEQ per client for the
+ * COUNTER_RECENT_OPS most recent clients. Replies the value either way. */
 static void counter_incr_once(gr_grain_t *g, gr_msg_t *msg, const uint8_t *arg, size_t len) {
-    if (len == 0 || len > COUNTER_OP_MAX || memchr(arg, '\n', len)) {
-        gr_reply_error(msg, "incr_once: argument must be an operation id of 1..64 bytes without newlines");
+    char op[COUNTER_OP_MAX + 1];
+    const char *dash = NULL;
+    if (len && len <= COUNTER_OP_MAX) {
+        memcpy(op, arg, len);
+        op[len] = '\0';
+        dash = strrchr(op, '-');
+    }
+    char *end = NULL;
+    unsigned long long seq = dash && dash != op ? strtoull(dash + 1, &end, 10) : 0;
+    if (!dash || dash == op || !end || *end || end == dash + 1 || memchr(op, '\n', len) || memchr(op, ' ', len)) {
+        gr_reply_error(msg, "incr_once: argument must be CLIENT-SEQ (1..64 bytes, no spaces)");
         return;
     }
+    size_t clen = (size_t)(dash - op);
     const uint8_t *data;
     size_t slen;
     gr_state_get(g, &data, &slen);
-    /* Walk the remembered ids (after the first line). */
+    /* Lines after the value: "CLIENT SEQ", most recent first. */
     size_t pos = 0;
     while (pos < slen && data[pos] != '\n') pos++;
-    int count = 0;
-    for (size_t i = pos + 1; i <= slen && pos < slen;) {
+    size_t mine_from = 0, mine_to = 0; /* this client's line, to drop when rewriting */
+    for (size_t i = pos + 1; i < slen;) {
         size_t j = i;
         while (j < slen && data[j] != '\n') j++;
-        if (j - i == len && memcmp(data + i, arg, len) == 0) {
-            counter_reply_value(msg, counter_value(g)); /* already applied */
-            return;
+        if (j - i > clen && data[i + clen] == ' ' && memcmp(data + i, op, clen) == 0) {
+            char num[24] = {0};
+            size_t nl = j - i - clen - 1 < sizeof num - 1 ? j - i - clen - 1 : sizeof num - 1;
+            memcpy(num, data + i + clen + 1, nl);
+            if (strtoull(num, NULL, 10) >= seq) {
+                counter_reply_value(msg, counter_value(g)); /* applied already */
+                return;
+            }
+            mine_from = i - 1;
+            mine_to = j;
         }
-        count++;
         i = j + 1;
-        if (j >= slen) break;
     }
     int64_t v = counter_value(g) + 1;
-    /* New state: value, this id, then the previous ids minus the oldest. */
-    char *out = malloc(32 + 1 + len + (slen > pos ? slen - pos : 0) + 1);
+    /* New state: value, this client's line, then the other lines (minus its
+     * old one), keeping COUNTER_RECENT_OPS clients. */
+    char *out = malloc(32 + 1 + len + 1 + slen + 1);
     if (!out) {
         gr_reply_error(msg, "out of memory");
         return;
     }
-    int n = snprintf(out, 32, "%" PRId64, v);
-    size_t o = (size_t)n;
-    out[o++] = '\n';
-    memcpy(out + o, arg, len);
-    o += len;
-    size_t keep_from = pos, kept = 0;
-    for (size_t i = pos + 1; i < slen && kept + 1 < COUNTER_RECENT_OPS; kept++) {
+    size_t o = (size_t)snprintf(out, 32, "%" PRId64, v);
+    o += (size_t)sprintf(out + o, "\n%.*s %llu", (int)clen, op, seq);
+    int kept = 1;
+    for (size_t i = pos + 1; i < slen && kept < COUNTER_RECENT_OPS;) {
         size_t j = i;
         while (j < slen && data[j] != '\n') j++;
+        if (!(mine_to && i - 1 == mine_from)) {
+            out[o++] = '\n';
+            memcpy(out + o, data + i, j - i);
+            o += j - i;
+            kept++;
+        }
         i = j + 1;
-        keep_from = j;
     }
-    if (slen > pos && keep_from > pos) {
-        memcpy(out + o, data + pos, keep_from - pos);
-        o += keep_from - pos;
-    }
-    (void)count;
     gr_state_set(g, out, o);
     free(out);
     counter_reply_value(msg, v);

@@ -6,7 +6,8 @@
 
 /* Counter: state is the count in decimal text.
  *   incr      adds 1 (or the decimal ARG), persisted before the reply; replies the new value
- *   incr_once adds 1 unless operation id ARG was applied recently (idempotent retries)
+ *   incr_once ARG = CLIENT-SEQ: adds 1 unless that client's SEQ (or a later one) was
+ *             applied already, so retries of a lost reply never count twice
  *   get       replies the value
  *   where     replies the id of the silo hosting this activation
  *   sleep     replies after ARG milliseconds (tests of timeouts and drain) */

@@ -1,0 +1,335 @@
+/* tests/chaos/chaos.c - the fault harness. Starts its own PostgreSQL and N
+ * silo processes, runs the checked load (tests/support/harness.h: K workers
+ * doing idempotent persisted increments on M counters, retrying each until it
+ * is acknowledged), injects faults on a schedule drawn from a seed, and at
+ * the end compares every counter with its acknowledged increments.
+ *
+ *   chaos SCENARIO [--seed N] [--seconds S] [--silos N] [--workers K] [--counters M]
+ *   SCENARIO: rolling | scale-down | scale-up | kill | db-restart | partition | mixed
+ *
+ * Prints one summary line; exits 1 on any lost or duplicated acknowledged
+ * write or non-retryable error, 2 on bad usage. Loopback only; every loop is
+ * bounded in time. docs/reliability.md describes the scenarios. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "support.h"
+
+typedef struct {
+    const char *scenario;
+    uint64_t seed;
+    double seconds;
+    int silos, workers, counters;
+    char pgdir[512];
+    char url[512];
+    gr_h_cluster_t cl;
+    uv_loop_t loop;
+    gr_test_proxy_t *proxy[GR_H_MAX_SILOS]; /* partition: each silo reaches the database through its own */
+    int up[GR_H_MAX_SILOS];
+    uint64_t rng;
+    int faults;
+} chaos_t;
+
+static uint64_t rnd(chaos_t *c) {
+    c->rng ^= c->rng << 13;
+    c->rng ^= c->rng >> 7;
+    c->rng ^= c->rng << 17;
+    return c->rng;
+}
+
+static void logf_(const char *what) {
+    printf("[chaos %llu] %s\n", (unsigned long long)gr_h_now_ms() % 1000000, what);
+    fflush(stdout);
+}
+
+static int pg_script(const char *cmd, const char *dir, const char *mode) {
+    char line[1536];
+    snprintf(line, sizeof line, "bash '%s/scripts/pg.sh' %s '%s' %s >/dev/null", getenv("GRANARY_SOURCE_DIR"), cmd,
+             dir, mode ? mode : "");
+    return system(line);
+}
+
+static const char *db_for(chaos_t *c, int i) {
+    static char url[GR_H_MAX_SILOS][256];
+    if (!c->proxy[i]) return c->url;
+    snprintf(url[i], sizeof url[i], "postgresql://granary@127.0.0.1:%d/granary", gr_test_proxy_port(c->proxy[i]));
+    return url[i];
+}
+
+static int start(chaos_t *c, int i) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "start silo %d", i);
+    logf_(msg);
+    if (gr_h_start_silo(&c->cl, i, db_for(c, i)) != 0) return -1;
+    c->up[i] = 1;
+    return 0;
+}
+
+static int n_up(chaos_t *c) {
+    int n = 0;
+    for (int i = 0; i < GR_H_MAX_SILOS; i++) n += c->up[i];
+    return n;
+}
+
+static void pause_ms(chaos_t *c, uint64_t ms) { gr_test_run_for(&c->loop, ms); }
+
+static int stop(chaos_t *c, int i) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "SIGTERM silo %d", i);
+    logf_(msg);
+    uint64_t took;
+    int st = gr_h_sigterm_and_wait(&c->cl, &c->loop, i, &took);
+    c->up[i] = 0;
+    c->faults++;
+    snprintf(msg, sizeof msg, "silo %d drained and exited %d in %llu ms", i, st, (unsigned long long)took);
+    logf_(msg);
+    return st == 0 ? 0 : -1;
+}
+
+static void kill9(chaos_t *c, int i) {
+    char msg[64];
+    snprintf(msg, sizeof msg, "SIGKILL silo %d", i);
+    logf_(msg);
+    gr_h_kill(&c->cl, i);
+    c->up[i] = 0;
+    c->faults++;
+}
+
+static int random_up(chaos_t *c) {
+    int n = n_up(c);
+    if (!n) return -1;
+    int k = (int)(rnd(c) % (uint64_t)n);
+    for (int i = 0; i < GR_H_MAX_SILOS; i++)
+        if (c->up[i] && k-- == 0) return i;
+    return -1;
+}
+
+/* ---- scenarios: each runs until the deadline, keeping the load going ---- */
+
+static int sc_rolling(chaos_t *c, uint64_t end) {
+    /* A Kubernetes rolling update: replace each silo by a new process on the
+     * same address, one at a time, round after round. */
+    while (gr_h_now_ms() < end) {
+        for (int i = 0; i < c->silos && gr_h_now_ms() < end; i++) {
+            if (stop(c, i) != 0 || start(c, i) != 0) return -1;
+            gr_h_wait_active(&c->cl, &c->loop, n_up(c), 5000);
+            pause_ms(c, 300 + rnd(c) % 400);
+        }
+    }
+    return 0;
+}
+
+static int sc_scale_down(chaos_t *c, uint64_t end) {
+    uint64_t step = (end - gr_h_now_ms()) / (uint64_t)c->silos;
+    for (int i = c->silos - 1; i >= 1; i--) {
+        pause_ms(c, step);
+        if (stop(c, i) != 0) return -1;
+    }
+    while (gr_h_now_ms() < end) pause_ms(c, 100);
+    return 0;
+}
+
+static int sc_scale_up(chaos_t *c, uint64_t end) {
+    /* Starts with one silo (see main); grows to `silos`. */
+    uint64_t step = (end - gr_h_now_ms()) / (uint64_t)c->silos;
+    for (int i = 1; i < c->silos; i++) {
+        pause_ms(c, step);
+        if (start(c, i) != 0) return -1;
+        c->faults++;
+    }
+    while (gr_h_now_ms() < end) pause_ms(c, 100);
+    return 0;
+}
+
+static int sc_kill(chaos_t *c, uint64_t end) {
+    while (gr_h_now_ms() < end) {
+        pause_ms(c, 1000 + rnd(c) % 1500);
+        int i = random_up(c);
+        if (i < 0 || n_up(c) < 2) continue;
+        kill9(c, i);
+        pause_ms(c, 300 + rnd(c) % 700);
+        if (start(c, i) != 0) return -1;
+    }
+    return 0;
+}
+
+static int sc_db_restart(chaos_t *c, uint64_t end) {
+    int round = 0;
+    while (gr_h_now_ms() < end) {
+        pause_ms(c, 1000 + rnd(c) % 1000);
+        const char *mode = round++ % 2 ? "immediate" : "fast";
+        char msg[64];
+        snprintf(msg, sizeof msg, "restart PostgreSQL (%s)", mode);
+        logf_(msg);
+        /* pg.sh blocks; the silos keep running meanwhile in their own processes. */
+        if (pg_script("restart", c->pgdir, mode) != 0) return -1;
+        c->faults++;
+    }
+    return 0;
+}
+
+static int sc_partition(chaos_t *c, uint64_t end) {
+    while (gr_h_now_ms() < end) {
+        pause_ms(c, 1000 + rnd(c) % 1000);
+        int i = random_up(c);
+        if (i < 0 || n_up(c) < 2) continue;
+        char msg[96];
+        snprintf(msg, sizeof msg, "cut silo %d from PostgreSQL", i);
+        logf_(msg);
+        gr_test_proxy_cut(c->proxy[i]);
+        c->faults++;
+        pause_ms(c, 2500); /* past the lease: it fences, the others declare it dead */
+        gr_test_proxy_restore(c->proxy[i]);
+        logf_("link restored");
+        /* It learns it was declared dead and exits 3; a new incarnation starts. */
+        uint64_t t0 = gr_h_now_ms();
+        int st = -1;
+        while (gr_h_now_ms() - t0 < 8000 && (st = gr_test_wait(c->cl.silos[i].pid, 0)) < 0) pause_ms(c, 50);
+        snprintf(msg, sizeof msg, "partitioned silo %d exited with %d", i, st);
+        logf_(msg);
+        if (st != 3) return -1;
+        c->cl.silos[i].pid = 0;
+        c->up[i] = 0;
+        if (start(c, i) != 0) return -1;
+    }
+    return 0;
+}
+
+static int sc_mixed(chaos_t *c, uint64_t end) {
+    while (gr_h_now_ms() < end) {
+        uint64_t slice = gr_h_now_ms() + 3000;
+        if (slice > end) slice = end;
+        int rc;
+        switch (rnd(c) % 4) {
+        case 0: {
+            int i = random_up(c);
+            rc = i >= 0 && n_up(c) > 1 ? stop(c, i) : 0;
+            if (rc == 0 && i >= 0 && !c->up[i]) rc = start(c, i);
+            break;
+        }
+        case 1: rc = sc_kill(c, slice); break;
+        case 2: rc = sc_db_restart(c, slice); break;
+        default: rc = sc_partition(c, slice); break;
+        }
+        if (rc != 0) return rc;
+    }
+    return 0;
+}
+
+static void usage(void) {
+    fprintf(stderr, "usage: chaos rolling|scale-down|scale-up|kill|db-restart|partition|mixed "
+                    "[--seed N] [--seconds S] [--silos N] [--workers K] [--counters M]\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage();
+        return 2;
+    }
+    chaos_t c;
+    memset(&c, 0, sizeof c);
+    c.scenario = argv[1];
+    c.seed = 1;
+    c.seconds = 10;
+    c.silos = 3;
+    c.workers = 12;
+    c.counters = 24;
+    for (int i = 2; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--seed")) c.seed = strtoull(argv[i + 1], NULL, 10);
+        else if (!strcmp(argv[i], "--seconds")) c.seconds = atof(argv[i + 1]);
+        else if (!strcmp(argv[i], "--silos")) c.silos = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--workers")) c.workers = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--counters")) c.counters = atoi(argv[i + 1]);
+        else {
+            usage();
+            return 2;
+        }
+    }
+    int (*run)(chaos_t *, uint64_t) = NULL;
+    if (!strcmp(c.scenario, "rolling")) run = sc_rolling;
+    else if (!strcmp(c.scenario, "scale-down")) run = sc_scale_down;
+    else if (!strcmp(c.scenario, "scale-up")) run = sc_scale_up;
+    else if (!strcmp(c.scenario, "kill")) run = sc_kill;
+    else if (!strcmp(c.scenario, "db-restart")) run = sc_db_restart;
+    else if (!strcmp(c.scenario, "partition")) run = sc_partition;
+    else if (!strcmp(c.scenario, "mixed")) run = sc_mixed;
+    if (!run || c.seconds <= 0 || c.seconds > 3600 || c.silos < 2 || c.silos > GR_H_MAX_SILOS || c.workers < 1 ||
+        c.workers > GR_H_MAX_WORKERS || c.counters < 1 || c.counters > GR_H_MAX_KEYS || !getenv("GRANARY_SOURCE_DIR")) {
+        usage();
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    c.rng = c.seed * 0x9e3779b97f4a7c15ull + 1;
+    printf("chaos %s: seed %llu, %.0f s, %d silos, %d workers, %d counters\n", c.scenario,
+           (unsigned long long)c.seed, c.seconds, c.silos, c.workers, c.counters);
+
+    /* Our own PostgreSQL: restarting it must not disturb anything else. */
+    snprintf(c.pgdir, sizeof c.pgdir, "%s/chaos-pg-%d", gr_test_build_path("."), (int)getpid());
+    if (pg_script("start", c.pgdir, NULL) != 0) {
+        fprintf(stderr, "chaos: cannot start PostgreSQL\n");
+        return 1;
+    }
+    char urlfile[600];
+    snprintf(urlfile, sizeof urlfile, "%s/url", c.pgdir);
+    FILE *f = fopen(urlfile, "r");
+    if (!f || !fgets(c.url, sizeof c.url, f)) {
+        fprintf(stderr, "chaos: no database URL\n");
+        return 1;
+    }
+    fclose(f);
+    c.url[strcspn(c.url, "\n")] = '\0';
+    const char *migrate[] = {gr_test_build_path("silo"), "migrate", "--database", c.url, NULL};
+    char log[700];
+    snprintf(log, sizeof log, "%s/chaos-%s.log", gr_test_build_path("."), c.scenario);
+    unlink(log);
+    int rc = gr_test_wait(gr_test_spawn(migrate, log), 30000) == 0 ? 0 : -1;
+
+    uv_loop_init(&c.loop);
+    char name[64];
+    snprintf(name, sizeof name, "chaos-%s-%llu", c.scenario, (unsigned long long)c.seed);
+    gr_h_cluster_init(&c.cl, name, c.url, log);
+    if (!strcmp(c.scenario, "partition") || !strcmp(c.scenario, "mixed")) {
+        int pgport = atoi(strrchr(c.url, ':') + 1);
+        for (int i = 0; i < c.silos; i++) c.proxy[i] = gr_test_proxy_start(&c.loop, pgport);
+    }
+    int initial = !strcmp(c.scenario, "scale-up") ? 1 : c.silos;
+    /* Every silo's port is fixed up front so the clients' lists cover the
+     * silos a scale-up adds later. */
+    for (int i = 0; i < c.silos; i++) c.cl.silos[i].port = gr_test_free_port();
+    for (int i = 0; rc == 0 && i < initial; i++) rc = start(&c, i);
+    if (rc == 0) rc = gr_h_wait_active(&c.cl, &c.loop, initial, 15000);
+    gr_h_load_t *load = NULL;
+    if (rc == 0) {
+        load = gr_h_load_new(&c.cl, &c.loop, c.silos, c.workers, c.counters);
+        gr_h_load_start(load);
+        pause_ms(&c, 1000);
+        rc = run(&c, gr_h_now_ms() + (uint64_t)(c.seconds * 1000));
+        if (rc != 0) logf_("scenario step failed");
+    }
+    gr_h_summary_t sum;
+    memset(&sum, 0, sizeof sum);
+    int verdict = -1;
+    if (load) {
+        logf_("stopping the load; waiting for every operation to be acknowledged");
+        int stopped = gr_h_load_stop(load, 30000);
+        verdict = gr_h_load_verify(load, &sum);
+        if (stopped != 0) verdict = -1;
+        gr_h_load_free(load);
+    }
+    char label[128];
+    snprintf(label, sizeof label, "chaos %s seed %llu (%d faults)", c.scenario, (unsigned long long)c.seed, c.faults);
+    gr_h_summary_print(&sum, label);
+    gr_h_kill_all(&c.cl);
+    for (int i = 0; i < c.silos; i++)
+        if (c.proxy[i]) gr_test_proxy_close(c.proxy[i]);
+    gr_test_run_for(&c.loop, 50);
+    uv_loop_close(&c.loop);
+    pg_script("stop", c.pgdir, NULL);
+    int ok = rc == 0 && verdict == 0;
+    printf("%s: %s\n", label, ok ? "PASS" : "FAIL");
+    return ok ? 0 : 1;
+}
