@@ -448,6 +448,56 @@ static void test_client_that_never_reads(void **st) {
     assert_int_equal(gr_test_wait(s.pid, 10000), 0);
 }
 
+/* Resource limits: connections and calls in flight per connection are
+ * capped, and a breach is a clear error, not a crash or unbounded memory. */
+static void test_limits(void **st) {
+    silo_t s;
+    int port = gr_test_free_port();
+    char listen[64];
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
+    const char *argv[] = {gr_test_build_path("silo"), "run", "--database", gr_test_pg_url(), "--listen", listen,
+                          "--grains", gr_test_build_path("examples/counter.so"), "--cluster", cluster,
+                          "--max-connections", "2", "--max-inflight", "4", "--max-queue", "3", NULL};
+    s.pid = gr_test_spawn(argv, log_path);
+    assert_int_equal(gr_test_wait_port(port, 10000), 0);
+    usleep(200000); /* the port probe's own connection must be gone first */
+    gr__buf_t hello;
+    gr__buf_init(&hello);
+    gr__frame_encode_hello(&hello, GR_PROTOCOL_VERSION, GR__ROLE_CLIENT, cluster, "", 0, "limits");
+    int a = gr_test_raw_connect(port), b = gr_test_raw_connect(port), closed;
+    gr_test_send_all(a, hello.data, hello.len);
+    gr_test_send_all(b, hello.data, hello.len);
+    assert_int_equal(gr_test_read_until(a, GR__FRAME_HELLO_OK, &closed), 0);
+    assert_int_equal(gr_test_read_until(b, GR__FRAME_HELLO_OK, &closed), 0);
+    int c = gr_test_raw_connect(port); /* the third one is over --max-connections */
+    assert_int_equal(gr_test_read_until(c, GR__FRAME_GOAWAY, &closed), GR_EOVERLOAD);
+    close(c);
+    /* Ten slow calls pipelined to one grain: four in flight at most, and the
+     * grain queues three: the rest get GR_EOVERLOAD at once. */
+    gr__buf_t reqs;
+    gr__buf_init(&reqs);
+    for (int i = 0; i < 10; i++)
+        gr__frame_encode_request(&reqs, GR__FRAME_REQUEST, (uint64_t)i + 1, 10000, "Counter", "busy", 4, "sleep", "300", 3);
+    gr_test_send_all(a, reqs.data, reqs.len);
+    int ok = 0, over = 0;
+    for (int i = 0; i < 10; i++) {
+        int32_t st2 = gr_test_read_until(a, GR__FRAME_RESPONSE, &closed);
+        if (closed) break;
+        ok += st2 == 0;
+        over += st2 == GR_EOVERLOAD;
+    }
+    print_message("10 pipelined slow calls: %d answered, %d refused with GR_EOVERLOAD\n", ok, over);
+    assert_int_equal(ok + over, 10);
+    assert_true(over >= 6);
+    assert_true(ok >= 1);
+    close(a);
+    close(b);
+    gr__buf_free(&hello);
+    gr__buf_free(&reqs);
+    kill(s.pid, SIGTERM);
+    assert_int_equal(gr_test_wait(s.pid, 10000), 0);
+}
+
 /* Probes and metrics over real HTTP, and /readyz turning unready while a
  * graceful stop waits for a call in flight. */
 static void test_http_probes_and_metrics(void **st) {
@@ -521,6 +571,7 @@ int main(void) {
         cmocka_unit_test_setup(test_hostile_input, new_cluster),
         cmocka_unit_test_setup(test_client_that_never_reads, new_cluster),
         cmocka_unit_test_setup(test_http_probes_and_metrics, new_cluster),
+        cmocka_unit_test_setup(test_limits, new_cluster),
     };
     return cmocka_run_group_tests_name("silo.process", tests, NULL, NULL);
 }

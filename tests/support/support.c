@@ -184,20 +184,30 @@ int gr_test_raw_connect(int port) {
 /* Read frames until one of `type` arrives or the peer closes; returns the
  * frame's status (RESPONSE/GOAWAY) or 0, or INT32_MIN when closed first. */
 int32_t gr_test_read_until(int fd, uint8_t type, int *closed) {
+    /* Bytes after the frame returned stay buffered for the next call on the
+     * same descriptor: a peer may send several frames in one segment. */
     static uint8_t buf[1 << 16];
-    size_t len = 0;
+    static size_t len;
+    static int last_fd = -1;
+    if (fd != last_fd) {
+        len = 0;
+        last_fd = fd;
+    }
     *closed = 0;
     for (;;) {
         gr__frame_t f;
         size_t used;
         while (gr__frame_decode(buf, len, sizeof buf, &f, &used) == 0) {
-            if (f.type == type) return (f.type == GR__FRAME_RESPONSE || f.type == GR__FRAME_GOAWAY) ? f.u.response.status : 0;
+            int32_t st = (f.type == GR__FRAME_RESPONSE || f.type == GR__FRAME_GOAWAY) ? f.u.response.status : 0;
+            uint8_t t = f.type;
             memmove(buf, buf + used, len - used);
             len -= used;
+            if (t == type) return st;
         }
         ssize_t n = read(fd, buf + len, sizeof buf - len);
         if (n <= 0) {
             *closed = 1;
+            last_fd = -1;
             return INT32_MIN;
         }
         len += (size_t)n;
