@@ -251,16 +251,24 @@ struct gr_test_proxy {
     uv_tcp_t listener;
     int port, upstream;
     int cut;
+    int closing, listener_closed;
     gr__pxpair_t *pairs;
 };
+
+/* The proxy goes once its listener and every pair have closed. */
+static void gr__px_maybe_free(gr_test_proxy_t *px) {
+    if (px->closing && px->listener_closed && !px->pairs) free(px);
+}
 
 static void gr__px_side_closed(uv_handle_t *h) {
     gr__pxpair_t *pp = ((gr__pxside_t *)h->data)->pair;
     if (--pp->open > 0) return;
-    gr__pxpair_t **q = &pp->px->pairs;
+    gr_test_proxy_t *px = pp->px;
+    gr__pxpair_t **q = &px->pairs;
     while (*q && *q != pp) q = &(*q)->next;
     if (*q) *q = pp->next;
     free(pp);
+    gr__px_maybe_free(px);
 }
 
 static void gr__px_close_pair(gr__pxpair_t *pp) {
@@ -369,9 +377,14 @@ void gr_test_proxy_cut(gr_test_proxy_t *px) {
 
 void gr_test_proxy_restore(gr_test_proxy_t *px) { px->cut = 0; }
 
-static void gr__px_listener_closed(uv_handle_t *h) { free(h->data); }
+static void gr__px_listener_closed(uv_handle_t *h) {
+    gr_test_proxy_t *px = h->data;
+    px->listener_closed = 1;
+    gr__px_maybe_free(px);
+}
 
 void gr_test_proxy_close(gr_test_proxy_t *px) {
+    px->closing = 1;
     gr_test_proxy_cut(px);
     uv_close((uv_handle_t *)&px->listener, gr__px_listener_closed);
 }
