@@ -1367,6 +1367,17 @@ void gr__runtime_drop_all(gr_runtime_t *rt) {
 
 /* ---- metrics (Prometheus text) ---- */
 
+/* One counter family with a sample per class and method: calls, or errors. */
+static int gr__write_method_counter(const gr_runtime_t *rt, gr__buf_t *b, const char *name, const char *help,
+                                    int errors) {
+    int rc = gr__buf_printf(b, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
+    for (const gr__class_entry_t *e = rt->classes; e; e = e->hh.next)
+        for (size_t i = 0; i < e->n_methods; i++)
+            rc |= gr__buf_printf(b, "%s{class=\"%s\",method=\"%s\"} %llu\n", name, e->cls->name,
+                                 e->cls->methods[i].name, (unsigned long long)(errors ? e->errors[i] : e->calls[i]));
+    return rc;
+}
+
 int gr__runtime_write_metrics(const gr_runtime_t *rt, gr__buf_t *b) {
     int rc = 0;
     const gr__class_entry_t *e;
@@ -1374,18 +1385,8 @@ int gr__runtime_write_metrics(const gr_runtime_t *rt, gr__buf_t *b) {
                             "# TYPE granary_activations gauge\n");
     for (e = rt->classes; e; e = e->hh.next)
         rc |= gr__buf_printf(b, "granary_activations{class=\"%s\"} %llu\n", e->cls->name, (unsigned long long)e->active);
-    rc |= gr__buf_printf(b, "# HELP granary_calls_total Calls served here, by class and method.\n"
-                            "# TYPE granary_calls_total counter\n");
-    for (e = rt->classes; e; e = e->hh.next)
-        for (size_t i = 0; i < e->n_methods; i++)
-            rc |= gr__buf_printf(b, "granary_calls_total{class=\"%s\",method=\"%s\"} %llu\n", e->cls->name,
-                                 e->cls->methods[i].name, (unsigned long long)e->calls[i]);
-    rc |= gr__buf_printf(b, "# HELP granary_call_errors_total Calls served here that returned an error.\n"
-                            "# TYPE granary_call_errors_total counter\n");
-    for (e = rt->classes; e; e = e->hh.next)
-        for (size_t i = 0; i < e->n_methods; i++)
-            rc |= gr__buf_printf(b, "granary_call_errors_total{class=\"%s\",method=\"%s\"} %llu\n", e->cls->name,
-                                 e->cls->methods[i].name, (unsigned long long)e->errors[i]);
+    rc |= gr__write_method_counter(rt, b, "granary_calls_total", "Calls served here, by class and method.", 0);
+    rc |= gr__write_method_counter(rt, b, "granary_call_errors_total", "Calls served here that returned an error.", 1);
     rc |= gr__buf_printf(b, "# HELP granary_call_duration_seconds From acceptance to reply (after commit for persist-before-reply).\n"
                             "# TYPE granary_call_duration_seconds histogram\n");
     for (e = rt->classes; e; e = e->hh.next) {

@@ -54,19 +54,8 @@ static void wait_active(int n) { wait_active_on(NULL, n); }
 
 /* ---- one-off calls ---- */
 
-typedef struct {
-    int done, status;
-    char reply[256];
-} res_t;
-
-static void on_res(void *ud, int status, const uint8_t *reply, size_t len) {
-    res_t *r = ud;
-    r->done = 1;
-    r->status = status;
-    size_t n = len < sizeof r->reply - 1 ? len : sizeof r->reply - 1;
-    if (n) memcpy(r->reply, reply, n);
-    r->reply[n] = '\0';
-}
+typedef gr_test_reply_t res_t;
+#define on_res gr_test_on_reply
 
 static gr_client_t *client_for(uv_loop_t *loop, const char *silos_list, const char *secret) {
     gr_client_options_t o;

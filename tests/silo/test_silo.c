@@ -76,20 +76,8 @@ static int run_capture(const char *const argv[], char *out, size_t out_size) {
 
 /* ---- a client driving calls from the test ---- */
 
-typedef struct {
-    int done;
-    int status;
-    char reply[256];
-} res_t;
-
-static void on_done(void *ud, int status, const uint8_t *reply, size_t len) {
-    res_t *r = ud;
-    r->done = 1;
-    r->status = status;
-    size_t n = len < sizeof r->reply - 1 ? len : sizeof r->reply - 1;
-    if (n) memcpy(r->reply, reply, n);
-    r->reply[n] = '\0';
-}
+typedef gr_test_reply_t res_t;
+#define on_done gr_test_on_reply
 
 static int call_once(int port, const char *secret, const char *key, const char *method, res_t *r) {
     uv_loop_t loop;

@@ -215,20 +215,6 @@ int gr_h_load_stop(gr_h_load_t *l, uint64_t timeout_ms) {
     }
 }
 
-typedef struct {
-    int done, status;
-    char reply[64];
-} gr_h_res_t;
-
-static void gr_h_on_get(void *ud, int status, const uint8_t *reply, size_t len) {
-    gr_h_res_t *r = ud;
-    r->done = 1;
-    r->status = status;
-    size_t n = len < sizeof r->reply - 1 ? len : sizeof r->reply - 1;
-    if (n) memcpy(r->reply, reply, n);
-    r->reply[n] = '\0';
-}
-
 static int gr_h_cmp(const void *a, const void *b) {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
     return x < y ? -1 : x > y;
@@ -240,11 +226,11 @@ int gr_h_load_verify(gr_h_load_t *l, gr_h_summary_t *out) {
         char key[16];
         snprintf(key, sizeof key, "ctr-%d", k);
         gr_ref_t ref = {"Counter", key, strlen(key)};
-        gr_h_res_t r;
+        gr_test_reply_t r;
         uint64_t end = gr_h_now_ms() + 15000;
         do {
             memset(&r, 0, sizeof r);
-            if (gr_client_call(l->clients[k % l->nclients], &ref, "get", NULL, 0, 3000, gr_h_on_get, &r) != 0) break;
+            if (gr_client_call(l->clients[k % l->nclients], &ref, "get", NULL, 0, 3000, gr_test_on_reply, &r) != 0) break;
             gr_test_run_until(l->loop, &r.done, 5000);
             if (r.status != 0) gr_test_run_for(l->loop, 50);
         } while (r.status != 0 && gr_err_retryable(r.status) && gr_h_now_ms() < end);

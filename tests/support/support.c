@@ -406,3 +406,13 @@ int gr_test_http_get(int port, const char *path, char *body, size_t size) {
     snprintf(body, size, "%s", b ? b + 4 : "");
     return status;
 }
+
+void gr_test_on_reply(void *ud, int status, const uint8_t *reply, size_t len) {
+    gr_test_reply_t *r = ud;
+    r->done = 1;
+    r->status = status;
+    r->len = len;
+    size_t n = len < sizeof r->reply - 1 ? len : sizeof r->reply - 1;
+    if (n) memcpy(r->reply, reply, n);
+    r->reply[n] = '\0';
+}

@@ -47,6 +47,16 @@ int gr_test_free_port(void);
 /* Path of a build artefact: GRANARY_BUILD_DIR/rel. Static buffer per call slot. */
 const char *gr_test_build_path(const char *rel);
 
+/* A call's completion captured for a test: gr_test_on_reply is a
+ * gr_call_cb whose ud is a gr_test_reply_t (reply cut at 255 bytes). */
+typedef struct gr_test_reply {
+    int done;
+    int status;
+    char reply[256];
+    size_t len;
+} gr_test_reply_t;
+void gr_test_on_reply(void *ud, int status, const uint8_t *reply, size_t len);
+
 /* Raw TCP to 127.0.0.1:port with a 5 s read timeout (asserts on failure). */
 int gr_test_raw_connect(int port);
 void gr_test_send_all(int fd, const void *p, size_t n);
