@@ -5,7 +5,9 @@
  * Writes are group-committed: writes that queue while earlier batches are in
  * flight go out together as ONE statement (unnest of arrays, an UPDATE and an
  * INSERT ... ON CONFLICT in one CTE), so N grains' writes cost one round trip
- * and one commit, and each caller still hears only after that commit. */
+ * and one commit, and each caller still hears only after that commit.
+ * Reads (activations) are batched the same way: one SELECT over an unnest
+ * of keys loads many grains in one round trip. */
 #include <inttypes.h>
 #include <stdio.h>
 
@@ -21,6 +23,9 @@ typedef struct gr__pgs {
     gr__wop_t *wq_head, *wq_tail; /* writes waiting for the next batch */
     size_t wq_len;
     unsigned batches_in_flight, max_batches;
+    struct gr__rop *rq_head, *rq_tail; /* reads waiting for the next read batch */
+    size_t rq_len;
+    unsigned reads_in_flight, max_read_batches;
     void (*close_cb)(void *);
     void *close_ud;
 } gr__pgs_t;
@@ -64,17 +69,12 @@ static gr__wop_t *gr__wop_new(const char *cls, const void *key, size_t key_len, 
     return w;
 }
 
-typedef enum { GR__PGS_READ, GR__PGS_CLEAR } gr__pgs_kind_t; /* writes go through the batch below */
-
+/* A clear waiting for its result (clears are rare: one statement each). */
 typedef struct gr__pgs_op {
-    gr__pgs_kind_t kind;
-    void *cb;
+    gr_storage_write_cb cb;
     void *ud;
 } gr__pgs_op_t;
 
-static const char GR__SQL_READ[] =
-    "SELECT state, version FROM granary_grain_state "
-    "WHERE grain_key = $1 AND grain_class = $2 AND service = $3";
 static const char GR__SQL_DELETE[] =
     "WITH d AS (DELETE FROM granary_grain_state "
     "WHERE grain_key = $1 AND grain_class = $2 AND service = $3 AND version = $4::bigint "
@@ -88,43 +88,26 @@ static int64_t gr__be64_field(const PGresult *res, int row, int col) {
     return (int64_t)gr__get_u64((const uint8_t *)PQgetvalue(res, row, col));
 }
 
-static void gr__pgs_done(void *ud, int status, PGresult *res, const char *detail) {
+static void gr__pgs_clear_done(void *ud, int status, PGresult *res, const char *detail) {
     gr__pgs_op_t *op = ud;
     if (status != 0) {
-        if (op->kind == GR__PGS_READ)
-            ((gr_storage_read_cb)op->cb)(op->ud, status, NULL, 0, 0, detail);
-        else
-            ((gr_storage_write_cb)op->cb)(op->ud, status, 0, detail);
-        gr__free(op);
-        return;
-    }
-    int rows = PQntuples(res);
-    if (op->kind == GR__PGS_READ) {
-        gr_storage_read_cb cb = (gr_storage_read_cb)op->cb;
-        int64_t v = rows ? gr__be64_field(res, 0, 1) : 0;
-        if (rows == 0)
-            cb(op->ud, 0, NULL, 0, 0, NULL);
-        else if (v < 1)
-            cb(op->ud, GR_ESTORAGE, NULL, 0, 0, "postgres: malformed version column");
-        else
-            cb(op->ud, 0, (const uint8_t *)PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0), v, NULL);
+        op->cb(op->ud, status, 0, detail);
     } else {
-        gr_storage_write_cb cb = (gr_storage_write_cb)op->cb;
         /* One boolean row: did the expected row go away (or was it absent). */
-        int ok = rows == 1 && PQgetlength(res, 0, 0) == 1 && PQgetvalue(res, 0, 0)[0] == 1;
+        int ok = PQntuples(res) == 1 && PQgetlength(res, 0, 0) == 1 && PQgetvalue(res, 0, 0)[0] == 1;
         if (ok)
-            cb(op->ud, 0, 0, NULL);
+            op->cb(op->ud, 0, 0, NULL);
         else
-            cb(op->ud, GR_ECONFLICT, 0, "stored version differs from expected");
+            op->cb(op->ud, GR_ECONFLICT, 0, "stored version differs from expected");
     }
     gr__free(op);
 }
 
-static int gr__pgs_run(gr__pgs_t *s, gr__pgs_kind_t kind, const char *sql, int n, const char *cls,
-                       const void *key, size_t key_len, int64_t expected, void *cb, void *ud) {
+static int gr__pgs_clear(gr_storage_t *st, const char *cls, const void *key, size_t key_len,
+                         int64_t expected, gr_storage_write_cb cb, void *ud) {
+    gr__pgs_t *s = (gr__pgs_t *)st;
     gr__pgs_op_t *op = gr__malloc(sizeof *op);
     if (!op) return GR_ENOMEM;
-    op->kind = kind;
     op->cb = cb;
     op->ud = ud;
     char ver[24];
@@ -133,14 +116,48 @@ static int gr__pgs_run(gr__pgs_t *s, gr__pgs_kind_t kind, const char *sql, int n
     const char *values[4] = {key_len ? (const char *)key : "", cls, s->service, ver};
     int lengths[4] = {(int)key_len, 0, 0, 0};
     int formats[4] = {1, 0, 0, 0};
-    int rc = gr__pgpool_query(s->pool, sql, n, values, lengths, formats, 1, gr__pgs_done, op);
+    int rc = gr__pgpool_query(s->pool, expected == 0 ? GR__SQL_CHECK_ABSENT : GR__SQL_DELETE, expected == 0 ? 3 : 4,
+                              values, lengths, formats, 1, gr__pgs_clear_done, op);
     if (rc != 0) gr__free(op);
     return rc;
 }
 
+
+typedef struct gr__rop {
+    struct gr__rop *next;
+    gr_storage_read_cb cb;
+    void *ud;
+    char *cls;
+    uint8_t *key;
+    size_t key_len;
+} gr__rop_t;
+
+static void gr__read_flush(gr__pgs_t *s);
+
 static int gr__pgs_read(gr_storage_t *st, const char *cls, const void *key, size_t key_len,
                         gr_storage_read_cb cb, void *ud) {
-    return gr__pgs_run((gr__pgs_t *)st, GR__PGS_READ, GR__SQL_READ, 3, cls, key, key_len, 0, (void *)cb, ud);
+    gr__pgs_t *s = (gr__pgs_t *)st;
+    gr__rop_t *r = gr__calloc(1, sizeof *r);
+    if (!r) return GR_ENOMEM;
+    r->cb = cb;
+    r->ud = ud;
+    r->cls = gr__strdup(cls);
+    r->key = gr__memdup(key, key_len);
+    r->key_len = key_len;
+    if (!r->cls || !r->key) {
+        gr__free(r->cls);
+        gr__free(r->key);
+        gr__free(r);
+        return GR_ENOMEM;
+    }
+    if (s->rq_tail)
+        s->rq_tail->next = r;
+    else
+        s->rq_head = r;
+    s->rq_tail = r;
+    s->rq_len++;
+    gr__read_flush(s); /* results arrive through the pool: never inside this call */
+    return 0;
 }
 
 static void gr__batch_flush(gr__pgs_t *s);
@@ -161,11 +178,6 @@ static int gr__pgs_write(gr_storage_t *st, const char *cls, const void *key, siz
     return 0;
 }
 
-static int gr__pgs_clear(gr_storage_t *st, const char *cls, const void *key, size_t key_len,
-                         int64_t expected, gr_storage_write_cb cb, void *ud) {
-    return gr__pgs_run((gr__pgs_t *)st, GR__PGS_CLEAR, expected == 0 ? GR__SQL_CHECK_ABSENT : GR__SQL_DELETE,
-                       expected == 0 ? 3 : 4, cls, key, key_len, expected, (void *)cb, ud);
-}
 
 static void gr__pgs_pool_closed(void *ud) {
     gr__pgs_t *s = ud;
@@ -180,6 +192,16 @@ static void gr__pgs_close(gr_storage_t *st, void (*cb)(void *), void *ud) {
     gr__pgs_t *s = (gr__pgs_t *)st;
     s->close_cb = cb;
     s->close_ud = ud;
+    while (s->rq_head) { /* never sent */
+        gr__rop_t *r = s->rq_head;
+        s->rq_head = r->next;
+        r->cb(r->ud, GR_ECANCELED, NULL, 0, 0, "storage closed");
+        gr__free(r->cls);
+        gr__free(r->key);
+        gr__free(r);
+    }
+    s->rq_tail = NULL;
+    s->rq_len = 0;
     while (s->wq_head) { /* never sent */
         gr__wop_t *w = s->wq_head;
         s->wq_head = w->next;
@@ -221,6 +243,7 @@ int gr_storage_pg_new(uv_loop_t *loop, const gr_storage_pg_options_t *opts, gr_s
     s->base.loop = loop;
     /* Half the pool writes, the rest stays free for activations' reads. */
     s->max_batches = opts->pool_size > 1 ? opts->pool_size / 2 : 1;
+    s->max_read_batches = opts->pool_size > s->max_batches ? opts->pool_size - s->max_batches : 1;
     *out = &s->base;
     return 0;
 }
@@ -385,5 +408,106 @@ static void gr__batch_flush(gr__pgs_t *s) {
             return;
         }
         s->batches_in_flight++;
+    }
+}
+
+/* ---- batched reads ---- */
+
+static const char GR__SQL_BATCH_READ[] =
+    "SELECT v.ord, s.state, s.version "
+    "FROM unnest($1::bytea[], $2::text[]) WITH ORDINALITY AS v(k, c, ord) "
+    "LEFT JOIN granary_grain_state s ON s.grain_key = v.k AND s.grain_class = v.c AND s.service = $3";
+
+typedef struct gr__rbatch {
+    gr__pgs_t *s;
+    gr__rop_t **ops;
+    size_t n;
+} gr__rbatch_t;
+
+static void gr__rbatch_free(gr__rbatch_t *bt) {
+    for (size_t i = 0; i < bt->n; i++) {
+        gr__free(bt->ops[i]->cls);
+        gr__free(bt->ops[i]->key);
+        gr__free(bt->ops[i]);
+    }
+    gr__free(bt->ops);
+    gr__free(bt);
+}
+
+static void gr__rbatch_done(void *ud, int status, PGresult *res, const char *detail) {
+    gr__rbatch_t *bt = ud;
+    gr__pgs_t *s = bt->s;
+    s->reads_in_flight--;
+    if (status == 0) {
+        /* One row per requested grain (LEFT JOIN): NULL version = no row yet. */
+        int answered = 0;
+        for (int r = 0; r < PQntuples(res); r++) {
+            int64_t ord = gr__be64_field(res, r, 0);
+            if (ord < 1 || (size_t)ord > bt->n || !bt->ops[ord - 1]->cb) continue;
+            gr__rop_t *op = bt->ops[ord - 1];
+            if (PQgetisnull(res, r, 2)) {
+                op->cb(op->ud, 0, NULL, 0, 0, NULL);
+            } else {
+                int64_t v = gr__be64_field(res, r, 2);
+                if (v < 1)
+                    op->cb(op->ud, GR_ESTORAGE, NULL, 0, 0, "postgres: malformed version column");
+                else
+                    op->cb(op->ud, 0, (const uint8_t *)PQgetvalue(res, r, 1), (size_t)PQgetlength(res, r, 1), v, NULL);
+            }
+            op->cb = NULL; /* answered */
+            answered++;
+        }
+        if ((size_t)answered != bt->n) {
+            status = GR_ESTORAGE;
+            detail = "postgres: the read batch did not answer every grain";
+        }
+    }
+    for (size_t i = 0; i < bt->n; i++)
+        if (bt->ops[i]->cb) bt->ops[i]->cb(bt->ops[i]->ud, status ? status : GR_ESTORAGE, NULL, 0, 0, detail);
+    gr__rbatch_free(bt);
+    if (!s->base.closing) gr__read_flush(s);
+}
+
+static void gr__read_flush(gr__pgs_t *s) {
+    while (s->rq_head && s->reads_in_flight < s->max_read_batches) {
+        gr__rbatch_t *bt = gr__calloc(1, sizeof *bt);
+        size_t cap = s->rq_len < GR__BATCH_MAX ? s->rq_len : GR__BATCH_MAX;
+        if (bt) bt->ops = gr__calloc(cap, sizeof *bt->ops);
+        if (!bt || !bt->ops) {
+            gr__free(bt);
+            return; /* retried when the next read queues or a batch ends */
+        }
+        bt->s = s;
+        while (s->rq_head && bt->n < cap) {
+            gr__rop_t *r = s->rq_head;
+            s->rq_head = r->next;
+            r->next = NULL;
+            bt->ops[bt->n++] = r;
+            s->rq_len--;
+        }
+        if (!s->rq_head) s->rq_tail = NULL;
+        gr__buf_t keys, classes;
+        gr__buf_init(&keys);
+        gr__buf_init(&classes);
+        int rc = 0;
+        for (size_t i = 0; i < bt->n && rc == 0; i++) {
+            const char *sep = i ? "," : "{";
+            rc |= gr__buf_append(&keys, sep, 1) | gr__hex_elem(&keys, bt->ops[i]->key, bt->ops[i]->key_len);
+            rc |= gr__buf_append(&classes, sep, 1) | gr__text_elem(&classes, bt->ops[i]->cls);
+        }
+        rc |= gr__buf_append(&keys, "}", 2) | gr__buf_append(&classes, "}", 2);
+        if (rc == 0) {
+            const char *values[3] = {(const char *)keys.data, (const char *)classes.data, s->service};
+            rc = gr__pgpool_query(s->pool, GR__SQL_BATCH_READ, 3, values, NULL, NULL, 1, gr__rbatch_done, bt);
+        }
+        gr__buf_free(&keys);
+        gr__buf_free(&classes);
+        if (rc != 0) {
+            for (size_t i = 0; i < bt->n; i++)
+                bt->ops[i]->cb(bt->ops[i]->ud, GR_ESTORAGE, NULL, 0, 0, "cannot queue the read batch");
+            gr__rbatch_free(bt);
+            return;
+        }
+        s->reads_in_flight++;
     }
 }
