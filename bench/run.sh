@@ -26,6 +26,7 @@ pgbin=$(pg_config --bindir)
 
 echo "# $(date -u +%Y-%m-%d) on $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); ${secs}s per bench"
 $B/bench/bench_local --seconds "$secs"
+$B/bench/bench_memory --grains 1000000
 
 free_port() { local p; while :; do p=$(( (RANDOM % 20000) + 20000 )); (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }; done; }
 start_silo() { # start_silo PORT -> pid in $last_pid

@@ -83,39 +83,37 @@ typedef struct gr__class_entry {
     gr__hist_t latency;
 } gr__class_entry_t;
 
+/* Field order and widths keep an idle activation small (bench_memory): the
+ * id is stored inline, flags and limits-bounded lengths are narrow. */
 struct gr_grain {
     UT_hash_handle hh;
     gr_runtime_t *rt;
     const gr_class_t *cls;
     gr__class_entry_t *ce; /* for metrics */
     uint64_t io_t0;        /* start of the storage operation in flight */
-    uint8_t *id; /* class '\0' key: the table key */
-    size_t id_len;
-    const uint8_t *key; /* points into id */
-    size_t key_len;
-    gr__gstatus_t status;
-    int refs; /* storage operations in flight: the struct outlives them */
+    const uint8_t *key;    /* points into id */
     uint8_t *state;
-    size_t state_len;
     int64_t version;
-    int dirty;
-    int writing;
     gr__write_waiter_t *waiters_now;  /* complete when the write in flight does */
     gr__write_waiter_t *waiters_next; /* need another write after it */
     gr_msg_t *mb_head, *mb_tail;      /* mailbox */
-    uint32_t mb_len;
     gr_msg_t *current; /* turn in progress: until replied (and persisted) */
-    uint32_t ticks_pending; /* timers with queued ticks */
-    int in_tick;
-    int scheduled;
     gr_grain_t *run_next;
     gr_grain_t *lru_prev, *lru_next;
     uint64_t last_active;
-    int deactivate_requested;
     gr__timer_t *timers;
     gr__call_t *owned; /* calls this activation made that are still pending */
     void *data;
     void (*data_free)(void *);
+    uint32_t state_len; /* <= GR_STATE_MAX */
+    uint32_t mb_len;
+    uint32_t refs;          /* storage operations and timers in flight: the struct outlives them */
+    uint16_t ticks_pending; /* timers with queued ticks */
+    uint16_t id_len;        /* <= GR_CLASS_NAME_MAX + 1 + GR_KEY_MAX */
+    uint16_t key_len;
+    uint8_t status;         /* gr__gstatus_t */
+    uint8_t dirty, writing, scheduled, deactivate_requested;
+    uint8_t id[];           /* class '\0' key: the table key */
 };
 
 
@@ -355,30 +353,24 @@ static void gr__grain_storage_read_cb(void *ud, int status, const uint8_t *data,
 /* Create an activation in LOADING state and start reading its state. */
 static int gr__grain_new(gr_runtime_t *rt, const gr_class_t *cls, const uint8_t *id, size_t id_len,
                          size_t class_len, gr_grain_t **out) {
-    gr_grain_t *g = gr__calloc(1, sizeof *g);
+    gr_grain_t *g = gr__calloc(1, sizeof *g + id_len);
     if (!g) return GR_ENOMEM;
-    g->id = gr__memdup(id, id_len);
-    if (!g->id) {
-        gr__free(g);
-        return GR_ENOMEM;
-    }
+    memcpy(g->id, id, id_len);
     g->rt = rt;
     g->cls = cls;
     HASH_FIND_STR(rt->classes, cls->name, g->ce);
-    g->id_len = id_len;
+    g->id_len = (uint16_t)id_len;
     g->key = g->id + class_len + 1;
-    g->key_len = id_len - class_len - 1;
+    g->key_len = (uint16_t)(id_len - class_len - 1);
     g->status = GR__G_LOADING;
     HASH_ADD_KEYPTR(hh, rt->grains, g->id, g->id_len, g);
     if (gr__hash_oom()) {
-        gr__free(g->id);
         gr__free(g);
         return GR_ENOMEM;
     }
     int rc = gr_storage_read(rt->storage, cls->name, g->key, g->key_len, gr__grain_storage_read_cb, g);
     if (rc != 0) {
         HASH_DEL(rt->grains, g);
-        gr__free(g->id);
         gr__free(g);
         return rc == GR_ENOMEM ? GR_ENOMEM : GR_ESTORAGE;
     }
@@ -453,7 +445,6 @@ static void gr__grain_release(gr_grain_t *g) {
     if (g->refs > 0 || g->status != GR__G_DEAD || g->scheduled) return;
     gr_runtime_t *rt = g->rt;
     gr__free(g->state);
-    gr__free(g->id);
     gr__free(g);
     rt->held_grains--;
     gr__maybe_closed(rt);
@@ -493,7 +484,7 @@ static void gr__grain_storage_read_cb(void *ud, int status, const uint8_t *data,
             return;
         }
     }
-    g->state_len = len;
+    g->state_len = (uint32_t)len;
     g->version = version;
     g->status = GR__G_ACTIVE;
     if (g->cls->on_activate) {
@@ -677,9 +668,7 @@ static void gr__grain_tick(gr_grain_t *g) {
     t->queued = 0;
     g->ticks_pending--;
     uint64_t id = t->id;
-    g->in_tick = 1;
     t->fn(g, t->ud);
-    g->in_tick = 0;
     t = gr__timer_find(g, id); /* the tick may have stopped it */
     if (t && t->one_shot) gr__timer_remove(g, t);
 }
@@ -1054,7 +1043,7 @@ int gr_state_set(gr_grain_t *g, const void *data, size_t len) {
     }
     gr__free(g->state);
     g->state = copy;
-    g->state_len = len;
+    g->state_len = (uint32_t)len;
     g->dirty = 1;
     return 0;
 }
