@@ -47,6 +47,7 @@ $C --silo 127.0.0.1:$pa --method get --prefix r- --keys 1000 --max-calls 1000 --
 $C --silo 127.0.0.1:$pa --method get --prefix r- --keys 1000 --window 64 --seconds "$secs" --label "get, grain on A, via A"
 # Cross-silo: the same grains entered through B are forwarded to A.
 $C --silo 127.0.0.1:$pb --method get --prefix r- --keys 1000 --window 64 --seconds "$secs" --label "get, grain on A, via B"
+$B/bench/bench_echo --seconds "$secs" --window 64 --size 48
 # Persisted writes: incr commits before each reply.
 $C --silo 127.0.0.1:$pa --method incr --prefix w- --keys 1000 --window 32 --seconds "$secs" --label "incr (persist-before-reply)"
 
