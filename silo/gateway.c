@@ -368,7 +368,7 @@ static void gr__read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
 }
 
 static void gr__conn_resume(gr__gconn_t *c) {
-    if (!c->closing && !c->goaway) uv_read_start((uv_stream_t *)&c->tcp, gr__alloc_cb, gr__read_cb);
+    if (!c->closing && !c->goaway && !c->gw->shutting_down) uv_read_start((uv_stream_t *)&c->tcp, gr__alloc_cb, gr__read_cb);
 }
 
 /* ---- connection life cycle ---- */
@@ -535,6 +535,12 @@ void gr__gateway_shutdown(gr__gateway_t *gw, void (*cb)(void *), void *ud) {
     gw->shutdown_cb = cb;
     gw->shutdown_ud = ud;
     gw->shutting_down = 1;
+    /* Take no new requests, or a steady stream of them would keep "calls in
+     * flight" above zero forever (the chaos harness found this): unread
+     * requests fail with a retryable GR_ECONN when the connection closes,
+     * and clients retry them on another silo. */
+    gr__gconn_t *c, *tmp;
+    HASH_ITER(hh, gw->conns, c, tmp) if (!c->closing) uv_read_stop((uv_stream_t *)&c->tcp);
     gr__gw_shutdown_step(gw);
 }
 
