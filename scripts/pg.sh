@@ -45,6 +45,9 @@ start)
   as_pg test -w "$dir" || { echo "pg.sh: $dir is not reachable by the postgres user (check the parent directories' permissions)" >&2; exit 1; }
   as_pg "$bindir/initdb" -D "$dir/data" -U granary --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null 2>"$dir/initdb.err" \
     || as_pg "$bindir/initdb" -D "$dir/data" -U granary --auth=trust -E UTF8 >/dev/null
+  # GR_PG_HBA: extra pg_hba.conf lines (the chaos harness admits its own
+  # network namespaces); GR_PG_OPTS: extra server settings (later -c wins).
+  [ -n "${GR_PG_HBA:-}" ] && echo "$GR_PG_HBA" >> "$dir/data/pg_hba.conf"
   for attempt in 1 2 3 4 5; do
     port=$(free_port)
     if start_server "$port"; then break; fi

@@ -5,18 +5,26 @@
  * the end compares every counter with its acknowledged increments.
  *
  *   chaos SCENARIO [--seed N] [--seconds S] [--silos N] [--workers K] [--counters M]
- *   SCENARIO: rolling | scale-down | scale-up | kill | db-restart | partition | mixed
+ *   SCENARIO: rolling | scale-down | scale-up | kill | db-restart | db-partition |
+ *             partition | mixed
+ * `partition` runs every silo in a network namespace of its own (veth pair,
+ * its own address) and takes one off the network; it exits 77 (skipped)
+ * when namespaces cannot be made (not root, no iproute2).
  *
  * Prints one summary line; exits 1 on any lost or duplicated acknowledged
  * write or non-retryable error, 2 on bad usage. Loopback only; every loop is
  * bounded in time. docs/reliability.md describes the scenarios. */
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "harness.h"
+#include "support.h"
+
+#define GR__PRINTF_T(a, b) __attribute__((format(printf, a, b)))
 #include "support.h"
 
 typedef struct {
@@ -32,7 +40,12 @@ typedef struct {
     int up[GR_H_MAX_SILOS];
     uint64_t rng;
     int faults;
+    int netns;           /* silos live in namespaces (partition scenario) */
+    int net_octet;       /* 10.<net_octet>.<i+1>.0/24 per silo */
+    char old_forward[8]; /* ip_forward before we set it */
 } chaos_t;
+
+static chaos_t *g_chaos; /* for the atexit cleanup of namespaces only */
 
 static uint64_t rnd(chaos_t *c) {
     c->rng ^= c->rng << 13;
@@ -55,6 +68,11 @@ static int pg_script(const char *cmd, const char *dir, const char *mode) {
 
 static const char *db_for(chaos_t *c, int i) {
     static char url[GR_H_MAX_SILOS][256];
+    if (c->netns) { /* through the host side of its own veth */
+        snprintf(url[i], sizeof url[i], "postgresql://granary@10.%d.%d.1:%d/granary", c->net_octet, i + 1,
+                 atoi(strrchr(c->url, ':') + 1));
+        return url[i];
+    }
     if (!c->proxy[i]) return c->url;
     snprintf(url[i], sizeof url[i], "postgresql://granary@127.0.0.1:%d/granary", gr_test_proxy_port(c->proxy[i]));
     return url[i];
@@ -172,7 +190,7 @@ static int sc_db_restart(chaos_t *c, uint64_t end) {
     return 0;
 }
 
-static int sc_partition(chaos_t *c, uint64_t end) {
+static int sc_db_partition(chaos_t *c, uint64_t end) {
     while (gr_h_now_ms() < end) {
         pause_ms(c, 1000 + rnd(c) % 1000);
         int i = random_up(c);
@@ -213,15 +231,105 @@ static int sc_mixed(chaos_t *c, uint64_t end) {
         }
         case 1: rc = sc_kill(c, slice); break;
         case 2: rc = sc_db_restart(c, slice); break;
-        default: rc = sc_partition(c, slice); break;
+        default: rc = sc_db_partition(c, slice); break;
         }
         if (rc != 0) return rc;
     }
     return 0;
 }
 
+/* ---- network namespaces: one per silo, like pods ---- */
+
+static int sh(const char *fmt, ...) GR__PRINTF_T(1, 2);
+static int sh(const char *fmt, ...) {
+    char cmd[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    char quiet[600];
+    snprintf(quiet, sizeof quiet, "%s >/dev/null 2>&1", cmd);
+    return system(quiet);
+}
+
+static void ns_names(const chaos_t *c, int i, char *ns, char *host_if, char *ns_if) {
+    int id = (int)(getpid() % 100000);
+    sprintf(ns, "grc%d_%d", id, i);
+    sprintf(host_if, "gh%d_%d", id, i);
+    sprintf(ns_if, "gn%d_%d", id, i);
+}
+
+static void netns_teardown(void) {
+    chaos_t *c = g_chaos;
+    if (!c || !c->netns) return;
+    gr_h_kill_all(&c->cl);
+    for (int i = 0; i < c->silos; i++) {
+        char ns[32], hi[32], ni[32];
+        ns_names(c, i, ns, hi, ni);
+        sh("ip link del %s", hi);
+        sh("ip netns del %s", ns);
+    }
+    if (c->old_forward[0]) sh("echo %s > /proc/sys/net/ipv4/ip_forward", c->old_forward);
+    c->netns = 0;
+}
+
+/* Silo i gets namespace ns_i with 10.O.(i+1).2, the host side 10.O.(i+1).1;
+ * the host forwards between the silos' subnets. */
+static int netns_setup(chaos_t *c) {
+    c->net_octet = 200 + (int)(getpid() % 50);
+    FILE *f = fopen("/proc/sys/net/ipv4/ip_forward", "r");
+    if (!f || !fgets(c->old_forward, sizeof c->old_forward, f)) c->old_forward[0] = '\0';
+    if (f) fclose(f);
+    c->old_forward[strcspn(c->old_forward, "\n")] = '\0';
+    g_chaos = c;
+    c->netns = 1;
+    atexit(netns_teardown);
+    if (sh("echo 1 > /proc/sys/net/ipv4/ip_forward") != 0) return -1;
+    for (int i = 0; i < c->silos; i++) {
+        char ns[32], hi[32], ni[32];
+        ns_names(c, i, ns, hi, ni);
+        int o = c->net_octet, n = i + 1;
+        if (sh("ip netns add %s", ns) || sh("ip link add %s type veth peer name %s", hi, ni) ||
+            sh("ip link set %s netns %s", ni, ns) || sh("ip addr add 10.%d.%d.1/24 dev %s", o, n, hi) ||
+            sh("ip link set %s up", hi) || sh("ip netns exec %s ip addr add 10.%d.%d.2/24 dev %s", ns, o, n, ni) ||
+            sh("ip netns exec %s ip link set %s up", ns, ni) || sh("ip netns exec %s ip link set lo up", ns) ||
+            sh("ip netns exec %s ip route add default via 10.%d.%d.1", ns, o, n))
+            return -1;
+        snprintf(c->cl.silos[i].netns, sizeof c->cl.silos[i].netns, "%s", ns);
+        snprintf(c->cl.silos[i].host, sizeof c->cl.silos[i].host, "10.%d.%d.2", o, n);
+    }
+    return 0;
+}
+
+static int sc_net_partition(chaos_t *c, uint64_t end) {
+    while (gr_h_now_ms() < end) {
+        pause_ms(c, 1000 + rnd(c) % 1000);
+        int i = random_up(c);
+        if (i < 0 || n_up(c) < 2) continue;
+        char ns[32], hi[32], ni[32], msg[128];
+        ns_names(c, i, ns, hi, ni);
+        snprintf(msg, sizeof msg, "take silo %d (%s) off the network", i, c->cl.silos[i].host);
+        logf_(msg);
+        if (sh("ip link set %s down", hi) != 0) return -1;
+        c->faults++;
+        pause_ms(c, 2500); /* past the lease: it fences, the others declare it dead */
+        if (sh("ip link set %s up", hi) != 0) return -1;
+        logf_("network restored");
+        uint64_t t0 = gr_h_now_ms();
+        int st = -1;
+        while (gr_h_now_ms() - t0 < 8000 && (st = gr_test_wait(c->cl.silos[i].pid, 0)) < 0) pause_ms(c, 50);
+        snprintf(msg, sizeof msg, "partitioned silo %d exited with %d", i, st);
+        logf_(msg);
+        if (st != 3) return -1;
+        c->cl.silos[i].pid = 0;
+        c->up[i] = 0;
+        if (start(c, i) != 0) return -1;
+    }
+    return 0;
+}
+
 static void usage(void) {
-    fprintf(stderr, "usage: chaos rolling|scale-down|scale-up|kill|db-restart|partition|mixed "
+    fprintf(stderr, "usage: chaos rolling|scale-down|scale-up|kill|db-restart|db-partition|partition|mixed "
                     "[--seed N] [--seconds S] [--silos N] [--workers K] [--counters M]\n");
 }
 
@@ -255,7 +363,8 @@ int main(int argc, char **argv) {
     else if (!strcmp(c.scenario, "scale-up")) run = sc_scale_up;
     else if (!strcmp(c.scenario, "kill")) run = sc_kill;
     else if (!strcmp(c.scenario, "db-restart")) run = sc_db_restart;
-    else if (!strcmp(c.scenario, "partition")) run = sc_partition;
+    else if (!strcmp(c.scenario, "db-partition")) run = sc_db_partition;
+    else if (!strcmp(c.scenario, "partition")) run = sc_net_partition;
     else if (!strcmp(c.scenario, "mixed")) run = sc_mixed;
     if (!run || c.seconds <= 0 || c.seconds > 3600 || c.silos < 2 || c.silos > GR_H_MAX_SILOS || c.workers < 1 ||
         c.workers > GR_H_MAX_WORKERS || c.counters < 1 || c.counters > GR_H_MAX_KEYS || !getenv("GRANARY_SOURCE_DIR")) {
@@ -267,6 +376,21 @@ int main(int argc, char **argv) {
     printf("chaos %s: seed %llu, %.0f s, %d silos, %d workers, %d counters\n", c.scenario,
            (unsigned long long)c.seed, c.seconds, c.silos, c.workers, c.counters);
 
+    if (!strcmp(c.scenario, "partition")) {
+        if (geteuid() != 0 || netns_setup(&c) != 0) {
+            netns_teardown();
+            printf("chaos partition: SKIP: cannot create network namespaces here (needs root and iproute2)\n");
+            return 77;
+        }
+        /* The database listens on every silo's host-side address too. */
+        char opts[512] = "-c listen_addresses='127.0.0.1", hba[128];
+        for (int i = 0; i < c.silos; i++)
+            snprintf(opts + strlen(opts), sizeof opts - strlen(opts), ",10.%d.%d.1", c.net_octet, i + 1);
+        strncat(opts, "'", sizeof opts - strlen(opts) - 1);
+        snprintf(hba, sizeof hba, "host all all 10.%d.0.0/16 trust", c.net_octet);
+        setenv("GR_PG_OPTS", opts, 1);
+        setenv("GR_PG_HBA", hba, 1);
+    }
     /* Our own PostgreSQL: restarting it must not disturb anything else. */
     snprintf(c.pgdir, sizeof c.pgdir, "%s/chaos-pg-%d", gr_test_build_path("."), (int)getpid());
     if (pg_script("start", c.pgdir, NULL) != 0) {
@@ -292,7 +416,7 @@ int main(int argc, char **argv) {
     char name[64];
     snprintf(name, sizeof name, "chaos-%s-%llu", c.scenario, (unsigned long long)c.seed);
     gr_h_cluster_init(&c.cl, name, c.url, log);
-    if (!strcmp(c.scenario, "partition") || !strcmp(c.scenario, "mixed")) {
+    if (!strcmp(c.scenario, "db-partition") || !strcmp(c.scenario, "mixed")) {
         int pgport = atoi(strrchr(c.url, ':') + 1);
         for (int i = 0; i < c.silos; i++) c.proxy[i] = gr_test_proxy_start(&c.loop, pgport);
     }
@@ -300,6 +424,13 @@ int main(int argc, char **argv) {
     /* Every silo's port is fixed up front so the clients' lists cover the
      * silos a scale-up adds later. */
     for (int i = 0; i < c.silos; i++) c.cl.silos[i].port = gr_test_free_port();
+    if (c.netns) /* names set up before the cluster struct was reset: set them again */
+        for (int i = 0; i < c.silos; i++) {
+            char ns[32], hi[32], ni[32];
+            ns_names(&c, i, ns, hi, ni);
+            snprintf(c.cl.silos[i].netns, sizeof c.cl.silos[i].netns, "%s", ns);
+            snprintf(c.cl.silos[i].host, sizeof c.cl.silos[i].host, "10.%d.%d.2", c.net_octet, i + 1);
+        }
     for (int i = 0; rc == 0 && i < initial; i++) rc = start(&c, i);
     if (rc == 0) rc = gr_h_wait_active(&c.cl, &c.loop, initial, 15000);
     gr_h_load_t *load = NULL;
@@ -324,6 +455,7 @@ int main(int argc, char **argv) {
     snprintf(label, sizeof label, "chaos %s seed %llu (%d faults)", c.scenario, (unsigned long long)c.seed, c.faults);
     gr_h_summary_print(&sum, label);
     gr_h_kill_all(&c.cl);
+    netns_teardown();
     for (int i = 0; i < c.silos; i++)
         if (c.proxy[i]) gr_test_proxy_close(c.proxy[i]);
     gr_test_run_for(&c.loop, 50);

@@ -27,15 +27,25 @@ void gr_h_cluster_init(gr_h_cluster_t *c, const char *name, const char *pg_url, 
 int gr_h_start_silo(gr_h_cluster_t *c, int i, const char *db) {
     gr_h_silo_t *s = &c->silos[i];
     char listen[64];
+    if (!s->host[0]) snprintf(s->host, sizeof s->host, "127.0.0.1");
     if (!s->port) s->port = gr_test_free_port();
-    snprintf(listen, sizeof listen, "127.0.0.1:%d", s->port);
+    snprintf(listen, sizeof listen, "%s:%d", s->host, s->port);
     snprintf(s->db, sizeof s->db, "%s", db ? db : c->pg_url);
-    const char *argv[] = {gr_test_build_path("silo"), "run", "--database", s->db, "--listen", listen,
-                          "--grains", gr_test_build_path("examples/counter.so"), "--cluster", c->name,
-                          "--secret", c->secret, NULL};
+    const char *silo_argv[] = {gr_test_build_path("silo"), "run", "--database", s->db, "--listen", listen,
+                               "--grains", gr_test_build_path("examples/counter.so"), "--cluster", c->name,
+                               "--secret", c->secret, NULL};
+    const char *argv[20] = {0};
+    int a = 0;
+    if (s->netns[0]) { /* `ip netns exec` execs the silo: same pid */
+        argv[a++] = "/usr/sbin/ip";
+        argv[a++] = "netns";
+        argv[a++] = "exec";
+        argv[a++] = s->netns;
+    }
+    for (int k = 0; silo_argv[k]; k++) argv[a++] = silo_argv[k];
     s->pid = gr_test_spawn(argv, c->log_path);
     if (s->pid <= 0) return -1;
-    return gr_test_wait_port(s->port, 10000);
+    return gr_test_wait_addr(s->host, s->port, 10000);
 }
 
 int gr_h_count_active(const gr_h_cluster_t *c) {
@@ -100,7 +110,9 @@ void gr_h_silo_list(const gr_h_cluster_t *c, int first, int n_total, char *out, 
     size_t o = 0;
     out[0] = '\0';
     for (int k = 0; k < n_total && o < size; k++)
-        o += (size_t)snprintf(out + o, size - o, "%s127.0.0.1:%d", k ? "," : "", c->silos[(first + k) % n_total].port);
+        o += (size_t)snprintf(out + o, size - o, "%s%s:%d", k ? "," : "",
+                              c->silos[(first + k) % n_total].host[0] ? c->silos[(first + k) % n_total].host : "127.0.0.1",
+                              c->silos[(first + k) % n_total].port);
 }
 
 /* ---- the load ---- */

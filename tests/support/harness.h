@@ -20,6 +20,8 @@ typedef struct gr_h_silo {
     pid_t pid;
     int port;
     char db[512];
+    char host[32];  /* its address (default 127.0.0.1) */
+    char netns[32]; /* run inside this network namespace ("": none) */
 } gr_h_silo_t;
 
 typedef struct gr_h_cluster {

@@ -130,14 +130,14 @@ int gr_test_wait(pid_t pid, uint64_t timeout_ms) {
     }
 }
 
-int gr_test_wait_port(int port, uint64_t timeout_ms) {
+int gr_test_wait_addr(const char *host, int port, uint64_t timeout_ms) {
     uint64_t end = now_ms() + timeout_ms;
     while (now_ms() < end) {
         int fd = socket(AF_INET, SOCK_STREAM, 0);
         struct sockaddr_in sa = {0};
         sa.sin_family = AF_INET;
         sa.sin_port = htons((uint16_t)port);
-        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        inet_pton(AF_INET, host, &sa.sin_addr);
         int ok = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
         close(fd);
         if (ok) return 0;
@@ -145,6 +145,8 @@ int gr_test_wait_port(int port, uint64_t timeout_ms) {
     }
     return -1;
 }
+
+int gr_test_wait_port(int port, uint64_t timeout_ms) { return gr_test_wait_addr("127.0.0.1", port, timeout_ms); }
 
 int gr_test_free_port(void) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);

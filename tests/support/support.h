@@ -38,8 +38,10 @@ pid_t gr_test_spawn(const char *const argv[], const char *log_path);
  * (128+signal if killed), or -1 on timeout. */
 int gr_test_wait(pid_t pid, uint64_t timeout_ms);
 
-/* Wait until something accepts TCP connections on 127.0.0.1:port. */
+/* Wait until something accepts TCP connections on 127.0.0.1:port (or the
+ * numeric IPv4 host:port). */
 int gr_test_wait_port(int port, uint64_t timeout_ms);
+int gr_test_wait_addr(const char *host, int port, uint64_t timeout_ms);
 
 /* A free TCP port on 127.0.0.1 (bound then released). */
 int gr_test_free_port(void);
