@@ -8,6 +8,7 @@
 #   scripts/test.sh                   everything
 #   GR_SKIP_SAN=1 scripts/test.sh     without the sanitizer build
 #   GR_FUZZ_SECONDS=600 scripts/test.sh   a longer fuzz run (default 20)
+#   GR_SKIP_BENCH=1 scripts/test.sh   without the benchmark smoke run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -39,4 +40,8 @@ echo "== fuzz the frame decoder (libFuzzer, ${GR_FUZZ_SECONDS:-20} s) =="
 CC=clang cmake -S . -B build-fuzz -DGR_TESTS=OFF -DGR_FUZZ=ON >/dev/null
 cmake --build build-fuzz --target fuzz_frame -j"$jobs" >/dev/null
 (cd build-fuzz && GR_FUZZ_SECONDS=${GR_FUZZ_SECONDS:-20} ctest --output-on-failure -L fuzz)
+if [ -z "${GR_SKIP_BENCH:-}" ]; then
+  echo "== benchmarks, about a second each (a smoke test: figures are not checked) =="
+  bash bench/run.sh 1
+fi
 echo "all tests passed"
