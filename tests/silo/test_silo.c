@@ -197,6 +197,29 @@ static void test_cli_contract(void **st) {
     const char *status[] = {gr_test_build_path("silo"), "status", "--database", gr_test_pg_url(), NULL};
     assert_int_equal(run_capture(status, out, sizeof out), 0);
     assert_non_null(strstr(out, "schema version"));
+    /* JSON logs: every line is one object with ts, level, silo and msg. */
+    char jlisten[64], jlog[1100];
+    snprintf(jlisten, sizeof jlisten, "127.0.0.1:%d", gr_test_free_port());
+    snprintf(jlog, sizeof jlog, "%s.json", log_path);
+    unlink(jlog);
+    const char *json_silo[] = {gr_test_build_path("silo"), "run", "--memory", "--listen", jlisten, "--grains",
+                               gr_test_build_path("examples/counter.so"), "--log-format", "json", NULL};
+    pid_t jp = gr_test_spawn(json_silo, jlog);
+    usleep(300000);
+    kill(jp, SIGTERM);
+    assert_int_equal(gr_test_wait(jp, 10000), 0);
+    FILE *jf = fopen(jlog, "r");
+    assert_non_null(jf);
+    char line[2048];
+    int lines = 0;
+    while (fgets(line, sizeof line, jf)) {
+        lines++;
+        if (line[0] != '{' || !strstr(line, "\"ts\":") || !strstr(line, "\"level\":") ||
+            !strstr(line, "\"silo\":") || !strstr(line, "\"msg\":") || line[strlen(line) - 2] != '}')
+            fail_msg("not a JSON log line: %s", line);
+    }
+    fclose(jf);
+    assert_true(lines >= 2);
     const char *ghelp[] = {gr_test_build_path("granary"), "--help", NULL};
     assert_int_equal(run_capture(ghelp, out, sizeof out), 0);
     assert_non_null(strstr(out, "Exit status"));
@@ -239,6 +262,13 @@ static void test_counter_survives_kill9(void **st) {
     const char *get[] = {gr_test_build_path("granary"), "call", "--cluster", cluster, "--silo", addr, "Counter/load-0", "get", NULL};
     assert_int_equal(run_capture(get, out, sizeof out), 0);
     assert_string_equal(out, "25\n");
+    /* The argument from stdin with '-'. */
+    char shcmd[512];
+    snprintf(shcmd, sizeof shcmd, "printf 7 | '%s' call --cluster %s --silo %s Counter/load-2 incr -",
+             gr_test_build_path("granary"), cluster, addr);
+    const char *piped[] = {"/bin/sh", "-c", shcmd, NULL};
+    assert_int_equal(run_capture(piped, out, sizeof out), 0);
+    assert_string_equal(out, "32\n");
     /* A host name is resolved without blocking (localhost is in /etc/hosts). */
     char by_name[64];
     snprintf(by_name, sizeof by_name, "localhost:%d", port);
