@@ -190,20 +190,23 @@ static int sc_db_restart(chaos_t *c, uint64_t end) {
     return 0;
 }
 
-static int sc_db_partition(chaos_t *c, uint64_t end) {
+/* Partition one random silo at a time with cut(), heal it 2.5 s later (past
+ * the lease: it fenced itself and the others declared it dead), then it must
+ * learn it was declared dead and exit 3; a new incarnation starts. */
+static int partition_rounds(chaos_t *c, uint64_t end, int (*cut)(chaos_t *, int), int (*heal)(chaos_t *, int),
+                            const char *what) {
     while (gr_h_now_ms() < end) {
         pause_ms(c, 1000 + rnd(c) % 1000);
         int i = random_up(c);
         if (i < 0 || n_up(c) < 2) continue;
-        char msg[96];
-        snprintf(msg, sizeof msg, "cut silo %d from PostgreSQL", i);
+        char msg[128];
+        snprintf(msg, sizeof msg, "cut silo %d (%s) from %s", i, c->cl.silos[i].host, what);
         logf_(msg);
-        gr_test_proxy_cut(c->proxy[i]);
+        if (cut(c, i) != 0) return -1;
         c->faults++;
-        pause_ms(c, 2500); /* past the lease: it fences, the others declare it dead */
-        gr_test_proxy_restore(c->proxy[i]);
+        pause_ms(c, 2500);
+        if (heal(c, i) != 0) return -1;
         logf_("link restored");
-        /* It learns it was declared dead and exits 3; a new incarnation starts. */
         uint64_t t0 = gr_h_now_ms();
         int st = -1;
         while (gr_h_now_ms() - t0 < 8000 && (st = gr_test_wait(c->cl.silos[i].pid, 0)) < 0) pause_ms(c, 50);
@@ -216,6 +219,18 @@ static int sc_db_partition(chaos_t *c, uint64_t end) {
     }
     return 0;
 }
+
+static int proxy_cut(chaos_t *c, int i) {
+    gr_test_proxy_cut(c->proxy[i]);
+    return 0;
+}
+
+static int proxy_heal(chaos_t *c, int i) {
+    gr_test_proxy_restore(c->proxy[i]);
+    return 0;
+}
+
+static int sc_db_partition(chaos_t *c, uint64_t end) { return partition_rounds(c, end, proxy_cut, proxy_heal, "PostgreSQL"); }
 
 static int sc_mixed(chaos_t *c, uint64_t end) {
     while (gr_h_now_ms() < end) {
@@ -301,31 +316,17 @@ static int netns_setup(chaos_t *c) {
     return 0;
 }
 
+static int link_set(chaos_t *c, int i, const char *state) {
+    char ns[32], hi[32], ni[32];
+    ns_names(c, i, ns, hi, ni);
+    return sh("ip link set %s %s", hi, state);
+}
+
+static int link_down(chaos_t *c, int i) { return link_set(c, i, "down"); }
+static int link_up(chaos_t *c, int i) { return link_set(c, i, "up"); }
+
 static int sc_net_partition(chaos_t *c, uint64_t end) {
-    while (gr_h_now_ms() < end) {
-        pause_ms(c, 1000 + rnd(c) % 1000);
-        int i = random_up(c);
-        if (i < 0 || n_up(c) < 2) continue;
-        char ns[32], hi[32], ni[32], msg[128];
-        ns_names(c, i, ns, hi, ni);
-        snprintf(msg, sizeof msg, "take silo %d (%s) off the network", i, c->cl.silos[i].host);
-        logf_(msg);
-        if (sh("ip link set %s down", hi) != 0) return -1;
-        c->faults++;
-        pause_ms(c, 2500); /* past the lease: it fences, the others declare it dead */
-        if (sh("ip link set %s up", hi) != 0) return -1;
-        logf_("network restored");
-        uint64_t t0 = gr_h_now_ms();
-        int st = -1;
-        while (gr_h_now_ms() - t0 < 8000 && (st = gr_test_wait(c->cl.silos[i].pid, 0)) < 0) pause_ms(c, 50);
-        snprintf(msg, sizeof msg, "partitioned silo %d exited with %d", i, st);
-        logf_(msg);
-        if (st != 3) return -1;
-        c->cl.silos[i].pid = 0;
-        c->up[i] = 0;
-        if (start(c, i) != 0) return -1;
-    }
-    return 0;
+    return partition_rounds(c, end, link_down, link_up, "the network (database and silos)");
 }
 
 static void usage(void) {
