@@ -1,7 +1,9 @@
 /* silo/membership.c - membership through the granary_silo table.
  *
  * Each tick (heartbeat_ms) is one round trip that both heartbeats and reads
- * every live member with its heartbeat age by the database clock. Members
+ * every live member with its heartbeat age by the database clock, counted
+ * from the database's own start at the earliest: after a database restart
+ * every silo gets a whole lease to reconnect before anyone judges it. Members
  * silent for longer than lease_ms are declared dead by a conditional UPDATE
  * (one silo wins). We fence ourselves when our own heartbeat has not
  * succeeded for lease_ms. Membership has its own connection, so a pool busy
@@ -73,7 +75,7 @@ static const char GR__SQL_TICK[] =
     "WITH hb AS (UPDATE granary_silo SET heartbeat_at = now() "
     "            WHERE cluster = $1 AND silo_id = $2 AND status <> 'dead' RETURNING status) "
     "SELECT s.silo_id, s.address, s.port, s.status, "
-    "       (extract(epoch FROM (now() - s.heartbeat_at)) * 1000)::bigint, "
+    "       (extract(epoch FROM (now() - greatest(s.heartbeat_at, pg_postmaster_start_time()))) * 1000)::bigint, "
     "       (SELECT status FROM hb), "
     "       coalesce((SELECT version FROM granary_membership_version WHERE cluster = $1), 0) "
     "FROM granary_silo s WHERE s.cluster = $1 AND s.status <> 'dead' ORDER BY s.silo_id";
@@ -81,7 +83,8 @@ static const char GR__SQL_TICK[] =
 static const char GR__SQL_DECLARE_DEAD[] =
     "WITH d AS (UPDATE granary_silo SET status = 'dead' "
     "           WHERE cluster = $1 AND silo_id = $2 AND status <> 'dead' "
-    "           AND heartbeat_at < now() - ($3::bigint * interval '1 millisecond') RETURNING 1) "
+    "           AND greatest(heartbeat_at, pg_postmaster_start_time()) < now() - ($3::bigint * interval '1 millisecond') "
+    "           RETURNING 1) "
     "UPDATE granary_membership_version SET version = version + 1 "
     "WHERE cluster = $1 AND EXISTS (SELECT 1 FROM d) RETURNING version";
 

@@ -93,7 +93,34 @@ static int n_up(chaos_t *c) {
     return n;
 }
 
-static void pause_ms(chaos_t *c, uint64_t ms) { gr_test_run_for(&c->loop, ms); }
+static int reap(chaos_t *c);
+static int reaped_badly;
+
+/* Keep the load running; notice silos that ended by themselves. */
+static void pause_ms(chaos_t *c, uint64_t ms) {
+    gr_test_run_for(&c->loop, ms);
+    if (reap(c) != 0) reaped_badly = 1;
+}
+
+/* A silo may end by itself: exit 3 is the designed outcome when the others
+ * declared it dead (its link to the database was cut or slow for a lease);
+ * like Kubernetes, the harness starts a new incarnation. Anything else is a
+ * failure. */
+static int reap(chaos_t *c) {
+    for (int i = 0; i < c->silos; i++) {
+        if (!c->up[i] || c->cl.silos[i].pid <= 0) continue;
+        int st = gr_test_wait(c->cl.silos[i].pid, 0);
+        if (st < 0) continue;
+        char msg[128];
+        snprintf(msg, sizeof msg, "silo %d exited by itself with %d%s", i, st,
+                 st == 3 ? " (declared dead by the cluster): restarting it" : "");
+        logf_(msg);
+        c->cl.silos[i].pid = 0;
+        c->up[i] = 0;
+        if (st != 3 || start(c, i) != 0) return -1;
+    }
+    return 0;
+}
 
 static int stop(chaos_t *c, int i) {
     char msg[96];
@@ -204,6 +231,7 @@ static int partition_rounds(chaos_t *c, uint64_t end, int (*cut)(chaos_t *, int)
         logf_(msg);
         if (cut(c, i) != 0) return -1;
         c->faults++;
+        c->up[i] = 0; /* this one is expected to die: reap() leaves it to us */
         pause_ms(c, 2500);
         if (heal(c, i) != 0) return -1;
         logf_("link restored");
@@ -214,7 +242,6 @@ static int partition_rounds(chaos_t *c, uint64_t end, int (*cut)(chaos_t *, int)
         logf_(msg);
         if (st != 3) return -1;
         c->cl.silos[i].pid = 0;
-        c->up[i] = 0;
         if (start(c, i) != 0) return -1;
     }
     return 0;
@@ -339,7 +366,7 @@ int main(int argc, char **argv) {
         usage();
         return 2;
     }
-    chaos_t c;
+    static chaos_t c; /* static: the atexit cleanup may look at it after main returns */
     memset(&c, 0, sizeof c);
     c.scenario = argv[1];
     c.seed = 1;
@@ -440,6 +467,7 @@ int main(int argc, char **argv) {
         gr_h_load_start(load);
         pause_ms(&c, 1000);
         rc = run(&c, gr_h_now_ms() + (uint64_t)(c.seconds * 1000));
+        if (reaped_badly) rc = -1;
         if (rc != 0) logf_("scenario step failed");
     }
     gr_h_summary_t sum;
@@ -464,5 +492,6 @@ int main(int argc, char **argv) {
     pg_script("stop", c.pgdir, NULL);
     int ok = rc == 0 && verdict == 0;
     printf("%s: %s\n", label, ok ? "PASS" : "FAIL");
+    fflush(stdout);
     return ok ? 0 : 1;
 }
