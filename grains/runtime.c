@@ -683,6 +683,13 @@ static void gr__grain_run(gr_grain_t *g) {
         return;
     }
     if (g->current) return;
+    /* Draining in a cluster: stop after the current turn even if calls keep
+     * queueing (a hot grain would otherwise never let the drain end); the
+     * queue is routed to the grain's next silo when the activation ends. */
+    if (rt->draining && rt->router) {
+        gr__grain_deactivate(g, g->deactivate_requested != 2);
+        return;
+    }
     gr_msg_t *m = gr__mailbox_pop(g);
     if (!m) {
         if (g->deactivate_requested || rt->draining) gr__grain_deactivate(g, g->deactivate_requested != 2);

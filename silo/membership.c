@@ -26,6 +26,8 @@ struct gr__membership {
     gr__membership_cbs_t cbs;
     uv_timer_t tick;
     int tick_in_flight;
+    int join_in_flight;
+    unsigned join_failures;
     int joined;   /* our row exists */
     int active;   /* we asked to become active */
     int status;   /* our last known status */
@@ -120,6 +122,7 @@ static void gr__ms_declare_dead(gr__membership_t *m, const gr__member_t *who) {
 }
 
 static void gr__ms_tick_done(void *ud, int status, PGresult *res, const char *detail);
+static void gr__ms_send_join(gr__membership_t *m);
 
 static void gr__ms_set_status_query(gr__membership_t *m, gr__member_status_t st, gr__pg_result_cb cb, void *ud) {
     const char *p[3] = {m->cluster, m->silo_id, gr__status_names[st]};
@@ -156,7 +159,12 @@ static void gr__ms_tick_cb(uv_timer_t *t) {
         m->healthy_since = 0;
         gr__ms_fence(m, 1, why);
     }
-    if (m->tick_in_flight || !m->joined || m->closing) return;
+    if (m->closing) return;
+    if (!m->joined) {
+        if (!m->join_in_flight) gr__ms_send_join(m);
+        return;
+    }
+    if (m->tick_in_flight) return;
     gr__ms_tick_t *tk = gr__malloc(sizeof *tk);
     if (!tk) return;
     tk->m = m;
@@ -234,11 +242,12 @@ static void gr__ms_tick_done(void *ud, int status, PGresult *res, const char *de
 
 static void gr__ms_joined(void *ud, int status, PGresult *res, const char *detail) {
     gr__membership_t *m = ud;
+    m->join_in_flight = 0;
     if (status != 0) {
-        void (*cb)(void *, int) = m->join_cb;
-        m->join_cb = NULL;
-        GR_LOG_ERROR("joining the cluster failed: %s", detail);
-        if (cb) cb(m->join_ud, GR_ESTORAGE);
+        /* The database may be starting or restarting: the tick retries. One
+         * log line for the first failure, then one in 25 (every ~5 s). */
+        if (m->join_failures++ % 25 == 0)
+            GR_LOG_WARN("joining the cluster failed (retrying): %s", detail);
         return;
     }
     if (PQntuples(res) > 0 && atoi(PQgetvalue(res, 0, 1)) > 0)
@@ -248,15 +257,18 @@ static void gr__ms_joined(void *ud, int status, PGresult *res, const char *detai
     m->status = GR__MS_JOINING;
     m->last_ok_sent = uv_now(m->loop);
     m->healthy_since = m->last_ok_sent;
-    uv_timer_start(&m->tick, gr__ms_tick_cb, 0, m->opts.heartbeat_ms);
+}
+
+static void gr__ms_send_join(gr__membership_t *m) {
+    const char *p[5] = {m->cluster, m->silo_id, m->address, m->port_s, m->gen_s};
+    if (gr__pgpool_query(m->pool, GR__SQL_JOIN, 5, p, NULL, NULL, 0, gr__ms_joined, m) == 0) m->join_in_flight = 1;
 }
 
 void gr__membership_join(gr__membership_t *m, void (*cb)(void *, int), void *ud) {
     m->join_cb = cb;
     m->join_ud = ud;
-    const char *p[5] = {m->cluster, m->silo_id, m->address, m->port_s, m->gen_s};
-    if (gr__pgpool_query(m->pool, GR__SQL_JOIN, 5, p, NULL, NULL, 0, gr__ms_joined, m) != 0 && cb)
-        cb(ud, GR_ENOMEM);
+    /* The tick sends the join (again, until it succeeds), then heartbeats. */
+    uv_timer_start(&m->tick, gr__ms_tick_cb, 0, m->opts.heartbeat_ms);
 }
 
 typedef struct gr__ms_req {

@@ -57,8 +57,8 @@ const char *gr__member_status_name(gr__member_status_t s);
 int gr__membership_new(uv_loop_t *loop, const char *conninfo, const gr__membership_opts_t *opts,
                        const gr__membership_cbs_t *cbs, gr__membership_t **out);
 
-/* Insert ourselves as joining and start heartbeating; `cb(ud, status)` runs
- * once we are active (status 0) or joining failed (GR_ESTORAGE). */
+/* Insert ourselves as joining (retried every heartbeat until the database
+ * answers) and start heartbeating; `cb(ud, 0)` runs once we are active. */
 void gr__membership_join(gr__membership_t *m, void (*cb)(void *ud, int status), void *ud);
 
 /* Change our status (shutting_down, dead = leave); cb may be NULL. */
