@@ -81,15 +81,24 @@ int main(int argc, char **argv) {
     const char *label = "calls";
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *a = argv[i], *v = argv[i + 1];
-        if (!strcmp(a, "--silo")) o.silos = v;
-        else if (!strcmp(a, "--cluster")) o.cluster = v;
-        else if (!strcmp(a, "--method")) b.method = v;
-        else if (!strcmp(a, "--keys")) b.keys = atoi(v);
-        else if (!strcmp(a, "--prefix")) b.prefix = v;
-        else if (!strcmp(a, "--window")) b.window = atoi(v);
-        else if (!strcmp(a, "--seconds")) seconds = atof(v);
-        else if (!strcmp(a, "--max-calls")) b.max_calls = strtoull(v, NULL, 10);
-        else if (!strcmp(a, "--label")) label = v;
+        if (!strcmp(a, "--silo"))
+            o.silos = v;
+        else if (!strcmp(a, "--cluster"))
+            o.cluster = v;
+        else if (!strcmp(a, "--method"))
+            b.method = v;
+        else if (!strcmp(a, "--keys"))
+            b.keys = atoi(v);
+        else if (!strcmp(a, "--prefix"))
+            b.prefix = v;
+        else if (!strcmp(a, "--window"))
+            b.window = atoi(v);
+        else if (!strcmp(a, "--seconds"))
+            seconds = atof(v);
+        else if (!strcmp(a, "--max-calls"))
+            b.max_calls = strtoull(v, NULL, 10);
+        else if (!strcmp(a, "--label"))
+            label = v;
         else {
             fprintf(stderr, "bench_client: unknown option %s\n", a);
             return 2;
@@ -108,12 +117,14 @@ int main(int argc, char **argv) {
     b.lat_us = malloc(b.caplat * sizeof *b.lat_us);
     uint64_t t0 = uv_hrtime();
     b.deadline_ns = t0 + (uint64_t)(seconds * 1e9);
-    for (int i = 0; i < b.window && (uint64_t)i < b.max_calls; i++) issue(&b);
+    for (int i = 0; i < b.window && (uint64_t)i < b.max_calls; i++)
+        issue(&b);
     uv_run(b.loop, UV_RUN_DEFAULT);
     double el = (double)(uv_hrtime() - t0) / 1e9;
     qsort(b.lat_us, b.nlat, sizeof *b.lat_us, cmp_u64);
 #define PCT(p) (b.nlat ? b.lat_us[(size_t)((double)(b.nlat - 1) * (p))] : 0)
-    printf("%-28s %10.0f calls/s  ok %llu  failed %llu  p50 %llu us  p99 %llu us  p999 %llu us  (%.1f s, window %d, keys %d)\n",
+    printf("%-28s %10.0f calls/s  ok %llu  failed %llu  p50 %llu us  p99 %llu us  p999 %llu us  (%.1f s, "
+           "window %d, keys %d)\n",
            label, (double)b.ok / el, (unsigned long long)b.ok, (unsigned long long)b.failed,
            (unsigned long long)PCT(0.5), (unsigned long long)PCT(0.99), (unsigned long long)PCT(0.999), el,
            b.window, b.keys);

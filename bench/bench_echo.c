@@ -75,7 +75,8 @@ static void cli_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
     /* Like the silo, batch: one write carries every message this read freed. */
     if (msgs) {
         char *batch = malloc(msgs * msg_size);
-        for (size_t i = 0; i < msgs; i++) memcpy(batch + i * msg_size, payload, msg_size);
+        for (size_t i = 0; i < msgs; i++)
+            memcpy(batch + i * msg_size, payload, msg_size);
         send_copy(s, batch, msgs * msg_size);
         free(batch);
     }
@@ -97,9 +98,12 @@ static void cli_connected(uv_connect_t *req, int status) {
 int main(int argc, char **argv) {
     double seconds = 3;
     for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--seconds")) seconds = atof(argv[i + 1]);
-        else if (!strcmp(argv[i], "--window")) window = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--size")) msg_size = (size_t)atol(argv[i + 1]);
+        if (!strcmp(argv[i], "--seconds"))
+            seconds = atof(argv[i + 1]);
+        else if (!strcmp(argv[i], "--window"))
+            window = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--size"))
+            msg_size = (size_t)atol(argv[i + 1]);
     }
     if (seconds <= 0 || seconds > 600 || window < 1 || msg_size < 1 || msg_size > 65536) return 2;
     payload = calloc(1, msg_size);

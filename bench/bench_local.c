@@ -55,8 +55,10 @@ static void base_handler(void *m) { base_sink += (uint8_t)((base_msg_t *)m)->arg
 int main(int argc, char **argv) {
     double seconds = 2;
     for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--seconds")) seconds = atof(argv[i + 1]);
-        else if (!strcmp(argv[i], "--window")) window = atoi(argv[i + 1]);
+        if (!strcmp(argv[i], "--seconds"))
+            seconds = atof(argv[i + 1]);
+        else if (!strcmp(argv[i], "--window"))
+            window = atoi(argv[i + 1]);
     }
     if (seconds <= 0 || seconds > 600 || window < 1) return 2;
     uv_loop_t *loop = uv_default_loop();
@@ -69,14 +71,18 @@ int main(int argc, char **argv) {
     gr_runtime_register(rt, &caller);
     /* Warm up: activate every grain first so the run measures calls only. */
     deadline_ns = 0;
-    for (int i = 0; i < window; i++) issue((uint64_t)i);
+    for (int i = 0; i < window; i++)
+        issue((uint64_t)i);
     uv_run(loop, UV_RUN_NOWAIT);
-    for (int k = 0; k < 100; k++) uv_run(loop, UV_RUN_NOWAIT);
+    for (int k = 0; k < 100; k++)
+        uv_run(loop, UV_RUN_NOWAIT);
     done_calls = 0;
     uint64_t t0 = uv_hrtime();
     deadline_ns = t0 + (uint64_t)(seconds * 1e9);
-    for (int i = 0; i < window; i++) issue((uint64_t)i);
-    while (uv_hrtime() < deadline_ns) uv_run(loop, UV_RUN_NOWAIT);
+    for (int i = 0; i < window; i++)
+        issue((uint64_t)i);
+    while (uv_hrtime() < deadline_ns)
+        uv_run(loop, UV_RUN_NOWAIT);
     double el = (double)(uv_hrtime() - t0) / 1e9;
     /* Each relay is two grain calls (caller -> Caller, Caller -> Target). */
     double calls_s = 2.0 * (double)done_calls / el;
@@ -94,7 +100,8 @@ int main(int argc, char **argv) {
         base_calls += 4096;
     }
     double base_s = (double)base_calls / ((double)(uv_hrtime() - b0) / 1e9);
-    printf("%-28s %10.0f calls/s  %6.0f ns/call   baseline (malloc+copy+call+free) %10.0f /s   ratio %.2f  (window %d, %.1f s)\n",
+    printf("%-28s %10.0f calls/s  %6.0f ns/call   baseline (malloc+copy+call+free) %10.0f /s   ratio %.2f  "
+           "(window %d, %.1f s)\n",
            "local grain->grain call", calls_s, 1e9 / calls_s, base_s, calls_s / base_s, window, el);
     return 0;
 }

@@ -57,13 +57,16 @@ int main(int argc, char **argv) {
         gr_call(rt, &ref, "ping", NULL, 0, 0, on_done, NULL);
         if ((i & 4095) == 4095) uv_run(loop, UV_RUN_NOWAIT);
     }
-    while (done < (uint64_t)n) uv_run(loop, UV_RUN_NOWAIT);
+    while (done < (uint64_t)n)
+        uv_run(loop, UV_RUN_NOWAIT);
     long after = rss_kb();
     size_t active = gr_runtime_activation_count(rt);
     double per = (double)(after - before) * 1024.0 / (double)active;
-    printf("%-28s %10.0f bytes/activation  (%zu idle activations, RSS +%ld MiB)   baseline (malloc'd 8-byte key + pointer) %6.0f bytes   ratio %.2f\n",
+    printf("%-28s %10.0f bytes/activation  (%zu idle activations, RSS +%ld MiB)   baseline (malloc'd 8-byte "
+           "key + pointer) %6.0f bytes   ratio %.2f\n",
            "memory per idle activation", per, active, (after - before) / 1024, base, per / base);
-    for (long i = 0; i < n; i++) free(keys[i]);
+    for (long i = 0; i < n; i++)
+        free(keys[i]);
     free(keys);
     return 0;
 }

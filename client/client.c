@@ -273,8 +273,8 @@ static void gr__connect_cb(uv_connect_t *req, int status) {
     uv_timer_stop(&c->connect_timer);
     if (status < 0) {
         char why[160];
-        snprintf(why, sizeof why, "cannot connect to %s:%d: %s", c->addrs[c->cur].host,
-                 c->addrs[c->cur].port, uv_strerror(status));
+        snprintf(why, sizeof why, "cannot connect to %s:%d: %s", c->addrs[c->cur].host, c->addrs[c->cur].port,
+                 uv_strerror(status));
         gr__client_conn_failed(c, GR_ECONN, why);
         return;
     }
@@ -282,8 +282,8 @@ static void gr__connect_cb(uv_connect_t *req, int status) {
     c->state = GR__C_HANDSHAKE;
     gr__buf_t hello;
     gr__buf_init(&hello);
-    if (gr__frame_encode_hello(&hello, GR_PROTOCOL_VERSION, c->role, c->cluster, c->secret,
-                               strlen(c->secret), c->name) != 0) {
+    if (gr__frame_encode_hello(&hello, GR_PROTOCOL_VERSION, c->role, c->cluster, c->secret, strlen(c->secret),
+                               c->name) != 0) {
         gr__buf_free(&hello);
         gr__client_conn_failed(c, GR_ENOMEM, "out of memory");
         return;
@@ -333,8 +333,8 @@ static void gr__client_dial(gr_client_t *c, gr__cconn_t *cc, const struct sockad
     int rc = uv_tcp_connect(&cc->connect, &cc->tcp, addr, gr__connect_cb);
     if (rc != 0) {
         char why[160];
-        snprintf(why, sizeof why, "cannot connect to %s:%d: %s", c->addrs[c->cur].host,
-                 c->addrs[c->cur].port, uv_strerror(rc));
+        snprintf(why, sizeof why, "cannot connect to %s:%d: %s", c->addrs[c->cur].host, c->addrs[c->cur].port,
+                 uv_strerror(rc));
         snprintf(c->last_error, sizeof c->last_error, "%s", why);
         gr__client_drop_conn(c);
         /* Report from the timer so no callback runs inside gr_client_call(). */
@@ -406,7 +406,8 @@ int gr_client_new(uv_loop_t *loop, const gr_client_options_t *o, gr_client_t **o
     if (!c) return GR_ENOMEM;
     /* Count and parse the comma-separated list. */
     size_t n = 1;
-    for (const char *p = o->silos; *p; p++) n += *p == ',';
+    for (const char *p = o->silos; *p; p++)
+        n += *p == ',';
     c->addrs = gr__calloc(n, sizeof *c->addrs);
     c->cluster = gr__strdup(o->cluster);
     c->secret = gr__strdup(o->secret ? o->secret : "");
@@ -450,7 +451,8 @@ void gr__client_set_role(gr_client_t *c, uint8_t role) { c->role = role; }
 int gr__client_call_flags(gr_client_t *c, const gr_ref_t *ref, const char *method, const void *arg,
                           size_t arg_len, uint32_t timeout_ms, uint8_t type, uint8_t flags, gr_call_cb cb,
                           void *ud) {
-    if (!c || !ref || !ref->class_name || !method || (!cb && type != GR__FRAME_ONEWAY) || (ref->key_len && !ref->key) || (arg_len && !arg))
+    if (!c || !ref || !ref->class_name || !method || (!cb && type != GR__FRAME_ONEWAY) ||
+        (ref->key_len && !ref->key) || (arg_len && !arg))
         return GR_EINVAL;
     if (c->closing) return GR_ESHUTDOWN;
     if (!timeout_ms) timeout_ms = c->opts.call_timeout_ms;
@@ -487,8 +489,8 @@ int gr__client_call_flags(gr_client_t *c, const gr_ref_t *ref, const char *metho
     return 0;
 }
 
-int gr_client_call(gr_client_t *c, const gr_ref_t *ref, const char *method, const void *arg,
-                   size_t arg_len, uint32_t timeout_ms, gr_call_cb cb, void *ud) {
+int gr_client_call(gr_client_t *c, const gr_ref_t *ref, const char *method, const void *arg, size_t arg_len,
+                   uint32_t timeout_ms, gr_call_cb cb, void *ud) {
     return gr__client_call_flags(c, ref, method, arg, arg_len, timeout_ms, GR__FRAME_REQUEST, 0, cb, ud);
 }
 

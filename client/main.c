@@ -13,23 +13,22 @@
 #include "granary/client.h"
 
 static void gr__usage(FILE *f) {
-    fprintf(f,
-            "usage: granary call [OPTIONS] CLASS/KEY METHOD [ARG | -]\n"
-            "       granary members [OPTIONS]    the cluster's live silos, as a silo sees them\n"
-            "       granary grains [OPTIONS]     active grains by class on every live silo\n"
-            "       granary --version\n\n"
-            "call: calls METHOD on grain CLASS/KEY (the key is everything after the first '/')\n"
-            "and prints the reply on stdout. ARG '-' reads the argument from stdin.\n\n"
-            "Options (environment variable in brackets):\n"
-            "  --silo HOST:PORT[,...]  silos to try in order [GRANARY_SILO] (default 127.0.0.1:7700)\n"
-            "  --cluster NAME          cluster name [GRANARY_CLUSTER] (default \"default\")\n"
-            "  --secret SECRET         cluster secret [GRANARY_CLUSTER_SECRET]\n"
-            "  --timeout MS            call timeout [GRANARY_CALL_TIMEOUT_MS] (default 30000)\n"
-            "  --json                  print {\"ok\":...,\"reply\"|\"error\":...} instead\n"
-            "  --help                  show this help\n\n"
-            "Exit status: 0 success; 1 the call failed (unknown class or method, application\n"
-            "error, ...); 2 usage error; 75 failed with a retryable error (connection,\n"
-            "timeout, storage unavailable, overload, shutdown): try again.\n");
+    fprintf(f, "usage: granary call [OPTIONS] CLASS/KEY METHOD [ARG | -]\n"
+               "       granary members [OPTIONS]    the cluster's live silos, as a silo sees them\n"
+               "       granary grains [OPTIONS]     active grains by class on every live silo\n"
+               "       granary --version\n\n"
+               "call: calls METHOD on grain CLASS/KEY (the key is everything after the first '/')\n"
+               "and prints the reply on stdout. ARG '-' reads the argument from stdin.\n\n"
+               "Options (environment variable in brackets):\n"
+               "  --silo HOST:PORT[,...]  silos to try in order [GRANARY_SILO] (default 127.0.0.1:7700)\n"
+               "  --cluster NAME          cluster name [GRANARY_CLUSTER] (default \"default\")\n"
+               "  --secret SECRET         cluster secret [GRANARY_CLUSTER_SECRET]\n"
+               "  --timeout MS            call timeout [GRANARY_CALL_TIMEOUT_MS] (default 30000)\n"
+               "  --json                  print {\"ok\":...,\"reply\"|\"error\":...} instead\n"
+               "  --help                  show this help\n\n"
+               "Exit status: 0 success; 1 the call failed (unknown class or method, application\n"
+               "error, ...); 2 usage error; 75 failed with a retryable error (connection,\n"
+               "timeout, storage unavailable, overload, shutdown): try again.\n");
 }
 
 typedef struct {
@@ -111,8 +110,10 @@ static int gr__cmd_members(const gr_client_options_t *o, uint32_t timeout, int j
         return e;
     }
     gr__buf_append(&r.reply, "", 1);
-    if (!json) printf("%-36s %-22s %-14s %s\n", "SILO", "ADDRESS", "STATUS", "HEARTBEAT AGE");
-    else printf("[");
+    if (!json)
+        printf("%-36s %-22s %-14s %s\n", "SILO", "ADDRESS", "STATUS", "HEARTBEAT AGE");
+    else
+        printf("[");
     int first = 1;
     for (char *line = strtok((char *)r.reply.data, "\n"); line; line = strtok(NULL, "\n")) {
         char id[128], addr[96], st[32];
@@ -143,8 +144,10 @@ static int gr__cmd_grains(const gr_client_options_t *o, uint32_t timeout, int js
     char *members = strdup((const char *)r.reply.data);
     gr__buf_free(&r.reply);
     int worst = 0, first = 1;
-    if (json) printf("[");
-    else printf("%-36s %-24s %s\n", "SILO", "CLASS", "ACTIVE");
+    if (json)
+        printf("[");
+    else
+        printf("%-36s %-24s %s\n", "SILO", "CLASS", "ACTIVE");
     char *save = NULL;
     for (char *line = strtok_r(members, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
         char id[128], addr[96], st[32];
@@ -186,7 +189,8 @@ int main(int argc, char **argv) {
     if (getenv("GRANARY_CLUSTER_SECRET")) o.secret = getenv("GRANARY_CLUSTER_SECRET");
     o.name = "granary-cli";
     uint32_t timeout = 30000;
-    if (getenv("GRANARY_CALL_TIMEOUT_MS")) timeout = (uint32_t)strtoul(getenv("GRANARY_CALL_TIMEOUT_MS"), NULL, 10);
+    if (getenv("GRANARY_CALL_TIMEOUT_MS"))
+        timeout = (uint32_t)strtoul(getenv("GRANARY_CALL_TIMEOUT_MS"), NULL, 10);
     int json = 0;
     if (argc >= 2 && !strcmp(argv[1], "--version")) {
         printf("granary %s\n", gr_version());
@@ -247,7 +251,8 @@ int main(int argc, char **argv) {
             fprintf(stderr, "granary %s: takes no arguments (see --help)\n", cmd);
             return 2;
         }
-        return !strcmp(cmd, "members") ? gr__cmd_members(&o, timeout, json) : gr__cmd_grains(&o, timeout, json);
+        return !strcmp(cmd, "members") ? gr__cmd_members(&o, timeout, json)
+                                       : gr__cmd_grains(&o, timeout, json);
     }
     if (npos < 2) {
         fprintf(stderr, "granary call: need CLASS/KEY and METHOD (see --help)\n");

@@ -105,11 +105,13 @@ typedef enum { GR__LOG_TEXT = 0, GR__LOG_JSON } gr__log_format_t;
 void gr__log_setup(gr__log_level_t level, gr__log_format_t format, const char *silo_id);
 int gr__log_parse_level(const char *s, gr__log_level_t *out);
 int gr__log_enabled(gr__log_level_t level);
-void gr__log(gr__log_level_t level, const char *grain_class, const void *key, size_t key_len,
-             const char *fmt, ...) GR__PRINTF(5, 6);
+void gr__log(gr__log_level_t level, const char *grain_class, const void *key, size_t key_len, const char *fmt,
+             ...) GR__PRINTF(5, 6);
 
-#define GR_LOG_DEBUG(...) \
-    do { if (gr__log_enabled(GR__LOG_DEBUG)) gr__log(GR__LOG_DEBUG, NULL, NULL, 0, __VA_ARGS__); } while (0)
+#define GR_LOG_DEBUG(...)                                                                                    \
+    do {                                                                                                     \
+        if (gr__log_enabled(GR__LOG_DEBUG)) gr__log(GR__LOG_DEBUG, NULL, NULL, 0, __VA_ARGS__);              \
+    } while (0)
 #define GR_LOG_INFO(...) gr__log(GR__LOG_INFO, NULL, NULL, 0, __VA_ARGS__)
 #define GR_LOG_WARN(...) gr__log(GR__LOG_WARN, NULL, NULL, 0, __VA_ARGS__)
 #define GR_LOG_ERROR(...) gr__log(GR__LOG_ERROR, NULL, NULL, 0, __VA_ARGS__)

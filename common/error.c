@@ -4,8 +4,8 @@
 const char *gr_strerror(int err) {
     if (err == 0) return "success";
     switch (err) {
-#define GR__ERR_MSG(name, val, msg) \
-    case (val):                     \
+#define GR__ERR_MSG(name, val, msg)                                                                          \
+    case (val):                                                                                              \
         return msg;
         GR_ERRNO_MAP(GR__ERR_MSG)
 #undef GR__ERR_MSG
@@ -17,8 +17,8 @@ const char *gr_strerror(int err) {
 const char *gr_err_name(int err) {
     if (err == 0) return "GR_OK";
     switch (err) {
-#define GR__ERR_NAME(name, val, msg) \
-    case (val):                      \
+#define GR__ERR_NAME(name, val, msg)                                                                         \
+    case (val):                                                                                              \
         return "GR_" #name;
         GR_ERRNO_MAP(GR__ERR_NAME)
 #undef GR__ERR_NAME

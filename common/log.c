@@ -48,8 +48,8 @@ static void gr__json_str(char *out, size_t out_size, const char *s) {
     out[o] = '\0';
 }
 
-void gr__log(gr__log_level_t level, const char *grain_class, const void *key, size_t key_len,
-             const char *fmt, ...) {
+void gr__log(gr__log_level_t level, const char *grain_class, const void *key, size_t key_len, const char *fmt,
+             ...) {
     if (level < gr__log_level) return;
     char msg[1024], grain[GR_CLASS_NAME_MAX + 260] = "", tbuf[32];
     va_list ap;

@@ -114,7 +114,8 @@ int gr__valid_class_name(const char *name) {
 int gr__dlq_insert(gr__dlq_t *q, gr__dlq_node_t *n, uint64_t deadline) {
     n->deadline = deadline;
     gr__dlq_node_t *p = q->tail;
-    while (p && p->deadline > deadline) p = p->prev;
+    while (p && p->deadline > deadline)
+        p = p->prev;
     n->prev = p;
     n->next = p ? p->next : q->head;
     if (n->next)
@@ -212,15 +213,16 @@ int gr__buf_printf(gr__buf_t *b, const char *fmt, ...) {
 
 /* Upper bounds in nanoseconds: 100 us .. 10 s, then +Inf. */
 static const uint64_t gr__hist_le_ns[GR__HIST_BUCKETS - 1] = {
-    100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000, 25000000,
+    100000,   250000,    500000,    1000000,   2500000,    5000000,       10000000,      25000000,
     50000000, 100000000, 250000000, 500000000, 1000000000, 2500000000ull, 10000000000ull};
 static const char *const gr__hist_le_s[GR__HIST_BUCKETS] = {
     "0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025",
-    "0.05", "0.1", "0.25", "0.5", "1", "2.5", "10", "+Inf"};
+    "0.05",   "0.1",     "0.25",   "0.5",   "1",      "2.5",   "10",   "+Inf"};
 
 void gr__hist_observe(gr__hist_t *h, uint64_t ns) {
     size_t i = 0;
-    while (i < GR__HIST_BUCKETS - 1 && ns > gr__hist_le_ns[i]) i++;
+    while (i < GR__HIST_BUCKETS - 1 && ns > gr__hist_le_ns[i])
+        i++;
     h->buckets[i]++;
     h->count++;
     h->sum_ns += ns;
@@ -237,7 +239,7 @@ int gr__hist_write(const gr__hist_t *h, gr__buf_t *b, const char *name, const ch
     char braced[256] = "";
     if (labels[0]) snprintf(braced, sizeof braced, "{%s}", labels);
     if (rc == 0)
-        rc = gr__buf_printf(b, "%s_sum%s %.9f\n%s_count%s %llu\n", name, braced, (double)h->sum_ns / 1e9, name,
-                            braced, (unsigned long long)h->count);
+        rc = gr__buf_printf(b, "%s_sum%s %.9f\n%s_count%s %llu\n", name, braced, (double)h->sum_ns / 1e9,
+                            name, braced, (unsigned long long)h->count);
     return rc;
 }

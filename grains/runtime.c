@@ -46,7 +46,7 @@ struct gr__call {
     gr_call_cb cb;
     void *ud;
     gr__dlq_node_t dl; /* in the runtime's deadline queue */
-    gr_grain_t *owner;             /* calling activation, or NULL */
+    gr_grain_t *owner; /* calling activation, or NULL */
     gr__call_t *own_prev, *own_next;
     gr__call_t *done_next; /* completion list */
     int status;
@@ -97,7 +97,7 @@ struct gr_grain {
     gr__write_waiter_t *waiters_now;  /* complete when the write in flight does */
     gr__write_waiter_t *waiters_next; /* need another write after it */
     gr_msg_t *mb_head, *mb_tail;      /* mailbox */
-    gr_msg_t *current; /* turn in progress: until replied (and persisted) */
+    gr_msg_t *current;                /* turn in progress: until replied (and persisted) */
     gr_grain_t *run_next;
     gr_grain_t *lru_prev, *lru_next;
     uint64_t last_active;
@@ -111,12 +111,10 @@ struct gr_grain {
     uint16_t ticks_pending; /* timers with queued ticks */
     uint16_t id_len;        /* <= GR_CLASS_NAME_MAX + 1 + GR_KEY_MAX */
     uint16_t key_len;
-    uint8_t status;         /* gr__gstatus_t */
+    uint8_t status; /* gr__gstatus_t */
     uint8_t dirty, writing, scheduled, deactivate_requested;
-    uint8_t id[];           /* class '\0' key: the table key */
+    uint8_t id[]; /* class '\0' key: the table key */
 };
-
-
 
 struct gr_runtime {
     uv_loop_t *loop;
@@ -142,7 +140,7 @@ struct gr_runtime {
     void *drain_ud;
     int closing;
     int open_handles;
-    size_t held_grains; /* finished grains still referenced by I/O or timers */
+    size_t held_grains;   /* finished grains still referenced by I/O or timers */
     uint32_t min_idle_ms; /* shortest idle age of any class: bounds the sweep */
     void (*close_cb)(void *);
     void *close_ud;
@@ -241,8 +239,7 @@ static gr__call_t *gr__call_new(gr_runtime_t *rt, gr_call_cb cb, void *ud, uint3
 }
 
 /* Route a reply to its waiting call, if the caller is still waiting. */
-static void gr__deliver_reply(gr_runtime_t *rt, uint64_t call_id, int status, uint8_t *reply,
-                              size_t len) {
+static void gr__deliver_reply(gr_runtime_t *rt, uint64_t call_id, int status, uint8_t *reply, size_t len) {
     gr__call_t *c = NULL;
     if (call_id) HASH_FIND(hh, rt->calls, &call_id, sizeof call_id, c);
     if (!c) {
@@ -347,8 +344,8 @@ static gr_msg_t *gr__mailbox_pop(gr_grain_t *g) {
     return m;
 }
 
-static void gr__grain_storage_read_cb(void *ud, int status, const uint8_t *data, size_t len,
-                                      int64_t version, const char *detail);
+static void gr__grain_storage_read_cb(void *ud, int status, const uint8_t *data, size_t len, int64_t version,
+                                      const char *detail);
 
 /* Create an activation in LOADING state and start reading its state. */
 static int gr__grain_new(gr_runtime_t *rt, const gr_class_t *cls, const uint8_t *id, size_t id_len,
@@ -454,13 +451,14 @@ static void gr__grain_release(gr_grain_t *g) {
 static void gr__grain_fail_all(gr_grain_t *g, int status, const char *detail) {
     gr_runtime_t *rt = g->rt;
     gr_msg_t *m;
-    while ((m = gr__mailbox_pop(g)) != NULL) gr__msg_fail(rt, m, status, detail);
+    while ((m = gr__mailbox_pop(g)) != NULL)
+        gr__msg_fail(rt, m, status, detail);
     g->status = GR__G_DEACTIVATING;
     gr__grain_finish(g);
 }
 
-static void gr__grain_storage_read_cb(void *ud, int status, const uint8_t *data, size_t len,
-                                      int64_t version, const char *detail) {
+static void gr__grain_storage_read_cb(void *ud, int status, const uint8_t *data, size_t len, int64_t version,
+                                      const char *detail) {
     gr_grain_t *g = ud;
     g->refs--;
     gr_runtime_t *rt = g->rt;
@@ -660,7 +658,8 @@ static void gr__timer_remove(gr_grain_t *g, gr__timer_t *t);
  * replies from a timer could never finish. */
 static void gr__grain_tick(gr_grain_t *g) {
     gr__timer_t *t = g->timers;
-    while (t && !t->queued) t = t->next;
+    while (t && !t->queued)
+        t = t->next;
     if (!t) {
         g->ticks_pending = 0;
         return;
@@ -787,8 +786,7 @@ static void gr__idle_sweep_cb(uv_timer_t *t) {
     gr_grain_t *g = rt->lru_head;
     while (g) {
         gr_grain_t *next = g->lru_next;
-        uint32_t age = g->cls->idle_deactivate_ms ? g->cls->idle_deactivate_ms
-                                                  : rt->opts.idle_deactivate_ms;
+        uint32_t age = g->cls->idle_deactivate_ms ? g->cls->idle_deactivate_ms : rt->opts.idle_deactivate_ms;
         /* The list is ordered by last activity; past the shortest age in use
          * nothing younger can be due, but classes differ, so only stop on the
          * global minimum (1 s granularity at most). */
@@ -815,7 +813,8 @@ static void gr__timer_closed(uv_handle_t *h) {
 
 static void gr__timer_remove(gr_grain_t *g, gr__timer_t *t) {
     gr__timer_t **pp = &g->timers;
-    while (*pp != t) pp = &(*pp)->next;
+    while (*pp != t)
+        pp = &(*pp)->next;
     *pp = t->next;
     if (t->queued) g->ticks_pending--;
     uv_timer_stop(&t->handle);
@@ -823,7 +822,8 @@ static void gr__timer_remove(gr_grain_t *g, gr__timer_t *t) {
 }
 
 static void gr__timers_stop_all(gr_grain_t *g) {
-    while (g->timers) gr__timer_remove(g, g->timers);
+    while (g->timers)
+        gr__timer_remove(g, g->timers);
 }
 
 static void gr__timer_fire(uv_timer_t *h) {
@@ -868,8 +868,7 @@ int gr_timer_stop(gr_grain_t *g, uint64_t id) {
 static int gr__submit(gr_runtime_t *rt, gr_grain_t *owner, const gr_ref_t *ref, const char *method,
                       const void *arg, size_t arg_len, uint32_t timeout_ms, int hops, gr_call_cb cb,
                       void *ud) {
-    if (!rt || !ref || !method || !cb || !ref->class_name || (ref->key_len && !ref->key) ||
-        (arg_len && !arg))
+    if (!rt || !ref || !method || !cb || !ref->class_name || (ref->key_len && !ref->key) || (arg_len && !arg))
         return GR_EINVAL;
     size_t cl = strlen(ref->class_name), ml = strlen(method);
     if (cl == 0 || ml == 0) return GR_EINVAL;
@@ -952,18 +951,18 @@ static int gr__submit(gr_runtime_t *rt, gr_grain_t *owner, const gr_ref_t *ref, 
     return 0;
 }
 
-int gr_call(gr_runtime_t *rt, const gr_ref_t *ref, const char *method, const void *arg,
-            size_t arg_len, uint32_t timeout_ms, gr_call_cb cb, void *ud) {
+int gr_call(gr_runtime_t *rt, const gr_ref_t *ref, const char *method, const void *arg, size_t arg_len,
+            uint32_t timeout_ms, gr_call_cb cb, void *ud) {
     return gr__submit(rt, NULL, ref, method, arg, arg_len, timeout_ms, 0, cb, ud);
 }
 
-int gr__call_hops(gr_runtime_t *rt, const gr_ref_t *ref, const char *method, const void *arg,
-                  size_t arg_len, uint32_t timeout_ms, int hops, gr_call_cb cb, void *ud) {
+int gr__call_hops(gr_runtime_t *rt, const gr_ref_t *ref, const char *method, const void *arg, size_t arg_len,
+                  uint32_t timeout_ms, int hops, gr_call_cb cb, void *ud) {
     return gr__submit(rt, NULL, ref, method, arg, arg_len, timeout_ms, hops, cb, ud);
 }
 
-int gr_grain_call(gr_grain_t *g, const gr_ref_t *ref, const char *method, const void *arg,
-                  size_t arg_len, uint32_t timeout_ms, gr_call_cb cb, void *ud) {
+int gr_grain_call(gr_grain_t *g, const gr_ref_t *ref, const char *method, const void *arg, size_t arg_len,
+                  uint32_t timeout_ms, gr_call_cb cb, void *ud) {
     if (!g) return GR_EINVAL;
     if (g->status != GR__G_ACTIVE) return GR_ESTATE;
     return gr__submit(g->rt, g, ref, method, arg, arg_len, timeout_ms, 0, cb, ud);
@@ -1117,7 +1116,8 @@ int gr_runtime_register(gr_runtime_t *rt, const gr_class_t *cls) {
     e = gr__calloc(1, sizeof *e);
     if (!e) return GR_ENOMEM;
     e->cls = cls;
-    for (const gr_method_t *m = cls->methods; m->name; m++) e->n_methods++;
+    for (const gr_method_t *m = cls->methods; m->name; m++)
+        e->n_methods++;
     e->calls = gr__calloc(e->n_methods, sizeof *e->calls);
     e->errors = gr__calloc(e->n_methods, sizeof *e->errors);
     if (!e->calls || !e->errors) {
@@ -1134,7 +1134,8 @@ int gr_runtime_register(gr_runtime_t *rt, const gr_class_t *cls) {
         return GR_ENOMEM;
     }
     /* The sweep must run often enough for the shortest class age. */
-    if (cls->idle_deactivate_ms && cls->idle_deactivate_ms < rt->min_idle_ms) rt->min_idle_ms = cls->idle_deactivate_ms;
+    if (cls->idle_deactivate_ms && cls->idle_deactivate_ms < rt->min_idle_ms)
+        rt->min_idle_ms = cls->idle_deactivate_ms;
     if (cls->idle_deactivate_ms && cls->idle_deactivate_ms / 4 < uv_timer_get_repeat(&rt->idle_timer)) {
         uint64_t every = cls->idle_deactivate_ms / 4 < 10 ? 10 : cls->idle_deactivate_ms / 4;
         uv_timer_start(&rt->idle_timer, gr__idle_sweep_cb, every, every);
@@ -1232,7 +1233,8 @@ void gr_runtime_close(gr_runtime_t *rt, void (*cb)(void *), void *ud) {
          * it: the write's completion releases it. */
         if (g->current && !gr__write_holds(g, g->current)) gr__msg_free(g->current);
         g->current = NULL;
-        while ((m = gr__mailbox_pop(g)) != NULL) gr__msg_free(m);
+        while ((m = gr__mailbox_pop(g)) != NULL)
+            gr__msg_free(m);
         gr__timers_stop_all(g);
         if (g->status == GR__G_ACTIVE || g->status == GR__G_LOADING) g->status = GR__G_DEACTIVATING;
         gr__grain_finish(g);
@@ -1328,8 +1330,8 @@ void gr__runtime_msg_done(gr_runtime_t *rt, gr_msg_t *m, int status, const uint8
     gr__msg_complete(rt, m, status, copy, copy ? len : 0);
 }
 
-void gr__runtime_foreach(gr_runtime_t *rt, void (*fn)(void *ud, const char *cls, const uint8_t *key, size_t len),
-                         void *ud) {
+void gr__runtime_foreach(gr_runtime_t *rt,
+                         void (*fn)(void *ud, const char *cls, const uint8_t *key, size_t len), void *ud) {
     gr_grain_t *g, *tmp;
     HASH_ITER(hh, rt->grains, g, tmp) {
         if (g->status == GR__G_ACTIVE || g->status == GR__G_LOADING) fn(ud, g->cls->name, g->key, g->key_len);
@@ -1370,7 +1372,8 @@ static int gr__write_method_counter(const gr_runtime_t *rt, gr__buf_t *b, const 
     for (const gr__class_entry_t *e = rt->classes; e; e = e->hh.next)
         for (size_t i = 0; i < e->n_methods; i++)
             rc |= gr__buf_printf(b, "%s{class=\"%s\",method=\"%s\"} %llu\n", name, e->cls->name,
-                                 e->cls->methods[i].name, (unsigned long long)(errors ? e->errors[i] : e->calls[i]));
+                                 e->cls->methods[i].name,
+                                 (unsigned long long)(errors ? e->errors[i] : e->calls[i]));
     return rc;
 }
 
@@ -1380,10 +1383,14 @@ int gr__runtime_write_metrics(const gr_runtime_t *rt, gr__buf_t *b) {
     rc |= gr__buf_printf(b, "# HELP granary_activations Live activations by class.\n"
                             "# TYPE granary_activations gauge\n");
     for (e = rt->classes; e; e = e->hh.next)
-        rc |= gr__buf_printf(b, "granary_activations{class=\"%s\"} %llu\n", e->cls->name, (unsigned long long)e->active);
-    rc |= gr__write_method_counter(rt, b, "granary_calls_total", "Calls served here, by class and method.", 0);
-    rc |= gr__write_method_counter(rt, b, "granary_call_errors_total", "Calls served here that returned an error.", 1);
-    rc |= gr__buf_printf(b, "# HELP granary_call_duration_seconds From acceptance to reply (after commit for persist-before-reply).\n"
+        rc |= gr__buf_printf(b, "granary_activations{class=\"%s\"} %llu\n", e->cls->name,
+                             (unsigned long long)e->active);
+    rc |=
+        gr__write_method_counter(rt, b, "granary_calls_total", "Calls served here, by class and method.", 0);
+    rc |= gr__write_method_counter(rt, b, "granary_call_errors_total",
+                                   "Calls served here that returned an error.", 1);
+    rc |= gr__buf_printf(b, "# HELP granary_call_duration_seconds From acceptance to reply (after commit for "
+                            "persist-before-reply).\n"
                             "# TYPE granary_call_duration_seconds histogram\n");
     for (e = rt->classes; e; e = e->hh.next) {
         char labels[GR_CLASS_NAME_MAX + 16];
@@ -1392,26 +1399,28 @@ int gr__runtime_write_metrics(const gr_runtime_t *rt, gr__buf_t *b) {
     }
     const gr__runtime_stats_t *s = &rt->stats;
     size_t queued = 0;
-    for (const gr_grain_t *g = rt->grains; g; g = g->hh.next) queued += g->mb_len;
-    rc |= gr__buf_printf(b,
-                         "# TYPE granary_calls_accepted_total counter\ngranary_calls_accepted_total %llu\n"
-                         "# TYPE granary_calls_failed_total counter\ngranary_calls_failed_total %llu\n"
-                         "# TYPE granary_late_replies_total counter\ngranary_late_replies_total %llu\n"
-                         "# TYPE granary_activations_total counter\ngranary_activations_total %llu\n"
-                         "# TYPE granary_deactivations_total counter\ngranary_deactivations_total %llu\n"
-                         "# TYPE granary_storage_reads_total counter\ngranary_storage_reads_total %llu\n"
-                         "# TYPE granary_storage_writes_total counter\ngranary_storage_writes_total %llu\n"
-                         "# TYPE granary_storage_conflicts_total counter\ngranary_storage_conflicts_total %llu\n"
-                         "# TYPE granary_storage_errors_total counter\ngranary_storage_errors_total %llu\n"
-                         "# HELP granary_queued_messages Calls waiting in grain mailboxes.\n"
-                         "# TYPE granary_queued_messages gauge\ngranary_queued_messages %zu\n"
-                         "# HELP granary_drain_remaining Activations left to deactivate (0 unless draining).\n"
-                         "# TYPE granary_drain_remaining gauge\ngranary_drain_remaining %zu\n",
-                         (unsigned long long)s->calls, (unsigned long long)s->calls_failed,
-                         (unsigned long long)s->late_replies, (unsigned long long)s->activations,
-                         (unsigned long long)s->deactivations, (unsigned long long)s->storage_reads,
-                         (unsigned long long)s->storage_writes, (unsigned long long)s->storage_conflicts,
-                         (unsigned long long)s->storage_errors, queued, rt->draining ? rt->n_grains : (size_t)0);
+    for (const gr_grain_t *g = rt->grains; g; g = g->hh.next)
+        queued += g->mb_len;
+    rc |= gr__buf_printf(
+        b,
+        "# TYPE granary_calls_accepted_total counter\ngranary_calls_accepted_total %llu\n"
+        "# TYPE granary_calls_failed_total counter\ngranary_calls_failed_total %llu\n"
+        "# TYPE granary_late_replies_total counter\ngranary_late_replies_total %llu\n"
+        "# TYPE granary_activations_total counter\ngranary_activations_total %llu\n"
+        "# TYPE granary_deactivations_total counter\ngranary_deactivations_total %llu\n"
+        "# TYPE granary_storage_reads_total counter\ngranary_storage_reads_total %llu\n"
+        "# TYPE granary_storage_writes_total counter\ngranary_storage_writes_total %llu\n"
+        "# TYPE granary_storage_conflicts_total counter\ngranary_storage_conflicts_total %llu\n"
+        "# TYPE granary_storage_errors_total counter\ngranary_storage_errors_total %llu\n"
+        "# HELP granary_queued_messages Calls waiting in grain mailboxes.\n"
+        "# TYPE granary_queued_messages gauge\ngranary_queued_messages %zu\n"
+        "# HELP granary_drain_remaining Activations left to deactivate (0 unless draining).\n"
+        "# TYPE granary_drain_remaining gauge\ngranary_drain_remaining %zu\n",
+        (unsigned long long)s->calls, (unsigned long long)s->calls_failed,
+        (unsigned long long)s->late_replies, (unsigned long long)s->activations,
+        (unsigned long long)s->deactivations, (unsigned long long)s->storage_reads,
+        (unsigned long long)s->storage_writes, (unsigned long long)s->storage_conflicts,
+        (unsigned long long)s->storage_errors, queued, rt->draining ? rt->n_grains : (size_t)0);
     rc |= gr__buf_printf(b, "# TYPE granary_storage_read_duration_seconds histogram\n");
     rc |= gr__hist_write(&rt->read_latency, b, "granary_storage_read_duration_seconds", "");
     rc |= gr__buf_printf(b, "# TYPE granary_storage_write_duration_seconds histogram\n");
@@ -1421,5 +1430,6 @@ int gr__runtime_write_metrics(const gr_runtime_t *rt, gr__buf_t *b) {
 
 void gr__runtime_foreach_class(const gr_runtime_t *rt, void (*fn)(void *ud, const char *cls, uint64_t active),
                                void *ud) {
-    for (const gr__class_entry_t *e = rt->classes; e; e = e->hh.next) fn(ud, e->cls->name, e->active);
+    for (const gr__class_entry_t *e = rt->classes; e; e = e->hh.next)
+        fn(ud, e->cls->name, e->active);
 }

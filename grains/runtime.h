@@ -8,11 +8,11 @@
 #include "granary/grain.h"
 
 typedef struct gr__runtime_stats {
-    uint64_t calls;          /* calls accepted */
-    uint64_t calls_failed;   /* completed with an error status */
-    uint64_t late_replies;   /* replies dropped because the caller had timed out */
-    uint64_t activations;    /* activations created */
-    uint64_t deactivations;  /* activations finished */
+    uint64_t calls;         /* calls accepted */
+    uint64_t calls_failed;  /* completed with an error status */
+    uint64_t late_replies;  /* replies dropped because the caller had timed out */
+    uint64_t activations;   /* activations created */
+    uint64_t deactivations; /* activations finished */
     uint64_t storage_reads, storage_writes, storage_conflicts, storage_errors;
 } gr__runtime_stats_t;
 
@@ -46,8 +46,8 @@ void gr__runtime_run_here(gr_runtime_t *rt, gr_msg_t *m);
 void gr__runtime_msg_done(gr_runtime_t *rt, gr_msg_t *m, int status, const uint8_t *reply, size_t len);
 
 /* A call that arrived from another silo after `hops` forwards. */
-int gr__call_hops(gr_runtime_t *rt, const gr_ref_t *ref, const char *method, const void *arg,
-                  size_t arg_len, uint32_t timeout_ms, int hops, gr_call_cb cb, void *ud);
+int gr__call_hops(gr_runtime_t *rt, const gr_ref_t *ref, const char *method, const void *arg, size_t arg_len,
+                  uint32_t timeout_ms, int hops, gr_call_cb cb, void *ud);
 
 /* Every live activation (for re-registration after a view change). */
 void gr__runtime_foreach(gr_runtime_t *rt,

@@ -39,9 +39,8 @@ typedef struct gr__mem {
 
 static void gr__mem_run(uv_idle_t *h);
 
-static int gr__mem_push(gr__mem_t *m, gr__mem_kind_t kind, const char *cls, const void *key,
-                        size_t key_len, const void *data, size_t len, int64_t expected, void *cb,
-                        void *ud) {
+static int gr__mem_push(gr__mem_t *m, gr__mem_kind_t kind, const char *cls, const void *key, size_t key_len,
+                        const void *data, size_t len, int64_t expected, void *cb, void *ud) {
     size_t cl = strlen(cls) + 1;
     gr__mem_op_t *op = gr__malloc(sizeof *op + cl + key_len);
     if (!op) return GR_ENOMEM;
@@ -140,17 +139,15 @@ static int gr__mem_read(gr_storage_t *st, const char *cls, const void *key, size
     return gr__mem_push((gr__mem_t *)st, GR__MEM_READ, cls, key, key_len, NULL, 0, 0, (void *)cb, ud);
 }
 
-static int gr__mem_write(gr_storage_t *st, const char *cls, const void *key, size_t key_len,
-                         const void *data, size_t len, int64_t expected, gr_storage_write_cb cb,
-                         void *ud) {
-    return gr__mem_push((gr__mem_t *)st, GR__MEM_WRITE, cls, key, key_len, data, len, expected,
-                        (void *)cb, ud);
+static int gr__mem_write(gr_storage_t *st, const char *cls, const void *key, size_t key_len, const void *data,
+                         size_t len, int64_t expected, gr_storage_write_cb cb, void *ud) {
+    return gr__mem_push((gr__mem_t *)st, GR__MEM_WRITE, cls, key, key_len, data, len, expected, (void *)cb,
+                        ud);
 }
 
-static int gr__mem_clear(gr_storage_t *st, const char *cls, const void *key, size_t key_len,
-                         int64_t expected, gr_storage_write_cb cb, void *ud) {
-    return gr__mem_push((gr__mem_t *)st, GR__MEM_CLEAR, cls, key, key_len, NULL, 0, expected,
-                        (void *)cb, ud);
+static int gr__mem_clear(gr_storage_t *st, const char *cls, const void *key, size_t key_len, int64_t expected,
+                         gr_storage_write_cb cb, void *ud) {
+    return gr__mem_push((gr__mem_t *)st, GR__MEM_CLEAR, cls, key, key_len, NULL, 0, expected, (void *)cb, ud);
 }
 
 static void gr__mem_closed(uv_handle_t *h) {
@@ -186,8 +183,7 @@ static void gr__mem_close(gr_storage_t *st, void (*cb)(void *), void *ud) {
     uv_close((uv_handle_t *)&m->idle, gr__mem_closed);
 }
 
-static const gr__storage_vtable_t gr__mem_vt = {gr__mem_read, gr__mem_write, gr__mem_clear,
-                                                gr__mem_close};
+static const gr__storage_vtable_t gr__mem_vt = {gr__mem_read, gr__mem_write, gr__mem_clear, gr__mem_close};
 
 int gr_storage_memory_new(uv_loop_t *loop, gr_storage_t **out) {
     if (!loop || !out) return GR_EINVAL;

@@ -47,8 +47,8 @@ int gr__migrate(const char *conninfo, FILE *out, char *err, size_t err_size) {
         char ver[16];
         snprintf(ver, sizeof ver, "%d", m->version);
         const char *p[2] = {ver, m->name};
-        PGresult *r = PQexecParams(c, "SELECT 1 FROM granary_schema_version WHERE version = $1", 1,
-                                   NULL, p, NULL, NULL, 0);
+        PGresult *r = PQexecParams(c, "SELECT 1 FROM granary_schema_version WHERE version = $1", 1, NULL, p,
+                                   NULL, NULL, 0);
         if (PQresultStatus(r) != PGRES_TUPLES_OK) {
             snprintf(err, err_size, "%s", PQresultErrorMessage(r));
             PQclear(r);
@@ -64,8 +64,8 @@ int gr__migrate(const char *conninfo, FILE *out, char *err, size_t err_size) {
         }
         rc = gr__exec(c, m->sql, err, err_size);
         if (rc == 0) {
-            r = PQexecParams(c, "INSERT INTO granary_schema_version (version, name) VALUES ($1, $2)",
-                             2, NULL, p, NULL, NULL, 0);
+            r = PQexecParams(c, "INSERT INTO granary_schema_version (version, name) VALUES ($1, $2)", 2, NULL,
+                             p, NULL, NULL, 0);
             if (PQresultStatus(r) != PGRES_COMMAND_OK) {
                 snprintf(err, err_size, "%s", PQresultErrorMessage(r));
                 rc = GR_ESTORAGE;
@@ -87,7 +87,8 @@ int gr__migrate(const char *conninfo, FILE *out, char *err, size_t err_size) {
     /* Trailing newlines from libpq make log lines ragged. */
     if (rc != 0) {
         size_t n = strlen(err);
-        while (n && err[n - 1] == '\n') err[--n] = '\0';
+        while (n && err[n - 1] == '\n')
+            err[--n] = '\0';
     }
     return rc;
 }

@@ -37,9 +37,9 @@ typedef struct gr__pg_conn {
     int fd;
     int events;
     gr__conn_state_t state;
-    gr__pg_op_t *op;   /* in flight while BUSY */
-    PGresult *result;  /* first result of the op in flight */
-    uv_timer_t timer;  /* reconnect backoff, and connect deadline */
+    gr__pg_op_t *op;  /* in flight while BUSY */
+    PGresult *result; /* first result of the op in flight */
+    uv_timer_t timer; /* reconnect backoff, and connect deadline */
     uint32_t backoff_ms;
 } gr__pg_conn_t;
 
@@ -50,8 +50,8 @@ struct gr__pgpool {
     gr__pgpool_options_t opts;
     gr__pg_conn_t *conns;
     unsigned n_conns;
-    unsigned up;      /* connections IDLE or BUSY */
-    int down;         /* every connection failed since the last success: fail fast */
+    unsigned up; /* connections IDLE or BUSY */
+    int down;    /* every connection failed since the last success: fail fast */
     gr__pg_op_t *head, *tail;
     uv_timer_t sweep; /* fails ops that waited too long, or while the database is down */
     uint64_t rng;
@@ -324,7 +324,8 @@ static void gr__conn_read(gr__pg_conn_t *c) {
     }
     /* Notices and notifications are not used; drop them. */
     PGnotify *n;
-    while ((n = PQnotifies(c->conn)) != NULL) PQfreemem(n);
+    while ((n = PQnotifies(c->conn)) != NULL)
+        PQfreemem(n);
     if (c->state != GR__CONN_BUSY) {
         if (PQstatus(c->conn) == CONNECTION_BAD) gr__conn_broken(c, "server closed the connection");
         return;

@@ -79,9 +79,8 @@ static const char GR__SQL_DELETE[] =
     "WITH d AS (DELETE FROM granary_grain_state "
     "WHERE grain_key = $1 AND grain_class = $2 AND service = $3 AND version = $4::bigint "
     "RETURNING 1) SELECT EXISTS (SELECT 1 FROM d)";
-static const char GR__SQL_CHECK_ABSENT[] =
-    "SELECT NOT EXISTS (SELECT 1 FROM granary_grain_state "
-    "WHERE grain_key = $1 AND grain_class = $2 AND service = $3)";
+static const char GR__SQL_CHECK_ABSENT[] = "SELECT NOT EXISTS (SELECT 1 FROM granary_grain_state "
+                                           "WHERE grain_key = $1 AND grain_class = $2 AND service = $3)";
 
 static int64_t gr__be64_field(const PGresult *res, int row, int col) {
     if (PQgetlength(res, row, col) != 8) return -1;
@@ -103,8 +102,8 @@ static void gr__pgs_clear_done(void *ud, int status, PGresult *res, const char *
     gr__free(op);
 }
 
-static int gr__pgs_clear(gr_storage_t *st, const char *cls, const void *key, size_t key_len,
-                         int64_t expected, gr_storage_write_cb cb, void *ud) {
+static int gr__pgs_clear(gr_storage_t *st, const char *cls, const void *key, size_t key_len, int64_t expected,
+                         gr_storage_write_cb cb, void *ud) {
     gr__pgs_t *s = (gr__pgs_t *)st;
     gr__pgs_op_t *op = gr__malloc(sizeof *op);
     if (!op) return GR_ENOMEM;
@@ -116,12 +115,11 @@ static int gr__pgs_clear(gr_storage_t *st, const char *cls, const void *key, siz
     const char *values[4] = {key_len ? (const char *)key : "", cls, s->service, ver};
     int lengths[4] = {(int)key_len, 0, 0, 0};
     int formats[4] = {1, 0, 0, 0};
-    int rc = gr__pgpool_query(s->pool, expected == 0 ? GR__SQL_CHECK_ABSENT : GR__SQL_DELETE, expected == 0 ? 3 : 4,
-                              values, lengths, formats, 1, gr__pgs_clear_done, op);
+    int rc = gr__pgpool_query(s->pool, expected == 0 ? GR__SQL_CHECK_ABSENT : GR__SQL_DELETE,
+                              expected == 0 ? 3 : 4, values, lengths, formats, 1, gr__pgs_clear_done, op);
     if (rc != 0) gr__free(op);
     return rc;
 }
-
 
 typedef struct gr__rop {
     struct gr__rop *next;
@@ -162,9 +160,8 @@ static int gr__pgs_read(gr_storage_t *st, const char *cls, const void *key, size
 
 static void gr__batch_flush(gr__pgs_t *s);
 
-static int gr__pgs_write(gr_storage_t *st, const char *cls, const void *key, size_t key_len,
-                         const void *data, size_t len, int64_t expected, gr_storage_write_cb cb,
-                         void *ud) {
+static int gr__pgs_write(gr_storage_t *st, const char *cls, const void *key, size_t key_len, const void *data,
+                         size_t len, int64_t expected, gr_storage_write_cb cb, void *ud) {
     gr__pgs_t *s = (gr__pgs_t *)st;
     gr__wop_t *w = gr__wop_new(cls, key, key_len, data, len, expected, cb, ud);
     if (!w) return GR_ENOMEM;
@@ -177,7 +174,6 @@ static int gr__pgs_write(gr_storage_t *st, const char *cls, const void *key, siz
     gr__batch_flush(s); /* results arrive through the pool: never inside this call */
     return 0;
 }
-
 
 static void gr__pgs_pool_closed(void *ud) {
     gr__pgs_t *s = ud;
@@ -252,8 +248,6 @@ int gr_storage_pg_new(uv_loop_t *loop, const gr_storage_pg_options_t *opts, gr_s
 
 #define GR__BATCH_MAX 256
 
-
-
 typedef struct gr__batch {
     gr__pgs_t *s;
     gr__wop_t **ops;
@@ -270,12 +264,12 @@ static const char GR__SQL_BATCH_WRITE[] =
     "     upd AS (UPDATE granary_grain_state t SET state = v.st, version = t.version + 1, updated_at = now() "
     "             FROM v WHERE v.ev > 0 AND t.grain_key = v.k AND t.grain_class = v.c AND t.service = $5 "
     "             AND t.version = v.ev RETURNING v.ord, t.version), "
-    "     ins AS (INSERT INTO granary_grain_state (grain_key, grain_class, service, state, version, updated_at) "
+    "     ins AS (INSERT INTO granary_grain_state (grain_key, grain_class, service, state, version, "
+    "updated_at) "
     "             SELECT v.k, v.c, $5, v.st, 1, now() FROM v WHERE v.ev = 0 "
     "             ON CONFLICT DO NOTHING RETURNING grain_key, grain_class, version) "
     "SELECT ord, version FROM upd "
     "UNION ALL SELECT v.ord, ins.version FROM ins JOIN v ON v.k = ins.grain_key AND v.c = ins.grain_class";
-
 
 static int gr__hex_elem(gr__buf_t *b, const uint8_t *p, size_t n) {
     static const char hex[] = "0123456789abcdef";
@@ -375,7 +369,8 @@ static void gr__batch_flush(gr__pgs_t *s) {
         }
         s->wq_tail = last_kept;
         if (s->wq_tail)
-            while (s->wq_tail->next) s->wq_tail = s->wq_tail->next;
+            while (s->wq_tail->next)
+                s->wq_tail = s->wq_tail->next;
         gr__buf_t keys, classes, states, vers;
         gr__buf_init(&keys);
         gr__buf_init(&classes);
@@ -390,11 +385,11 @@ static void gr__batch_flush(gr__pgs_t *s) {
             rc |= gr__buf_append(&states, sep, 1) | gr__hex_elem(&states, w->data, w->len);
             rc |= gr__buf_printf(&vers, "%s%" PRId64, sep, w->expected);
         }
-        rc |= gr__buf_append(&keys, "}", 2) | gr__buf_append(&classes, "}", 2) | gr__buf_append(&states, "}", 2) |
-              gr__buf_append(&vers, "}", 2);
+        rc |= gr__buf_append(&keys, "}", 2) | gr__buf_append(&classes, "}", 2) |
+              gr__buf_append(&states, "}", 2) | gr__buf_append(&vers, "}", 2);
         if (rc == 0) {
-            const char *values[5] = {(const char *)keys.data, (const char *)classes.data, (const char *)states.data,
-                                     (const char *)vers.data, s->service};
+            const char *values[5] = {(const char *)keys.data, (const char *)classes.data,
+                                     (const char *)states.data, (const char *)vers.data, s->service};
             rc = gr__pgpool_query(s->pool, GR__SQL_BATCH_WRITE, 5, values, NULL, NULL, 1, gr__batch_done, bt);
         }
         gr__buf_free(&keys);
@@ -452,7 +447,8 @@ static void gr__rbatch_done(void *ud, int status, PGresult *res, const char *det
                 if (v < 1)
                     op->cb(op->ud, GR_ESTORAGE, NULL, 0, 0, "postgres: malformed version column");
                 else
-                    op->cb(op->ud, 0, (const uint8_t *)PQgetvalue(res, r, 1), (size_t)PQgetlength(res, r, 1), v, NULL);
+                    op->cb(op->ud, 0, (const uint8_t *)PQgetvalue(res, r, 1), (size_t)PQgetlength(res, r, 1),
+                           v, NULL);
             }
             op->cb = NULL; /* answered */
             answered++;

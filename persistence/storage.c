@@ -20,8 +20,7 @@ int gr_storage_read(gr_storage_t *st, const char *class_name, const void *key, s
 }
 
 int gr_storage_write(gr_storage_t *st, const char *class_name, const void *key, size_t key_len,
-                     const void *data, size_t len, int64_t expected, gr_storage_write_cb cb,
-                     void *ud) {
+                     const void *data, size_t len, int64_t expected, gr_storage_write_cb cb, void *ud) {
     int rc = gr__check(st, class_name, key, key_len);
     if (rc) return rc;
     if (!cb || expected < 0 || (len && !data)) return GR_EINVAL;

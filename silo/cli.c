@@ -20,7 +20,7 @@ typedef struct gr__cli {
     const char *grains;
     const char *log_level;
     const char *log_format;
-    gr__log_level_t level;  /* parsed from log_level */
+    gr__log_level_t level;   /* parsed from log_level */
     gr__log_format_t format; /* parsed from log_format */
     int help;
 } gr__cli_t;
@@ -67,20 +67,20 @@ static const gr__opt_t gr__opts[] = {
      "fail a storage operation that waited this long for a connection (default 5000)"},
     {"--idle-ms", "GRANARY_IDLE_MS", "MS", GR__OPT_U32, GR__C(idle_deactivate_ms), GR__RUN,
      "deactivate grains idle this long, saving dirty state (default 600000)"},
-    {"--call-timeout-ms", "GRANARY_CALL_TIMEOUT_MS", "MS", GR__OPT_U32, GR__C(call_timeout_ms),
-     GR__RUN, "timeout of calls that name none (default 30000)"},
+    {"--call-timeout-ms", "GRANARY_CALL_TIMEOUT_MS", "MS", GR__OPT_U32, GR__C(call_timeout_ms), GR__RUN,
+     "timeout of calls that name none (default 30000)"},
     {"--max-queue", "GRANARY_MAX_QUEUE", "N", GR__OPT_U32, GR__C(max_queue_per_grain), GR__RUN,
      "queued calls per grain before GR_EOVERLOAD (default 10000)"},
-    {"--max-connections", "GRANARY_MAX_CONNECTIONS", "N", GR__OPT_U32, GR__C(max_connections),
-     GR__RUN, "open client connections before new ones are refused (default 4096)"},
-    {"--max-inflight", "GRANARY_MAX_INFLIGHT", "N", GR__OPT_U32, GR__C(max_inflight_per_conn),
-     GR__RUN, "pipelined calls per connection before GR_EOVERLOAD (default 10000)"},
-    {"--max-frame-bytes", "GRANARY_MAX_FRAME_BYTES", "N", GR__OPT_U32, GR__C(max_frame_bytes),
-     GR__RUN, "largest frame body accepted, 1024..1114112 (default 1114112)"},
-    {"--handshake-timeout-ms", "GRANARY_HANDSHAKE_TIMEOUT_MS", "MS", GR__OPT_U32,
-     GR__C(handshake_timeout_ms), GR__RUN, "close connections that send no HELLO within (default 5000)"},
-    {"--drain-timeout-ms", "GRANARY_DRAIN_TIMEOUT_MS", "MS", GR__OPT_U32, GR__C(drain_timeout_ms),
-     GR__RUN, "give up a graceful stop after this long and exit 1 (default 25000)"},
+    {"--max-connections", "GRANARY_MAX_CONNECTIONS", "N", GR__OPT_U32, GR__C(max_connections), GR__RUN,
+     "open client connections before new ones are refused (default 4096)"},
+    {"--max-inflight", "GRANARY_MAX_INFLIGHT", "N", GR__OPT_U32, GR__C(max_inflight_per_conn), GR__RUN,
+     "pipelined calls per connection before GR_EOVERLOAD (default 10000)"},
+    {"--max-frame-bytes", "GRANARY_MAX_FRAME_BYTES", "N", GR__OPT_U32, GR__C(max_frame_bytes), GR__RUN,
+     "largest frame body accepted, 1024..1114112 (default 1114112)"},
+    {"--handshake-timeout-ms", "GRANARY_HANDSHAKE_TIMEOUT_MS", "MS", GR__OPT_U32, GR__C(handshake_timeout_ms),
+     GR__RUN, "close connections that send no HELLO within (default 5000)"},
+    {"--drain-timeout-ms", "GRANARY_DRAIN_TIMEOUT_MS", "MS", GR__OPT_U32, GR__C(drain_timeout_ms), GR__RUN,
+     "give up a graceful stop after this long and exit 1 (default 25000)"},
     {"--heartbeat-ms", "GRANARY_HEARTBEAT_MS", "MS", GR__OPT_U32, GR__C(heartbeat_ms), GR__RUN,
      "membership heartbeat and view refresh interval (default 200)"},
     {"--lease-ms", "GRANARY_LEASE_MS", "MS", GR__OPT_U32, GR__C(lease_ms), GR__RUN,
@@ -159,7 +159,8 @@ static int gr__parse(gr__cli_t *cli, unsigned command, int argc, char **argv) {
     }
     if (!cli->cfg.database_url && getenv("DATABASE_URL")) cli->cfg.database_url = getenv("DATABASE_URL");
     if (!cli->cfg.advertise && getenv("POD_IP") && getenv("POD_IP")[0]) cli->cfg.advertise = getenv("POD_IP");
-    if (!cli->cfg.silo_id && getenv("POD_NAME") && getenv("POD_NAME")[0]) cli->cfg.silo_id = getenv("POD_NAME");
+    if (!cli->cfg.silo_id && getenv("POD_NAME") && getenv("POD_NAME")[0])
+        cli->cfg.silo_id = getenv("POD_NAME");
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         const char *eq = strchr(a, '=');
@@ -252,12 +253,13 @@ static int gr__cmd_status(gr__cli_t *cli) {
     PQclear(r);
     if (rc == 0) {
         const char *p[1] = {cli->cfg.cluster ? cli->cfg.cluster : "default"};
-        r = PQexecParams(c,
-                         "SELECT silo_id, address || ':' || port, status, "
-                         "(extract(epoch FROM (now() - heartbeat_at)) * 1000)::bigint, started_at "
-                         "FROM granary_silo WHERE cluster = $1 AND (status <> 'dead' OR "
-                         "heartbeat_at > now() - interval '10 minutes') ORDER BY status <> 'dead' DESC, silo_id",
-                         1, NULL, p, NULL, NULL, 0);
+        r = PQexecParams(
+            c,
+            "SELECT silo_id, address || ':' || port, status, "
+            "(extract(epoch FROM (now() - heartbeat_at)) * 1000)::bigint, started_at "
+            "FROM granary_silo WHERE cluster = $1 AND (status <> 'dead' OR "
+            "heartbeat_at > now() - interval '10 minutes') ORDER BY status <> 'dead' DESC, silo_id",
+            1, NULL, p, NULL, NULL, 0);
         if (PQresultStatus(r) == PGRES_TUPLES_OK) {
             printf("cluster %s: members (dead ones from the last 10 minutes)\n", p[0]);
             printf("  %-36s %-22s %-14s %12s  %s\n", "SILO", "ADDRESS", "STATUS", "HEARTBEAT", "STARTED");

@@ -23,13 +23,13 @@ typedef struct gr__gconn {
     uv_tcp_t tcp;
     gr__gateway_t *gw;
     gr__buf_t in;
-    gr__buf_t out;           /* frames waiting for the next flush */
+    gr__buf_t out; /* frames waiting for the next flush */
     struct gr__gconn *flush_next;
     int flush_queued;
     int hello_done;
     int peer_is_silo; /* handshake said role silo: may forward and use '$' classes */
-    int paused;              /* reading stopped for back-pressure */
-    int goaway;              /* close once everything queued is written */
+    int paused;       /* reading stopped for back-pressure */
+    int goaway;       /* close once everything queued is written */
     int closing;
     int in_table;
     uint32_t inflight;
@@ -62,7 +62,7 @@ struct gr__gateway {
     uint64_t next_conn_id;
     gr__gconn_t *flush_head;
     uv_prepare_t flusher; /* runs right before the loop blocks: writes never wait for the next event */
-    uv_timer_t sweeper; /* handshake timeouts */
+    uv_timer_t sweeper;   /* handshake timeouts */
     int closing;
     int shutting_down; /* waiting for calls in flight before GOAWAY */
     int open_handles;
@@ -149,8 +149,8 @@ static void gr__flush_cb(uv_prepare_t *h) {
     uv_prepare_stop(&gw->flusher);
 }
 
-static void gr__conn_send_response(gr__gconn_t *c, uint8_t type, uint64_t id, int status,
-                                   const void *body, size_t len) {
+static void gr__conn_send_response(gr__gconn_t *c, uint8_t type, uint64_t id, int status, const void *body,
+                                   size_t len) {
     if (c->closing) return;
     if (gr__frame_encode_response(&c->out, type, id, status, body, len) != 0) {
         gr__conn_close(c);
@@ -222,7 +222,8 @@ static void gr__conn_request(gr__gconn_t *c, const gr__frame_t *f) {
     int hops = c->peer_is_silo ? (f->flags & 0x0f) : 0;
     if (cls[0] == '$') {
         if (!gw->opts.system_call) {
-            if (!oneway) gr__conn_send_response(c, GR__FRAME_RESPONSE, f->id, GR_ENOCLASS, "reserved class", 14);
+            if (!oneway)
+                gr__conn_send_response(c, GR__FRAME_RESPONSE, f->id, GR_ENOCLASS, "reserved class", 14);
             return;
         }
         gr__greq_t *sr = oneway ? NULL : gr__malloc(sizeof *sr);
@@ -234,8 +235,9 @@ static void gr__conn_request(gr__gconn_t *c, const gr__frame_t *f) {
             c->inflight++;
         }
         gw->stats.inflight++;
-        gw->opts.system_call(gw->opts.system_ud, cls, method, c->peer_is_silo, f->u.request.key, f->u.request.key_len, f->u.request.arg,
-                             f->u.request.arg_len, sr ? gr__req_done : gr__oneway_done, sr ? (void *)sr : (void *)gw);
+        gw->opts.system_call(gw->opts.system_ud, cls, method, c->peer_is_silo, f->u.request.key,
+                             f->u.request.key_len, f->u.request.arg, f->u.request.arg_len,
+                             sr ? gr__req_done : gr__oneway_done, sr ? (void *)sr : (void *)gw);
         return;
     }
     if (oneway) {
@@ -252,8 +254,8 @@ static void gr__conn_request(gr__gconn_t *c, const gr__frame_t *f) {
     r->gw = gw;
     r->conn_id = c->id;
     r->req_id = f->id;
-    rc = gr__call_hops(gw->rt, &ref, method, f->u.request.arg, f->u.request.arg_len,
-                       f->u.request.timeout_ms, hops, gr__req_done, r);
+    rc = gr__call_hops(gw->rt, &ref, method, f->u.request.arg, f->u.request.arg_len, f->u.request.timeout_ms,
+                       hops, gr__req_done, r);
     if (rc != 0) {
         gr__free(r);
         const char *msg = gr_strerror(rc);
@@ -268,7 +270,8 @@ static void gr__conn_request(gr__gconn_t *c, const gr__frame_t *f) {
 static int gr__secret_eq(const uint8_t *a, size_t al, const char *b) {
     size_t bl = b ? strlen(b) : 0;
     unsigned diff = (unsigned)(al ^ bl);
-    for (size_t i = 0; i < al; i++) diff |= (unsigned)(a[i] ^ (uint8_t)(i < bl ? b[i] : 0));
+    for (size_t i = 0; i < al; i++)
+        diff |= (unsigned)(a[i] ^ (uint8_t)(i < bl ? b[i] : 0));
     return diff == 0;
 }
 
@@ -316,7 +319,8 @@ static void gr__conn_frames(gr__gconn_t *c) {
         if (rc != 0) {
             gw->stats.protocol_errors++;
             char msg[128];
-            snprintf(msg, sizeof msg, "%s", rc == GR_ETOOBIG ? "frame over the size limit" : "malformed frame");
+            snprintf(msg, sizeof msg, "%s",
+                     rc == GR_ETOOBIG ? "frame over the size limit" : "malformed frame");
             GR_LOG_WARN("closing %s: %s", c->peer, msg);
             gr__conn_goaway(c, rc, msg);
             break;
@@ -368,7 +372,8 @@ static void gr__read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
 }
 
 static void gr__conn_resume(gr__gconn_t *c) {
-    if (!c->closing && !c->goaway && !c->gw->shutting_down) uv_read_start((uv_stream_t *)&c->tcp, gr__alloc_cb, gr__read_cb);
+    if (!c->closing && !c->goaway && !c->gw->shutting_down)
+        uv_read_start((uv_stream_t *)&c->tcp, gr__alloc_cb, gr__read_cb);
 }
 
 /* ---- connection life cycle ---- */
@@ -394,7 +399,8 @@ static void gr__conn_close(gr__gconn_t *c) {
      * but the struct must outlive the list, so unlink it now. */
     if (c->flush_queued) {
         gr__gconn_t **pp = &c->gw->flush_head;
-        while (*pp && *pp != c) pp = &(*pp)->flush_next;
+        while (*pp && *pp != c)
+            pp = &(*pp)->flush_next;
         if (*pp) *pp = c->flush_next;
         c->flush_queued = 0;
     }
@@ -463,8 +469,7 @@ static void gr__sweep_cb(uv_timer_t *t) {
 
 /* ---- the gateway handle ---- */
 
-int gr__gateway_new(uv_loop_t *loop, gr_runtime_t *rt, const gr__gateway_opts_t *o,
-                    gr__gateway_t **out) {
+int gr__gateway_new(uv_loop_t *loop, gr_runtime_t *rt, const gr__gateway_opts_t *o, gr__gateway_t **out) {
     gr__gateway_t *gw = gr__calloc(1, sizeof *gw);
     if (!gw) return GR_ENOMEM;
     gw->loop = loop;

@@ -31,8 +31,7 @@ typedef struct gr__gateway_stats {
     uint64_t inflight;
 } gr__gateway_stats_t;
 
-int gr__gateway_new(uv_loop_t *loop, gr_runtime_t *rt, const gr__gateway_opts_t *opts,
-                    gr__gateway_t **out);
+int gr__gateway_new(uv_loop_t *loop, gr_runtime_t *rt, const gr__gateway_opts_t *opts, gr__gateway_t **out);
 /* Bind and listen; err gets a message on failure. */
 int gr__gateway_listen(gr__gateway_t *gw, const char *host, int port, char *err, size_t err_size);
 int gr__gateway_port(const gr__gateway_t *gw);

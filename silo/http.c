@@ -46,7 +46,10 @@ static void gr__http_handle_gone(gr__http_t *h) {
 static void gr__hconn_closed(uv_handle_t *hd) {
     gr__hconn_t *c = hd->data;
     gr__http_t *h = c->h;
-    if (c->prev) c->prev->next = c->next; else h->conns = c->next;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        h->conns = c->next;
     if (c->next) c->next->prev = c->prev;
     h->n_conns--;
     gr__buf_free(&c->out);
@@ -62,24 +65,33 @@ static void gr__hconn_written(uv_write_t *w, int status) { gr__hconn_close(w->da
 
 static const char *gr__reason(int status) {
     switch (status) {
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 413: return "Request Too Large";
-    case 503: return "Service Unavailable";
-    default: return "Error";
+    case 200:
+        return "OK";
+    case 400:
+        return "Bad Request";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 413:
+        return "Request Too Large";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return "Error";
     }
 }
 
-static void gr__hconn_respond(gr__hconn_t *c, int status, const gr__buf_t *body, const char *ctype, int head) {
+static void gr__hconn_respond(gr__hconn_t *c, int status, const gr__buf_t *body, const char *ctype,
+                              int head) {
     c->responded = 1;
     uv_read_stop((uv_stream_t *)&c->tcp);
     size_t blen = body ? body->len : 0;
-    if (gr__buf_printf(&c->out,
-                       "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nCache-Control: no-store\r\n"
-                       "Connection: close\r\n\r\n",
-                       status, gr__reason(status), ctype, blen) != 0 ||
+    if (gr__buf_printf(
+            &c->out,
+            "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nCache-Control: no-store\r\n"
+            "Connection: close\r\n\r\n",
+            status, gr__reason(status), ctype, blen) != 0 ||
         (!head && blen && gr__buf_append(&c->out, body->data, blen) != 0)) {
         gr__hconn_close(c);
         return;
@@ -206,7 +218,8 @@ void gr__http_close(gr__http_t *h, void (*cb)(void *), void *ud) {
     h->closing = 1;
     h->close_cb = cb;
     h->close_ud = ud;
-    for (gr__hconn_t *c = h->conns; c; c = c->next) gr__hconn_close(c);
+    for (gr__hconn_t *c = h->conns; c; c = c->next)
+        gr__hconn_close(c);
     uv_close((uv_handle_t *)&h->listener, gr__http_handle_closed);
     uv_close((uv_handle_t *)&h->sweep, gr__http_handle_closed);
 }

@@ -28,11 +28,11 @@ struct gr__membership {
     int tick_in_flight;
     int join_in_flight;
     unsigned join_failures;
-    int joined;   /* our row exists */
-    int active;   /* we asked to become active */
-    int status;   /* our last known status */
-    uint64_t last_ok_sent;   /* send time of the last successful heartbeat */
-    uint64_t healthy_since;  /* start of the current run of successful ticks */
+    int joined;             /* our row exists */
+    int active;             /* we asked to become active */
+    int status;             /* our last known status */
+    uint64_t last_ok_sent;  /* send time of the last successful heartbeat */
+    uint64_t healthy_since; /* start of the current run of successful ticks */
     int fenced;
     int dead_reported;
     gr__view_t view;
@@ -77,7 +77,8 @@ static const char GR__SQL_TICK[] =
     "WITH hb AS (UPDATE granary_silo SET heartbeat_at = now() "
     "            WHERE cluster = $1 AND silo_id = $2 AND status <> 'dead' RETURNING status) "
     "SELECT s.silo_id, s.address, s.port, s.status, "
-    "       (extract(epoch FROM (now() - greatest(s.heartbeat_at, pg_postmaster_start_time()))) * 1000)::bigint, "
+    "       (extract(epoch FROM (now() - greatest(s.heartbeat_at, pg_postmaster_start_time()))) * "
+    "1000)::bigint, "
     "       (SELECT status FROM hb), "
     "       coalesce((SELECT version FROM granary_membership_version WHERE cluster = $1), 0) "
     "FROM granary_silo s WHERE s.cluster = $1 AND s.status <> 'dead' ORDER BY s.silo_id";
@@ -85,7 +86,8 @@ static const char GR__SQL_TICK[] =
 static const char GR__SQL_DECLARE_DEAD[] =
     "WITH d AS (UPDATE granary_silo SET status = 'dead' "
     "           WHERE cluster = $1 AND silo_id = $2 AND status <> 'dead' "
-    "           AND greatest(heartbeat_at, pg_postmaster_start_time()) < now() - ($3::bigint * interval '1 millisecond') "
+    "           AND greatest(heartbeat_at, pg_postmaster_start_time()) < now() - ($3::bigint * interval '1 "
+    "millisecond') "
     "           RETURNING 1) "
     "UPDATE granary_membership_version SET version = version + 1 "
     "WHERE cluster = $1 AND EXISTS (SELECT 1 FROM d) RETURNING version";
@@ -111,7 +113,8 @@ static int gr__view_equal(const gr__view_t *a, const gr__member_t *b, size_t n) 
 
 static void gr__ms_declared(void *ud, int status, PGresult *res, const char *detail) {
     (void)ud;
-    if (status == 0 && PQntuples(res) > 0) GR_LOG_INFO("declared a silent silo dead (view %s)", PQgetvalue(res, 0, 0));
+    if (status == 0 && PQntuples(res) > 0)
+        GR_LOG_INFO("declared a silent silo dead (view %s)", PQgetvalue(res, 0, 0));
 }
 
 static void gr__ms_declare_dead(gr__membership_t *m, const gr__member_t *who) {
@@ -124,7 +127,8 @@ static void gr__ms_declare_dead(gr__membership_t *m, const gr__member_t *who) {
 static void gr__ms_tick_done(void *ud, int status, PGresult *res, const char *detail);
 static void gr__ms_send_join(gr__membership_t *m);
 
-static void gr__ms_set_status_query(gr__membership_t *m, gr__member_status_t st, gr__pg_result_cb cb, void *ud) {
+static void gr__ms_set_status_query(gr__membership_t *m, gr__member_status_t st, gr__pg_result_cb cb,
+                                    void *ud) {
     const char *p[3] = {m->cluster, m->silo_id, gr__status_names[st]};
     if (gr__pgpool_query(m->pool, GR__SQL_SET_STATUS, 3, p, NULL, NULL, 0, cb, ud) != 0)
         cb(ud, GR_ESTORAGE, NULL, "cannot queue the status change");
@@ -246,8 +250,7 @@ static void gr__ms_joined(void *ud, int status, PGresult *res, const char *detai
     if (status != 0) {
         /* The database may be starting or restarting: the tick retries. One
          * log line for the first failure, then one in 25 (every ~5 s). */
-        if (m->join_failures++ % 25 == 0)
-            GR_LOG_WARN("joining the cluster failed (retrying): %s", detail);
+        if (m->join_failures++ % 25 == 0) GR_LOG_WARN("joining the cluster failed (retrying): %s", detail);
         return;
     }
     if (PQntuples(res) > 0 && atoi(PQgetvalue(res, 0, 1)) > 0)
@@ -261,7 +264,8 @@ static void gr__ms_joined(void *ud, int status, PGresult *res, const char *detai
 
 static void gr__ms_send_join(gr__membership_t *m) {
     const char *p[5] = {m->cluster, m->silo_id, m->address, m->port_s, m->gen_s};
-    if (gr__pgpool_query(m->pool, GR__SQL_JOIN, 5, p, NULL, NULL, 0, gr__ms_joined, m) == 0) m->join_in_flight = 1;
+    if (gr__pgpool_query(m->pool, GR__SQL_JOIN, 5, p, NULL, NULL, 0, gr__ms_joined, m) == 0)
+        m->join_in_flight = 1;
 }
 
 void gr__membership_join(gr__membership_t *m, void (*cb)(void *, int), void *ud) {

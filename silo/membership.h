@@ -62,8 +62,8 @@ int gr__membership_new(uv_loop_t *loop, const char *conninfo, const gr__membersh
 void gr__membership_join(gr__membership_t *m, void (*cb)(void *ud, int status), void *ud);
 
 /* Change our status (shutting_down, dead = leave); cb may be NULL. */
-void gr__membership_set_status(gr__membership_t *m, gr__member_status_t st,
-                               void (*cb)(void *ud, int status), void *ud);
+void gr__membership_set_status(gr__membership_t *m, gr__member_status_t st, void (*cb)(void *ud, int status),
+                               void *ud);
 
 /* The current view (borrowed until the next on_view). */
 const gr__view_t *gr__membership_view(const gr__membership_t *m);

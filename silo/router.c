@@ -166,7 +166,8 @@ static void gr__forward_done(void *ud, int status, const uint8_t *reply, size_t 
 }
 
 static void gr__deliver(gr__router_t *r, gr_msg_t *m, const char *silo, int attempt) {
-    GR_LOG_DEBUG("route %s: deliver to %s (attempt %d, hops %d)", gr__msg_class(m), silo, attempt, gr__msg_hops(m));
+    GR_LOG_DEBUG("route %s: deliver to %s (attempt %d, hops %d)", gr__msg_class(m), silo, attempt,
+                 gr__msg_hops(m));
     if (!strcmp(silo, r->self)) {
         gr__runtime_run_here(r->rt, m);
         return;
@@ -219,8 +220,8 @@ static void gr__dir_answer(void *ud, int status, const uint8_t *reply, size_t le
             r->stats.forward_retries++;
             gr__route(r, q->msg, q->attempt + 1);
         } else {
-            gr__runtime_msg_done(r->rt, q->msg, status ? (status == GR_ECANCELED ? GR_ECONN : status) : GR_EPROTO,
-                                 reply, len);
+            gr__runtime_msg_done(
+                r->rt, q->msg, status ? (status == GR_ECANCELED ? GR_ECONN : status) : GR_EPROTO, reply, len);
         }
         gr__free(q);
         return;
@@ -268,7 +269,8 @@ static void gr__route(gr__router_t *r, gr_msg_t *m, int attempt) {
     const char *owner = gr__owner(r, gr__msg_class(m), key, kl);
     if (!owner) {
         /* No active silo in the view (we are the last one, draining). */
-        gr__runtime_msg_done(r->rt, m, GR_ESHUTDOWN, (const uint8_t *)"no active silo can host the grain", 33);
+        gr__runtime_msg_done(r->rt, m, GR_ESHUTDOWN, (const uint8_t *)"no active silo can host the grain",
+                             33);
         return;
     }
     const char *preferred = r->draining ? owner : r->self;
@@ -306,8 +308,8 @@ static void gr__router_route_cb(void *ud, gr_msg_t *m) { gr__route(ud, m, 0); }
 
 /* ---- activations that end, and re-registration ---- */
 
-static void gr__unregister(gr__router_t *r, const uint8_t *id, size_t idl, const char *cls, const uint8_t *key,
-                           size_t kl) {
+static void gr__unregister(gr__router_t *r, const uint8_t *id, size_t idl, const char *cls,
+                           const uint8_t *key, size_t kl) {
     gr__dir_unregister(&r->cache, id, idl, r->self);
     const char *owner = gr__owner(r, cls, key, kl);
     if (!owner) return;
@@ -368,7 +370,8 @@ static void gr__rereg_one(void *ud, const char *cls, const uint8_t *key, size_t 
         if (gr__dir_register(&r->partition, id, idl, r->self, gr__alive, r, winner) == 0 &&
             strcmp(winner, r->self) != 0) {
             r->stats.lost_registrations++;
-            gr__log(GR__LOG_WARN, cls, key, kl, "already registered on %s; deactivating this activation", winner);
+            gr__log(GR__LOG_WARN, cls, key, kl, "already registered on %s; deactivating this activation",
+                    winner);
             gr__runtime_drop(r->rt, cls, key, kl);
         }
         return;

@@ -73,7 +73,8 @@ static const char *gr__silo_keep(gr_silo_t *s, int slot, const char *v) {
 }
 
 static void gr__silo_free(gr_silo_t *s) {
-    for (size_t i = 0; i < GR__ARRAY_SIZE(s->strings); i++) gr__free(s->strings[i]);
+    for (size_t i = 0; i < GR__ARRAY_SIZE(s->strings); i++)
+        gr__free(s->strings[i]);
     gr__free(s->id);
     gr__free(s);
 }
@@ -84,9 +85,9 @@ static void gr__silo_add_grains(void *ud, const char *cls, uint64_t active) {
 
 /* Control calls any authenticated client may make ("$silo"), and the
  * directory protocol only silos may use ("$dir"). */
-static void gr__silo_system_call(void *ud, const char *cls, const char *method, int from_silo, const uint8_t *key,
-                                 size_t key_len, const uint8_t *arg, size_t arg_len, gr_call_cb done,
-                                 void *done_ud) {
+static void gr__silo_system_call(void *ud, const char *cls, const char *method, int from_silo,
+                                 const uint8_t *key, size_t key_len, const uint8_t *arg, size_t arg_len,
+                                 gr_call_cb done, void *done_ud) {
     gr_silo_t *s = ud;
     if (!strcmp(cls, "$dir") && from_silo && s->router) {
         gr__router_system_call(s->router, method, key, key_len, arg, arg_len, done, done_ud);
@@ -107,8 +108,9 @@ static void gr__silo_system_call(void *ud, const char *cls, const char *method, 
         if (s->membership) {
             const gr__view_t *v = gr__membership_view(s->membership);
             for (size_t i = 0; i < v->n; i++)
-                gr__buf_printf(&b, "%s %s:%d %s %lld\n", v->members[i].id, v->members[i].address, v->members[i].port,
-                               gr__member_status_name(v->members[i].status), (long long)v->members[i].age_ms);
+                gr__buf_printf(&b, "%s %s:%d %s %lld\n", v->members[i].id, v->members[i].address,
+                               v->members[i].port, gr__member_status_name(v->members[i].status),
+                               (long long)v->members[i].age_ms);
         } else {
             gr__buf_printf(&b, "%s %s:%d active 0\n", s->id, s->listen_host, gr_silo_port(s));
         }
@@ -120,14 +122,12 @@ static void gr__silo_system_call(void *ud, const char *cls, const char *method, 
     gr__buf_free(&b);
 }
 
-int gr_silo_new(uv_loop_t *loop, const gr_silo_config_t *cfg, gr_silo_t **out, char *err,
-                size_t err_size) {
+int gr_silo_new(uv_loop_t *loop, const gr_silo_config_t *cfg, gr_silo_t **out, char *err, size_t err_size) {
     if (!loop || !cfg || !out) return GR_EINVAL;
     if (!cfg->memory_storage && (!cfg->database_url || !cfg->database_url[0]))
         return gr__silo_err(err, err_size, GR_ECONFIG, "%s",
                             "database URL is required (--database or GRANARY_DATABASE_URL)");
-    if (!cfg->listen)
-        return gr__silo_err(err, err_size, GR_ECONFIG, "%s", "listen address is required");
+    if (!cfg->listen) return gr__silo_err(err, err_size, GR_ECONFIG, "%s", "listen address is required");
     if (!cfg->cluster || !cfg->cluster[0] || strlen(cfg->cluster) > 255)
         return gr__silo_err(err, err_size, GR_ECONFIG, "%s", "cluster name must be 1..255 bytes");
     if (cfg->secret && strlen(cfg->secret) > 255)
@@ -140,7 +140,8 @@ int gr_silo_new(uv_loop_t *loop, const gr_silo_config_t *cfg, gr_silo_t **out, c
         !cfg->max_queue_per_grain || !cfg->pg_pool_size || !cfg->pg_op_timeout_ms || !cfg->heartbeat_ms)
         return gr__silo_err(err, err_size, GR_ECONFIG, "%s", "limits and timeouts must be positive");
     if (cfg->lease_ms < 2 * cfg->heartbeat_ms)
-        return gr__silo_err(err, err_size, GR_ECONFIG, "%s", "lease must be at least twice the heartbeat interval");
+        return gr__silo_err(err, err_size, GR_ECONFIG, "%s",
+                            "lease must be at least twice the heartbeat interval");
 
     gr_silo_t *s = gr__calloc(1, sizeof *s);
     if (!s) return GR_ENOMEM;
@@ -149,8 +150,7 @@ int gr_silo_new(uv_loop_t *loop, const gr_silo_config_t *cfg, gr_silo_t **out, c
     if (gr__parse_hostport(cfg->listen, strlen(cfg->listen), s->listen_host, sizeof s->listen_host,
                            &s->listen_port) != 0) {
         gr__silo_free(s);
-        return gr__silo_err(err, err_size, GR_ECONFIG, "listen address '%s' is not HOST:PORT",
-                            cfg->listen);
+        return gr__silo_err(err, err_size, GR_ECONFIG, "listen address '%s' is not HOST:PORT", cfg->listen);
     }
     s->cfg.database_url = gr__silo_keep(s, 0, cfg->database_url);
     s->cfg.listen = gr__silo_keep(s, 1, cfg->listen);
@@ -208,11 +208,18 @@ int gr_silo_new(uv_loop_t *loop, const gr_silo_config_t *cfg, gr_silo_t **out, c
     ro.default_call_timeout_ms = cfg->call_timeout_ms;
     ro.max_queue_per_grain = cfg->max_queue_per_grain;
     rc = gr_runtime_new(loop, s->storage, &ro, &s->rt);
-    if (rc == 0 && !cfg->memory_storage) rc = gr__router_new(loop, s->rt, s->id, s->cfg.cluster, s->cfg.secret, &s->router);
+    if (rc == 0 && !cfg->memory_storage)
+        rc = gr__router_new(loop, s->rt, s->id, s->cfg.cluster, s->cfg.secret, &s->router);
     if (rc == 0) {
-        gr__gateway_opts_t go = {s->cfg.cluster, s->cfg.secret, s->id, cfg->max_connections,
-                                 cfg->max_inflight_per_conn, cfg->max_frame_bytes,
-                                 cfg->handshake_timeout_ms, NULL, NULL};
+        gr__gateway_opts_t go = {s->cfg.cluster,
+                                 s->cfg.secret,
+                                 s->id,
+                                 cfg->max_connections,
+                                 cfg->max_inflight_per_conn,
+                                 cfg->max_frame_bytes,
+                                 cfg->handshake_timeout_ms,
+                                 NULL,
+                                 NULL};
         go.system_call = gr__silo_system_call;
         go.system_ud = s;
         rc = gr__gateway_new(loop, s->rt, &go, &s->gw);
@@ -293,42 +300,48 @@ static int gr__silo_metrics(gr_silo_t *s, gr__buf_t *b) {
     int rc = gr__runtime_write_metrics(s->rt, b);
     gr__gateway_stats_t g;
     gr__gateway_get_stats(s->gw, &g);
-    rc |= gr__buf_printf(b,
-                         "# HELP granary_connections Open client and silo connections.\n"
-                         "# TYPE granary_connections gauge\ngranary_connections %llu\n"
-                         "# TYPE granary_connections_total counter\ngranary_connections_total %llu\n"
-                         "# TYPE granary_connections_refused_total counter\ngranary_connections_refused_total %llu\n"
-                         "# TYPE granary_protocol_errors_total counter\ngranary_protocol_errors_total %llu\n"
-                         "# TYPE granary_handshakes_refused_total counter\ngranary_handshakes_refused_total %llu\n"
-                         "# TYPE granary_overloaded_total counter\ngranary_overloaded_total %llu\n"
-                         "# HELP granary_inflight_calls Calls received over TCP and not answered yet.\n"
-                         "# TYPE granary_inflight_calls gauge\ngranary_inflight_calls %llu\n"
-                         "# TYPE granary_silo_ready gauge\ngranary_silo_ready %d\n"
-                         "# TYPE granary_silo_fenced gauge\ngranary_silo_fenced %d\n"
-                         "# TYPE granary_silo_draining gauge\ngranary_silo_draining %d\n",
-                         (unsigned long long)g.connections_open, (unsigned long long)g.connections_total,
-                         (unsigned long long)g.connections_refused, (unsigned long long)g.protocol_errors,
-                         (unsigned long long)g.handshakes_refused, (unsigned long long)g.overloaded,
-                         (unsigned long long)g.inflight, gr_silo_ready(s), s->fenced, s->stopping);
+    rc |= gr__buf_printf(
+        b,
+        "# HELP granary_connections Open client and silo connections.\n"
+        "# TYPE granary_connections gauge\ngranary_connections %llu\n"
+        "# TYPE granary_connections_total counter\ngranary_connections_total %llu\n"
+        "# TYPE granary_connections_refused_total counter\ngranary_connections_refused_total %llu\n"
+        "# TYPE granary_protocol_errors_total counter\ngranary_protocol_errors_total %llu\n"
+        "# TYPE granary_handshakes_refused_total counter\ngranary_handshakes_refused_total %llu\n"
+        "# TYPE granary_overloaded_total counter\ngranary_overloaded_total %llu\n"
+        "# HELP granary_inflight_calls Calls received over TCP and not answered yet.\n"
+        "# TYPE granary_inflight_calls gauge\ngranary_inflight_calls %llu\n"
+        "# TYPE granary_silo_ready gauge\ngranary_silo_ready %d\n"
+        "# TYPE granary_silo_fenced gauge\ngranary_silo_fenced %d\n"
+        "# TYPE granary_silo_draining gauge\ngranary_silo_draining %d\n",
+        (unsigned long long)g.connections_open, (unsigned long long)g.connections_total,
+        (unsigned long long)g.connections_refused, (unsigned long long)g.protocol_errors,
+        (unsigned long long)g.handshakes_refused, (unsigned long long)g.overloaded,
+        (unsigned long long)g.inflight, gr_silo_ready(s), s->fenced, s->stopping);
     if (s->membership) {
         const gr__view_t *v = gr__membership_view(s->membership);
         size_t active = 0;
-        for (size_t i = 0; i < v->n; i++) active += v->members[i].status == GR__MS_ACTIVE;
+        for (size_t i = 0; i < v->n; i++)
+            active += v->members[i].status == GR__MS_ACTIVE;
         gr__router_stats_t r;
         gr__router_get_stats(s->router, &r);
-        rc |= gr__buf_printf(b,
-                             "# HELP granary_membership_size Live silos in the current view.\n"
-                             "# TYPE granary_membership_size gauge\ngranary_membership_size %zu\n"
-                             "# TYPE granary_membership_active gauge\ngranary_membership_active %zu\n"
-                             "# TYPE granary_membership_view_version gauge\ngranary_membership_view_version %lld\n"
-                             "# TYPE granary_forwarded_calls_total counter\ngranary_forwarded_calls_total %llu\n"
-                             "# TYPE granary_forward_retries_total counter\ngranary_forward_retries_total %llu\n"
-                             "# TYPE granary_directory_requests_sent_total counter\ngranary_directory_requests_sent_total %llu\n"
-                             "# TYPE granary_directory_requests_served_total counter\ngranary_directory_requests_served_total %llu\n"
-                             "# TYPE granary_directory_lost_registrations_total counter\ngranary_directory_lost_registrations_total %llu\n",
-                             v->n, active, (long long)v->version, (unsigned long long)r.forwarded,
-                             (unsigned long long)r.forward_retries, (unsigned long long)r.dir_requests_sent,
-                             (unsigned long long)r.dir_requests_served, (unsigned long long)r.lost_registrations);
+        rc |= gr__buf_printf(
+            b,
+            "# HELP granary_membership_size Live silos in the current view.\n"
+            "# TYPE granary_membership_size gauge\ngranary_membership_size %zu\n"
+            "# TYPE granary_membership_active gauge\ngranary_membership_active %zu\n"
+            "# TYPE granary_membership_view_version gauge\ngranary_membership_view_version %lld\n"
+            "# TYPE granary_forwarded_calls_total counter\ngranary_forwarded_calls_total %llu\n"
+            "# TYPE granary_forward_retries_total counter\ngranary_forward_retries_total %llu\n"
+            "# TYPE granary_directory_requests_sent_total counter\ngranary_directory_requests_sent_total "
+            "%llu\n"
+            "# TYPE granary_directory_requests_served_total counter\ngranary_directory_requests_served_total "
+            "%llu\n"
+            "# TYPE granary_directory_lost_registrations_total "
+            "counter\ngranary_directory_lost_registrations_total %llu\n",
+            v->n, active, (long long)v->version, (unsigned long long)r.forwarded,
+            (unsigned long long)r.forward_retries, (unsigned long long)r.dir_requests_sent,
+            (unsigned long long)r.dir_requests_served, (unsigned long long)r.lost_registrations);
     }
     return rc;
 }
@@ -362,7 +375,8 @@ int gr_silo_start(gr_silo_t *s, char *err, size_t err_size) {
     if (s->started || s->stopping) return GR_ESTATE;
     const char *adv = s->cfg.advertise ? s->cfg.advertise : s->listen_host;
     if (s->router && (!strcmp(adv, "0.0.0.0") || !strcmp(adv, "::"))) {
-        snprintf(err, err_size, "listening on %s needs --advertise HOST (or POD_IP) so other silos can reach this one",
+        snprintf(err, err_size,
+                 "listening on %s needs --advertise HOST (or POD_IP) so other silos can reach this one",
                  s->listen_host);
         return GR_ECONFIG;
     }
@@ -378,8 +392,9 @@ int gr_silo_start(gr_silo_t *s, char *err, size_t err_size) {
     GR_LOG_INFO("silo %s listening on %s:%d (cluster %s, storage %s)", s->id, s->listen_host,
                 gr__gateway_port(s->gw), s->cfg.cluster, s->cfg.memory_storage ? "memory" : "postgres");
     if (!s->router) return 0;
-    gr__membership_opts_t mo = {s->cfg.cluster, s->id, adv, gr__gateway_port(s->gw), s->generation,
-                                s->cfg.heartbeat_ms, s->cfg.lease_ms};
+    gr__membership_opts_t mo = {s->cfg.cluster,          s->id,         adv,
+                                gr__gateway_port(s->gw), s->generation, s->cfg.heartbeat_ms,
+                                s->cfg.lease_ms};
     gr__membership_cbs_t cbs = {gr__silo_on_view, gr__silo_on_fence, gr__silo_on_dead, s};
     rc = gr__membership_new(s->loop, s->cfg.database_url, &mo, &cbs, &s->membership);
     if (rc != 0) {
@@ -430,7 +445,8 @@ int gr_silo_stop(gr_silo_t *s, void (*cb)(gr_silo_t *, int, void *), void *ud) {
     s->stop_cb = cb;
     s->stop_ud = ud;
     GR_LOG_INFO("graceful stop: deactivating %zu grains", gr_runtime_activation_count(s->rt));
-    if (s->membership && s->joined) gr__membership_set_status(s->membership, GR__MS_SHUTTING_DOWN, NULL, NULL);
+    if (s->membership && s->joined)
+        gr__membership_set_status(s->membership, GR__MS_SHUTTING_DOWN, NULL, NULL);
     if (s->router) gr__router_set_draining(s->router, 1);
     gr__gateway_stop_accepting(s->gw);
     uv_timer_start(&s->stop_timer, gr__silo_stop_timeout, s->cfg.drain_timeout_ms, 0);

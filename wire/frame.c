@@ -33,8 +33,7 @@ static uint8_t gr__rd_u8(gr__rd_t *r) {
     return p ? p[0] : 0;
 }
 
-int gr__frame_decode(const uint8_t *buf, size_t len, size_t max_body, gr__frame_t *f,
-                     size_t *consumed) {
+int gr__frame_decode(const uint8_t *buf, size_t len, size_t max_body, gr__frame_t *f, size_t *consumed) {
     if (len < 4) return GR_EAGAIN;
     uint32_t blen = gr__get_u32(buf);
     /* Check the magic as soon as it is there so a peer speaking HTTP or TLS
@@ -80,8 +79,8 @@ int gr__frame_decode(const uint8_t *buf, size_t len, size_t max_body, gr__frame_
         f->u.request.timeout_ms = gr__rd_u32(&r);
         uint16_t cl = gr__rd_u16(&r), ml = gr__rd_u16(&r);
         uint32_t kl = gr__rd_u32(&r), al = gr__rd_u32(&r);
-        if (cl == 0 || cl > GR_CLASS_NAME_MAX || ml == 0 || ml > GR_METHOD_NAME_MAX ||
-            kl > GR_KEY_MAX || al > GR_ARG_MAX)
+        if (cl == 0 || cl > GR_CLASS_NAME_MAX || ml == 0 || ml > GR_METHOD_NAME_MAX || kl > GR_KEY_MAX ||
+            al > GR_ARG_MAX)
             return r.bad ? GR_EPROTO : GR_ETOOBIG;
         f->u.request.class_name = (const char *)gr__rd_take(&r, cl);
         f->u.request.class_len = cl;
@@ -181,12 +180,11 @@ int gr__frame_encode_hello_ok(gr__buf_t *b, uint16_t version, const char *name) 
 }
 
 int gr__frame_encode_request(gr__buf_t *b, uint8_t type, uint64_t id, uint32_t timeout_ms,
-                             const char *class_name, const void *key, size_t key_len,
-                             const char *method, const void *arg, size_t arg_len) {
+                             const char *class_name, const void *key, size_t key_len, const char *method,
+                             const void *arg, size_t arg_len) {
     size_t cl = strlen(class_name), ml = strlen(method);
     if (cl == 0 || ml == 0) return GR_EINVAL;
-    if (cl > GR_CLASS_NAME_MAX || ml > GR_METHOD_NAME_MAX || key_len > GR_KEY_MAX ||
-        arg_len > GR_ARG_MAX)
+    if (cl > GR_CLASS_NAME_MAX || ml > GR_METHOD_NAME_MAX || key_len > GR_KEY_MAX || arg_len > GR_ARG_MAX)
         return GR_ETOOBIG;
     size_t start;
     int rc = gr__begin_frame(b, type, id, 16 + cl + key_len + ml + arg_len, &start);
@@ -204,8 +202,8 @@ int gr__frame_encode_request(gr__buf_t *b, uint8_t type, uint64_t id, uint32_t t
     return 0;
 }
 
-int gr__frame_encode_response(gr__buf_t *b, uint8_t type, uint64_t id, int32_t status,
-                              const void *body, size_t body_len) {
+int gr__frame_encode_response(gr__buf_t *b, uint8_t type, uint64_t id, int32_t status, const void *body,
+                              size_t body_len) {
     if (body_len > GR_ARG_MAX) return GR_ETOOBIG;
     size_t start;
     int rc = gr__begin_frame(b, type, id, 8 + body_len, &start);

@@ -11,7 +11,7 @@
 #include "common/common.h"
 
 #define GR_PROTOCOL_VERSION 1
-#define GR_FRAME_MAGIC 0x4752u /* "GR": catches a peer speaking another protocol */
+#define GR_FRAME_MAGIC 0x4752u   /* "GR": catches a peer speaking another protocol */
 #define GR_FRAME_HEADER_SIZE 16u /* u32 len, u16 magic, u8 type, u8 flags, u64 id */
 /* Default and hard cap of a frame body. A call carries at most GR_ARG_MAX of
  * argument plus names and key; 64 kB of slack covers those. */
@@ -77,8 +77,7 @@ typedef struct gr__frame {
  * GR_EPROTO for anything malformed (bad magic, unknown type, lengths that do
  * not add up, names over their limits). After an error the stream cannot be
  * resynchronised: close the connection. */
-int gr__frame_decode(const uint8_t *buf, size_t len, size_t max_body, gr__frame_t *out,
-                     size_t *consumed);
+int gr__frame_decode(const uint8_t *buf, size_t len, size_t max_body, gr__frame_t *out, size_t *consumed);
 
 /* Encoders append one whole frame to b. They return 0, GR_ENOMEM, or
  * GR_ETOOBIG/GR_EINVAL if a field is over its limit (then b is unchanged). */
@@ -86,10 +85,10 @@ int gr__frame_encode_hello(gr__buf_t *b, uint16_t version, uint8_t role, const c
                            const void *secret, size_t secret_len, const char *name);
 int gr__frame_encode_hello_ok(gr__buf_t *b, uint16_t version, const char *name);
 int gr__frame_encode_request(gr__buf_t *b, uint8_t type, uint64_t id, uint32_t timeout_ms,
-                             const char *class_name, const void *key, size_t key_len,
-                             const char *method, const void *arg, size_t arg_len);
-int gr__frame_encode_response(gr__buf_t *b, uint8_t type, uint64_t id, int32_t status,
-                              const void *body, size_t body_len);
+                             const char *class_name, const void *key, size_t key_len, const char *method,
+                             const void *arg, size_t arg_len);
+int gr__frame_encode_response(gr__buf_t *b, uint8_t type, uint64_t id, int32_t status, const void *body,
+                              size_t body_len);
 int gr__frame_encode_empty(gr__buf_t *b, uint8_t type, uint64_t id);
 
 #endif

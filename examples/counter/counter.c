@@ -18,7 +18,8 @@ static int64_t counter_value(gr_grain_t *g) {
     char buf[32];
     gr_state_get(g, &data, &len);
     size_t n = 0;
-    while (n < len && n < sizeof buf - 1 && data[n] != '\n') n++;
+    while (n < len && n < sizeof buf - 1 && data[n] != '\n')
+        n++;
     if (n) memcpy(buf, data, n);
     buf[n] = '\0';
     return strtoll(buf, NULL, 10);
@@ -52,7 +53,8 @@ static void counter_incr(gr_grain_t *g, gr_msg_t *msg, const uint8_t *arg, size_
     const uint8_t *data;
     size_t slen, pos = 0;
     gr_state_get(g, &data, &slen);
-    while (pos < slen && data[pos] != '\n') pos++;
+    while (pos < slen && data[pos] != '\n')
+        pos++;
     char *out = malloc(32 + slen - pos + 1);
     if (!out) {
         gr_reply_error(msg, "out of memory");
@@ -84,7 +86,8 @@ static void counter_incr_once(gr_grain_t *g, gr_msg_t *msg, const uint8_t *arg, 
     }
     char *end = NULL;
     unsigned long long seq = dash && dash != op ? strtoull(dash + 1, &end, 10) : 0;
-    if (!dash || dash == op || !end || *end || end == dash + 1 || memchr(op, '\n', len) || memchr(op, ' ', len)) {
+    if (!dash || dash == op || !end || *end || end == dash + 1 || memchr(op, '\n', len) ||
+        memchr(op, ' ', len)) {
         gr_reply_error(msg, "incr_once: argument must be CLIENT-SEQ (1..64 bytes, no spaces)");
         return;
     }
@@ -94,11 +97,13 @@ static void counter_incr_once(gr_grain_t *g, gr_msg_t *msg, const uint8_t *arg, 
     gr_state_get(g, &data, &slen);
     /* Lines after the value: "CLIENT SEQ", most recent first. */
     size_t pos = 0;
-    while (pos < slen && data[pos] != '\n') pos++;
+    while (pos < slen && data[pos] != '\n')
+        pos++;
     size_t mine_from = 0, mine_to = 0; /* this client's line, to drop when rewriting */
     for (size_t i = pos + 1; i < slen;) {
         size_t j = i;
-        while (j < slen && data[j] != '\n') j++;
+        while (j < slen && data[j] != '\n')
+            j++;
         if (j - i > clen && data[i + clen] == ' ' && memcmp(data + i, op, clen) == 0) {
             char num[24] = {0};
             size_t nl = j - i - clen - 1 < sizeof num - 1 ? j - i - clen - 1 : sizeof num - 1;
@@ -125,7 +130,8 @@ static void counter_incr_once(gr_grain_t *g, gr_msg_t *msg, const uint8_t *arg, 
     int kept = 1;
     for (size_t i = pos + 1; i < slen && kept < COUNTER_RECENT_OPS;) {
         size_t j = i;
-        while (j < slen && data[j] != '\n') j++;
+        while (j < slen && data[j] != '\n')
+            j++;
         if (!(mine_to && i - 1 == mine_from)) {
             out[o++] = '\n';
             memcpy(out + o, data + i, j - i);
@@ -164,12 +170,8 @@ static void counter_sleep(gr_grain_t *g, gr_msg_t *msg, const uint8_t *arg, size
 }
 
 static const gr_method_t counter_methods[] = {
-    {"incr", counter_incr},
-    {"incr_once", counter_incr_once},
-    {"get", counter_get},
-    {"where", counter_where},
-    {"sleep", counter_sleep},
-    {NULL, NULL},
+    {"incr", counter_incr},   {"incr_once", counter_incr_once}, {"get", counter_get},
+    {"where", counter_where}, {"sleep", counter_sleep},         {NULL, NULL},
 };
 
 const gr_class_t counter_class = {

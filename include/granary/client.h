@@ -38,9 +38,8 @@ GR_EXTERN int gr_client_new(uv_loop_t *loop, const gr_client_options_t *opts, gr
  * GR_E* code (GR_ECONN, GR_ETIMEDOUT, GR_ENOCLASS, GR_ESTORAGE, ...) with a
  * detail text. Returns 0, or GR_EINVAL/GR_ETOOBIG/GR_ESHUTDOWN (cb never
  * runs). */
-GR_EXTERN int gr_client_call(gr_client_t *c, const gr_ref_t *ref, const char *method,
-                             const void *arg, size_t arg_len, uint32_t timeout_ms, gr_call_cb cb,
-                             void *ud);
+GR_EXTERN int gr_client_call(gr_client_t *c, const gr_ref_t *ref, const char *method, const void *arg,
+                             size_t arg_len, uint32_t timeout_ms, gr_call_cb cb, void *ud);
 
 /** The id the connected silo announced in its handshake, or NULL. */
 GR_EXTERN const char *gr_client_silo(const gr_client_t *c);

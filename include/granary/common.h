@@ -22,10 +22,10 @@
 /* Hard limits. They are checked at every entry point (API, wire, storage) and
  * a breach is GR_ETOOBIG, never truncation. The key limit keeps a grain's
  * primary key inside a PostgreSQL btree page (entries must stay under ~2.7 kB). */
-#define GR_CLASS_NAME_MAX 128u        /* bytes, no NUL, printable ASCII */
-#define GR_METHOD_NAME_MAX 128u       /* bytes */
-#define GR_KEY_MAX 1024u              /* bytes; any byte value including NUL */
-#define GR_ARG_MAX (1024u * 1024u)    /* bytes of call argument or reply body */
+#define GR_CLASS_NAME_MAX 128u             /* bytes, no NUL, printable ASCII */
+#define GR_METHOD_NAME_MAX 128u            /* bytes */
+#define GR_KEY_MAX 1024u                   /* bytes; any byte value including NUL */
+#define GR_ARG_MAX (1024u * 1024u)         /* bytes of call argument or reply body */
 #define GR_STATE_MAX (16u * 1024u * 1024u) /* bytes of grain state */
 
 /** Replace the allocator used by every Granary allocation (and by the uthash

@@ -10,31 +10,31 @@
 #include "granary/common.h"
 
 /* X(name, value, message). Values are part of the wire protocol: never reuse. */
-#define GR_ERRNO_MAP(X)                                                                  \
-    X(EINVAL, -1, "invalid argument")                                                    \
-    X(ENOMEM, -2, "out of memory")                                                       \
-    X(ETIMEDOUT, -3, "call timed out")                                                   \
-    X(ECANCELED, -4, "operation canceled")                                               \
-    X(ENOCLASS, -5, "unknown grain class")                                               \
-    X(ENOMETHOD, -6, "unknown method")                                                   \
-    X(EAPP, -7, "grain replied with an application error")                               \
-    X(ECONFLICT, -8, "storage version conflict (another activation wrote first)")        \
-    X(ESTORAGE, -9, "storage unavailable or failed (retryable)")                         \
-    X(EPROTO, -10, "protocol error (malformed frame)")                                   \
-    X(ETOOBIG, -11, "too large (frame, key, name or state over its limit)")              \
-    X(ECONN, -12, "connection failed or closed")                                         \
-    X(EVERSION, -13, "protocol version not supported")                                   \
-    X(EAUTH, -14, "handshake refused (wrong cluster name or secret)")                    \
-    X(ENOTHERE, -15, "grain is not hosted here (retryable)")                             \
-    X(EOVERLOAD, -16, "overloaded: queue limit reached (retryable)")                     \
-    X(ESHUTDOWN, -17, "silo is shutting down (retryable)")                               \
-    X(EACTIVATE, -18, "grain activation failed")                                         \
-    X(EAGAIN, -19, "need more data")                                                     \
-    X(EEXIST, -20, "already exists")                                                     \
-    X(ENOENT, -21, "not found")                                                          \
-    X(EIO, -22, "i/o error")                                                             \
-    X(ECONFIG, -23, "invalid configuration")                                             \
-    X(EBUSY, -24, "resource busy")                                                       \
+#define GR_ERRNO_MAP(X)                                                                                      \
+    X(EINVAL, -1, "invalid argument")                                                                        \
+    X(ENOMEM, -2, "out of memory")                                                                           \
+    X(ETIMEDOUT, -3, "call timed out")                                                                       \
+    X(ECANCELED, -4, "operation canceled")                                                                   \
+    X(ENOCLASS, -5, "unknown grain class")                                                                   \
+    X(ENOMETHOD, -6, "unknown method")                                                                       \
+    X(EAPP, -7, "grain replied with an application error")                                                   \
+    X(ECONFLICT, -8, "storage version conflict (another activation wrote first)")                            \
+    X(ESTORAGE, -9, "storage unavailable or failed (retryable)")                                             \
+    X(EPROTO, -10, "protocol error (malformed frame)")                                                       \
+    X(ETOOBIG, -11, "too large (frame, key, name or state over its limit)")                                  \
+    X(ECONN, -12, "connection failed or closed")                                                             \
+    X(EVERSION, -13, "protocol version not supported")                                                       \
+    X(EAUTH, -14, "handshake refused (wrong cluster name or secret)")                                        \
+    X(ENOTHERE, -15, "grain is not hosted here (retryable)")                                                 \
+    X(EOVERLOAD, -16, "overloaded: queue limit reached (retryable)")                                         \
+    X(ESHUTDOWN, -17, "silo is shutting down (retryable)")                                                   \
+    X(EACTIVATE, -18, "grain activation failed")                                                             \
+    X(EAGAIN, -19, "need more data")                                                                         \
+    X(EEXIST, -20, "already exists")                                                                         \
+    X(ENOENT, -21, "not found")                                                                              \
+    X(EIO, -22, "i/o error")                                                                                 \
+    X(ECONFIG, -23, "invalid configuration")                                                                 \
+    X(EBUSY, -24, "resource busy")                                                                           \
     X(ESTATE, -25, "operation not valid in the current state")
 
 typedef enum gr_errno {

@@ -70,10 +70,10 @@ typedef struct gr_ref {
 
 /** Options of a runtime; set them with gr_runtime_options_init() first. */
 typedef struct gr_runtime_options {
-    const char *silo_id;             /* reported by gr_grain_silo(); copied */
-    uint32_t idle_deactivate_ms;     /* default age before an idle grain is deactivated (default 600000) */
+    const char *silo_id;              /* reported by gr_grain_silo(); copied */
+    uint32_t idle_deactivate_ms;      /* default age before an idle grain is deactivated (default 600000) */
     uint32_t default_call_timeout_ms; /* used when a call passes 0 (default 30000) */
-    uint32_t max_queue_per_grain;    /* queued messages per activation before GR_EOVERLOAD (default 10000) */
+    uint32_t max_queue_per_grain;     /* queued messages per activation before GR_EOVERLOAD (default 10000) */
 } gr_runtime_options_t;
 
 /** Fill `opts` with the defaults documented in gr_runtime_options_t. */
@@ -186,9 +186,8 @@ GR_EXTERN uint64_t gr_msg_deadline(const gr_msg_t *msg);
 /** Call another grain from inside a grain. Like gr_call(), but the call
  * belongs to the activation: if the grain is deactivated first, cb runs with
  * GR_ECANCELED. */
-GR_EXTERN int gr_grain_call(gr_grain_t *grain, const gr_ref_t *ref, const char *method,
-                            const void *arg, size_t arg_len, uint32_t timeout_ms, gr_call_cb cb,
-                            void *ud);
+GR_EXTERN int gr_grain_call(gr_grain_t *grain, const gr_ref_t *ref, const char *method, const void *arg,
+                            size_t arg_len, uint32_t timeout_ms, gr_call_cb cb, void *ud);
 
 /** A timer tick; runs as a turn of its own (never inside another message). */
 typedef void (*gr_timer_fn)(gr_grain_t *grain, void *ud);
@@ -198,8 +197,8 @@ typedef void (*gr_timer_fn)(gr_grain_t *grain, void *ud);
  * *id (may be NULL) receives an id for gr_timer_stop(). Returns 0 or
  * GR_ENOMEM/GR_ESTATE. Timer ticks do not count as activity for idle
  * deactivation. */
-GR_EXTERN int gr_timer_start(gr_grain_t *grain, uint64_t due_ms, uint64_t period_ms, gr_timer_fn fn,
-                             void *ud, uint64_t *id);
+GR_EXTERN int gr_timer_start(gr_grain_t *grain, uint64_t due_ms, uint64_t period_ms, gr_timer_fn fn, void *ud,
+                             uint64_t *id);
 
 /** Stop a timer; GR_ENOENT if no such timer is running. */
 GR_EXTERN int gr_timer_stop(gr_grain_t *grain, uint64_t id);

@@ -17,8 +17,8 @@ typedef struct gr_storage gr_storage_t;
 /** Completion of a read. status 0 with the state (version 0 and len 0 when
  * no row exists) or GR_ESTORAGE with `detail` set. `data` and `detail` are
  * borrowed until the callback returns. */
-typedef void (*gr_storage_read_cb)(void *ud, int status, const uint8_t *data, size_t len,
-                                   int64_t version, const char *detail);
+typedef void (*gr_storage_read_cb)(void *ud, int status, const uint8_t *data, size_t len, int64_t version,
+                                   const char *detail);
 
 /** Completion of a write or clear. status 0 with the new version (0 after a
  * clear), GR_ECONFLICT, or GR_ESTORAGE with `detail` (borrowed). */
@@ -26,12 +26,12 @@ typedef void (*gr_storage_write_cb)(void *ud, int status, int64_t new_version, c
 
 /** Options of the PostgreSQL provider; gr_storage_pg_options_init() first. */
 typedef struct gr_storage_pg_options {
-    const char *conninfo;       /* libpq URL or key=value string; required; copied */
-    const char *service;        /* service (cluster) name, part of every row key; default "default" */
-    unsigned pool_size;         /* connections (default 4) */
-    uint32_t op_timeout_ms;     /* an operation waiting longer for a connection fails (default 5000) */
-    uint32_t reconnect_min_ms;  /* first reconnect delay, doubled up to the max (default 100) */
-    uint32_t reconnect_max_ms;  /* (default 5000) */
+    const char *conninfo;      /* libpq URL or key=value string; required; copied */
+    const char *service;       /* service (cluster) name, part of every row key; default "default" */
+    unsigned pool_size;        /* connections (default 4) */
+    uint32_t op_timeout_ms;    /* an operation waiting longer for a connection fails (default 5000) */
+    uint32_t reconnect_min_ms; /* first reconnect delay, doubled up to the max (default 100) */
+    uint32_t reconnect_max_ms; /* (default 5000) */
 } gr_storage_pg_options_t;
 
 /** Fill `opts` with the documented defaults (conninfo NULL). */
@@ -41,8 +41,7 @@ GR_EXTERN void gr_storage_pg_options_init(gr_storage_pg_options_t *opts);
  * non-blocking mode and reconnect with backoff; nothing blocks the loop.
  * The schema must exist (`silo migrate`). *out is owned by the caller and
  * closed with gr_storage_close(). Returns 0, GR_EINVAL or GR_ENOMEM. */
-GR_EXTERN int gr_storage_pg_new(uv_loop_t *loop, const gr_storage_pg_options_t *opts,
-                                gr_storage_t **out);
+GR_EXTERN int gr_storage_pg_new(uv_loop_t *loop, const gr_storage_pg_options_t *opts, gr_storage_t **out);
 
 /** Create an in-memory provider with the same version semantics (for tests
  * and a database-free dev mode). State is lost when it is closed. */
@@ -50,20 +49,19 @@ GR_EXTERN int gr_storage_memory_new(uv_loop_t *loop, gr_storage_t **out);
 
 /** Read a grain's state. Returns 0 (cb runs once, later) or GR_EINVAL /
  * GR_ETOOBIG / GR_ESHUTDOWN (cb never runs). Strings and key are copied. */
-GR_EXTERN int gr_storage_read(gr_storage_t *st, const char *class_name, const void *key,
-                              size_t key_len, gr_storage_read_cb cb, void *ud);
+GR_EXTERN int gr_storage_read(gr_storage_t *st, const char *class_name, const void *key, size_t key_len,
+                              gr_storage_read_cb cb, void *ud);
 
 /** Write a grain's state if its stored version is `expected_version` (0:
  * only if no row exists). Data is copied. Same return contract as read. */
-GR_EXTERN int gr_storage_write(gr_storage_t *st, const char *class_name, const void *key,
-                               size_t key_len, const void *data, size_t len,
-                               int64_t expected_version, gr_storage_write_cb cb, void *ud);
+GR_EXTERN int gr_storage_write(gr_storage_t *st, const char *class_name, const void *key, size_t key_len,
+                               const void *data, size_t len, int64_t expected_version, gr_storage_write_cb cb,
+                               void *ud);
 
 /** Delete a grain's row if its stored version is `expected_version`
  * (deleting a missing row with expected 0 succeeds). */
-GR_EXTERN int gr_storage_clear(gr_storage_t *st, const char *class_name, const void *key,
-                               size_t key_len, int64_t expected_version, gr_storage_write_cb cb,
-                               void *ud);
+GR_EXTERN int gr_storage_clear(gr_storage_t *st, const char *class_name, const void *key, size_t key_len,
+                               int64_t expected_version, gr_storage_write_cb cb, void *ud);
 
 /** Close the provider: queued operations complete with GR_ECANCELED, then
  * `cb` runs on a later loop iteration and the memory is gone. */

@@ -61,8 +61,8 @@ static void logf_(const char *what) {
 
 static int pg_script(const char *cmd, const char *dir, const char *mode) {
     char line[1536];
-    snprintf(line, sizeof line, "bash '%s/scripts/pg.sh' %s '%s' %s >/dev/null", getenv("GRANARY_SOURCE_DIR"), cmd,
-             dir, mode ? mode : "");
+    snprintf(line, sizeof line, "bash '%s/scripts/pg.sh' %s '%s' %s >/dev/null", getenv("GRANARY_SOURCE_DIR"),
+             cmd, dir, mode ? mode : "");
     return system(line);
 }
 
@@ -74,7 +74,8 @@ static const char *db_for(chaos_t *c, int i) {
         return url[i];
     }
     if (!c->proxy[i]) return c->url;
-    snprintf(url[i], sizeof url[i], "postgresql://granary@127.0.0.1:%d/granary", gr_test_proxy_port(c->proxy[i]));
+    snprintf(url[i], sizeof url[i], "postgresql://granary@127.0.0.1:%d/granary",
+             gr_test_proxy_port(c->proxy[i]));
     return url[i];
 }
 
@@ -89,7 +90,8 @@ static int start(chaos_t *c, int i) {
 
 static int n_up(chaos_t *c) {
     int n = 0;
-    for (int i = 0; i < GR_H_MAX_SILOS; i++) n += c->up[i];
+    for (int i = 0; i < GR_H_MAX_SILOS; i++)
+        n += c->up[i];
     return n;
 }
 
@@ -174,7 +176,8 @@ static int sc_scale_down(chaos_t *c, uint64_t end) {
         pause_ms(c, step);
         if (stop(c, i) != 0) return -1;
     }
-    while (gr_h_now_ms() < end) pause_ms(c, 100);
+    while (gr_h_now_ms() < end)
+        pause_ms(c, 100);
     return 0;
 }
 
@@ -186,7 +189,8 @@ static int sc_scale_up(chaos_t *c, uint64_t end) {
         if (start(c, i) != 0) return -1;
         c->faults++;
     }
-    while (gr_h_now_ms() < end) pause_ms(c, 100);
+    while (gr_h_now_ms() < end)
+        pause_ms(c, 100);
     return 0;
 }
 
@@ -237,7 +241,8 @@ static int partition_rounds(chaos_t *c, uint64_t end, int (*cut)(chaos_t *, int)
         logf_("link restored");
         uint64_t t0 = gr_h_now_ms();
         int st = -1;
-        while (gr_h_now_ms() - t0 < 8000 && (st = gr_test_wait(c->cl.silos[i].pid, 0)) < 0) pause_ms(c, 50);
+        while (gr_h_now_ms() - t0 < 8000 && (st = gr_test_wait(c->cl.silos[i].pid, 0)) < 0)
+            pause_ms(c, 50);
         snprintf(msg, sizeof msg, "partitioned silo %d exited with %d", i, st);
         logf_(msg);
         if (st != 3) return -1;
@@ -257,7 +262,9 @@ static int proxy_heal(chaos_t *c, int i) {
     return 0;
 }
 
-static int sc_db_partition(chaos_t *c, uint64_t end) { return partition_rounds(c, end, proxy_cut, proxy_heal, "PostgreSQL"); }
+static int sc_db_partition(chaos_t *c, uint64_t end) {
+    return partition_rounds(c, end, proxy_cut, proxy_heal, "PostgreSQL");
+}
 
 static int sc_mixed(chaos_t *c, uint64_t end) {
     while (gr_h_now_ms() < end) {
@@ -271,9 +278,15 @@ static int sc_mixed(chaos_t *c, uint64_t end) {
             if (rc == 0 && i >= 0 && !c->up[i]) rc = start(c, i);
             break;
         }
-        case 1: rc = sc_kill(c, slice); break;
-        case 2: rc = sc_db_restart(c, slice); break;
-        default: rc = sc_db_partition(c, slice); break;
+        case 1:
+            rc = sc_kill(c, slice);
+            break;
+        case 2:
+            rc = sc_db_restart(c, slice);
+            break;
+        default:
+            rc = sc_db_partition(c, slice);
+            break;
         }
         if (rc != 0) return rc;
     }
@@ -333,8 +346,10 @@ static int netns_setup(chaos_t *c) {
         int o = c->net_octet, n = i + 1;
         if (sh("ip netns add %s", ns) || sh("ip link add %s type veth peer name %s", hi, ni) ||
             sh("ip link set %s netns %s", ni, ns) || sh("ip addr add 10.%d.%d.1/24 dev %s", o, n, hi) ||
-            sh("ip link set %s up", hi) || sh("ip netns exec %s ip addr add 10.%d.%d.2/24 dev %s", ns, o, n, ni) ||
-            sh("ip netns exec %s ip link set %s up", ns, ni) || sh("ip netns exec %s ip link set lo up", ns) ||
+            sh("ip link set %s up", hi) ||
+            sh("ip netns exec %s ip addr add 10.%d.%d.2/24 dev %s", ns, o, n, ni) ||
+            sh("ip netns exec %s ip link set %s up", ns, ni) ||
+            sh("ip netns exec %s ip link set lo up", ns) ||
             sh("ip netns exec %s ip route add default via 10.%d.%d.1", ns, o, n))
             return -1;
         snprintf(c->cl.silos[i].netns, sizeof c->cl.silos[i].netns, "%s", ns);
@@ -375,27 +390,41 @@ int main(int argc, char **argv) {
     c.workers = 12;
     c.counters = 24;
     for (int i = 2; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--seed")) c.seed = strtoull(argv[i + 1], NULL, 10);
-        else if (!strcmp(argv[i], "--seconds")) c.seconds = atof(argv[i + 1]);
-        else if (!strcmp(argv[i], "--silos")) c.silos = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--workers")) c.workers = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--counters")) c.counters = atoi(argv[i + 1]);
+        if (!strcmp(argv[i], "--seed"))
+            c.seed = strtoull(argv[i + 1], NULL, 10);
+        else if (!strcmp(argv[i], "--seconds"))
+            c.seconds = atof(argv[i + 1]);
+        else if (!strcmp(argv[i], "--silos"))
+            c.silos = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--workers"))
+            c.workers = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--counters"))
+            c.counters = atoi(argv[i + 1]);
         else {
             usage();
             return 2;
         }
     }
     int (*run)(chaos_t *, uint64_t) = NULL;
-    if (!strcmp(c.scenario, "rolling")) run = sc_rolling;
-    else if (!strcmp(c.scenario, "scale-down")) run = sc_scale_down;
-    else if (!strcmp(c.scenario, "scale-up")) run = sc_scale_up;
-    else if (!strcmp(c.scenario, "kill")) run = sc_kill;
-    else if (!strcmp(c.scenario, "db-restart")) run = sc_db_restart;
-    else if (!strcmp(c.scenario, "db-partition")) run = sc_db_partition;
-    else if (!strcmp(c.scenario, "partition")) run = sc_net_partition;
-    else if (!strcmp(c.scenario, "mixed")) run = sc_mixed;
-    if (!run || c.seconds <= 0 || c.seconds > 3600 || c.silos < 2 || c.silos > GR_H_MAX_SILOS || c.workers < 1 ||
-        c.workers > GR_H_MAX_WORKERS || c.counters < 1 || c.counters > GR_H_MAX_KEYS || !getenv("GRANARY_SOURCE_DIR")) {
+    if (!strcmp(c.scenario, "rolling"))
+        run = sc_rolling;
+    else if (!strcmp(c.scenario, "scale-down"))
+        run = sc_scale_down;
+    else if (!strcmp(c.scenario, "scale-up"))
+        run = sc_scale_up;
+    else if (!strcmp(c.scenario, "kill"))
+        run = sc_kill;
+    else if (!strcmp(c.scenario, "db-restart"))
+        run = sc_db_restart;
+    else if (!strcmp(c.scenario, "db-partition"))
+        run = sc_db_partition;
+    else if (!strcmp(c.scenario, "partition"))
+        run = sc_net_partition;
+    else if (!strcmp(c.scenario, "mixed"))
+        run = sc_mixed;
+    if (!run || c.seconds <= 0 || c.seconds > 3600 || c.silos < 2 || c.silos > GR_H_MAX_SILOS ||
+        c.workers < 1 || c.workers > GR_H_MAX_WORKERS || c.counters < 1 || c.counters > GR_H_MAX_KEYS ||
+        !getenv("GRANARY_SOURCE_DIR")) {
         usage();
         return 2;
     }
@@ -407,7 +436,8 @@ int main(int argc, char **argv) {
     if (!strcmp(c.scenario, "partition")) {
         if (geteuid() != 0 || netns_setup(&c) != 0) {
             netns_teardown();
-            printf("chaos partition: SKIP: cannot create network namespaces here (needs root and iproute2)\n");
+            printf(
+                "chaos partition: SKIP: cannot create network namespaces here (needs root and iproute2)\n");
             return 77;
         }
         /* The database listens on every silo's host-side address too. */
@@ -446,12 +476,14 @@ int main(int argc, char **argv) {
     gr_h_cluster_init(&c.cl, name, c.url, log);
     if (!strcmp(c.scenario, "db-partition") || !strcmp(c.scenario, "mixed")) {
         int pgport = atoi(strrchr(c.url, ':') + 1);
-        for (int i = 0; i < c.silos; i++) c.proxy[i] = gr_test_proxy_start(&c.loop, pgport);
+        for (int i = 0; i < c.silos; i++)
+            c.proxy[i] = gr_test_proxy_start(&c.loop, pgport);
     }
     int initial = !strcmp(c.scenario, "scale-up") ? 1 : c.silos;
     /* Every silo's port is fixed up front so the clients' lists cover the
      * silos a scale-up adds later. */
-    for (int i = 0; i < c.silos; i++) c.cl.silos[i].port = gr_test_free_port();
+    for (int i = 0; i < c.silos; i++)
+        c.cl.silos[i].port = gr_test_free_port();
     if (c.netns) /* names set up before the cluster struct was reset: set them again */
         for (int i = 0; i < c.silos; i++) {
             char ns[32], hi[32], ni[32];
@@ -459,7 +491,8 @@ int main(int argc, char **argv) {
             snprintf(c.cl.silos[i].netns, sizeof c.cl.silos[i].netns, "%s", ns);
             snprintf(c.cl.silos[i].host, sizeof c.cl.silos[i].host, "10.%d.%d.2", c.net_octet, i + 1);
         }
-    for (int i = 0; rc == 0 && i < initial; i++) rc = start(&c, i);
+    for (int i = 0; rc == 0 && i < initial; i++)
+        rc = start(&c, i);
     if (rc == 0) rc = gr_h_wait_active(&c.cl, &c.loop, initial, 15000);
     gr_h_load_t *load = NULL;
     if (rc == 0) {
@@ -481,7 +514,8 @@ int main(int argc, char **argv) {
         gr_h_load_free(load);
     }
     char label[128];
-    snprintf(label, sizeof label, "chaos %s seed %llu (%d faults)", c.scenario, (unsigned long long)c.seed, c.faults);
+    snprintf(label, sizeof label, "chaos %s seed %llu (%d faults)", c.scenario, (unsigned long long)c.seed,
+             c.faults);
     gr_h_summary_print(&sum, label);
     gr_h_kill_all(&c.cl);
     netns_teardown();

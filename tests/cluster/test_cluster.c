@@ -116,7 +116,8 @@ static int sigterm_and_wait(uv_loop_t *loop, int i, uint64_t *took_ms) {
 
 /* A key whose activation lives on silo i (placed there by entering through
  * it: placement is prefer-local); copied to key. */
-static void key_hosted_on(uv_loop_t *loop, gr_client_t *via, int i, const char *prefix, char *key, size_t size) {
+static void key_hosted_on(uv_loop_t *loop, gr_client_t *via, int i, const char *prefix, char *key,
+                          size_t size) {
     char hosted[32];
     snprintf(hosted, sizeof hosted, "127.0.0.1:%d-", silos[i].port);
     res_t r;
@@ -131,7 +132,8 @@ static void key_hosted_on(uv_loop_t *loop, gr_client_t *via, int i, const char *
 /* ---- cases ---- */
 
 static void test_single_activation_across_silos(void **st) {
-    for (int i = 0; i < 3; i++) start_silo(i, NULL);
+    for (int i = 0; i < 3; i++)
+        start_silo(i, NULL);
     wait_active(3);
     uv_loop_t loop;
     uv_loop_init(&loop);
@@ -174,13 +176,16 @@ static void test_single_activation_across_silos(void **st) {
     }
     print_message("300 grains hosted: %d / %d / %d\n", hosted[0], hosted[1], hosted[2]);
     assert_int_equal(hosted[0] + hosted[1] + hosted[2], 300);
-    for (int i = 0; i < 3; i++) assert_true(hosted[i] > 30);
-    for (int i = 0; i < 3; i++) gr_client_close(c[i], NULL, NULL);
+    for (int i = 0; i < 3; i++)
+        assert_true(hosted[i] > 30);
+    for (int i = 0; i < 3; i++)
+        gr_client_close(c[i], NULL, NULL);
     gr_test_loop_close(&loop);
 }
 
 static void test_sigterm_under_load(void **st) {
-    for (int i = 0; i < 3; i++) start_silo(i, NULL);
+    for (int i = 0; i < 3; i++)
+        start_silo(i, NULL);
     wait_active(3);
     uv_loop_t loop;
     uv_loop_init(&loop);
@@ -195,7 +200,8 @@ static void test_sigterm_under_load(void **st) {
 }
 
 static void test_sigkill_failover(void **st) {
-    for (int i = 0; i < 3; i++) start_silo(i, NULL);
+    for (int i = 0; i < 3; i++)
+        start_silo(i, NULL);
     wait_active(3);
     uv_loop_t loop;
     uv_loop_init(&loop);
@@ -240,7 +246,8 @@ static void test_sigkill_failover(void **st) {
 }
 
 static void test_scale_down_3_to_1(void **st) {
-    for (int i = 0; i < 3; i++) start_silo(i, NULL);
+    for (int i = 0; i < 3; i++)
+        start_silo(i, NULL);
     wait_active(3);
     uv_loop_t loop;
     uv_loop_init(&loop);
@@ -296,7 +303,8 @@ static void test_partition_from_database_fences(void **st) {
     const char *portp = strrchr(url, ':');
     gr_test_proxy_t *px = gr_test_proxy_start(&loop, atoi(portp + 1));
     char via_proxy[256];
-    snprintf(via_proxy, sizeof via_proxy, "postgresql://granary@127.0.0.1:%d/granary", gr_test_proxy_port(px));
+    snprintf(via_proxy, sizeof via_proxy, "postgresql://granary@127.0.0.1:%d/granary",
+             gr_test_proxy_port(px));
     start_silo(0, NULL);
     start_silo(1, NULL);
     start_silo(2, via_proxy);
@@ -334,7 +342,8 @@ static void test_partition_from_database_fences(void **st) {
     gr_test_proxy_restore(px);
     int exited = -1;
     uint64_t t1 = now_ms();
-    while (now_ms() - t1 < 10000 && (exited = gr_test_wait(silos[2].pid, 0)) < 0) gr_test_run_for(&loop, 50);
+    while (now_ms() - t1 < 10000 && (exited = gr_test_wait(silos[2].pid, 0)) < 0)
+        gr_test_run_for(&loop, 50);
     assert_int_equal(exited, 3);
     silos[2].pid = 0;
     assert_int_equal(call_retry(&loop, via0, key, "get", NULL, &r, 5000), 0);

@@ -60,9 +60,13 @@ static void test_escape_and_names(void **st) {
 }
 
 static int fail_after = -1;
-static void *counting_malloc(size_t n) { return fail_after == 0 ? NULL : (fail_after > 0 ? fail_after-- : 0, malloc(n)); }
+static void *counting_malloc(size_t n) {
+    return fail_after == 0 ? NULL : (fail_after > 0 ? fail_after-- : 0, malloc(n));
+}
 static void *counting_realloc(void *p, size_t n) { return fail_after == 0 ? NULL : realloc(p, n); }
-static void *counting_calloc(size_t n, size_t m) { return fail_after == 0 ? NULL : (fail_after > 0 ? fail_after-- : 0, calloc(n, m)); }
+static void *counting_calloc(size_t n, size_t m) {
+    return fail_after == 0 ? NULL : (fail_after > 0 ? fail_after-- : 0, calloc(n, m));
+}
 
 static void test_allocator_hook(void **st) {
     assert_int_equal(gr_replace_allocator(NULL, realloc, calloc, free), GR_EINVAL);
@@ -80,8 +84,11 @@ static void test_allocator_hook(void **st) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_errors), cmocka_unit_test(test_hostport), cmocka_unit_test(test_dlq),
-        cmocka_unit_test(test_escape_and_names), cmocka_unit_test(test_allocator_hook),
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_hostport),
+        cmocka_unit_test(test_dlq),
+        cmocka_unit_test(test_escape_and_names),
+        cmocka_unit_test(test_allocator_hook),
     };
     return cmocka_run_group_tests_name("common", tests, NULL, NULL);
 }

@@ -11,7 +11,8 @@ static void test_empty_and_single(void **st) {
     gr__ring_free(&r);
     const char *one[] = {"a"};
     assert_int_equal(gr__ring_build(&r, one, 1), 0);
-    for (uint64_t h = 0; h < 1000; h++) assert_int_equal(gr__ring_owner(&r, h * 0x9e3779b97f4a7c15ull), 0);
+    for (uint64_t h = 0; h < 1000; h++)
+        assert_int_equal(gr__ring_owner(&r, h * 0x9e3779b97f4a7c15ull), 0);
     gr__ring_free(&r);
 }
 

@@ -33,7 +33,8 @@ int main(int argc, char **argv) {
     b.len = 0;
     gr__frame_encode_hello(&b, 1, GR__ROLE_SILO, "default", "", 0, "silo-a");
     gr__frame_encode_empty(&b, GR__FRAME_PING, 1);
-    gr__frame_encode_request(&b, GR__FRAME_ONEWAY, 2, 100, "$dir", "Counter\0k", 9, "unregister", "silo-a", 6);
+    gr__frame_encode_request(&b, GR__FRAME_ONEWAY, 2, 100, "$dir", "Counter\0k", 9, "unregister", "silo-a",
+                             6);
     gr__frame_encode_request(&b, GR__FRAME_REQUEST, 3, 100, "Counter", "\0\xff'", 3, "get", NULL, 0);
     put(dir, "session.bin", &b);
     gr__buf_free(&b);

@@ -108,7 +108,9 @@ static void m_never(gr_grain_t *g, gr_msg_t *m, const uint8_t *a, size_t n) {
     gr_timer_start(g, 200, 0, later_fire, &d->later, NULL);
 }
 
-static void m_fail(gr_grain_t *g, gr_msg_t *m, const uint8_t *a, size_t n) { gr_reply_error(m, "no such thing"); }
+static void m_fail(gr_grain_t *g, gr_msg_t *m, const uint8_t *a, size_t n) {
+    gr_reply_error(m, "no such thing");
+}
 
 static void tick(gr_grain_t *g, void *ud) {
     tdata_t *d = gr_grain_data(g);
@@ -150,14 +152,14 @@ static void m_relay(gr_grain_t *g, gr_msg_t *m, const uint8_t *a, size_t n) {
 }
 
 static const gr_method_t t_methods[] = {
-    {"incr", m_incr}, {"get", m_get},     {"record", m_record}, {"slow", m_slow},
+    {"incr", m_incr},   {"get", m_get},   {"record", m_record},     {"slow", m_slow},
     {"never", m_never}, {"fail", m_fail}, {"timer", m_start_timer}, {"ticks", m_ticks},
-    {"where", m_where}, {"bye", m_bye},   {"dump", m_dump}, {NULL, NULL},
+    {"where", m_where}, {"bye", m_bye},   {"dump", m_dump},         {NULL, NULL},
 };
 
 /* Persist-before-reply counter. */
-static const gr_class_t counter_cls = {"Counter", t_methods, t_on_activate, t_on_deactivate,
-                                       GR_CLASS_PERSIST_BEFORE_REPLY, 0};
+static const gr_class_t counter_cls = {
+    "Counter", t_methods, t_on_activate, t_on_deactivate, GR_CLASS_PERSIST_BEFORE_REPLY, 0};
 /* Same methods, no persist-before-reply, short idle age. */
 static const gr_class_t lazy_cls = {"Lazy", t_methods, t_on_activate, t_on_deactivate, 0, 60};
 
@@ -228,7 +230,8 @@ static int teardown(void **state) {
     int done = 0;
     gr_runtime_close(fx->rt, closed, &done);
     gr_runtime_close(fx->rt2, closed, &done);
-    while (done < 2 && gr_test_run_until(&fx->loop, &done, 2000) && done < 2) gr_test_run_for(&fx->loop, 10);
+    while (done < 2 && gr_test_run_until(&fx->loop, &done, 2000) && done < 2)
+        gr_test_run_for(&fx->loop, 10);
     assert_int_equal(done, 2);
     done = 0;
     gr_storage_close(fx->st, closed, &done);
@@ -267,7 +270,8 @@ static void test_activation_once_per_id(void **state) {
     res_t rs[50];
     memset(rs, 0, sizeof rs);
     gr_ref_t ref = {"Counter", "c", 1};
-    for (int i = 0; i < 50; i++) assert_int_equal(gr_call(fx->rt, &ref, "incr", NULL, 0, 0, on_done, &rs[i]), 0);
+    for (int i = 0; i < 50; i++)
+        assert_int_equal(gr_call(fx->rt, &ref, "incr", NULL, 0, 0, on_done, &rs[i]), 0);
     gr_test_run_for(&fx->loop, 200);
     for (int i = 0; i < 50; i++) {
         assert_int_equal(rs[i].done, 1);
@@ -291,7 +295,8 @@ static void test_turn_order_and_no_overlap(void **state) {
         assert_int_equal(gr_call(fx->rt, &ref, m, args[i], strlen(args[i]) + 1, 0, on_done, &rs[i]), 0);
     }
     gr_test_run_for(&fx->loop, 500);
-    for (int i = 0; i < 100; i++) assert_int_equal(rs[i].done, 1);
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(rs[i].done, 1);
     assert_int_equal(busy_violations, 0);
     /* The recorded sequence is the submission order (slow ones skipped). */
     char expect[1024];
@@ -352,7 +357,7 @@ static void test_conflict_between_silos(void **state) {
     assert_int_equal(r.status, GR_ECONFLICT);
     gr_test_run_for(&fx->loop, 20);
     assert_int_equal(gr_runtime_activation_count(fx->rt2), 0); /* B deactivated */
-    call(fx, fx->rt2, "Counter", "x", "incr", NULL, 0, &r); /* B reloads: 1 + 1 */
+    call(fx, fx->rt2, "Counter", "x", "incr", NULL, 0, &r);    /* B reloads: 1 + 1 */
     assert_int_equal(r.status, 0);
     assert_string_equal(r.reply, "2");
     call(fx, fx->rt, "Counter", "x", "incr", NULL, 0, &r); /* now A is stale */
@@ -370,10 +375,12 @@ static void test_conflict_forwards_queue(void **state) {
     res_t rs[4];
     memset(rs, 0, sizeof rs);
     gr_ref_t ref = {"Counter", "q", 1};
-    for (int i = 0; i < 4; i++) assert_int_equal(gr_call(fx->rt, &ref, "incr", NULL, 0, 0, on_done, &rs[i]), 0);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(gr_call(fx->rt, &ref, "incr", NULL, 0, 0, on_done, &rs[i]), 0);
     gr_test_run_for(&fx->loop, 100);
     assert_int_equal(rs[0].status, GR_ECONFLICT);
-    for (int i = 1; i < 4; i++) assert_int_equal(rs[i].status, 0);
+    for (int i = 1; i < 4; i++)
+        assert_int_equal(rs[i].status, 0);
     assert_string_equal(rs[3].reply, "4");
 }
 
@@ -457,7 +464,8 @@ static void test_mailbox_limit(void **state) {
     res_t rs[20];
     memset(rs, 0, sizeof rs);
     gr_ref_t ref = {"Lazy", "full", 4};
-    for (int i = 0; i < 20; i++) assert_int_equal(gr_call(fx->rt2, &ref, "slow", NULL, 0, 0, on_done, &rs[i]), 0);
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(gr_call(fx->rt2, &ref, "slow", NULL, 0, 0, on_done, &rs[i]), 0);
     gr_test_run_for(&fx->loop, 400);
     int ok = 0, over = 0;
     for (int i = 0; i < 20; i++) {
@@ -523,11 +531,21 @@ int main(void) {
     gr__log_setup(GR__LOG_ERROR, GR__LOG_TEXT, "test");
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
     const struct CMUnitTest tests[] = {
-        T(test_activation_once_per_id), T(test_turn_order_and_no_overlap), T(test_async_reply_keeps_grain_busy),
-        T(test_persist_before_reply),  T(test_conflict_between_silos),    T(test_conflict_forwards_queue),
-        T(test_unknown_class_method_and_app_error), T(test_grain_calls_grain), T(test_timeout_and_late_reply),
-        T(test_timers),                T(test_idle_deactivation_saves_state), T(test_mailbox_limit),
-        T(test_drain_saves_everything), T(test_close_cancels_pending),    T(test_where),
+        T(test_activation_once_per_id),
+        T(test_turn_order_and_no_overlap),
+        T(test_async_reply_keeps_grain_busy),
+        T(test_persist_before_reply),
+        T(test_conflict_between_silos),
+        T(test_conflict_forwards_queue),
+        T(test_unknown_class_method_and_app_error),
+        T(test_grain_calls_grain),
+        T(test_timeout_and_late_reply),
+        T(test_timers),
+        T(test_idle_deactivation_saves_state),
+        T(test_mailbox_limit),
+        T(test_drain_saves_everything),
+        T(test_close_cancels_pending),
+        T(test_where),
     };
     return cmocka_run_group_tests_name("grains.runtime", tests, NULL, NULL);
 }

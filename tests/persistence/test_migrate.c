@@ -26,10 +26,10 @@ static void test_migrate_twice(void **st) {
     free(rows1);
     free(rows2);
     /* The table has the promised primary key (no duplicate grain rows). */
-    char *pk = gr_test_sql(url,
-                           "SELECT string_agg(a.attname, ',' ORDER BY array_position(i.indkey, a.attnum)) "
-                           "FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
-                           "WHERE i.indrelid = 'granary_grain_state'::regclass AND i.indisprimary");
+    char *pk = gr_test_sql(
+        url, "SELECT string_agg(a.attname, ',' ORDER BY array_position(i.indkey, a.attnum)) "
+             "FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
+             "WHERE i.indrelid = 'granary_grain_state'::regclass AND i.indisprimary");
     assert_non_null(pk);
     assert_string_equal(pk, "grain_key,grain_class,service");
     free(pk);
@@ -47,7 +47,8 @@ static void test_migrate_concurrently(void **st) {
             _exit(gr__migrate(url, NULL, err, sizeof err) == 0 ? 0 : 1);
         }
     }
-    for (int i = 0; i < 3; i++) assert_int_equal(gr_test_wait(kids[i], 30000), 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(gr_test_wait(kids[i], 30000), 0);
     char *n = gr_test_sql(url, "SELECT count(*) FROM granary_schema_version");
     assert_int_equal(atoi(n), gr__migrate_latest());
     free(n);

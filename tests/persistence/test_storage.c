@@ -25,7 +25,8 @@ typedef struct {
     char detail[512];
 } res_t;
 
-static void on_read(void *ud, int status, const uint8_t *data, size_t len, int64_t version, const char *detail) {
+static void on_read(void *ud, int status, const uint8_t *data, size_t len, int64_t version,
+                    const char *detail) {
     res_t *r = ud;
     r->status = status;
     r->version = version;
@@ -208,7 +209,8 @@ static void test_large_state(void **state) {
     fx_t *fx = *state;
     size_t n = 1024 * 1024;
     uint8_t *blob = malloc(n);
-    for (size_t i = 0; i < n; i++) blob[i] = (uint8_t)(i * 31u);
+    for (size_t i = 0; i < n; i++)
+        blob[i] = (uint8_t)(i * 31u);
     res_t r = {0};
     do_write(fx, "Blob", "big", 3, blob, n, 0, &r);
     assert_int_equal(r.status, 0);
@@ -233,7 +235,8 @@ static void test_concurrent_writers(void **state) {
     for (int spin = 0; spin < 1000 && !done_all; spin++) {
         gr_test_run_for(&fx->loop, 10);
         done_all = 1;
-        for (int i = 0; i < N; i++) done_all &= rs[i].done == 1;
+        for (int i = 0; i < N; i++)
+            done_all &= rs[i].done == 1;
     }
     assert_true(done_all);
     int wins = 0, conflicts = 0;
@@ -251,11 +254,13 @@ static void test_concurrent_writers(void **state) {
     for (int spin = 0; spin < 1000 && !done_all; spin++) {
         gr_test_run_for(&fx->loop, 10);
         done_all = 1;
-        for (int i = 0; i < N; i++) done_all &= rs[i].done == 1;
+        for (int i = 0; i < N; i++)
+            done_all &= rs[i].done == 1;
     }
     assert_true(done_all);
     wins = 0;
-    for (int i = 0; i < N; i++) wins += rs[i].status == 0;
+    for (int i = 0; i < N; i++)
+        wins += rs[i].status == 0;
     assert_int_equal(wins, 1);
     gr__buf_free(&r.data);
 }
@@ -293,7 +298,8 @@ static void test_dead_database(void **state) {
     gr_storage_pg_options_t o;
     gr_storage_pg_options_init(&o);
     char url[128];
-    snprintf(url, sizeof url, "postgresql://granary@127.0.0.1:%d/granary?connect_timeout=2", gr_test_free_port());
+    snprintf(url, sizeof url, "postgresql://granary@127.0.0.1:%d/granary?connect_timeout=2",
+             gr_test_free_port());
     o.conninfo = url;
     o.reconnect_min_ms = 50;
     assert_int_equal(gr_storage_pg_new(&fx->loop, &o, &dead), 0);
@@ -339,8 +345,9 @@ int main(int argc, char **argv) {
     const struct CMUnitTest pg_only[] = {
         cmocka_unit_test_setup_teardown(test_dead_database, setup, teardown),
     };
-    int rc = cmocka_run_group_tests_name(use_pg ? "persistence.storage.postgres" : "persistence.storage.memory",
-                                         tests, NULL, NULL);
-    if (use_pg) rc |= cmocka_run_group_tests_name("persistence.storage.postgres.failures", pg_only, NULL, NULL);
+    int rc = cmocka_run_group_tests_name(
+        use_pg ? "persistence.storage.postgres" : "persistence.storage.memory", tests, NULL, NULL);
+    if (use_pg)
+        rc |= cmocka_run_group_tests_name("persistence.storage.postgres.failures", pg_only, NULL, NULL);
     return rc;
 }

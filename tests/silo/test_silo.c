@@ -37,9 +37,21 @@ typedef struct {
 static int start_silo(silo_t *s, int port, const char *extra1, const char *extra2) {
     char listen[64];
     snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
-    const char *argv[16] = {gr_test_build_path("silo"), "run", "--database", gr_test_pg_url(), "--listen",
-                            listen, "--grains", gr_test_build_path("examples/counter.so"),
-                            "--cluster", cluster, "--handshake-timeout-ms", "300", extra1, extra2, NULL};
+    const char *argv[16] = {gr_test_build_path("silo"),
+                            "run",
+                            "--database",
+                            gr_test_pg_url(),
+                            "--listen",
+                            listen,
+                            "--grains",
+                            gr_test_build_path("examples/counter.so"),
+                            "--cluster",
+                            cluster,
+                            "--handshake-timeout-ms",
+                            "300",
+                            extra1,
+                            extra2,
+                            NULL};
     s->port = port;
     s->pid = gr_test_spawn(argv, log_path);
     if (s->pid < 0) return -1;
@@ -65,7 +77,8 @@ static int run_capture(const char *const argv[], char *out, size_t out_size) {
     close(fds[1]);
     size_t n = 0;
     ssize_t k;
-    while (n + 1 < out_size && (k = read(fds[0], out + n, out_size - n - 1)) > 0) n += (size_t)k;
+    while (n + 1 < out_size && (k = read(fds[0], out + n, out_size - n - 1)) > 0)
+        n += (size_t)k;
     out[n] = '\0';
     char sink[4096];
     while (read(fds[0], sink, sizeof sink) > 0) {
@@ -118,7 +131,8 @@ static void on_incr(void *ud, int status, const uint8_t *reply, size_t len) {
         t->load->acked[t->key]++;
     } else {
         if (t->load->failed++ == 0)
-            print_message("first failed incr: %s: %.*s\n", gr_err_name(status), (int)len, (const char *)reply);
+            print_message("first failed incr: %s: %.*s\n", gr_err_name(status), (int)len,
+                          (const char *)reply);
     }
     t->load->outstanding--;
     free(t);
@@ -162,8 +176,9 @@ static void test_cli_contract(void **st) {
     char out[16384];
     const char *help[] = {gr_test_build_path("silo"), "--help", NULL};
     assert_int_equal(run_capture(help, out, sizeof out), 0);
-    const char *must[] = {"--database", "GRANARY_DATABASE_URL", "--listen", "GRANARY_LISTEN", "--grains",
-                          "--advertise", "GRANARY_CLUSTER_SECRET", "--log-format", "migrate", "status"};
+    const char *must[] = {
+        "--database",  "GRANARY_DATABASE_URL",   "--listen",     "GRANARY_LISTEN", "--grains",
+        "--advertise", "GRANARY_CLUSTER_SECRET", "--log-format", "migrate",        "status"};
     for (size_t i = 0; i < sizeof must / sizeof must[0]; i++) {
         if (!strstr(out, must[i])) fail_msg("silo --help lacks %s", must[i]);
     }
@@ -187,9 +202,11 @@ static void test_cli_contract(void **st) {
     assert_int_equal(run_cmd(bad_listen, 10000), 2);
     const char *bad_num[] = {gr_test_build_path("silo"), "run", "--idle-ms", "-5", NULL};
     assert_int_equal(run_cmd(bad_num, 10000), 2);
-    const char *no_db[] = {gr_test_build_path("silo"), "run", "--grains", gr_test_build_path("examples/counter.so"), NULL};
+    const char *no_db[] = {gr_test_build_path("silo"), "run", "--grains",
+                           gr_test_build_path("examples/counter.so"), NULL};
     assert_int_equal(run_cmd(no_db, 10000), 2);
-    const char *bad_so[] = {gr_test_build_path("silo"), "run", "--memory", "--grains", "/nonexistent.so", NULL};
+    const char *bad_so[] = {gr_test_build_path("silo"), "run", "--memory", "--grains",
+                            "/nonexistent.so",          NULL};
     assert_int_equal(run_cmd(bad_so, 10000), 2);
     const char *migrate[] = {gr_test_build_path("silo"), "migrate", "--database", gr_test_pg_url(), NULL};
     assert_int_equal(run_cmd(migrate, 30000), 0);
@@ -202,8 +219,16 @@ static void test_cli_contract(void **st) {
     snprintf(jlisten, sizeof jlisten, "127.0.0.1:%d", gr_test_free_port());
     snprintf(jlog, sizeof jlog, "%s.json", log_path);
     unlink(jlog);
-    const char *json_silo[] = {gr_test_build_path("silo"), "run", "--memory", "--listen", jlisten, "--grains",
-                               gr_test_build_path("examples/counter.so"), "--log-format", "json", NULL};
+    const char *json_silo[] = {gr_test_build_path("silo"),
+                               "run",
+                               "--memory",
+                               "--listen",
+                               jlisten,
+                               "--grains",
+                               gr_test_build_path("examples/counter.so"),
+                               "--log-format",
+                               "json",
+                               NULL};
     pid_t jp = gr_test_spawn(json_silo, jlog);
     usleep(300000);
     kill(jp, SIGTERM);
@@ -251,7 +276,8 @@ static void test_counter_survives_kill9(void **st) {
     char sql[512];
     snprintf(sql, sizeof sql,
              "SELECT sum(convert_from(state, 'UTF8')::bigint) FROM granary_grain_state "
-             "WHERE grain_class = 'Counter' AND service = '%s'", cluster);
+             "WHERE grain_class = 'Counter' AND service = '%s'",
+             cluster);
     char *v = gr_test_sql(gr_test_pg_url(), sql);
     assert_non_null(v);
     assert_int_equal(atoi(v), 20 * 25);
@@ -259,7 +285,15 @@ static void test_counter_survives_kill9(void **st) {
     /* The CLI against the restarted silo. */
     char addr[64], out[256];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
-    const char *get[] = {gr_test_build_path("granary"), "call", "--cluster", cluster, "--silo", addr, "Counter/load-0", "get", NULL};
+    const char *get[] = {gr_test_build_path("granary"),
+                         "call",
+                         "--cluster",
+                         cluster,
+                         "--silo",
+                         addr,
+                         "Counter/load-0",
+                         "get",
+                         NULL};
     assert_int_equal(run_capture(get, out, sizeof out), 0);
     assert_string_equal(out, "25\n");
     /* The argument from stdin with '-'. */
@@ -272,20 +306,40 @@ static void test_counter_survives_kill9(void **st) {
     /* A host name is resolved without blocking (localhost is in /etc/hosts). */
     char by_name[64];
     snprintf(by_name, sizeof by_name, "localhost:%d", port);
-    const char *named[] = {gr_test_build_path("granary"), "call", "--cluster", cluster, "--silo", by_name, "Counter/load-0", "get", NULL};
+    const char *named[] = {gr_test_build_path("granary"),
+                           "call",
+                           "--cluster",
+                           cluster,
+                           "--silo",
+                           by_name,
+                           "Counter/load-0",
+                           "get",
+                           NULL};
     assert_int_equal(run_capture(named, out, sizeof out), 0);
     assert_string_equal(out, "25\n");
-    const char *nocls[] = {gr_test_build_path("granary"), "call", "--cluster", cluster, "--silo", addr, "Nope/x", "get", NULL};
+    const char *nocls[] = {
+        gr_test_build_path("granary"), "call", "--cluster", cluster, "--silo", addr, "Nope/x", "get", NULL};
     assert_int_equal(run_capture(nocls, out, sizeof out), 1);
-    const char *json[] = {gr_test_build_path("granary"), "call", "--json", "--cluster", cluster, "--silo", addr, "Counter/load-1", "incr", NULL};
+    const char *json[] = {gr_test_build_path("granary"),
+                          "call",
+                          "--json",
+                          "--cluster",
+                          cluster,
+                          "--silo",
+                          addr,
+                          "Counter/load-1",
+                          "incr",
+                          NULL};
     assert_int_equal(run_capture(json, out, sizeof out), 0);
     assert_string_equal(out, "{\"ok\":true,\"reply\":\"26\"}\n");
     /* members and grains, as operators see them. */
     static char big[8192];
-    const char *members[] = {gr_test_build_path("granary"), "members", "--cluster", cluster, "--silo", addr, NULL};
+    const char *members[] = {
+        gr_test_build_path("granary"), "members", "--cluster", cluster, "--silo", addr, NULL};
     assert_int_equal(run_capture(members, big, sizeof big), 0);
     assert_non_null(strstr(big, " active "));
-    const char *grains[] = {gr_test_build_path("granary"), "grains", "--json", "--cluster", cluster, "--silo", addr, NULL};
+    const char *grains[] = {
+        gr_test_build_path("granary"), "grains", "--json", "--cluster", cluster, "--silo", addr, NULL};
     assert_int_equal(run_capture(grains, big, sizeof big), 0);
     assert_non_null(strstr(big, "\"class\":\"Counter\",\"active\":20}"));
     kill(s.pid, SIGTERM);
@@ -368,7 +422,8 @@ static void test_hostile_input(void **st) {
     gr__frame_encode_hello(&b, GR_PROTOCOL_VERSION, GR__ROLE_CLIENT, cluster, "letmein", 7, "slow");
     const uint8_t key[] = {'a', 0, '\'', '"'};
     gr__frame_encode_request(&b, GR__FRAME_REQUEST, 7, 5000, "Counter", key, sizeof key, "incr", NULL, 0);
-    for (size_t i = 0; i < b.len; i++) gr_test_send_all(fd, b.data + i, 1);
+    for (size_t i = 0; i < b.len; i++)
+        gr_test_send_all(fd, b.data + i, 1);
     assert_int_equal(gr_test_read_until(fd, GR__FRAME_RESPONSE, &closed), 0);
     b.len = 0;
     gr__frame_encode_request(&b, GR__FRAME_REQUEST, 8, 5000, "Counter", "k", 1, "g\x01t", NULL, 0);
@@ -403,9 +458,21 @@ static void test_hostile_input(void **st) {
      * password, also when the database cannot be reached. */
     char listen[64], pw_url[128];
     snprintf(listen, sizeof listen, "127.0.0.1:%d", gr_test_free_port());
-    snprintf(pw_url, sizeof pw_url, "postgresql://granary:hunter2pw@127.0.0.1:%d/granary", gr_test_free_port());
-    const char *argv[] = {gr_test_build_path("silo"), "run", "--database", pw_url, "--listen", listen, "--grains",
-                          gr_test_build_path("examples/counter.so"), "--secret", "letmein", "--log-level", "debug", NULL};
+    snprintf(pw_url, sizeof pw_url, "postgresql://granary:hunter2pw@127.0.0.1:%d/granary",
+             gr_test_free_port());
+    const char *argv[] = {gr_test_build_path("silo"),
+                          "run",
+                          "--database",
+                          pw_url,
+                          "--listen",
+                          listen,
+                          "--grains",
+                          gr_test_build_path("examples/counter.so"),
+                          "--secret",
+                          "letmein",
+                          "--log-level",
+                          "debug",
+                          NULL};
     pid_t p = gr_test_spawn(argv, log_path);
     usleep(800000);
     kill(p, SIGTERM);
@@ -442,7 +509,8 @@ static void test_client_that_never_reads(void **st) {
     for (int batch = 0; batch < 2000; batch++) {
         b.len = 0;
         for (int i = 0; i < 500; i++)
-            gr__frame_encode_request(&b, GR__FRAME_REQUEST, (uint64_t)batch * 500 + i, 60000, "Counter", "w", 1, "where", NULL, 0);
+            gr__frame_encode_request(&b, GR__FRAME_REQUEST, (uint64_t)batch * 500 + i, 60000, "Counter", "w",
+                                     1, "where", NULL, 0);
         ssize_t k = write(fd, b.data, b.len);
         if (k <= 0) break;
         sent += (size_t)k;
@@ -473,9 +541,23 @@ static void test_limits(void **st) {
     int port = gr_test_free_port();
     char listen[64];
     snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
-    const char *argv[] = {gr_test_build_path("silo"), "run", "--database", gr_test_pg_url(), "--listen", listen,
-                          "--grains", gr_test_build_path("examples/counter.so"), "--cluster", cluster,
-                          "--max-connections", "2", "--max-inflight", "4", "--max-queue", "3", NULL};
+    const char *argv[] = {gr_test_build_path("silo"),
+                          "run",
+                          "--database",
+                          gr_test_pg_url(),
+                          "--listen",
+                          listen,
+                          "--grains",
+                          gr_test_build_path("examples/counter.so"),
+                          "--cluster",
+                          cluster,
+                          "--max-connections",
+                          "2",
+                          "--max-inflight",
+                          "4",
+                          "--max-queue",
+                          "3",
+                          NULL};
     s.pid = gr_test_spawn(argv, log_path);
     assert_int_equal(gr_test_wait_port(port, 10000), 0);
     usleep(200000); /* the port probe's own connection must be gone first */
@@ -495,7 +577,8 @@ static void test_limits(void **st) {
     gr__buf_t reqs;
     gr__buf_init(&reqs);
     for (int i = 0; i < 10; i++)
-        gr__frame_encode_request(&reqs, GR__FRAME_REQUEST, (uint64_t)i + 1, 10000, "Counter", "busy", 4, "sleep", "300", 3);
+        gr__frame_encode_request(&reqs, GR__FRAME_REQUEST, (uint64_t)i + 1, 10000, "Counter", "busy", 4,
+                                 "sleep", "300", 3);
     gr_test_send_all(a, reqs.data, reqs.len);
     int ok = 0, over = 0;
     for (int i = 0; i < 10; i++) {
@@ -539,11 +622,18 @@ static void test_http_probes_and_metrics(void **st) {
                            "granary_calls_total{class=\"Counter\",method=\"incr\"} 1",
                            "granary_call_errors_total{class=\"Counter\",method=\"incr\"} 0",
                            "granary_call_duration_seconds_bucket{class=\"Counter\",le=\"+Inf\"} 1",
-                           "granary_storage_reads_total 1", "granary_storage_writes_total 1",
-                           "granary_storage_conflicts_total 0", "granary_storage_read_duration_seconds_count 1",
-                           "granary_storage_write_duration_seconds_count 1", "granary_membership_size 1",
-                           "granary_membership_view_version", "granary_connections ", "granary_queued_messages 0",
-                           "granary_drain_remaining 0", "granary_silo_ready 1", "granary_inflight_calls 0"};
+                           "granary_storage_reads_total 1",
+                           "granary_storage_writes_total 1",
+                           "granary_storage_conflicts_total 0",
+                           "granary_storage_read_duration_seconds_count 1",
+                           "granary_storage_write_duration_seconds_count 1",
+                           "granary_membership_size 1",
+                           "granary_membership_view_version",
+                           "granary_connections ",
+                           "granary_queued_messages 0",
+                           "granary_drain_remaining 0",
+                           "granary_silo_ready 1",
+                           "granary_inflight_calls 0"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (!strstr(body, names[i])) fail_msg("/metrics lacks '%s':\n%s", names[i], body);
     /* Every sample line parses as NAME[{LABELS}] VALUE. */
@@ -561,8 +651,16 @@ static void test_http_probes_and_metrics(void **st) {
     {
         char addr[64];
         snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
-        const char *argv[] = {gr_test_build_path("granary"), "call", "--cluster", cluster, "--silo", addr,
-                              "Counter/slow", "sleep", "1500", NULL};
+        const char *argv[] = {gr_test_build_path("granary"),
+                              "call",
+                              "--cluster",
+                              cluster,
+                              "--silo",
+                              addr,
+                              "Counter/slow",
+                              "sleep",
+                              "1500",
+                              NULL};
         sleeper = gr_test_spawn(argv, log_path);
     }
     usleep(300000);

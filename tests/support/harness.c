@@ -31,9 +31,19 @@ int gr_h_start_silo(gr_h_cluster_t *c, int i, const char *db) {
     if (!s->port) s->port = gr_test_free_port();
     snprintf(listen, sizeof listen, "%s:%d", s->host, s->port);
     snprintf(s->db, sizeof s->db, "%s", db ? db : c->pg_url);
-    const char *silo_argv[] = {gr_test_build_path("silo"), "run", "--database", s->db, "--listen", listen,
-                               "--grains", gr_test_build_path("examples/counter.so"), "--cluster", c->name,
-                               "--secret", c->secret, NULL};
+    const char *silo_argv[] = {gr_test_build_path("silo"),
+                               "run",
+                               "--database",
+                               s->db,
+                               "--listen",
+                               listen,
+                               "--grains",
+                               gr_test_build_path("examples/counter.so"),
+                               "--cluster",
+                               c->name,
+                               "--secret",
+                               c->secret,
+                               NULL};
     const char *argv[20] = {0};
     int a = 0;
     if (s->netns[0]) { /* `ip netns exec` execs the silo: same pid */
@@ -42,7 +52,8 @@ int gr_h_start_silo(gr_h_cluster_t *c, int i, const char *db) {
         argv[a++] = "exec";
         argv[a++] = s->netns;
     }
-    for (int k = 0; silo_argv[k]; k++) argv[a++] = silo_argv[k];
+    for (int k = 0; silo_argv[k]; k++)
+        argv[a++] = silo_argv[k];
     s->pid = gr_test_spawn(argv, c->log_path);
     if (s->pid <= 0) return -1;
     return gr_test_wait_addr(s->host, s->port, 10000);
@@ -93,7 +104,8 @@ void gr_h_kill(gr_h_cluster_t *c, int i) {
 }
 
 void gr_h_kill_all(gr_h_cluster_t *c) {
-    for (int i = 0; i < GR_H_MAX_SILOS; i++) gr_h_kill(c, i);
+    for (int i = 0; i < GR_H_MAX_SILOS; i++)
+        gr_h_kill(c, i);
 }
 
 gr_client_t *gr_h_client(const gr_h_cluster_t *c, uv_loop_t *loop, const char *list) {
@@ -111,7 +123,8 @@ void gr_h_silo_list(const gr_h_cluster_t *c, int first, int n_total, char *out, 
     out[0] = '\0';
     for (int k = 0; k < n_total && o < size; k++)
         o += (size_t)snprintf(out + o, size - o, "%s%s:%d", k ? "," : "",
-                              c->silos[(first + k) % n_total].host[0] ? c->silos[(first + k) % n_total].host : "127.0.0.1",
+                              c->silos[(first + k) % n_total].host[0] ? c->silos[(first + k) % n_total].host
+                                                                      : "127.0.0.1",
                               c->silos[(first + k) % n_total].port);
 }
 
@@ -155,8 +168,8 @@ static void gr_h_done(void *ud, int status, const uint8_t *reply, size_t len) {
             if (lat > l->sum.max_latency_ms) l->sum.max_latency_ms = lat;
             if (l->nlat < l->caplat) l->lat[l->nlat++] = lat;
         } else if (l->sum.other_errors++ == 0) {
-            snprintf(l->sum.first_other_error, sizeof l->sum.first_other_error, "%s: %.*s", gr_err_name(status),
-                     (int)(len < 200 ? len : 200), (const char *)reply);
+            snprintf(l->sum.first_other_error, sizeof l->sum.first_other_error, "%s: %.*s",
+                     gr_err_name(status), (int)(len < 200 ? len : 200), (const char *)reply);
         }
         w->seq++;
         w->busy = 0;
@@ -185,8 +198,8 @@ static void gr_h_issue(gr_h_worker_t *w) {
 }
 
 gr_h_load_t *gr_h_load_new(gr_h_cluster_t *c, uv_loop_t *loop, int n_clients, int workers, int keys) {
-    if (n_clients < 1 || n_clients > GR_H_MAX_SILOS || workers < 1 || workers > GR_H_MAX_WORKERS || keys < 1 ||
-        keys > GR_H_MAX_KEYS)
+    if (n_clients < 1 || n_clients > GR_H_MAX_SILOS || workers < 1 || workers > GR_H_MAX_WORKERS ||
+        keys < 1 || keys > GR_H_MAX_KEYS)
         return NULL;
     gr_h_load_t *l = calloc(1, sizeof *l);
     l->cluster = c;
@@ -212,7 +225,8 @@ gr_h_load_t *gr_h_load_new(gr_h_cluster_t *c, uv_loop_t *loop, int n_clients, in
 
 void gr_h_load_start(gr_h_load_t *l) {
     l->running = 1;
-    for (int i = 0; i < l->nworkers; i++) gr_h_issue(&l->workers[i]);
+    for (int i = 0; i < l->nworkers; i++)
+        gr_h_issue(&l->workers[i]);
 }
 
 int gr_h_load_stop(gr_h_load_t *l, uint64_t timeout_ms) {
@@ -220,7 +234,8 @@ int gr_h_load_stop(gr_h_load_t *l, uint64_t timeout_ms) {
     uint64_t end = gr_h_now_ms() + timeout_ms;
     for (;;) {
         int busy = 0;
-        for (int i = 0; i < l->nworkers; i++) busy += l->workers[i].busy;
+        for (int i = 0; i < l->nworkers; i++)
+            busy += l->workers[i].busy;
         if (!busy) return 0;
         if (gr_h_now_ms() > end) return -1;
         gr_test_run_for(l->loop, 20);
@@ -242,7 +257,9 @@ int gr_h_load_verify(gr_h_load_t *l, gr_h_summary_t *out) {
         uint64_t end = gr_h_now_ms() + 15000;
         do {
             memset(&r, 0, sizeof r);
-            if (gr_client_call(l->clients[k % l->nclients], &ref, "get", NULL, 0, 3000, gr_test_on_reply, &r) != 0) break;
+            if (gr_client_call(l->clients[k % l->nclients], &ref, "get", NULL, 0, 3000, gr_test_on_reply,
+                               &r) != 0)
+                break;
             gr_test_run_until(l->loop, &r.done, 5000);
             if (r.status != 0) gr_test_run_for(l->loop, 50);
         } while (r.status != 0 && gr_err_retryable(r.status) && gr_h_now_ms() < end);
@@ -260,22 +277,25 @@ int gr_h_load_verify(gr_h_load_t *l, gr_h_summary_t *out) {
         l->sum.longest_unavailable_ms = l->lat[l->nlat - 1];
     }
     *out = l->sum;
-    return (unread || l->sum.lost || l->sum.duplicated || l->sum.other_errors || !l->sum.acknowledged) ? -1 : 0;
+    return (unread || l->sum.lost || l->sum.duplicated || l->sum.other_errors || !l->sum.acknowledged) ? -1
+                                                                                                       : 0;
 }
 
 void gr_h_summary_print(const gr_h_summary_t *s, const char *label) {
-    printf("%s: attempted %llu, acknowledged %llu, failed with a clear retryable error %llu, other errors %llu, "
-           "lost %llu, duplicated %llu, max latency %llu ms, p99 %llu ms, longest unavailability %llu ms\n",
-           label, (unsigned long long)s->attempted, (unsigned long long)s->acknowledged,
-           (unsigned long long)s->retryable_errors, (unsigned long long)s->other_errors, (unsigned long long)s->lost,
-           (unsigned long long)s->duplicated, (unsigned long long)s->max_latency_ms,
-           (unsigned long long)s->p99_latency_ms, (unsigned long long)s->longest_unavailable_ms);
+    printf(
+        "%s: attempted %llu, acknowledged %llu, failed with a clear retryable error %llu, other errors %llu, "
+        "lost %llu, duplicated %llu, max latency %llu ms, p99 %llu ms, longest unavailability %llu ms\n",
+        label, (unsigned long long)s->attempted, (unsigned long long)s->acknowledged,
+        (unsigned long long)s->retryable_errors, (unsigned long long)s->other_errors,
+        (unsigned long long)s->lost, (unsigned long long)s->duplicated, (unsigned long long)s->max_latency_ms,
+        (unsigned long long)s->p99_latency_ms, (unsigned long long)s->longest_unavailable_ms);
     if (s->other_errors) printf("first non-retryable error: %s\n", s->first_other_error);
     fflush(stdout);
 }
 
 void gr_h_load_free(gr_h_load_t *l) {
-    for (int i = 0; i < l->nworkers; i++) uv_close((uv_handle_t *)&l->workers[i].retry, NULL);
+    for (int i = 0; i < l->nworkers; i++)
+        uv_close((uv_handle_t *)&l->workers[i].retry, NULL);
     for (int i = 0; i < l->nclients; i++)
         if (l->clients[i]) gr_client_close(l->clients[i], NULL, NULL);
     gr_test_run_for(l->loop, 10); /* let the closes finish before the memory goes */

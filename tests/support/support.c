@@ -34,7 +34,8 @@ int gr_test_run_until(uv_loop_t *loop, const int *flag, uint64_t timeout_ms) {
     uv_timer_init(loop, &t);
     t.data = &expired;
     uv_timer_start(&t, on_deadline, timeout_ms, 0);
-    while (!*flag && !expired) uv_run(loop, UV_RUN_ONCE);
+    while (!*flag && !expired)
+        uv_run(loop, UV_RUN_ONCE);
     uv_close((uv_handle_t *)&t, NULL);
     uv_run(loop, UV_RUN_NOWAIT);
     return *flag;
@@ -50,7 +51,8 @@ static void close_walk(uv_handle_t *h, void *arg) {
 }
 
 void gr_test_loop_close(uv_loop_t *loop) {
-    for (int i = 0; i < 100 && uv_loop_alive(loop); i++) uv_run(loop, UV_RUN_NOWAIT);
+    for (int i = 0; i < 100 && uv_loop_alive(loop); i++)
+        uv_run(loop, UV_RUN_NOWAIT);
     uv_walk(loop, close_walk, NULL);
     uv_run(loop, UV_RUN_DEFAULT);
     assert_int_equal(uv_loop_close(loop), 0);
@@ -146,7 +148,9 @@ int gr_test_wait_addr(const char *host, int port, uint64_t timeout_ms) {
     return -1;
 }
 
-int gr_test_wait_port(int port, uint64_t timeout_ms) { return gr_test_wait_addr("127.0.0.1", port, timeout_ms); }
+int gr_test_wait_port(int port, uint64_t timeout_ms) {
+    return gr_test_wait_addr("127.0.0.1", port, timeout_ms);
+}
 
 int gr_test_free_port(void) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -200,7 +204,8 @@ int32_t gr_test_read_until(int fd, uint8_t type, int *closed) {
         gr__frame_t f;
         size_t used;
         while (gr__frame_decode(buf, len, sizeof buf, &f, &used) == 0) {
-            int32_t st = (f.type == GR__FRAME_RESPONSE || f.type == GR__FRAME_GOAWAY) ? f.u.response.status : 0;
+            int32_t st =
+                (f.type == GR__FRAME_RESPONSE || f.type == GR__FRAME_GOAWAY) ? f.u.response.status : 0;
             uint8_t t = f.type;
             memmove(buf, buf + used, len - used);
             len -= used;
@@ -231,7 +236,6 @@ int gr_test_peer_closed(int fd) {
     return read(fd, &c, 1) == 0;
 }
 
-
 /* ---- the partition proxy ---- */
 
 typedef struct gr__pxside {
@@ -244,7 +248,7 @@ typedef struct gr__pxpair {
     struct gr__pxpair *next;
     gr_test_proxy_t *px;
     uv_connect_t connect;
-    int open;    /* handles not yet closed */
+    int open; /* handles not yet closed */
     int closing;
 } gr__pxpair_t;
 
@@ -267,7 +271,8 @@ static void gr__px_side_closed(uv_handle_t *h) {
     if (--pp->open > 0) return;
     gr_test_proxy_t *px = pp->px;
     gr__pxpair_t **q = &px->pairs;
-    while (*q && *q != pp) q = &(*q)->next;
+    while (*q && *q != pp)
+        q = &(*q)->next;
     if (*q) *q = pp->next;
     free(pp);
     gr__px_maybe_free(px);
@@ -374,7 +379,8 @@ int gr_test_proxy_port(const gr_test_proxy_t *px) { return px->port; }
 
 void gr_test_proxy_cut(gr_test_proxy_t *px) {
     px->cut = 1;
-    for (gr__pxpair_t *pp = px->pairs; pp; pp = pp->next) gr__px_close_pair(pp);
+    for (gr__pxpair_t *pp = px->pairs; pp; pp = pp->next)
+        gr__px_close_pair(pp);
 }
 
 void gr_test_proxy_restore(gr_test_proxy_t *px) { px->cut = 0; }
@@ -394,12 +400,14 @@ void gr_test_proxy_close(gr_test_proxy_t *px) {
 int gr_test_http_get(int port, const char *path, char *body, size_t size) {
     int fd = gr_test_raw_connect(port);
     char req[512];
-    int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", path);
+    int n =
+        snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", path);
     gr_test_send_all(fd, req, (size_t)n);
     static char resp[1 << 20];
     size_t len = 0;
     ssize_t k;
-    while (len < sizeof resp - 1 && (k = read(fd, resp + len, sizeof resp - 1 - len)) > 0) len += (size_t)k;
+    while (len < sizeof resp - 1 && (k = read(fd, resp + len, sizeof resp - 1 - len)) > 0)
+        len += (size_t)k;
     close(fd);
     resp[len] = '\0';
     int status = -1;

@@ -7,9 +7,9 @@ static void test_request_round_trip(void **st) {
     gr__buf_t b;
     gr__buf_init(&b);
     const uint8_t key[] = {'k', 0, '"', 0xff};
-    assert_int_equal(gr__frame_encode_request(&b, GR__FRAME_REQUEST, 42, 1500, "Counter", key, sizeof key,
-                                              "incr", "7", 1),
-                     0);
+    assert_int_equal(
+        gr__frame_encode_request(&b, GR__FRAME_REQUEST, 42, 1500, "Counter", key, sizeof key, "incr", "7", 1),
+        0);
     gr__frame_t f;
     size_t used = 0;
     assert_int_equal(gr__frame_decode(b.data, b.len, GR_FRAME_MAX_DEFAULT, &f, &used), 0);
@@ -148,11 +148,14 @@ static void test_encoder_limits(void **st) {
     gr__buf_t b;
     gr__buf_init(&b);
     static uint8_t key[GR_KEY_MAX + 1];
-    assert_int_equal(gr__frame_encode_request(&b, GR__FRAME_REQUEST, 1, 0, "C", key, sizeof key, "m", NULL, 0),
-                     GR_ETOOBIG);
-    assert_int_equal(gr__frame_encode_request(&b, GR__FRAME_REQUEST, 1, 0, "", key, 1, "m", NULL, 0), GR_EINVAL);
+    assert_int_equal(
+        gr__frame_encode_request(&b, GR__FRAME_REQUEST, 1, 0, "C", key, sizeof key, "m", NULL, 0),
+        GR_ETOOBIG);
+    assert_int_equal(gr__frame_encode_request(&b, GR__FRAME_REQUEST, 1, 0, "", key, 1, "m", NULL, 0),
+                     GR_EINVAL);
     assert_int_equal(b.len, 0);
-    assert_int_equal(gr__frame_encode_request(&b, GR__FRAME_REQUEST, 1, 0, "C", key, GR_KEY_MAX, "m", NULL, 0), 0);
+    assert_int_equal(
+        gr__frame_encode_request(&b, GR__FRAME_REQUEST, 1, 0, "C", key, GR_KEY_MAX, "m", NULL, 0), 0);
     gr__buf_free(&b);
 }
 
@@ -165,13 +168,23 @@ static void test_mutations(void **st) {
     for (int round = 0; round < 20000; round++) {
         b.len = 0;
         switch (round % 4) {
-        case 0: gr__frame_encode_request(&b, GR__FRAME_REQUEST, round, 5, "Cls", "key", 3, "meth", "arg", 3); break;
-        case 1: gr__frame_encode_hello(&b, 1, GR__ROLE_SILO, "clu", "sec", 3, "name"); break;
-        case 2: gr__frame_encode_response(&b, GR__FRAME_RESPONSE, round, 0, "body", 4); break;
-        default: gr__frame_encode_hello_ok(&b, 1, "silo"); break;
+        case 0:
+            gr__frame_encode_request(&b, GR__FRAME_REQUEST, round, 5, "Cls", "key", 3, "meth", "arg", 3);
+            break;
+        case 1:
+            gr__frame_encode_hello(&b, 1, GR__ROLE_SILO, "clu", "sec", 3, "name");
+            break;
+        case 2:
+            gr__frame_encode_response(&b, GR__FRAME_RESPONSE, round, 0, "body", 4);
+            break;
+        default:
+            gr__frame_encode_hello_ok(&b, 1, "silo");
+            break;
         }
         for (int m = 0; m < 3; m++) {
-            x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
             b.data[x % b.len] = (uint8_t)(x >> 24);
         }
         size_t n = (size_t)(x >> 40) % (b.len + 1);
@@ -180,8 +193,10 @@ static void test_mutations(void **st) {
         gr__frame_t f;
         size_t used = 0;
         int rc = gr__frame_decode(copy, n, 4096, &f, &used);
-        if (rc == 0) assert_true(used <= n);
-        else assert_true(rc == GR_EAGAIN || rc == GR_EPROTO || rc == GR_ETOOBIG);
+        if (rc == 0)
+            assert_true(used <= n);
+        else
+            assert_true(rc == GR_EAGAIN || rc == GR_EPROTO || rc == GR_ETOOBIG);
         free(copy);
     }
     gr__buf_free(&b);
@@ -189,9 +204,12 @@ static void test_mutations(void **st) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_request_round_trip),  cmocka_unit_test(test_all_types_round_trip),
-        cmocka_unit_test(test_truncated_needs_more), cmocka_unit_test(test_oversized_rejected_early),
-        cmocka_unit_test(test_malformed_rejected),  cmocka_unit_test(test_encoder_limits),
+        cmocka_unit_test(test_request_round_trip),
+        cmocka_unit_test(test_all_types_round_trip),
+        cmocka_unit_test(test_truncated_needs_more),
+        cmocka_unit_test(test_oversized_rejected_early),
+        cmocka_unit_test(test_malformed_rejected),
+        cmocka_unit_test(test_encoder_limits),
         cmocka_unit_test(test_mutations),
     };
     return cmocka_run_group_tests_name("wire.frame", tests, NULL, NULL);
