@@ -34,10 +34,12 @@ typedef struct {
     int port;
 } silo_t;
 
-static int start_silo(silo_t *s, int port, const char *extra1, const char *extra2) {
+/* Start a silo hosting the Counter example on 127.0.0.1:port in this case's
+ * cluster; `extra` is a NULL-terminated list of more flags (or NULL). */
+static int start_silo(silo_t *s, int port, const char *const *extra) {
     char listen[64];
     snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
-    const char *argv[16] = {gr_test_build_path("silo"),
+    const char *argv[32] = {gr_test_build_path("silo"),
                             "run",
                             "--database",
                             gr_test_pg_url(),
@@ -48,10 +50,11 @@ static int start_silo(silo_t *s, int port, const char *extra1, const char *extra
                             "--cluster",
                             cluster,
                             "--handshake-timeout-ms",
-                            "300",
-                            extra1,
-                            extra2,
-                            NULL};
+                            "300"};
+    int n = 12;
+    for (int i = 0; extra && extra[i] && n < 31; i++)
+        argv[n++] = extra[i];
+    argv[n] = NULL;
     s->port = port;
     s->pid = gr_test_spawn(argv, log_path);
     if (s->pid < 0) return -1;
@@ -256,14 +259,14 @@ static void test_counter_survives_kill9(void **st) {
     assert_int_equal(run_cmd(migrate, 30000), 0);
     silo_t s;
     int port = gr_test_free_port();
-    assert_int_equal(start_silo(&s, port, NULL, NULL), 0);
+    assert_int_equal(start_silo(&s, port, NULL), 0);
     load_t load;
     memset(&load, 0, sizeof load);
     run_load(port, 20, 25, &load);
     assert_int_equal(load.failed, 0);
     kill(s.pid, SIGKILL);
     assert_int_equal(gr_test_wait(s.pid, 5000), 128 + SIGKILL);
-    assert_int_equal(start_silo(&s, port, NULL, NULL), 0);
+    assert_int_equal(start_silo(&s, port, NULL), 0);
     for (int k = 0; k < 20; k++) {
         char key[16];
         res_t r;
@@ -351,7 +354,7 @@ static void test_counter_survives_kill9(void **st) {
 static void test_sigterm_drains_and_exits_zero(void **st) {
     silo_t s;
     int port = gr_test_free_port();
-    assert_int_equal(start_silo(&s, port, NULL, NULL), 0);
+    assert_int_equal(start_silo(&s, port, NULL), 0);
     load_t load;
     memset(&load, 0, sizeof load);
     run_load(port, 50, 2, &load);
@@ -370,7 +373,7 @@ static void test_sigterm_drains_and_exits_zero(void **st) {
 static void test_hostile_input(void **st) {
     silo_t s;
     int port = gr_test_free_port();
-    assert_int_equal(start_silo(&s, port, "--secret", "letmein"), 0);
+    assert_int_equal(start_silo(&s, port, (const char *[]){"--secret", "letmein", NULL}), 0);
     int closed;
     gr__buf_t b;
     gr__buf_init(&b);
@@ -493,7 +496,7 @@ static void test_hostile_input(void **st) {
 static void test_client_that_never_reads(void **st) {
     silo_t s;
     int port = gr_test_free_port();
-    assert_int_equal(start_silo(&s, port, NULL, NULL), 0);
+    assert_int_equal(start_silo(&s, port, NULL), 0);
     int fd = gr_test_raw_connect(port);
     int small = 4096;
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
@@ -539,27 +542,8 @@ static void test_client_that_never_reads(void **st) {
 static void test_limits(void **st) {
     silo_t s;
     int port = gr_test_free_port();
-    char listen[64];
-    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
-    const char *argv[] = {gr_test_build_path("silo"),
-                          "run",
-                          "--database",
-                          gr_test_pg_url(),
-                          "--listen",
-                          listen,
-                          "--grains",
-                          gr_test_build_path("examples/counter.so"),
-                          "--cluster",
-                          cluster,
-                          "--max-connections",
-                          "2",
-                          "--max-inflight",
-                          "4",
-                          "--max-queue",
-                          "3",
-                          NULL};
-    s.pid = gr_test_spawn(argv, log_path);
-    assert_int_equal(gr_test_wait_port(port, 10000), 0);
+    const char *limits[] = {"--max-connections", "2", "--max-inflight", "4", "--max-queue", "3", NULL};
+    assert_int_equal(start_silo(&s, port, limits), 0);
     usleep(200000); /* the port probe's own connection must be gone first */
     gr__buf_t hello;
     gr__buf_init(&hello);
@@ -606,7 +590,7 @@ static void test_http_probes_and_metrics(void **st) {
     int port = gr_test_free_port(), hport = gr_test_free_port();
     char http[64], body[1 << 16];
     snprintf(http, sizeof http, "127.0.0.1:%d", hport);
-    assert_int_equal(start_silo(&s, port, "--http", http), 0);
+    assert_int_equal(start_silo(&s, port, (const char *[]){"--http", http, NULL}), 0);
     assert_int_equal(gr_test_wait_port(hport, 5000), 0);
     assert_int_equal(gr_test_http_get(hport, "/healthz", body, sizeof body), 200);
     int ready = 0;
