@@ -41,6 +41,7 @@ typedef struct gr__pg_conn {
     PGresult *result; /* first result of the op in flight */
     uv_timer_t timer; /* reconnect backoff, and connect deadline */
     uint32_t backoff_ms;
+    uint64_t sent_ms; /* when the op in flight was sent */
 } gr__pg_conn_t;
 
 struct gr__pgpool {
@@ -291,6 +292,7 @@ static int gr__conn_send(gr__pg_conn_t *c, gr__pg_op_t *op) {
         return GR_EIO;
     c->op = op;
     c->state = GR__CONN_BUSY;
+    c->sent_ms = uv_now(c->pg->loop);
     int f = PQflush(c->conn);
     if (f < 0) return GR_EIO;
     return gr__conn_watch(c, f == 1 ? (UV_READABLE | UV_WRITABLE) : UV_READABLE);
@@ -416,6 +418,19 @@ static void gr__pg_sweep_cb(uv_timer_t *t) {
         gr__op_fail(failed, GR_ESTORAGE, detail);
         failed = next;
     }
+    /* A query that never completes is a connection that silently stopped
+     * (a partition drops packets; no FIN, no RST arrives): without this its
+     * caller would wait forever, e.g. a heartbeat that would tell a fenced
+     * silo it was declared dead. */
+    uint32_t qt = pg->opts.query_timeout_ms;
+    for (unsigned i = 0; qt && i < pg->n_conns && !pg->closing; i++) {
+        gr__pg_conn_t *c = &pg->conns[i];
+        if (c->state == GR__CONN_BUSY && now - c->sent_ms >= qt) {
+            char why[96];
+            snprintf(why, sizeof why, "no reply to a query within %u ms", (unsigned)qt);
+            gr__conn_broken(c, why);
+        }
+    }
 }
 
 int gr__pgpool_query(gr__pgpool_t *pg, const char *sql, int nparams, const char *const *values,
@@ -509,6 +524,7 @@ void gr__pgpool_options_init(gr__pgpool_options_t *o) {
     o->op_timeout_ms = 5000;
     o->reconnect_min_ms = 100;
     o->reconnect_max_ms = 5000;
+    o->query_timeout_ms = 30000;
 }
 
 int gr__pgpool_new(uv_loop_t *loop, const char *conninfo, const gr__pgpool_options_t *opts,

@@ -17,6 +17,8 @@ typedef struct gr__pgpool_options {
     uint32_t op_timeout_ms;    /* max wait for a free connection (default 5000) */
     uint32_t reconnect_min_ms; /* backoff start (default 100) */
     uint32_t reconnect_max_ms; /* backoff cap (default 5000) */
+    uint32_t query_timeout_ms; /* a query in flight longer than this breaks its
+                                  connection: outcome unknown (default 30000, 0 = never) */
 } gr__pgpool_options_t;
 
 void gr__pgpool_options_init(gr__pgpool_options_t *o);

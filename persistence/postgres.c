@@ -220,6 +220,7 @@ void gr_storage_pg_options_init(gr_storage_pg_options_t *o) {
     o->op_timeout_ms = p.op_timeout_ms;
     o->reconnect_min_ms = p.reconnect_min_ms;
     o->reconnect_max_ms = p.reconnect_max_ms;
+    o->query_timeout_ms = p.query_timeout_ms;
 }
 
 int gr_storage_pg_new(uv_loop_t *loop, const gr_storage_pg_options_t *opts, gr_storage_t **out) {
@@ -228,7 +229,7 @@ int gr_storage_pg_new(uv_loop_t *loop, const gr_storage_pg_options_t *opts, gr_s
     if (!s) return GR_ENOMEM;
     s->service = gr__strdup(opts->service);
     gr__pgpool_options_t p = {opts->pool_size, opts->op_timeout_ms, opts->reconnect_min_ms,
-                              opts->reconnect_max_ms};
+                              opts->reconnect_max_ms, opts->query_timeout_ms};
     int rc = s->service ? gr__pgpool_new(loop, opts->conninfo, &p, &s->pool) : GR_ENOMEM;
     if (rc != 0) {
         gr__free(s->service);

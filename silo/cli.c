@@ -295,14 +295,26 @@ typedef struct gr__run {
     uv_loop_t loop;
     gr_silo_t *silo;
     uv_signal_t sigterm, sigint;
+    uv_timer_t dead_deadline; /* initialised once declared dead */
+    int dead;
     int signals;
     int exit_code;
 } gr__run_t;
+
+/* Bounds how long a silo declared dead may spend closing. */
+#define GR__DEAD_EXIT_MS 3000
 
 static void gr__run_closed(void *ud) {
     gr__run_t *r = ud;
     uv_close((uv_handle_t *)&r->sigterm, NULL);
     uv_close((uv_handle_t *)&r->sigint, NULL);
+    if (r->dead) uv_close((uv_handle_t *)&r->dead_deadline, NULL);
+}
+
+static void gr__run_dead_deadline(uv_timer_t *t) {
+    (void)t;
+    GR_LOG_ERROR("declared dead and still closing after %d ms: exiting now", GR__DEAD_EXIT_MS);
+    _exit(3);
 }
 
 static void gr__run_stopped(gr_silo_t *silo, int status, void *ud) {
@@ -316,11 +328,18 @@ static void gr__run_dead(gr_silo_t *silo, void *ud) {
     gr__run_t *r = ud;
     GR_LOG_ERROR("declared dead by the cluster: exiting with status 3 (a new incarnation must rejoin)");
     r->exit_code = 3;
+    /* Another incarnation may already own our grains, so this process must
+     * go soon whatever the close is waiting for (a stalled connection, a
+     * slow peer): a clean close when it is quick, _exit(3) otherwise. */
+    r->dead = 1;
+    uv_timer_init(&r->loop, &r->dead_deadline);
+    uv_timer_start(&r->dead_deadline, gr__run_dead_deadline, GR__DEAD_EXIT_MS, 0);
     gr_silo_close(silo, gr__run_closed, r);
 }
 
 static void gr__on_signal(uv_signal_t *h, int signum) {
     gr__run_t *r = h->data;
+    if (r->dead) return; /* already on its way out with status 3 */
     if (++r->signals > 1) {
         GR_LOG_WARN("second signal (%s): exiting now", signum == SIGTERM ? "SIGTERM" : "SIGINT");
         _exit(128 + signum);

@@ -347,6 +347,7 @@ int gr__membership_new(uv_loop_t *loop, const char *conninfo, const gr__membersh
     gr__pgpool_options_init(&po);
     po.pool_size = 1; /* its own connection: never queued behind grain writes */
     po.op_timeout_ms = o->lease_ms;
+    po.query_timeout_ms = o->lease_ms; /* a stalled heartbeat must not block the next one */
     po.reconnect_min_ms = 50;
     po.reconnect_max_ms = o->heartbeat_ms * 2;
     int rc = gr__pgpool_new(loop, conninfo, &po, &m->pool);

@@ -32,6 +32,8 @@ typedef struct gr_storage_pg_options {
     uint32_t op_timeout_ms;    /* an operation waiting longer for a connection fails (default 5000) */
     uint32_t reconnect_min_ms; /* first reconnect delay, doubled up to the max (default 100) */
     uint32_t reconnect_max_ms; /* (default 5000) */
+    uint32_t query_timeout_ms; /* a query without a reply this long fails with GR_ESTORAGE, outcome
+                                  unknown, and its connection is replaced (default 30000, 0 never) */
 } gr_storage_pg_options_t;
 
 /** Fill `opts` with the documented defaults (conninfo NULL). */

@@ -344,6 +344,7 @@ static void test_partition_from_database_fences(void **st) {
     uint64_t t1 = now_ms();
     while (now_ms() - t1 < 10000 && (exited = gr_test_wait(silos[2].pid, 0)) < 0)
         gr_test_run_for(&loop, 50);
+    if (exited != 3) gr_test_print_tail(log_path, 60);
     assert_int_equal(exited, 3);
     silos[2].pid = 0;
     assert_int_equal(call_retry(&loop, via0, key, "get", NULL, &r, 5000), 0);

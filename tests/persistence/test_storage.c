@@ -318,6 +318,69 @@ static void test_dead_database(void **state) {
     gr__buf_free(&r.data);
 }
 
+/* PostgreSQL only: a connection that silently stops carrying bytes (a
+ * partition drops packets, no FIN or RST arrives) fails the query in flight
+ * after query_timeout_ms with an "outcome unknown" error instead of leaving
+ * its caller waiting forever; once the network heals, the provider
+ * reconnects and serves again. */
+static void test_stalled_connection(void **state) {
+    fx_t *fx = *state;
+    const char *url = gr_test_pg_url();
+    gr_test_proxy_t *px = gr_test_proxy_start(&fx->loop, atoi(strrchr(url, ':') + 1));
+    char via[160];
+    snprintf(via, sizeof via, "postgresql://granary@127.0.0.1:%d/granary", gr_test_proxy_port(px));
+    gr_storage_t *st;
+    gr_storage_pg_options_t o;
+    gr_storage_pg_options_init(&o);
+    o.conninfo = via;
+    o.pool_size = 1;
+    o.query_timeout_ms = 400;
+    o.reconnect_min_ms = 50;
+    o.reconnect_max_ms = 200;
+    char service[64];
+    snprintf(service, sizeof service, "stall-%d", (int)getpid());
+    o.service = service;
+    assert_int_equal(gr_storage_pg_new(&fx->loop, &o, &st), 0);
+    res_t r = {0};
+    reset(&r);
+    assert_int_equal(gr_storage_write(st, "Counter", "s", 1, "1", 1, 0, on_write, &r), 0);
+    assert_true(gr_test_run_until(&fx->loop, &r.done, 10000));
+    assert_int_equal(r.status, 0);
+
+    gr_test_proxy_stall(px, 1);
+    reset(&r);
+    uv_update_time(&fx->loop);
+    uint64_t t0 = uv_now(&fx->loop);
+    assert_int_equal(gr_storage_read(st, "Counter", "s", 1, on_read, &r), 0);
+    assert_true(gr_test_run_until(&fx->loop, &r.done, 5000));
+    uv_update_time(&fx->loop);
+    uint64_t took = uv_now(&fx->loop) - t0;
+    assert_int_equal(r.status, GR_ESTORAGE);
+    assert_non_null(strstr(r.detail, "no reply to a query within 400 ms"));
+    assert_true(took >= 350 && took < 2000);
+
+    /* Healed: the next read succeeds on a fresh connection. */
+    gr_test_proxy_stall(px, 0);
+    uint64_t t1 = uv_now(&fx->loop);
+    int ok = 0;
+    while (!ok && uv_now(&fx->loop) - t1 < 10000) {
+        reset(&r);
+        assert_int_equal(gr_storage_read(st, "Counter", "s", 1, on_read, &r), 0);
+        assert_true(gr_test_run_until(&fx->loop, &r.done, 10000));
+        ok = r.status == 0;
+        if (!ok) gr_test_run_for(&fx->loop, 50);
+        uv_update_time(&fx->loop);
+    }
+    assert_true(ok);
+    assert_int_equal(r.version, 1);
+    assert_memory_equal(r.data.data, "1", 1);
+    int done = 0;
+    gr_storage_close(st, closed, &done);
+    assert_true(gr_test_run_until(&fx->loop, &done, 5000));
+    gr_test_proxy_close(px);
+    gr__buf_free(&r.data);
+}
+
 int main(int argc, char **argv) {
     use_pg = argc > 1 && !strcmp(argv[1], "postgres");
     if (use_pg) {
@@ -344,6 +407,7 @@ int main(int argc, char **argv) {
     };
     const struct CMUnitTest pg_only[] = {
         cmocka_unit_test_setup_teardown(test_dead_database, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stalled_connection, setup, teardown),
     };
     int rc = cmocka_run_group_tests_name(
         use_pg ? "persistence.storage.postgres" : "persistence.storage.memory", tests, NULL, NULL);

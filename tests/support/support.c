@@ -132,6 +132,24 @@ int gr_test_wait(pid_t pid, uint64_t timeout_ms) {
     }
 }
 
+void gr_test_print_tail(const char *path, int lines) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return;
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f), start = size > 65536 ? size - 65536 : 0;
+    fseek(f, start, SEEK_SET);
+    char *buf = malloc((size_t)(size - start) + 1);
+    size_t n = buf ? fread(buf, 1, (size_t)(size - start), f) : 0;
+    fclose(f);
+    if (!buf) return;
+    buf[n] = '\0';
+    const char *p = buf + n;
+    for (int seen = 0; p > buf; p--)
+        if (p[-1] == '\n' && ++seen > lines) break;
+    fprintf(stderr, "---- last %d lines of %s ----\n%s---- end of %s ----\n", lines, path, p, path);
+    free(buf);
+}
+
 int gr_test_wait_addr(const char *host, int port, uint64_t timeout_ms) {
     uint64_t end = now_ms() + timeout_ms;
     while (now_ms() < end) {
@@ -250,13 +268,14 @@ typedef struct gr__pxpair {
     uv_connect_t connect;
     int open; /* handles not yet closed */
     int closing;
+    int connected; /* upstream connected: reading (unless stalled) */
 } gr__pxpair_t;
 
 struct gr_test_proxy {
     uv_loop_t *loop;
     uv_tcp_t listener;
     int port, upstream;
-    int cut;
+    int cut, stalled;
     int closing, listener_closed;
     gr__pxpair_t *pairs;
 };
@@ -330,6 +349,8 @@ static void gr__px_connected(uv_connect_t *req, int status) {
         gr__px_close_pair(pp);
         return;
     }
+    pp->connected = 1;
+    if (pp->px->stalled) return; /* started by gr_test_proxy_stall(px, 0) */
     uv_read_start((uv_stream_t *)&pp->a.tcp, gr__px_alloc, gr__px_read);
     uv_read_start((uv_stream_t *)&pp->b.tcp, gr__px_alloc, gr__px_read);
 }
@@ -384,6 +405,20 @@ void gr_test_proxy_cut(gr_test_proxy_t *px) {
 }
 
 void gr_test_proxy_restore(gr_test_proxy_t *px) { px->cut = 0; }
+
+void gr_test_proxy_stall(gr_test_proxy_t *px, int stalled) {
+    px->stalled = stalled;
+    for (gr__pxpair_t *pp = px->pairs; pp; pp = pp->next) {
+        if (!pp->connected || pp->closing) continue;
+        for (int i = 0; i < 2; i++) {
+            uv_stream_t *s = (uv_stream_t *)(i ? &pp->b.tcp : &pp->a.tcp);
+            if (stalled)
+                uv_read_stop(s);
+            else
+                uv_read_start(s, gr__px_alloc, gr__px_read);
+        }
+    }
+}
 
 static void gr__px_listener_closed(uv_handle_t *h) {
     gr_test_proxy_t *px = h->data;

@@ -38,6 +38,10 @@ pid_t gr_test_spawn(const char *const argv[], const char *log_path);
  * (128+signal if killed), or -1 on timeout. */
 int gr_test_wait(pid_t pid, uint64_t timeout_ms);
 
+/* Print the last `lines` lines of a log file to stderr, so that a failing
+ * test shows what the processes it started were doing. */
+void gr_test_print_tail(const char *path, int lines);
+
 /* Wait until something accepts TCP connections on 127.0.0.1:port (or the
  * numeric IPv4 host:port). */
 int gr_test_wait_port(int port, uint64_t timeout_ms);
@@ -77,6 +81,11 @@ gr_test_proxy_t *gr_test_proxy_start(uv_loop_t *loop, int upstream_port);
 int gr_test_proxy_port(const gr_test_proxy_t *p);
 void gr_test_proxy_cut(gr_test_proxy_t *p);
 void gr_test_proxy_restore(gr_test_proxy_t *p);
+
+/* Stall (1) or resume (0) the proxy: bytes stop moving in both directions
+ * but every connection stays open, as in a partition that drops packets
+ * (TCP retransmits, so nothing is lost when it heals). */
+void gr_test_proxy_stall(gr_test_proxy_t *px, int stalled);
 void gr_test_proxy_close(gr_test_proxy_t *p); /* frees after the loop runs its close callbacks */
 
 /* GET http://127.0.0.1:port/path; body (NUL-terminated) into body; returns
