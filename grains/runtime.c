@@ -14,6 +14,19 @@
 
 typedef enum { GR__G_LOADING, GR__G_ACTIVE, GR__G_DEACTIVATING, GR__G_DEAD } gr__gstatus_t;
 
+/* Arguments and replies up to this size travel inside the message and the
+ * call record instead of in a separate allocation (most grain calls carry a
+ * few bytes: a counter value, a key, an empty ack). */
+#define GR__INLINE_BYTES 32
+/* Spare messages and call records kept per runtime for reuse: a local call
+ * otherwise pays for two malloc/free pairs (BENCHMARKS.md, profile). */
+#define GR__FREE_LIST_MAX 4096
+/* Call ids are sequential: a multiplicative hash spreads them over uthash's
+ * buckets for a fraction of the cost of its general byte hash. */
+#define GR__CALL_HASH(id) ((unsigned)(((uint64_t)(id) * 0x9E3779B97F4A7C15ull) >> 32))
+/* Slots of the per-runtime cache from a class-name pointer to its entry. */
+#define GR__CLASS_CACHE 8
+
 typedef struct gr__call gr__call_t;
 typedef struct gr__timer gr__timer_t;
 typedef struct gr__write_waiter gr__write_waiter_t;
@@ -23,9 +36,9 @@ struct gr_msg {
     gr_grain_t *grain;
     uint64_t call_id; /* 0: nobody waits for a reply */
     uint64_t deadline;
-    const gr_method_t *method;
-    char *method_name;
-    uint8_t *arg;
+    const gr_method_t *method; /* resolved at submission when the class is local */
+    char *method_name;         /* the class table's name, or a copy (name_owned) */
+    uint8_t *arg;              /* arg_inline, or a heap copy */
     size_t arg_len;
     uint64_t t0_ns; /* accepted at (uv_hrtime), for the latency histogram */
     /* Set only while the message travels through the router (cluster mode). */
@@ -37,6 +50,8 @@ struct gr_msg {
     int reply_status;
     uint8_t *reply;
     size_t reply_len;
+    uint8_t name_owned;
+    uint8_t arg_inline[GR__INLINE_BYTES];
 };
 
 /* A call waiting for its completion, on the caller's side. */
@@ -50,8 +65,9 @@ struct gr__call {
     gr__call_t *own_prev, *own_next;
     gr__call_t *done_next; /* completion list */
     int status;
-    uint8_t *reply;
+    uint8_t *reply; /* reply_inline, or a heap block owned by the record */
     size_t reply_len;
+    uint8_t reply_inline[GR__INLINE_BYTES];
 };
 
 struct gr__timer {
@@ -149,6 +165,16 @@ struct gr_runtime {
     gr__router_fn router;
     gr__deactivated_fn on_gone;
     void *router_ud;
+    /* Callers name a class with the same string (usually a literal) call
+     * after call: remember the entry by pointer, confirmed by strcmp,
+     * instead of hashing the name every time. */
+    struct {
+        const char *name;
+        gr__class_entry_t *ce;
+    } class_cache[GR__CLASS_CACHE];
+    gr_msg_t *spare_msgs; /* free lists, linked through next / done_next */
+    gr__call_t *spare_calls;
+    unsigned n_spare_msgs, n_spare_calls;
 };
 
 static void gr__pump_start(gr_runtime_t *rt);
@@ -215,16 +241,35 @@ static void gr__deadline_rearm(gr_runtime_t *rt) {
         uv_timer_start(&rt->deadline_timer, gr__deadline_cb, d, 0);
 }
 
+/* Return a call record (and its reply) to the runtime's spares. */
+static void gr__call_release(gr_runtime_t *rt, gr__call_t *c) {
+    if (c->reply != c->reply_inline) gr__free(c->reply);
+    if (rt->n_spare_calls >= GR__FREE_LIST_MAX || rt->closing) {
+        gr__free(c);
+        return;
+    }
+    c->done_next = rt->spare_calls;
+    rt->spare_calls = c;
+    rt->n_spare_calls++;
+}
+
 static gr__call_t *gr__call_new(gr_runtime_t *rt, gr_call_cb cb, void *ud, uint32_t timeout_ms,
                                 gr_grain_t *owner) {
-    gr__call_t *c = gr__calloc(1, sizeof *c);
-    if (!c) return NULL;
+    gr__call_t *c = rt->spare_calls;
+    if (c) {
+        rt->spare_calls = c->done_next;
+        rt->n_spare_calls--;
+        memset(c, 0, offsetof(gr__call_t, reply_inline));
+    } else {
+        c = gr__calloc(1, sizeof *c);
+        if (!c) return NULL;
+    }
     c->id = ++rt->next_call_id;
     c->cb = cb;
     c->ud = ud;
-    HASH_ADD(hh, rt->calls, id, sizeof c->id, c);
+    HASH_ADD_BYHASHVALUE(hh, rt->calls, id, sizeof c->id, GR__CALL_HASH(c->id), c);
     if (gr__hash_oom()) {
-        gr__free(c);
+        gr__call_release(rt, c);
         return NULL;
     }
     uint64_t deadline = uv_now(rt->loop) + (timeout_ms ? timeout_ms : rt->opts.default_call_timeout_ms);
@@ -241,7 +286,7 @@ static gr__call_t *gr__call_new(gr_runtime_t *rt, gr_call_cb cb, void *ud, uint3
 /* Route a reply to its waiting call, if the caller is still waiting. */
 static void gr__deliver_reply(gr_runtime_t *rt, uint64_t call_id, int status, uint8_t *reply, size_t len) {
     gr__call_t *c = NULL;
-    if (call_id) HASH_FIND(hh, rt->calls, &call_id, sizeof call_id, c);
+    if (call_id) HASH_FIND_BYHASHVALUE(hh, rt->calls, &call_id, sizeof call_id, GR__CALL_HASH(call_id), c);
     if (!c) {
         if (call_id) rt->stats.late_replies++;
         gr__free(reply);
@@ -249,6 +294,28 @@ static void gr__deliver_reply(gr_runtime_t *rt, uint64_t call_id, int status, ui
     }
     gr__call_unlink(rt, c);
     gr__call_finish(rt, c, status, reply, len);
+}
+
+/* The same for a reply still in the replier's buffer: copied into the
+ * call record (inline when small) only if somebody still waits. */
+static int gr__deliver_reply_copy(gr_runtime_t *rt, uint64_t call_id, int status, const void *data,
+                                  size_t len) {
+    gr__call_t *c = NULL;
+    if (call_id) HASH_FIND_BYHASHVALUE(hh, rt->calls, &call_id, sizeof call_id, GR__CALL_HASH(call_id), c);
+    if (!c) {
+        if (call_id) rt->stats.late_replies++;
+        return 0;
+    }
+    uint8_t *copy = c->reply_inline;
+    if (len > sizeof c->reply_inline) {
+        copy = gr__memdup(data, len);
+        if (!copy) return GR_ENOMEM;
+    } else if (len) {
+        memcpy(copy, data, len);
+    }
+    gr__call_unlink(rt, c);
+    gr__call_finish(rt, c, status, copy, len);
+    return 0;
 }
 
 /* ---- activations ---- */
@@ -279,12 +346,27 @@ static void gr__grain_touch(gr_grain_t *g) {
     rt->lru_tail = g;
 }
 
-static void gr__msg_free(gr_msg_t *m) {
+static gr_msg_t *gr__msg_new(gr_runtime_t *rt) {
+    gr_msg_t *m = rt->spare_msgs;
+    if (!m) return gr__calloc(1, sizeof *m);
+    rt->spare_msgs = m->next;
+    rt->n_spare_msgs--;
+    memset(m, 0, offsetof(gr_msg_t, arg_inline));
+    return m;
+}
+
+static void gr__msg_free(gr_runtime_t *rt, gr_msg_t *m) {
     gr__free(m->id);
-    gr__free(m->method_name);
-    gr__free(m->arg);
+    if (m->name_owned) gr__free(m->method_name);
+    if (m->arg != m->arg_inline) gr__free(m->arg);
     gr__free(m->reply);
-    gr__free(m);
+    if (rt->n_spare_msgs >= GR__FREE_LIST_MAX || rt->closing) {
+        gr__free(m);
+        return;
+    }
+    m->next = rt->spare_msgs;
+    rt->spare_msgs = m;
+    rt->n_spare_msgs++;
 }
 
 /* Complete a message: send its reply (status 0, GR_EAPP or an error) to the
@@ -303,7 +385,23 @@ static void gr__msg_complete(gr_runtime_t *rt, gr_msg_t *m, int status, uint8_t 
     if (m->reply != reply) gr__free(m->reply);
     m->reply = NULL;
     gr__deliver_reply(rt, m->call_id, status, reply, len);
-    gr__msg_free(m);
+    gr__msg_free(rt, m);
+}
+
+/* gr__msg_complete for a reply the caller still owns: the common case of a
+ * handler replying at once, without a held copy in between. */
+static int gr__msg_complete_copy(gr_runtime_t *rt, gr_msg_t *m, int status, const void *data, size_t len) {
+    if (status != 0) rt->stats.calls_failed++;
+    if (m->method && m->grain) {
+        gr__class_entry_t *ce = m->grain->ce;
+        size_t i = (size_t)(m->method - ce->cls->methods);
+        ce->calls[i]++;
+        if (status != 0) ce->errors[i]++;
+        gr__hist_observe(&ce->latency, uv_hrtime() - m->t0_ns);
+    }
+    int rc = gr__deliver_reply_copy(rt, m->call_id, status, data, len);
+    if (rc == 0) gr__msg_free(rt, m);
+    return rc;
 }
 
 static void gr__msg_fail(gr_runtime_t *rt, gr_msg_t *m, int status, const char *detail) {
@@ -700,7 +798,7 @@ static void gr__grain_run(gr_grain_t *g) {
          * produce a reply nobody reads. */
         gr__msg_fail(rt, m, GR_ETIMEDOUT, "deadline passed while queued");
     } else {
-        m->method = gr__find_method(g->cls, m->method_name);
+        if (!m->method) m->method = gr__find_method(g->cls, m->method_name);
         if (!m->method) {
             char detail[GR_METHOD_NAME_MAX + GR_CLASS_NAME_MAX + 64];
             snprintf(detail, sizeof detail, "class %s has no method '%s'", g->cls->name, m->method_name);
@@ -723,8 +821,7 @@ static void gr__pump_cb(uv_idle_t *h) {
             rt->done_head = c->done_next;
             if (!rt->done_head) rt->done_tail = NULL;
             c->cb(c->ud, c->status, c->reply, c->reply_len);
-            gr__free(c->reply);
-            gr__free(c);
+            gr__call_release(rt, c);
             continue;
         }
         gr_grain_t *g = rt->run_head;
@@ -883,7 +980,17 @@ static int gr__submit(gr_runtime_t *rt, gr_grain_t *owner, const gr_ref_t *ref, 
     rt->stats.calls++;
 
     gr__class_entry_t *ce = NULL;
-    HASH_FIND_STR(rt->classes, ref->class_name, ce);
+    size_t slot = ((uintptr_t)ref->class_name >> 3) % GR__CLASS_CACHE;
+    if (rt->class_cache[slot].name == ref->class_name &&
+        strcmp(rt->class_cache[slot].ce->cls->name, ref->class_name) == 0) {
+        ce = rt->class_cache[slot].ce;
+    } else {
+        HASH_FIND_STR(rt->classes, ref->class_name, ce);
+        if (ce) {
+            rt->class_cache[slot].name = ref->class_name;
+            rt->class_cache[slot].ce = ce;
+        }
+    }
     if (!ce) {
         char detail[GR_CLASS_NAME_MAX + 64];
         snprintf(detail, sizeof detail, "no grain class '%s' on this silo", ref->class_name);
@@ -893,15 +1000,30 @@ static int gr__submit(gr_runtime_t *rt, gr_grain_t *owner, const gr_ref_t *ref, 
         return 0;
     }
 
-    gr_msg_t *m = gr__calloc(1, sizeof *m);
+    gr_msg_t *m = gr__msg_new(rt);
     if (m) {
-        m->method_name = gr__strdup(method);
-        if (arg_len) m->arg = gr__memdup(arg, arg_len);
+        /* A method of a class registered here is resolved once, now, and
+         * its name borrowed from the class table; an unknown one keeps a
+         * copy of its name for the error (or for a silo whose version of
+         * the class has it). */
+        m->method = gr__find_method(ce->cls, method);
+        if (m->method) {
+            m->method_name = (char *)m->method->name;
+        } else {
+            m->method_name = gr__strdup(method);
+            m->name_owned = 1;
+        }
+        if (arg_len <= sizeof m->arg_inline) {
+            m->arg = m->arg_inline;
+            if (arg_len) memcpy(m->arg, arg, arg_len);
+        } else {
+            m->arg = gr__memdup(arg, arg_len);
+        }
     }
-    if (!m || !m->method_name || (arg_len && !m->arg)) {
-        if (m) gr__msg_free(m);
+    if (!m || !m->method_name || !m->arg) {
+        if (m) gr__msg_free(rt, m);
         gr__call_unlink(rt, c);
-        gr__free(c);
+        gr__call_release(rt, c);
         return GR_ENOMEM;
     }
     m->call_id = c->id;
@@ -922,8 +1044,8 @@ static int gr__submit(gr_runtime_t *rt, gr_grain_t *owner, const gr_ref_t *ref, 
         m->hops = hops;
         if (gr__msg_set_route(m, ce->cls, idbuf, id_len, cl) != 0) {
             gr__call_unlink(rt, c);
-            gr__msg_free(m);
-            gr__free(c);
+            gr__msg_free(rt, m);
+            gr__call_release(rt, c);
             return GR_ENOMEM;
         }
         rt->router(rt->router_ud, m);
@@ -931,7 +1053,7 @@ static int gr__submit(gr_runtime_t *rt, gr_grain_t *owner, const gr_ref_t *ref, 
     }
     if (g && g->mb_len >= rt->opts.max_queue_per_grain) {
         gr__call_unlink(rt, c);
-        gr__msg_free(m);
+        gr__msg_free(rt, m);
         rt->stats.calls_failed++;
         gr__call_fail_soon(rt, c, GR_EOVERLOAD, "grain mailbox is full");
         return 0;
@@ -940,7 +1062,7 @@ static int gr__submit(gr_runtime_t *rt, gr_grain_t *owner, const gr_ref_t *ref, 
         int rc = gr__grain_new(rt, ce->cls, idbuf, id_len, cl, &g);
         if (rc != 0) {
             gr__call_unlink(rt, c);
-            gr__msg_free(m);
+            gr__msg_free(rt, m);
             rt->stats.calls_failed++;
             gr__call_fail_soon(rt, c, rc, "could not start loading the grain's state");
             return 0;
@@ -976,26 +1098,27 @@ static int gr__reply(gr_msg_t *m, int status, const void *data, size_t len) {
     gr_grain_t *g = m->grain;
     gr_runtime_t *rt = g->rt;
     assert(g->current == m && "gr_reply on a message that is not the current turn");
+    if (!((g->cls->flags & GR_CLASS_PERSIST_BEFORE_REPLY) && (g->dirty || g->writing) &&
+          g->status == GR__G_ACTIVE)) {
+        if (gr__msg_complete_copy(rt, m, status, data, len) != 0) return GR_ENOMEM;
+        g->current = NULL;
+        gr__grain_schedule(g);
+        return 0;
+    }
+    /* Held until the state write commits: the reply needs its own copy. */
     uint8_t *copy = NULL;
     if (len) {
         copy = gr__memdup(data, len);
         if (!copy) return GR_ENOMEM;
     }
-    if ((g->cls->flags & GR_CLASS_PERSIST_BEFORE_REPLY) && (g->dirty || g->writing) &&
-        g->status == GR__G_ACTIVE) {
-        m->reply_status = status;
-        m->reply = copy;
-        m->reply_len = len;
-        if (gr__write_request(g, NULL, NULL, m) == 0) return 0; /* turn ends at commit */
-        m->reply = NULL;
-        gr__free(copy);
-        g->current = NULL;
-        gr__msg_fail(rt, m, GR_ENOMEM, "out of memory persisting state");
-        gr__grain_schedule(g);
-        return 0;
-    }
+    m->reply_status = status;
+    m->reply = copy;
+    m->reply_len = len;
+    if (gr__write_request(g, NULL, NULL, m) == 0) return 0; /* turn ends at commit */
+    m->reply = NULL;
+    gr__free(copy);
     g->current = NULL;
-    gr__msg_complete(rt, m, status, copy, len);
+    gr__msg_fail(rt, m, GR_ENOMEM, "out of memory persisting state");
     gr__grain_schedule(g);
     return 0;
 }
@@ -1226,15 +1349,15 @@ void gr_runtime_close(gr_runtime_t *rt, void (*cb)(void *), void *ud) {
             gr__call_t *c = g->owned;
             gr__call_unlink(rt, c);
             c->cb(c->ud, GR_ECANCELED, NULL, 0);
-            gr__free(c);
+            gr__call_release(rt, c);
         }
         /* A message still unanswered is void from here on (replying to it
          * after close is a programming error), unless a state write holds
          * it: the write's completion releases it. */
-        if (g->current && !gr__write_holds(g, g->current)) gr__msg_free(g->current);
+        if (g->current && !gr__write_holds(g, g->current)) gr__msg_free(rt, g->current);
         g->current = NULL;
         while ((m = gr__mailbox_pop(g)) != NULL)
-            gr__msg_free(m);
+            gr__msg_free(rt, m);
         gr__timers_stop_all(g);
         if (g->status == GR__G_ACTIVE || g->status == GR__G_LOADING) g->status = GR__G_DEACTIVATING;
         gr__grain_finish(g);
@@ -1244,15 +1367,25 @@ void gr_runtime_close(gr_runtime_t *rt, void (*cb)(void *), void *ud) {
     HASH_ITER(hh, rt->calls, c, ctmp) {
         gr__call_unlink(rt, c);
         c->cb(c->ud, GR_ECANCELED, NULL, 0);
-        gr__free(c);
+        gr__call_release(rt, c);
     }
     while (rt->done_head) {
         c = rt->done_head;
         rt->done_head = c->done_next;
         c->cb(c->ud, c->status, c->reply, c->reply_len);
-        gr__free(c->reply);
+        gr__call_release(rt, c);
+    }
+    while (rt->spare_calls) {
+        c = rt->spare_calls;
+        rt->spare_calls = c->done_next;
         gr__free(c);
     }
+    while (rt->spare_msgs) {
+        gr_msg_t *m = rt->spare_msgs;
+        rt->spare_msgs = m->next;
+        gr__free(m);
+    }
+    rt->n_spare_calls = rt->n_spare_msgs = 0;
     rt->done_tail = NULL;
     /* Grains on the run list are released here rather than by the pump. */
     while (rt->run_head) {
