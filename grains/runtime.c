@@ -51,6 +51,7 @@ struct gr_msg {
     uint8_t *reply;
     size_t reply_len;
     uint8_t name_owned;
+    uint8_t ran; /* its handler ran here: metrics count it for the grain's class */
     uint8_t arg_inline[GR__INLINE_BYTES];
 };
 
@@ -373,7 +374,7 @@ static void gr__msg_free(gr_runtime_t *rt, gr_msg_t *m) {
  * caller. `reply` ownership moves in. */
 static void gr__msg_complete(gr_runtime_t *rt, gr_msg_t *m, int status, uint8_t *reply, size_t len) {
     if (status != 0) rt->stats.calls_failed++;
-    if (m->method && m->grain) { /* ran here: count it for its class and method */
+    if (m->ran) { /* count it for its class and method */
         gr__class_entry_t *ce = m->grain->ce;
         size_t i = (size_t)(m->method - ce->cls->methods);
         ce->calls[i]++;
@@ -392,7 +393,7 @@ static void gr__msg_complete(gr_runtime_t *rt, gr_msg_t *m, int status, uint8_t 
  * handler replying at once, without a held copy in between. */
 static int gr__msg_complete_copy(gr_runtime_t *rt, gr_msg_t *m, int status, const void *data, size_t len) {
     if (status != 0) rt->stats.calls_failed++;
-    if (m->method && m->grain) {
+    if (m->ran) {
         gr__class_entry_t *ce = m->grain->ce;
         size_t i = (size_t)(m->method - ce->cls->methods);
         ce->calls[i]++;
@@ -506,6 +507,7 @@ static void gr__grain_finish(gr_grain_t *g) {
             while (queued) {
                 gr_msg_t *n = queued->next;
                 queued->next = NULL;
+                queued->grain = NULL; /* this activation is about to go */
                 if (gr__msg_set_route(queued, g->cls, g->id, g->id_len, strlen(g->cls->name)) == 0)
                     rt->router(rt->router_ud, queued);
                 else
@@ -805,6 +807,7 @@ static void gr__grain_run(gr_grain_t *g) {
             gr__msg_fail(rt, m, GR_ENOMETHOD, detail);
         } else {
             g->current = m;
+            m->ran = 1;
             m->method->fn(g, m, m->arg, m->arg_len);
         }
     }
