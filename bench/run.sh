@@ -30,7 +30,7 @@ $B/bench/bench_memory --grains 1000000
 
 free_port() { local p; while :; do p=$(( (RANDOM % 20000) + 20000 )); (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }; done; }
 start_silo() { # start_silo PORT -> pid in $last_pid
-  $B/silo run --database "$url" --listen "127.0.0.1:$1" --cluster bench --grains $B/examples/counter.so \
+  $B/silo run --database "$url" --listen "127.0.0.1:$1" --cluster bench --grains $B/bench/bench_grains.so \
     --log-level warn >>"$work/silo-$1.log" 2>&1 &
   last_pid=$!; pids+=("$last_pid")
   for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && break; sleep 0.05; done
@@ -48,6 +48,15 @@ $C --silo 127.0.0.1:$pa --method get --prefix r- --keys 1000 --window 64 --secon
 # Cross-silo: the same grains entered through B are forwarded to A.
 $C --silo 127.0.0.1:$pb --method get --prefix r- --keys 1000 --window 64 --seconds "$secs" --label "get, grain on A, via B"
 $B/bench/bench_echo --seconds "$secs" --window 64 --size 48
+# Cross-silo, grain to grain: BenchDriver/d1 (on B) calls the 1000 Counter
+# grains that live on A. Flat out first (W=256), then open loop at half that
+# rate for the latency a caller sees at 50% load.
+G="$B/granary --cluster bench --timeout 120000 --silo 127.0.0.1:$pb"
+peak=$($G call BenchDriver/d1 run "r- 1000 100000000 256 0 $secs")
+echo "cross-silo grain->grain, W=256 (B -> A):  $peak"
+rate=$(echo "$peak" | sed -n 's/.* rate=\([0-9]*\).*/\1/p')
+half=$(( ${rate:-2} / 2 ))
+echo "cross-silo grain->grain at 50% of peak ($half calls/s, open loop):  $($G call BenchDriver/d2 run "r- 1000 100000000 4096 $half $secs")"
 # Persisted writes: incr commits before each reply.
 $C --silo 127.0.0.1:$pa --method incr --prefix w- --keys 1000 --window 32 --seconds "$secs" --label "incr (persist-before-reply)"
 

@@ -92,6 +92,7 @@ struct gr__write_waiter {
 typedef struct gr__class_entry {
     UT_hash_handle hh;
     const gr_class_t *cls;
+    gr_runtime_t *rt;
     /* Metrics: activations alive, and per method (index in cls->methods)
      * calls and errors; latency from acceptance to reply. */
     uint64_t active;
@@ -100,15 +101,21 @@ typedef struct gr__class_entry {
     gr__hist_t latency;
 } gr__class_entry_t;
 
-/* Field order and widths keep an idle activation small (bench_memory): the
- * id is stored inline, flags and limits-bounded lengths are narrow. */
+/* What few activations use: allocated on first use, freed with the activation. */
+typedef struct gr__grain_ext {
+    gr__timer_t *timers;
+    void *data;
+    void (*data_free)(void *);
+} gr__grain_ext_t;
+
+/* Field order and widths keep an idle activation small (bench_memory,
+ * target <= 256 bytes): the id is stored inline and the key is found in it;
+ * the runtime and class are reached through the class entry; times are
+ * 32-bit and wrap (differences stay right for 49 days in ms, 71 minutes in
+ * us); timers and app data live in an extension most grains never need. */
 struct gr_grain {
     UT_hash_handle hh;
-    gr_runtime_t *rt;
-    const gr_class_t *cls;
-    gr__class_entry_t *ce; /* for metrics */
-    uint64_t io_t0;        /* start of the storage operation in flight */
-    const uint8_t *key;    /* points into id */
+    gr__class_entry_t *ce; /* class, runtime, metrics */
     uint8_t *state;
     int64_t version;
     gr__write_waiter_t *waiters_now;  /* complete when the write in flight does */
@@ -117,12 +124,11 @@ struct gr_grain {
     gr_msg_t *current;                /* turn in progress: until replied (and persisted) */
     gr_grain_t *run_next;
     gr_grain_t *lru_prev, *lru_next;
-    uint64_t last_active;
-    gr__timer_t *timers;
     gr__call_t *owned; /* calls this activation made that are still pending */
-    void *data;
-    void (*data_free)(void *);
-    uint32_t state_len; /* <= GR_STATE_MAX */
+    gr__grain_ext_t *ext;
+    uint32_t last_active; /* (uint32_t)uv_now() */
+    uint32_t io_t0;       /* gr__us32(): start of the storage operation in flight */
+    uint32_t state_len;   /* <= GR_STATE_MAX */
     uint32_t mb_len;
     uint32_t refs;          /* storage operations and timers in flight: the struct outlives them */
     uint16_t ticks_pending; /* timers with queued ticks */
@@ -177,6 +183,20 @@ struct gr_runtime {
     gr__call_t *spare_calls;
     unsigned n_spare_msgs, n_spare_calls;
 };
+
+#define GR__G_RT(g) ((g)->ce->rt)
+#define GR__G_CLS(g) ((g)->ce->cls)
+#define GR__G_KEY(g) ((g)->id + (g)->id_len - (g)->key_len)
+#define GR__G_TIMERS(g) ((g)->ext ? (g)->ext->timers : NULL)
+
+/* A microsecond clock in 32 bits, for the duration of one storage operation. */
+static uint32_t gr__us32(void) { return (uint32_t)(uv_hrtime() / 1000); }
+static uint64_t gr__since_us32_ns(uint32_t t0) { return (uint64_t)(uint32_t)(gr__us32() - t0) * 1000; }
+
+static gr__grain_ext_t *gr__grain_ext(gr_grain_t *g) {
+    if (!g->ext) g->ext = gr__calloc(1, sizeof *g->ext);
+    return g->ext;
+}
 
 static void gr__pump_start(gr_runtime_t *rt);
 static void gr__grain_schedule(gr_grain_t *g);
@@ -335,8 +355,8 @@ static void gr__lru_unlink(gr_runtime_t *rt, gr_grain_t *g) {
 
 /* Mark activity: the grain moves to the young end of the idle list. */
 static void gr__grain_touch(gr_grain_t *g) {
-    gr_runtime_t *rt = g->rt;
-    g->last_active = uv_now(rt->loop);
+    gr_runtime_t *rt = GR__G_RT(g);
+    g->last_active = (uint32_t)uv_now(rt->loop);
     if (rt->lru_tail == g) return;
     gr__lru_unlink(rt, g);
     g->lru_prev = rt->lru_tail;
@@ -452,11 +472,8 @@ static int gr__grain_new(gr_runtime_t *rt, const gr_class_t *cls, const uint8_t 
     gr_grain_t *g = gr__calloc(1, sizeof *g + id_len);
     if (!g) return GR_ENOMEM;
     memcpy(g->id, id, id_len);
-    g->rt = rt;
-    g->cls = cls;
     HASH_FIND_STR(rt->classes, cls->name, g->ce);
     g->id_len = (uint16_t)id_len;
-    g->key = g->id + class_len + 1;
     g->key_len = (uint16_t)(id_len - class_len - 1);
     g->status = GR__G_LOADING;
     HASH_ADD_KEYPTR(hh, rt->grains, g->id, g->id_len, g);
@@ -464,14 +481,14 @@ static int gr__grain_new(gr_runtime_t *rt, const gr_class_t *cls, const uint8_t 
         gr__free(g);
         return GR_ENOMEM;
     }
-    int rc = gr_storage_read(rt->storage, cls->name, g->key, g->key_len, gr__grain_storage_read_cb, g);
+    int rc = gr_storage_read(rt->storage, cls->name, GR__G_KEY(g), g->key_len, gr__grain_storage_read_cb, g);
     if (rc != 0) {
         HASH_DEL(rt->grains, g);
         gr__free(g);
         return rc == GR_ENOMEM ? GR_ENOMEM : GR_ESTORAGE;
     }
     g->refs++;
-    g->io_t0 = uv_hrtime();
+    g->io_t0 = gr__us32();
     g->ce->active++;
     rt->stats.storage_reads++;
     rt->n_grains++;
@@ -486,7 +503,7 @@ static int gr__grain_new(gr_runtime_t *rt, const gr_class_t *cls, const uint8_t 
  * which reloads state: this is how a stale or failed activation forwards its
  * queue. */
 static void gr__grain_finish(gr_grain_t *g) {
-    gr_runtime_t *rt = g->rt;
+    gr_runtime_t *rt = GR__G_RT(g);
     assert(g->status != GR__G_DEAD);
     g->status = GR__G_DEAD;
     HASH_DEL(rt->grains, g);
@@ -494,10 +511,9 @@ static void gr__grain_finish(gr_grain_t *g) {
     g->ce->active--;
     rt->stats.deactivations++;
     gr__lru_unlink(rt, g);
-    if (rt->on_gone && !rt->closing) rt->on_gone(rt->router_ud, g->cls->name, g->key, g->key_len);
-    if (g->data_free) g->data_free(g->data);
-    g->data = NULL;
-    g->data_free = NULL;
+    if (rt->on_gone && !rt->closing) rt->on_gone(rt->router_ud, GR__G_CLS(g)->name, GR__G_KEY(g), g->key_len);
+    if (g->ext && g->ext->data_free) g->ext->data_free(g->ext->data);
+    if (g->ext) g->ext->data = NULL, g->ext->data_free = NULL;
     gr_msg_t *queued = g->mb_head;
     g->mb_head = g->mb_tail = NULL;
     g->mb_len = 0;
@@ -508,7 +524,7 @@ static void gr__grain_finish(gr_grain_t *g) {
                 gr_msg_t *n = queued->next;
                 queued->next = NULL;
                 queued->grain = NULL; /* this activation is about to go */
-                if (gr__msg_set_route(queued, g->cls, g->id, g->id_len, strlen(g->cls->name)) == 0)
+                if (gr__msg_set_route(queued, GR__G_CLS(g), g->id, g->id_len, strlen(GR__G_CLS(g)->name)) == 0)
                     rt->router(rt->router_ud, queued);
                 else
                     gr__msg_fail(rt, queued, GR_ENOMEM, "out of memory rerouting a call");
@@ -522,7 +538,7 @@ static void gr__grain_finish(gr_grain_t *g) {
             }
         } else {
             gr_grain_t *ng = NULL;
-            int rc = gr__grain_new(rt, g->cls, g->id, g->id_len, strlen(g->cls->name), &ng);
+            int rc = gr__grain_new(rt, GR__G_CLS(g), g->id, g->id_len, strlen(GR__G_CLS(g)->name), &ng);
             while (queued) {
                 gr_msg_t *n = queued->next;
                 if (rc != 0)
@@ -540,8 +556,9 @@ static void gr__grain_finish(gr_grain_t *g) {
 
 static void gr__grain_release(gr_grain_t *g) {
     if (g->refs > 0 || g->status != GR__G_DEAD || g->scheduled) return;
-    gr_runtime_t *rt = g->rt;
+    gr_runtime_t *rt = GR__G_RT(g);
     gr__free(g->state);
+    gr__free(g->ext);
     gr__free(g);
     rt->held_grains--;
     gr__maybe_closed(rt);
@@ -549,7 +566,7 @@ static void gr__grain_release(gr_grain_t *g) {
 
 /* Fail every queued message and drop the activation (load or activate failed). */
 static void gr__grain_fail_all(gr_grain_t *g, int status, const char *detail) {
-    gr_runtime_t *rt = g->rt;
+    gr_runtime_t *rt = GR__G_RT(g);
     gr_msg_t *m;
     while ((m = gr__mailbox_pop(g)) != NULL)
         gr__msg_fail(rt, m, status, detail);
@@ -561,8 +578,8 @@ static void gr__grain_storage_read_cb(void *ud, int status, const uint8_t *data,
                                       const char *detail) {
     gr_grain_t *g = ud;
     g->refs--;
-    gr_runtime_t *rt = g->rt;
-    gr__hist_observe(&rt->read_latency, uv_hrtime() - g->io_t0);
+    gr_runtime_t *rt = GR__G_RT(g);
+    gr__hist_observe(&rt->read_latency, gr__since_us32_ns(g->io_t0));
     if (g->status == GR__G_DEAD) { /* the runtime closed meanwhile */
         gr__grain_release(g);
         return;
@@ -571,7 +588,7 @@ static void gr__grain_storage_read_cb(void *ud, int status, const uint8_t *data,
         rt->stats.storage_errors++;
         char msg[512];
         snprintf(msg, sizeof msg, "loading state failed: %s", detail ? detail : gr_strerror(status));
-        gr__log(GR__LOG_WARN, g->cls->name, g->key, g->key_len, "%s", msg);
+        gr__log(GR__LOG_WARN, GR__G_CLS(g)->name, GR__G_KEY(g), g->key_len, "%s", msg);
         gr__grain_fail_all(g, status == GR_ECANCELED ? GR_ESHUTDOWN : GR_ESTORAGE, msg);
         return;
     }
@@ -585,12 +602,12 @@ static void gr__grain_storage_read_cb(void *ud, int status, const uint8_t *data,
     g->state_len = (uint32_t)len;
     g->version = version;
     g->status = GR__G_ACTIVE;
-    if (g->cls->on_activate) {
-        int rc = g->cls->on_activate(g);
+    if (GR__G_CLS(g)->on_activate) {
+        int rc = GR__G_CLS(g)->on_activate(g);
         if (rc != 0) {
             char msg[160];
             snprintf(msg, sizeof msg, "on_activate failed: %s", gr_strerror(rc));
-            gr__log(GR__LOG_WARN, g->cls->name, g->key, g->key_len, "%s", msg);
+            gr__log(GR__LOG_WARN, GR__G_CLS(g)->name, GR__G_KEY(g), g->key_len, "%s", msg);
             gr__grain_fail_all(g, GR_EACTIVATE, msg);
             return;
         }
@@ -603,7 +620,7 @@ static void gr__grain_storage_read_cb(void *ud, int status, const uint8_t *data,
 static void gr__write_start(gr_grain_t *g);
 
 static void gr__waiters_complete(gr_grain_t *g, gr__write_waiter_t *w, int status, const char *detail) {
-    gr_runtime_t *rt = g->rt;
+    gr_runtime_t *rt = GR__G_RT(g);
     while (w) {
         gr__write_waiter_t *n = w->next;
         if (w->msg) {
@@ -628,11 +645,11 @@ static void gr__grain_unref(gr_grain_t *g) {
 
 static void gr__write_cb(void *ud, int status, int64_t new_version, const char *detail) {
     gr_grain_t *g = ud;
-    gr_runtime_t *rt = g->rt;
+    gr_runtime_t *rt = GR__G_RT(g);
     /* The write's reference is held until the end: completing waiters can
      * finish the grain, and the struct must survive until we return. */
     g->writing = 0;
-    gr__hist_observe(&rt->write_latency, uv_hrtime() - g->io_t0);
+    gr__hist_observe(&rt->write_latency, gr__since_us32_ns(g->io_t0));
     gr__write_waiter_t *now = g->waiters_now;
     g->waiters_now = NULL;
     if (g->status == GR__G_DEAD) { /* runtime closed: nobody is listening */
@@ -664,7 +681,7 @@ static void gr__write_cb(void *ud, int status, int64_t new_version, const char *
         snprintf(msg, sizeof msg, "state write failed: %s", detail ? detail : gr_strerror(status));
         status = status == GR_ECANCELED ? GR_ESHUTDOWN : GR_ESTORAGE;
     }
-    gr__log(GR__LOG_WARN, g->cls->name, g->key, g->key_len, "%s; deactivating", msg);
+    gr__log(GR__LOG_WARN, GR__G_CLS(g)->name, GR__G_KEY(g), g->key_len, "%s; deactivating", msg);
     gr__write_waiter_t *next = g->waiters_next;
     g->waiters_next = NULL;
     gr__waiters_complete(g, now, status, msg);
@@ -685,7 +702,7 @@ static void gr__write_cb(void *ud, int status, int64_t new_version, const char *
 }
 
 static void gr__write_start(gr_grain_t *g) {
-    gr_runtime_t *rt = g->rt;
+    gr_runtime_t *rt = GR__G_RT(g);
     g->waiters_now = g->waiters_next;
     g->waiters_next = NULL;
     if (!g->dirty) { /* nothing changed since the last commit */
@@ -697,9 +714,9 @@ static void gr__write_start(gr_grain_t *g) {
     g->writing = 1;
     g->dirty = 0; /* a change made while the write is in flight sets it again */
     g->refs++;
-    g->io_t0 = uv_hrtime();
+    g->io_t0 = gr__us32();
     rt->stats.storage_writes++;
-    int rc = gr_storage_write(rt->storage, g->cls->name, g->key, g->key_len, g->state, g->state_len,
+    int rc = gr_storage_write(rt->storage, GR__G_CLS(g)->name, GR__G_KEY(g), g->key_len, g->state, g->state_len,
                               g->version, gr__write_cb, g);
     if (rc != 0) {
         g->dirty = 1;
@@ -729,7 +746,7 @@ static void gr__grain_schedule(gr_grain_t *g) {
     if (g->scheduled || g->status == GR__G_DEAD) return;
     g->scheduled = 1;
     g->run_next = NULL;
-    gr_runtime_t *rt = g->rt;
+    gr_runtime_t *rt = GR__G_RT(g);
     if (rt->run_tail)
         rt->run_tail->run_next = g;
     else
@@ -745,7 +762,7 @@ static const gr_method_t *gr__find_method(const gr_class_t *cls, const char *nam
 }
 
 static gr__timer_t *gr__timer_find(gr_grain_t *g, uint64_t id) {
-    for (gr__timer_t *t = g->timers; t; t = t->next)
+    for (gr__timer_t *t = GR__G_TIMERS(g); t; t = t->next)
         if (t->id == id) return t;
     return NULL;
 }
@@ -757,7 +774,7 @@ static void gr__timer_remove(gr_grain_t *g, gr__timer_t *t);
  * an asynchronous reply (as Orleans timers do); otherwise a handler that
  * replies from a timer could never finish. */
 static void gr__grain_tick(gr_grain_t *g) {
-    gr__timer_t *t = g->timers;
+    gr__timer_t *t = GR__G_TIMERS(g);
     while (t && !t->queued)
         t = t->next;
     if (!t) {
@@ -774,7 +791,7 @@ static void gr__grain_tick(gr_grain_t *g) {
 
 /* Run at most one turn of a grain. */
 static void gr__grain_run(gr_grain_t *g) {
-    gr_runtime_t *rt = g->rt;
+    gr_runtime_t *rt = GR__G_RT(g);
     if (g->status != GR__G_ACTIVE) return;
     if (g->ticks_pending) {
         gr__grain_tick(g);
@@ -800,10 +817,10 @@ static void gr__grain_run(gr_grain_t *g) {
          * produce a reply nobody reads. */
         gr__msg_fail(rt, m, GR_ETIMEDOUT, "deadline passed while queued");
     } else {
-        if (!m->method) m->method = gr__find_method(g->cls, m->method_name);
+        if (!m->method) m->method = gr__find_method(GR__G_CLS(g), m->method_name);
         if (!m->method) {
             char detail[GR_METHOD_NAME_MAX + GR_CLASS_NAME_MAX + 64];
-            snprintf(detail, sizeof detail, "class %s has no method '%s'", g->cls->name, m->method_name);
+            snprintf(detail, sizeof detail, "class %s has no method '%s'", GR__G_CLS(g)->name, m->method_name);
             gr__msg_fail(rt, m, GR_ENOMETHOD, detail);
         } else {
             g->current = m;
@@ -862,7 +879,7 @@ static void gr__deactivate_write_cb(gr_grain_t *g, int status, void *ud) {
 }
 
 static void gr__grain_deactivate(gr_grain_t *g, int save) {
-    gr_runtime_t *rt = g->rt;
+    gr_runtime_t *rt = GR__G_RT(g);
     if (g->status != GR__G_ACTIVE) return;
     g->status = GR__G_DEACTIVATING;
     gr__timers_stop_all(g);
@@ -871,10 +888,10 @@ static void gr__grain_deactivate(gr_grain_t *g, int save) {
         gr__call_unlink(rt, c);
         gr__call_fail_soon(rt, c, GR_ECANCELED, "calling grain was deactivated");
     }
-    if (save && g->cls->on_deactivate) g->cls->on_deactivate(g);
+    if (save && GR__G_CLS(g)->on_deactivate) GR__G_CLS(g)->on_deactivate(g);
     if (save && (g->dirty || g->writing)) {
         if (gr__write_request(g, gr__deactivate_write_cb, NULL, NULL) == 0) return;
-        gr__log(GR__LOG_ERROR, g->cls->name, g->key, g->key_len,
+        gr__log(GR__LOG_ERROR, GR__G_CLS(g)->name, GR__G_KEY(g), g->key_len,
                 "out of memory saving state at deactivation; unsaved changes are lost");
     }
     gr__grain_finish(g);
@@ -886,12 +903,13 @@ static void gr__idle_sweep_cb(uv_timer_t *t) {
     gr_grain_t *g = rt->lru_head;
     while (g) {
         gr_grain_t *next = g->lru_next;
-        uint32_t age = g->cls->idle_deactivate_ms ? g->cls->idle_deactivate_ms : rt->opts.idle_deactivate_ms;
+        uint32_t age = GR__G_CLS(g)->idle_deactivate_ms ? GR__G_CLS(g)->idle_deactivate_ms : rt->opts.idle_deactivate_ms;
         /* The list is ordered by last activity; past the shortest age in use
          * nothing younger can be due, but classes differ, so only stop on the
          * global minimum (1 s granularity at most). */
-        if (now - g->last_active < rt->min_idle_ms) break;
-        if (now - g->last_active >= age && g->status == GR__G_ACTIVE && !g->current && !g->mb_head &&
+        uint32_t idle = (uint32_t)now - g->last_active;
+        if (idle < rt->min_idle_ms) break;
+        if (idle >= age && g->status == GR__G_ACTIVE && !g->current && !g->mb_head &&
             !g->writing && !g->scheduled) {
             gr__grain_deactivate(g, 1);
         }
@@ -903,7 +921,7 @@ static void gr__idle_sweep_cb(uv_timer_t *t) {
 
 static void gr__timer_closed(uv_handle_t *h) {
     gr__timer_t *t = h->data;
-    gr_runtime_t *rt = t->grain->rt;
+    gr_runtime_t *rt = GR__G_RT(t->grain);
     gr_grain_t *g = t->grain;
     gr__free(t);
     g->refs--;
@@ -912,7 +930,7 @@ static void gr__timer_closed(uv_handle_t *h) {
 }
 
 static void gr__timer_remove(gr_grain_t *g, gr__timer_t *t) {
-    gr__timer_t **pp = &g->timers;
+    gr__timer_t **pp = &g->ext->timers; /* a timer exists: so does ext */
     while (*pp != t)
         pp = &(*pp)->next;
     *pp = t->next;
@@ -922,8 +940,8 @@ static void gr__timer_remove(gr_grain_t *g, gr__timer_t *t) {
 }
 
 static void gr__timers_stop_all(gr_grain_t *g) {
-    while (g->timers)
-        gr__timer_remove(g, g->timers);
+    while (GR__G_TIMERS(g))
+        gr__timer_remove(g, g->ext->timers);
 }
 
 static void gr__timer_fire(uv_timer_t *h) {
@@ -939,19 +957,19 @@ int gr_timer_start(gr_grain_t *g, uint64_t due_ms, uint64_t period_ms, gr_timer_
                    uint64_t *id) {
     if (!g || !fn) return GR_EINVAL;
     if (g->status != GR__G_ACTIVE) return GR_ESTATE;
-    gr__timer_t *t = gr__calloc(1, sizeof *t);
+    gr__timer_t *t = gr__grain_ext(g) ? gr__calloc(1, sizeof *t) : NULL;
     if (!t) return GR_ENOMEM;
     t->grain = g;
-    t->id = ++g->rt->next_timer_id;
+    t->id = ++GR__G_RT(g)->next_timer_id;
     t->fn = fn;
     t->ud = ud;
     t->one_shot = period_ms == 0;
-    uv_timer_init(g->rt->loop, &t->handle);
+    uv_timer_init(GR__G_RT(g)->loop, &t->handle);
     t->handle.data = t;
     uv_timer_start(&t->handle, gr__timer_fire, due_ms, period_ms);
     g->refs++; /* released in the handle's close callback */
-    t->next = g->timers;
-    g->timers = t;
+    t->next = g->ext->timers;
+    g->ext->timers = t;
     if (id) *id = t->id;
     return 0;
 }
@@ -1090,7 +1108,7 @@ int gr_grain_call(gr_grain_t *g, const gr_ref_t *ref, const char *method, const 
                   uint32_t timeout_ms, gr_call_cb cb, void *ud) {
     if (!g) return GR_EINVAL;
     if (g->status != GR__G_ACTIVE) return GR_ESTATE;
-    return gr__submit(g->rt, g, ref, method, arg, arg_len, timeout_ms, 0, cb, ud);
+    return gr__submit(GR__G_RT(g), g, ref, method, arg, arg_len, timeout_ms, 0, cb, ud);
 }
 
 /* ---- replies ---- */
@@ -1099,9 +1117,9 @@ static int gr__reply(gr_msg_t *m, int status, const void *data, size_t len) {
     if (!m) return GR_EINVAL;
     if (len > GR_ARG_MAX) return GR_ETOOBIG;
     gr_grain_t *g = m->grain;
-    gr_runtime_t *rt = g->rt;
+    gr_runtime_t *rt = GR__G_RT(g);
     assert(g->current == m && "gr_reply on a message that is not the current turn");
-    if (!((g->cls->flags & GR_CLASS_PERSIST_BEFORE_REPLY) && (g->dirty || g->writing) &&
+    if (!((GR__G_CLS(g)->flags & GR_CLASS_PERSIST_BEFORE_REPLY) && (g->dirty || g->writing) &&
           g->status == GR__G_ACTIVE)) {
         if (gr__msg_complete_copy(rt, m, status, data, len) != 0) return GR_ENOMEM;
         g->current = NULL;
@@ -1137,19 +1155,24 @@ uint64_t gr_msg_deadline(const gr_msg_t *m) { return m->deadline; }
 
 /* ---- grain accessors ---- */
 
-const gr_class_t *gr_grain_class(const gr_grain_t *g) { return g->cls; }
+const gr_class_t *gr_grain_class(const gr_grain_t *g) { return GR__G_CLS(g); }
 const uint8_t *gr_grain_key(const gr_grain_t *g, size_t *len) {
     if (len) *len = g->key_len;
-    return g->key;
+    return GR__G_KEY(g);
 }
-const char *gr_grain_silo(const gr_grain_t *g) { return g->rt->silo_id; }
-gr_runtime_t *gr_grain_runtime(const gr_grain_t *g) { return g->rt; }
-void *gr_grain_data(const gr_grain_t *g) { return g->data; }
+const char *gr_grain_silo(const gr_grain_t *g) { return GR__G_RT(g)->silo_id; }
+gr_runtime_t *gr_grain_runtime(const gr_grain_t *g) { return GR__G_RT(g); }
+void *gr_grain_data(const gr_grain_t *g) { return g->ext ? g->ext->data : NULL; }
 
-void gr_grain_set_data(gr_grain_t *g, void *data, void (*free_fn)(void *)) {
-    if (g->data_free && g->data != data) g->data_free(g->data);
-    g->data = data;
-    g->data_free = free_fn;
+int gr_grain_set_data(gr_grain_t *g, void *data, void (*free_fn)(void *)) {
+    if (!g) return GR_EINVAL;
+    if (!g->ext && !data && !free_fn) return 0;
+    gr__grain_ext_t *x = gr__grain_ext(g);
+    if (!x) return GR_ENOMEM;
+    if (x->data_free && x->data != data) x->data_free(x->data);
+    x->data = data;
+    x->data_free = free_fn;
+    return 0;
 }
 
 void gr_grain_deactivate_on_idle(gr_grain_t *g) {
@@ -1242,6 +1265,7 @@ int gr_runtime_register(gr_runtime_t *rt, const gr_class_t *cls) {
     e = gr__calloc(1, sizeof *e);
     if (!e) return GR_ENOMEM;
     e->cls = cls;
+    e->rt = rt;
     for (const gr_method_t *m = cls->methods; m->name; m++)
         e->n_methods++;
     e->calls = gr__calloc(e->n_methods, sizeof *e->calls);
@@ -1470,7 +1494,7 @@ void gr__runtime_foreach(gr_runtime_t *rt,
                          void (*fn)(void *ud, const char *cls, const uint8_t *key, size_t len), void *ud) {
     gr_grain_t *g, *tmp;
     HASH_ITER(hh, rt->grains, g, tmp) {
-        if (g->status == GR__G_ACTIVE || g->status == GR__G_LOADING) fn(ud, g->cls->name, g->key, g->key_len);
+        if (g->status == GR__G_ACTIVE || g->status == GR__G_LOADING) fn(ud, GR__G_CLS(g)->name, GR__G_KEY(g), g->key_len);
     }
 }
 

@@ -131,8 +131,10 @@ GR_EXTERN const char *gr_grain_silo(const gr_grain_t *grain);
 GR_EXTERN gr_runtime_t *gr_grain_runtime(const gr_grain_t *grain);
 
 /** Attach application data to the activation. `free_fn`, if not NULL, is
- * called with it after on_deactivate (or when replaced). */
-GR_EXTERN void gr_grain_set_data(gr_grain_t *grain, void *data, void (*free_fn)(void *));
+ * called with it after on_deactivate (or when replaced). Returns 0, or
+ * GR_ENOMEM (the first call allocates the activation's small extension
+ * record; nothing was attached and `data` is still the caller's). */
+GR_EXTERN int gr_grain_set_data(gr_grain_t *grain, void *data, void (*free_fn)(void *));
 
 /** The application data set with gr_grain_set_data(), or NULL. */
 GR_EXTERN void *gr_grain_data(const gr_grain_t *grain);
