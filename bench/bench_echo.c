@@ -9,6 +9,9 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <uv.h>
 
 static size_t msg_size = 48;
@@ -107,25 +110,33 @@ int main(int argc, char **argv) {
     }
     if (seconds <= 0 || seconds > 600 || window < 1 || msg_size < 1 || msg_size > 65536) return 2;
     payload = calloc(1, msg_size);
-    uv_tcp_t server;
-    uv_loop_t srv_loop;
-    uv_loop_init(&srv_loop);
-    uv_tcp_init(&srv_loop, &server);
-    struct sockaddr_in a;
-    uv_ip4_addr("127.0.0.1", 0, &a);
-    uv_tcp_bind(&server, (struct sockaddr *)&a, 0);
-    uv_listen((uv_stream_t *)&server, 16, srv_conn);
-    struct sockaddr_in bound;
-    int bl = sizeof bound;
-    uv_tcp_getsockname(&server, (struct sockaddr *)&bound, &bl);
+    /* The listening socket is made before the fork (so the parent knows the
+     * port) but the server's loop only in the child: a libuv loop shared
+     * across fork() shares its epoll set, and the parent closing its copy
+     * of the handle unregistered the child's listener (0 round trips). */
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t bl = sizeof a;
+    if (lfd < 0 || bind(lfd, (struct sockaddr *)&a, sizeof a) != 0 || listen(lfd, 16) != 0 ||
+        getsockname(lfd, (struct sockaddr *)&a, &bl) != 0) {
+        perror("bench_echo: listen");
+        return 1;
+    }
+    struct sockaddr_in bound = a;
     pid_t child = fork();
     if (child == 0) {
         alarm((unsigned)seconds + 10); /* bounded even if the parent dies */
+        uv_loop_t srv_loop;
+        uv_tcp_t server;
+        uv_loop_init(&srv_loop);
+        uv_tcp_init(&srv_loop, &server);
+        if (uv_tcp_open(&server, lfd) != 0 || uv_listen((uv_stream_t *)&server, 16, srv_conn) != 0) _exit(1);
         uv_run(&srv_loop, UV_RUN_DEFAULT);
         _exit(0);
     }
-    uv_close((uv_handle_t *)&server, NULL);
-    uv_run(&srv_loop, UV_RUN_NOWAIT);
+    close(lfd);
     uv_loop_t *loop = uv_default_loop();
     uv_tcp_t cli;
     uv_tcp_init(loop, &cli);

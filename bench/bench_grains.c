@@ -40,6 +40,7 @@ typedef struct {
 } pending_t;
 
 static void driver_issue(driver_t *d);
+static void driver_pace(driver_t *d);
 
 static int cmp_u32(const void *a, const void *b) {
     uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
@@ -83,6 +84,7 @@ static void driver_done(void *ud, int status, const uint8_t *r, size_t n) {
     if (status != 0) d->errors++;
     if (d->n_lat < DRIVER_MAX_SAMPLES) d->lat_us[d->n_lat++] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
     if (!d->rate && !driver_over(d)) driver_issue(d);
+    if (d->rate) driver_pace(d); /* sends spread over completions, not only 1 ms ticks */
     if (d->inflight == 0 && (driver_over(d) || !d->rate)) driver_finish(d);
 }
 
@@ -105,7 +107,14 @@ static void driver_issue(driver_t *d) {
     d->inflight++;
 }
 
-/* Open loop: every millisecond, send what the rate says is due by now. */
+/* Open loop: send what the rate says is due by now. */
+static void driver_pace(driver_t *d) {
+    uint64_t due = (uint64_t)((double)(uv_hrtime() - d->t_start) / 1e9 * (double)d->rate);
+    while (d->sent < due && d->inflight < d->window && !driver_over(d))
+        driver_issue(d);
+}
+
+/* The 1 ms timer keeps the pace when no completion arrives to do it. */
 static void driver_tick(gr_grain_t *g, void *ud) {
     driver_t *d = ud;
     if (driver_over(d)) {
@@ -114,9 +123,7 @@ static void driver_tick(gr_grain_t *g, void *ud) {
         if (d->inflight == 0) driver_finish(d);
         return;
     }
-    uint64_t due = (uint64_t)((double)(uv_hrtime() - d->t_start) / 1e9 * (double)d->rate);
-    while (d->sent < due && d->inflight < d->window && !driver_over(d))
-        driver_issue(d);
+    driver_pace(d);
 }
 
 static void driver_run(gr_grain_t *g, gr_msg_t *msg, const uint8_t *arg, size_t len) {

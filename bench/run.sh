@@ -51,12 +51,13 @@ $B/bench/bench_echo --seconds "$secs" --window 64 --size 48
 # Cross-silo, grain to grain: BenchDriver/d1 (on B) calls the 1000 Counter
 # grains that live on A. Flat out first (W=256), then open loop at half that
 # rate for the latency a caller sees at 50% load.
-G="$B/granary --cluster bench --timeout 120000 --silo 127.0.0.1:$pb"
-peak=$($G call BenchDriver/d1 run "r- 1000 100000000 256 0 $secs")
+G="$B/granary call --cluster bench --timeout 120000 --silo 127.0.0.1:$pb"
+peak=$($G BenchDriver/d1 run "r- 1000 100000000 256 0 $secs")
 echo "cross-silo grain->grain, W=256 (B -> A):  $peak"
+$B/bench/bench_echo --seconds "$secs" --window 256 --size 48
 rate=$(echo "$peak" | sed -n 's/.* rate=\([0-9]*\).*/\1/p')
 half=$(( ${rate:-2} / 2 ))
-echo "cross-silo grain->grain at 50% of peak ($half calls/s, open loop):  $($G call BenchDriver/d2 run "r- 1000 100000000 4096 $half $secs")"
+echo "cross-silo grain->grain at 50% of peak ($half calls/s, open loop):  $($G BenchDriver/d2 run "r- 1000 100000000 4096 $half $secs")"
 # Persisted writes: incr commits before each reply.
 $C --silo 127.0.0.1:$pa --method incr --prefix w- --keys 1000 --window 32 --seconds "$secs" --label "incr (persist-before-reply)"
 
