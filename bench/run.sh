@@ -58,6 +58,9 @@ $B/bench/bench_echo --seconds "$secs" --window 256 --size 48
 rate=$(echo "$peak" | sed -n 's/.* rate=\([0-9]*\).*/\1/p')
 half=$(( ${rate:-2} / 2 ))
 echo "cross-silo grain->grain at 50% of peak ($half calls/s, open loop):  $($G BenchDriver/d2 run "r- 1000 100000000 4096 $half $secs")"
+quarter=$(( ${rate:-4} / 4 ))
+echo "cross-silo grain->grain at 25% of peak ($quarter calls/s, open loop):  $($G BenchDriver/d3 run "r- 1000 100000000 4096 $quarter $secs")"
+echo "cross-silo grain->grain, W=16 (closed loop):  $($G BenchDriver/d4 run "r- 1000 100000000 16 0 $secs")"
 # Persisted writes: incr commits before each reply.
 $C --silo 127.0.0.1:$pa --method incr --prefix w- --keys 1000 --window 32 --seconds "$secs" --label "incr (persist-before-reply)"
 
