@@ -175,7 +175,7 @@ static void driver_run(gr_grain_t *g, gr_msg_t *msg, const uint8_t *arg, size_t 
 }
 
 static const gr_method_t driver_methods[] = {{"run", driver_run}, {NULL, NULL}};
-static const gr_class_t driver_class = {"BenchDriver", driver_methods, NULL, NULL, 0, 0};
+static const gr_class_t driver_class = {.name = "BenchDriver", .methods = driver_methods};
 
 const gr_class_t *const *granary_grains(void);
 const gr_class_t *const *granary_grains(void) {

@@ -29,8 +29,8 @@ static void relay(gr_grain_t *g, gr_msg_t *m, const uint8_t *a, size_t n) {
 
 static const gr_method_t target_methods[] = {{"ping", ping}, {NULL, NULL}};
 static const gr_method_t caller_methods[] = {{"relay", relay}, {NULL, NULL}};
-static const gr_class_t target = {"Target", target_methods, NULL, NULL, 0, 0};
-static const gr_class_t caller = {"Caller", caller_methods, NULL, NULL, 0, 0};
+static const gr_class_t target = {.name = "Target", .methods = target_methods};
+static const gr_class_t caller = {.name = "Caller", .methods = caller_methods};
 
 static void issue(uint64_t i);
 static void on_done(void *ud, int status, const uint8_t *r, size_t n) {

@@ -21,7 +21,7 @@ static long rss_kb(void) {
 
 static void ping(gr_grain_t *g, gr_msg_t *m, const uint8_t *a, size_t n) { gr_reply(m, NULL, 0); }
 static const gr_method_t methods[] = {{"ping", ping}, {NULL, NULL}};
-static const gr_class_t cls = {"Idle", methods, NULL, NULL, 0, 0};
+static const gr_class_t cls = {.name = "Idle", .methods = methods};
 
 static uint64_t done;
 static void on_done(void *ud, int status, const uint8_t *r, size_t n) { done++; }

@@ -136,6 +136,7 @@ struct gr_grain {
     uint16_t key_len;
     uint8_t status; /* gr__gstatus_t */
     uint8_t dirty, writing, scheduled, deactivate_requested;
+    uint8_t clearing; /* the next write deletes the row (gr_state_clear) */
     uint8_t id[]; /* class '\0' key: the table key */
 };
 
@@ -716,8 +717,17 @@ static void gr__write_start(gr_grain_t *g) {
     g->refs++;
     g->io_t0 = gr__us32();
     rt->stats.storage_writes++;
-    int rc = gr_storage_write(rt->storage, GR__G_CLS(g)->name, GR__G_KEY(g), g->key_len, g->state, g->state_len,
-                              g->version, gr__write_cb, g);
+    int rc;
+    if (g->clearing) {
+        /* Delete the row, version-checked like a write; the version after
+         * it is 0, so a later write inserts a fresh row. */
+        g->clearing = 0;
+        rc = gr_storage_clear(rt->storage, GR__G_CLS(g)->name, GR__G_KEY(g), g->key_len, g->version,
+                              gr__write_cb, g);
+    } else {
+        rc = gr_storage_write(rt->storage, GR__G_CLS(g)->name, GR__G_KEY(g), g->key_len, g->state,
+                              g->state_len, g->version, gr__write_cb, g);
+    }
     if (rc != 0) {
         g->dirty = 1;
         gr__write_cb(g, rc == GR_ESHUTDOWN ? GR_ECANCELED : GR_ESTORAGE, 0, gr_strerror(rc));
@@ -996,10 +1006,6 @@ static int gr__submit(gr_runtime_t *rt, gr_grain_t *owner, const gr_ref_t *ref, 
     /* A draining silo in a cluster still routes calls elsewhere. */
     if (rt->closing || (rt->draining && !rt->router)) return GR_ESHUTDOWN;
 
-    gr__call_t *c = gr__call_new(rt, cb, ud, timeout_ms, owner);
-    if (!c) return GR_ENOMEM;
-    rt->stats.calls++;
-
     gr__class_entry_t *ce = NULL;
     size_t slot = ((uintptr_t)ref->class_name >> 3) % GR__CLASS_CACHE;
     if (rt->class_cache[slot].name == ref->class_name &&
@@ -1012,6 +1018,11 @@ static int gr__submit(gr_runtime_t *rt, gr_grain_t *owner, const gr_ref_t *ref, 
             rt->class_cache[slot].ce = ce;
         }
     }
+    /* No timeout given: the target class's default, then the runtime's. */
+    if (!timeout_ms && ce) timeout_ms = ce->cls->call_timeout_ms;
+    gr__call_t *c = gr__call_new(rt, cb, ud, timeout_ms, owner);
+    if (!c) return GR_ENOMEM;
+    rt->stats.calls++;
     if (!ce) {
         char detail[GR_CLASS_NAME_MAX + 64];
         snprintf(detail, sizeof detail, "no grain class '%s' on this silo", ref->class_name);
@@ -1152,6 +1163,12 @@ int gr_reply_error(gr_msg_t *m, const char *text) {
 
 const char *gr_msg_method(const gr_msg_t *m) { return m->method_name; }
 uint64_t gr_msg_deadline(const gr_msg_t *m) { return m->deadline; }
+uint32_t gr_msg_remaining_ms(const gr_msg_t *m) {
+    gr_runtime_t *rt = m->grain ? GR__G_RT(m->grain) : NULL;
+    if (!rt) return 0;
+    uint64_t now = uv_now(rt->loop);
+    return m->deadline > now ? (uint32_t)(m->deadline - now) : 0;
+}
 
 /* ---- grain accessors ---- */
 
@@ -1199,6 +1216,23 @@ int gr_state_set(gr_grain_t *g, const void *data, size_t len) {
     gr__free(g->state);
     g->state = copy;
     g->state_len = (uint32_t)len;
+    g->dirty = 1;
+    g->clearing = 0; /* writing the new state replaces the row instead */
+    return 0;
+}
+
+int gr_state_clear(gr_grain_t *g) {
+    if (!g) return GR_EINVAL;
+    if (g->status != GR__G_ACTIVE) return GR_ESTATE;
+    gr__free(g->state);
+    g->state = NULL;
+    g->state_len = 0;
+    /* Nothing stored and nothing pending: there is no row to delete. */
+    if (g->version == 0 && !g->writing) {
+        g->dirty = 0;
+        return 0;
+    }
+    g->clearing = 1;
     g->dirty = 1;
     return 0;
 }

@@ -169,9 +169,25 @@ static void counter_sleep(gr_grain_t *g, gr_msg_t *msg, const uint8_t *arg, size
         gr_reply_error(msg, "sleep: argument must be 0..60000 milliseconds");
 }
 
+/* reset: delete the counter's row (persisted before the reply: "0"). */
+static void counter_reset(gr_grain_t *g, gr_msg_t *msg, const uint8_t *arg, size_t len) {
+    if (gr_state_clear(g) != 0) {
+        gr_reply_error(msg, "reset: grain is not active");
+        return;
+    }
+    gr_reply(msg, "0", 1);
+}
+
+/* deactivate: reply, then deactivate this activation once it is idle. */
+static void counter_deactivate(gr_grain_t *g, gr_msg_t *msg, const uint8_t *arg, size_t len) {
+    gr_grain_deactivate_on_idle(g);
+    gr_reply(msg, "ok", 2);
+}
+
 static const gr_method_t counter_methods[] = {
     {"incr", counter_incr},   {"incr_once", counter_incr_once}, {"get", counter_get},
-    {"where", counter_where}, {"sleep", counter_sleep},         {NULL, NULL},
+    {"where", counter_where}, {"sleep", counter_sleep},         {"reset", counter_reset},
+    {"deactivate", counter_deactivate}, {NULL, NULL},
 };
 
 const gr_class_t counter_class = {

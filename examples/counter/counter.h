@@ -10,7 +10,9 @@
  *             applied already, so retries of a lost reply never count twice
  *   get       replies the value
  *   where     replies the id of the silo hosting this activation
- *   sleep     replies after ARG milliseconds (tests of timeouts and drain) */
+ *   sleep     replies after ARG milliseconds (tests of timeouts and drain)
+ *   reset     deletes the stored row (committed before the reply "0")
+ *   deactivate  replies "ok", then the activation deactivates once idle */
 extern const gr_class_t counter_class;
 
 #endif

@@ -51,6 +51,10 @@ typedef struct gr_class {
     void (*on_deactivate)(gr_grain_t *grain);
     unsigned flags;              /* gr_class_flags */
     uint32_t idle_deactivate_ms; /* 0: the runtime's default */
+    /* Timeout of calls to this class that pass 0, from inside a silo
+     * (gr_call, gr_grain_call; clients send their own). 0: the runtime's
+     * default_call_timeout_ms. */
+    uint32_t call_timeout_ms;
 } gr_class_t;
 
 /** Completion of a call. status is 0 with the reply bytes, GR_EAPP with the
@@ -93,8 +97,8 @@ GR_EXTERN int gr_runtime_register(gr_runtime_t *rt, const gr_class_t *cls);
 GR_EXTERN const gr_class_t *gr_runtime_find_class(gr_runtime_t *rt, const char *name);
 
 /** Call a grain from outside any grain (a client gateway, a test, main()).
- * Copies everything it needs before returning. timeout_ms 0 uses the runtime
- * default. Returns 0 (cb will run once) or GR_EINVAL/GR_ETOOBIG/GR_ESHUTDOWN
+ * Copies everything it needs before returning. timeout_ms 0 uses the target
+ * class's call_timeout_ms, else the runtime default. Returns 0 (cb will run once) or GR_EINVAL/GR_ETOOBIG/GR_ESHUTDOWN
  * (cb will not run). */
 GR_EXTERN int gr_call(gr_runtime_t *rt, const gr_ref_t *ref, const char *method, const void *arg,
                       size_t arg_len, uint32_t timeout_ms, gr_call_cb cb, void *ud);
@@ -156,6 +160,16 @@ GR_EXTERN int64_t gr_state_version(const gr_grain_t *grain);
  * Returns 0, GR_ETOOBIG (over GR_STATE_MAX) or GR_ENOMEM. */
 GR_EXTERN int gr_state_set(gr_grain_t *grain, const void *data, size_t len);
 
+/** Empty the state and delete its stored row. The in-memory state becomes
+ * empty at once; the row is deleted by the next write (gr_state_write(), the
+ * persist-before-reply write after this turn, or the save on deactivation),
+ * version-checked like any write: GR_ECONFLICT if another activation wrote
+ * since this one loaded. After it gr_state_version() is 0, and a later
+ * gr_state_set() + write stores a fresh row. A gr_state_set() before the
+ * deletion has committed cancels it (the new state is written instead).
+ * Returns 0 or GR_ESTATE if the grain is not active. */
+GR_EXTERN int gr_state_clear(gr_grain_t *grain);
+
 /** Whether the state has changes not yet committed. */
 GR_EXTERN int gr_state_dirty(const gr_grain_t *grain);
 
@@ -184,6 +198,12 @@ GR_EXTERN const char *gr_msg_method(const gr_msg_t *msg);
 /** Absolute deadline of the caller, in the runtime loop's uv_now() ms;
  * a handler may give up early when it cannot make it. */
 GR_EXTERN uint64_t gr_msg_deadline(const gr_msg_t *msg);
+
+/** Milliseconds left before the caller's deadline (0 once it has passed).
+ * A reply sent after it is dropped and counted (granary_late_replies_total);
+ * a handler can skip work nobody will read, or pass the rest on as the
+ * timeout of the calls it makes. */
+GR_EXTERN uint32_t gr_msg_remaining_ms(const gr_msg_t *msg);
 
 /** Call another grain from inside a grain. Like gr_call(), but the call
  * belongs to the activation: if the grain is deactivated first, cb runs with

@@ -131,6 +131,20 @@ static void m_where(gr_grain_t *g, gr_msg_t *m, const uint8_t *a, size_t n) {
     gr_reply(m, gr_grain_silo(g), strlen(gr_grain_silo(g)));
 }
 
+static void m_reset(gr_grain_t *g, gr_msg_t *m, const uint8_t *a, size_t n) {
+    assert_int_equal(gr_state_clear(g), 0);
+    assert_int_equal(state_int(g), 0);
+    gr_reply(m, "0", 1);
+}
+
+static void m_version(gr_grain_t *g, gr_msg_t *m, const uint8_t *a, size_t n) {
+    reply_int(m, gr_state_version(g));
+}
+
+static void m_remaining(gr_grain_t *g, gr_msg_t *m, const uint8_t *a, size_t n) {
+    reply_int(m, gr_msg_remaining_ms(m));
+}
+
 static void m_bye(gr_grain_t *g, gr_msg_t *m, const uint8_t *a, size_t n) {
     gr_grain_deactivate_on_idle(g);
     gr_reply(m, NULL, 0);
@@ -154,20 +168,24 @@ static void m_relay(gr_grain_t *g, gr_msg_t *m, const uint8_t *a, size_t n) {
 static const gr_method_t t_methods[] = {
     {"incr", m_incr},   {"get", m_get},   {"record", m_record},     {"slow", m_slow},
     {"never", m_never}, {"fail", m_fail}, {"timer", m_start_timer}, {"ticks", m_ticks},
-    {"where", m_where}, {"bye", m_bye},   {"dump", m_dump},         {NULL, NULL},
+    {"where", m_where}, {"bye", m_bye},   {"dump", m_dump},         {"reset", m_reset},
+    {"version", m_version}, {"remaining", m_remaining}, {NULL, NULL},
 };
 
 /* Persist-before-reply counter. */
-static const gr_class_t counter_cls = {
-    "Counter", t_methods, t_on_activate, t_on_deactivate, GR_CLASS_PERSIST_BEFORE_REPLY, 0};
+static const gr_class_t counter_cls = {.name = "Counter", .methods = t_methods, .on_activate = t_on_activate, .on_deactivate = t_on_deactivate, .flags = GR_CLASS_PERSIST_BEFORE_REPLY};
 /* Same methods, no persist-before-reply, short idle age. */
-static const gr_class_t lazy_cls = {"Lazy", t_methods, t_on_activate, t_on_deactivate, 0, 60};
+static const gr_class_t lazy_cls = {.name = "Lazy", .methods = t_methods, .on_activate = t_on_activate, .on_deactivate = t_on_deactivate, .idle_deactivate_ms = 60};
+
+/* Calls to it that pass no timeout get 50 ms. */
+static const gr_class_t quick_cls = {.name = "Quick", .methods = t_methods, .on_activate = t_on_activate,
+                                     .call_timeout_ms = 50};
 
 static const gr_method_t relay_methods[] = {{"relay", m_relay}, {NULL, NULL}};
-static const gr_class_t relay_cls = {"Relay", relay_methods, NULL, NULL, 0, 0};
+static const gr_class_t relay_cls = {.name = "Relay", .methods = relay_methods};
 
 static int fail_activate(gr_grain_t *g) { return GR_EINVAL; }
-static const gr_class_t broken_cls = {"Broken", t_methods, fail_activate, NULL, 0, 0};
+static const gr_class_t broken_cls = {.name = "Broken", .methods = t_methods, .on_activate = fail_activate};
 
 /* ---- fixture: one loop, one shared memory storage, two runtimes ---- */
 
@@ -209,6 +227,7 @@ static gr_runtime_t *make_rt(fx_t *fx, const char *id, uint32_t max_queue) {
     assert_int_equal(gr_runtime_register(rt, &lazy_cls), 0);
     assert_int_equal(gr_runtime_register(rt, &relay_cls), 0);
     assert_int_equal(gr_runtime_register(rt, &broken_cls), 0);
+    assert_int_equal(gr_runtime_register(rt, &quick_cls), 0);
     return rt;
 }
 
@@ -428,6 +447,30 @@ static void test_timeout_and_late_reply(void **state) {
     assert_int_equal(s.late_replies, 1);
 }
 
+/* Timeout defaults: a call passing 0 gets the class's call_timeout_ms (50 ms
+ * for Quick) or the runtime's (30 s); the handler sees what is left. */
+static void test_class_timeout_and_remaining(void **state) {
+    fx_t *fx = *state;
+    res_t r;
+    uv_update_time(&fx->loop);
+    uint64_t t0 = uv_now(&fx->loop);
+    call(fx, fx->rt, "Quick", "q", "never", NULL, 0, &r);
+    assert_int_equal(r.status, GR_ETIMEDOUT);
+    uv_update_time(&fx->loop);
+    assert_true(uv_now(&fx->loop) - t0 < 190);
+    call(fx, fx->rt, "Quick", "q2", "remaining", NULL, 0, &r);
+    assert_true(atoi(r.reply) > 0 && atoi(r.reply) <= 50);
+    call(fx, fx->rt, "Quick", "q2", "remaining", NULL, 5000, &r); /* an explicit one wins */
+    assert_true(atoi(r.reply) > 50 && atoi(r.reply) <= 5000);
+    call(fx, fx->rt, "Counter", "q3", "remaining", NULL, 0, &r);
+    assert_true(atoi(r.reply) > 29000 && atoi(r.reply) <= 30000);
+    /* The timed-out call's reply arrives later: dropped and counted. */
+    gr_test_run_for(&fx->loop, 300);
+    gr__runtime_stats_t s;
+    gr__runtime_get_stats(fx->rt, &s);
+    assert_int_equal(s.late_replies, 1);
+}
+
 static void test_timers(void **state) {
     fx_t *fx = *state;
     res_t r;
@@ -520,6 +563,73 @@ static void test_close_cancels_pending(void **state) {
     fx->rt = make_rt(fx, "silo-a2", 100); /* for the teardown */
 }
 
+typedef struct {
+    int done, status;
+    int64_t version;
+    size_t len;
+} sread_t;
+
+static void on_sread(void *ud, int status, const uint8_t *data, size_t len, int64_t version, const char *d) {
+    sread_t *s = ud;
+    s->done = 1;
+    s->status = status;
+    s->version = version;
+    s->len = len;
+}
+
+static sread_t storage_row(fx_t *fx, const char *cls, const char *key) {
+    sread_t s = {0};
+    assert_int_equal(gr_storage_read(fx->st, cls, key, strlen(key), on_sread, &s), 0);
+    assert_true(gr_test_run_until(&fx->loop, &s.done, 2000));
+    return s;
+}
+
+/* gr_state_clear deletes the row (version-checked) before the reply of a
+ * persist-before-reply class; the next write inserts a fresh row; a stale
+ * activation's clear conflicts instead of deleting newer state. */
+static void test_clear_state(void **state) {
+    fx_t *fx = *state;
+    res_t r;
+    for (int i = 0; i < 3; i++)
+        call(fx, fx->rt, "Counter", "c", "incr", NULL, 0, &r);
+    sread_t s = storage_row(fx, "Counter", "c");
+    assert_int_equal(s.version, 3);
+    call(fx, fx->rt, "Counter", "c", "reset", NULL, 0, &r);
+    assert_int_equal(r.status, 0);
+    s = storage_row(fx, "Counter", "c");
+    assert_int_equal(s.status, 0);
+    assert_int_equal(s.version, 0); /* no row */
+    assert_int_equal(s.len, 0);
+    call(fx, fx->rt, "Counter", "c", "version", NULL, 0, &r);
+    assert_string_equal(r.reply, "0");
+    call(fx, fx->rt, "Counter", "c", "incr", NULL, 0, &r);
+    assert_string_equal(r.reply, "1");
+    assert_int_equal(storage_row(fx, "Counter", "c").version, 1);
+    /* Clearing a grain that was never stored does no I/O and succeeds. */
+    gr__runtime_stats_t before, after;
+    gr__runtime_get_stats(fx->rt, &before);
+    call(fx, fx->rt, "Counter", "never-stored", "reset", NULL, 0, &r);
+    assert_int_equal(r.status, 0);
+    gr__runtime_get_stats(fx->rt, &after);
+    assert_int_equal(after.storage_writes, before.storage_writes);
+    /* A stale activation (rt2 loaded v1, rt wrote v2) must not delete. */
+    call(fx, fx->rt2, "Counter", "c", "get", NULL, 0, &r);
+    call(fx, fx->rt, "Counter", "c", "incr", NULL, 0, &r);
+    call(fx, fx->rt2, "Counter", "c", "reset", NULL, 0, &r);
+    assert_int_equal(r.status, GR_ECONFLICT);
+    assert_int_equal(storage_row(fx, "Counter", "c").version, 2);
+    /* Lazy (no persist-before-reply): the deletion happens on deactivation. */
+    call(fx, fx->rt, "Lazy", "l", "incr", NULL, 0, &r);
+    call(fx, fx->rt, "Lazy", "l", "bye", NULL, 0, &r); /* saves v1 */
+    gr_test_run_for(&fx->loop, 20);
+    assert_int_equal(storage_row(fx, "Lazy", "l").version, 1);
+    call(fx, fx->rt, "Lazy", "l", "reset", NULL, 0, &r);
+    assert_int_equal(storage_row(fx, "Lazy", "l").version, 1); /* not yet */
+    call(fx, fx->rt, "Lazy", "l", "bye", NULL, 0, &r);
+    gr_test_run_for(&fx->loop, 20);
+    assert_int_equal(storage_row(fx, "Lazy", "l").version, 0);
+}
+
 static void test_where(void **state) {
     fx_t *fx = *state;
     res_t r;
@@ -546,6 +656,8 @@ int main(void) {
         T(test_drain_saves_everything),
         T(test_close_cancels_pending),
         T(test_where),
+        T(test_clear_state),
+        T(test_class_timeout_and_remaining),
     };
     return cmocka_run_group_tests_name("grains.runtime", tests, NULL, NULL);
 }

@@ -351,6 +351,59 @@ static void test_counter_survives_kill9(void **st) {
     assert_int_equal(run_capture(get, out, sizeof out), 75);
 }
 
+/* Explicit deactivation and state clearing from inside a grain, through a
+ * real silo on PostgreSQL: Counter `reset` deletes the row before it replies,
+ * `deactivate` ends the activation (the next call reloads from the table). */
+static void test_reset_and_deactivate(void **st) {
+    silo_t s;
+    int port = gr_test_free_port();
+    assert_int_equal(start_silo(&s, port, NULL), 0);
+    res_t r;
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(call_once(port, NULL, "rz", "incr", &r), 0);
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM granary_grain_state WHERE grain_class = 'Counter' AND service = '%s' "
+             "AND grain_key = 'rz'",
+             cluster);
+    char *v = gr_test_sql(gr_test_pg_url(), sql);
+    assert_string_equal(v, "1");
+    free(v);
+    assert_int_equal(call_once(port, NULL, "rz", "reset", &r), 0);
+    assert_string_equal(r.reply, "0");
+    v = gr_test_sql(gr_test_pg_url(), sql); /* deleted before the reply left */
+    assert_string_equal(v, "0");
+    free(v);
+    assert_int_equal(call_once(port, NULL, "rz", "get", &r), 0);
+    assert_string_equal(r.reply, "0");
+    assert_int_equal(call_once(port, NULL, "rz", "incr", &r), 0);
+    assert_string_equal(r.reply, "1");
+    /* Deactivate, change the row behind the silo's back, and the next call
+     * must reload it: proof that the activation really ended. */
+    assert_int_equal(call_once(port, NULL, "rz", "deactivate", &r), 0);
+    assert_string_equal(r.reply, "ok");
+    snprintf(sql, sizeof sql,
+             "UPDATE granary_grain_state SET state = convert_to('41', 'UTF8'), version = version + 1 "
+             "WHERE grain_class = 'Counter' AND service = '%s' AND grain_key = 'rz' RETURNING version",
+             cluster);
+    /* Deactivation completes right after the reply; allow for a slow CI. */
+    int reloaded = 0;
+    for (int attempt = 0; attempt < 50 && !reloaded; attempt++) {
+        usleep(100000);
+        v = gr_test_sql(gr_test_pg_url(), sql);
+        free(v);
+        assert_int_equal(call_once(port, NULL, "rz", "get", &r), 0);
+        reloaded = strcmp(r.reply, "1") != 0;
+    }
+    assert_true(reloaded);
+    assert_string_equal(r.reply, "41");
+    /* A missing method is a clear error naming it. */
+    assert_int_equal(call_once(port, NULL, "rz", "no_such_method", &r), GR_ENOMETHOD);
+    assert_non_null(strstr(r.reply, "no_such_method"));
+    kill(s.pid, SIGKILL);
+    gr_test_wait(s.pid, 5000);
+}
+
 static void test_sigterm_drains_and_exits_zero(void **st) {
     silo_t s;
     int port = gr_test_free_port();
@@ -668,6 +721,7 @@ int main(void) {
         cmocka_unit_test_setup(test_cli_contract, new_cluster),
         cmocka_unit_test_setup(test_counter_survives_kill9, new_cluster),
         cmocka_unit_test_setup(test_sigterm_drains_and_exits_zero, new_cluster),
+        cmocka_unit_test_setup(test_reset_and_deactivate, new_cluster),
         cmocka_unit_test_setup(test_hostile_input, new_cluster),
         cmocka_unit_test_setup(test_client_that_never_reads, new_cluster),
         cmocka_unit_test_setup(test_http_probes_and_metrics, new_cluster),
