@@ -451,6 +451,12 @@ void gr__client_set_role(gr_client_t *c, uint8_t role) { c->role = role; }
 int gr__client_call_flags(gr_client_t *c, const gr_ref_t *ref, const char *method, const void *arg,
                           size_t arg_len, uint32_t timeout_ms, uint8_t type, uint8_t flags, gr_call_cb cb,
                           void *ud) {
+    return gr__client_call_chain(c, ref, method, arg, arg_len, timeout_ms, type, flags, NULL, 0, cb, ud);
+}
+
+int gr__client_call_chain(gr_client_t *c, const gr_ref_t *ref, const char *method, const void *arg,
+                          size_t arg_len, uint32_t timeout_ms, uint8_t type, uint8_t flags, const void *chain,
+                          size_t chain_len, gr_call_cb cb, void *ud) {
     if (!c || !ref || !ref->class_name || !method || (!cb && type != GR__FRAME_ONEWAY) ||
         (ref->key_len && !ref->key) || (arg_len && !arg))
         return GR_EINVAL;
@@ -460,14 +466,14 @@ int gr__client_call_flags(gr_client_t *c, const gr_ref_t *ref, const char *metho
     if (!k) return GR_ENOMEM;
     k->id = ++c->next_id;
     size_t before = c->out.len;
-    int rc = gr__frame_encode_request(&c->out, type, k->id, timeout_ms, ref->class_name, ref->key,
-                                      ref->key_len, method, arg, arg_len);
+    int rc = gr__frame_encode_request_chain(&c->out, type, k->id, timeout_ms, ref->class_name, ref->key,
+                                            ref->key_len, method, arg, arg_len, chain, chain_len);
     if (rc != 0) {
         c->out.len = before;
         gr__free(k);
         return rc;
     }
-    c->out.data[before + 7] = flags; /* the header's flags byte */
+    c->out.data[before + 7] |= flags; /* the header's flags byte (the encoder may have set CHAIN) */
     if (type == GR__FRAME_ONEWAY) {
         /* Nothing will answer: complete it once it is handed to the socket. */
         gr__free(k);

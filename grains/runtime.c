@@ -11,6 +11,7 @@
 
 #include "common/common.h"
 #include "grains/runtime.h"
+#include "wire/frame.h" /* GR__CHAIN_MAX */
 
 typedef enum { GR__G_LOADING, GR__G_ACTIVE, GR__G_DEACTIVATING, GR__G_DEAD } gr__gstatus_t;
 
@@ -50,9 +51,15 @@ struct gr_msg {
     int reply_status;
     uint8_t *reply;
     size_t reply_len;
+    /* Ids of the grains whose turns wait on this call, oldest first, each
+     * as u16 length + class '\0' key: how a cycle is recognised. */
+    uint8_t *chain; /* chain_inline, or a heap copy */
+    uint16_t chain_len;
     uint8_t name_owned;
-    uint8_t ran; /* its handler ran here: metrics count it for the grain's class */
+    uint8_t ran;         /* its handler ran here: metrics count it for the grain's class */
+    uint8_t interleaved; /* running beside other turns (reentrant class or interleave method) */
     uint8_t arg_inline[GR__INLINE_BYTES];
+    uint8_t chain_inline[GR__INLINE_BYTES];
 };
 
 /* A call waiting for its completion, on the caller's side. */
@@ -93,6 +100,7 @@ typedef struct gr__class_entry {
     UT_hash_handle hh;
     const gr_class_t *cls;
     gr_runtime_t *rt;
+    uint8_t *interleave; /* per method: may run while another turn of the grain waits */
     /* Metrics: activations alive, and per method (index in cls->methods)
      * calls and errors; latency from acceptance to reply. */
     uint64_t active;
@@ -106,6 +114,8 @@ typedef struct gr__grain_ext {
     gr__timer_t *timers;
     void *data;
     void (*data_free)(void *);
+    gr_msg_t *interleaved; /* turns in progress beside `current`, linked by next */
+    uint32_t n_interleaved;
 } gr__grain_ext_t;
 
 /* Field order and widths keep an idle activation small (bench_memory,
@@ -197,6 +207,100 @@ static uint64_t gr__since_us32_ns(uint32_t t0) { return (uint64_t)(uint32_t)(gr_
 static gr__grain_ext_t *gr__grain_ext(gr_grain_t *g) {
     if (!g->ext) g->ext = gr__calloc(1, sizeof *g->ext);
     return g->ext;
+}
+
+/* A turn is in progress: the current one, or interleaved ones. */
+static int gr__grain_busy(const gr_grain_t *g) {
+    return g->current != NULL || (g->ext && g->ext->n_interleaved);
+}
+
+/* Whether message m may start while other turns of g are in progress. */
+static int gr__can_interleave(const gr_grain_t *g, const gr_msg_t *m) {
+    return m->method && g->ce->interleave[m->method - g->ce->cls->methods];
+}
+
+/* End the turn of m (replied, or its held reply released). */
+static void gr__turn_end(gr_grain_t *g, gr_msg_t *m) {
+    if (g->current == m) {
+        g->current = NULL;
+        return;
+    }
+    if (!m->interleaved || !g->ext) return;
+    for (gr_msg_t **pp = &g->ext->interleaved; *pp; pp = &(*pp)->next) {
+        if (*pp == m) {
+            *pp = m->next;
+            m->next = NULL;
+            g->ext->n_interleaved--;
+            return;
+        }
+    }
+}
+
+/* Undo gr__turn_end (the reply could not be sent after all). */
+static void gr__turn_restore(gr_grain_t *g, gr_msg_t *m) {
+    if (!m->interleaved) {
+        g->current = m;
+        return;
+    }
+    m->next = g->ext->interleaved;
+    g->ext->interleaved = m;
+    g->ext->n_interleaved++;
+}
+
+/* ---- call chains ---- */
+
+static int gr__chain_has(const uint8_t *chain, size_t len, const uint8_t *id, size_t id_len) {
+    for (size_t o = 0; o + 2 <= len;) {
+        size_t n = (size_t)chain[o] << 8 | chain[o + 1];
+        if (o + 2 + n > len) return 0; /* malformed (from the wire): no match */
+        if (n == id_len && memcmp(chain + o + 2, id, n) == 0) return 1;
+        o += 2 + n;
+    }
+    return 0;
+}
+
+/* out = parent chain + this id, dropping the oldest entries when it would
+ * exceed GR__CHAIN_MAX (a cycle longer than that goes undetected and ends
+ * in the call's timeout). Returns the new length. */
+static size_t gr__chain_extend(uint8_t *out, const uint8_t *parent, size_t plen, const uint8_t *id,
+                               size_t id_len) {
+    if (id_len + 2 > GR__CHAIN_MAX) return 0;
+    size_t skip = 0;
+    while (skip < plen && plen - skip + 2 + id_len > GR__CHAIN_MAX)
+        skip += 2 + ((size_t)parent[skip] << 8 | (skip + 1 < plen ? parent[skip + 1] : 0));
+    if (skip > plen) skip = plen;
+    if (plen > skip) memcpy(out, parent + skip, plen - skip);
+    size_t o = plen - skip;
+    out[o] = (uint8_t)(id_len >> 8);
+    out[o + 1] = (uint8_t)id_len;
+    memcpy(out + o + 2, id, id_len);
+    return o + 2 + id_len;
+}
+
+/* "Class/key -> Class/key -> ..." for an error text (each id shown up to
+ * 168 bytes; bytes other than printable ASCII as '?'). */
+static void gr__chain_describe(char *out, size_t size, const uint8_t *chain, size_t len, const uint8_t *id,
+                               size_t id_len) {
+    size_t w = 0;
+    out[0] = '\0';
+    for (size_t o = 0; o <= len && w + 8 < size;) {
+        const uint8_t *e;
+        size_t n;
+        if (o + 2 <= len) {
+            n = (size_t)chain[o] << 8 | chain[o + 1];
+            if (o + 2 + n > len) break;
+            e = chain + o + 2;
+            o += 2 + n;
+        } else {
+            e = id; /* the target closes the cycle */
+            n = id_len;
+            o = len + 1;
+        }
+        if (w) w += (size_t)snprintf(out + w, size - w, " -> ");
+        for (size_t i = 0; i < n && i < GR_CLASS_NAME_MAX + 40 && w + 4 < size; i++)
+            out[w++] = e[i] == 0 ? '/' : (e[i] >= 32 && e[i] < 127 ? (char)e[i] : '?');
+        out[w] = '\0';
+    }
 }
 
 static void gr__pump_start(gr_runtime_t *rt);
@@ -377,7 +481,25 @@ static gr_msg_t *gr__msg_new(gr_runtime_t *rt) {
     return m;
 }
 
+/* The message's chain: `chain` (from the wire or a caller's turn), plus
+ * the calling grain's id when a grain makes the call. */
+static int gr__msg_set_chain(gr_msg_t *m, const uint8_t *chain, size_t len, const gr_grain_t *caller) {
+    if (len > GR__CHAIN_MAX) return GR_ETOOBIG;
+    m->chain = NULL;
+    m->chain_len = 0;
+    size_t need = len + (caller ? 2u + caller->id_len : 0u);
+    if (!need) return 0;
+    m->chain = need <= sizeof m->chain_inline ? m->chain_inline : gr__malloc(GR__CHAIN_MAX);
+    if (!m->chain) return GR_ENOMEM;
+    if (caller)
+        m->chain_len = (uint16_t)gr__chain_extend(m->chain, chain, len, caller->id, caller->id_len);
+    else
+        memcpy(m->chain, chain, m->chain_len = (uint16_t)len);
+    return 0;
+}
+
 static void gr__msg_free(gr_runtime_t *rt, gr_msg_t *m) {
+    if (m->chain != m->chain_inline) gr__free(m->chain);
     gr__free(m->id);
     if (m->name_owned) gr__free(m->method_name);
     if (m->arg != m->arg_inline) gr__free(m->arg);
@@ -626,11 +748,11 @@ static void gr__waiters_complete(gr_grain_t *g, gr__write_waiter_t *w, int statu
         gr__write_waiter_t *n = w->next;
         if (w->msg) {
             gr_msg_t *m = w->msg;
+            gr__turn_end(g, m); /* before completing: that frees m */
             if (status == 0)
                 gr__msg_complete(rt, m, m->reply_status, m->reply, m->reply_len);
             else
                 gr__msg_fail(rt, m, status, detail);
-            if (g->current == m) g->current = NULL;
         } else if (w->cb) {
             w->cb(g, status, w->ud);
         }
@@ -691,7 +813,7 @@ static void gr__write_cb(void *ud, int status, int64_t new_version, const char *
         g->dirty = 0;
         if (g->status == GR__G_DEACTIVATING) {
             gr__grain_finish(g);
-        } else if (!g->current) {
+        } else if (!gr__grain_busy(g)) {
             gr__grain_deactivate(g, 0);
         } else {
             /* A turn is still in progress (an explicit write from a handler):
@@ -808,19 +930,32 @@ static void gr__grain_run(gr_grain_t *g) {
         gr__grain_schedule(g);
         return;
     }
-    if (g->current) return;
     /* Draining in a cluster: stop after the current turn even if calls keep
      * queueing (a hot grain would otherwise never let the drain end); the
      * queue is routed to the grain's next silo when the activation ends. */
     if (rt->draining && rt->router) {
-        gr__grain_deactivate(g, g->deactivate_requested != 2);
+        if (!gr__grain_busy(g)) gr__grain_deactivate(g, g->deactivate_requested != 2);
+        return;
+    }
+    gr_msg_t *head = g->mb_head;
+    if (!head) {
+        if (!gr__grain_busy(g) && (g->deactivate_requested || rt->draining))
+            gr__grain_deactivate(g, g->deactivate_requested != 2);
+        return;
+    }
+    /* Resolve the method now: whether it may interleave depends on it. */
+    if (!head->method) head->method = gr__find_method(GR__G_CLS(g), head->method_name);
+    int inter = gr__can_interleave(g, head);
+    /* An ordinary call waits for every turn in progress; an interleaving
+     * one only runs beside others (it never waits behind them). */
+    if (inter ? 0 : gr__grain_busy(g)) return;
+    if (inter && !gr__grain_ext(g)) {
+        gr_msg_t *m = gr__mailbox_pop(g);
+        gr__msg_fail(rt, m, GR_ENOMEM, "out of memory");
+        gr__grain_schedule(g);
         return;
     }
     gr_msg_t *m = gr__mailbox_pop(g);
-    if (!m) {
-        if (g->deactivate_requested || rt->draining) gr__grain_deactivate(g, g->deactivate_requested != 2);
-        return;
-    }
     gr__grain_touch(g);
     if (m->deadline <= uv_now(rt->loop)) {
         /* The caller gave up already: running the handler would only
@@ -833,12 +968,23 @@ static void gr__grain_run(gr_grain_t *g) {
             snprintf(detail, sizeof detail, "class %s has no method '%s'", GR__G_CLS(g)->name, m->method_name);
             gr__msg_fail(rt, m, GR_ENOMETHOD, detail);
         } else {
-            g->current = m;
+            if (inter) {
+                m->interleaved = 1;
+                m->next = g->ext->interleaved;
+                g->ext->interleaved = m;
+                g->ext->n_interleaved++;
+            } else {
+                g->current = m;
+            }
             m->ran = 1;
             m->method->fn(g, m, m->arg, m->arg_len);
         }
     }
-    if (!g->current && g->status == GR__G_ACTIVE) gr__grain_schedule(g);
+    if (g->status == GR__G_ACTIVE &&
+        (!gr__grain_busy(g) || (g->mb_head && (g->mb_head->method || (g->mb_head->method = gr__find_method(
+                                                                          GR__G_CLS(g), g->mb_head->method_name))) &&
+                                gr__can_interleave(g, g->mb_head))))
+        gr__grain_schedule(g);
 }
 
 static void gr__pump_cb(uv_idle_t *h) {
@@ -919,7 +1065,7 @@ static void gr__idle_sweep_cb(uv_timer_t *t) {
          * global minimum (1 s granularity at most). */
         uint32_t idle = (uint32_t)now - g->last_active;
         if (idle < rt->min_idle_ms) break;
-        if (idle >= age && g->status == GR__G_ACTIVE && !g->current && !g->mb_head &&
+        if (idle >= age && g->status == GR__G_ACTIVE && !gr__grain_busy(g) && !g->mb_head &&
             !g->writing && !g->scheduled) {
             gr__grain_deactivate(g, 1);
         }
@@ -993,9 +1139,29 @@ int gr_timer_stop(gr_grain_t *g, uint64_t id) {
 
 /* ---- submitting calls ---- */
 
+/* A call whose chain already holds its target comes back to a grain that is
+ * waiting for this very chain: unless the method may interleave, it could
+ * only wait for its own caller, so fail it now with a clear error instead
+ * of after the timeout. Returns 1 when it failed the message. */
+static int gr__deadlock_check(gr_runtime_t *rt, gr_grain_t *g, gr_msg_t *m) {
+    if (!m->chain_len || !gr__chain_has(m->chain, m->chain_len, g->id, g->id_len)) return 0;
+    if (!m->method) m->method = gr__find_method(GR__G_CLS(g), m->method_name);
+    if (gr__can_interleave(g, m)) return 0;
+    char path[512], who[200], detail[900];
+    gr__chain_describe(path, sizeof path, m->chain, m->chain_len, g->id, g->id_len);
+    gr__chain_describe(who, sizeof who, NULL, 0, g->id, g->id_len);
+    snprintf(detail, sizeof detail,
+             "call cycle %s: %s is waiting for this call chain, and its method %s does not interleave "
+             "(mark the class GR_CLASS_REENTRANT or the method interleaving, or break the cycle)",
+             path, who, m->method_name);
+    rt->stats.deadlocks++;
+    gr__msg_fail(rt, m, GR_EDEADLOCK, detail);
+    return 1;
+}
+
 static int gr__submit(gr_runtime_t *rt, gr_grain_t *owner, const gr_ref_t *ref, const char *method,
-                      const void *arg, size_t arg_len, uint32_t timeout_ms, int hops, gr_call_cb cb,
-                      void *ud) {
+                      const void *arg, size_t arg_len, uint32_t timeout_ms, int hops, const uint8_t *chain,
+                      size_t chain_len, gr_call_cb cb, void *ud) {
     if (!rt || !ref || !method || !cb || !ref->class_name || (ref->key_len && !ref->key) || (arg_len && !arg))
         return GR_EINVAL;
     size_t cl = strlen(ref->class_name), ml = strlen(method);
@@ -1052,7 +1218,7 @@ static int gr__submit(gr_runtime_t *rt, gr_grain_t *owner, const gr_ref_t *ref, 
             m->arg = gr__memdup(arg, arg_len);
         }
     }
-    if (!m || !m->method_name || !m->arg) {
+    if (!m || !m->method_name || !m->arg || gr__msg_set_chain(m, chain, chain_len, owner) != 0) {
         if (m) gr__msg_free(rt, m);
         gr__call_unlink(rt, c);
         gr__call_release(rt, c);
@@ -1099,6 +1265,8 @@ static int gr__submit(gr_runtime_t *rt, gr_grain_t *owner, const gr_ref_t *ref, 
             gr__call_fail_soon(rt, c, rc, "could not start loading the grain's state");
             return 0;
         }
+    } else if (gr__deadlock_check(rt, g, m)) {
+        return 0;
     }
     gr__mailbox_push(g, m);
     gr__grain_schedule(g);
@@ -1107,19 +1275,25 @@ static int gr__submit(gr_runtime_t *rt, gr_grain_t *owner, const gr_ref_t *ref, 
 
 int gr_call(gr_runtime_t *rt, const gr_ref_t *ref, const char *method, const void *arg, size_t arg_len,
             uint32_t timeout_ms, gr_call_cb cb, void *ud) {
-    return gr__submit(rt, NULL, ref, method, arg, arg_len, timeout_ms, 0, cb, ud);
+    return gr__submit(rt, NULL, ref, method, arg, arg_len, timeout_ms, 0, NULL, 0, cb, ud);
 }
 
 int gr__call_hops(gr_runtime_t *rt, const gr_ref_t *ref, const char *method, const void *arg, size_t arg_len,
-                  uint32_t timeout_ms, int hops, gr_call_cb cb, void *ud) {
-    return gr__submit(rt, NULL, ref, method, arg, arg_len, timeout_ms, hops, cb, ud);
+                  uint32_t timeout_ms, int hops, const uint8_t *chain, size_t chain_len, gr_call_cb cb,
+                  void *ud) {
+    return gr__submit(rt, NULL, ref, method, arg, arg_len, timeout_ms, hops, chain, chain_len, cb, ud);
 }
 
 int gr_grain_call(gr_grain_t *g, const gr_ref_t *ref, const char *method, const void *arg, size_t arg_len,
                   uint32_t timeout_ms, gr_call_cb cb, void *ud) {
     if (!g) return GR_EINVAL;
     if (g->status != GR__G_ACTIVE) return GR_ESTATE;
-    return gr__submit(GR__G_RT(g), g, ref, method, arg, arg_len, timeout_ms, 0, cb, ud);
+    /* The new call's chain: the chain of the turn this grain is in (the
+     * non-interleaved one: an interleaved turn cannot block anyone), plus
+     * this grain (added by gr__submit, for the owner). */
+    const gr_msg_t *cur = g->current;
+    return gr__submit(GR__G_RT(g), g, ref, method, arg, arg_len, timeout_ms, 0, cur ? cur->chain : NULL,
+                      cur ? cur->chain_len : 0, cb, ud);
 }
 
 /* ---- replies ---- */
@@ -1129,11 +1303,14 @@ static int gr__reply(gr_msg_t *m, int status, const void *data, size_t len) {
     if (len > GR_ARG_MAX) return GR_ETOOBIG;
     gr_grain_t *g = m->grain;
     gr_runtime_t *rt = GR__G_RT(g);
-    assert(g->current == m && "gr_reply on a message that is not the current turn");
+    assert((g->current == m || m->interleaved) && "gr_reply on a message that is not a turn in progress");
     if (!((GR__G_CLS(g)->flags & GR_CLASS_PERSIST_BEFORE_REPLY) && (g->dirty || g->writing) &&
           g->status == GR__G_ACTIVE)) {
-        if (gr__msg_complete_copy(rt, m, status, data, len) != 0) return GR_ENOMEM;
-        g->current = NULL;
+        gr__turn_end(g, m); /* before completing: that frees m */
+        if (gr__msg_complete_copy(rt, m, status, data, len) != 0) {
+            gr__turn_restore(g, m);
+            return GR_ENOMEM;
+        }
         gr__grain_schedule(g);
         return 0;
     }
@@ -1149,7 +1326,7 @@ static int gr__reply(gr_msg_t *m, int status, const void *data, size_t len) {
     if (gr__write_request(g, NULL, NULL, m) == 0) return 0; /* turn ends at commit */
     m->reply = NULL;
     gr__free(copy);
-    g->current = NULL;
+    gr__turn_end(g, m);
     gr__msg_fail(rt, m, GR_ENOMEM, "out of memory persisting state");
     gr__grain_schedule(g);
     return 0;
@@ -1304,18 +1481,27 @@ int gr_runtime_register(gr_runtime_t *rt, const gr_class_t *cls) {
         e->n_methods++;
     e->calls = gr__calloc(e->n_methods, sizeof *e->calls);
     e->errors = gr__calloc(e->n_methods, sizeof *e->errors);
-    if (!e->calls || !e->errors) {
-        gr__free(e->calls);
-        gr__free(e->errors);
-        gr__free(e);
-        return GR_ENOMEM;
+    e->interleave = gr__calloc(e->n_methods, 1);
+    int rc = !e->calls || !e->errors || !e->interleave ? GR_ENOMEM : 0;
+    for (size_t i = 0; rc == 0 && i < e->n_methods; i++)
+        e->interleave[i] = (cls->flags & GR_CLASS_REENTRANT) != 0;
+    for (const char *const *name = cls->interleave; rc == 0 && name && *name; name++) {
+        const gr_method_t *m = gr__find_method(cls, *name);
+        if (m)
+            e->interleave[m - cls->methods] = 1;
+        else
+            rc = GR_EINVAL; /* a typo here would silently serialise the method */
     }
-    HASH_ADD_KEYPTR(hh, rt->classes, cls->name, strlen(cls->name), e);
-    if (gr__hash_oom()) {
+    if (rc == 0) {
+        HASH_ADD_KEYPTR(hh, rt->classes, cls->name, strlen(cls->name), e);
+        if (gr__hash_oom()) rc = GR_ENOMEM;
+    }
+    if (rc != 0) {
         gr__free(e->calls);
         gr__free(e->errors);
+        gr__free(e->interleave);
         gr__free(e);
-        return GR_ENOMEM;
+        return rc;
     }
     /* The sweep must run often enough for the shortest class age. */
     if (cls->idle_deactivate_ms && cls->idle_deactivate_ms < rt->min_idle_ms)
@@ -1375,6 +1561,7 @@ static void gr__maybe_closed(gr_runtime_t *rt) {
         HASH_DEL(rt->classes, e);
         gr__free(e->calls);
         gr__free(e->errors);
+        gr__free(e->interleave);
         gr__free(e);
     }
     void (*cb)(void *) = rt->close_cb;
@@ -1417,6 +1604,13 @@ void gr_runtime_close(gr_runtime_t *rt, void (*cb)(void *), void *ud) {
          * it: the write's completion releases it. */
         if (g->current && !gr__write_holds(g, g->current)) gr__msg_free(rt, g->current);
         g->current = NULL;
+        while (g->ext && g->ext->interleaved) {
+            gr_msg_t *im = g->ext->interleaved;
+            g->ext->interleaved = im->next;
+            g->ext->n_interleaved--;
+            im->next = NULL;
+            if (!gr__write_holds(g, im)) gr__msg_free(rt, im);
+        }
         while ((m = gr__mailbox_pop(g)) != NULL)
             gr__msg_free(rt, m);
         gr__timers_stop_all(g);
@@ -1483,6 +1677,10 @@ const uint8_t *gr__msg_arg(const gr_msg_t *m, size_t *len) {
     return m->arg;
 }
 int gr__msg_hops(const gr_msg_t *m) { return m->hops; }
+const uint8_t *gr__msg_chain(const gr_msg_t *m, size_t *len) {
+    *len = m->chain_len;
+    return m->chain;
+}
 
 uint32_t gr__msg_remaining_ms(const gr_runtime_t *rt, const gr_msg_t *m) {
     uint64_t now = uv_now(rt->loop);
@@ -1509,6 +1707,8 @@ void gr__runtime_run_here(gr_runtime_t *rt, gr_msg_t *m) {
     } else if (g->mb_len >= rt->opts.max_queue_per_grain) {
         gr__msg_fail(rt, m, GR_EOVERLOAD, "grain mailbox is full");
         return;
+    } else if (gr__deadlock_check(rt, g, m)) {
+        return;
     }
     gr__mailbox_push(g, m);
     gr__grain_schedule(g);
@@ -1533,7 +1733,7 @@ void gr__runtime_foreach(gr_runtime_t *rt,
 }
 
 static void gr__grain_drop(gr_grain_t *g) {
-    if (g->status == GR__G_ACTIVE && !g->current && !g->writing)
+    if (g->status == GR__G_ACTIVE && !gr__grain_busy(g) && !g->writing)
         gr__grain_deactivate(g, 0);
     else if (g->status == GR__G_ACTIVE || g->status == GR__G_LOADING) {
         g->deactivate_requested = 2; /* after the turn in progress, without saving */
@@ -1600,6 +1800,9 @@ int gr__runtime_write_metrics(const gr_runtime_t *rt, gr__buf_t *b) {
         "# TYPE granary_calls_accepted_total counter\ngranary_calls_accepted_total %llu\n"
         "# TYPE granary_calls_failed_total counter\ngranary_calls_failed_total %llu\n"
         "# TYPE granary_late_replies_total counter\ngranary_late_replies_total %llu\n"
+        "# HELP granary_call_cycles_total Calls failed with GR_EDEADLOCK: a call cycle back to a busy, "
+        "non-reentrant grain.\n"
+        "# TYPE granary_call_cycles_total counter\ngranary_call_cycles_total %llu\n"
         "# TYPE granary_activations_total counter\ngranary_activations_total %llu\n"
         "# TYPE granary_deactivations_total counter\ngranary_deactivations_total %llu\n"
         "# TYPE granary_storage_reads_total counter\ngranary_storage_reads_total %llu\n"
@@ -1611,7 +1814,7 @@ int gr__runtime_write_metrics(const gr_runtime_t *rt, gr__buf_t *b) {
         "# HELP granary_drain_remaining Activations left to deactivate (0 unless draining).\n"
         "# TYPE granary_drain_remaining gauge\ngranary_drain_remaining %zu\n",
         (unsigned long long)s->calls, (unsigned long long)s->calls_failed,
-        (unsigned long long)s->late_replies, (unsigned long long)s->activations,
+        (unsigned long long)s->late_replies, (unsigned long long)s->deadlocks, (unsigned long long)s->activations,
         (unsigned long long)s->deactivations, (unsigned long long)s->storage_reads,
         (unsigned long long)s->storage_writes, (unsigned long long)s->storage_conflicts,
         (unsigned long long)s->storage_errors, queued, rt->draining ? rt->n_grains : (size_t)0);

@@ -11,6 +11,7 @@ typedef struct gr__runtime_stats {
     uint64_t calls;         /* calls accepted */
     uint64_t calls_failed;  /* completed with an error status */
     uint64_t late_replies;  /* replies dropped because the caller had timed out */
+    uint64_t deadlocks;     /* calls failed with GR_EDEADLOCK (a call cycle) */
     uint64_t activations;   /* activations created */
     uint64_t deactivations; /* activations finished */
     uint64_t storage_reads, storage_writes, storage_conflicts, storage_errors;
@@ -39,15 +40,19 @@ const uint8_t *gr__msg_key(const gr_msg_t *m, size_t *len);
 const uint8_t *gr__msg_id(const gr_msg_t *m, size_t *len); /* class '\0' key */
 const uint8_t *gr__msg_arg(const gr_msg_t *m, size_t *len);
 int gr__msg_hops(const gr_msg_t *m);
+/* The call chain (grain ids waiting on this call) to send with a forward. */
+const uint8_t *gr__msg_chain(const gr_msg_t *m, size_t *len);
 uint32_t gr__msg_remaining_ms(const gr_runtime_t *rt, const gr_msg_t *m);
 
 void gr__runtime_run_here(gr_runtime_t *rt, gr_msg_t *m);
 /* Complete a routed message with a reply from elsewhere (copied). */
 void gr__runtime_msg_done(gr_runtime_t *rt, gr_msg_t *m, int status, const uint8_t *reply, size_t len);
 
-/* A call that arrived from another silo after `hops` forwards. */
+/* A call that arrived from another silo after `hops` forwards, with the
+ * call chain it carried (may be empty). */
 int gr__call_hops(gr_runtime_t *rt, const gr_ref_t *ref, const char *method, const void *arg, size_t arg_len,
-                  uint32_t timeout_ms, int hops, gr_call_cb cb, void *ud);
+                  uint32_t timeout_ms, int hops, const uint8_t *chain, size_t chain_len, gr_call_cb cb,
+                  void *ud);
 
 /* Every live activation (for re-registration after a view change). */
 void gr__runtime_foreach(gr_runtime_t *rt,

@@ -193,10 +193,12 @@ static void gr__deliver(gr__router_t *r, gr_msg_t *m, const char *silo, int atte
     size_t kl, al;
     const uint8_t *key = gr__msg_key(m, &kl);
     const uint8_t *arg = gr__msg_arg(m, &al);
+    size_t chl;
+    const uint8_t *chain = gr__msg_chain(m, &chl);
     gr_ref_t ref = {gr__msg_class(m), key, kl};
     r->stats.forwarded++;
-    int rc = gr__client_call_flags(peer, &ref, gr_msg_method(m), arg, al, remaining, GR__FRAME_REQUEST,
-                                   (uint8_t)(hops + 1), gr__forward_done, f);
+    int rc = gr__client_call_chain(peer, &ref, gr_msg_method(m), arg, al, remaining, GR__FRAME_REQUEST,
+                                   (uint8_t)(hops + 1), chain, chl, gr__forward_done, f);
     if (rc != 0) {
         gr__free(f);
         gr__runtime_msg_done(r->rt, m, rc, NULL, 0);

@@ -90,6 +90,12 @@ int gr__frame_decode(const uint8_t *buf, size_t len, size_t max_body, gr__frame_
         f->u.request.method_len = ml;
         f->u.request.arg = gr__rd_take(&r, al);
         f->u.request.arg_len = al;
+        if (f->flags & GR__FRAME_F_CHAIN) {
+            uint16_t hl = gr__rd_u16(&r);
+            if (hl == 0 || hl > GR__CHAIN_MAX) return GR_EPROTO;
+            f->u.request.chain = gr__rd_take(&r, hl);
+            f->u.request.chain_len = hl;
+        }
         break;
     }
     case GR__FRAME_RESPONSE:
@@ -182,13 +188,23 @@ int gr__frame_encode_hello_ok(gr__buf_t *b, uint16_t version, const char *name) 
 int gr__frame_encode_request(gr__buf_t *b, uint8_t type, uint64_t id, uint32_t timeout_ms,
                              const char *class_name, const void *key, size_t key_len, const char *method,
                              const void *arg, size_t arg_len) {
+    return gr__frame_encode_request_chain(b, type, id, timeout_ms, class_name, key, key_len, method, arg,
+                                          arg_len, NULL, 0);
+}
+
+int gr__frame_encode_request_chain(gr__buf_t *b, uint8_t type, uint64_t id, uint32_t timeout_ms,
+                                   const char *class_name, const void *key, size_t key_len, const char *method,
+                                   const void *arg, size_t arg_len, const void *chain, size_t chain_len) {
     size_t cl = strlen(class_name), ml = strlen(method);
     if (cl == 0 || ml == 0) return GR_EINVAL;
-    if (cl > GR_CLASS_NAME_MAX || ml > GR_METHOD_NAME_MAX || key_len > GR_KEY_MAX || arg_len > GR_ARG_MAX)
+    if (cl > GR_CLASS_NAME_MAX || ml > GR_METHOD_NAME_MAX || key_len > GR_KEY_MAX || arg_len > GR_ARG_MAX ||
+        chain_len > GR__CHAIN_MAX)
         return GR_ETOOBIG;
     size_t start;
-    int rc = gr__begin_frame(b, type, id, 16 + cl + key_len + ml + arg_len, &start);
+    int rc = gr__begin_frame(b, type, id, 16 + cl + key_len + ml + arg_len + (chain_len ? 2 + chain_len : 0),
+                             &start);
     if (rc) return rc;
+    if (chain_len) b->data[start + 7] |= GR__FRAME_F_CHAIN;
     gr__put32(b, timeout_ms);
     gr__put16(b, (uint16_t)cl);
     gr__put16(b, (uint16_t)ml);
@@ -198,6 +214,10 @@ int gr__frame_encode_request(gr__buf_t *b, uint8_t type, uint64_t id, uint32_t t
     gr__put(b, key, key_len);
     gr__put(b, method, ml);
     gr__put(b, arg, arg_len);
+    if (chain_len) {
+        gr__put16(b, (uint16_t)chain_len);
+        gr__put(b, chain, chain_len);
+    }
     gr__end_frame(b, start);
     return 0;
 }

@@ -16,6 +16,12 @@
 /* Default and hard cap of a frame body. A call carries at most GR_ARG_MAX of
  * argument plus names and key; 64 kB of slack covers those. */
 #define GR_FRAME_MAX_DEFAULT (GR_ARG_MAX + 64u * 1024u)
+/* Header flags of REQUEST/ONEWAY: the low four bits count silo-to-silo hops;
+ * GR__FRAME_F_CHAIN says a call chain follows the argument. */
+#define GR__FRAME_F_HOPS 0x0fu
+#define GR__FRAME_F_CHAIN 0x10u
+/* Most bytes of call chain a request carries (docs/grains.md). */
+#define GR__CHAIN_MAX 2048u
 
 typedef enum gr__frame_type {
     GR__FRAME_HELLO = 1,    /* first frame of a connection, from the dialing side */
@@ -62,6 +68,8 @@ typedef struct gr__frame {
             size_t method_len;
             const uint8_t *arg;
             size_t arg_len;
+            const uint8_t *chain; /* grain ids waiting on this call (GR__FRAME_F_CHAIN) */
+            size_t chain_len;
         } request; /* also ONEWAY */
         struct {
             int32_t status;
@@ -87,6 +95,10 @@ int gr__frame_encode_hello_ok(gr__buf_t *b, uint16_t version, const char *name);
 int gr__frame_encode_request(gr__buf_t *b, uint8_t type, uint64_t id, uint32_t timeout_ms,
                              const char *class_name, const void *key, size_t key_len, const char *method,
                              const void *arg, size_t arg_len);
+/* The same with a call chain (chain_len 0: none; at most GR__CHAIN_MAX). */
+int gr__frame_encode_request_chain(gr__buf_t *b, uint8_t type, uint64_t id, uint32_t timeout_ms,
+                                   const char *class_name, const void *key, size_t key_len, const char *method,
+                                   const void *arg, size_t arg_len, const void *chain, size_t chain_len);
 int gr__frame_encode_response(gr__buf_t *b, uint8_t type, uint64_t id, int32_t status, const void *body,
                               size_t body_len);
 int gr__frame_encode_empty(gr__buf_t *b, uint8_t type, uint64_t id);

@@ -12,7 +12,9 @@
  *   where     replies the id of the silo hosting this activation
  *   sleep     replies after ARG milliseconds (tests of timeouts and drain)
  *   reset     deletes the stored row (committed before the reply "0")
- *   deactivate  replies "ok", then the activation deactivates once idle */
+ *   deactivate  replies "ok", then the activation deactivates once idle
+ *   relay     ARG = "KEY METHOD [ARG]": calls Counter/KEY and relays its reply
+ * "where" interleaves (runs even while the grain waits on another call). */
 extern const gr_class_t counter_class;
 
 #endif

@@ -35,6 +35,11 @@ enum gr_class_flags {
      * and only then sends the reply (or GR_ESTORAGE/GR_ECONFLICT if the write
      * fails, in which case the activation is dropped and reloaded). */
     GR_CLASS_PERSIST_BEFORE_REPLY = 1u << 0,
+    /* Reentrant: while a call waits for an asynchronous reply (for example
+     * from another grain), the next queued calls may start. Handlers still
+     * never run at the same time (one loop thread), but state may change
+     * between a handler's return and its reply. Default: non-reentrant. */
+    GR_CLASS_REENTRANT = 1u << 1,
 };
 
 /** A grain class. The struct and every string and table it points to are
@@ -55,6 +60,12 @@ typedef struct gr_class {
      * (gr_call, gr_grain_call; clients send their own). 0: the runtime's
      * default_call_timeout_ms. */
     uint32_t call_timeout_ms;
+    /* Optional, NULL-terminated: names of methods that may run while other
+     * calls of the grain are in progress (read-only methods such as "get");
+     * they never wait behind a busy grain, and a call cycle that comes back
+     * to this grain through one of them is allowed. Every name must be in
+     * `methods` (else gr_runtime_register fails with GR_EINVAL). */
+    const char *const *interleave;
 } gr_class_t;
 
 /** Completion of a call. status is 0 with the reply bytes, GR_EAPP with the

@@ -293,6 +293,54 @@ static void test_wrong_secret_refused(void **st) {
     gr__buf_free(&b);
 }
 
+/* A call cycle across two silos: Counter/a (on silo 0) calls Counter/b (on
+ * silo 1), which calls a back. The call chain travels with the forwarded
+ * request, so silo 0 refuses the call back at once with GR_EDEADLOCK instead
+ * of letting it wait for its timeout; through "where", which interleaves,
+ * the same cycle completes. */
+static void test_call_cycle_across_silos(void **st) {
+    start_silo(0, NULL);
+    start_silo(1, NULL);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    wait_active_on(&loop, 2);
+    gr_test_run_for(&loop, 400);
+    char a0[32], a1[32];
+    snprintf(a0, sizeof a0, "127.0.0.1:%d", silos[0].port);
+    snprintf(a1, sizeof a1, "127.0.0.1:%d", silos[1].port);
+    gr_client_t *c0 = client_for(&loop, a0, "s3cret");
+    gr_client_t *c1 = client_for(&loop, a1, "s3cret");
+    char ka[32], kb[32], arg[128];
+    key_hosted_on(&loop, c0, 0, "cyc-a", ka, sizeof ka);
+    key_hosted_on(&loop, c1, 1, "cyc-b", kb, sizeof kb);
+    res_t r;
+    snprintf(arg, sizeof arg, "%s relay %s incr", kb, ka);
+    uint64_t t0 = now_ms();
+    assert_int_equal(call_sync(&loop, c0, ka, "relay", arg, &r), GR_EAPP);
+    uint64_t took = now_ms() - t0;
+    print_message("cycle across silos refused in %llu ms: %s\n", (unsigned long long)took, r.reply);
+    assert_non_null(strstr(r.reply, "GR_EDEADLOCK"));
+    char want[128];
+    snprintf(want, sizeof want, "Counter/%s -> Counter/%s -> Counter/%s", ka, kb, ka);
+    assert_non_null(strstr(r.reply, want));
+    assert_true(took < 2000);
+    /* Nothing was incremented, and the grains are still served. */
+    assert_int_equal(call_sync(&loop, c0, ka, "get", NULL, &r), 0);
+    assert_string_equal(r.reply, "0");
+    snprintf(arg, sizeof arg, "%s relay %s where", kb, ka);
+    assert_int_equal(call_sync(&loop, c0, ka, "relay", arg, &r), 0);
+    char hosted0[32];
+    snprintf(hosted0, sizeof hosted0, "127.0.0.1:%d-", silos[0].port);
+    assert_int_equal(strncmp(r.reply, hosted0, strlen(hosted0)), 0);
+    /* Without a cycle the relay is an ordinary cross-silo call. */
+    snprintf(arg, sizeof arg, "%s incr", kb);
+    assert_int_equal(call_sync(&loop, c0, ka, "relay", arg, &r), 0);
+    assert_string_equal(r.reply, "1");
+    gr_client_close(c0, NULL, NULL);
+    gr_client_close(c1, NULL, NULL);
+    gr_test_loop_close(&loop);
+}
+
 /* A silo cut off from PostgreSQL fences itself within the lease, the others
  * take its grains over with their state, and when the link comes back it
  * learns it was declared dead and exits with status 3. */
@@ -368,6 +416,7 @@ int main(void) {
     if (gr_test_wait(p, 30000) != 0) return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_single_activation_across_silos, new_cluster, kill_all),
+        cmocka_unit_test_setup_teardown(test_call_cycle_across_silos, new_cluster, kill_all),
         cmocka_unit_test_setup_teardown(test_sigterm_under_load, new_cluster, kill_all),
         cmocka_unit_test_setup_teardown(test_sigkill_failover, new_cluster, kill_all),
         cmocka_unit_test_setup_teardown(test_scale_down_3_to_1, new_cluster, kill_all),

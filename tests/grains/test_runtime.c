@@ -184,6 +184,43 @@ static const gr_class_t quick_cls = {.name = "Quick", .methods = t_methods, .on_
 static const gr_method_t relay_methods[] = {{"relay", m_relay}, {NULL, NULL}};
 static const gr_class_t relay_cls = {.name = "Relay", .methods = relay_methods};
 
+/* call "CLASS KEY METHOD [ARG]": calls that grain, replies with its reply
+ * (or "GR_E...: text" as an application error). */
+static void call_done(void *ud, int status, const uint8_t *reply, size_t len) {
+    gr_msg_t *m = ud;
+    if (status == 0) {
+        gr_reply(m, reply, len);
+        return;
+    }
+    char buf[1200];
+    snprintf(buf, sizeof buf, "%s: %.*s", gr_err_name(status), (int)len, (const char *)reply);
+    gr_reply_error(m, buf);
+}
+
+static void m_call(gr_grain_t *g, gr_msg_t *m, const uint8_t *a, size_t n) {
+    char buf[512], cls[64], key[64], method[64];
+    snprintf(buf, sizeof buf, "%.*s", (int)n, (const char *)a);
+    int used = 0;
+    if (sscanf(buf, "%63s %63s %63s %n", cls, key, method, &used) < 3) {
+        gr_reply_error(m, "bad argument");
+        return;
+    }
+    const char *rest = buf + used;
+    gr_ref_t ref = {cls, key, strlen(key)};
+    int rc = gr_grain_call(g, &ref, method, rest, strlen(rest), 2000, call_done, m);
+    if (rc != 0) gr_reply_error(m, gr_err_name(rc));
+}
+
+static const gr_method_t ring_methods[] = {
+    {"call", m_call}, {"incr", m_incr}, {"get", m_get}, {"slow", m_slow}, {NULL, NULL}};
+static const char *const ring_interleave[] = {"get", NULL};
+/* Non-reentrant, with "get" interleaving. */
+static const gr_class_t ring_cls = {
+    .name = "Ring", .methods = ring_methods, .on_activate = t_on_activate, .interleave = ring_interleave};
+/* Reentrant: every call may start while another waits. */
+static const gr_class_t rring_cls = {
+    .name = "RRing", .methods = ring_methods, .on_activate = t_on_activate, .flags = GR_CLASS_REENTRANT};
+
 static int fail_activate(gr_grain_t *g) { return GR_EINVAL; }
 static const gr_class_t broken_cls = {.name = "Broken", .methods = t_methods, .on_activate = fail_activate};
 
@@ -228,6 +265,8 @@ static gr_runtime_t *make_rt(fx_t *fx, const char *id, uint32_t max_queue) {
     assert_int_equal(gr_runtime_register(rt, &relay_cls), 0);
     assert_int_equal(gr_runtime_register(rt, &broken_cls), 0);
     assert_int_equal(gr_runtime_register(rt, &quick_cls), 0);
+    assert_int_equal(gr_runtime_register(rt, &ring_cls), 0);
+    assert_int_equal(gr_runtime_register(rt, &rring_cls), 0);
     return rt;
 }
 
@@ -471,6 +510,76 @@ static void test_class_timeout_and_remaining(void **state) {
     assert_int_equal(s.late_replies, 1);
 }
 
+/* A -> B -> A on a non-reentrant grain fails at once with GR_EDEADLOCK
+ * (not after the 2 s timeout), naming the cycle; through an interleaving
+ * method, or on a reentrant class, the same cycle completes. */
+static void test_call_cycles(void **state) {
+    fx_t *fx = *state;
+    res_t r;
+    uv_update_time(&fx->loop);
+    uint64_t t0 = uv_now(&fx->loop);
+    call(fx, fx->rt, "Ring", "a", "call", "Ring b call Ring a incr", 0, &r);
+    uv_update_time(&fx->loop);
+    assert_int_equal(r.status, GR_EAPP); /* a relays b's error text */
+    assert_non_null(strstr(r.reply, "GR_EAPP: GR_EDEADLOCK: call cycle Ring/a -> Ring/b -> Ring/a"));
+    assert_true(uv_now(&fx->loop) - t0 < 1000);
+    /* A direct self-call is the shortest cycle. */
+    call(fx, fx->rt, "Ring", "s", "call", "Ring s incr", 0, &r);
+    assert_non_null(strstr(r.reply, "GR_EDEADLOCK: call cycle Ring/s -> Ring/s"));
+    /* "get" interleaves: the cycle is fine. */
+    call(fx, fx->rt, "Ring", "a", "incr", NULL, 0, &r);
+    call(fx, fx->rt, "Ring", "a", "call", "Ring b call Ring a get", 0, &r);
+    assert_int_equal(r.status, 0);
+    assert_string_equal(r.reply, "1");
+    /* A reentrant class accepts the cycle for any method. */
+    call(fx, fx->rt, "RRing", "a", "call", "RRing b call RRing a incr", 0, &r);
+    assert_int_equal(r.status, 0);
+    assert_string_equal(r.reply, "1");
+    /* A chain that never comes back is no cycle: a -> c -> d works. */
+    call(fx, fx->rt, "Ring", "a", "call", "Ring c call Ring d get", 0, &r);
+    assert_int_equal(r.status, 0);
+    gr__runtime_stats_t st;
+    gr__runtime_get_stats(fx->rt, &st);
+    assert_int_equal(st.deadlocks, 2);
+}
+
+/* While a non-reentrant grain waits, an interleaving call runs and an
+ * ordinary one waits its turn. */
+static void test_interleave_while_busy(void **state) {
+    fx_t *fx = *state;
+    res_t slow, get, incr;
+    memset(&slow, 0, sizeof slow);
+    memset(&get, 0, sizeof get);
+    memset(&incr, 0, sizeof incr);
+    gr_ref_t ref = {"Ring", "busy", 4};
+    completions = 0;
+    assert_int_equal(gr_call(fx->rt, &ref, "slow", NULL, 0, 0, on_done, &slow), 0);
+    assert_int_equal(gr_call(fx->rt, &ref, "incr", NULL, 0, 0, on_done, &incr), 0);
+    assert_int_equal(gr_call(fx->rt, &ref, "get", NULL, 0, 0, on_done, &get), 0);
+    gr_test_run_for(&fx->loop, 100);
+    assert_int_equal(slow.status, 0);
+    assert_int_equal(incr.status, 0);
+    assert_int_equal(get.status, 0);
+    /* Only the head of the queue may start: get, queued behind incr, waits
+     * for it (FIFO is kept), and incr waits for slow. */
+    assert_true(slow.order < incr.order);
+    assert_true(incr.order < get.order);
+    /* With the grain busy and only interleaving calls queued, they run at once. */
+    memset(&slow, 0, sizeof slow);
+    memset(&get, 0, sizeof get);
+    assert_int_equal(gr_call(fx->rt, &ref, "slow", NULL, 0, 0, on_done, &slow), 0);
+    gr_test_run_for(&fx->loop, 1);
+    assert_int_equal(gr_call(fx->rt, &ref, "get", NULL, 0, 0, on_done, &get), 0);
+    gr_test_run_for(&fx->loop, 100);
+    assert_true(get.order < slow.order);
+    assert_string_equal(get.reply, "1");
+    assert_int_equal(busy_violations, 0);
+    /* A bad interleave list is refused at registration. */
+    static const char *const bad[] = {"nope", NULL};
+    static const gr_class_t bad_cls = {.name = "Bad", .methods = ring_methods, .interleave = bad};
+    assert_int_equal(gr_runtime_register(fx->rt, &bad_cls), GR_EINVAL);
+}
+
 static void test_timers(void **state) {
     fx_t *fx = *state;
     res_t r;
@@ -658,6 +767,8 @@ int main(void) {
         T(test_where),
         T(test_clear_state),
         T(test_class_timeout_and_remaining),
+        T(test_call_cycles),
+        T(test_interleave_while_busy),
     };
     return cmocka_run_group_tests_name("grains.runtime", tests, NULL, NULL);
 }

@@ -27,6 +27,55 @@ static void test_request_round_trip(void **st) {
     gr__buf_free(&b);
 }
 
+/* A request carrying a call chain sets the CHAIN flag; the chain survives
+ * the round trip; a flagged frame whose chain is empty, truncated or
+ * followed by stray bytes is malformed. */
+static void test_request_chain(void **st) {
+    gr__buf_t b;
+    gr__buf_init(&b);
+    const uint8_t chain[] = {0, 3, 'A', 0, 'a', 0, 3, 'B', 0, 'b'};
+    assert_int_equal(gr__frame_encode_request_chain(&b, GR__FRAME_REQUEST, 7, 100, "Counter", "k", 1, "get",
+                                                    "x", 1, chain, sizeof chain),
+                     0);
+    b.data[7] |= 2; /* two hops: the flags share the byte */
+    gr__frame_t f;
+    size_t used = 0;
+    assert_int_equal(gr__frame_decode(b.data, b.len, GR_FRAME_MAX_DEFAULT, &f, &used), 0);
+    assert_int_equal(used, b.len);
+    assert_int_equal(f.flags & GR__FRAME_F_HOPS, 2);
+    assert_true(f.flags & GR__FRAME_F_CHAIN);
+    assert_int_equal(f.u.request.arg_len, 1);
+    assert_int_equal(f.u.request.chain_len, sizeof chain);
+    assert_memory_equal(f.u.request.chain, chain, sizeof chain);
+    /* Without a chain the flag stays clear. */
+    gr__buf_t p;
+    gr__buf_init(&p);
+    assert_int_equal(gr__frame_encode_request(&p, GR__FRAME_REQUEST, 8, 100, "Counter", "k", 1, "get", NULL, 0),
+                     0);
+    assert_int_equal(gr__frame_decode(p.data, p.len, GR_FRAME_MAX_DEFAULT, &f, &used), 0);
+    assert_false(f.flags & GR__FRAME_F_CHAIN);
+    assert_int_equal(f.u.request.chain_len, 0);
+    /* The flag on a frame without the chain field: malformed. */
+    p.data[7] |= GR__FRAME_F_CHAIN;
+    assert_int_equal(gr__frame_decode(p.data, p.len, GR_FRAME_MAX_DEFAULT, &f, &used), GR_EPROTO);
+    /* A chain length larger than the bytes present: malformed. */
+    size_t at = b.len - sizeof chain - 2;
+    b.data[at] = 0;
+    b.data[at + 1] = (uint8_t)(sizeof chain + 1);
+    assert_int_equal(gr__frame_decode(b.data, b.len, GR_FRAME_MAX_DEFAULT, &f, &used), GR_EPROTO);
+    /* Zero-length chain: malformed. */
+    b.data[at + 1] = 0;
+    assert_int_equal(gr__frame_decode(b.data, b.len, GR_FRAME_MAX_DEFAULT, &f, &used), GR_EPROTO);
+    /* Over the limit: refused by the encoder. */
+    static uint8_t big[GR__CHAIN_MAX + 1];
+    b.len = 0;
+    assert_int_equal(gr__frame_encode_request_chain(&b, GR__FRAME_REQUEST, 9, 100, "C", "k", 1, "m", NULL, 0, big,
+                                                    sizeof big),
+                     GR_ETOOBIG);
+    gr__buf_free(&b);
+    gr__buf_free(&p);
+}
+
 static void test_all_types_round_trip(void **st) {
     gr__buf_t b;
     gr__buf_init(&b);
@@ -205,6 +254,7 @@ static void test_mutations(void **st) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_request_round_trip),
+        cmocka_unit_test(test_request_chain),
         cmocka_unit_test(test_all_types_round_trip),
         cmocka_unit_test(test_truncated_needs_more),
         cmocka_unit_test(test_oversized_rejected_early),
