@@ -179,6 +179,6 @@ static const gr_class_t driver_class = {.name = "BenchDriver", .methods = driver
 
 const gr_class_t *const *granary_grains(void);
 const gr_class_t *const *granary_grains(void) {
-    static const gr_class_t *const classes[] = {&counter_class, &driver_class, NULL};
+    static const gr_class_t *const classes[] = {&counter_class, &checksum_class, &driver_class, NULL};
     return classes;
 }

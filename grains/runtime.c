@@ -25,6 +25,12 @@ typedef enum { GR__G_LOADING, GR__G_ACTIVE, GR__G_DEACTIVATING, GR__G_DEAD } gr_
 /* Call ids are sequential: a multiplicative hash spreads them over uthash's
  * buckets for a fraction of the cost of its general byte hash. */
 #define GR__CALL_HASH(id) ((unsigned)(((uint64_t)(id) * 0x9E3779B97F4A7C15ull) >> 32))
+/* Stateless workers: activations per key per silo when the class says 0. */
+#define GR__WORKERS_DEFAULT 4u
+/* A worker activation's table id is this byte, its index, then class '\0'
+ * key: distinct from every grain id (class names never start with 0x01),
+ * and the key still ends the id. */
+#define GR__WORKER_TAG 0x01
 /* Slots of the per-runtime cache from a class-name pointer to its entry. */
 #define GR__CLASS_CACHE 8
 
@@ -199,6 +205,7 @@ struct gr_runtime {
 #define GR__G_CLS(g) ((g)->ce->cls)
 #define GR__G_KEY(g) ((g)->id + (g)->id_len - (g)->key_len)
 #define GR__G_TIMERS(g) ((g)->ext ? (g)->ext->timers : NULL)
+#define GR__G_WORKER(g) ((g)->ce->cls->flags & GR_CLASS_STATELESS_WORKER)
 
 /* A microsecond clock in 32 bits, for the duration of one storage operation. */
 static uint32_t gr__us32(void) { return (uint32_t)(uv_hrtime() / 1000); }
@@ -297,6 +304,10 @@ static void gr__chain_describe(char *out, size_t size, const uint8_t *chain, siz
             o = len + 1;
         }
         if (w) w += (size_t)snprintf(out + w, size - w, " -> ");
+        if (n >= 2 && e[0] == GR__WORKER_TAG) { /* a stateless worker: show its grain id */
+            e += 2;
+            n -= 2;
+        }
         for (size_t i = 0; i < n && i < GR_CLASS_NAME_MAX + 40 && w + 4 < size; i++)
             out[w++] = e[i] == 0 ? '/' : (e[i] >= 32 && e[i] < 127 ? (char)e[i] : '?');
         out[w] = '\0';
@@ -305,6 +316,8 @@ static void gr__chain_describe(char *out, size_t size, const uint8_t *chain, siz
 
 static void gr__pump_start(gr_runtime_t *rt);
 static void gr__grain_schedule(gr_grain_t *g);
+static void gr__worker_enqueue(gr_runtime_t *rt, gr__class_entry_t *ce, const uint8_t *key, size_t key_len,
+                               gr_msg_t *m);
 static void gr__grain_deactivate(gr_grain_t *g, int save);
 static void gr__grain_release(gr_grain_t *g);
 static void gr__maybe_drained(gr_runtime_t *rt);
@@ -604,16 +617,23 @@ static int gr__grain_new(gr_runtime_t *rt, const gr_class_t *cls, const uint8_t 
         gr__free(g);
         return GR_ENOMEM;
     }
-    int rc = gr_storage_read(rt->storage, cls->name, GR__G_KEY(g), g->key_len, gr__grain_storage_read_cb, g);
-    if (rc != 0) {
-        HASH_DEL(rt->grains, g);
-        gr__free(g);
-        return rc == GR_ENOMEM ? GR_ENOMEM : GR_ESTORAGE;
+    if (GR__G_WORKER(g)) {
+        /* No state to load: the pump completes the "load" (user code such
+         * as on_activate never runs inside the call that caused it). */
+        gr__grain_schedule(g);
+    } else {
+        int rc =
+            gr_storage_read(rt->storage, cls->name, GR__G_KEY(g), g->key_len, gr__grain_storage_read_cb, g);
+        if (rc != 0) {
+            HASH_DEL(rt->grains, g);
+            gr__free(g);
+            return rc == GR_ENOMEM ? GR_ENOMEM : GR_ESTORAGE;
+        }
+        rt->stats.storage_reads++;
     }
     g->refs++;
     g->io_t0 = gr__us32();
     g->ce->active++;
-    rt->stats.storage_reads++;
     rt->n_grains++;
     rt->stats.activations++;
     gr__grain_touch(g);
@@ -634,14 +654,25 @@ static void gr__grain_finish(gr_grain_t *g) {
     g->ce->active--;
     rt->stats.deactivations++;
     gr__lru_unlink(rt, g);
-    if (rt->on_gone && !rt->closing) rt->on_gone(rt->router_ud, GR__G_CLS(g)->name, GR__G_KEY(g), g->key_len);
+    int worker = GR__G_WORKER(g) != 0;
+    if (rt->on_gone && !rt->closing && !worker)
+        rt->on_gone(rt->router_ud, GR__G_CLS(g)->name, GR__G_KEY(g), g->key_len);
     if (g->ext && g->ext->data_free) g->ext->data_free(g->ext->data);
     if (g->ext) g->ext->data = NULL, g->ext->data_free = NULL;
     gr_msg_t *queued = g->mb_head;
     g->mb_head = g->mb_tail = NULL;
     g->mb_len = 0;
-    if (queued) {
-        if (rt->router && !rt->closing) {
+    if (queued && worker && !rt->closing && !rt->draining) {
+        /* Another worker of the same key on this silo takes them. */
+        while (queued) {
+            gr_msg_t *n = queued->next;
+            queued->next = NULL;
+            queued->grain = NULL;
+            gr__worker_enqueue(rt, g->ce, GR__G_KEY(g), g->key_len, queued);
+            queued = n;
+        }
+    } else if (queued) {
+        if (rt->router && !rt->closing && !worker) {
             /* Cluster mode: the directory decides where they run now. */
             while (queued) {
                 gr_msg_t *n = queued->next;
@@ -702,7 +733,7 @@ static void gr__grain_storage_read_cb(void *ud, int status, const uint8_t *data,
     gr_grain_t *g = ud;
     g->refs--;
     gr_runtime_t *rt = GR__G_RT(g);
-    gr__hist_observe(&rt->read_latency, gr__since_us32_ns(g->io_t0));
+    if (!GR__G_WORKER(g)) gr__hist_observe(&rt->read_latency, gr__since_us32_ns(g->io_t0));
     if (g->status == GR__G_DEAD) { /* the runtime closed meanwhile */
         gr__grain_release(g);
         return;
@@ -924,6 +955,10 @@ static void gr__grain_tick(gr_grain_t *g) {
 /* Run at most one turn of a grain. */
 static void gr__grain_run(gr_grain_t *g) {
     gr_runtime_t *rt = GR__G_RT(g);
+    if (g->status == GR__G_LOADING && GR__G_WORKER(g)) {
+        gr__grain_storage_read_cb(g, 0, NULL, 0, 0, NULL); /* stateless: loaded at once */
+        return;
+    }
     if (g->status != GR__G_ACTIVE) return;
     if (g->ticks_pending) {
         gr__grain_tick(g);
@@ -1139,6 +1174,58 @@ int gr_timer_stop(gr_grain_t *g, uint64_t id) {
 
 /* ---- submitting calls ---- */
 
+/* Stateless workers: hand the message to an idle worker activation of
+ * (class, key) on this silo, else start another one (up to the class's
+ * max_workers), else queue it on the worker with the shortest mailbox.
+ * Never routed: any silo may serve a worker's calls. */
+static void gr__worker_enqueue(gr_runtime_t *rt, gr__class_entry_t *ce, const uint8_t *key, size_t key_len,
+                               gr_msg_t *m) {
+    const gr_class_t *cls = ce->cls;
+    size_t cl = strlen(cls->name);
+    uint8_t idbuf[2 + GR_CLASS_NAME_MAX + 1 + GR_KEY_MAX];
+    idbuf[0] = GR__WORKER_TAG;
+    memcpy(idbuf + 2, cls->name, cl + 1);
+    if (key_len) memcpy(idbuf + 2 + cl + 1, key, key_len);
+    size_t id_len = 2 + cl + 1 + key_len;
+    unsigned max = cls->max_workers ? cls->max_workers : GR__WORKERS_DEFAULT;
+    if (max > 255) max = 255;
+    gr_grain_t *pick = NULL, *shortest = NULL;
+    int free_slot = -1;
+    for (unsigned i = 0; i < max && !pick; i++) {
+        gr_grain_t *g = NULL;
+        idbuf[1] = (uint8_t)i;
+        HASH_FIND(hh, rt->grains, idbuf, id_len, g);
+        if (!g) {
+            if (free_slot < 0) free_slot = (int)i;
+            continue;
+        }
+        if (g->status != GR__G_ACTIVE && g->status != GR__G_LOADING) continue;
+        if (!gr__grain_busy(g) && !g->mb_head)
+            pick = g;
+        else if (!shortest || g->mb_len < shortest->mb_len)
+            shortest = g;
+    }
+    if (!pick && free_slot >= 0) {
+        idbuf[1] = (uint8_t)free_slot;
+        int rc = gr__grain_new(rt, cls, idbuf, id_len, 2 + cl, &pick);
+        if (rc != 0) {
+            gr__msg_fail(rt, m, rc, "could not start a stateless worker");
+            return;
+        }
+    }
+    if (!pick) pick = shortest;
+    if (!pick) {
+        gr__msg_fail(rt, m, GR_EOVERLOAD, "no stateless worker can take the call");
+        return;
+    }
+    if (pick->mb_len >= rt->opts.max_queue_per_grain) {
+        gr__msg_fail(rt, m, GR_EOVERLOAD, "grain mailbox is full");
+        return;
+    }
+    gr__mailbox_push(pick, m);
+    gr__grain_schedule(pick);
+}
+
 /* A call whose chain already holds its target comes back to a grain that is
  * waiting for this very chain: unless the method may interleave, it could
  * only wait for its own caller, so fail it now with a clear error instead
@@ -1236,6 +1323,10 @@ static int gr__submit(gr_runtime_t *rt, gr_grain_t *owner, const gr_ref_t *ref, 
     if (ref->key_len) memcpy(idbuf + cl + 1, ref->key, ref->key_len);
     size_t id_len = cl + 1 + ref->key_len;
 
+    if (ce->cls->flags & GR_CLASS_STATELESS_WORKER) {
+        gr__worker_enqueue(rt, ce, idbuf + cl + 1, ref->key_len, m);
+        return 0;
+    }
     gr_grain_t *g = NULL;
     HASH_FIND(hh, rt->grains, idbuf, id_len, g);
     if (rt->router && (!g || g->status == GR__G_DEAD)) {
@@ -1383,6 +1474,7 @@ int64_t gr_state_version(const gr_grain_t *g) { return g->version; }
 int gr_state_dirty(const gr_grain_t *g) { return g->dirty; }
 
 int gr_state_set(gr_grain_t *g, const void *data, size_t len) {
+    if (GR__G_WORKER(g)) return GR_ESTATE; /* stateless */
     if (len > GR_STATE_MAX) return GR_ETOOBIG;
     if (len && !data) return GR_EINVAL;
     uint8_t *copy = NULL;
@@ -1400,6 +1492,7 @@ int gr_state_set(gr_grain_t *g, const void *data, size_t len) {
 
 int gr_state_clear(gr_grain_t *g) {
     if (!g) return GR_EINVAL;
+    if (GR__G_WORKER(g)) return GR_ESTATE;
     if (g->status != GR__G_ACTIVE) return GR_ESTATE;
     gr__free(g->state);
     g->state = NULL;
@@ -1728,7 +1821,9 @@ void gr__runtime_foreach(gr_runtime_t *rt,
                          void (*fn)(void *ud, const char *cls, const uint8_t *key, size_t len), void *ud) {
     gr_grain_t *g, *tmp;
     HASH_ITER(hh, rt->grains, g, tmp) {
-        if (g->status == GR__G_ACTIVE || g->status == GR__G_LOADING) fn(ud, GR__G_CLS(g)->name, GR__G_KEY(g), g->key_len);
+        /* Workers are not in the directory: nothing to re-register. */
+        if ((g->status == GR__G_ACTIVE || g->status == GR__G_LOADING) && !GR__G_WORKER(g))
+            fn(ud, GR__G_CLS(g)->name, GR__G_KEY(g), g->key_len);
     }
 }
 

@@ -230,11 +230,34 @@ const gr_class_t counter_class = {
     .interleave = counter_interleave,
 };
 
+/* Checksum: a stateless worker. `sum` replies the FNV-1a 64 hash of its
+ * argument in hex; `where` the silo that served it. Any silo serves it
+ * locally, with up to 8 activations per key per silo. */
+static void checksum_sum(gr_grain_t *g, gr_msg_t *msg, const uint8_t *arg, size_t len) {
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < len; i++) {
+        h ^= arg[i];
+        h *= 1099511628211ull;
+    }
+    char buf[17];
+    snprintf(buf, sizeof buf, "%016" PRIx64, h);
+    gr_reply(msg, buf, 16);
+}
+
+static const gr_method_t checksum_methods[] = {{"sum", checksum_sum}, {"where", counter_where}, {NULL, NULL}};
+
+const gr_class_t checksum_class = {
+    .name = "Checksum",
+    .methods = checksum_methods,
+    .flags = GR_CLASS_STATELESS_WORKER,
+    .max_workers = 8,
+};
+
 #ifdef GR_COUNTER_MODULE
 /* Entry point of counter.so for `silo --grains counter.so`. */
 const gr_class_t *const *granary_grains(void);
 const gr_class_t *const *granary_grains(void) {
-    static const gr_class_t *const classes[] = {&counter_class, NULL};
+    static const gr_class_t *const classes[] = {&counter_class, &checksum_class, NULL};
     return classes;
 }
 #endif

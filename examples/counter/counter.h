@@ -17,4 +17,8 @@
  * "where" interleaves (runs even while the grain waits on another call). */
 extern const gr_class_t counter_class;
 
+/* Checksum, a stateless worker: sum replies the FNV-1a 64 hash of ARG in hex;
+ * where replies the silo that served the call (always the one it entered). */
+extern const gr_class_t checksum_class;
+
 #endif

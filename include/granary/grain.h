@@ -40,6 +40,13 @@ enum gr_class_flags {
      * never run at the same time (one loop thread), but state may change
      * between a handler's return and its reply. Default: non-reentrant. */
     GR_CLASS_REENTRANT = 1u << 1,
+    /* Stateless worker: no state (nothing is read or written; gr_state_set
+     * and gr_state_clear return GR_ESTATE) and no single-activation rule.
+     * Calls are served on the silo they enter, never routed: an idle
+     * activation of the key takes the call, else a new one starts (up to
+     * max_workers per key per silo), else it queues on the least busy one.
+     * For fan-out work such as validation or aggregation. */
+    GR_CLASS_STATELESS_WORKER = 1u << 2,
 };
 
 /** A grain class. The struct and every string and table it points to are
@@ -66,6 +73,8 @@ typedef struct gr_class {
      * to this grain through one of them is allowed. Every name must be in
      * `methods` (else gr_runtime_register fails with GR_EINVAL). */
     const char *const *interleave;
+    /* GR_CLASS_STATELESS_WORKER: activations per key per silo (0: 4, at most 255). */
+    unsigned max_workers;
 } gr_class_t;
 
 /** Completion of a call. status is 0 with the reply bytes, GR_EAPP with the

@@ -341,6 +341,45 @@ static void test_call_cycle_across_silos(void **st) {
     gr_test_loop_close(&loop);
 }
 
+/* A stateless worker is served by whichever silo a call enters, never
+ * forwarded, with no directory entry and no state. */
+static void test_stateless_worker_served_locally(void **st) {
+    start_silo(0, NULL);
+    start_silo(1, NULL);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    wait_active_on(&loop, 2);
+    gr_test_run_for(&loop, 400);
+    for (int i = 0; i < 2; i++) {
+        char a[32], hosted[32];
+        snprintf(a, sizeof a, "127.0.0.1:%d", silos[i].port);
+        snprintf(hosted, sizeof hosted, "127.0.0.1:%d-", silos[i].port);
+        gr_client_t *c = client_for(&loop, a, "s3cret");
+        res_t r;
+        memset(&r, 0, sizeof r);
+        gr_ref_t ref = {"Checksum", "k", 1};
+        for (int j = 0; j < 5; j++) {
+            memset(&r, 0, sizeof r);
+            assert_int_equal(gr_client_call(c, &ref, "where", NULL, 0, 5000, gr_test_on_reply, &r), 0);
+            assert_true(gr_test_run_until(&loop, &r.done, 10000));
+            assert_int_equal(r.status, 0);
+            assert_int_equal(strncmp(r.reply, hosted, strlen(hosted)), 0);
+        }
+        memset(&r, 0, sizeof r);
+        assert_int_equal(gr_client_call(c, &ref, "sum", "abc", 3, 5000, gr_test_on_reply, &r), 0);
+        assert_true(gr_test_run_until(&loop, &r.done, 10000));
+        assert_string_equal(r.reply, "e16801510db89efd"); /* FNV-1a 64 of "abc" */
+        gr_client_close(c, NULL, NULL);
+    }
+    /* Nothing stored for it. */
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM granary_grain_state WHERE grain_class = 'Checksum'");
+    char *v = gr_test_sql(gr_test_pg_url(), sql);
+    assert_string_equal(v, "0");
+    free(v);
+    gr_test_loop_close(&loop);
+}
+
 /* A silo cut off from PostgreSQL fences itself within the lease, the others
  * take its grains over with their state, and when the link comes back it
  * learns it was declared dead and exits with status 3. */
@@ -417,6 +456,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_single_activation_across_silos, new_cluster, kill_all),
         cmocka_unit_test_setup_teardown(test_call_cycle_across_silos, new_cluster, kill_all),
+        cmocka_unit_test_setup_teardown(test_stateless_worker_served_locally, new_cluster, kill_all),
         cmocka_unit_test_setup_teardown(test_sigterm_under_load, new_cluster, kill_all),
         cmocka_unit_test_setup_teardown(test_sigkill_failover, new_cluster, kill_all),
         cmocka_unit_test_setup_teardown(test_scale_down_3_to_1, new_cluster, kill_all),

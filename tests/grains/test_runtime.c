@@ -221,6 +221,20 @@ static const gr_class_t ring_cls = {
 static const gr_class_t rring_cls = {
     .name = "RRing", .methods = ring_methods, .on_activate = t_on_activate, .flags = GR_CLASS_REENTRANT};
 
+static void m_set(gr_grain_t *g, gr_msg_t *m, const uint8_t *a, size_t n) {
+    reply_int(m, gr_state_set(g, "x", 1));
+}
+
+static const gr_method_t worker_methods[] = {{"slow", m_slow}, {"set", m_set}, {"where", m_where}, {NULL, NULL}};
+/* At most 3 activations per key per runtime. */
+static const gr_class_t worker_cls = {.name = "Worker",
+                                      .methods = worker_methods,
+                                      .on_activate = t_on_activate,
+                                      .on_deactivate = t_on_deactivate,
+                                      .flags = GR_CLASS_STATELESS_WORKER,
+                                      .idle_deactivate_ms = 100,
+                                      .max_workers = 3};
+
 static int fail_activate(gr_grain_t *g) { return GR_EINVAL; }
 static const gr_class_t broken_cls = {.name = "Broken", .methods = t_methods, .on_activate = fail_activate};
 
@@ -267,6 +281,7 @@ static gr_runtime_t *make_rt(fx_t *fx, const char *id, uint32_t max_queue) {
     assert_int_equal(gr_runtime_register(rt, &quick_cls), 0);
     assert_int_equal(gr_runtime_register(rt, &ring_cls), 0);
     assert_int_equal(gr_runtime_register(rt, &rring_cls), 0);
+    assert_int_equal(gr_runtime_register(rt, &worker_cls), 0);
     return rt;
 }
 
@@ -580,6 +595,51 @@ static void test_interleave_while_busy(void **state) {
     assert_int_equal(gr_runtime_register(fx->rt, &bad_cls), GR_EINVAL);
 }
 
+/* Stateless workers: concurrent calls to one key spread over up to
+ * max_workers activations (3), which never touch storage and refuse state. */
+static void test_stateless_workers(void **state) {
+    fx_t *fx = *state;
+    gr__runtime_stats_t before, after;
+    gr__runtime_get_stats(fx->rt, &before);
+    res_t rs[10];
+    memset(rs, 0, sizeof rs);
+    gr_ref_t ref = {"Worker", "w", 1};
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(gr_call(fx->rt, &ref, "slow", NULL, 0, 0, on_done, &rs[i]), 0);
+    uv_update_time(&fx->loop);
+    uint64_t t0 = uv_now(&fx->loop);
+    int done = 0;
+    while (done < 10 && uv_now(&fx->loop) - t0 < 2000) {
+        gr_test_run_for(&fx->loop, 1);
+        done = 0;
+        for (int i = 0; i < 10; i++)
+            done += rs[i].done;
+    }
+    for (int i = 0; i < 10; i++) {
+        assert_int_equal(rs[i].status, 0);
+        assert_string_equal(rs[i].reply, "late");
+    }
+    assert_int_equal(activations, 3); /* capped at max_workers */
+    assert_int_equal(busy_violations, 0); /* each activation still one turn at a time */
+    assert_int_equal(gr_runtime_activation_count(fx->rt), 3);
+    gr__runtime_get_stats(fx->rt, &after);
+    assert_int_equal(after.storage_reads, before.storage_reads);
+    assert_int_equal(after.storage_writes, before.storage_writes);
+    /* A single call at a time reuses the idle first worker. */
+    res_t r;
+    call(fx, fx->rt, "Worker", "w", "where", NULL, 0, &r);
+    assert_int_equal(activations, 3);
+    call(fx, fx->rt, "Worker", "w", "set", NULL, 0, &r);
+    assert_int_equal(atoi(r.reply), GR_ESTATE);
+    /* Another runtime (silo) serves the same key with its own workers. */
+    call(fx, fx->rt2, "Worker", "w", "where", NULL, 0, &r);
+    assert_string_equal(r.reply, "silo-b");
+    /* Idle workers deactivate like any grain. */
+    gr_test_run_for(&fx->loop, 400);
+    assert_int_equal(gr_runtime_activation_count(fx->rt), 0);
+    assert_int_equal(deactivations, 4);
+}
+
 static void test_timers(void **state) {
     fx_t *fx = *state;
     res_t r;
@@ -769,6 +829,7 @@ int main(void) {
         T(test_class_timeout_and_remaining),
         T(test_call_cycles),
         T(test_interleave_while_busy),
+        T(test_stateless_workers),
     };
     return cmocka_run_group_tests_name("grains.runtime", tests, NULL, NULL);
 }
