@@ -36,6 +36,7 @@ int gr_err_retryable(int err) {
     case GR_ENOTHERE:
     case GR_EOVERLOAD:
     case GR_ESHUTDOWN:
+    case GR_ESTATEVERSION:
         return 1;
     default:
         return 0;

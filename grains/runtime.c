@@ -600,7 +600,7 @@ static gr_msg_t *gr__mailbox_pop(gr_grain_t *g) {
 }
 
 static void gr__grain_storage_read_cb(void *ud, int status, const uint8_t *data, size_t len, int64_t version,
-                                      const char *detail);
+                                      uint32_t format, const char *detail);
 
 /* Create an activation in LOADING state and start reading its state. */
 static int gr__grain_new(gr_runtime_t *rt, const gr_class_t *cls, const uint8_t *id, size_t id_len,
@@ -729,7 +729,7 @@ static void gr__grain_fail_all(gr_grain_t *g, int status, const char *detail) {
 }
 
 static void gr__grain_storage_read_cb(void *ud, int status, const uint8_t *data, size_t len, int64_t version,
-                                      const char *detail) {
+                                      uint32_t format, const char *detail) {
     gr_grain_t *g = ud;
     g->refs--;
     gr_runtime_t *rt = GR__G_RT(g);
@@ -746,6 +746,21 @@ static void gr__grain_storage_read_cb(void *ud, int status, const uint8_t *data,
         gr__grain_fail_all(g, status == GR_ECANCELED ? GR_ESHUTDOWN : GR_ESTORAGE, msg);
         return;
     }
+    const gr_class_t *cls = GR__G_CLS(g);
+    if (version > 0 && format > cls->state_version) {
+        /* Written by a newer version of the class (a rolling deploy in
+         * progress): this silo cannot read it and must never overwrite it.
+         * Retryable: a silo running the newer class can host the grain. */
+        char msg[256];
+        snprintf(msg, sizeof msg,
+                 "stored state has format %u, newer than this silo's %s (state_version %u): not activating "
+                 "here; a silo with the newer class can host it",
+                 (unsigned)format, cls->name, (unsigned)cls->state_version);
+        gr__log(GR__LOG_WARN, cls->name, GR__G_KEY(g), g->key_len, "%s", msg);
+        rt->stats.state_too_new++;
+        gr__grain_fail_all(g, GR_ESTATEVERSION, msg);
+        return;
+    }
     if (len) {
         g->state = gr__memdup(data, len);
         if (!g->state) {
@@ -756,6 +771,21 @@ static void gr__grain_storage_read_cb(void *ud, int status, const uint8_t *data,
     g->state_len = (uint32_t)len;
     g->version = version;
     g->status = GR__G_ACTIVE;
+    if (version > 0 && format < cls->state_version && cls->upgrade_state) {
+        /* The upgrade sees the old bytes and sets the new ones (dirty: the
+         * next write stores them with the new format). */
+        int rc = cls->upgrade_state(g, data, len, format);
+        if (rc != 0) {
+            char msg[200];
+            snprintf(msg, sizeof msg, "upgrading the state from format %u to %u failed: %s", (unsigned)format,
+                     (unsigned)cls->state_version, gr_strerror(rc));
+            gr__log(GR__LOG_WARN, cls->name, GR__G_KEY(g), g->key_len, "%s", msg);
+            g->dirty = 0; /* nothing of it may be written */
+            gr__grain_fail_all(g, GR_EACTIVATE, msg);
+            return;
+        }
+        rt->stats.state_upgrades++;
+    }
     if (GR__G_CLS(g)->on_activate) {
         int rc = GR__G_CLS(g)->on_activate(g);
         if (rc != 0) {
@@ -879,7 +909,7 @@ static void gr__write_start(gr_grain_t *g) {
                               gr__write_cb, g);
     } else {
         rc = gr_storage_write(rt->storage, GR__G_CLS(g)->name, GR__G_KEY(g), g->key_len, g->state,
-                              g->state_len, g->version, gr__write_cb, g);
+                              g->state_len, GR__G_CLS(g)->state_version, g->version, gr__write_cb, g);
     }
     if (rc != 0) {
         g->dirty = 1;
@@ -956,7 +986,7 @@ static void gr__grain_tick(gr_grain_t *g) {
 static void gr__grain_run(gr_grain_t *g) {
     gr_runtime_t *rt = GR__G_RT(g);
     if (g->status == GR__G_LOADING && GR__G_WORKER(g)) {
-        gr__grain_storage_read_cb(g, 0, NULL, 0, 0, NULL); /* stateless: loaded at once */
+        gr__grain_storage_read_cb(g, 0, NULL, 0, 0, 0, NULL); /* stateless: loaded at once */
         return;
     }
     if (g->status != GR__G_ACTIVE) return;

@@ -12,6 +12,8 @@ typedef struct gr__runtime_stats {
     uint64_t calls_failed;  /* completed with an error status */
     uint64_t late_replies;  /* replies dropped because the caller had timed out */
     uint64_t deadlocks;     /* calls failed with GR_EDEADLOCK (a call cycle) */
+    uint64_t state_upgrades; /* activations whose state an upgrade_state converted */
+    uint64_t state_too_new;  /* activations refused: state written by a newer class */
     uint64_t activations;   /* activations created */
     uint64_t deactivations; /* activations finished */
     uint64_t storage_reads, storage_writes, storage_conflicts, storage_errors;

@@ -10,6 +10,7 @@ typedef struct gr__mem_row {
     uint8_t *state;
     size_t len;
     int64_t version;
+    uint32_t format;
     size_t id_len;
     uint8_t id[]; /* class '\0' key: the table key */
 } gr__mem_row_t;
@@ -24,6 +25,7 @@ typedef struct gr__mem_op {
     uint8_t *data;
     size_t len;
     int64_t expected;
+    uint32_t format;
     size_t id_len;
     uint8_t id[];
 } gr__mem_op_t;
@@ -40,7 +42,7 @@ typedef struct gr__mem {
 static void gr__mem_run(uv_idle_t *h);
 
 static int gr__mem_push(gr__mem_t *m, gr__mem_kind_t kind, const char *cls, const void *key, size_t key_len,
-                        const void *data, size_t len, int64_t expected, void *cb, void *ud) {
+                        const void *data, size_t len, uint32_t format, int64_t expected, void *cb, void *ud) {
     size_t cl = strlen(cls) + 1;
     gr__mem_op_t *op = gr__malloc(sizeof *op + cl + key_len);
     if (!op) return GR_ENOMEM;
@@ -51,6 +53,7 @@ static int gr__mem_push(gr__mem_t *m, gr__mem_kind_t kind, const char *cls, cons
     op->data = NULL;
     op->len = len;
     op->expected = expected;
+    op->format = format;
     if (len) {
         op->data = gr__memdup(data, len);
         if (!op->data) {
@@ -76,9 +79,9 @@ static void gr__mem_exec(gr__mem_t *m, gr__mem_op_t *op) {
     if (op->kind == GR__MEM_READ) {
         gr_storage_read_cb cb = (gr_storage_read_cb)op->cb;
         if (row)
-            cb(op->ud, 0, row->state, row->len, row->version, NULL);
+            cb(op->ud, 0, row->state, row->len, row->version, row->format, NULL);
         else
-            cb(op->ud, 0, NULL, 0, 0, NULL);
+            cb(op->ud, 0, NULL, 0, 0, 0, NULL);
         return;
     }
     gr_storage_write_cb cb = (gr_storage_write_cb)op->cb;
@@ -114,6 +117,7 @@ static void gr__mem_exec(gr__mem_t *m, gr__mem_op_t *op) {
     gr__free(row->state);
     row->state = op->data; /* ownership moves to the row */
     row->len = op->len;
+    row->format = op->format;
     op->data = NULL;
     row->version++;
     cb(op->ud, 0, row->version, NULL);
@@ -136,18 +140,18 @@ static void gr__mem_run(uv_idle_t *h) {
 
 static int gr__mem_read(gr_storage_t *st, const char *cls, const void *key, size_t key_len,
                         gr_storage_read_cb cb, void *ud) {
-    return gr__mem_push((gr__mem_t *)st, GR__MEM_READ, cls, key, key_len, NULL, 0, 0, (void *)cb, ud);
+    return gr__mem_push((gr__mem_t *)st, GR__MEM_READ, cls, key, key_len, NULL, 0, 0, 0, (void *)cb, ud);
 }
 
 static int gr__mem_write(gr_storage_t *st, const char *cls, const void *key, size_t key_len, const void *data,
-                         size_t len, int64_t expected, gr_storage_write_cb cb, void *ud) {
-    return gr__mem_push((gr__mem_t *)st, GR__MEM_WRITE, cls, key, key_len, data, len, expected, (void *)cb,
-                        ud);
+                         size_t len, uint32_t format, int64_t expected, gr_storage_write_cb cb, void *ud) {
+    return gr__mem_push((gr__mem_t *)st, GR__MEM_WRITE, cls, key, key_len, data, len, format, expected,
+                        (void *)cb, ud);
 }
 
 static int gr__mem_clear(gr_storage_t *st, const char *cls, const void *key, size_t key_len, int64_t expected,
                          gr_storage_write_cb cb, void *ud) {
-    return gr__mem_push((gr__mem_t *)st, GR__MEM_CLEAR, cls, key, key_len, NULL, 0, expected, (void *)cb, ud);
+    return gr__mem_push((gr__mem_t *)st, GR__MEM_CLEAR, cls, key, key_len, NULL, 0, 0, expected, (void *)cb, ud);
 }
 
 static void gr__mem_closed(uv_handle_t *h) {
@@ -171,7 +175,7 @@ static void gr__mem_close(gr_storage_t *st, void (*cb)(void *), void *ud) {
     while (op) {
         gr__mem_op_t *next = op->next;
         if (op->kind == GR__MEM_READ)
-            ((gr_storage_read_cb)op->cb)(op->ud, GR_ECANCELED, NULL, 0, 0, "storage closed");
+            ((gr_storage_read_cb)op->cb)(op->ud, GR_ECANCELED, NULL, 0, 0, 0, "storage closed");
         else
             ((gr_storage_write_cb)op->cb)(op->ud, GR_ECANCELED, 0, "storage closed");
         gr__free(op->data);

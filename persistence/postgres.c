@@ -40,6 +40,7 @@ struct gr__wop {
     size_t key_len;
     uint8_t *data;
     size_t len;
+    uint32_t format;
     int64_t expected;
 };
 
@@ -51,7 +52,7 @@ static void gr__wop_free(gr__wop_t *w) {
 }
 
 static gr__wop_t *gr__wop_new(const char *cls, const void *key, size_t key_len, const void *data, size_t len,
-                              int64_t expected, gr_storage_write_cb cb, void *ud) {
+                              uint32_t format, int64_t expected, gr_storage_write_cb cb, void *ud) {
     gr__wop_t *w = gr__calloc(1, sizeof *w);
     if (!w) return NULL;
     w->cb = cb;
@@ -61,6 +62,7 @@ static gr__wop_t *gr__wop_new(const char *cls, const void *key, size_t key_len, 
     w->key_len = key_len;
     w->data = gr__memdup(data, len);
     w->len = len;
+    w->format = format;
     w->expected = expected;
     if (!w->cls || !w->key || !w->data) {
         gr__wop_free(w);
@@ -161,9 +163,9 @@ static int gr__pgs_read(gr_storage_t *st, const char *cls, const void *key, size
 static void gr__batch_flush(gr__pgs_t *s);
 
 static int gr__pgs_write(gr_storage_t *st, const char *cls, const void *key, size_t key_len, const void *data,
-                         size_t len, int64_t expected, gr_storage_write_cb cb, void *ud) {
+                         size_t len, uint32_t format, int64_t expected, gr_storage_write_cb cb, void *ud) {
     gr__pgs_t *s = (gr__pgs_t *)st;
-    gr__wop_t *w = gr__wop_new(cls, key, key_len, data, len, expected, cb, ud);
+    gr__wop_t *w = gr__wop_new(cls, key, key_len, data, len, format, expected, cb, ud);
     if (!w) return GR_ENOMEM;
     if (s->wq_tail)
         s->wq_tail->next = w;
@@ -191,7 +193,7 @@ static void gr__pgs_close(gr_storage_t *st, void (*cb)(void *), void *ud) {
     while (s->rq_head) { /* never sent */
         gr__rop_t *r = s->rq_head;
         s->rq_head = r->next;
-        r->cb(r->ud, GR_ECANCELED, NULL, 0, 0, "storage closed");
+        r->cb(r->ud, GR_ECANCELED, NULL, 0, 0, 0, "storage closed");
         gr__free(r->cls);
         gr__free(r->key);
         gr__free(r);
@@ -255,19 +257,20 @@ typedef struct gr__batch {
     size_t n;
 } gr__batch_t;
 
-/* One statement for the whole batch. $1..$4 are parallel arrays (key,
- * class, state, expected version), $5 the service. Rows that moved on are
- * simply absent from the result: a conflict, not an error that would abort
- * the others. */
+/* One statement for the whole batch. $1..$4 and $6 are parallel arrays
+ * (key, class, state, expected version, state format), $5 the service. Rows
+ * that moved on are simply absent from the result: a conflict, not an error
+ * that would abort the others. */
 static const char GR__SQL_BATCH_WRITE[] =
-    "WITH v AS (SELECT * FROM unnest($1::bytea[], $2::text[], $3::bytea[], $4::bigint[]) "
-    "           WITH ORDINALITY AS v(k, c, st, ev, ord)), "
-    "     upd AS (UPDATE granary_grain_state t SET state = v.st, version = t.version + 1, updated_at = now() "
+    "WITH v AS (SELECT * FROM unnest($1::bytea[], $2::text[], $3::bytea[], $4::bigint[], $6::int[]) "
+    "           WITH ORDINALITY AS v(k, c, st, ev, f, ord)), "
+    "     upd AS (UPDATE granary_grain_state t SET state = v.st, version = t.version + 1, state_format = v.f, "
+    "             updated_at = now() "
     "             FROM v WHERE v.ev > 0 AND t.grain_key = v.k AND t.grain_class = v.c AND t.service = $5 "
     "             AND t.version = v.ev RETURNING v.ord, t.version), "
     "     ins AS (INSERT INTO granary_grain_state (grain_key, grain_class, service, state, version, "
-    "updated_at) "
-    "             SELECT v.k, v.c, $5, v.st, 1, now() FROM v WHERE v.ev = 0 "
+    "state_format, updated_at) "
+    "             SELECT v.k, v.c, $5, v.st, 1, v.f, now() FROM v WHERE v.ev = 0 "
     "             ON CONFLICT DO NOTHING RETURNING grain_key, grain_class, version) "
     "SELECT ord, version FROM upd "
     "UNION ALL SELECT v.ord, ins.version FROM ins JOIN v ON v.k = ins.grain_key AND v.c = ins.grain_class";
@@ -372,11 +375,12 @@ static void gr__batch_flush(gr__pgs_t *s) {
         if (s->wq_tail)
             while (s->wq_tail->next)
                 s->wq_tail = s->wq_tail->next;
-        gr__buf_t keys, classes, states, vers;
+        gr__buf_t keys, classes, states, vers, fmts;
         gr__buf_init(&keys);
         gr__buf_init(&classes);
         gr__buf_init(&states);
         gr__buf_init(&vers);
+        gr__buf_init(&fmts);
         int rc = 0;
         for (size_t i = 0; i < bt->n && rc == 0; i++) {
             const char *sep = i ? "," : "{";
@@ -385,18 +389,21 @@ static void gr__batch_flush(gr__pgs_t *s) {
             rc |= gr__buf_append(&classes, sep, 1) | gr__text_elem(&classes, w->cls);
             rc |= gr__buf_append(&states, sep, 1) | gr__hex_elem(&states, w->data, w->len);
             rc |= gr__buf_printf(&vers, "%s%" PRId64, sep, w->expected);
+            rc |= gr__buf_printf(&fmts, "%s%" PRIu32, sep, w->format);
         }
         rc |= gr__buf_append(&keys, "}", 2) | gr__buf_append(&classes, "}", 2) |
-              gr__buf_append(&states, "}", 2) | gr__buf_append(&vers, "}", 2);
+              gr__buf_append(&states, "}", 2) | gr__buf_append(&vers, "}", 2) | gr__buf_append(&fmts, "}", 2);
         if (rc == 0) {
-            const char *values[5] = {(const char *)keys.data, (const char *)classes.data,
-                                     (const char *)states.data, (const char *)vers.data, s->service};
-            rc = gr__pgpool_query(s->pool, GR__SQL_BATCH_WRITE, 5, values, NULL, NULL, 1, gr__batch_done, bt);
+            const char *values[6] = {(const char *)keys.data,  (const char *)classes.data,
+                                     (const char *)states.data, (const char *)vers.data,
+                                     s->service,                (const char *)fmts.data};
+            rc = gr__pgpool_query(s->pool, GR__SQL_BATCH_WRITE, 6, values, NULL, NULL, 1, gr__batch_done, bt);
         }
         gr__buf_free(&keys);
         gr__buf_free(&classes);
         gr__buf_free(&states);
         gr__buf_free(&vers);
+        gr__buf_free(&fmts);
         if (rc != 0) {
             gr__batch_fail(bt, GR_ESTORAGE, "cannot queue the write batch");
             gr__free(bt->ops);
@@ -410,7 +417,7 @@ static void gr__batch_flush(gr__pgs_t *s) {
 /* ---- batched reads ---- */
 
 static const char GR__SQL_BATCH_READ[] =
-    "SELECT v.ord, s.state, s.version "
+    "SELECT v.ord, s.state, s.version, s.state_format "
     "FROM unnest($1::bytea[], $2::text[]) WITH ORDINALITY AS v(k, c, ord) "
     "LEFT JOIN granary_grain_state s ON s.grain_key = v.k AND s.grain_class = v.c AND s.service = $3";
 
@@ -442,14 +449,15 @@ static void gr__rbatch_done(void *ud, int status, PGresult *res, const char *det
             if (ord < 1 || (size_t)ord > bt->n || !bt->ops[ord - 1]->cb) continue;
             gr__rop_t *op = bt->ops[ord - 1];
             if (PQgetisnull(res, r, 2)) {
-                op->cb(op->ud, 0, NULL, 0, 0, NULL);
+                op->cb(op->ud, 0, NULL, 0, 0, 0, NULL);
             } else {
                 int64_t v = gr__be64_field(res, r, 2);
-                if (v < 1)
-                    op->cb(op->ud, GR_ESTORAGE, NULL, 0, 0, "postgres: malformed version column");
+                int fl = PQgetlength(res, r, 3);
+                if (v < 1 || fl != 4)
+                    op->cb(op->ud, GR_ESTORAGE, NULL, 0, 0, 0, "postgres: malformed version or format column");
                 else
                     op->cb(op->ud, 0, (const uint8_t *)PQgetvalue(res, r, 1), (size_t)PQgetlength(res, r, 1),
-                           v, NULL);
+                           v, gr__get_u32((const uint8_t *)PQgetvalue(res, r, 3)), NULL);
             }
             op->cb = NULL; /* answered */
             answered++;
@@ -460,7 +468,8 @@ static void gr__rbatch_done(void *ud, int status, PGresult *res, const char *det
         }
     }
     for (size_t i = 0; i < bt->n; i++)
-        if (bt->ops[i]->cb) bt->ops[i]->cb(bt->ops[i]->ud, status ? status : GR_ESTORAGE, NULL, 0, 0, detail);
+        if (bt->ops[i]->cb)
+            bt->ops[i]->cb(bt->ops[i]->ud, status ? status : GR_ESTORAGE, NULL, 0, 0, 0, detail);
     gr__rbatch_free(bt);
     if (!s->base.closing) gr__read_flush(s);
 }
@@ -501,7 +510,7 @@ static void gr__read_flush(gr__pgs_t *s) {
         gr__buf_free(&classes);
         if (rc != 0) {
             for (size_t i = 0; i < bt->n; i++)
-                bt->ops[i]->cb(bt->ops[i]->ud, GR_ESTORAGE, NULL, 0, 0, "cannot queue the read batch");
+                bt->ops[i]->cb(bt->ops[i]->ud, GR_ESTORAGE, NULL, 0, 0, 0, "cannot queue the read batch");
             gr__rbatch_free(bt);
             return;
         }

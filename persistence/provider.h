@@ -11,7 +11,7 @@ typedef struct gr__storage_vtable {
     int (*read)(gr_storage_t *st, const char *class_name, const void *key, size_t key_len,
                 gr_storage_read_cb cb, void *ud);
     int (*write)(gr_storage_t *st, const char *class_name, const void *key, size_t key_len, const void *data,
-                 size_t len, int64_t expected, gr_storage_write_cb cb, void *ud);
+                 size_t len, uint32_t format, int64_t expected, gr_storage_write_cb cb, void *ud);
     int (*clear)(gr_storage_t *st, const char *class_name, const void *key, size_t key_len, int64_t expected,
                  gr_storage_write_cb cb, void *ud);
     void (*close)(gr_storage_t *st, void (*cb)(void *ud), void *ud);

@@ -20,12 +20,13 @@ int gr_storage_read(gr_storage_t *st, const char *class_name, const void *key, s
 }
 
 int gr_storage_write(gr_storage_t *st, const char *class_name, const void *key, size_t key_len,
-                     const void *data, size_t len, int64_t expected, gr_storage_write_cb cb, void *ud) {
+                     const void *data, size_t len, uint32_t format, int64_t expected, gr_storage_write_cb cb,
+                     void *ud) {
     int rc = gr__check(st, class_name, key, key_len);
     if (rc) return rc;
-    if (!cb || expected < 0 || (len && !data)) return GR_EINVAL;
+    if (!cb || expected < 0 || (len && !data) || format > INT32_MAX) return GR_EINVAL;
     if (len > GR_STATE_MAX) return GR_ETOOBIG;
-    return st->vt->write(st, class_name, key, key_len, data, len, expected, cb, ud);
+    return st->vt->write(st, class_name, key, key_len, data, len, format, expected, cb, ud);
 }
 
 int gr_storage_clear(gr_storage_t *st, const char *class_name, const void *key, size_t key_len,

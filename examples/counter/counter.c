@@ -223,11 +223,25 @@ static const gr_method_t counter_methods[] = {
  * value that is not committed yet. */
 static const char *const counter_interleave[] = {"where", NULL};
 
+#ifndef COUNTER_STATE_VERSION
+#define COUNTER_STATE_VERSION 1
+#endif
+
+/* Formats 0 (before versioning) and 1 are the same text: the upgrade keeps
+ * the bytes, and the next write stores them as the current format. A real
+ * format change converts here. */
+static int counter_upgrade(gr_grain_t *g, const uint8_t *old, size_t len, uint32_t old_version) {
+    (void)old_version;
+    return gr_state_set(g, old, len);
+}
+
 const gr_class_t counter_class = {
     .name = "Counter",
     .methods = counter_methods,
     .flags = GR_CLASS_PERSIST_BEFORE_REPLY,
     .interleave = counter_interleave,
+    .state_version = COUNTER_STATE_VERSION,
+    .upgrade_state = counter_upgrade,
 };
 
 /* Checksum: a stateless worker. `sum` replies the FNV-1a 64 hash of its

@@ -36,13 +36,14 @@
     X(ECONFIG, -23, "invalid configuration")                                                                 \
     X(EBUSY, -24, "resource busy")                                                                           \
     X(ESTATE, -25, "operation not valid in the current state")                                               \
-    X(EDEADLOCK, -26, "call cycle would deadlock a non-reentrant grain")
+    X(EDEADLOCK, -26, "call cycle would deadlock a non-reentrant grain")                                    \
+    X(ESTATEVERSION, -27, "stored state is newer than this silo's class (retryable)")
 
 typedef enum gr_errno {
 #define GR__ERR_ENUM(name, val, msg) GR_##name = (val),
     GR_ERRNO_MAP(GR__ERR_ENUM)
 #undef GR__ERR_ENUM
-        GR_ERRNO_MIN = -26
+        GR_ERRNO_MIN = -27
 } gr_errno_t;
 
 /** Return a static, human-readable message for a GR_E* code (or "unknown

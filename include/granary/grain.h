@@ -75,6 +75,19 @@ typedef struct gr_class {
     const char *const *interleave;
     /* GR_CLASS_STATELESS_WORKER: activations per key per silo (0: 4, at most 255). */
     unsigned max_workers;
+    /* Version of the state's byte format (0: never versioned). Every write
+     * stores it with the state. A grain whose stored format is NEWER than
+     * this is not activated here (GR_ESTATEVERSION, retryable: during a
+     * rolling deploy a silo with the newer class can host it), so newer
+     * state is never overwritten by older code. */
+    uint32_t state_version;
+    /* Optional. Called on activation when the stored format is OLDER than
+     * state_version, with the stored bytes and their format, after they are
+     * loaded and before on_activate: it must gr_state_set() the upgraded
+     * state (written with the new format by the next write) and return 0;
+     * non-zero fails the activation (GR_EACTIVATE) and nothing is written.
+     * Without it, old bytes are given to the class as they are. */
+    int (*upgrade_state)(gr_grain_t *grain, const uint8_t *old, size_t old_len, uint32_t old_version);
 } gr_class_t;
 
 /** Completion of a call. status is 0 with the reply bytes, GR_EAPP with the

@@ -14,11 +14,12 @@
 
 typedef struct gr_storage gr_storage_t;
 
-/** Completion of a read. status 0 with the state (version 0 and len 0 when
- * no row exists) or GR_ESTORAGE with `detail` set. `data` and `detail` are
- * borrowed until the callback returns. */
+/** Completion of a read. status 0 with the state (version 0, len 0 and
+ * format 0 when no row exists) or GR_ESTORAGE with `detail` set. `format` is
+ * the state format (the class's state version) the row was written with.
+ * `data` and `detail` are borrowed until the callback returns. */
 typedef void (*gr_storage_read_cb)(void *ud, int status, const uint8_t *data, size_t len, int64_t version,
-                                   const char *detail);
+                                   uint32_t format, const char *detail);
 
 /** Completion of a write or clear. status 0 with the new version (0 after a
  * clear), GR_ECONFLICT, or GR_ESTORAGE with `detail` (borrowed). */
@@ -54,11 +55,12 @@ GR_EXTERN int gr_storage_memory_new(uv_loop_t *loop, gr_storage_t **out);
 GR_EXTERN int gr_storage_read(gr_storage_t *st, const char *class_name, const void *key, size_t key_len,
                               gr_storage_read_cb cb, void *ud);
 
-/** Write a grain's state if its stored version is `expected_version` (0:
- * only if no row exists). Data is copied. Same return contract as read. */
+/** Write a grain's state, tagged with its `format` (the class's state
+ * version), if its stored version is `expected_version` (0: only if no row
+ * exists). Data is copied. Same return contract as read. */
 GR_EXTERN int gr_storage_write(gr_storage_t *st, const char *class_name, const void *key, size_t key_len,
-                               const void *data, size_t len, int64_t expected_version, gr_storage_write_cb cb,
-                               void *ud);
+                               const void *data, size_t len, uint32_t format, int64_t expected_version,
+                               gr_storage_write_cb cb, void *ud);
 
 /** Delete a grain's row if its stored version is `expected_version`
  * (deleting a missing row with expected 0 succeeds). */

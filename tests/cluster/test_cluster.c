@@ -380,6 +380,55 @@ static void test_stateless_worker_served_locally(void **st) {
     gr_test_loop_close(&loop);
 }
 
+/* A rolling deploy of a new state version: silo 1 runs Counter with
+ * state_version 2 beside silo 0 with version 1. Once silo 1 has written a
+ * grain in format 2, silo 0 refuses to activate it (retryable
+ * GR_ESTATEVERSION) and never overwrites it; silo 1 keeps serving it. */
+static void test_state_version_rolling(void **st) {
+    silos[1].grains = "examples/counter_v2.so";
+    start_silo(0, NULL);
+    start_silo(1, NULL);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    wait_active_on(&loop, 2);
+    gr_test_run_for(&loop, 400);
+    char a0[32], a1[32];
+    snprintf(a0, sizeof a0, "127.0.0.1:%d", silos[0].port);
+    snprintf(a1, sizeof a1, "127.0.0.1:%d", silos[1].port);
+    gr_client_t *c0 = client_for(&loop, a0, "s3cret");
+    gr_client_t *c1 = client_for(&loop, a1, "s3cret");
+    char key[32];
+    key_hosted_on(&loop, c1, 1, "ver", key, sizeof key);
+    res_t r;
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(call_retry(&loop, c1, key, "incr", NULL, &r, 5000), 0);
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT state_format || ' ' || version FROM granary_grain_state WHERE service = '%s' AND "
+             "grain_key = '%s'",
+             cl.name, key);
+    char *v = gr_test_sql(gr_test_pg_url(), sql);
+    assert_string_equal(v, "2 3");
+    free(v);
+    /* End the activation on silo 1, then enter through the old silo 0: it
+     * is placed there (prefer-local) and refuses. */
+    assert_int_equal(call_sync(&loop, c1, key, "deactivate", NULL, &r), 0);
+    gr_test_run_for(&loop, 200);
+    int st0 = call_sync(&loop, c0, key, "incr", NULL, &r);
+    print_message("old silo on newer state: %s: %s\n", gr_err_name(st0), r.reply);
+    assert_int_equal(st0, GR_ESTATEVERSION);
+    assert_non_null(strstr(r.reply, "format 2, newer than this silo's Counter (state_version 1)"));
+    v = gr_test_sql(gr_test_pg_url(), sql);
+    assert_string_equal(v, "2 3"); /* untouched */
+    free(v);
+    /* The new silo serves it with every acknowledged increment. */
+    assert_int_equal(call_retry(&loop, c1, key, "get", NULL, &r, 5000), 0);
+    assert_string_equal(r.reply, "3");
+    gr_client_close(c0, NULL, NULL);
+    gr_client_close(c1, NULL, NULL);
+    gr_test_loop_close(&loop);
+}
+
 /* A silo cut off from PostgreSQL fences itself within the lease, the others
  * take its grains over with their state, and when the link comes back it
  * learns it was declared dead and exits with status 3. */
@@ -457,6 +506,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_single_activation_across_silos, new_cluster, kill_all),
         cmocka_unit_test_setup_teardown(test_call_cycle_across_silos, new_cluster, kill_all),
         cmocka_unit_test_setup_teardown(test_stateless_worker_served_locally, new_cluster, kill_all),
+        cmocka_unit_test_setup_teardown(test_state_version_rolling, new_cluster, kill_all),
         cmocka_unit_test_setup_teardown(test_sigterm_under_load, new_cluster, kill_all),
         cmocka_unit_test_setup_teardown(test_sigkill_failover, new_cluster, kill_all),
         cmocka_unit_test_setup_teardown(test_scale_down_3_to_1, new_cluster, kill_all),

@@ -235,6 +235,38 @@ static const gr_class_t worker_cls = {.name = "Worker",
                                       .idle_deactivate_ms = 100,
                                       .max_workers = 3};
 
+/* Doc: state is text. Version 1 stores it as is; version 2 prefixes "v2:"
+ * and upgrades older rows; version 3's upgrade always fails. */
+static int upgrades;
+static void m_doc_set(gr_grain_t *g, gr_msg_t *m, const uint8_t *a, size_t n) {
+    gr_state_set(g, a, n);
+    gr_state_write(g, NULL, NULL);
+    gr_reply(m, NULL, 0);
+}
+static void m_doc_get(gr_grain_t *g, gr_msg_t *m, const uint8_t *a, size_t n) {
+    const uint8_t *d;
+    size_t len;
+    gr_state_get(g, &d, &len);
+    gr_reply(m, d, len);
+}
+static int doc_upgrade(gr_grain_t *g, const uint8_t *old, size_t len, uint32_t old_version) {
+    upgrades++;
+    assert_int_equal(old_version, 1);
+    char buf[256];
+    int n = snprintf(buf, sizeof buf, "v2:%.*s", (int)len, (const char *)old);
+    return gr_state_set(g, buf, (size_t)n);
+}
+static int doc_upgrade_fails(gr_grain_t *g, const uint8_t *old, size_t len, uint32_t old_version) {
+    return GR_EINVAL;
+}
+static const gr_method_t doc_methods[] = {
+    {"set", m_doc_set}, {"get", m_doc_get}, {"bye", m_bye}, {NULL, NULL}};
+static const gr_class_t doc_v1 = {.name = "Doc", .methods = doc_methods, .state_version = 1};
+static const gr_class_t doc_v2 = {
+    .name = "Doc", .methods = doc_methods, .state_version = 2, .upgrade_state = doc_upgrade};
+static const gr_class_t doc_v3 = {
+    .name = "Doc", .methods = doc_methods, .state_version = 3, .upgrade_state = doc_upgrade_fails};
+
 static int fail_activate(gr_grain_t *g) { return GR_EINVAL; }
 static const gr_class_t broken_cls = {.name = "Broken", .methods = t_methods, .on_activate = fail_activate};
 
@@ -322,6 +354,30 @@ static void call(fx_t *fx, gr_runtime_t *rt, const char *cls, const char *key, c
     assert_int_equal(r->done, 0); /* never inside the call */
     assert_true(gr_test_run_until(&fx->loop, &r->done, 5000));
     assert_int_equal(r->done, 1);
+}
+
+typedef struct {
+    int done, status;
+    int64_t version;
+    uint32_t format;
+    size_t len;
+} sread_t;
+
+static void on_sread(void *ud, int status, const uint8_t *data, size_t len, int64_t version, uint32_t format,
+                     const char *d) {
+    sread_t *s = ud;
+    s->format = format;
+    s->done = 1;
+    s->status = status;
+    s->version = version;
+    s->len = len;
+}
+
+static sread_t storage_row(fx_t *fx, const char *cls, const char *key) {
+    sread_t s = {0};
+    assert_int_equal(gr_storage_read(fx->st, cls, key, strlen(key), on_sread, &s), 0);
+    assert_true(gr_test_run_until(&fx->loop, &s.done, 2000));
+    return s;
 }
 
 /* ---- cases ---- */
@@ -640,6 +696,65 @@ static void test_stateless_workers(void **state) {
     assert_int_equal(deactivations, 4);
 }
 
+/* State versioning across a rolling deploy: silo A runs Doc v1, silo B Doc
+ * v2. B upgrades what A wrote; once B wrote format 2, A refuses to activate
+ * the grain (retryable GR_ESTATEVERSION) and the newer row stays untouched. */
+static void test_state_versions(void **state) {
+    fx_t *fx = *state;
+    assert_int_equal(gr_runtime_register(fx->rt, &doc_v1), 0);
+    assert_int_equal(gr_runtime_register(fx->rt2, &doc_v2), 0);
+    upgrades = 0;
+    res_t r;
+    call(fx, fx->rt, "Doc", "d", "set", "hello", 0, &r);
+    gr_test_run_for(&fx->loop, 10);
+    assert_int_equal(storage_row(fx, "Doc", "d").format, 1);
+    call(fx, fx->rt, "Doc", "d", "bye", NULL, 0, &r);
+    call(fx, fx->rt2, "Doc", "d", "get", NULL, 0, &r);
+    assert_string_equal(r.reply, "v2:hello");
+    assert_int_equal(upgrades, 1);
+    call(fx, fx->rt2, "Doc", "d", "bye", NULL, 0, &r); /* the upgraded state is saved */
+    gr_test_run_for(&fx->loop, 20);
+    sread_t row = storage_row(fx, "Doc", "d");
+    assert_int_equal(row.format, 2);
+    assert_int_equal(row.version, 2);
+    /* The old silo must not activate (nor ever overwrite) newer state. */
+    gr_test_run_for(&fx->loop, 20);
+    call(fx, fx->rt, "Doc", "d", "get", NULL, 0, &r);
+    assert_int_equal(r.status, GR_ESTATEVERSION);
+    assert_non_null(strstr(r.reply, "format 2, newer than this silo's Doc (state_version 1)"));
+    assert_true(gr_err_retryable(GR_ESTATEVERSION));
+    call(fx, fx->rt, "Doc", "d", "set", "old code", 0, &r);
+    assert_int_equal(r.status, GR_ESTATEVERSION);
+    row = storage_row(fx, "Doc", "d");
+    assert_int_equal(row.version, 2);
+    assert_int_equal(row.format, 2);
+    /* The new silo still serves it, without upgrading again. */
+    call(fx, fx->rt2, "Doc", "d", "get", NULL, 0, &r);
+    assert_string_equal(r.reply, "v2:hello");
+    assert_int_equal(upgrades, 1);
+    gr__runtime_stats_t s;
+    gr__runtime_get_stats(fx->rt, &s);
+    assert_int_equal(s.state_too_new, 2);
+}
+
+/* An upgrade that fails fails the activation and writes nothing. */
+static void test_state_upgrade_failure(void **state) {
+    fx_t *fx = *state;
+    assert_int_equal(gr_runtime_register(fx->rt, &doc_v1), 0);
+    assert_int_equal(gr_runtime_register(fx->rt2, &doc_v3), 0);
+    res_t r;
+    call(fx, fx->rt, "Doc", "u", "set", "x", 0, &r);
+    call(fx, fx->rt, "Doc", "u", "bye", NULL, 0, &r);
+    gr_test_run_for(&fx->loop, 20);
+    call(fx, fx->rt2, "Doc", "u", "get", NULL, 0, &r);
+    assert_int_equal(r.status, GR_EACTIVATE);
+    assert_non_null(strstr(r.reply, "upgrading the state from format 1 to 3 failed"));
+    gr_test_run_for(&fx->loop, 20);
+    sread_t row = storage_row(fx, "Doc", "u");
+    assert_int_equal(row.version, 1);
+    assert_int_equal(row.format, 1);
+}
+
 static void test_timers(void **state) {
     fx_t *fx = *state;
     res_t r;
@@ -732,27 +847,6 @@ static void test_close_cancels_pending(void **state) {
     fx->rt = make_rt(fx, "silo-a2", 100); /* for the teardown */
 }
 
-typedef struct {
-    int done, status;
-    int64_t version;
-    size_t len;
-} sread_t;
-
-static void on_sread(void *ud, int status, const uint8_t *data, size_t len, int64_t version, const char *d) {
-    sread_t *s = ud;
-    s->done = 1;
-    s->status = status;
-    s->version = version;
-    s->len = len;
-}
-
-static sread_t storage_row(fx_t *fx, const char *cls, const char *key) {
-    sread_t s = {0};
-    assert_int_equal(gr_storage_read(fx->st, cls, key, strlen(key), on_sread, &s), 0);
-    assert_true(gr_test_run_until(&fx->loop, &s.done, 2000));
-    return s;
-}
-
 /* gr_state_clear deletes the row (version-checked) before the reply of a
  * persist-before-reply class; the next write inserts a fresh row; a stale
  * activation's clear conflicts instead of deleting newer state. */
@@ -830,6 +924,8 @@ int main(void) {
         T(test_call_cycles),
         T(test_interleave_while_busy),
         T(test_stateless_workers),
+        T(test_state_versions),
+        T(test_state_upgrade_failure),
     };
     return cmocka_run_group_tests_name("grains.runtime", tests, NULL, NULL);
 }

@@ -21,13 +21,15 @@ typedef struct {
     int done;
     int status;
     int64_t version;
+    uint32_t format;
     gr__buf_t data;
     char detail[512];
 } res_t;
 
-static void on_read(void *ud, int status, const uint8_t *data, size_t len, int64_t version,
+static void on_read(void *ud, int status, const uint8_t *data, size_t len, int64_t version, uint32_t format,
                     const char *detail) {
     res_t *r = ud;
+    r->format = format;
     r->status = status;
     r->version = version;
     r->data.len = 0;
@@ -90,10 +92,12 @@ static void do_read(fx_t *fx, const char *cls, const void *key, size_t kl, res_t
     assert_true(gr_test_run_until(&fx->loop, &r->done, 10000));
 }
 
+static uint32_t fmt; /* state format do_write writes with */
+
 static void do_write(fx_t *fx, const char *cls, const void *key, size_t kl, const void *d, size_t len,
                      int64_t expected, res_t *r) {
     reset(r);
-    assert_int_equal(gr_storage_write(fx->st, cls, key, kl, d, len, expected, on_write, r), 0);
+    assert_int_equal(gr_storage_write(fx->st, cls, key, kl, d, len, fmt, expected, on_write, r), 0);
     assert_int_equal(r->done, 0);
     assert_true(gr_test_run_until(&fx->loop, &r->done, 10000));
 }
@@ -231,7 +235,7 @@ static void test_concurrent_writers(void **state) {
     int done_all = 0;
     memset(rs, 0, sizeof rs);
     for (int i = 0; i < N; i++)
-        assert_int_equal(gr_storage_write(fx->st, "Counter", "race", 4, "w", 1, 1, on_write, &rs[i]), 0);
+        assert_int_equal(gr_storage_write(fx->st, "Counter", "race", 4, "w", 1, 0, 1, on_write, &rs[i]), 0);
     for (int spin = 0; spin < 1000 && !done_all; spin++) {
         gr_test_run_for(&fx->loop, 10);
         done_all = 1;
@@ -249,7 +253,7 @@ static void test_concurrent_writers(void **state) {
     /* Racing first writers (INSERT ... ON CONFLICT): one wins as well. */
     memset(rs, 0, sizeof rs);
     for (int i = 0; i < N; i++)
-        assert_int_equal(gr_storage_write(fx->st, "Counter", "race0", 5, "w", 1, 0, on_write, &rs[i]), 0);
+        assert_int_equal(gr_storage_write(fx->st, "Counter", "race0", 5, "w", 1, 0, 0, on_write, &rs[i]), 0);
     done_all = 0;
     for (int spin = 0; spin < 1000 && !done_all; spin++) {
         gr_test_run_for(&fx->loop, 10);
@@ -262,6 +266,30 @@ static void test_concurrent_writers(void **state) {
     for (int i = 0; i < N; i++)
         wins += rs[i].status == 0;
     assert_int_equal(wins, 1);
+    gr__buf_free(&r.data);
+}
+
+/* The state format (the class's state version) is stored with each write
+ * and returned by reads; a missing row reads as format 0. */
+static void test_state_format(void **state) {
+    fx_t *fx = *state;
+    res_t r = {0};
+    do_read(fx, "Counter", "f", 1, &r);
+    assert_int_equal(r.format, 0);
+    fmt = 3;
+    do_write(fx, "Counter", "f", 1, "a", 1, 0, &r);
+    assert_int_equal(r.status, 0);
+    do_read(fx, "Counter", "f", 1, &r);
+    assert_int_equal(r.format, 3);
+    assert_int_equal(r.version, 1);
+    fmt = 5;
+    do_write(fx, "Counter", "f", 1, "b", 1, 1, &r);
+    do_read(fx, "Counter", "f", 1, &r);
+    assert_int_equal(r.format, 5);
+    assert_int_equal(r.version, 2);
+    fmt = 0;
+    assert_int_equal(gr_storage_write(fx->st, "Counter", "f", 1, "c", 1, (uint32_t)INT32_MAX + 1u, 2, on_write, &r),
+                     GR_EINVAL);
     gr__buf_free(&r.data);
 }
 
@@ -343,7 +371,7 @@ static void test_stalled_connection(void **state) {
     assert_int_equal(gr_storage_pg_new(&fx->loop, &o, &st), 0);
     res_t r = {0};
     reset(&r);
-    assert_int_equal(gr_storage_write(st, "Counter", "s", 1, "1", 1, 0, on_write, &r), 0);
+    assert_int_equal(gr_storage_write(st, "Counter", "s", 1, "1", 1, 0, 0, on_write, &r), 0);
     assert_true(gr_test_run_until(&fx->loop, &r.done, 10000));
     assert_int_equal(r.status, 0);
 
@@ -404,6 +432,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(test_large_state, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_writers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_cancels, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_state_format, setup, teardown),
     };
     const struct CMUnitTest pg_only[] = {
         cmocka_unit_test_setup_teardown(test_dead_database, setup, teardown),

@@ -38,7 +38,7 @@ int gr_h_start_silo(gr_h_cluster_t *c, int i, const char *db) {
                                "--listen",
                                listen,
                                "--grains",
-                               gr_test_build_path("examples/counter.so"),
+                               gr_test_build_path(s->grains ? s->grains : "examples/counter.so"),
                                "--cluster",
                                c->name,
                                "--secret",
