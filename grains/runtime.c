@@ -196,6 +196,8 @@ struct gr_runtime {
         const char *name;
         gr__class_entry_t *ce;
     } class_cache[GR__CLASS_CACHE];
+    const gr__reminder_ops_t *reminders; /* the silo's reminder service, or NULL */
+    void *reminders_ud;
     gr_msg_t *spare_msgs; /* free lists, linked through next / done_next */
     gr__call_t *spare_calls;
     unsigned n_spare_msgs, n_spare_calls;
@@ -1028,7 +1030,15 @@ static void gr__grain_run(gr_grain_t *g) {
         gr__msg_fail(rt, m, GR_ETIMEDOUT, "deadline passed while queued");
     } else {
         if (!m->method) m->method = gr__find_method(GR__G_CLS(g), m->method_name);
-        if (!m->method) {
+        if (!m->method && !strcmp(m->method_name, GR__REMINDER_METHOD) && GR__G_CLS(g)->on_reminder) {
+            /* A reminder fires: a turn like any call; its reply is the ack. */
+            char name[GR_METHOD_NAME_MAX + 1];
+            size_t n = m->arg_len < sizeof name - 1 ? m->arg_len : sizeof name - 1;
+            memcpy(name, m->arg, n);
+            name[n] = '\0';
+            g->current = m;
+            GR__G_CLS(g)->on_reminder(g, m, name);
+        } else if (!m->method) {
             char detail[GR_METHOD_NAME_MAX + GR_CLASS_NAME_MAX + 64];
             snprintf(detail, sizeof detail, "class %s has no method '%s'", GR__G_CLS(g)->name, m->method_name);
             gr__msg_fail(rt, m, GR_ENOMETHOD, detail);
@@ -1779,6 +1789,42 @@ void gr_runtime_close(gr_runtime_t *rt, void (*cb)(void *), void *ud) {
 }
 
 /* ---- cluster hooks (grains/runtime.h) ---- */
+
+void gr__runtime_set_reminders(gr_runtime_t *rt, const gr__reminder_ops_t *ops, void *ud) {
+    rt->reminders = ops;
+    rt->reminders_ud = ud;
+}
+
+static int gr__reminder_name_ok(const char *name) {
+    size_t n = name ? strlen(name) : 0;
+    if (n == 0 || n > GR_METHOD_NAME_MAX) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (name[i] <= ' ' || name[i] > '~') return 0;
+    return 1;
+}
+
+int gr_reminder_register(gr_grain_t *g, const char *name, uint64_t due_ms, uint64_t period_ms, gr_call_cb cb,
+                         void *ud) {
+    if (!g || !gr__reminder_name_ok(name)) return GR_EINVAL;
+    gr_runtime_t *rt = GR__G_RT(g);
+    if (!rt->reminders) return GR_ESTATE;
+    return rt->reminders->add(rt->reminders_ud, GR__G_CLS(g)->name, GR__G_KEY(g), g->key_len, name, due_ms,
+                              period_ms, cb, ud);
+}
+
+int gr_reminder_unregister(gr_grain_t *g, const char *name, gr_call_cb cb, void *ud) {
+    if (!g || !gr__reminder_name_ok(name)) return GR_EINVAL;
+    gr_runtime_t *rt = GR__G_RT(g);
+    if (!rt->reminders) return GR_ESTATE;
+    return rt->reminders->remove(rt->reminders_ud, GR__G_CLS(g)->name, GR__G_KEY(g), g->key_len, name, cb, ud);
+}
+
+int gr_reminder_list(gr_grain_t *g, gr_call_cb cb, void *ud) {
+    if (!g || !cb) return GR_EINVAL;
+    gr_runtime_t *rt = GR__G_RT(g);
+    if (!rt->reminders) return GR_ESTATE;
+    return rt->reminders->list(rt->reminders_ud, GR__G_CLS(g)->name, GR__G_KEY(g), g->key_len, cb, ud);
+}
 
 void gr__runtime_set_router(gr_runtime_t *rt, gr__router_fn route, gr__deactivated_fn gone, void *ud) {
     rt->router = route;

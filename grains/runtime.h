@@ -56,6 +56,20 @@ int gr__call_hops(gr_runtime_t *rt, const gr_ref_t *ref, const char *method, con
                   uint32_t timeout_ms, int hops, const uint8_t *chain, size_t chain_len, gr_call_cb cb,
                   void *ud);
 
+/* ---- reminders ----
+ * The silo's reminder service (silo/reminders.c) behind gr_reminder_*. Each
+ * returns 0 (cb runs once, later; cb may be NULL) or an error (cb never runs). */
+typedef struct gr__reminder_ops {
+    int (*add)(void *ud, const char *cls, const uint8_t *key, size_t key_len, const char *name, uint64_t due_ms,
+               uint64_t period_ms, gr_call_cb cb, void *cb_ud);
+    int (*remove)(void *ud, const char *cls, const uint8_t *key, size_t key_len, const char *name, gr_call_cb cb,
+                  void *cb_ud);
+    int (*list)(void *ud, const char *cls, const uint8_t *key, size_t key_len, gr_call_cb cb, void *cb_ud);
+} gr__reminder_ops_t;
+void gr__runtime_set_reminders(gr_runtime_t *rt, const gr__reminder_ops_t *ops, void *ud);
+/* The method name a reminder's firing call uses; dispatched to on_reminder. */
+#define GR__REMINDER_METHOD "$reminder"
+
 /* Every live activation (for re-registration after a view change). */
 void gr__runtime_foreach(gr_runtime_t *rt,
                          void (*fn)(void *ud, const char *cls, const uint8_t *key, size_t len), void *ud);

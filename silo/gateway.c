@@ -216,6 +216,14 @@ static void gr__conn_request(gr__gconn_t *c, const gr__frame_t *f) {
         }
         return;
     }
+    if (method[0] == '$' && !c->peer_is_silo) {
+        /* '$' methods (a reminder firing) come only from silos. */
+        if (!oneway) {
+            const char *msg = "methods starting with '$' are reserved for silos";
+            gr__conn_send_response(c, GR__FRAME_RESPONSE, f->id, GR_ENOMETHOD, msg, strlen(msg));
+        }
+        return;
+    }
     gr_ref_t ref = {cls, f->u.request.key, f->u.request.key_len};
     int rc;
     /* Only silos forward (the hop count) or speak the '$' system protocol. */

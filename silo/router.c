@@ -78,6 +78,10 @@ static const char *gr__owner(const gr__router_t *r, const char *cls, const uint8
     return o < 0 ? NULL : r->ring_ids[o];
 }
 
+const char *gr__router_owner(const gr__router_t *r, const char *cls, const uint8_t *key, size_t key_len) {
+    return gr__owner(r, cls, key, key_len);
+}
+
 /* ---- peers ---- */
 
 static void gr__peer_closed(void *ud) {

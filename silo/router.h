@@ -32,6 +32,10 @@ void gr__router_system_call(gr__router_t *r, const char *method, const uint8_t *
 
 void gr__router_get_stats(const gr__router_t *r, gr__router_stats_t *out);
 
+/* The silo owning a grain's hash-ring range in the current view (NULL
+ * before the first view); borrowed until the next view. */
+const char *gr__router_owner(const gr__router_t *r, const char *cls, const uint8_t *key, size_t key_len);
+
 void gr__router_close(gr__router_t *r, void (*cb)(void *), void *ud);
 
 #endif

@@ -10,6 +10,7 @@
 #include "silo/gateway.h"
 #include "silo/http.h"
 #include "silo/membership.h"
+#include "silo/reminders.h"
 #include "silo/router.h"
 #include "wire/frame.h"
 
@@ -24,6 +25,7 @@ struct gr_silo {
     gr__gateway_t *gw;
     gr__router_t *router;         /* cluster mode only (PostgreSQL storage) */
     gr__membership_t *membership; /* created at start, when the port is known */
+    gr__reminders_t *reminders;   /* cluster mode only */
     gr__http_t *http;             /* probes and metrics, when configured */
     char http_host[64];
     int http_port;
@@ -59,6 +61,8 @@ void gr_silo_config_init(gr_silo_config_t *c) {
     c->drain_timeout_ms = 25000;
     c->heartbeat_ms = 200;
     c->lease_ms = 1200;
+    c->reminder_poll_ms = 1000;
+    c->reminder_min_period_ms = 1000;
 }
 
 static int gr__silo_err(char *err, size_t n, int rc, const char *fmt, const char *arg) {
@@ -85,6 +89,18 @@ static void gr__silo_add_grains(void *ud, const char *cls, uint64_t active) {
 
 /* Control calls any authenticated client may make ("$silo"), and the
  * directory protocol only silos may use ("$dir"). */
+/* The silo owning a grain's hash-ring range (reminders fire there). */
+static const char *gr__silo_owner(void *ud, const char *cls, const uint8_t *key, size_t key_len) {
+    gr_silo_t *s = ud;
+    return gr__router_owner(s->router, cls, key, key_len);
+}
+
+/* Reminders fire only from a joined, healthy silo that is not leaving. */
+static void gr__silo_update_firing(gr_silo_t *s) {
+    if (s->reminders)
+        gr__reminders_set_firing(s->reminders, s->joined && !s->fenced && !s->dead && !s->stopping && !s->closing);
+}
+
 static void gr__silo_system_call(void *ud, const char *cls, const char *method, int from_silo,
                                  const uint8_t *key, size_t key_len, const uint8_t *arg, size_t arg_len,
                                  gr_call_cb done, void *done_ud) {
@@ -97,6 +113,8 @@ static void gr__silo_system_call(void *ud, const char *cls, const char *method, 
         done(done_ud, GR_ENOCLASS, (const uint8_t *)"reserved class", 14);
         return;
     }
+    if (s->reminders && gr__reminders_control(s->reminders, method, key, key_len, arg, arg_len, done, done_ud) == 0)
+        return;
     gr__buf_t b;
     gr__buf_init(&b);
     int status = 0;
@@ -116,7 +134,9 @@ static void gr__silo_system_call(void *ud, const char *cls, const char *method, 
         }
     } else {
         status = GR_ENOMETHOD;
-        gr__buf_printf(&b, "unknown control method '%s' (grains, members)", method);
+        gr__buf_printf(&b, "unknown control method '%s' (grains, members, reminder_add, reminder_remove, "
+                           "reminder_list)",
+                       method);
     }
     done(done_ud, status, b.data, b.len);
     gr__buf_free(&b);
@@ -142,6 +162,9 @@ int gr_silo_new(uv_loop_t *loop, const gr_silo_config_t *cfg, gr_silo_t **out, c
     if (cfg->lease_ms < 2 * cfg->heartbeat_ms)
         return gr__silo_err(err, err_size, GR_ECONFIG, "%s",
                             "lease must be at least twice the heartbeat interval");
+    if (cfg->reminder_poll_ms < 10 || cfg->reminder_min_period_ms < 10)
+        return gr__silo_err(err, err_size, GR_ECONFIG, "%s",
+                            "reminder poll interval and minimum period must be at least 10 ms");
 
     gr_silo_t *s = gr__calloc(1, sizeof *s);
     if (!s) return GR_ENOMEM;
@@ -210,6 +233,14 @@ int gr_silo_new(uv_loop_t *loop, const gr_silo_config_t *cfg, gr_silo_t **out, c
     rc = gr_runtime_new(loop, s->storage, &ro, &s->rt);
     if (rc == 0 && !cfg->memory_storage)
         rc = gr__router_new(loop, s->rt, s->id, s->cfg.cluster, s->cfg.secret, &s->router);
+    if (rc == 0 && !cfg->memory_storage) {
+        gr__reminders_opts_t rmo;
+        gr__reminders_opts_init(&rmo);
+        rmo.service = s->cfg.cluster;
+        rmo.poll_ms = cfg->reminder_poll_ms;
+        rmo.min_period_ms = cfg->reminder_min_period_ms;
+        rc = gr__reminders_new(loop, s->cfg.database_url, s->rt, s->id, &rmo, gr__silo_owner, s, &s->reminders);
+    }
     if (rc == 0) {
         gr__gateway_opts_t go = {s->cfg.cluster,
                                  s->cfg.secret,
@@ -226,6 +257,7 @@ int gr_silo_new(uv_loop_t *loop, const gr_silo_config_t *cfg, gr_silo_t **out, c
     }
     if (rc != 0) {
         /* Only allocation can fail here; tear down what exists. */
+        if (s->reminders) gr__reminders_close(s->reminders, NULL, NULL);
         if (s->router) gr__router_close(s->router, NULL, NULL);
         if (s->rt) gr_runtime_close(s->rt, NULL, NULL);
         gr_storage_close(s->storage, NULL, NULL);
@@ -254,6 +286,7 @@ static void gr__silo_on_fence(void *ud, int fenced, const char *why) {
     gr_silo_t *s = ud;
     s->fenced = fenced;
     gr__router_set_fenced(s->router, fenced);
+    gr__silo_update_firing(s);
     /* Another silo may own our grains by now: drop them without writing. */
     if (fenced) gr__runtime_drop_all(s->rt);
 }
@@ -262,6 +295,7 @@ static void gr__silo_on_dead(void *ud) {
     gr_silo_t *s = ud;
     s->dead = 1;
     gr__router_set_fenced(s->router, 1);
+    gr__silo_update_firing(s);
     gr__runtime_drop_all(s->rt);
     if (s->dead_cb) s->dead_cb(s, s->dead_ud);
 }
@@ -270,6 +304,7 @@ static void gr__silo_joined(void *ud, int status) {
     gr_silo_t *s = ud;
     if (status == 0) {
         s->joined = 1;
+        gr__silo_update_firing(s);
         GR_LOG_INFO("silo %s is active in cluster %s", s->id, s->cfg.cluster);
     } else {
         GR_LOG_ERROR("could not join the cluster: %s (is the schema migrated?)", gr_strerror(status));
@@ -442,6 +477,7 @@ static void gr__silo_stop_timeout(uv_timer_t *t) {
 int gr_silo_stop(gr_silo_t *s, void (*cb)(gr_silo_t *, int, void *), void *ud) {
     if (s->stopping || s->closing) return GR_ESTATE;
     s->stopping = 1;
+    gr__silo_update_firing(s);
     s->stop_cb = cb;
     s->stop_ud = ud;
     GR_LOG_INFO("graceful stop: deactivating %zu grains", gr_runtime_activation_count(s->rt));
@@ -478,7 +514,11 @@ void gr_silo_close(gr_silo_t *s, void (*cb)(void *), void *ud) {
     s->close_cb = cb;
     s->close_ud = ud;
     s->stop_cb = NULL;
-    s->parts_open = 3 + (s->router != NULL) + (s->membership != NULL) + (s->http != NULL);
+    s->parts_open =
+        3 + (s->router != NULL) + (s->membership != NULL) + (s->http != NULL) + (s->reminders != NULL);
+    /* Reminders first: their fires in flight complete (cancelled) when the
+     * runtime closes below, and the service waits for them. */
+    if (s->reminders) gr__reminders_close(s->reminders, gr__silo_part_closed, s);
     if (s->http) gr__http_close(s->http, gr__silo_part_closed, s);
     uv_close((uv_handle_t *)&s->stop_timer, gr__silo_timer_closed);
     /* The router first: its links' cancelled calls complete into a live runtime. */

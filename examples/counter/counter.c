@@ -212,10 +212,50 @@ static void counter_relay(gr_grain_t *g, gr_msg_t *msg, const uint8_t *arg, size
     if (rc != 0) gr_reply_error(msg, gr_strerror(rc));
 }
 
+/* Reminders: "remind NAME DUE_MS PERIOD_MS" registers one (replies once it
+ * is stored), "forget NAME" deletes it, "reminders" lists them. Each firing
+ * adds 1 to the counter, committed before the acknowledgement. */
+static void counter_reminder_done(void *ud, int status, const uint8_t *reply, size_t len) {
+    gr_msg_t *msg = ud;
+    if (status == 0)
+        gr_reply(msg, reply ? reply : (const uint8_t *)"ok", reply ? len : 2);
+    else
+        counter_relay_done(ud, status, reply, len);
+}
+
+static void counter_remind(gr_grain_t *g, gr_msg_t *msg, const uint8_t *arg, size_t len) {
+    char buf[256], name[129];
+    unsigned long long due, period;
+    snprintf(buf, sizeof buf, "%.*s", (int)(len < sizeof buf - 1 ? len : sizeof buf - 1), (const char *)arg);
+    if (sscanf(buf, "%128s %llu %llu", name, &due, &period) != 3) {
+        gr_reply_error(msg, "remind: argument is NAME DUE_MS PERIOD_MS");
+        return;
+    }
+    int rc = gr_reminder_register(g, name, due, period, counter_reminder_done, msg);
+    if (rc != 0) gr_reply_error(msg, rc == GR_EINVAL ? "remind: invalid name or period (too short?)" : gr_strerror(rc));
+}
+
+static void counter_forget(gr_grain_t *g, gr_msg_t *msg, const uint8_t *arg, size_t len) {
+    char name[129];
+    snprintf(name, sizeof name, "%.*s", (int)(len < sizeof name - 1 ? len : sizeof name - 1), (const char *)arg);
+    int rc = gr_reminder_unregister(g, name, counter_reminder_done, msg);
+    if (rc != 0) gr_reply_error(msg, gr_strerror(rc));
+}
+
+static void counter_reminders(gr_grain_t *g, gr_msg_t *msg, const uint8_t *arg, size_t len) {
+    int rc = gr_reminder_list(g, counter_reminder_done, msg);
+    if (rc != 0) gr_reply_error(msg, gr_strerror(rc));
+}
+
+static void counter_on_reminder(gr_grain_t *g, gr_msg_t *msg, const char *name) {
+    counter_incr(g, msg, NULL, 0); /* persisted before the acknowledgement */
+}
+
 static const gr_method_t counter_methods[] = {
     {"incr", counter_incr},   {"incr_once", counter_incr_once}, {"get", counter_get},
     {"where", counter_where}, {"sleep", counter_sleep},         {"reset", counter_reset},
-    {"deactivate", counter_deactivate}, {"relay", counter_relay}, {NULL, NULL},
+    {"deactivate", counter_deactivate}, {"relay", counter_relay}, {"remind", counter_remind},
+    {"forget", counter_forget}, {"reminders", counter_reminders}, {NULL, NULL},
 };
 
 /* "where" reads nothing a turn in progress could be changing. "get" must
@@ -242,6 +282,7 @@ const gr_class_t counter_class = {
     .interleave = counter_interleave,
     .state_version = COUNTER_STATE_VERSION,
     .upgrade_state = counter_upgrade,
+    .on_reminder = counter_on_reminder,
 };
 
 /* Checksum: a stateless worker. `sum` replies the FNV-1a 64 hash of its

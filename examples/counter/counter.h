@@ -14,6 +14,8 @@
  *   reset     deletes the stored row (committed before the reply "0")
  *   deactivate  replies "ok", then the activation deactivates once idle
  *   relay     ARG = "KEY METHOD [ARG]": calls Counter/KEY and relays its reply
+ *   remind    ARG = "NAME DUE_MS PERIOD_MS": a durable reminder; each firing adds 1
+ *   forget    ARG = NAME: deletes that reminder;  reminders: lists them
  * "where" interleaves (runs even while the grain waits on another call). */
 extern const gr_class_t counter_class;
 

@@ -88,6 +88,11 @@ typedef struct gr_class {
      * non-zero fails the activation (GR_EACTIVATE) and nothing is written.
      * Without it, old bytes are given to the class as they are. */
     int (*upgrade_state)(gr_grain_t *grain, const uint8_t *old, size_t old_len, uint32_t old_version);
+    /* Optional. A durable reminder of this grain is due (gr_reminder_register):
+     * runs as a turn, activating the grain if needed, and must reply to `msg`
+     * (gr_reply) when done: the reply is the acknowledgement, without it the
+     * reminder fires again (at least once). */
+    void (*on_reminder)(gr_grain_t *grain, gr_msg_t *msg, const char *name);
 } gr_class_t;
 
 /** Completion of a call. status is 0 with the reply bytes, GR_EAPP with the
@@ -243,6 +248,24 @@ GR_EXTERN uint32_t gr_msg_remaining_ms(const gr_msg_t *msg);
  * GR_ECANCELED. */
 GR_EXTERN int gr_grain_call(gr_grain_t *grain, const gr_ref_t *ref, const char *method, const void *arg,
                             size_t arg_len, uint32_t timeout_ms, gr_call_cb cb, void *ud);
+
+/** Register (or replace) the durable reminder `name` of this grain: stored in
+ * PostgreSQL, it fires first `due_ms` from now, then every `period_ms` (0:
+ * once), by calling the class's on_reminder on whichever silo hosts the grain,
+ * after any deploy, crash or scale-down. `period_ms` must be 0 or at least the
+ * silo's --reminder-min-period-ms. `name`: 1..128 printable ASCII, no spaces.
+ * `cb` (may be NULL) gets 0 once stored, or an error. Returns 0, GR_EINVAL, or
+ * GR_ESTATE when this runtime has no reminder service (a silo without
+ * PostgreSQL). Timing and missed ticks: docs/reminders.md. */
+GR_EXTERN int gr_reminder_register(gr_grain_t *grain, const char *name, uint64_t due_ms, uint64_t period_ms,
+                                   gr_call_cb cb, void *ud);
+
+/** Delete the reminder `name`; `cb` gets 0, or GR_ENOENT if there was none. */
+GR_EXTERN int gr_reminder_unregister(gr_grain_t *grain, const char *name, gr_call_cb cb, void *ud);
+
+/** List this grain's reminders: `cb` gets one line per reminder,
+ * "NAME DUE_IN_MS PERIOD_MS" (DUE_IN_MS may be negative: overdue). */
+GR_EXTERN int gr_reminder_list(gr_grain_t *grain, gr_call_cb cb, void *ud);
 
 /** A timer tick; runs as a turn of its own (never inside another message). */
 typedef void (*gr_timer_fn)(gr_grain_t *grain, void *ud);

@@ -35,6 +35,8 @@ typedef struct gr_silo_config {
     uint32_t drain_timeout_ms;      /* graceful stop gives up after (default 25000) */
     uint32_t heartbeat_ms;          /* membership heartbeat and view refresh (default 200) */
     uint32_t lease_ms;              /* silent this long = dead; fence ourselves too (default 1200) */
+    uint32_t reminder_poll_ms;      /* how often due reminders are looked for (default 1000) */
+    uint32_t reminder_min_period_ms; /* shortest reminder period accepted (default 1000) */
 } gr_silo_config_t;
 
 /** Fill `cfg` with the defaults documented in gr_silo_config_t. */

@@ -429,6 +429,69 @@ static void test_state_version_rolling(void **st) {
     gr_test_loop_close(&loop);
 }
 
+/* Durable reminders: registered from inside a grain, stored in PostgreSQL,
+ * fired by the silo owning the grain's range; they keep firing after the
+ * silo hosting the grain is killed (the survivor owns every range then), and
+ * stop when unregistered. Each firing adds 1 to the Counter, committed
+ * before the acknowledgement. */
+static void test_reminders_survive_kill(void **st) {
+    static const char *const fast[] = {"--reminder-poll-ms", "100", "--reminder-min-period-ms", "200", NULL};
+    silos[0].extra = fast;
+    silos[1].extra = fast;
+    start_silo(0, NULL);
+    start_silo(1, NULL);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    wait_active_on(&loop, 2);
+    gr_test_run_for(&loop, 400);
+    char both[64];
+    snprintf(both, sizeof both, "127.0.0.1:%d,127.0.0.1:%d", silos[0].port, silos[1].port);
+    gr_client_t *c = client_for(&loop, both, "s3cret");
+    res_t r;
+    assert_int_equal(call_sync(&loop, c, "rem", "remind", "tick 0 100", &r), GR_EAPP); /* under the minimum */
+    assert_non_null(strstr(r.reply, "too short"));
+    assert_int_equal(call_sync(&loop, c, "rem", "remind", "tick 0 300", &r), 0);
+    assert_int_equal(call_sync(&loop, c, "rem", "reminders", NULL, &r), 0);
+    assert_int_equal(strncmp(r.reply, "tick ", 5), 0);
+    assert_non_null(strstr(r.reply, " 300\n"));
+    gr_test_run_for(&loop, 1600);
+    assert_int_equal(call_retry(&loop, c, "rem", "get", NULL, &r, 5000), 0);
+    int before = atoi(r.reply);
+    print_message("reminder fired %d times in ~1.6 s (period 300 ms, poll 100 ms)\n", before);
+    assert_true(before >= 3 && before <= 7);
+    /* Kill the silo hosting the grain: the other one takes the grain and
+     * the whole ring, and the reminder keeps firing. */
+    assert_int_equal(call_retry(&loop, c, "rem", "where", NULL, &r, 5000), 0);
+    char hosted0[32];
+    snprintf(hosted0, sizeof hosted0, "127.0.0.1:%d-", silos[0].port);
+    int victim = strncmp(r.reply, hosted0, strlen(hosted0)) == 0 ? 0 : 1;
+    kill(silos[victim].pid, SIGKILL);
+    gr_test_wait(silos[victim].pid, 5000);
+    silos[victim].pid = 0;
+    gr_test_run_for(&loop, 4000);
+    assert_int_equal(call_retry(&loop, c, "rem", "get", NULL, &r, 5000), 0);
+    int after = atoi(r.reply);
+    print_message("after SIGKILL of silo %d: %d -> %d\n", victim, before, after);
+    assert_true(after >= before + 4);
+    /* Unregistered: it stops. */
+    assert_int_equal(call_retry(&loop, c, "rem", "forget", "tick", &r, 5000), 0);
+    assert_int_equal(call_sync(&loop, c, "rem", "forget", "tick", &r), GR_EAPP); /* gone already */
+    assert_non_null(strstr(r.reply, "GR_ENOENT"));
+    gr_test_run_for(&loop, 300); /* a fire already in flight may still land */
+    assert_int_equal(call_sync(&loop, c, "rem", "get", NULL, &r), 0);
+    int stopped = atoi(r.reply);
+    gr_test_run_for(&loop, 1000);
+    assert_int_equal(call_sync(&loop, c, "rem", "get", NULL, &r), 0);
+    assert_int_equal(atoi(r.reply), stopped);
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM granary_reminder WHERE service = '%s'", cl.name);
+    char *v = gr_test_sql(gr_test_pg_url(), sql);
+    assert_string_equal(v, "0");
+    free(v);
+    gr_client_close(c, NULL, NULL);
+    gr_test_loop_close(&loop);
+}
+
 /* A silo cut off from PostgreSQL fences itself within the lease, the others
  * take its grains over with their state, and when the link comes back it
  * learns it was declared dead and exits with status 3. */
@@ -507,6 +570,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_call_cycle_across_silos, new_cluster, kill_all),
         cmocka_unit_test_setup_teardown(test_stateless_worker_served_locally, new_cluster, kill_all),
         cmocka_unit_test_setup_teardown(test_state_version_rolling, new_cluster, kill_all),
+        cmocka_unit_test_setup_teardown(test_reminders_survive_kill, new_cluster, kill_all),
         cmocka_unit_test_setup_teardown(test_sigterm_under_load, new_cluster, kill_all),
         cmocka_unit_test_setup_teardown(test_sigkill_failover, new_cluster, kill_all),
         cmocka_unit_test_setup_teardown(test_scale_down_3_to_1, new_cluster, kill_all),

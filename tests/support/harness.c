@@ -44,7 +44,7 @@ int gr_h_start_silo(gr_h_cluster_t *c, int i, const char *db) {
                                "--secret",
                                c->secret,
                                NULL};
-    const char *argv[20] = {0};
+    const char *argv[40] = {0};
     int a = 0;
     if (s->netns[0]) { /* `ip netns exec` execs the silo: same pid */
         argv[a++] = "/usr/sbin/ip";
@@ -54,6 +54,8 @@ int gr_h_start_silo(gr_h_cluster_t *c, int i, const char *db) {
     }
     for (int k = 0; silo_argv[k]; k++)
         argv[a++] = silo_argv[k];
+    for (int k = 0; s->extra && s->extra[k] && a < 38; k++)
+        argv[a++] = s->extra[k];
     s->pid = gr_test_spawn(argv, c->log_path);
     if (s->pid <= 0) return -1;
     return gr_test_wait_addr(s->host, s->port, 10000);

@@ -23,6 +23,7 @@ typedef struct gr_h_silo {
     char host[32];  /* its address (default 127.0.0.1) */
     char netns[32]; /* run inside this network namespace ("": none) */
     const char *grains; /* --grains module relative to the build dir (NULL: examples/counter.so) */
+    const char *const *extra; /* more flags, NULL-terminated (or NULL) */
 } gr_h_silo_t;
 
 typedef struct gr_h_cluster {
