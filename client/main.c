@@ -2,6 +2,7 @@
  * the members a silo sees and the active grains of the cluster.
  *   granary call [--silo HOST:PORT[,...]] CLASS/KEY METHOD [ARG|-]
  *   granary members [--silo ...]      granary grains [--silo ...]
+ *   granary reminder add|remove|list CLASS/KEY [NAME] [--due MS] [--period MS]
  * Exit status: 0 ok, 1 the call failed, 2 usage, 75 failed but retryable. */
 #include <signal.h>
 #include <stdio.h>
@@ -16,9 +17,15 @@ static void gr__usage(FILE *f) {
     fprintf(f, "usage: granary call [OPTIONS] CLASS/KEY METHOD [ARG | -]\n"
                "       granary members [OPTIONS]    the cluster's live silos, as a silo sees them\n"
                "       granary grains [OPTIONS]     active grains by class on every live silo\n"
+               "       granary reminder add CLASS/KEY NAME [--due MS] [--period MS] [OPTIONS]\n"
+               "       granary reminder remove CLASS/KEY NAME [OPTIONS]\n"
+               "       granary reminder list CLASS/KEY [OPTIONS]\n"
                "       granary --version\n\n"
                "call: calls METHOD on grain CLASS/KEY (the key is everything after the first '/')\n"
-               "and prints the reply on stdout. ARG '-' reads the argument from stdin.\n\n"
+               "and prints the reply on stdout. ARG '-' reads the argument from stdin.\n"
+               "reminder: durable reminders of a grain (docs/reminders.md): add (or replace) NAME,\n"
+               "first due in --due MS (default 0), then every --period MS (default 0: once; else at\n"
+               "least the silo's --reminder-min-period-ms); remove it; list NAME DUE_IN_MS PERIOD_MS.\n\n"
                "Options (environment variable in brackets):\n"
                "  --silo HOST:PORT[,...]  silos to try in order [GRANARY_SILO] (default 127.0.0.1:7700)\n"
                "  --cluster NAME          cluster name [GRANARY_CLUSTER] (default \"default\")\n"
@@ -131,6 +138,65 @@ static int gr__cmd_members(const gr_client_options_t *o, uint32_t timeout, int j
     return 0;
 }
 
+/* granary reminder add|remove|list CLASS/KEY [NAME]: the silo's `$silo`
+ * control methods, which talk to the reminder table directly. */
+static int gr__cmd_reminder(const gr_client_options_t *o, uint32_t timeout, int json, const char *const *pos,
+                            int npos, unsigned long long due, unsigned long long period) {
+    const char *sub = npos > 0 ? pos[0] : "";
+    int add = !strcmp(sub, "add"), rm = !strcmp(sub, "remove"), ls = !strcmp(sub, "list");
+    if ((!add && !rm && !ls) || npos < 2 || ((add || rm) && npos != 3) || (ls && npos != 2)) {
+        fprintf(stderr, "granary reminder: usage: add CLASS/KEY NAME | remove CLASS/KEY NAME | list CLASS/KEY\n");
+        return 2;
+    }
+    const char *slash = strchr(pos[1], '/');
+    if (!slash || slash == pos[1]) {
+        fprintf(stderr, "granary reminder: grain must be CLASS/KEY, got '%s'\n", pos[1]);
+        return 2;
+    }
+    char arg[256];
+    if (add)
+        snprintf(arg, sizeof arg, "%s %llu %llu", pos[2], due, period);
+    else
+        snprintf(arg, sizeof arg, "%s", rm ? pos[2] : "");
+    char method[32];
+    snprintf(method, sizeof method, "reminder_%s", sub);
+    gr__cli_call_t r;
+    int rc = gr__call_once(o, "$silo", pos[1], method, arg, strlen(arg), timeout, &r);
+    if (rc != 0) {
+        fprintf(stderr, "granary reminder: %s\n", gr_strerror(rc));
+        return 2;
+    }
+    if (r.status != 0) {
+        int e = gr__report_error("reminder", &r);
+        gr__buf_free(&r.reply);
+        return e;
+    }
+    if (!ls) {
+        printf(json ? "{\"ok\":true}\n" : "ok\n");
+        gr__buf_free(&r.reply);
+        return 0;
+    }
+    gr__buf_append(&r.reply, "", 1);
+    if (json)
+        printf("[");
+    else
+        printf("%-32s %14s %12s\n", "NAME", "DUE IN (ms)", "PERIOD (ms)");
+    int first = 1;
+    for (char *line = strtok((char *)r.reply.data, "\n"); line; line = strtok(NULL, "\n")) {
+        char name[129];
+        long long in, per;
+        if (sscanf(line, "%128s %lld %lld", name, &in, &per) != 3) continue;
+        if (json)
+            printf("%s{\"name\":\"%s\",\"due_in_ms\":%lld,\"period_ms\":%lld}", first ? "" : ",", name, in, per);
+        else
+            printf("%-32s %14lld %12lld\n", name, in, per);
+        first = 0;
+    }
+    if (json) printf("]\n");
+    gr__buf_free(&r.reply);
+    return 0;
+}
+
 /* Active grains by class on every live member (each asked directly). */
 static int gr__cmd_grains(const gr_client_options_t *o, uint32_t timeout, int json) {
     gr__cli_call_t r;
@@ -201,12 +267,13 @@ int main(int argc, char **argv) {
         return argc < 2 ? 2 : 0;
     }
     const char *cmd = argv[1];
-    if (strcmp(cmd, "call") && strcmp(cmd, "members") && strcmp(cmd, "grains")) {
+    if (strcmp(cmd, "call") && strcmp(cmd, "members") && strcmp(cmd, "grains") && strcmp(cmd, "reminder")) {
         fprintf(stderr, "granary: unknown command '%s' (see --help)\n", argv[1]);
         return 2;
     }
     const char *pos[3] = {NULL, NULL, NULL};
     int npos = 0;
+    unsigned long long due = 0, period = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -214,6 +281,18 @@ int main(int argc, char **argv) {
             return 0;
         } else if (!strcmp(a, "--json")) {
             json = 1;
+        } else if (!strcmp(cmd, "reminder") && (!strcmp(a, "--due") || !strcmp(a, "--period"))) {
+            char *end;
+            unsigned long long v = i + 1 < argc ? strtoull(argv[i + 1], &end, 10) : 0;
+            if (i + 1 >= argc || *end || argv[i + 1][0] == '-') {
+                fprintf(stderr, "granary reminder: %s needs milliseconds\n", a);
+                return 2;
+            }
+            i++;
+            if (!strcmp(a, "--due"))
+                due = v;
+            else
+                period = v;
         } else if (!strcmp(a, "--silo") || !strcmp(a, "--cluster") || !strcmp(a, "--secret") ||
                    !strcmp(a, "--timeout")) {
             if (i + 1 >= argc) {
@@ -246,6 +325,7 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
+    if (!strcmp(cmd, "reminder")) return gr__cmd_reminder(&o, timeout, json, pos, npos, due, period);
     if (strcmp(cmd, "call") != 0) {
         if (npos) {
             fprintf(stderr, "granary %s: takes no arguments (see --help)\n", cmd);

@@ -267,6 +267,37 @@ static const gr_class_t doc_v2 = {
 static const gr_class_t doc_v3 = {
     .name = "Doc", .methods = doc_methods, .state_version = 3, .upgrade_state = doc_upgrade_fails};
 
+/* Reminders at the runtime level: on_reminder dispatch, and the API's
+ * validation and hand-off to the silo's service (a recording fake here;
+ * the real one is tested through silos on PostgreSQL). */
+static char reminded[64];
+static void r_on_reminder(gr_grain_t *g, gr_msg_t *m, const char *name) {
+    snprintf(reminded, sizeof reminded, "%s", name);
+    m_incr(g, m, NULL, 0);
+}
+static void m_remind(gr_grain_t *g, gr_msg_t *m, const uint8_t *a, size_t n) {
+    char name[64];
+    snprintf(name, sizeof name, "%.*s", (int)n, (const char *)a);
+    reply_int(m, gr_reminder_register(g, name, 10, 0, NULL, NULL));
+}
+static const gr_method_t rem_methods[] = {{"remind", m_remind}, {"get", m_get}, {NULL, NULL}};
+static const gr_class_t rem_cls = {.name = "Rem", .methods = rem_methods, .on_reminder = r_on_reminder};
+static char fake_seen[256];
+static int fake_add(void *ud, const char *cls, const uint8_t *key, size_t key_len, const char *name,
+                    uint64_t due_ms, uint64_t period_ms, gr_call_cb cb, void *cb_ud) {
+    snprintf(fake_seen, sizeof fake_seen, "%s/%.*s %s %llu %llu", cls, (int)key_len, (const char *)key, name,
+             (unsigned long long)due_ms, (unsigned long long)period_ms);
+    return 0;
+}
+static int fake_remove(void *ud, const char *cls, const uint8_t *key, size_t key_len, const char *name,
+                       gr_call_cb cb, void *cb_ud) {
+    return GR_ENOENT;
+}
+static int fake_list(void *ud, const char *cls, const uint8_t *key, size_t key_len, gr_call_cb cb, void *cb_ud) {
+    return GR_ENOENT;
+}
+static const gr__reminder_ops_t fake_ops = {fake_add, fake_remove, fake_list};
+
 static int fail_activate(gr_grain_t *g) { return GR_EINVAL; }
 static const gr_class_t broken_cls = {.name = "Broken", .methods = t_methods, .on_activate = fail_activate};
 
@@ -314,6 +345,7 @@ static gr_runtime_t *make_rt(fx_t *fx, const char *id, uint32_t max_queue) {
     assert_int_equal(gr_runtime_register(rt, &ring_cls), 0);
     assert_int_equal(gr_runtime_register(rt, &rring_cls), 0);
     assert_int_equal(gr_runtime_register(rt, &worker_cls), 0);
+    assert_int_equal(gr_runtime_register(rt, &rem_cls), 0);
     return rt;
 }
 
@@ -755,6 +787,32 @@ static void test_state_upgrade_failure(void **state) {
     assert_int_equal(row.format, 1);
 }
 
+static void test_reminder_dispatch(void **state) {
+    fx_t *fx = *state;
+    res_t r;
+    /* No reminder service (no silo with PostgreSQL): a clear GR_ESTATE. */
+    call(fx, fx->rt, "Rem", "a", "remind", "tick", 0, &r);
+    assert_int_equal(atoi(r.reply), GR_ESTATE);
+    /* With one, the grain's class and key and the arguments reach it. */
+    gr__runtime_set_reminders(fx->rt, &fake_ops, NULL);
+    call(fx, fx->rt, "Rem", "a", "remind", "tick", 0, &r);
+    assert_string_equal(r.reply, "0");
+    assert_string_equal(fake_seen, "Rem/a tick 10 0");
+    call(fx, fx->rt, "Rem", "a", "remind", "bad name", 0, &r); /* names have no spaces */
+    assert_int_equal(atoi(r.reply), GR_EINVAL);
+    /* A firing is a turn that runs on_reminder; its reply is the ack. */
+    reminded[0] = '\0';
+    call(fx, fx->rt, "Rem", "b", GR__REMINDER_METHOD, "tick", 0, &r);
+    assert_int_equal(r.status, 0);
+    assert_string_equal(reminded, "tick");
+    call(fx, fx->rt, "Rem", "b", "get", NULL, 0, &r);
+    assert_string_equal(r.reply, "1");
+    /* A class without on_reminder: the firing fails clearly. */
+    call(fx, fx->rt, "Counter", "c", GR__REMINDER_METHOD, "tick", 0, &r);
+    assert_int_equal(r.status, GR_ENOMETHOD);
+    gr__runtime_set_reminders(fx->rt, NULL, NULL);
+}
+
 static void test_timers(void **state) {
     fx_t *fx = *state;
     res_t r;
@@ -926,6 +984,7 @@ int main(void) {
         T(test_stateless_workers),
         T(test_state_versions),
         T(test_state_upgrade_failure),
+        T(test_reminder_dispatch),
     };
     return cmocka_run_group_tests_name("grains.runtime", tests, NULL, NULL);
 }

@@ -404,6 +404,51 @@ static void test_reset_and_deactivate(void **st) {
     gr_test_wait(s.pid, 5000);
 }
 
+/* `granary reminder add|list|remove` through a real silo on PostgreSQL;
+ * the reminder fires the Counter's on_reminder; '$' methods are refused
+ * to clients. */
+static void test_reminder_cli(void **st) {
+    silo_t s;
+    int port = gr_test_free_port();
+    const char *const fast[] = {"--reminder-poll-ms", "100", "--reminder-min-period-ms", "200", NULL};
+    assert_int_equal(start_silo(&s, port, fast), 0);
+    char addr[64], out[1024];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    res_t r;
+    assert_int_equal(call_once(port, NULL, "rc", "get", &r), 0); /* joined and serving */
+    const char *add[] = {gr_test_build_path("granary"), "reminder", "add", "Counter/rc", "tick", "--due", "0",
+                         "--period", "200", "--cluster", cluster, "--silo", addr, NULL};
+    assert_int_equal(run_capture(add, out, sizeof out), 0);
+    assert_string_equal(out, "ok\n");
+    const char *list[] = {gr_test_build_path("granary"), "reminder", "list", "Counter/rc", "--json",
+                          "--cluster", cluster, "--silo", addr, NULL};
+    assert_int_equal(run_capture(list, out, sizeof out), 0);
+    assert_non_null(strstr(out, "\"name\":\"tick\""));
+    assert_non_null(strstr(out, "\"period_ms\":200"));
+    usleep(1200000);
+    assert_int_equal(call_once(port, NULL, "rc", "get", &r), 0);
+    print_message("reminder fired %d times in 1.2 s (period 200 ms)\n", atoi(r.reply));
+    assert_true(atoi(r.reply) >= 3);
+    const char *rm[] = {gr_test_build_path("granary"), "reminder", "remove", "Counter/rc", "tick",
+                        "--cluster", cluster, "--silo", addr, NULL};
+    assert_int_equal(run_capture(rm, out, sizeof out), 0);
+    assert_int_equal(run_capture(rm, out, sizeof out), 1); /* GR_ENOENT: nothing to remove */
+    const char *too_fast[] = {gr_test_build_path("granary"), "reminder", "add", "Counter/rc", "t2", "--period",
+                              "50", "--cluster", cluster, "--silo", addr, NULL};
+    assert_int_equal(run_capture(too_fast, out, sizeof out), 1);
+    const char *bad[] = {gr_test_build_path("granary"), "reminder", "add", "nocls", "t", NULL};
+    assert_int_equal(run_capture(bad, out, sizeof out), 2);
+    /* A client may not call the reminder entry point itself. */
+    assert_int_equal(call_once(port, NULL, "rc", "$reminder", &r), GR_ENOMETHOD);
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM granary_reminder WHERE service = '%s'", cluster);
+    char *v = gr_test_sql(gr_test_pg_url(), sql);
+    assert_string_equal(v, "0");
+    free(v);
+    kill(s.pid, SIGKILL);
+    gr_test_wait(s.pid, 5000);
+}
+
 static void test_sigterm_drains_and_exits_zero(void **st) {
     silo_t s;
     int port = gr_test_free_port();
@@ -722,6 +767,7 @@ int main(void) {
         cmocka_unit_test_setup(test_counter_survives_kill9, new_cluster),
         cmocka_unit_test_setup(test_sigterm_drains_and_exits_zero, new_cluster),
         cmocka_unit_test_setup(test_reset_and_deactivate, new_cluster),
+        cmocka_unit_test_setup(test_reminder_cli, new_cluster),
         cmocka_unit_test_setup(test_hostile_input, new_cluster),
         cmocka_unit_test_setup(test_client_that_never_reads, new_cluster),
         cmocka_unit_test_setup(test_http_probes_and_metrics, new_cluster),
