@@ -28,6 +28,7 @@ struct gr__reminders {
     char *self;
     gr__owner_fn owner;
     void *owner_ud;
+    struct gr__fire *inflight; /* reminders fired and not yet answered */
     uv_timer_t poll;
     int firing, polling, closing;
     unsigned fires_in_flight;
@@ -63,7 +64,7 @@ void gr__reminders_opts_init(gr__reminders_opts_t *o) {
     memset(o, 0, sizeof *o);
     o->poll_ms = 1000;
     o->min_period_ms = 1000;
-    o->fire_timeout_ms = 10000;
+    o->fire_timeout_ms = 5000;
 }
 
 /* ---- add / remove / list ---- */
@@ -184,13 +185,17 @@ int gr__reminders_control(gr__reminders_t *r, const char *method, const uint8_t 
 /* ---- firing ---- */
 
 typedef struct gr__fire {
+    UT_hash_handle hh; /* in r->inflight, keyed by id */
     gr__reminders_t *r;
     char cls[GR_CLASS_NAME_MAX + 1];
     char name[GR_METHOD_NAME_MAX + 1];
     char due[24];
     int one_shot;
+    int tracked; /* in r->inflight */
     size_t key_len;
-    uint8_t key[];
+    uint8_t *key; /* points into id */
+    size_t id_len;
+    uint8_t id[]; /* class '\0' name '\0' key: which reminder is in flight */
 } gr__fire_t;
 
 static void gr__rem_maybe_closed(gr__reminders_t *r);
@@ -206,6 +211,8 @@ static void gr__rem_fired(void *ud, int status, const uint8_t *reply, size_t len
     gr__fire_t *f = ud;
     gr__reminders_t *r = f->r;
     int queued = 0;
+    GR_LOG_DEBUG("reminder %s of %s answered: %s", f->name, f->cls, gr_err_name(status));
+    if (f->tracked) HASH_DEL(r->inflight, f);
     if (status == 0) {
         r->stats.fired++;
         if (!r->closing) {
@@ -245,16 +252,32 @@ static void gr__rem_due(void *ud, int status, PGresult *res, const char *detail)
         cls[cl] = '\0';
         const uint8_t *key = (const uint8_t *)PQgetvalue(res, i, 1);
         const char *owner = r->owner(r->owner_ud, cls, key, (size_t)kl);
-        if (!owner || strcmp(owner, r->self) != 0) continue; /* another silo's range */
-        gr__fire_t *f = gr__calloc(1, sizeof *f + (size_t)kl);
+        if (!owner || strcmp(owner, r->self) != 0) { /* another silo's range */
+            GR_LOG_DEBUG("reminder due for %s, owned by %s", cls, owner ? owner : "(no view yet)");
+            continue;
+        }
+        /* Still waiting for the grain's answer to an earlier firing: that
+         * one decides; firing again now would only double it. */
+        size_t id_len = (size_t)cl + 1 + (size_t)nl + 1 + (size_t)kl;
+        uint8_t idbuf[GR_CLASS_NAME_MAX + GR_METHOD_NAME_MAX + GR_KEY_MAX + 2];
+        memcpy(idbuf, cls, (size_t)cl + 1);
+        memcpy(idbuf + cl + 1, PQgetvalue(res, i, 2), (size_t)nl);
+        idbuf[cl + 1 + nl] = '\0';
+        memcpy(idbuf + cl + nl + 2, key, (size_t)kl);
+        gr__fire_t *busy = NULL;
+        HASH_FIND(hh, r->inflight, idbuf, id_len, busy);
+        if (busy) continue;
+        gr__fire_t *f = gr__calloc(1, sizeof *f + id_len);
         if (!f) break;
         f->r = r;
+        memcpy(f->id, idbuf, id_len);
+        f->id_len = id_len;
+        f->key = f->id + cl + nl + 2;
         memcpy(f->cls, cls, (size_t)cl + 1);
         memcpy(f->name, PQgetvalue(res, i, 2), (size_t)nl);
         f->name[nl] = '\0';
         snprintf(f->due, sizeof f->due, "%" PRId64, (int64_t)gr__get_u64((const uint8_t *)PQgetvalue(res, i, 3)));
         f->one_shot = gr__get_u64((const uint8_t *)PQgetvalue(res, i, 4)) == 0;
-        memcpy(f->key, key, (size_t)kl);
         f->key_len = (size_t)kl;
         gr_ref_t ref = {f->cls, f->key, f->key_len};
         if (gr_call(r->rt, &ref, GR__REMINDER_METHOD, f->name, strlen(f->name), r->opts.fire_timeout_ms,
@@ -262,15 +285,18 @@ static void gr__rem_due(void *ud, int status, PGresult *res, const char *detail)
             gr__free(f);
             continue;
         }
+        HASH_ADD_KEYPTR(hh, r->inflight, f->id, f->id_len, f);
+        f->tracked = !gr__hash_oom(); /* untracked, it may fire twice: at-least-once allows it */
         r->fires_in_flight++;
+        GR_LOG_DEBUG("reminder %s of %s fired (due %s)", f->name, f->cls, f->due);
     }
 }
 
 static void gr__rem_poll(uv_timer_t *t) {
     gr__reminders_t *r = t->data;
-    /* One round at a time: the next poll waits for this round's fires, so
-     * a reminder is never fired twice concurrently by one silo. */
-    if (!r->firing || r->polling || r->fires_in_flight || r->closing) return;
+    /* A reminder whose firing is still unanswered is skipped (r->inflight),
+     * so one slow grain delays only its own reminders. */
+    if (!r->firing || r->polling || r->closing) return;
     r->stats.polls++;
     const char *values[1] = {r->service};
     if (gr__pgpool_query(r->pool, GR__SQL_DUE, 1, values, NULL, NULL, 1, gr__rem_due, r) == 0) r->polling = 1;

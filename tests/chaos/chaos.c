@@ -11,6 +11,11 @@
  * its own address) and takes one off the network; it exits 77 (skipped)
  * when namespaces cannot be made (not root, no iproute2).
  *
+ * Beside the load, every run checks that the grain features survive the
+ * faults: a durable reminder registered before the first fault must still
+ * be firing after the last one, and a stateless worker and call-cycle
+ * detection must answer (features_check).
+ *
  * Prints one summary line; exits 1 on any lost or duplicated acknowledged
  * write or non-retryable error, 2 on bad usage. Loopback only; every loop is
  * bounded in time. docs/reliability.md describes the scenarios. */
@@ -295,6 +300,76 @@ static int sc_mixed(chaos_t *c, uint64_t end) {
 
 /* ---- network namespaces: one per silo, like pods ---- */
 
+/* ---- grain features under faults ---- */
+
+typedef struct {
+    int done, status;
+    char reply[512];
+} fcall_t;
+
+static void fcall_done(void *ud, int status, const uint8_t *r, size_t n) {
+    fcall_t *f = ud;
+    f->done = 1;
+    f->status = status;
+    snprintf(f->reply, sizeof f->reply, "%.*s", (int)(n < sizeof f->reply - 1 ? n : sizeof f->reply - 1),
+             (const char *)r);
+}
+
+/* One call through every silo's address, retried on retryable errors for
+ * up to 15 s (faults may still be settling). Returns the final status. */
+static int fcall(chaos_t *c, const char *cls, const char *key, const char *method, const char *arg,
+                 fcall_t *f) {
+    char list[1024];
+    gr_h_silo_list(&c->cl, 0, c->silos, list, sizeof list);
+    gr_client_t *cl = gr_h_client(&c->cl, &c->loop, list);
+    uint64_t end = gr_h_now_ms() + 15000;
+    do {
+        memset(f, 0, sizeof *f);
+        gr_ref_t ref = {cls, key, strlen(key)};
+        if (!cl || gr_client_call(cl, &ref, method, arg, arg ? strlen(arg) : 0, 5000, fcall_done, f) != 0) {
+            f->status = GR_EINVAL;
+            break;
+        }
+        while (!f->done)
+            uv_run(&c->loop, UV_RUN_ONCE);
+        if (f->status == 0 || !gr_err_retryable(f->status)) break;
+        pause_ms(c, 200);
+    } while (gr_h_now_ms() < end);
+    if (cl) gr_client_close(cl, NULL, NULL);
+    return f->status;
+}
+
+/* Before the faults: a reminder (period 1 s) on Counter/chaos-reminder. */
+static int features_setup(chaos_t *c) {
+    fcall_t f;
+    int st = fcall(c, "Counter", "chaos-reminder", "remind", "tick 0 1000", &f);
+    if (st != 0) fprintf(stderr, "chaos: registering the reminder failed: %s %s\n", gr_err_name(st), f.reply);
+    return st == 0 ? 0 : -1;
+}
+
+/* After the faults: the reminder still fires (its counter moves within
+ * 12 s: a firing caught by the last fault may wait out its 5 s deadline
+ * first), a stateless worker answers, and a call cycle is refused. */
+static int features_check(chaos_t *c) {
+    fcall_t f;
+    if (fcall(c, "Counter", "chaos-reminder", "get", NULL, &f) != 0) return -1;
+    long before = atol(f.reply), now = before;
+    uint64_t end = gr_h_now_ms() + 12000;
+    while (now == before && gr_h_now_ms() < end) {
+        pause_ms(c, 500);
+        if (fcall(c, "Counter", "chaos-reminder", "get", NULL, &f) == 0) now = atol(f.reply);
+    }
+    int ok_rem = now > before;
+    int ok_worker = fcall(c, "Checksum", "chaos", "sum", "abc", &f) == 0 && !strcmp(f.reply, "e16801510db89efd");
+    int st = fcall(c, "Counter", "chaos-cycle-a", "relay", "chaos-cycle-b relay chaos-cycle-a incr", &f);
+    int ok_cycle = st == GR_EAPP && strstr(f.reply, "GR_EDEADLOCK") != NULL;
+    printf("grain features after the faults: reminder fired %ld times in all and %s; stateless worker %s; "
+           "call cycle %s\n",
+           now, ok_rem ? "still fires" : "STOPPED", ok_worker ? "ok" : "FAILED",
+           ok_cycle ? "refused" : "NOT REFUSED");
+    return ok_rem && ok_worker && ok_cycle ? 0 : -1;
+}
+
 static int sh(const char *fmt, ...) GR__PRINTF_T(1, 2);
 static int sh(const char *fmt, ...) {
     char cmd[512];
@@ -496,10 +571,11 @@ int main(int argc, char **argv) {
     if (rc == 0) rc = gr_h_wait_active(&c.cl, &c.loop, initial, 15000);
     gr_h_load_t *load = NULL;
     if (rc == 0) {
+        rc = features_setup(&c);
         load = gr_h_load_new(&c.cl, &c.loop, c.silos, c.workers, c.counters);
         gr_h_load_start(load);
         pause_ms(&c, 1000);
-        rc = run(&c, gr_h_now_ms() + (uint64_t)(c.seconds * 1000));
+        if (rc == 0) rc = run(&c, gr_h_now_ms() + (uint64_t)(c.seconds * 1000));
         if (reaped_badly) rc = -1;
         if (rc != 0) logf_("scenario step failed");
     }
@@ -512,6 +588,7 @@ int main(int argc, char **argv) {
         verdict = gr_h_load_verify(load, &sum);
         if (stopped != 0) verdict = -1;
         gr_h_load_free(load);
+        if (rc == 0 && features_check(&c) != 0) rc = -1;
     }
     char label[128];
     snprintf(label, sizeof label, "chaos %s seed %llu (%d faults)", c.scenario, (unsigned long long)c.seed,
