@@ -1912,6 +1912,17 @@ static void gr__grain_drop(gr_grain_t *g) {
     }
 }
 
+int gr__runtime_hosts(gr_runtime_t *rt, const char *cls, const uint8_t *key, size_t key_len) {
+    uint8_t idbuf[GR_CLASS_NAME_MAX + 1 + GR_KEY_MAX];
+    size_t cl = strlen(cls);
+    if (cl > GR_CLASS_NAME_MAX || key_len > GR_KEY_MAX) return 0;
+    memcpy(idbuf, cls, cl + 1);
+    if (key_len) memcpy(idbuf + cl + 1, key, key_len);
+    gr_grain_t *g = NULL;
+    HASH_FIND(hh, rt->grains, idbuf, cl + 1 + key_len, g);
+    return g && (g->status == GR__G_ACTIVE || g->status == GR__G_LOADING);
+}
+
 void gr__runtime_drop(gr_runtime_t *rt, const char *cls, const uint8_t *key, size_t key_len) {
     uint8_t idbuf[GR_CLASS_NAME_MAX + 1 + GR_KEY_MAX];
     size_t cl = strlen(cls);

@@ -76,5 +76,7 @@ void gr__runtime_foreach(gr_runtime_t *rt,
 /* Deactivate without saving: lost a directory conflict, or we are fenced. */
 void gr__runtime_drop(gr_runtime_t *rt, const char *cls, const uint8_t *key, size_t key_len);
 void gr__runtime_drop_all(gr_runtime_t *rt);
+/* 1 if (cls, key) has a live (loading or active) activation here. */
+int gr__runtime_hosts(gr_runtime_t *rt, const char *cls, const uint8_t *key, size_t key_len);
 
 #endif

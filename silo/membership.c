@@ -25,6 +25,7 @@ struct gr__membership {
     char port_s[16], gen_s[24], lease_s[24];
     gr__membership_cbs_t cbs;
     uv_timer_t tick;
+    uv_timer_t fence_timer; /* fires when the lease since the last good heartbeat runs out */
     int tick_in_flight;
     int join_in_flight;
     unsigned join_failures;
@@ -153,6 +154,26 @@ typedef struct gr__ms_tick {
     uint64_t sent; /* loop time the heartbeat left: the conservative lease start */
 } gr__ms_tick_t;
 
+/* Fence exactly when the lease runs out, not at the next tick: another silo
+ * may declare us dead as soon as our age passes the lease, and we must have
+ * stopped serving by then. */
+static void gr__ms_fence_due(uv_timer_t *t) {
+    gr__membership_t *m = t->data;
+    uint64_t now = uv_now(m->loop);
+    if (m->joined && !m->closing && now - m->last_ok_sent >= m->opts.lease_ms) {
+        char why[128];
+        snprintf(why, sizeof why, "no successful heartbeat for %llu ms (lease %u ms)",
+                 (unsigned long long)(now - m->last_ok_sent), (unsigned)m->opts.lease_ms);
+        m->healthy_since = 0;
+        gr__ms_fence(m, 1, why);
+    }
+}
+
+static void gr__ms_arm_fence(gr__membership_t *m) {
+    uint64_t now = uv_now(m->loop), end = m->last_ok_sent + m->opts.lease_ms;
+    uv_timer_start(&m->fence_timer, gr__ms_fence_due, end > now ? end - now : 0, 0);
+}
+
 static void gr__ms_tick_cb(uv_timer_t *t) {
     gr__membership_t *m = t->data;
     uint64_t now = uv_now(m->loop);
@@ -204,6 +225,7 @@ static void gr__ms_tick_done(void *ud, int status, PGresult *res, const char *de
     }
     m->last_ok_sent = sent;
     if (!m->healthy_since) m->healthy_since = sent;
+    gr__ms_arm_fence(m);
     gr__ms_fence(m, 0, NULL);
 
     gr__member_t *mem = gr__calloc((size_t)rows, sizeof *mem);
@@ -260,6 +282,7 @@ static void gr__ms_joined(void *ud, int status, PGresult *res, const char *detai
     m->status = GR__MS_JOINING;
     m->last_ok_sent = uv_now(m->loop);
     m->healthy_since = m->last_ok_sent;
+    gr__ms_arm_fence(m);
 }
 
 static void gr__ms_send_join(gr__membership_t *m) {
@@ -290,7 +313,10 @@ static void gr__ms_status_done(void *ud, int status, PGresult *res, const char *
     } else {
         GR_LOG_WARN("membership status %s not recorded: %s", gr__member_status_name(r->st), detail);
     }
-    if (r->st == GR__MS_DEAD) uv_timer_stop(&r->m->tick); /* left: no more heartbeats */
+    if (r->st == GR__MS_DEAD) { /* left: no more heartbeats, nothing to fence */
+        uv_timer_stop(&r->m->tick);
+        uv_timer_stop(&r->m->fence_timer);
+    }
     if (r->cb) r->cb(r->ud, status);
     gr__free(r);
 }
@@ -328,13 +354,18 @@ static void gr__ms_timer_closed(uv_handle_t *h) {
     gr__pgpool_close(m->pool, gr__ms_pool_closed, m);
 }
 
+static void gr__ms_fence_timer_closed(uv_handle_t *h) {
+    gr__membership_t *m = h->data;
+    uv_close((uv_handle_t *)&m->tick, gr__ms_timer_closed);
+}
+
 void gr__membership_close(gr__membership_t *m, void (*cb)(void *), void *ud) {
     assert(!m->closing);
     m->closing = 1;
     m->close_cb = cb;
     m->close_ud = ud;
     m->join_cb = NULL;
-    uv_close((uv_handle_t *)&m->tick, gr__ms_timer_closed);
+    uv_close((uv_handle_t *)&m->fence_timer, gr__ms_fence_timer_closed);
 }
 
 int gr__membership_new(uv_loop_t *loop, const char *conninfo, const gr__membership_opts_t *o,
@@ -369,6 +400,8 @@ int gr__membership_new(uv_loop_t *loop, const char *conninfo, const gr__membersh
     m->cbs = *cbs;
     uv_timer_init(loop, &m->tick);
     m->tick.data = m;
+    uv_timer_init(loop, &m->fence_timer);
+    m->fence_timer.data = m;
     *out = m;
     return 0;
 }

@@ -296,7 +296,10 @@ static void gr__rem_poll(uv_timer_t *t) {
     gr__reminders_t *r = t->data;
     /* A reminder whose firing is still unanswered is skipped (r->inflight),
      * so one slow grain delays only its own reminders. */
-    if (!r->firing || r->polling || r->closing) return;
+    if (!r->firing || r->polling || r->closing) {
+        if (r->polling) GR_LOG_DEBUG("reminder poll skipped: the previous one is still running");
+        return;
+    }
     r->stats.polls++;
     const char *values[1] = {r->service};
     if (gr__pgpool_query(r->pool, GR__SQL_DUE, 1, values, NULL, NULL, 1, gr__rem_due, r) == 0) r->polling = 1;
@@ -341,7 +344,12 @@ int gr__reminders_new(uv_loop_t *loop, const char *conninfo, gr_runtime_t *rt, c
     return 0;
 }
 
-void gr__reminders_get_stats(const gr__reminders_t *r, gr__reminders_stats_t *out) { *out = r->stats; }
+void gr__reminders_get_stats(const gr__reminders_t *r, gr__reminders_stats_t *out) {
+    *out = r->stats;
+    out->in_flight = r->fires_in_flight;
+    out->firing = r->firing;
+    out->polling = r->polling;
+}
 
 static void gr__rem_pool_closed(void *ud) {
     gr__reminders_t *r = ud;

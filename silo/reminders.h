@@ -42,6 +42,8 @@ int gr__reminders_control(gr__reminders_t *r, const char *method, const uint8_t 
 
 typedef struct gr__reminders_stats {
     uint64_t fired, fire_failures, polls;
+    uint64_t in_flight; /* firings not answered yet */
+    int firing, polling;
 } gr__reminders_stats_t;
 void gr__reminders_get_stats(const gr__reminders_t *r, gr__reminders_stats_t *out);
 

@@ -49,6 +49,8 @@ struct gr__router {
     gr__dir_map_t cache;
     gr__peer_t *peers;
     gr__pending_t *waiting; /* calls that arrived before the first view */
+    struct gr__rereg *rereg_retry; /* re-registrations to send again */
+    uv_timer_t rereg_timer;
     int draining, fenced, closing;
     int peers_closing;
     void (*close_cb)(void *);
@@ -345,17 +347,60 @@ static void gr__router_gone_cb(void *ud, const char *cls, const uint8_t *key, si
     gr__unregister(r, id, idl, cls, key, kl);
 }
 
+/* A re-registration that failed (the new owner had no view yet, a link
+ * broke) is sent again every GR__REREG_RETRY_MS, up to GR__REREG_ATTEMPTS
+ * times: until then an activation the directory does not know about could
+ * be duplicated by a call placed elsewhere. */
+#define GR__REREG_RETRY_MS 100
+#define GR__REREG_ATTEMPTS 30
+
 typedef struct gr__rereg {
+    struct gr__rereg *next; /* in r->rereg_retry */
     gr__router_t *r;
+    int attempt;
     char cls[GR_CLASS_NAME_MAX + 1];
     size_t key_len;
     uint8_t key[];
 } gr__rereg_t;
 
+static void gr__rereg_send(gr__router_t *r, gr__rereg_t *q);
+
+static void gr__rereg_timer_cb(uv_timer_t *t) {
+    gr__router_t *r = t->data;
+    gr__rereg_t *q = r->rereg_retry;
+    r->rereg_retry = NULL;
+    while (q) {
+        gr__rereg_t *n = q->next;
+        q->next = NULL;
+        /* Gone meanwhile: nothing to announce any more. */
+        if (r->closing || !gr__runtime_hosts(r->rt, q->cls, q->key, q->key_len))
+            gr__free(q);
+        else
+            gr__rereg_send(r, q);
+        q = n;
+    }
+}
+
 static void gr__rereg_done(void *ud, int status, const uint8_t *reply, size_t len) {
     gr__rereg_t *q = ud;
     gr__router_t *r = q->r;
-    if (status == 0 && !r->closing && (len != strlen(r->self) || memcmp(reply, r->self, len) != 0)) {
+    if (status != 0 && !r->closing) {
+        if (q->attempt < GR__REREG_ATTEMPTS) {
+            q->attempt++;
+            q->next = r->rereg_retry;
+            r->rereg_retry = q;
+            if (!uv_is_active((uv_handle_t *)&r->rereg_timer))
+                uv_timer_start(&r->rereg_timer, gr__rereg_timer_cb, GR__REREG_RETRY_MS, 0);
+            return;
+        }
+        /* Unannounced for seconds: another silo may have activated it. The
+         * storage version check protects writes; end this activation so
+         * reads cannot be served from a duplicate either. */
+        r->stats.lost_registrations++;
+        gr__log(GR__LOG_WARN, q->cls, q->key, q->key_len,
+                "could not re-register after a view change (%s); deactivating", gr_err_name(status));
+        gr__runtime_drop(r->rt, q->cls, q->key, q->key_len);
+    } else if (status == 0 && !r->closing && (len != strlen(r->self) || memcmp(reply, r->self, len) != 0)) {
         /* Another activation was registered first: ours loses, without writing. */
         r->stats.lost_registrations++;
         gr__log(GR__LOG_WARN, q->cls, q->key, q->key_len,
@@ -367,10 +412,28 @@ static void gr__rereg_done(void *ud, int status, const uint8_t *reply, size_t le
 
 static void gr__rereg_one(void *ud, const char *cls, const uint8_t *key, size_t kl) {
     gr__router_t *r = ud;
+    gr__rereg_t *q = gr__malloc(sizeof *q + kl);
+    if (!q) return;
+    memset(q, 0, sizeof *q);
+    q->r = r;
+    snprintf(q->cls, sizeof q->cls, "%s", cls);
+    q->key_len = kl;
+    if (kl) memcpy(q->key, key, kl);
+    gr__rereg_send(r, q);
+}
+
+/* Announce one activation to its partition owner (q is consumed). */
+static void gr__rereg_send(gr__router_t *r, gr__rereg_t *q) {
+    const char *cls = q->cls;
+    const uint8_t *key = q->key;
+    size_t kl = q->key_len;
     uint8_t id[GR_CLASS_NAME_MAX + 1 + GR_KEY_MAX];
     size_t idl = gr__make_id(id, cls, key, kl);
     const char *owner = gr__owner(r, cls, key, kl);
-    if (!owner) return;
+    if (!owner) {
+        gr__free(q);
+        return;
+    }
     if (!strcmp(owner, r->self)) {
         char winner[GR__SILO_ID_MAX + 1];
         if (gr__dir_register(&r->partition, id, idl, r->self, gr__alive, r, winner) == 0 &&
@@ -380,23 +443,15 @@ static void gr__rereg_one(void *ud, const char *cls, const uint8_t *key, size_t 
                     winner);
             gr__runtime_drop(r->rt, cls, key, kl);
         }
+        gr__free(q);
         return;
     }
     gr_client_t *peer = gr__peer_get(r, owner);
-    gr__rereg_t *q = gr__malloc(sizeof *q + kl);
-    if (!peer || !q) {
-        gr__free(q);
-        return;
-    }
-    q->r = r;
-    snprintf(q->cls, sizeof q->cls, "%s", cls);
-    q->key_len = kl;
-    if (kl) memcpy(q->key, key, kl);
     gr_ref_t ref = {"$dir", id, idl};
     r->stats.rerouted_on_view++;
-    if (gr__client_call_flags(peer, &ref, "register", r->self, strlen(r->self), GR__DIR_TIMEOUT_MS,
-                              GR__FRAME_REQUEST, 0, gr__rereg_done, q) != 0)
-        gr__free(q);
+    if (!peer || gr__client_call_flags(peer, &ref, "register", r->self, strlen(r->self), GR__DIR_TIMEOUT_MS,
+                                       GR__FRAME_REQUEST, 0, gr__rereg_done, q) != 0)
+        gr__rereg_done(q, GR_ECONN, NULL, 0); /* retried like any failure */
 }
 
 void gr__router_set_view(gr__router_t *r, const gr__view_t *view) {
@@ -493,10 +548,12 @@ void gr__router_set_draining(gr__router_t *r, int on) { r->draining = on; }
 
 void gr__router_set_fenced(gr__router_t *r, int on) {
     r->fenced = on;
-    if (on) {
-        gr__dir_clear(&r->cache);
-        gr__dir_clear(&r->partition);
-    }
+    /* The cache is only hints. The partition is kept: it holds other silos'
+     * live activations, and after a short fence (the database was briefly
+     * gone) nothing would re-register them, so a call placed afresh could
+     * start a second activation beside one that is still serving. If we are
+     * declared dead instead, this process exits and the partition with it. */
+    if (on) gr__dir_clear(&r->cache);
 }
 
 void gr__router_get_stats(const gr__router_t *r, gr__router_stats_t *out) { *out = r->stats; }
@@ -517,10 +574,14 @@ int gr__router_new(uv_loop_t *loop, gr_runtime_t *rt, const char *self_id, const
     r->loop = loop;
     r->rt = rt;
     snprintf(r->self, sizeof r->self, "%s", self_id);
+    uv_timer_init(loop, &r->rereg_timer);
+    r->rereg_timer.data = r;
     gr__runtime_set_router(rt, gr__router_route_cb, gr__router_gone_cb, r);
     *out = r;
     return 0;
 }
+
+static void gr__rereg_timer_closed(uv_handle_t *h) { gr__peer_closed(h->data); }
 
 void gr__router_close(gr__router_t *r, void (*cb)(void *), void *ud) {
     assert(!r->closing);
@@ -534,6 +595,13 @@ void gr__router_close(gr__router_t *r, void (*cb)(void *), void *ud) {
         gr__runtime_msg_done(r->rt, p->msg, GR_ESHUTDOWN, NULL, 0);
         gr__free(p);
     }
+    while (r->rereg_retry) {
+        gr__rereg_t *q = r->rereg_retry;
+        r->rereg_retry = q->next;
+        gr__free(q);
+    }
+    r->peers_closing++; /* released by the timer's close callback */
+    uv_close((uv_handle_t *)&r->rereg_timer, gr__rereg_timer_closed);
     gr__dir_clear(&r->partition);
     gr__dir_clear(&r->cache);
     gr__free(r->members);

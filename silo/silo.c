@@ -118,7 +118,13 @@ static void gr__silo_system_call(void *ud, const char *cls, const char *method, 
     gr__buf_t b;
     gr__buf_init(&b);
     int status = 0;
-    if (!strcmp(method, "grains")) {
+    if (!strcmp(method, "reminder_stats") && s->reminders) {
+        gr__reminders_stats_t rs;
+        gr__reminders_get_stats(s->reminders, &rs);
+        gr__buf_printf(&b, "%s fired %llu failed %llu polls %llu in_flight %llu firing %d polling %d\n", s->id,
+                       (unsigned long long)rs.fired, (unsigned long long)rs.fire_failures,
+                       (unsigned long long)rs.polls, (unsigned long long)rs.in_flight, rs.firing, rs.polling);
+    } else if (!strcmp(method, "grains")) {
         /* "CLASS ACTIVE" per line, for this silo. */
         gr__runtime_foreach_class(s->rt, gr__silo_add_grains, &b);
     } else if (!strcmp(method, "members")) {
@@ -353,6 +359,18 @@ static int gr__silo_metrics(gr_silo_t *s, gr__buf_t *b) {
         (unsigned long long)g.connections_refused, (unsigned long long)g.protocol_errors,
         (unsigned long long)g.handshakes_refused, (unsigned long long)g.overloaded,
         (unsigned long long)g.inflight, gr_silo_ready(s), s->fenced, s->stopping);
+    if (s->reminders) {
+        gr__reminders_stats_t rs;
+        gr__reminders_get_stats(s->reminders, &rs);
+        rc |= gr__buf_printf(b,
+                             "# HELP granary_reminders_fired_total Reminder firings acknowledged by their grain.\n"
+                             "# TYPE granary_reminders_fired_total counter\ngranary_reminders_fired_total %llu\n"
+                             "# TYPE granary_reminder_failures_total counter\ngranary_reminder_failures_total %llu\n"
+                             "# TYPE granary_reminder_polls_total counter\ngranary_reminder_polls_total %llu\n"
+                             "# TYPE granary_reminders_in_flight gauge\ngranary_reminders_in_flight %llu\n",
+                             (unsigned long long)rs.fired, (unsigned long long)rs.fire_failures,
+                             (unsigned long long)rs.polls, (unsigned long long)rs.in_flight);
+    }
     if (s->membership) {
         const gr__view_t *v = gr__membership_view(s->membership);
         size_t active = 0;
