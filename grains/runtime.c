@@ -984,6 +984,15 @@ static void gr__grain_tick(gr_grain_t *g) {
     if (t && t->one_shot) gr__timer_remove(g, t);
 }
 
+/* Whether the call at the head of the mailbox may interleave. Its method
+ * is resolved here if submission could not (the class was not local). */
+static int gr__head_interleaves(gr_grain_t *g) {
+    gr_msg_t *head = g->mb_head;
+    if (!head) return 0;
+    if (!head->method) head->method = gr__find_method(GR__G_CLS(g), head->method_name);
+    return gr__can_interleave(g, head);
+}
+
 /* Run at most one turn of a grain. */
 static void gr__grain_run(gr_grain_t *g) {
     gr_runtime_t *rt = GR__G_RT(g);
@@ -1010,12 +1019,10 @@ static void gr__grain_run(gr_grain_t *g) {
             gr__grain_deactivate(g, g->deactivate_requested != 2);
         return;
     }
-    /* Resolve the method now: whether it may interleave depends on it. */
-    if (!head->method) head->method = gr__find_method(GR__G_CLS(g), head->method_name);
-    int inter = gr__can_interleave(g, head);
+    int inter = gr__head_interleaves(g);
     /* An ordinary call waits for every turn in progress; an interleaving
      * one only runs beside others (it never waits behind them). */
-    if (inter ? 0 : gr__grain_busy(g)) return;
+    if (!inter && gr__grain_busy(g)) return;
     if (inter && !gr__grain_ext(g)) {
         gr_msg_t *m = gr__mailbox_pop(g);
         gr__msg_fail(rt, m, GR_ENOMEM, "out of memory");
@@ -1055,11 +1062,8 @@ static void gr__grain_run(gr_grain_t *g) {
             m->method->fn(g, m, m->arg, m->arg_len);
         }
     }
-    if (g->status == GR__G_ACTIVE &&
-        (!gr__grain_busy(g) || (g->mb_head && (g->mb_head->method || (g->mb_head->method = gr__find_method(
-                                                                          GR__G_CLS(g), g->mb_head->method_name))) &&
-                                gr__can_interleave(g, g->mb_head))))
-        gr__grain_schedule(g);
+    /* Run again if the next call can start now (or, idle, to deactivate). */
+    if (g->status == GR__G_ACTIVE && (!gr__grain_busy(g) || gr__head_interleaves(g))) gr__grain_schedule(g);
 }
 
 static void gr__pump_cb(uv_idle_t *h) {

@@ -87,8 +87,6 @@ static void gr__silo_add_grains(void *ud, const char *cls, uint64_t active) {
     gr__buf_printf(ud, "%s %llu\n", cls, (unsigned long long)active);
 }
 
-/* Control calls any authenticated client may make ("$silo"), and the
- * directory protocol only silos may use ("$dir"). */
 /* The silo owning a grain's hash-ring range (reminders fire there). */
 static const char *gr__silo_owner(void *ud, const char *cls, const uint8_t *key, size_t key_len) {
     gr_silo_t *s = ud;
@@ -101,6 +99,8 @@ static void gr__silo_update_firing(gr_silo_t *s) {
         gr__reminders_set_firing(s->reminders, s->joined && !s->fenced && !s->dead && !s->stopping && !s->closing);
 }
 
+/* Control calls any authenticated client may make ("$silo"), and the
+ * directory protocol only silos may use ("$dir"). */
 static void gr__silo_system_call(void *ud, const char *cls, const char *method, int from_silo,
                                  const uint8_t *key, size_t key_len, const uint8_t *arg, size_t arg_len,
                                  gr_call_cb done, void *done_ud) {
@@ -141,7 +141,7 @@ static void gr__silo_system_call(void *ud, const char *cls, const char *method, 
     } else {
         status = GR_ENOMETHOD;
         gr__buf_printf(&b, "unknown control method '%s' (grains, members, reminder_add, reminder_remove, "
-                           "reminder_list)",
+                           "reminder_list, reminder_stats)",
                        method);
     }
     done(done_ud, status, b.data, b.len);
