@@ -21,10 +21,21 @@ as_pg() {
   if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
+# Ports below the kernel's ephemeral range: a server restarted on its old
+# port must not find it taken by some client's outgoing connection (while the
+# database is down, silos reconnect many times, each from a fresh ephemeral
+# port; one of them landed on the server's port once and the restart failed).
+port_base() {
+  local lo
+  lo=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+  if [ "${lo:-0}" -gt 12000 ]; then echo $(( lo - 11000 )); else echo 30000; fi
+}
+
 free_port() {
-  local p
+  local p base
+  base=$(port_base)
   for _ in $(seq 1 50); do
-    p=$(( (RANDOM % 20000) + 30000 ))
+    p=$(( (RANDOM % 10000) + base ))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
   done
   return 1
@@ -69,7 +80,12 @@ stop)
 restart)
   mode=${3:-fast}
   as_pg "$bindir/pg_ctl" -D "$dir/data" -m "$mode" -w -t 20 stop >/dev/null
-  start_server "$(cat "$dir/port")"
+  # The same port must be free again; give a lingering socket a moment.
+  for attempt in 1 2 3 4 5; do
+    if start_server "$(cat "$dir/port")"; then exit 0; fi
+    [ "$attempt" -eq 5 ] && { tail -n 20 "$dir/log" >&2; exit 1; }
+    sleep 0.3
+  done
   ;;
 *)
   echo "usage: pg.sh start|stop|restart DIR" >&2; exit 2 ;;
