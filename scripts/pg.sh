@@ -8,6 +8,9 @@
 set -euo pipefail
 cmd=${1:?usage: pg.sh start|stop|restart DIR}
 dir=${2:?usage: pg.sh start|stop|restart DIR}
+# Absolute, for every command: the server resolves its socket directory (-k)
+# from its own working directory, so a relative DIR broke restarts.
+dir=$(realpath -m -- "$dir")
 
 bindir=""
 if command -v pg_config >/dev/null && [ -x "$(pg_config --bindir)/initdb" ]; then
