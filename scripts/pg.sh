@@ -67,7 +67,11 @@ start)
     if start_server "$port"; then break; fi
     [ "$attempt" -eq 5 ] && { cat "$dir/log" >&2; exit 1; }
   done
-  as_pg "$bindir/createdb" -h 127.0.0.1 -p "$port" -U granary granary
+  if ! as_pg "$bindir/createdb" -h 127.0.0.1 -p "$port" -U granary granary; then
+    # Do not leave a server behind that nobody knows about.
+    as_pg "$bindir/pg_ctl" -D "$dir/data" -m immediate -w -t 20 stop >/dev/null 2>&1 || true
+    exit 1
+  fi
   url="postgresql://granary@127.0.0.1:$port/granary"
   echo "$url" > "$dir/url"
   echo "$port" > "$dir/port"
