@@ -293,23 +293,30 @@ static void test_wrong_secret_refused(void **st) {
     gr__buf_free(&b);
 }
 
+/* Start silos 0 and 1, wait until both are active in each other's view, and
+ * open a client to each (c0 enters through silo 0, c1 through silo 1). */
+static void two_silos(uv_loop_t *loop, gr_client_t **c0, gr_client_t **c1) {
+    start_silo(0, NULL);
+    start_silo(1, NULL);
+    uv_loop_init(loop);
+    wait_active_on(loop, 2);
+    gr_test_run_for(loop, 400);
+    char a0[32], a1[32];
+    snprintf(a0, sizeof a0, "127.0.0.1:%d", silos[0].port);
+    snprintf(a1, sizeof a1, "127.0.0.1:%d", silos[1].port);
+    *c0 = client_for(loop, a0, "s3cret");
+    *c1 = client_for(loop, a1, "s3cret");
+}
+
 /* A call cycle across two silos: Counter/a (on silo 0) calls Counter/b (on
  * silo 1), which calls a back. The call chain travels with the forwarded
  * request, so silo 0 refuses the call back at once with GR_EDEADLOCK instead
  * of letting it wait for its timeout; through "where", which interleaves,
  * the same cycle completes. */
 static void test_call_cycle_across_silos(void **st) {
-    start_silo(0, NULL);
-    start_silo(1, NULL);
     uv_loop_t loop;
-    uv_loop_init(&loop);
-    wait_active_on(&loop, 2);
-    gr_test_run_for(&loop, 400);
-    char a0[32], a1[32];
-    snprintf(a0, sizeof a0, "127.0.0.1:%d", silos[0].port);
-    snprintf(a1, sizeof a1, "127.0.0.1:%d", silos[1].port);
-    gr_client_t *c0 = client_for(&loop, a0, "s3cret");
-    gr_client_t *c1 = client_for(&loop, a1, "s3cret");
+    gr_client_t *c0, *c1;
+    two_silos(&loop, &c0, &c1);
     char ka[32], kb[32], arg[128];
     key_hosted_on(&loop, c0, 0, "cyc-a", ka, sizeof ka);
     key_hosted_on(&loop, c1, 1, "cyc-b", kb, sizeof kb);
@@ -386,17 +393,9 @@ static void test_stateless_worker_served_locally(void **st) {
  * GR_ESTATEVERSION) and never overwrites it; silo 1 keeps serving it. */
 static void test_state_version_rolling(void **st) {
     silos[1].grains = "examples/counter_v2.so";
-    start_silo(0, NULL);
-    start_silo(1, NULL);
     uv_loop_t loop;
-    uv_loop_init(&loop);
-    wait_active_on(&loop, 2);
-    gr_test_run_for(&loop, 400);
-    char a0[32], a1[32];
-    snprintf(a0, sizeof a0, "127.0.0.1:%d", silos[0].port);
-    snprintf(a1, sizeof a1, "127.0.0.1:%d", silos[1].port);
-    gr_client_t *c0 = client_for(&loop, a0, "s3cret");
-    gr_client_t *c1 = client_for(&loop, a1, "s3cret");
+    gr_client_t *c0, *c1;
+    two_silos(&loop, &c0, &c1);
     char key[32];
     key_hosted_on(&loop, c1, 1, "ver", key, sizeof key);
     res_t r;
