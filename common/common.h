@@ -126,6 +126,8 @@ uint64_t gr__now_ms(void);
 /* Whether a class name is acceptable: 1..GR_CLASS_NAME_MAX bytes of
  * printable ASCII other than '/' and space. */
 int gr__valid_class_name(const char *name);
+/* A reminder name: 1..GR_METHOD_NAME_MAX printable ASCII, no spaces. */
+int gr__valid_reminder_name(const char *name);
 
 /* Parse "HOST:PORT" or "[V6]:PORT" into host (NUL-terminated) and port
  * 0..65535. Returns 0 or GR_EINVAL. */

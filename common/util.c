@@ -111,6 +111,14 @@ int gr__valid_class_name(const char *name) {
     return 1;
 }
 
+int gr__valid_reminder_name(const char *name) {
+    size_t n = name ? strlen(name) : 0;
+    if (n == 0 || n > GR_METHOD_NAME_MAX) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (name[i] <= ' ' || name[i] > '~') return 0;
+    return 1;
+}
+
 int gr__dlq_insert(gr__dlq_t *q, gr__dlq_node_t *n, uint64_t deadline) {
     n->deadline = deadline;
     gr__dlq_node_t *p = q->tail;

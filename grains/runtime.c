@@ -1799,17 +1799,9 @@ void gr__runtime_set_reminders(gr_runtime_t *rt, const gr__reminder_ops_t *ops, 
     rt->reminders_ud = ud;
 }
 
-static int gr__reminder_name_ok(const char *name) {
-    size_t n = name ? strlen(name) : 0;
-    if (n == 0 || n > GR_METHOD_NAME_MAX) return 0;
-    for (size_t i = 0; i < n; i++)
-        if (name[i] <= ' ' || name[i] > '~') return 0;
-    return 1;
-}
-
 int gr_reminder_register(gr_grain_t *g, const char *name, uint64_t due_ms, uint64_t period_ms, gr_call_cb cb,
                          void *ud) {
-    if (!g || !gr__reminder_name_ok(name)) return GR_EINVAL;
+    if (!g || !gr__valid_reminder_name(name)) return GR_EINVAL;
     gr_runtime_t *rt = GR__G_RT(g);
     if (!rt->reminders) return GR_ESTATE;
     return rt->reminders->add(rt->reminders_ud, GR__G_CLS(g)->name, GR__G_KEY(g), g->key_len, name, due_ms,
@@ -1817,7 +1809,7 @@ int gr_reminder_register(gr_grain_t *g, const char *name, uint64_t due_ms, uint6
 }
 
 int gr_reminder_unregister(gr_grain_t *g, const char *name, gr_call_cb cb, void *ud) {
-    if (!g || !gr__reminder_name_ok(name)) return GR_EINVAL;
+    if (!g || !gr__valid_reminder_name(name)) return GR_EINVAL;
     gr_runtime_t *rt = GR__G_RT(g);
     if (!rt->reminders) return GR_ESTATE;
     return rt->reminders->remove(rt->reminders_ud, GR__G_CLS(g)->name, GR__G_KEY(g), g->key_len, name, cb, ud);

@@ -99,21 +99,11 @@ static void gr__rem_req_done(void *ud, int status, PGresult *res, const char *de
     gr__free(q);
 }
 
-/* Names: 1..128 printable ASCII without spaces (the grain API checks the
- * same; this also covers the control path). */
-static int gr__rem_name_ok(const char *name) {
-    size_t n = strlen(name);
-    if (n == 0 || n > GR_METHOD_NAME_MAX) return 0;
-    for (size_t i = 0; i < n; i++)
-        if (name[i] <= ' ' || name[i] > '~') return 0;
-    return 1;
-}
-
 static int gr__rem_query(gr__reminders_t *r, int kind, const char *sql, const char *cls, const uint8_t *key,
                          size_t key_len, const char *name, const char *p5, const char *p6, gr_call_cb cb,
                          void *ud) {
     if (r->closing) return GR_ESHUTDOWN;
-    if (!gr__valid_class_name(cls) || key_len > GR_KEY_MAX || (name && !gr__rem_name_ok(name))) return GR_EINVAL;
+    if (!gr__valid_class_name(cls) || key_len > GR_KEY_MAX || (name && !gr__valid_reminder_name(name))) return GR_EINVAL;
     gr__rem_req_t *q = gr__malloc(sizeof *q);
     if (!q) return GR_ENOMEM;
     q->cb = cb;

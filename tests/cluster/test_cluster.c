@@ -293,14 +293,18 @@ static void test_wrong_secret_refused(void **st) {
     gr__buf_free(&b);
 }
 
-/* Start silos 0 and 1, wait until both are active in each other's view, and
- * open a client to each (c0 enters through silo 0, c1 through silo 1). */
-static void two_silos(uv_loop_t *loop, gr_client_t **c0, gr_client_t **c1) {
+/* Start silos 0 and 1 and wait until both are active in each other's view. */
+static void start_two_silos(uv_loop_t *loop) {
     start_silo(0, NULL);
     start_silo(1, NULL);
     uv_loop_init(loop);
     wait_active_on(loop, 2);
     gr_test_run_for(loop, 400);
+}
+
+/* The same, with a client to each (c0 enters through silo 0, c1 through 1). */
+static void two_silos(uv_loop_t *loop, gr_client_t **c0, gr_client_t **c1) {
+    start_two_silos(loop);
     char a0[32], a1[32];
     snprintf(a0, sizeof a0, "127.0.0.1:%d", silos[0].port);
     snprintf(a1, sizeof a1, "127.0.0.1:%d", silos[1].port);
@@ -351,12 +355,8 @@ static void test_call_cycle_across_silos(void **st) {
 /* A stateless worker is served by whichever silo a call enters, never
  * forwarded, with no directory entry and no state. */
 static void test_stateless_worker_served_locally(void **st) {
-    start_silo(0, NULL);
-    start_silo(1, NULL);
     uv_loop_t loop;
-    uv_loop_init(&loop);
-    wait_active_on(&loop, 2);
-    gr_test_run_for(&loop, 400);
+    start_two_silos(&loop);
     for (int i = 0; i < 2; i++) {
         char a[32], hosted[32];
         snprintf(a, sizeof a, "127.0.0.1:%d", silos[i].port);
@@ -437,12 +437,8 @@ static void test_reminders_survive_kill(void **st) {
     static const char *const fast[] = {"--reminder-poll-ms", "100", "--reminder-min-period-ms", "200", NULL};
     silos[0].extra = fast;
     silos[1].extra = fast;
-    start_silo(0, NULL);
-    start_silo(1, NULL);
     uv_loop_t loop;
-    uv_loop_init(&loop);
-    wait_active_on(&loop, 2);
-    gr_test_run_for(&loop, 400);
+    start_two_silos(&loop);
     char both[64];
     snprintf(both, sizeof both, "127.0.0.1:%d,127.0.0.1:%d", silos[0].port, silos[1].port);
     gr_client_t *c = client_for(&loop, both, "s3cret");
