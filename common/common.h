@@ -59,6 +59,9 @@ void gr__buf_consume(gr__buf_t *b, size_t n); /* drop n bytes from the front */
 void gr__buf_free(gr__buf_t *b);
 /* Append formatted text; GR_ENOMEM on failure (b unchanged). */
 int gr__buf_printf(gr__buf_t *b, const char *fmt, ...) GR__PRINTF(2, 3);
+/* Append bytes as a quoted JSON string: control characters, quotes and
+ * backslashes escaped, valid UTF-8 kept, any other byte as U+FFFD. */
+int gr__buf_json_str(gr__buf_t *b, const void *s, size_t len);
 
 /* ---- latency histogram (Prometheus buckets, seconds) ---- */
 #define GR__HIST_BUCKETS 16
@@ -68,6 +71,10 @@ typedef struct gr__hist {
     uint64_t sum_ns;
 } gr__hist_t;
 void gr__hist_observe(gr__hist_t *h, uint64_t ns);
+/* h += other (merging per-method histograms into a class total). */
+void gr__hist_add(gr__hist_t *h, const gr__hist_t *other);
+/* Upper bound of bucket i in ns (UINT64_MAX for the last, +Inf). */
+uint64_t gr__hist_le(size_t i);
 /* Append `name_bucket{labels,le=..}`, `name_sum`, `name_count` lines.
  * labels is "" or like `class="Counter"`. */
 int gr__hist_write(const gr__hist_t *h, gr__buf_t *b, const char *name, const char *labels);

@@ -52,6 +52,52 @@ int gr__buf_append(gr__buf_t *b, const void *p, size_t n) {
     return 0;
 }
 
+/* Length of the valid UTF-8 sequence at p (1..4), or 0 if it is not one. */
+static size_t gr__utf8_len(const uint8_t *p, size_t n) {
+    size_t need;
+    uint32_t min, cp;
+    if (p[0] >= 0xc2 && p[0] <= 0xdf) {
+        need = 2, min = 0x80, cp = p[0] & 0x1f;
+    } else if ((p[0] & 0xf0) == 0xe0) {
+        need = 3, min = 0x800, cp = p[0] & 0x0f;
+    } else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
+        need = 4, min = 0x10000, cp = p[0] & 0x07;
+    } else {
+        return 0;
+    }
+    if (n < need) return 0;
+    for (size_t i = 1; i < need; i++) {
+        if ((p[i] & 0xc0) != 0x80) return 0;
+        cp = (cp << 6) | (p[i] & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+    return need;
+}
+
+int gr__buf_json_str(gr__buf_t *b, const void *s, size_t len) {
+    const uint8_t *p = s;
+    int rc = gr__buf_append(b, "\"", 1);
+    for (size_t i = 0; i < len && rc == 0;) {
+        uint8_t ch = p[i];
+        if (ch == '"' || ch == '\\') {
+            char esc[2] = {'\\', (char)ch};
+            rc = gr__buf_append(b, esc, 2);
+            i++;
+        } else if (ch < 0x20 || ch == 0x7f) {
+            rc = gr__buf_printf(b, "\\u%04x", ch);
+            i++;
+        } else if (ch < 0x80) {
+            rc = gr__buf_append(b, &ch, 1);
+            i++;
+        } else {
+            size_t n = gr__utf8_len(p + i, len - i);
+            rc = n ? gr__buf_append(b, p + i, n) : gr__buf_append(b, "\\ufffd", 6);
+            i += n ? n : 1;
+        }
+    }
+    return rc ? rc : gr__buf_append(b, "\"", 1);
+}
+
 void gr__buf_consume(gr__buf_t *b, size_t n) {
     if (n >= b->len) {
         b->len = 0;
@@ -235,6 +281,15 @@ void gr__hist_observe(gr__hist_t *h, uint64_t ns) {
     h->count++;
     h->sum_ns += ns;
 }
+
+void gr__hist_add(gr__hist_t *h, const gr__hist_t *other) {
+    for (size_t i = 0; i < GR__HIST_BUCKETS; i++)
+        h->buckets[i] += other->buckets[i];
+    h->count += other->count;
+    h->sum_ns += other->sum_ns;
+}
+
+uint64_t gr__hist_le(size_t i) { return i < GR__HIST_BUCKETS - 1 ? gr__hist_le_ns[i] : UINT64_MAX; }
 
 int gr__hist_write(const gr__hist_t *h, gr__buf_t *b, const char *name, const char *labels) {
     uint64_t cum = 0;

@@ -107,12 +107,13 @@ typedef struct gr__class_entry {
     const gr_class_t *cls;
     gr_runtime_t *rt;
     uint8_t *interleave; /* per method: may run while another turn of the grain waits */
+    uint8_t *read_only;  /* per method: declared in cls->read_only */
     /* Metrics: activations alive, and per method (index in cls->methods)
-     * calls and errors; latency from acceptance to reply. */
+     * calls, errors and latency from acceptance to reply. */
     uint64_t active;
     size_t n_methods;
     uint64_t *calls, *errors;
-    gr__hist_t latency;
+    gr__hist_t *latency;
 } gr__class_entry_t;
 
 /* What few activations use: allocated on first use, freed with the activation. */
@@ -537,7 +538,7 @@ static void gr__msg_complete(gr_runtime_t *rt, gr_msg_t *m, int status, uint8_t 
         size_t i = (size_t)(m->method - ce->cls->methods);
         ce->calls[i]++;
         if (status != 0) ce->errors[i]++;
-        gr__hist_observe(&ce->latency, uv_hrtime() - m->t0_ns);
+        gr__hist_observe(&ce->latency[i], uv_hrtime() - m->t0_ns);
     }
     /* A reply held for persist-before-reply is either the one delivered or
      * superseded by an error: free it in the second case. */
@@ -556,7 +557,7 @@ static int gr__msg_complete_copy(gr_runtime_t *rt, gr_msg_t *m, int status, cons
         size_t i = (size_t)(m->method - ce->cls->methods);
         ce->calls[i]++;
         if (status != 0) ce->errors[i]++;
-        gr__hist_observe(&ce->latency, uv_hrtime() - m->t0_ns);
+        gr__hist_observe(&ce->latency[i], uv_hrtime() - m->t0_ns);
     }
     int rc = gr__deliver_reply_copy(rt, m->call_id, status, data, len);
     if (rc == 0) gr__msg_free(rt, m);
@@ -1600,6 +1601,15 @@ int gr_runtime_new(uv_loop_t *loop, gr_storage_t *storage, const gr_runtime_opti
     return 0;
 }
 
+static void gr__class_entry_free(gr__class_entry_t *e) {
+    gr__free(e->calls);
+    gr__free(e->errors);
+    gr__free(e->interleave);
+    gr__free(e->read_only);
+    gr__free(e->latency);
+    gr__free(e);
+}
+
 int gr_runtime_register(gr_runtime_t *rt, const gr_class_t *cls) {
     if (!rt || !cls || !gr__valid_class_name(cls->name) || !cls->methods || !cls->methods[0].name)
         return GR_EINVAL;
@@ -1619,7 +1629,9 @@ int gr_runtime_register(gr_runtime_t *rt, const gr_class_t *cls) {
     e->calls = gr__calloc(e->n_methods, sizeof *e->calls);
     e->errors = gr__calloc(e->n_methods, sizeof *e->errors);
     e->interleave = gr__calloc(e->n_methods, 1);
-    int rc = !e->calls || !e->errors || !e->interleave ? GR_ENOMEM : 0;
+    e->read_only = gr__calloc(e->n_methods, 1);
+    e->latency = gr__calloc(e->n_methods, sizeof *e->latency);
+    int rc = !e->calls || !e->errors || !e->interleave || !e->read_only || !e->latency ? GR_ENOMEM : 0;
     for (size_t i = 0; rc == 0 && i < e->n_methods; i++)
         e->interleave[i] = (cls->flags & GR_CLASS_REENTRANT) != 0;
     for (const char *const *name = cls->interleave; rc == 0 && name && *name; name++) {
@@ -1629,15 +1641,19 @@ int gr_runtime_register(gr_runtime_t *rt, const gr_class_t *cls) {
         else
             rc = GR_EINVAL; /* a typo here would silently serialise the method */
     }
+    for (const char *const *name = cls->read_only; rc == 0 && name && *name; name++) {
+        const gr_method_t *m = gr__find_method(cls, *name);
+        if (m)
+            e->read_only[m - cls->methods] = 1;
+        else
+            rc = GR_EINVAL;
+    }
     if (rc == 0) {
         HASH_ADD_KEYPTR(hh, rt->classes, cls->name, strlen(cls->name), e);
         if (gr__hash_oom()) rc = GR_ENOMEM;
     }
     if (rc != 0) {
-        gr__free(e->calls);
-        gr__free(e->errors);
-        gr__free(e->interleave);
-        gr__free(e);
+        gr__class_entry_free(e);
         return rc;
     }
     /* The sweep must run often enough for the shortest class age. */
@@ -1696,10 +1712,7 @@ static void gr__maybe_closed(gr_runtime_t *rt) {
     gr__class_entry_t *e, *tmp;
     HASH_ITER(hh, rt->classes, e, tmp) {
         HASH_DEL(rt->classes, e);
-        gr__free(e->calls);
-        gr__free(e->errors);
-        gr__free(e->interleave);
-        gr__free(e);
+        gr__class_entry_free(e);
     }
     void (*cb)(void *) = rt->close_cb;
     void *ud = rt->close_ud;
@@ -1967,7 +1980,11 @@ int gr__runtime_write_metrics(const gr_runtime_t *rt, gr__buf_t *b) {
     for (e = rt->classes; e; e = e->hh.next) {
         char labels[GR_CLASS_NAME_MAX + 16];
         snprintf(labels, sizeof labels, "class=\"%s\"", e->cls->name);
-        rc |= gr__hist_write(&e->latency, b, "granary_call_duration_seconds", labels);
+        gr__hist_t sum;
+        memset(&sum, 0, sizeof sum);
+        for (size_t i = 0; i < e->n_methods; i++)
+            gr__hist_add(&sum, &e->latency[i]);
+        rc |= gr__hist_write(&sum, b, "granary_call_duration_seconds", labels);
     }
     const gr__runtime_stats_t *s = &rt->stats;
     size_t queued = 0;
@@ -2007,4 +2024,23 @@ void gr__runtime_foreach_class(const gr_runtime_t *rt, void (*fn)(void *ud, cons
                                void *ud) {
     for (const gr__class_entry_t *e = rt->classes; e; e = e->hh.next)
         fn(ud, e->cls->name, e->active);
+}
+
+void gr__runtime_foreach_method(const gr_runtime_t *rt, void (*fn)(void *ud, const gr__method_stats_t *ms),
+                                void *ud) {
+    for (const gr__class_entry_t *e = rt->classes; e; e = e->hh.next)
+        for (size_t i = 0; i < e->n_methods; i++) {
+            gr__method_stats_t ms = {e->cls->name,  e->cls->methods[i].name, e->read_only[i], e->interleave[i],
+                                     e->calls[i],   e->errors[i],            &e->latency[i]};
+            fn(ud, &ms);
+        }
+}
+
+int gr__runtime_read_only(gr_runtime_t *rt, const char *cls, const char *method) {
+    gr__class_entry_t *e = NULL;
+    HASH_FIND_STR(rt->classes, cls, e);
+    if (!e) return GR_ENOCLASS;
+    const gr_method_t *m = gr__find_method(e->cls, method);
+    if (!m) return GR_ENOMETHOD;
+    return e->read_only[m - e->cls->methods];
 }

@@ -27,6 +27,20 @@ int gr__runtime_write_metrics(const gr_runtime_t *rt, gr__buf_t *b);
 void gr__runtime_foreach_class(const gr_runtime_t *rt, void (*fn)(void *ud, const char *cls, uint64_t active),
                                void *ud);
 
+/* Per class and method: the counters and latency histogram behind the
+ * metrics, for the dashboard's per-second samples (borrowed during fn). */
+typedef struct gr__method_stats {
+    const char *cls, *method;
+    int read_only, interleave;
+    uint64_t calls, errors;
+    const gr__hist_t *latency;
+} gr__method_stats_t;
+void gr__runtime_foreach_method(const gr_runtime_t *rt, void (*fn)(void *ud, const gr__method_stats_t *ms),
+                                void *ud);
+/* 1 if `method` of class `cls` is declared read-only (gr_class_t.read_only),
+ * 0 if not, GR_ENOCLASS or GR_ENOMETHOD if there is no such thing here. */
+int gr__runtime_read_only(gr_runtime_t *rt, const char *cls, const char *method);
+
 /* ---- cluster mode ----
  * With a router set, a call for a grain that has no activation here is
  * handed to the router instead of being activated locally. The router owns

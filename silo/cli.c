@@ -52,7 +52,10 @@ static const gr__opt_t gr__opts[] = {
     {"--advertise", "GRANARY_ADVERTISE", "HOST", GR__OPT_STR, GR__C(advertise), GR__RUN,
      "address other silos use to reach this one (default $POD_IP, else the listen host)"},
     {"--http", "GRANARY_HTTP", "HOST:PORT", GR__OPT_STR, GR__C(http), GR__RUN,
-     "serve /healthz, /readyz and /metrics over HTTP here (default: off; 0.0.0.0:7780 in pods)"},
+     "serve /healthz, /readyz, /metrics and the dashboard (/) over HTTP here (default: off; 0.0.0.0:7780 in "
+     "pods)"},
+    {"--no-dashboard", "GRANARY_NO_DASHBOARD", NULL, GR__OPT_BOOL, GR__C(no_dashboard), GR__RUN,
+     "serve only probes and metrics on the HTTP port: no dashboard page, no /api/ (default: served)"},
     {"--cluster", "GRANARY_CLUSTER", "NAME", GR__OPT_STR, GR__C(cluster), GR__RUN | GR__STATUS,
      "cluster (service) name; state rows and handshakes are scoped by it (default \"default\")"},
     {"--secret", "GRANARY_CLUSTER_SECRET", "SECRET", GR__OPT_STR, GR__C(secret), GR__RUN,

@@ -1,5 +1,7 @@
 /* silo/http.c - see http.h. Requests larger than 8 KiB, methods other than
- * GET/HEAD and connections idle for 5 s are refused; at most 64 connections. */
+ * GET/HEAD and connections idle for 5 s are refused; at most 64 connections.
+ * A connection whose request is being answered later (pending) outlives its
+ * socket until the answer comes, so handlers never see a freed request. */
 #include <stdio.h>
 
 #include "silo/http.h"
@@ -16,6 +18,9 @@ typedef struct gr__hconn {
     size_t len;
     uint64_t opened;
     int responded;
+    int pending;    /* handed to the handler, not answered yet */
+    int tcp_closed; /* socket closed: an answer is only freed */
+    int head;
     uv_write_t w;
     gr__buf_t out;
 } gr__hconn_t;
@@ -43,6 +48,13 @@ static void gr__http_handle_gone(gr__http_t *h) {
     if (cb) cb(ud);
 }
 
+static void gr__hconn_free(gr__hconn_t *c) {
+    gr__http_t *h = c->h;
+    gr__buf_free(&c->out);
+    gr__free(c);
+    gr__http_handle_gone(h);
+}
+
 static void gr__hconn_closed(uv_handle_t *hd) {
     gr__hconn_t *c = hd->data;
     gr__http_t *h = c->h;
@@ -52,9 +64,8 @@ static void gr__hconn_closed(uv_handle_t *hd) {
         h->conns = c->next;
     if (c->next) c->next->prev = c->prev;
     h->n_conns--;
-    gr__buf_free(&c->out);
-    gr__free(c);
-    gr__http_handle_gone(h);
+    c->tcp_closed = 1;
+    if (!c->pending) gr__hconn_free(c);
 }
 
 static void gr__hconn_close(gr__hconn_t *c) {
@@ -69,6 +80,8 @@ static const char *gr__reason(int status) {
         return "OK";
     case 400:
         return "Bad Request";
+    case 403:
+        return "Forbidden";
     case 404:
         return "Not Found";
     case 405:
@@ -82,17 +95,16 @@ static const char *gr__reason(int status) {
     }
 }
 
-static void gr__hconn_respond(gr__hconn_t *c, int status, const gr__buf_t *body, const char *ctype,
+static void gr__hconn_respond(gr__hconn_t *c, int status, const void *body, size_t blen, const char *ctype,
                               int head) {
     c->responded = 1;
     uv_read_stop((uv_stream_t *)&c->tcp);
-    size_t blen = body ? body->len : 0;
     if (gr__buf_printf(
             &c->out,
             "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nCache-Control: no-store\r\n"
             "Connection: close\r\n\r\n",
             status, gr__reason(status), ctype, blen) != 0 ||
-        (!head && blen && gr__buf_append(&c->out, body->data, blen) != 0)) {
+        (!head && blen && gr__buf_append(&c->out, body, blen) != 0)) {
         gr__hconn_close(c);
         return;
     }
@@ -106,22 +118,65 @@ static void gr__hconn_request(gr__hconn_t *c) {
     char method[8], path[256];
     c->req[c->len] = '\0';
     if (sscanf(c->req, "%7s %255s HTTP/", method, path) != 2) {
-        gr__hconn_respond(c, 400, NULL, "text/plain", 0);
+        gr__hconn_respond(c, 400, NULL, 0, "text/plain", 0);
         return;
     }
     int head = !strcmp(method, "HEAD");
     if (!head && strcmp(method, "GET") != 0) {
-        gr__hconn_respond(c, 405, NULL, "text/plain", 0);
+        gr__hconn_respond(c, 405, NULL, 0, "text/plain", 0);
         return;
     }
     char *q = strchr(path, '?');
-    if (q) *q = '\0';
-    gr__buf_t body;
-    gr__buf_init(&body);
-    const char *ctype = "text/plain; charset=utf-8";
-    int status = c->h->handler(c->h->ud, path, &body, &ctype);
-    gr__hconn_respond(c, status, &body, ctype, head);
-    gr__buf_free(&body);
+    if (q) *q++ = '\0';
+    c->head = head;
+    c->pending = 1;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->h->handler(c->h->ud, c, path, q ? q : "");
+}
+
+void gr__http_respond(gr__http_req_t *c, int status, const char *ctype, const void *body, size_t len) {
+    c->pending = 0;
+    if (c->tcp_closed) {
+        gr__hconn_free(c);
+        return;
+    }
+    gr__hconn_respond(c, status, body, len, ctype, c->head);
+}
+
+static int gr__hexval(int ch) {
+    if (ch >= '0' && ch <= '9') return ch - '0';
+    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+    return -1;
+}
+
+int gr__http_query_param(const char *query, const char *name, char *out, size_t size) {
+    size_t nl = strlen(name);
+    for (const char *p = query; p && *p;) {
+        const char *end = strchr(p, '&');
+        if (!end) end = p + strlen(p);
+        if ((size_t)(end - p) >= nl && !strncmp(p, name, nl) && (p[nl] == '=' || p + nl == end)) {
+            const char *v = p[nl] == '=' ? p + nl + 1 : end;
+            size_t n = 0;
+            while (v < end) {
+                int ch = (unsigned char)*v++;
+                if (ch == '+') {
+                    ch = ' ';
+                } else if (ch == '%') {
+                    int hi = v < end ? gr__hexval(v[0]) : -1, lo = v + 1 < end ? gr__hexval(v[1]) : -1;
+                    if (hi < 0 || lo < 0) return -1;
+                    ch = hi * 16 + lo;
+                    v += 2;
+                }
+                if (n + 1 >= size) return -1;
+                out[n++] = (char)ch;
+            }
+            out[n] = '\0';
+            return (int)n;
+        }
+        p = *end ? end + 1 : end;
+    }
+    return -1;
 }
 
 static void gr__hconn_alloc(uv_handle_t *hd, size_t s, uv_buf_t *b) {
@@ -140,7 +195,7 @@ static void gr__hconn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
     if (strstr(c->req, "\r\n\r\n") || strstr(c->req, "\n\n")) {
         gr__hconn_request(c);
     } else if (c->len >= GR__HTTP_MAX_REQUEST - 1) {
-        gr__hconn_respond(c, 413, NULL, "text/plain", 0);
+        gr__hconn_respond(c, 413, NULL, 0, "text/plain", 0);
     }
 }
 

@@ -1,6 +1,6 @@
-/* silo/http.h - a minimal HTTP/1.1 server for probes and metrics: GET and
- * HEAD only, one request per connection, bounded request size, connection
- * count and idle time. Not a general web server on purpose. */
+/* silo/http.h - a minimal HTTP/1.1 server for probes, metrics and the
+ * dashboard: GET and HEAD only, one request per connection, bounded request
+ * size, connection count and idle time. Not a general web server on purpose. */
 #ifndef GR_SILO_HTTP_H
 #define GR_SILO_HTTP_H
 
@@ -9,9 +9,20 @@
 #include "common/common.h"
 
 typedef struct gr__http gr__http_t;
+typedef struct gr__hconn gr__http_req_t;
 
-/* Fill body and *content_type for `path`; return the HTTP status. */
-typedef int (*gr__http_handler)(void *ud, const char *path, gr__buf_t *body, const char **content_type);
+/* A request for `path` with its raw query string ("" if none; both valid
+ * during the call only). The handler answers with gr__http_respond(), now
+ * or later from another callback, exactly once. */
+typedef void (*gr__http_handler)(void *ud, gr__http_req_t *req, const char *path, const char *query);
+
+/* Answer a request (body copied). If the client went away meanwhile the
+ * answer is dropped; either way `req` is gone afterwards. */
+void gr__http_respond(gr__http_req_t *req, int status, const char *content_type, const void *body, size_t len);
+
+/* Query parameter `name`, percent- and '+'-decoded into out (NUL-terminated):
+ * its length, or -1 when missing, malformed or longer than size-1. */
+int gr__http_query_param(const char *query, const char *name, char *out, size_t size);
 
 int gr__http_new(uv_loop_t *loop, const char *host, int port, gr__http_handler handler, void *ud,
                  gr__http_t **out, char *err, size_t err_size);

@@ -536,12 +536,55 @@ void gr__router_system_call(gr__router_t *r, const char *method, const uint8_t *
             return;
         }
         done(ud, 0, (const uint8_t *)winner, strlen(winner));
+    } else if (!strcmp(method, "lookup")) {
+        /* Where the grain is registered, without registering it ("" if
+         * nowhere or on a silo no longer alive); for the dashboard. */
+        const char *host = gr__dir_lookup(&r->partition, key, key_len);
+        if (host && !gr__alive(r, host)) host = NULL;
+        done(ud, 0, (const uint8_t *)(host ? host : ""), host ? strlen(host) : 0);
     } else if (!strcmp(method, "unregister")) {
         gr__dir_unregister(&r->partition, key, key_len, silo);
         done(ud, 0, NULL, 0);
     } else {
         done(ud, GR_ENOMETHOD, (const uint8_t *)"unknown directory method", 24);
     }
+}
+
+int gr__router_call_silo(gr__router_t *r, const char *silo, const char *method, const void *arg, size_t arg_len,
+                         uint32_t timeout_ms, gr_call_cb cb, void *ud) {
+    if (r->closing) return GR_ESHUTDOWN;
+    gr_client_t *peer = gr__peer_get(r, silo);
+    if (!peer) return GR_ENOTHERE;
+    gr_ref_t ref = {"$silo", NULL, 0};
+    return gr__client_call_flags(peer, &ref, method, arg, arg_len, timeout_ms, GR__FRAME_REQUEST, 0, cb, ud);
+}
+
+void gr__router_locate(gr__router_t *r, const char *cls, const uint8_t *key, size_t key_len, gr_call_cb cb,
+                       void *ud) {
+    uint8_t id[GR_CLASS_NAME_MAX + 1 + GR_KEY_MAX];
+    size_t cl = strlen(cls);
+    if (cl > GR_CLASS_NAME_MAX || key_len > GR_KEY_MAX) {
+        cb(ud, GR_ETOOBIG, NULL, 0);
+        return;
+    }
+    size_t idl = gr__make_id(id, cls, key, key_len);
+    const char *owner = gr__owner(r, cls, key, key_len);
+    if (!owner) {
+        cb(ud, GR_ENOTHERE, (const uint8_t *)"no membership view yet", 22);
+        return;
+    }
+    if (!strcmp(owner, r->self)) {
+        const char *host = gr__dir_lookup(&r->partition, id, idl);
+        if (host && !gr__alive(r, host)) host = NULL;
+        cb(ud, 0, (const uint8_t *)(host ? host : ""), host ? strlen(host) : 0);
+        return;
+    }
+    gr_client_t *peer = gr__peer_get(r, owner);
+    gr_ref_t ref = {"$dir", id, idl};
+    int rc = peer ? gr__client_call_flags(peer, &ref, "lookup", r->self, strlen(r->self), GR__DIR_TIMEOUT_MS,
+                                          GR__FRAME_REQUEST, 0, cb, ud)
+                  : GR_ENOTHERE;
+    if (rc != 0) cb(ud, rc, (const uint8_t *)"directory owner unreachable", 27);
 }
 
 void gr__router_set_draining(gr__router_t *r, int on) { r->draining = on; }

@@ -36,6 +36,17 @@ void gr__router_get_stats(const gr__router_t *r, gr__router_stats_t *out);
  * before the first view); borrowed until the next view. */
 const char *gr__router_owner(const gr__router_t *r, const char *cls, const uint8_t *key, size_t key_len);
 
+/* A control call ("$silo" class) to another member of the view; cb runs
+ * once unless an error is returned (unknown silo, shutting down). */
+int gr__router_call_silo(gr__router_t *r, const char *silo, const char *method, const void *arg, size_t arg_len,
+                         uint32_t timeout_ms, gr_call_cb cb, void *ud);
+
+/* Where a grain is registered in the directory, asked of its partition
+ * owner without registering it: cb gets the hosting silo's id, or an empty
+ * reply if it is not active anywhere. cb runs exactly once (maybe now). */
+void gr__router_locate(gr__router_t *r, const char *cls, const uint8_t *key, size_t key_len, gr_call_cb cb,
+                       void *ud);
+
 void gr__router_close(gr__router_t *r, void (*cb)(void *), void *ud);
 
 #endif

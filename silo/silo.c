@@ -7,6 +7,7 @@
 #include "common/common.h"
 #include "grains/runtime.h"
 #include "granary/silo.h"
+#include "silo/dashboard.h"
 #include "silo/gateway.h"
 #include "silo/http.h"
 #include "silo/membership.h"
@@ -27,6 +28,7 @@ struct gr_silo {
     gr__membership_t *membership; /* created at start, when the port is known */
     gr__reminders_t *reminders;   /* cluster mode only */
     gr__http_t *http;             /* probes and metrics, when configured */
+    gr__dashboard_t *dashboard;   /* with HTTP, unless no_dashboard */
     char http_host[64];
     int http_port;
     int64_t generation;
@@ -99,6 +101,21 @@ static void gr__silo_update_firing(gr_silo_t *s) {
         gr__reminders_set_firing(s->reminders, s->joined && !s->fenced && !s->dead && !s->stopping && !s->closing);
 }
 
+static const char *gr__silo_state_name(void *ud) {
+    const gr_silo_t *s = ud;
+    if (s->dead) return "dead";
+    if (s->fenced) return "fenced";
+    if (s->stopping) return "draining";
+    if (!s->started) return "starting";
+    if (s->router && !s->joined) return "joining";
+    return "active";
+}
+
+static const gr__view_t *gr__silo_view(void *ud) {
+    const gr_silo_t *s = ud;
+    return s->membership && s->joined ? gr__membership_view(s->membership) : NULL;
+}
+
 /* Control calls any authenticated client may make ("$silo"), and the
  * directory protocol only silos may use ("$dir"). */
 static void gr__silo_system_call(void *ud, const char *cls, const char *method, int from_silo,
@@ -124,6 +141,10 @@ static void gr__silo_system_call(void *ud, const char *cls, const char *method, 
         gr__buf_printf(&b, "%s fired %llu failed %llu polls %llu in_flight %llu firing %d polling %d\n", s->id,
                        (unsigned long long)rs.fired, (unsigned long long)rs.fire_failures,
                        (unsigned long long)rs.polls, (unsigned long long)rs.in_flight, rs.firing, rs.polling);
+    } else if (!strcmp(method, "dashboard") && s->dashboard) {
+        gr__buf_free(&b);
+        gr__dashboard_fragment_call(s->dashboard, arg, arg_len, done, done_ud);
+        return;
     } else if (!strcmp(method, "grains")) {
         /* "CLASS ACTIVE" per line, for this silo. */
         gr__runtime_foreach_class(s->rt, gr__silo_add_grains, &b);
@@ -140,8 +161,8 @@ static void gr__silo_system_call(void *ud, const char *cls, const char *method, 
         }
     } else {
         status = GR_ENOMETHOD;
-        gr__buf_printf(&b, "unknown control method '%s' (grains, members, reminder_add, reminder_remove, "
-                           "reminder_list, reminder_stats)",
+        gr__buf_printf(&b, "unknown control method '%s' (grains, members, dashboard, reminder_add, "
+                           "reminder_remove, reminder_list, reminder_stats)",
                        method);
     }
     done(done_ud, status, b.data, b.len);
@@ -261,9 +282,15 @@ int gr_silo_new(uv_loop_t *loop, const gr_silo_config_t *cfg, gr_silo_t **out, c
         go.system_ud = s;
         rc = gr__gateway_new(loop, s->rt, &go, &s->gw);
     }
+    if (rc == 0 && cfg->http && !cfg->no_dashboard) {
+        gr__dashboard_env_t de = {s->rt,          s->gw,         s->router,         s->reminders, s->id,
+                                  s->cfg.cluster, s->listen_host, gr__silo_state_name, gr__silo_view, s};
+        rc = gr__dashboard_new(loop, &de, &s->dashboard);
+    }
     if (rc != 0) {
         /* Only allocation can fail here; tear down what exists. */
         if (s->reminders) gr__reminders_close(s->reminders, NULL, NULL);
+        if (s->gw) gr__gateway_close(s->gw, NULL, NULL);
         if (s->router) gr__router_close(s->router, NULL, NULL);
         if (s->rt) gr_runtime_close(s->rt, NULL, NULL);
         gr_storage_close(s->storage, NULL, NULL);
@@ -286,6 +313,7 @@ int gr_silo_port(const gr_silo_t *s) { return s->started ? gr__gateway_port(s->g
 static void gr__silo_on_view(void *ud, const gr__view_t *view) {
     gr_silo_t *s = ud;
     gr__router_set_view(s->router, view);
+    if (s->dashboard) gr__dashboard_on_view(s->dashboard, view);
 }
 
 static void gr__silo_on_fence(void *ud, int fenced, const char *why) {
@@ -399,27 +427,36 @@ static int gr__silo_metrics(gr_silo_t *s, gr__buf_t *b) {
     return rc;
 }
 
-static int gr__silo_http(void *ud, const char *path, gr__buf_t *body, const char **ctype) {
+static void gr__silo_http(void *ud, gr__http_req_t *req, const char *path, const char *query) {
     gr_silo_t *s = ud;
+    static const char text[] = "text/plain; charset=utf-8";
+    gr__buf_t body;
+    gr__buf_init(&body);
+    int status;
+    const char *ctype = text;
     if (!strcmp(path, "/healthz")) {
         /* Answered by the loop itself: a blocked loop cannot answer at all. */
-        gr__buf_printf(body, "ok\n");
-        return 200;
+        gr__buf_printf(&body, "ok\n");
+        status = 200;
+    } else if (!strcmp(path, "/readyz")) {
+        status = gr_silo_ready(s) ? 200 : 503;
+        if (status == 200)
+            gr__buf_printf(&body, "ready\n");
+        else
+            gr__buf_printf(&body, "not ready: %s\n", gr__silo_not_ready_why(s));
+    } else if (!strcmp(path, "/metrics")) {
+        ctype = "text/plain; version=0.0.4; charset=utf-8";
+        status = gr__silo_metrics(s, &body) == 0 ? 200 : 503;
+    } else if (s->dashboard && gr__dashboard_http(s->dashboard, req, path, query)) {
+        gr__buf_free(&body);
+        return;
+    } else {
+        gr__buf_printf(&body, "not found: try /healthz, /readyz, /metrics%s\n",
+                       s->dashboard ? " or / (the dashboard)" : "");
+        status = 404;
     }
-    if (!strcmp(path, "/readyz")) {
-        if (gr_silo_ready(s)) {
-            gr__buf_printf(body, "ready\n");
-            return 200;
-        }
-        gr__buf_printf(body, "not ready: %s\n", gr__silo_not_ready_why(s));
-        return 503;
-    }
-    if (!strcmp(path, "/metrics")) {
-        *ctype = "text/plain; version=0.0.4; charset=utf-8";
-        return gr__silo_metrics(s, body) == 0 ? 200 : 503;
-    }
-    gr__buf_printf(body, "not found: try /healthz, /readyz or /metrics\n");
-    return 404;
+    gr__http_respond(req, status, ctype, body.data, body.len);
+    gr__buf_free(&body);
 }
 
 int gr_silo_http_port(const gr_silo_t *s) { return s->http ? gr__http_port(s->http) : 0; }
@@ -438,8 +475,8 @@ int gr_silo_start(gr_silo_t *s, char *err, size_t err_size) {
     if (s->cfg.http) {
         rc = gr__http_new(s->loop, s->http_host, s->http_port, gr__silo_http, s, &s->http, err, err_size);
         if (rc != 0) return rc;
-        GR_LOG_INFO("probes and metrics on http://%s:%d/ (healthz, readyz, metrics)", s->http_host,
-                    gr__http_port(s->http));
+        GR_LOG_INFO("probes and metrics on http://%s:%d/ (healthz, readyz, metrics%s)", s->http_host,
+                    gr__http_port(s->http), s->dashboard ? "; dashboard at /" : "");
     }
     s->started = 1;
     GR_LOG_INFO("silo %s listening on %s:%d (cluster %s, storage %s)", s->id, s->listen_host,
@@ -532,8 +569,9 @@ void gr_silo_close(gr_silo_t *s, void (*cb)(void *), void *ud) {
     s->close_cb = cb;
     s->close_ud = ud;
     s->stop_cb = NULL;
-    s->parts_open =
-        3 + (s->router != NULL) + (s->membership != NULL) + (s->http != NULL) + (s->reminders != NULL);
+    s->parts_open = 3 + (s->router != NULL) + (s->membership != NULL) + (s->http != NULL) +
+                    (s->reminders != NULL) + (s->dashboard != NULL);
+    if (s->dashboard) gr__dashboard_close(s->dashboard, gr__silo_part_closed, s);
     /* Reminders first: their fires in flight complete (cancelled) when the
      * runtime closes below, and the service waits for them. */
     if (s->reminders) gr__reminders_close(s->reminders, gr__silo_part_closed, s);

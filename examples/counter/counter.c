@@ -262,6 +262,8 @@ static const gr_method_t counter_methods[] = {
  * not interleave: during a persist-before-reply write it would report a
  * value that is not committed yet. */
 static const char *const counter_interleave[] = {"where", NULL};
+/* What the dashboard may call: these change nothing. */
+static const char *const counter_read_only[] = {"get", "where", "reminders", NULL};
 
 #ifndef COUNTER_STATE_VERSION
 #define COUNTER_STATE_VERSION 1
@@ -280,6 +282,7 @@ const gr_class_t counter_class = {
     .methods = counter_methods,
     .flags = GR_CLASS_PERSIST_BEFORE_REPLY,
     .interleave = counter_interleave,
+    .read_only = counter_read_only,
     .state_version = COUNTER_STATE_VERSION,
     .upgrade_state = counter_upgrade,
     .on_reminder = counter_on_reminder,
@@ -300,12 +303,14 @@ static void checksum_sum(gr_grain_t *g, gr_msg_t *msg, const uint8_t *arg, size_
 }
 
 static const gr_method_t checksum_methods[] = {{"sum", checksum_sum}, {"where", counter_where}, {NULL, NULL}};
+static const char *const checksum_read_only[] = {"sum", "where", NULL};
 
 const gr_class_t checksum_class = {
     .name = "Checksum",
     .methods = checksum_methods,
     .flags = GR_CLASS_STATELESS_WORKER,
     .max_workers = 8,
+    .read_only = checksum_read_only,
 };
 
 #ifdef GR_COUNTER_MODULE

@@ -93,6 +93,12 @@ typedef struct gr_class {
      * (gr_reply) when done: the reply is the acknowledgement, without it the
      * reminder fires again (at least once). */
     void (*on_reminder)(gr_grain_t *grain, gr_msg_t *msg, const char *name);
+    /* Optional, NULL-terminated: names of methods that change nothing (no
+     * state, no calls that do). The silo's dashboard offers exactly these
+     * to operators and its call endpoint refuses every other method. Every
+     * name must be in `methods` (else gr_runtime_register fails with
+     * GR_EINVAL). */
+    const char *const *read_only;
 } gr_class_t;
 
 /** Completion of a call. status is 0 with the reply bytes, GR_EAPP with the

@@ -19,7 +19,8 @@ typedef struct gr_silo_config {
     int memory_storage;             /* 1: keep state in memory (lost on exit), no database */
     const char *listen;             /* "HOST:PORT" for clients (default "127.0.0.1:7700") */
     const char *advertise;          /* address peers use to reach us (default: POD_IP or listen host) */
-    const char *http;               /* "HOST:PORT" for /healthz /readyz /metrics (default: none) */
+    const char *http;               /* "HOST:PORT" for /healthz /readyz /metrics and the dashboard (default: none) */
+    int no_dashboard;               /* 1: serve no dashboard (/, /api/...) on the HTTP port (default 0) */
     const char *cluster;            /* cluster (service) name (default "default") */
     const char *secret;             /* shared secret required in handshakes (default none) */
     const char *silo_id;            /* default: "<advertise>:<port>-<start ms>" */
