@@ -83,6 +83,10 @@ int gr__buf_json_str(gr__buf_t *b, const void *s, size_t len) {
             char esc[2] = {'\\', (char)ch};
             rc = gr__buf_append(b, esc, 2);
             i++;
+        } else if (ch == '\n' || ch == '\t' || ch == '\r') {
+            char esc[2] = {'\\', ch == '\n' ? 'n' : ch == '\t' ? 't' : 'r'};
+            rc = gr__buf_append(b, esc, 2);
+            i++;
         } else if (ch < 0x20 || ch == 0x7f) {
             rc = gr__buf_printf(b, "\\u%04x", ch);
             i++;

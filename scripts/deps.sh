@@ -1,17 +1,32 @@
 #!/usr/bin/env bash
-# Install what Granary needs to build and test, from Debian's packages.
-# Idempotent: skips apt entirely when everything is already there.
+# Install what Granary needs to build and test: Debian's packages (the
+# toolchain, libuv, libpq, uthash, cmocka, PostgreSQL, and Chromium + Node.js
+# for the dashboard's browser test), then playwright-core from npm into
+# tests/e2e/node_modules (pinned by tests/e2e/package-lock.json).
+# Idempotent: skips apt and npm when everything is already there.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 pkgs=(build-essential cmake pkg-config libuv1-dev libpq-dev uthash-dev libcmocka-dev
-      postgresql postgresql-contrib clang curl procps iproute2)
+      postgresql postgresql-contrib clang curl procps iproute2 chromium)
+# Node.js may come from elsewhere (nodesource, nvm); only ask Debian for it if absent.
+command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
+command -v npm >/dev/null 2>&1 || pkgs+=(npm)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
-SUDO=""
-[ "$(id -u)" -ne 0 ] && SUDO="sudo"
-echo "installing: ${missing[*]}" >&2
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+if [ ${#missing[@]} -ne 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "installing: ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The browser test's driver library; the browser itself is Debian's Chromium.
+want=$(sed -n 's/.*"playwright-core": "\(.*\)".*/\1/p' tests/e2e/package.json)
+have=$(sed -n 's/.*"version": "\(.*\)".*/\1/p' tests/e2e/node_modules/playwright-core/package.json 2>/dev/null | head -1)
+if [ "$want" != "$have" ]; then
+  echo "installing playwright-core $want into tests/e2e (npm ci)" >&2
+  (cd tests/e2e && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build and run the whole test suite (unit, pg, cluster, chaos labels) twice:
+# Build and run the whole test suite (unit, pg, cluster, e2e, chaos labels) twice:
 # a normal build with warnings as errors, then the same suite under
 # AddressSanitizer + UndefinedBehaviorSanitizer; then the frame decoder's
 # libFuzzer target (clang) for a fixed time. Installs its dependencies from
@@ -13,6 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 bash scripts/deps.sh
+# deps.sh installed Chromium and playwright-core: the browser test must run, not skip.
+export GRANARY_E2E_REQUIRED=1
 jobs=$(nproc 2>/dev/null || echo 2)
 
 cleanup() {

@@ -68,6 +68,23 @@ static void *counting_calloc(size_t n, size_t m) {
     return fail_after == 0 ? NULL : (fail_after > 0 ? fail_after-- : 0, calloc(n, m));
 }
 
+static void test_json_strings(void **st) {
+    gr__buf_t b;
+    gr__buf_init(&b);
+    /* Quotes, backslashes and control bytes escaped; UTF-8 kept; a stray
+     * byte, an overlong form and a surrogate become U+FFFD. */
+    const char in[] = "a\"b\\c\n\x01\x7f \xc3\xa9 \xe2\x86\x92 \xff \xc0\xaf \xed\xa0\x80 \xf0\x9f\x98\x80";
+    assert_int_equal(gr__buf_json_str(&b, in, sizeof in - 1), 0);
+    assert_int_equal(gr__buf_append(&b, "", 1), 0);
+    assert_string_equal((char *)b.data, "\"a\\\"b\\\\c\\n\\u0001\\u007f \xc3\xa9 \xe2\x86\x92 \\ufffd "
+                                        "\\ufffd\\ufffd \\ufffd\\ufffd\\ufffd \xf0\x9f\x98\x80\"");
+    b.len = 0;
+    assert_int_equal(gr__buf_json_str(&b, "x\0y\xe2\x86", 5), 0); /* NUL inside, truncated sequence at the end */
+    assert_int_equal(gr__buf_append(&b, "", 1), 0);
+    assert_string_equal((char *)b.data, "\"x\\u0000y\\ufffd\\ufffd\"");
+    gr__buf_free(&b);
+}
+
 static void test_allocator_hook(void **st) {
     assert_int_equal(gr_replace_allocator(NULL, realloc, calloc, free), GR_EINVAL);
     assert_int_equal(gr_replace_allocator(counting_malloc, counting_realloc, counting_calloc, free), 0);
@@ -88,6 +105,7 @@ int main(void) {
         cmocka_unit_test(test_hostport),
         cmocka_unit_test(test_dlq),
         cmocka_unit_test(test_escape_and_names),
+        cmocka_unit_test(test_json_strings),
         cmocka_unit_test(test_allocator_hook),
     };
     return cmocka_run_group_tests_name("common", tests, NULL, NULL);

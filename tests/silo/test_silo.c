@@ -16,6 +16,7 @@
 #include "common/common.h"
 #include "granary/client.h"
 #include "support.h"
+#include "silo/http.h"
 #include "wire/frame.h"
 
 static char log_path[1024];
@@ -754,6 +755,76 @@ static void test_http_probes_and_metrics(void **st) {
     assert_int_equal(gr_test_wait(s.pid, 10000), 0);
 }
 
+/* The dashboard's page and JSON on the HTTP port of a single silo, and
+ * --no-dashboard turning them off. The browser side is tests/e2e/. */
+static void test_dashboard_http(void **st) {
+    char q[64];
+    assert_int_equal(gr__http_query_param("a=1&class=Coun%74er&key=x+y%2Fz&e", "class", q, sizeof q), 7);
+    assert_string_equal(q, "Counter");
+    assert_int_equal(gr__http_query_param("a=1&class=Counter&key=x+y%2Fz&e", "key", q, sizeof q), 5);
+    assert_string_equal(q, "x y/z");
+    assert_int_equal(gr__http_query_param("a=1&e", "e", q, sizeof q), 0);
+    assert_int_equal(gr__http_query_param("a=1", "b", q, sizeof q), -1);
+    assert_int_equal(gr__http_query_param("a=%zz", "a", q, sizeof q), -1);
+    assert_int_equal(gr__http_query_param("a=123456", "a", q, 4), -1);
+
+    silo_t s;
+    int port = gr_test_free_port(), hport = gr_test_free_port();
+    char http[64], body[1 << 16];
+    snprintf(http, sizeof http, "127.0.0.1:%d", hport);
+    assert_int_equal(start_silo(&s, port, (const char *[]){"--http", http, NULL}), 0);
+    assert_int_equal(gr_test_wait_port(hport, 5000), 0);
+    assert_int_equal(gr_test_http_get(hport, "/", body, sizeof body), 200);
+    assert_non_null(strstr(body, "<title>Granary dashboard</title>"));
+    assert_int_equal(gr_test_http_get(hport, "/dashboard.js", body, sizeof body), 200);
+    assert_int_equal(gr_test_http_get(hport, "/dashboard.css", body, sizeof body), 200);
+    res_t r;
+    assert_int_equal(call_once(port, NULL, "d 1", "incr", &r), 0);
+    /* The per-second sample of that call appears within about a second. */
+    int seen = 0;
+    for (int i = 0; i < 40 && !seen; i++) {
+        assert_int_equal(gr_test_http_get(hport, "/api/cluster", body, sizeof body), 200);
+        seen = strstr(body, "{\"class\":\"Counter\",\"method\":\"incr\",\"samples\":[[") != NULL;
+        if (!seen) usleep(100000);
+    }
+    if (!seen) fail_msg("no sample of Counter.incr in /api/cluster:\n%s", body);
+    assert_non_null(strstr(body, "\"view\":{\"version\":"));
+    assert_non_null(strstr(body, "\"status\":\"active\""));
+    assert_non_null(strstr(body, "{\"name\":\"Counter\",\"active\":1}"));
+    assert_non_null(strstr(body, "[\"Counter\",\"get\",1,"));  /* read-only */
+    assert_non_null(strstr(body, "[\"Counter\",\"incr\",0,1,0]")); /* not read-only, one call */
+    assert_int_equal(gr_test_http_get(hport, "/api/silo?since=0", body, sizeof body), 200);
+    assert_non_null(strstr(body, "\"storage_writes\":1"));
+    /* Where the grain lives, and a read-only call; keys are percent-decoded. */
+    assert_int_equal(gr_test_http_get(hport, "/api/locate?class=Counter&key=d%201", body, sizeof body), 200);
+    assert_non_null(strstr(body, "\"key\":\"d 1\""));
+    assert_non_null(strstr(body, "\"host\":\"127.0.0.1:"));
+    assert_int_equal(gr_test_http_get(hport, "/api/locate?class=Counter&key=nobody", body, sizeof body), 200);
+    assert_non_null(strstr(body, "\"host\":null"));
+    assert_int_equal(gr_test_http_get(hport, "/api/call?class=Counter&key=d+1&method=get", body, sizeof body), 200);
+    assert_non_null(strstr(body, "\"status\":\"ok\""));
+    assert_non_null(strstr(body, "\"reply\":\"1\""));
+    /* Anything else is refused, and nothing ran. */
+    assert_int_equal(gr_test_http_get(hport, "/api/call?class=Counter&key=d+1&method=incr", body, sizeof body), 403);
+    assert_non_null(strstr(body, "not declared read-only"));
+    assert_int_equal(gr_test_http_get(hport, "/api/call?class=Counter&key=d+1&method=nope", body, sizeof body), 404);
+    assert_int_equal(gr_test_http_get(hport, "/api/call?class=Nope&key=x&method=get", body, sizeof body), 404);
+    assert_int_equal(gr_test_http_get(hport, "/api/call?key=x&method=get", body, sizeof body), 400);
+    assert_int_equal(gr_test_http_get(hport, "/api/call?class=Counter&key=d+1&method=get", body, sizeof body), 200);
+    assert_non_null(strstr(body, "\"reply\":\"1\""));
+    kill(s.pid, SIGTERM);
+    assert_int_equal(gr_test_wait(s.pid, 10000), 0);
+
+    /* --no-dashboard: probes and metrics only. */
+    assert_int_equal(start_silo(&s, port, (const char *[]){"--http", http, "--no-dashboard", NULL}), 0);
+    assert_int_equal(gr_test_wait_port(hport, 5000), 0);
+    assert_int_equal(gr_test_http_get(hport, "/", body, sizeof body), 404);
+    assert_int_equal(gr_test_http_get(hport, "/api/cluster", body, sizeof body), 404);
+    assert_int_equal(gr_test_http_get(hport, "/healthz", body, sizeof body), 200);
+    kill(s.pid, SIGTERM);
+    assert_int_equal(gr_test_wait(s.pid, 10000), 0);
+}
+
 int main(void) {
     if (!gr_test_pg_url()) {
         fprintf(stderr, "no test database: run under ctest (the pg fixture starts one)\n");
@@ -771,6 +842,7 @@ int main(void) {
         cmocka_unit_test_setup(test_hostile_input, new_cluster),
         cmocka_unit_test_setup(test_client_that_never_reads, new_cluster),
         cmocka_unit_test_setup(test_http_probes_and_metrics, new_cluster),
+        cmocka_unit_test_setup(test_dashboard_http, new_cluster),
         cmocka_unit_test_setup(test_limits, new_cluster),
     };
     return cmocka_run_group_tests_name("silo.process", tests, NULL, NULL);
