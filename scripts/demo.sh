@@ -4,6 +4,9 @@
 # the Counter example. It increments counters through different silos,
 # kills one silo with SIGKILL (its grains come back on the others with their
 # state), restarts it, drains another with SIGTERM, and checks every value.
+# Each silo serves the dashboard on its HTTP port (docs/dashboard.md).
+#   bash scripts/demo.sh          run the demo and stop everything
+#   bash scripts/demo.sh --keep   then keep the cluster running for the dashboard until Ctrl-C
 # Everything it starts is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +17,15 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$(nproc 2>/dev/null || echo 2)" >/dev/null
 work=$(mktemp -d /tmp/granary-demo.XXXXXX)
 chmod 755 "$work" # the PostgreSQL server runs as the postgres user and must reach its data dir
-declare -A pid port
+keep=0
+for a in "$@"; do
+  case "$a" in
+    --keep) keep=1 ;;
+    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown option $a (try --help)" >&2; exit 2 ;;
+  esac
+done
+declare -A pid port hport
 cleanup() {
   for i in "${!pid[@]}"; do { kill -9 "${pid[$i]}"; wait "${pid[$i]}"; } 2>/dev/null || true; done
   bash "$root/scripts/pg.sh" stop "$work/pg" || true
@@ -37,7 +48,8 @@ free_port() {
 start_silo() { # start_silo N
   local i=$1
   [ -n "${port[$i]:-}" ] || port[$i]=$(free_port)
-  ./build/silo run --database "$url" --listen "127.0.0.1:${port[$i]}" --cluster demo \
+  while [ -z "${hport[$i]:-}" ] || [ "${hport[$i]}" = "${port[$i]}" ]; do hport[$i]=$(free_port); done
+  ./build/silo run --database "$url" --listen "127.0.0.1:${port[$i]}" --http "127.0.0.1:${hport[$i]}" --cluster demo \
     --grains build/examples/counter.so >>"$work/silo$i.log" 2>&1 &
   pid[$i]=$!
   for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/${port[$i]}") 2>/dev/null && return 0; sleep 0.05; done
@@ -57,7 +69,7 @@ call() { # call SILO_LIST GRAIN METHOD -- retries retryable errors (exit 75) for
 active() { ./build/silo status --database "$url" --cluster demo | grep -c " active " || true; }
 
 echo "== three silos =="
-for i in 1 2 3; do start_silo "$i"; echo "silo $i: pid ${pid[$i]}, 127.0.0.1:${port[$i]}"; done
+for i in 1 2 3; do start_silo "$i"; echo "silo $i: pid ${pid[$i]}, 127.0.0.1:${port[$i]}, dashboard http://127.0.0.1:${hport[$i]}/"; done
 for _ in $(seq 1 100); do [ "$(active)" = 3 ] && break; sleep 0.1; done
 ./build/silo status --database "$url" --cluster demo | sed -n '2,6p'
 
@@ -106,4 +118,15 @@ for c in a b c d e f; do
   [ "$v2" = 10 ] || ok=0
 done
 [ "$ok" = 1 ] || { echo "FAILED: a counter lost an acknowledged increment"; exit 1; }
+h=$(( d % 3 + 1 ))
+members=$(curl -s "http://127.0.0.1:${hport[$h]}/api/cluster" | grep -o '"status":"active"' | wc -l)
+echo "the dashboard of silo $h (http://127.0.0.1:${hport[$h]}/) shows $members active silos in the view"
 echo "demo OK: every acknowledged increment survived kill -9, restart and drain"
+if [ "$keep" = 1 ]; then
+  start_silo "$d"
+  echo "== keeping the cluster up: open http://127.0.0.1:${hport[1]}/ (or any silo's HTTP port); Ctrl-C stops it all =="
+  while :; do # a little traffic so the charts move
+    for c in a b c d e f; do call "$(all_silos)" "Counter/$c" get >/dev/null 2>&1 || true; done
+    sleep 1
+  done
+fi

@@ -241,7 +241,7 @@ function renderMembers(d) {
     const badge = el('span', { class: 'badge ' + (err ? 'unreachable' : status), text: err ? status + ' · unreachable' : status });
     if (err) badge.title = err;
     const tr = el('tr', { 'data-status': status, 'data-id': id },
-      el('td', {}, el('div', { class: 'id', text: id, title: m ? m.address : '' })),
+      el('td', {}, el('div', { class: 'id', title: id }, short(id), el('span', { class: 'gen', text: id.slice(short(id).length) }))),
       el('td', {}, badge),
       el('td', { class: 'num', text: m ? m.heartbeat_age_ms + ' ms' : '–' }),
       el('td', { class: 'num', text: f ? fmtNum(f.load.activations, 0) : '–' }),
