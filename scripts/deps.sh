@@ -25,7 +25,9 @@ if [ ${#missing[@]} -ne 0 ]; then
 fi
 # The browser test's driver library; the browser itself is Debian's Chromium.
 want=$(sed -n 's/.*"playwright-core": "\(.*\)".*/\1/p' tests/e2e/package.json)
-have=$(sed -n 's/.*"version": "\(.*\)".*/\1/p' tests/e2e/node_modules/playwright-core/package.json 2>/dev/null | head -1)
+have=""
+pw=tests/e2e/node_modules/playwright-core/package.json
+[ -f "$pw" ] && have=$(sed -n 's/.*"version": "\(.*\)".*/\1/p' "$pw" | head -1)
 if [ "$want" != "$have" ]; then
   echo "installing playwright-core $want into tests/e2e (npm ci)" >&2
   (cd tests/e2e && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error >/dev/null)

@@ -100,22 +100,24 @@ void gr__dashboard_on_view(gr__dashboard_t *d, const gr__view_t *v) {
 
 /* ---- this silo's part ---- */
 
-static void gr__dash_add_class(void *ud, const char *cls, uint64_t active) {
-    gr__buf_t *b = ud;
-    gr__buf_printf(b, "%s{\"name\":", b->data[b->len - 1] == '[' ? "" : ",");
-    gr__buf_json_str(b, cls, strlen(cls));
-    gr__buf_printf(b, ",\"active\":%llu}", (unsigned long long)active);
-}
-
-typedef struct gr__dash_methods {
+/* A JSON array being filled by a runtime iterator. */
+typedef struct gr__dash_list {
     gr__buf_t *b;
     int first;
-} gr__dash_methods_t;
+} gr__dash_list_t;
+
+static void gr__dash_add_class(void *ud, const char *cls, uint64_t active) {
+    gr__dash_list_t *l = ud;
+    gr__buf_printf(l->b, "%s{\"name\":", l->first ? "" : ",");
+    gr__buf_json_str(l->b, cls, strlen(cls));
+    gr__buf_printf(l->b, ",\"active\":%llu}", (unsigned long long)active);
+    l->first = 0;
+}
 
 /* [class, method, read_only, calls, errors] per method: one pass over the
  * runtime's table. */
 static void gr__dash_add_method(void *ud, const gr__method_stats_t *ms) {
-    gr__dash_methods_t *m = ud;
+    gr__dash_list_t *m = ud;
     gr__buf_printf(m->b, "%s[", m->first ? "" : ",");
     gr__buf_json_str(m->b, ms->cls, strlen(ms->cls));
     gr__buf_printf(m->b, ",");
@@ -167,10 +169,10 @@ static int gr__dash_self(gr__dashboard_t *d, int64_t since, gr__buf_t *b) {
                              (unsigned long long)r.fire_failures);
     }
     rc |= gr__buf_printf(b, "},\"classes\":[");
-    gr__runtime_foreach_class(e->rt, gr__dash_add_class, b);
+    gr__dash_list_t classes = {b, 1}, methods = {b, 1};
+    gr__runtime_foreach_class(e->rt, gr__dash_add_class, &classes);
     rc |= gr__buf_printf(b, "],\"methods\":[");
-    gr__dash_methods_t m = {b, 1};
-    gr__runtime_foreach_method(e->rt, gr__dash_add_method, &m);
+    gr__runtime_foreach_method(e->rt, gr__dash_add_method, &methods);
     rc |= gr__buf_printf(b, "],");
     rc |= gr__history_write_json(d->history, since, b);
     rc |= gr__buf_printf(b, "}");
@@ -198,6 +200,14 @@ void gr__dashboard_fragment_call(gr__dashboard_t *d, const uint8_t *arg, size_t 
 }
 
 /* ---- answering ---- */
+
+/* A failed call as one JSON string: "GR_ENAME: detail" (detail cut at 200 bytes). */
+static int gr__json_status(gr__buf_t *b, int status, const uint8_t *detail, size_t len) {
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s%s%.*s", gr_err_name(status), len ? ": " : "", (int)(len > 200 ? 200 : len),
+             len ? (const char *)detail : "");
+    return gr__buf_json_str(b, msg, strlen(msg));
+}
 
 static void gr__respond_json(gr__http_req_t *req, int status, const gr__buf_t *b) {
     gr__http_respond(req, status, "application/json", b->data, b->len);
@@ -243,10 +253,7 @@ static void gr__gather_finish(gr__gather_t *g) {
             rc |= gr__buf_printf(&g->out, "{\"id\":");
             rc |= gr__buf_json_str(&g->out, p->id, strlen(p->id));
             rc |= gr__buf_printf(&g->out, ",\"error\":");
-            char msg[256];
-            snprintf(msg, sizeof msg, "%s%s%.*s", gr_err_name(p->status), p->body.len ? ": " : "",
-                     (int)(p->body.len > 200 ? 200 : p->body.len), p->body.len ? (const char *)p->body.data : "");
-            rc |= gr__buf_json_str(&g->out, msg, strlen(msg));
+            rc |= gr__json_status(&g->out, p->status, p->body.data, p->body.len);
             rc |= gr__buf_printf(&g->out, "}");
         }
         gr__buf_free(&p->body);
@@ -356,11 +363,8 @@ static void gr__locate_done(void *ud, int status, const uint8_t *reply, size_t l
         else
             gr__buf_printf(b, "null");
     } else {
-        char msg[256];
-        snprintf(msg, sizeof msg, "%s%s%.*s", gr_err_name(status), len ? ": " : "", (int)(len > 200 ? 200 : len),
-                 len ? (const char *)reply : "");
         gr__buf_printf(b, ",\"host\":null,\"error\":");
-        gr__buf_json_str(b, msg, strlen(msg));
+        gr__json_status(b, status, reply, len);
     }
     gr__buf_printf(b, "}");
     gr__respond_json(l->req, 200, b);

@@ -512,6 +512,14 @@ void gr__router_set_view(gr__router_t *r, const gr__view_t *view) {
 
 /* ---- serving peers' directory requests ---- */
 
+/* Where this partition has the grain registered, without registering it:
+ * the silo id, or an empty reply if nowhere or on a silo no longer alive. */
+static void gr__dir_answer_host(gr__router_t *r, const uint8_t *id, size_t idl, gr_call_cb cb, void *ud) {
+    const char *host = gr__dir_lookup(&r->partition, id, idl);
+    if (host && !gr__alive(r, host)) host = NULL;
+    cb(ud, 0, (const uint8_t *)(host ? host : ""), host ? strlen(host) : 0);
+}
+
 void gr__router_system_call(gr__router_t *r, const char *method, const uint8_t *key, size_t key_len,
                             const uint8_t *arg, size_t arg_len, gr_call_cb done, void *ud) {
     char silo[GR__SILO_ID_MAX + 1];
@@ -537,11 +545,7 @@ void gr__router_system_call(gr__router_t *r, const char *method, const uint8_t *
         }
         done(ud, 0, (const uint8_t *)winner, strlen(winner));
     } else if (!strcmp(method, "lookup")) {
-        /* Where the grain is registered, without registering it ("" if
-         * nowhere or on a silo no longer alive); for the dashboard. */
-        const char *host = gr__dir_lookup(&r->partition, key, key_len);
-        if (host && !gr__alive(r, host)) host = NULL;
-        done(ud, 0, (const uint8_t *)(host ? host : ""), host ? strlen(host) : 0);
+        gr__dir_answer_host(r, key, key_len, done, ud);
     } else if (!strcmp(method, "unregister")) {
         gr__dir_unregister(&r->partition, key, key_len, silo);
         done(ud, 0, NULL, 0);
@@ -574,9 +578,7 @@ void gr__router_locate(gr__router_t *r, const char *cls, const uint8_t *key, siz
         return;
     }
     if (!strcmp(owner, r->self)) {
-        const char *host = gr__dir_lookup(&r->partition, id, idl);
-        if (host && !gr__alive(r, host)) host = NULL;
-        cb(ud, 0, (const uint8_t *)(host ? host : ""), host ? strlen(host) : 0);
+        gr__dir_answer_host(r, id, idl, cb, ud);
         return;
     }
     gr_client_t *peer = gr__peer_get(r, owner);
