@@ -194,6 +194,30 @@ static void test_members_and_traffic(void **st) {
     drv_cmd(cmd, r, sizeof r, 30000);
     assert_true(atol(r) > before);
     drv_cmd("method-chart Counter.incr_once", r, sizeof r, 30000);
+    /* Calls of this test's own: 12 new grains through silo 2, with a method
+     * the load never calls. The page's grain count and charts follow. */
+    drv_cmd("grains-at-least 0", r, sizeof r, 30000);
+    long grains = atol(r);
+    char list[64];
+    gr_h_silo_list(&cl, 2, 3, list, sizeof list);
+    gr_client_t *c = gr_h_client(&cl, &loop, list);
+    assert_non_null(c);
+    gr_test_reply_t rep[12];
+    for (int i = 0; i < 12; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "e2e-new-%d", i);
+        gr_ref_t ref = {"Counter", key, strlen(key)};
+        memset(&rep[i], 0, sizeof rep[i]);
+        assert_int_equal(gr_client_call(c, &ref, "where", NULL, 0, 10000, gr_test_on_reply, &rep[i]), 0);
+    }
+    for (int i = 0; i < 12; i++) {
+        assert_true(gr_test_run_until(&loop, &rep[i].done, 15000));
+        assert_int_equal(rep[i].status, 0);
+    }
+    gr_client_close(c, NULL, NULL);
+    snprintf(cmd, sizeof cmd, "grains-at-least %ld", grains + 12);
+    drv_cmd(cmd, r, sizeof r, 30000);
+    drv_cmd("method-chart Counter.where", r, sizeof r, 30000);
     drv_cmd("window 60", r, sizeof r, 10000);
     shot("dashboard.png");
     drv_cmd("errors", r, sizeof r, 5000);
