@@ -174,7 +174,9 @@ static int gr__dash_self(gr__dashboard_t *d, int64_t since, gr__buf_t *b) {
     rc |= gr__buf_printf(b, "],\"methods\":[");
     gr__runtime_foreach_method(e->rt, gr__dash_add_method, &methods);
     rc |= gr__buf_printf(b, "],");
-    rc |= gr__history_write_json(d->history, since, b);
+    /* Half a frame for the samples leaves the rest for the counters. */
+    size_t budget = e->max_frame_bytes / 2 < 512 * 1024 ? e->max_frame_bytes / 2 : 512 * 1024;
+    rc |= gr__history_write_json(d->history, since, budget, b);
     rc |= gr__buf_printf(b, "}");
     return rc ? GR_ENOMEM : 0;
 }

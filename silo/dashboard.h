@@ -23,6 +23,7 @@ typedef struct gr__dashboard_env {
     const char *silo_id;
     const char *cluster;
     const char *host; /* listen host */
+    uint32_t max_frame_bytes; /* a silo's part must fit in one reply frame */
     /* "starting", "joining", "active", "draining", "fenced" or "dead". */
     const char *(*state)(void *ud);
     /* The membership view (NULL before the silo joined or without one). */

@@ -140,8 +140,28 @@ int gr__history_new(uv_loop_t *loop, gr_runtime_t *rt, gr__history_t **out) {
 /* Samples after `since` and within the last five minutes, oldest first. */
 static int gr__keep(int64_t t, int64_t since, int64_t now) { return t > since && t > now - GR__HISTORY_SECONDS; }
 
-int gr__history_write_json(const gr__history_t *h, int64_t since, gr__buf_t *b) {
+/* Raise `since` until the samples after it fit in about max_bytes, dropping
+ * the oldest seconds first. The estimates are upper bounds per sample: 16
+ * buckets and three counters, or the six storage counters, with their
+ * separators. */
+static int64_t gr__fit_since(const gr__history_t *h, int64_t since, int64_t now, size_t max_bytes) {
+    enum { SERIES_SAMPLE = 19 * 11 + 4, IO_SAMPLE = 7 * 11 + 4, SERIES_HEAD = 2 * 130 + 48 };
+    size_t used = 0;
+    for (const gr__series_t *s = h->series; s; s = s->hh.next)
+        used += SERIES_HEAD;
+    for (int64_t t = now; t > since && t > now - GR__HISTORY_SECONDS; t--) {
+        size_t need = IO_SAMPLE;
+        for (const gr__series_t *s = h->series; s; s = s->hh.next)
+            if (s->ring[t % GR__HISTORY_SECONDS].t == t) need += SERIES_SAMPLE;
+        if (used + need > max_bytes) return t;
+        used += need;
+    }
+    return since;
+}
+
+int gr__history_write_json(const gr__history_t *h, int64_t since, size_t max_bytes, gr__buf_t *b) {
     int64_t now = gr__unix_seconds();
+    since = gr__fit_since(h, since, now, max_bytes);
     int rc = gr__buf_printf(b, "\"series\":[");
     int first = 1;
     for (const gr__series_t *s = h->series; s && rc == 0; s = s->hh.next) {

@@ -18,9 +18,12 @@ typedef struct gr__history gr__history_t;
 int gr__history_new(uv_loop_t *loop, gr_runtime_t *rt, gr__history_t **out);
 
 /* Append `"series":[...],"storage":[...]` (no braces) with the samples of
- * seconds after `since` (unix seconds; 0: all kept). docs/dashboard.md has
- * the layout. */
-int gr__history_write_json(const gr__history_t *h, int64_t since, gr__buf_t *b);
+ * seconds after `since` (unix seconds; 0: all kept), oldest first. Only the
+ * newest seconds that fit in about max_bytes are written: an app with so
+ * many busy methods that five minutes would not fit in a reply frame gets
+ * a shorter history instead of an error.
+ * docs/dashboard.md has the layout. */
+int gr__history_write_json(const gr__history_t *h, int64_t since, size_t max_bytes, gr__buf_t *b);
 
 /* CPU time this process used over the last sample, as a share of one core. */
 double gr__history_cpu(const gr__history_t *h);

@@ -283,8 +283,17 @@ int gr_silo_new(uv_loop_t *loop, const gr_silo_config_t *cfg, gr_silo_t **out, c
         rc = gr__gateway_new(loop, s->rt, &go, &s->gw);
     }
     if (rc == 0 && cfg->http && !cfg->no_dashboard) {
-        gr__dashboard_env_t de = {s->rt,          s->gw,         s->router,         s->reminders, s->id,
-                                  s->cfg.cluster, s->listen_host, gr__silo_state_name, gr__silo_view, s};
+        gr__dashboard_env_t de = {s->rt,
+                                  s->gw,
+                                  s->router,
+                                  s->reminders,
+                                  s->id,
+                                  s->cfg.cluster,
+                                  s->listen_host,
+                                  cfg->max_frame_bytes,
+                                  gr__silo_state_name,
+                                  gr__silo_view,
+                                  s};
         rc = gr__dashboard_new(loop, &de, &s->dashboard);
     }
     if (rc != 0) {

@@ -403,7 +403,9 @@ function setConn(ok, err) {
 async function poll() {
   try {
     const since = st.lastT ? st.lastT - OVERLAP : 0;
-    const r = await fetch('/api/cluster?since=' + since, { cache: 'no-store' });
+    /* A silo that accepted the connection but cannot answer (stopped, or
+     * its loop blocked) must not freeze the page: give up after 5 s. */
+    const r = await fetch('/api/cluster?since=' + since, { cache: 'no-store', signal: AbortSignal.timeout(5000) });
     if (!r.ok) throw new Error('HTTP ' + r.status);
     const d = await r.json();
     ingest(d);
@@ -419,7 +421,7 @@ async function poll() {
 /* ---- search and read-only calls ---- */
 
 async function getJson(url) {
-  const r = await fetch(url, { cache: 'no-store' });
+  const r = await fetch(url, { cache: 'no-store', signal: AbortSignal.timeout(10000) });
   const d = await r.json().catch(() => ({ error: 'HTTP ' + r.status }));
   return d;
 }

@@ -66,7 +66,7 @@ static void test_samples(void **st) {
 
     gr__buf_t b;
     gr__buf_init(&b);
-    assert_int_equal(gr__history_write_json(h, 0, &b), 0);
+    assert_int_equal(gr__history_write_json(h, 0, 1 << 20, &b), 0);
     assert_int_equal(gr__buf_append(&b, "", 1), 0);
     const char *json = (const char *)b.data;
     const char *ok = series(json, "ok"), *bad = series(json, "bad");
@@ -95,13 +95,29 @@ static void test_samples(void **st) {
     char io[64];
     snprintf(io, sizeof io, "[%lld,43,3,", t);
     if (!strstr(json, io)) fail_msg("no storage sample %s in %s", io, json);
+    snprintf(io, sizeof io, "[%lld,0,0,", t - 1); /* the quiet second before */
+    if (!strstr(json, io)) fail_msg("no storage sample %s in %s", io, json);
 
     /* since = that second: nothing older comes back. */
     b.len = 0;
-    assert_int_equal(gr__history_write_json(h, t, &b), 0);
+    assert_int_equal(gr__history_write_json(h, t, 1 << 20, &b), 0);
     assert_int_equal(gr__buf_append(&b, "", 1), 0);
     assert_null(series((const char *)b.data, "ok"));
     assert_non_null(strstr((const char *)b.data, "\"storage\":["));
+    /* A budget too small for any sample: the newest seconds that fit (none
+     * here), never an error or half a sample. */
+    b.len = 0;
+    assert_int_equal(gr__history_write_json(h, 0, 300, &b), 0);
+    assert_int_equal(gr__buf_append(&b, "", 1), 0);
+    assert_string_equal((const char *)b.data, "\"series\":[],\"storage\":[]");
+    /* Room for about one second: the newest samples, not the oldest. */
+    b.len = 0;
+    assert_int_equal(gr__history_write_json(h, 0, 2 * 308 + 2 * 213 + 81, &b), 0);
+    assert_int_equal(gr__buf_append(&b, "", 1), 0);
+    char newest[64];
+    snprintf(newest, sizeof newest, "\"storage\":[[%lld,43,3,", t);
+    if (!strstr((const char *)b.data, newest)) /* the first storage sample is the newest one */
+        fail_msg("expected the newest second only in %s", (char *)b.data);
     gr__buf_free(&b);
 
     gr__history_close(h, closed, NULL);
