@@ -1611,7 +1611,8 @@ static void gr__class_entry_free(gr__class_entry_t *e) {
 }
 
 int gr_runtime_register(gr_runtime_t *rt, const gr_class_t *cls) {
-    if (!rt || !cls || !gr__valid_class_name(cls->name) || !cls->methods || !cls->methods[0].name)
+    if (!rt || !cls || !gr__valid_class_name(cls->name) || !cls->methods || !cls->methods[0].name ||
+        cls->placement > GR_PLACE_RANDOM)
         return GR_EINVAL;
     for (const gr_method_t *m = cls->methods; m->name; m++) {
         size_t n = strlen(m->name);
@@ -1842,6 +1843,7 @@ void gr__runtime_set_router(gr_runtime_t *rt, gr__router_fn route, gr__deactivat
 }
 
 const char *gr__msg_class(const gr_msg_t *m) { return m->cls->name; }
+unsigned gr__msg_placement(const gr_msg_t *m) { return m->cls->placement; }
 const uint8_t *gr__msg_key(const gr_msg_t *m, size_t *len) {
     *len = m->id_len - m->class_len - 1;
     return m->id + m->class_len + 1;

@@ -52,6 +52,7 @@ typedef void (*gr__deactivated_fn)(void *ud, const char *cls, const uint8_t *key
 void gr__runtime_set_router(gr_runtime_t *rt, gr__router_fn route, gr__deactivated_fn gone, void *ud);
 
 const char *gr__msg_class(const gr_msg_t *m);
+unsigned gr__msg_placement(const gr_msg_t *m); /* the class's gr_placement */
 const uint8_t *gr__msg_key(const gr_msg_t *m, size_t *len);
 const uint8_t *gr__msg_id(const gr_msg_t *m, size_t *len); /* class '\0' key */
 const uint8_t *gr__msg_arg(const gr_msg_t *m, size_t *len);

@@ -45,6 +45,8 @@ struct gr__router {
     int have_view;
     gr__ring_t ring;
     const char **ring_ids; /* active members, indexes of the ring */
+    size_t n_ring_ids;
+    uint64_t rand_state; /* xorshift64 for GR_PLACE_RANDOM */
     gr__dir_map_t partition;
     gr__dir_map_t cache;
     gr__peer_t *peers;
@@ -244,6 +246,25 @@ static void gr__dir_answer(void *ud, int status, const uint8_t *reply, size_t le
     gr__free(q);
 }
 
+/* Where a grain that is not registered anywhere should start (the owner
+ * keeps an existing live registration whatever we prefer). */
+static const char *gr__placement(gr__router_t *r, const gr_msg_t *m, const char *owner) {
+    switch (gr__msg_placement(m)) {
+    case GR_PLACE_RANDOM:
+        if (r->n_ring_ids) { /* active silos only: never a draining one */
+            uint64_t x = r->rand_state;
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            r->rand_state = x;
+            return r->ring_ids[x % r->n_ring_ids];
+        }
+        return owner;
+    case GR_PLACE_HASH:
+        return owner;
+    default: /* local, unless we are draining */
+        return r->draining ? owner : r->self;
+    }
+}
+
 static void gr__route(gr__router_t *r, gr_msg_t *m, int attempt) {
     if (r->closing) {
         gr__runtime_msg_done(r->rt, m, GR_ESHUTDOWN, (const uint8_t *)"silo is shutting down", 21);
@@ -281,7 +302,7 @@ static void gr__route(gr__router_t *r, gr_msg_t *m, int attempt) {
                              33);
         return;
     }
-    const char *preferred = r->draining ? owner : r->self;
+    const char *preferred = gr__placement(r, m, owner);
     if (!strcmp(owner, r->self)) {
         char winner[GR__SILO_ID_MAX + 1];
         if (gr__dir_register(&r->partition, id, idl, preferred, gr__alive, r, winner) != 0) {
@@ -480,6 +501,7 @@ void gr__router_set_view(gr__router_t *r, const gr__view_t *view) {
     r->n_members = view->n;
     r->ring = ring;
     r->ring_ids = ids;
+    r->n_ring_ids = n_active;
     /* Forget whatever points at silos that left; close links to them. */
     gr__dir_retain_alive(&r->partition, gr__alive, r);
     gr__dir_retain_alive(&r->cache, gr__alive, r);
@@ -619,6 +641,8 @@ int gr__router_new(uv_loop_t *loop, gr_runtime_t *rt, const char *self_id, const
     r->loop = loop;
     r->rt = rt;
     snprintf(r->self, sizeof r->self, "%s", self_id);
+    /* Silos started at the same instant still pick differently. */
+    r->rand_state = gr__hash64(self_id, strlen(self_id), uv_hrtime()) | 1;
     uv_timer_init(loop, &r->rereg_timer);
     r->rereg_timer.data = r;
     gr__runtime_set_router(rt, gr__router_route_cb, gr__router_gone_cb, r);

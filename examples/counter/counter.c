@@ -288,6 +288,31 @@ const gr_class_t counter_class = {
     .on_reminder = counter_on_reminder,
 };
 
+/* The same counter placed by hash and at random (gr_class_t.placement):
+ * their grains spread over the cluster whichever silo the calls enter. */
+const gr_class_t hash_counter_class = {
+    .name = "HashCounter",
+    .methods = counter_methods,
+    .flags = GR_CLASS_PERSIST_BEFORE_REPLY,
+    .interleave = counter_interleave,
+    .read_only = counter_read_only,
+    .state_version = COUNTER_STATE_VERSION,
+    .upgrade_state = counter_upgrade,
+    .on_reminder = counter_on_reminder,
+    .placement = GR_PLACE_HASH,
+};
+const gr_class_t random_counter_class = {
+    .name = "RandomCounter",
+    .methods = counter_methods,
+    .flags = GR_CLASS_PERSIST_BEFORE_REPLY,
+    .interleave = counter_interleave,
+    .read_only = counter_read_only,
+    .state_version = COUNTER_STATE_VERSION,
+    .upgrade_state = counter_upgrade,
+    .on_reminder = counter_on_reminder,
+    .placement = GR_PLACE_RANDOM,
+};
+
 /* Checksum: a stateless worker. `sum` replies the FNV-1a 64 hash of its
  * argument in hex; `where` the silo that served it. Any silo serves it
  * locally, with up to 8 activations per key per silo. */
@@ -317,7 +342,8 @@ const gr_class_t checksum_class = {
 /* Entry point of counter.so for `silo --grains counter.so`. */
 const gr_class_t *const *granary_grains(void);
 const gr_class_t *const *granary_grains(void) {
-    static const gr_class_t *const classes[] = {&counter_class, &checksum_class, NULL};
+    static const gr_class_t *const classes[] = {&counter_class, &hash_counter_class, &random_counter_class,
+                                                &checksum_class, NULL};
     return classes;
 }
 #endif

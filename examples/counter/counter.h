@@ -19,6 +19,12 @@
  * "where" interleaves (runs even while the grain waits on another call). */
 extern const gr_class_t counter_class;
 
+/* HashCounter and RandomCounter: Counter's methods and state, placed on the
+ * grain's hash-ring owner or on a random silo instead of where the call
+ * entered (gr_class_t.placement). */
+extern const gr_class_t hash_counter_class;
+extern const gr_class_t random_counter_class;
+
 /* Checksum, a stateless worker: sum replies the FNV-1a 64 hash of ARG in hex;
  * where replies the silo that served the call (always the one it entered). */
 extern const gr_class_t checksum_class;

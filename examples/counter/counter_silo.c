@@ -3,6 +3,7 @@
 #include "counter.h"
 
 int main(int argc, char **argv) {
-    static const gr_class_t *const classes[] = {&counter_class, &checksum_class, NULL};
+    static const gr_class_t *const classes[] = {&counter_class, &hash_counter_class, &random_counter_class,
+                                                &checksum_class, NULL};
     return gr_silo_main(argc, argv, classes);
 }

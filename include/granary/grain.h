@@ -49,6 +49,20 @@ enum gr_class_flags {
     GR_CLASS_STATELESS_WORKER = 1u << 2,
 };
 
+/** Where a cluster activates a grain that is not active anywhere (the
+ * directory keeps it there afterwards; stateless workers ignore this). */
+enum gr_placement {
+    /* The silo the call entered through (its client's silo, or the calling
+     * grain's): no extra hop for a caller that sticks to one silo. */
+    GR_PLACE_LOCAL = 0,
+    /* The grain's owner on the hash ring: grains spread evenly over the
+     * active silos whatever the callers do, and a key's placement is stable
+     * while the membership is. */
+    GR_PLACE_HASH = 1,
+    /* A random active silo, chosen by the silo the call entered through. */
+    GR_PLACE_RANDOM = 2,
+};
+
 /** A grain class. The struct and every string and table it points to are
  * borrowed by the runtime for as long as the runtime lives (static storage is
  * the usual choice). */
@@ -99,6 +113,9 @@ typedef struct gr_class {
      * name must be in `methods` (else gr_runtime_register fails with
      * GR_EINVAL). */
     const char *const *read_only;
+    /* gr_placement: where a new activation goes in a cluster (default
+     * GR_PLACE_LOCAL). Other values fail registration with GR_EINVAL. */
+    unsigned placement;
 } gr_class_t;
 
 /** Completion of a call. status is 0 with the reply bytes, GR_EAPP with the

@@ -354,6 +354,66 @@ static void test_call_cycle_across_silos(void **st) {
 
 /* A stateless worker is served by whichever silo a call enters, never
  * forwarded, with no directory entry and no state. */
+/* Placement: calls entering through silo 0 only. Counter (local) starts
+ * every grain there; HashCounter spreads them over all three silos by the
+ * ring; RandomCounter over more than one. Each grain stays where it
+ * started: a second call through another silo finds the same activation. */
+static int hosts_of(uv_loop_t *loop, gr_client_t *via0, gr_client_t *via2, const char *cls, int per_silo[3]) {
+    memset(per_silo, 0, 3 * sizeof per_silo[0]);
+    for (int i = 0; i < 30; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "place-%d", i);
+        gr_ref_t ref = {cls, key, strlen(key)};
+        res_t a, b;
+        uint64_t end = now_ms() + 5000;
+        do { /* retryable errors while the silos' views settle */
+            memset(&a, 0, sizeof a);
+            assert_int_equal(gr_client_call(via0, &ref, "where", NULL, 0, 5000, on_res, &a), 0);
+            assert_true(gr_test_run_until(loop, &a.done, 10000));
+        } while (a.status != 0 && gr_err_retryable(a.status) && now_ms() < end);
+        assert_int_equal(a.status, 0);
+        memset(&b, 0, sizeof b);
+        assert_int_equal(gr_client_call(via2, &ref, "where", NULL, 0, 5000, on_res, &b), 0);
+        assert_true(gr_test_run_until(loop, &b.done, 10000));
+        assert_int_equal(b.status, 0);
+        assert_string_equal(a.reply, b.reply);
+        for (int s = 0; s < 3; s++) {
+            char prefix[32];
+            snprintf(prefix, sizeof prefix, "127.0.0.1:%d-", silos[s].port);
+            if (!strncmp(a.reply, prefix, strlen(prefix))) per_silo[s]++;
+        }
+    }
+    int used = 0;
+    for (int s = 0; s < 3; s++)
+        used += per_silo[s] > 0;
+    print_message("%s: 30 grains entered via silo 0 -> %d / %d / %d\n", cls, per_silo[0], per_silo[1], per_silo[2]);
+    assert_int_equal(per_silo[0] + per_silo[1] + per_silo[2], 30);
+    return used;
+}
+
+static void test_placement(void **st) {
+    for (int i = 0; i < 3; i++)
+        start_silo(i, NULL);
+    wait_active(3);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    char a0[32], a2[32];
+    snprintf(a0, sizeof a0, "127.0.0.1:%d", silos[0].port);
+    snprintf(a2, sizeof a2, "127.0.0.1:%d", silos[2].port);
+    gr_client_t *via0 = client_for(&loop, a0, "s3cret"), *via2 = client_for(&loop, a2, "s3cret");
+    gr_test_run_for(&loop, 600); /* a few heartbeats: every silo's view has all three active */
+    int n[3];
+    assert_int_equal(hosts_of(&loop, via0, via2, "Counter", n), 1);
+    assert_int_equal(n[0], 30);
+    /* 64 ring points per silo: all three get some of 30 keys (a silo with
+     * none would have odds of about 3 * (2/3)^30, 1.6e-5). */
+    assert_int_equal(hosts_of(&loop, via0, via2, "HashCounter", n), 3);
+    assert_true(hosts_of(&loop, via0, via2, "RandomCounter", n) >= 2);
+    gr_client_close(via0, NULL, NULL);
+    gr_client_close(via2, NULL, NULL);
+    gr_test_loop_close(&loop);
+}
+
 static void test_stateless_worker_served_locally(void **st) {
     uv_loop_t loop;
     start_two_silos(&loop);
@@ -564,6 +624,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_single_activation_across_silos, new_cluster, kill_all),
         cmocka_unit_test_setup_teardown(test_call_cycle_across_silos, new_cluster, kill_all),
         cmocka_unit_test_setup_teardown(test_stateless_worker_served_locally, new_cluster, kill_all),
+        cmocka_unit_test_setup_teardown(test_placement, new_cluster, kill_all),
         cmocka_unit_test_setup_teardown(test_state_version_rolling, new_cluster, kill_all),
         cmocka_unit_test_setup_teardown(test_reminders_survive_kill, new_cluster, kill_all),
         cmocka_unit_test_setup_teardown(test_sigterm_under_load, new_cluster, kill_all),

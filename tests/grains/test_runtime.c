@@ -685,6 +685,13 @@ static void test_interleave_while_busy(void **state) {
     static const char *const bad[] = {"nope", NULL};
     static const gr_class_t bad_cls = {.name = "Bad", .methods = ring_methods, .interleave = bad};
     assert_int_equal(gr_runtime_register(fx->rt, &bad_cls), GR_EINVAL);
+    /* So are a bad read-only list and an unknown placement. */
+    static const gr_class_t bad_ro = {.name = "BadRo", .methods = ring_methods, .read_only = bad};
+    assert_int_equal(gr_runtime_register(fx->rt, &bad_ro), GR_EINVAL);
+    static const gr_class_t bad_place = {.name = "BadPlace", .methods = ring_methods, .placement = 3};
+    assert_int_equal(gr_runtime_register(fx->rt, &bad_place), GR_EINVAL);
+    static const gr_class_t hashed = {.name = "Hashed", .methods = ring_methods, .placement = GR_PLACE_HASH};
+    assert_int_equal(gr_runtime_register(fx->rt, &hashed), 0);
 }
 
 /* Stateless workers: concurrent calls to one key spread over up to
