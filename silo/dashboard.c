@@ -61,7 +61,8 @@ int gr__dashboard_new(uv_loop_t *loop, const gr__dashboard_env_t *env, gr__dashb
 
 /* ---- membership changes ---- */
 
-static void gr__dash_change(gr__dashboard_t *d, int64_t version, const char *id, const char *from, const char *to) {
+static void gr__dash_change(gr__dashboard_t *d, int64_t version, const char *id, const char *from,
+                            const char *to) {
     gr__change_t *c = &d->changes[d->next_change];
     d->next_change = (d->next_change + 1) % GR__DASH_CHANGES;
     if (d->n_changes < GR__DASH_CHANGES) d->n_changes++;
@@ -165,8 +166,8 @@ static int gr__dash_self(gr__dashboard_t *d, int64_t since, gr__buf_t *b) {
     if (e->reminders) {
         gr__reminders_stats_t r;
         gr__reminders_get_stats(e->reminders, &r);
-        rc |= gr__buf_printf(b, ",\"reminders_fired\":%llu,\"reminder_failures\":%llu", (unsigned long long)r.fired,
-                             (unsigned long long)r.fire_failures);
+        rc |= gr__buf_printf(b, ",\"reminders_fired\":%llu,\"reminder_failures\":%llu",
+                             (unsigned long long)r.fired, (unsigned long long)r.fire_failures);
     }
     rc |= gr__buf_printf(b, "},\"classes\":[");
     gr__dash_list_t classes = {b, 1}, methods = {b, 1};
@@ -297,8 +298,8 @@ static void gr__dash_cluster(gr__dashboard_t *d, gr__http_req_t *req, const char
     rc |= gr__buf_json_str(b, e->cluster, strlen(e->cluster));
     rc |= gr__buf_printf(b, ",\"served_by\":");
     rc |= gr__buf_json_str(b, e->silo_id, strlen(e->silo_id));
-    rc |= gr__buf_printf(b, ",\"now_ms\":%lld,\"history_seconds\":%d,\"latency_le_us\":[", (long long)gr__wall_ms(),
-                         GR__HISTORY_SECONDS);
+    rc |= gr__buf_printf(b, ",\"now_ms\":%lld,\"history_seconds\":%d,\"latency_le_us\":[",
+                         (long long)gr__wall_ms(), GR__HISTORY_SECONDS);
     for (size_t i = 0; i + 1 < GR__HIST_BUCKETS; i++)
         rc |= gr__buf_printf(b, "%s%llu", i ? "," : "", (unsigned long long)(gr__hist_le(i) / 1000));
     rc |= gr__buf_printf(b, "],\"view\":{\"version\":%lld,\"members\":[", v ? (long long)v->version : 0LL);
@@ -310,13 +311,12 @@ static void gr__dash_cluster(gr__dashboard_t *d, gr__http_req_t *req, const char
         rc |= gr__buf_json_str(b, m->id, strlen(m->id));
         rc |= gr__buf_printf(b, ",\"address\":");
         rc |= gr__buf_json_str(b, addr, strlen(addr));
-        rc |= gr__buf_printf(b, ",\"status\":\"%s\",\"heartbeat_age_ms\":%lld}", gr__member_status_name(m->status),
-                             (long long)m->age_ms);
+        rc |= gr__buf_printf(b, ",\"status\":\"%s\",\"heartbeat_age_ms\":%lld}",
+                             gr__member_status_name(m->status), (long long)m->age_ms);
     }
     rc |= gr__buf_printf(b, "]},\"changes\":[");
     for (size_t i = 0; i < d->n_changes; i++) { /* newest first */
-        const gr__change_t *c =
-            &d->changes[(d->next_change + GR__DASH_CHANGES - 1 - i) % GR__DASH_CHANGES];
+        const gr__change_t *c = &d->changes[(d->next_change + GR__DASH_CHANGES - 1 - i) % GR__DASH_CHANGES];
         rc |= gr__buf_printf(b, "%s{\"t_ms\":%lld,\"version\":%lld,\"id\":", i ? "," : "", (long long)c->t_ms,
                              (long long)c->version);
         rc |= gr__buf_json_str(b, c->id, strlen(c->id));
@@ -375,8 +375,8 @@ static void gr__locate_done(void *ud, int status, const uint8_t *reply, size_t l
 }
 
 /* The class and key parameters, checked; 0 or an error already answered. */
-static int gr__grain_params(gr__dashboard_t *d, gr__http_req_t *req, const char *query, char *cls, size_t cls_size,
-                            char *key, size_t key_size, int *key_len, const gr_class_t **c) {
+static int gr__grain_params(gr__dashboard_t *d, gr__http_req_t *req, const char *query, char *cls,
+                            size_t cls_size, char *key, size_t key_size, int *key_len, const gr_class_t **c) {
     int cl = gr__http_query_param(query, "class", cls, cls_size);
     *key_len = gr__http_query_param(query, "key", key, key_size);
     if (cl <= 0 || *key_len < 0) {
@@ -427,7 +427,8 @@ static void gr__dash_locate(gr__dashboard_t *d, gr__http_req_t *req, const char 
         gr__locate_done(l, 0, NULL, 0);
     } else if (!d->env.router) {
         int here = gr__runtime_hosts(d->env.rt, cls, (const uint8_t *)key, (size_t)kl);
-        gr__locate_done(l, 0, here ? (const uint8_t *)d->env.silo_id : NULL, here ? strlen(d->env.silo_id) : 0);
+        gr__locate_done(l, 0, here ? (const uint8_t *)d->env.silo_id : NULL,
+                        here ? strlen(d->env.silo_id) : 0);
     } else {
         gr__router_locate(d->env.router, cls, (const uint8_t *)key, (size_t)kl, gr__locate_done, l);
     }
@@ -444,8 +445,9 @@ static void gr__dcall_done(void *ud, int status, const uint8_t *reply, size_t le
     gr__dcall_t *c = ud;
     gr__buf_t b;
     gr__buf_init(&b);
-    gr__buf_printf(&b, "{\"status\":\"%s\",\"code\":%d,\"took_us\":%llu,\"reply\":", status ? gr_err_name(status) : "ok",
-                   status, (unsigned long long)((uv_hrtime() - c->t0) / 1000));
+    gr__buf_printf(
+        &b, "{\"status\":\"%s\",\"code\":%d,\"took_us\":%llu,\"reply\":", status ? gr_err_name(status) : "ok",
+        status, (unsigned long long)((uv_hrtime() - c->t0) / 1000));
     gr__buf_json_str(&b, reply, len);
     gr__buf_printf(&b, "}");
     gr__respond_json(c->req, 200, &b);
@@ -468,10 +470,11 @@ static void gr__dash_call(gr__dashboard_t *d, gr__http_req_t *req, const char *q
     int ro = gr__runtime_read_only(d->env.rt, cls, method);
     if (ro != 1) {
         char msg[GR_CLASS_NAME_MAX + GR_METHOD_NAME_MAX + 96];
-        snprintf(msg, sizeof msg,
-                 ro == 0 ? "%s.%s is not declared read-only (gr_class_t.read_only); the dashboard only calls those"
-                         : "class %s has no method %s",
-                 cls, method);
+        snprintf(
+            msg, sizeof msg,
+            ro == 0 ? "%s.%s is not declared read-only (gr_class_t.read_only); the dashboard only calls those"
+                    : "class %s has no method %s",
+            cls, method);
         gr__respond_error(req, ro == 0 ? 403 : 404, msg);
         return;
     }

@@ -22,7 +22,7 @@ typedef struct gr__dashboard_env {
     gr__reminders_t *reminders; /* may be NULL */
     const char *silo_id;
     const char *cluster;
-    const char *host; /* listen host */
+    const char *host;         /* listen host */
     uint32_t max_frame_bytes; /* a silo's part must fit in one reply frame */
     /* "starting", "joining", "active", "draining", "fenced" or "dead". */
     const char *(*state)(void *ud);

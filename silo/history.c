@@ -138,7 +138,9 @@ int gr__history_new(uv_loop_t *loop, gr_runtime_t *rt, gr__history_t **out) {
 }
 
 /* Samples after `since` and within the last five minutes, oldest first. */
-static int gr__keep(int64_t t, int64_t since, int64_t now) { return t > since && t > now - GR__HISTORY_SECONDS; }
+static int gr__keep(int64_t t, int64_t since, int64_t now) {
+    return t > since && t > now - GR__HISTORY_SECONDS;
+}
 
 /* Raise `since` until the samples after it fit in about max_bytes, dropping
  * the oldest seconds first. The estimates are upper bounds per sample: 16
@@ -191,8 +193,8 @@ int gr__history_write_json(const gr__history_t *h, int64_t since, size_t max_byt
     for (int64_t t = now - GR__HISTORY_SECONDS + 1; t <= now && rc == 0; t++) {
         const gr__io_sample_t *x = &h->io[t % GR__HISTORY_SECONDS];
         if (x->t != t || !gr__keep(t, since, now)) continue;
-        rc |= gr__buf_printf(b, "%s[%lld,%u,%u,%u,%u,%u,%u]", first ? "" : ",", (long long)t, x->calls, x->failed,
-                             x->reads, x->writes, x->conflicts, x->errors);
+        rc |= gr__buf_printf(b, "%s[%lld,%u,%u,%u,%u,%u,%u]", first ? "" : ",", (long long)t, x->calls,
+                             x->failed, x->reads, x->writes, x->conflicts, x->errors);
         first = 0;
     }
     rc |= gr__buf_printf(b, "]");

@@ -127,7 +127,8 @@ static void drv_start(const char *node, const char *chromium) {
     char url[64], script[1024];
     snprintf(url, sizeof url, "http://%s/", http_addr[0]);
     snprintf(script, sizeof script, "%s/tests/e2e/dashboard.mjs", getenv("GRANARY_SOURCE_DIR"));
-    char *args[] = {(char *)node, script, "--url", url, "--chromium", (char *)chromium, "--max-seconds", "400", NULL};
+    char *args[] = {(char *)node,     script,          "--url", url, "--chromium",
+                    (char *)chromium, "--max-seconds", "400",   NULL};
     uv_pipe_init(&loop, &drv.in, 0);
     uv_pipe_init(&loop, &drv.out, 0);
     FILE *lf = fopen(log_path, "a");
@@ -356,7 +357,8 @@ int main(void) {
     char pw[1024];
     snprintf(pw, sizeof pw, "%s/tests/e2e/node_modules/playwright-core/package.json", src ? src : ".");
     const char *node = find_node();
-    if (access(chromium, X_OK) != 0) return skip_or_fail("no Chromium at GRANARY_CHROMIUM or /usr/bin/chromium");
+    if (access(chromium, X_OK) != 0)
+        return skip_or_fail("no Chromium at GRANARY_CHROMIUM or /usr/bin/chromium");
     if (!node) return skip_or_fail("no node in PATH");
     if (!src || access(pw, R_OK) != 0) return skip_or_fail("playwright-core is not installed in tests/e2e");
     if (!gr_test_pg_url()) {
