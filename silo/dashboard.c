@@ -161,7 +161,9 @@ static int gr__dash_self(gr__dashboard_t *d, int64_t since, gr__buf_t *b) {
     if (e->router) {
         gr__router_stats_t r;
         gr__router_get_stats(e->router, &r);
-        rc |= gr__buf_printf(b, ",\"forwarded\":%llu", (unsigned long long)r.forwarded);
+        rc |= gr__buf_printf(b, ",\"forwarded\":%llu,\"directory_entries\":%llu,\"directory_cached\":%llu",
+                             (unsigned long long)r.forwarded, (unsigned long long)r.partition_entries,
+                             (unsigned long long)r.cache_entries);
     }
     if (e->reminders) {
         gr__reminders_stats_t r;

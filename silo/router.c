@@ -623,7 +623,11 @@ void gr__router_set_fenced(gr__router_t *r, int on) {
     if (on) gr__dir_clear(&r->cache);
 }
 
-void gr__router_get_stats(const gr__router_t *r, gr__router_stats_t *out) { *out = r->stats; }
+void gr__router_get_stats(const gr__router_t *r, gr__router_stats_t *out) {
+    *out = r->stats;
+    out->partition_entries = r->partition.n;
+    out->cache_entries = r->cache.n;
+}
 
 int gr__router_new(uv_loop_t *loop, gr_runtime_t *rt, const char *self_id, const char *cluster,
                    const char *secret, gr__router_t **out) {

@@ -13,6 +13,7 @@ typedef struct gr__router gr__router_t;
 typedef struct gr__router_stats {
     uint64_t forwarded, forward_retries, dir_requests_sent, dir_requests_served, rerouted_on_view,
         lost_registrations;
+    uint64_t partition_entries, cache_entries; /* directory entries this silo owns, and cached */
 } gr__router_stats_t;
 
 int gr__router_new(uv_loop_t *loop, gr_runtime_t *rt, const char *self_id, const char *cluster,

@@ -428,10 +428,14 @@ static int gr__silo_metrics(gr_silo_t *s, gr__buf_t *b) {
             "# TYPE granary_directory_requests_served_total counter\ngranary_directory_requests_served_total "
             "%llu\n"
             "# TYPE granary_directory_lost_registrations_total "
-            "counter\ngranary_directory_lost_registrations_total %llu\n",
+            "counter\ngranary_directory_lost_registrations_total %llu\n"
+            "# HELP granary_directory_entries Grain directory entries this silo owns (its hash-ring share).\n"
+            "# TYPE granary_directory_entries gauge\ngranary_directory_entries %llu\n"
+            "# TYPE granary_directory_cache_entries gauge\ngranary_directory_cache_entries %llu\n",
             v->n, active, (long long)v->version, (unsigned long long)r.forwarded,
             (unsigned long long)r.forward_retries, (unsigned long long)r.dir_requests_sent,
-            (unsigned long long)r.dir_requests_served, (unsigned long long)r.lost_registrations);
+            (unsigned long long)r.dir_requests_served, (unsigned long long)r.lost_registrations,
+            (unsigned long long)r.partition_entries, (unsigned long long)r.cache_entries);
     }
     return rc;
 }

@@ -246,6 +246,7 @@ function renderMembers(d) {
       el('td', { class: 'num', text: m ? m.heartbeat_age_ms + ' ms' : '–' }),
       el('td', { class: 'num', text: f ? fmtNum(f.load.activations, 0) : '–' }),
       el('td', { class: 'num', text: f ? fmtNum(siloRate(rec)) : '–' }),
+      el('td', { class: 'num', text: f && f.totals.directory_entries !== undefined ? fmtNum(f.totals.directory_entries, 0) : '–' }),
       el('td', { class: 'num', text: f ? Math.round(f.load.cpu * 100) + ' %' : '–' }),
       el('td', { class: 'num', text: f ? fmtBytes(f.load.rss_bytes) : '–' }),
       el('td', { class: 'num', text: f ? fmtNum(f.load.connections, 0) : '–' }));

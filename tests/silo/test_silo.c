@@ -712,6 +712,7 @@ static void test_http_probes_and_metrics(void **st) {
                            "granary_storage_write_duration_seconds_count 1",
                            "granary_membership_size 1",
                            "granary_membership_view_version",
+                           "granary_directory_entries 1",
                            "granary_connections ",
                            "granary_queued_messages 0",
                            "granary_drain_remaining 0",
@@ -795,6 +796,7 @@ static void test_dashboard_http(void **st) {
     assert_non_null(strstr(body, "[\"Counter\",\"incr\",0,1,0]")); /* not read-only, one call */
     assert_int_equal(gr_test_http_get(hport, "/api/silo?since=0", body, sizeof body), 200);
     assert_non_null(strstr(body, "\"storage_writes\":1"));
+    assert_non_null(strstr(body, "\"directory_entries\":1,"));
     /* Where the grain lives, and a read-only call; keys are percent-decoded. */
     assert_int_equal(gr_test_http_get(hport, "/api/locate?class=Counter&key=d%201", body, sizeof body), 200);
     assert_non_null(strstr(body, "\"key\":\"d 1\""));
