@@ -10,25 +10,10 @@
 #   bench/dashboard.sh [SECONDS] [PAGES]     (defaults 10 and 4)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root=$(pwd)
 secs=${1:-10}
 pages=${2:-4}
-bash scripts/deps.sh
-cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DGR_TESTS=OFF >/dev/null
-cmake --build build-bench -j"$(nproc)" >/dev/null
-B=build-bench
-work=$(mktemp -d /tmp/granary-dash.XXXXXX)
-chmod 755 "$work"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do { kill -9 "$p"; wait "$p"; } 2>/dev/null || true; done
-  bash "$root/scripts/pg.sh" stop "$work/pg" >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-url=$(bash scripts/pg.sh start "$work/pg")
-$B/silo migrate --database "$url" >/dev/null
-free_port() { local p; while :; do p=$(( (RANDOM % 20000) + 20000 )); (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }; done; }
+. bench/lib.sh
+bench_setup dash
 declare -a port hport
 for i in 0 1 2; do
   port[$i]=$(free_port)

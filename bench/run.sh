@@ -5,30 +5,15 @@
 #   bench/run.sh [SECONDS_PER_BENCH]     (default 3; CI uses 1 as a smoke test)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root=$(pwd)
 secs=${1:-3}
-bash scripts/deps.sh
-cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DGR_TESTS=OFF >/dev/null
-cmake --build build-bench -j"$(nproc)" >/dev/null
-B=build-bench
-work=$(mktemp -d /tmp/granary-bench.XXXXXX)
-chmod 755 "$work"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do { kill -9 "$p"; wait "$p"; } 2>/dev/null || true; done
-  bash "$root/scripts/pg.sh" stop "$work/pg" >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-url=$(bash scripts/pg.sh start "$work/pg")
-$B/silo migrate --database "$url" >/dev/null
+. bench/lib.sh
+bench_setup bench
 pgbin=$(pg_config --bindir)
 
 echo "# $(date -u +%Y-%m-%d) on $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); ${secs}s per bench"
 $B/bench/bench_local --seconds "$secs"
 $B/bench/bench_memory --grains 1000000
 
-free_port() { local p; while :; do p=$(( (RANDOM % 20000) + 20000 )); (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }; done; }
 start_silo() { # start_silo PORT -> pid in $last_pid
   $B/silo run --database "$url" --listen "127.0.0.1:$1" --cluster bench --grains $B/bench/bench_grains.so \
     --log-level warn >>"$work/silo-$1.log" 2>&1 &

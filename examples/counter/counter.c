@@ -277,41 +277,19 @@ static int counter_upgrade(gr_grain_t *g, const uint8_t *old, size_t len, uint32
     return gr_state_set(g, old, len);
 }
 
-const gr_class_t counter_class = {
-    .name = "Counter",
-    .methods = counter_methods,
-    .flags = GR_CLASS_PERSIST_BEFORE_REPLY,
-    .interleave = counter_interleave,
-    .read_only = counter_read_only,
-    .state_version = COUNTER_STATE_VERSION,
-    .upgrade_state = counter_upgrade,
-    .on_reminder = counter_on_reminder,
-};
-
-/* The same counter placed by hash and at random (gr_class_t.placement):
- * their grains spread over the cluster whichever silo the calls enter. */
-const gr_class_t hash_counter_class = {
-    .name = "HashCounter",
-    .methods = counter_methods,
-    .flags = GR_CLASS_PERSIST_BEFORE_REPLY,
-    .interleave = counter_interleave,
-    .read_only = counter_read_only,
-    .state_version = COUNTER_STATE_VERSION,
-    .upgrade_state = counter_upgrade,
-    .on_reminder = counter_on_reminder,
-    .placement = GR_PLACE_HASH,
-};
-const gr_class_t random_counter_class = {
-    .name = "RandomCounter",
-    .methods = counter_methods,
-    .flags = GR_CLASS_PERSIST_BEFORE_REPLY,
-    .interleave = counter_interleave,
-    .read_only = counter_read_only,
-    .state_version = COUNTER_STATE_VERSION,
-    .upgrade_state = counter_upgrade,
-    .on_reminder = counter_on_reminder,
-    .placement = GR_PLACE_RANDOM,
-};
+/* Counter, and the same class placed by hash and at random
+ * (gr_class_t.placement): those spread their grains over the cluster
+ * whichever silo the calls enter. One definition, three names. */
+#define COUNTER_CLASS(class_name, where)                                                                     \
+    {                                                                                                        \
+        .name = class_name, .methods = counter_methods, .flags = GR_CLASS_PERSIST_BEFORE_REPLY,              \
+        .interleave = counter_interleave, .read_only = counter_read_only,                                    \
+        .state_version = COUNTER_STATE_VERSION, .upgrade_state = counter_upgrade,                            \
+        .on_reminder = counter_on_reminder, .placement = where,                                              \
+    }
+const gr_class_t counter_class = COUNTER_CLASS("Counter", GR_PLACE_LOCAL);
+const gr_class_t hash_counter_class = COUNTER_CLASS("HashCounter", GR_PLACE_HASH);
+const gr_class_t random_counter_class = COUNTER_CLASS("RandomCounter", GR_PLACE_RANDOM);
 
 /* Checksum: a stateless worker. `sum` replies the FNV-1a 64 hash of its
  * argument in hex; `where` the silo that served it. Any silo serves it

@@ -684,13 +684,21 @@ static void test_limits(void **st) {
 
 /* Probes and metrics over real HTTP, and /readyz turning unready while a
  * graceful stop waits for a call in flight. */
+/* A silo serving HTTP on a free port (*hport), `more` flags after --http
+ * (may be NULL); returns once the HTTP port accepts connections. */
+static void start_http_silo(silo_t *s, int port, int *hport, const char *more) {
+    static char http[64];
+    if (!*hport) *hport = gr_test_free_port();
+    snprintf(http, sizeof http, "127.0.0.1:%d", *hport);
+    assert_int_equal(start_silo(s, port, (const char *[]){"--http", http, more, NULL}), 0);
+    assert_int_equal(gr_test_wait_port(*hport, 5000), 0);
+}
+
 static void test_http_probes_and_metrics(void **st) {
     silo_t s;
-    int port = gr_test_free_port(), hport = gr_test_free_port();
-    char http[64], body[1 << 16];
-    snprintf(http, sizeof http, "127.0.0.1:%d", hport);
-    assert_int_equal(start_silo(&s, port, (const char *[]){"--http", http, NULL}), 0);
-    assert_int_equal(gr_test_wait_port(hport, 5000), 0);
+    int port = gr_test_free_port(), hport = 0;
+    char body[1 << 16];
+    start_http_silo(&s, port, &hport, NULL);
     assert_int_equal(gr_test_http_get(hport, "/healthz", body, sizeof body), 200);
     int ready = 0;
     for (int i = 0; i < 100 && ready != 200; i++) {
@@ -770,11 +778,9 @@ static void test_dashboard_http(void **st) {
     assert_int_equal(gr__http_query_param("a=123456", "a", q, 4), -1);
 
     silo_t s;
-    int port = gr_test_free_port(), hport = gr_test_free_port();
-    char http[64], body[1 << 16];
-    snprintf(http, sizeof http, "127.0.0.1:%d", hport);
-    assert_int_equal(start_silo(&s, port, (const char *[]){"--http", http, NULL}), 0);
-    assert_int_equal(gr_test_wait_port(hport, 5000), 0);
+    int port = gr_test_free_port(), hport = 0;
+    char body[1 << 16];
+    start_http_silo(&s, port, &hport, NULL);
     assert_int_equal(gr_test_http_get(hport, "/", body, sizeof body), 200);
     assert_non_null(strstr(body, "<title>Granary dashboard</title>"));
     assert_int_equal(gr_test_http_get(hport, "/dashboard.js", body, sizeof body), 200);
@@ -818,8 +824,7 @@ static void test_dashboard_http(void **st) {
     assert_int_equal(gr_test_wait(s.pid, 10000), 0);
 
     /* --no-dashboard: probes and metrics only. */
-    assert_int_equal(start_silo(&s, port, (const char *[]){"--http", http, "--no-dashboard", NULL}), 0);
-    assert_int_equal(gr_test_wait_port(hport, 5000), 0);
+    start_http_silo(&s, port, &hport, "--no-dashboard");
     assert_int_equal(gr_test_http_get(hport, "/", body, sizeof body), 404);
     assert_int_equal(gr_test_http_get(hport, "/api/cluster", body, sizeof body), 404);
     assert_int_equal(gr_test_http_get(hport, "/healthz", body, sizeof body), 200);
