@@ -3,7 +3,7 @@
 # directory and a throwaway PostgreSQL (migrated), and removes, stops and
 # kills all of it on exit. Sets B (the build dir), work, url and pids (add
 # the pid of every process you start, it is killed on exit); free_port
-# prints a free 127.0.0.1 port.
+# (scripts/ports.sh) prints a free 127.0.0.1 port.
 bench_setup() { # bench_setup NAME
   root=$(pwd)
   bash scripts/deps.sh
@@ -24,10 +24,4 @@ bench_cleanup() {
   rm -rf "$work"
 }
 
-free_port() {
-  local p
-  while :; do
-    p=$(( (RANDOM % 20000) + 20000 ))
-    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
-  done
-}
+. scripts/ports.sh

@@ -38,13 +38,7 @@ echo "database: $url"
 echo "== silo migrate =="
 ./build/silo migrate --database "$url"
 
-free_port() {
-  local p
-  while :; do
-    p=$(( (RANDOM % 20000) + 20000 ))
-    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
-  done
-}
+. scripts/ports.sh
 start_silo() { # start_silo N
   local i=$1
   [ -n "${port[$i]:-}" ] || port[$i]=$(free_port)
