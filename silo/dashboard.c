@@ -195,6 +195,13 @@ static int64_t gr__parse_since(const char *s, size_t n) {
     return errno || *end || v < 0 ? 0 : (int64_t)v;
 }
 
+/* The `since` query parameter (0 when absent or malformed). */
+static int64_t gr__query_since(const char *query) {
+    char v[24];
+    int n = gr__http_query_param(query, "since", v, sizeof v);
+    return n > 0 ? gr__parse_since(v, (size_t)n) : 0;
+}
+
 void gr__dashboard_fragment_call(gr__dashboard_t *d, const uint8_t *arg, size_t arg_len, gr_call_cb done,
                                  void *ud) {
     gr__buf_t b;
@@ -281,9 +288,7 @@ static void gr__gather_reply(void *ud, int status, const uint8_t *reply, size_t 
 }
 
 static void gr__dash_cluster(gr__dashboard_t *d, gr__http_req_t *req, const char *query) {
-    char since_s[24];
-    int n = gr__http_query_param(query, "since", since_s, sizeof since_s);
-    int64_t since = n > 0 ? gr__parse_since(since_s, (size_t)n) : 0;
+    int64_t since = gr__query_since(query);
     const gr__dashboard_env_t *e = &d->env;
     const gr__view_t *v = e->view(e->ud);
     size_t peers = 0;
@@ -503,11 +508,9 @@ int gr__dashboard_http(gr__dashboard_t *d, gr__http_req_t *req, const char *path
         return 1;
     }
     if (!strcmp(path, "/api/silo")) {
-        char since_s[24];
-        int n = gr__http_query_param(query, "since", since_s, sizeof since_s);
         gr__buf_t b;
         gr__buf_init(&b);
-        if (gr__dash_self(d, n > 0 ? gr__parse_since(since_s, (size_t)n) : 0, &b) == 0)
+        if (gr__dash_self(d, gr__query_since(query), &b) == 0)
             gr__respond_json(req, 200, &b);
         else
             gr__respond_error(req, 503, "out of memory");
