@@ -21,6 +21,7 @@ typedef struct gr__pgs {
     gr__pgpool_t *pool;
     char *service;
     gr__wop_t *wq_head, *wq_tail; /* writes waiting for the next batch */
+    gr__wop_t *busy;              /* by id: writes in a batch in flight (one per grain) */
     size_t wq_len;
     unsigned batches_in_flight, max_batches;
     struct gr__rop *rq_head, *rq_tail; /* reads waiting for the next read batch */
@@ -30,14 +31,18 @@ typedef struct gr__pgs {
     void *close_ud;
 } gr__pgs_t;
 
-/* A write waiting for (or riding in) a group-commit batch. */
+/* A write waiting for (or riding in) a group-commit batch. `id` is
+ * class '\0' key in one allocation; cls and key point into it. */
 struct gr__wop {
     gr__wop_t *next;
+    UT_hash_handle hh; /* in gr__pgs_t.busy while batched */
     gr_storage_write_cb cb;
     void *ud;
-    char *cls;
-    uint8_t *key;
+    const char *cls;
+    const uint8_t *key;
     size_t key_len;
+    uint8_t *id;
+    size_t id_len;
     uint8_t *data;
     size_t len;
     uint32_t format;
@@ -45,8 +50,7 @@ struct gr__wop {
 };
 
 static void gr__wop_free(gr__wop_t *w) {
-    gr__free(w->cls);
-    gr__free(w->key);
+    gr__free(w->id);
     gr__free(w->data);
     gr__free(w);
 }
@@ -55,19 +59,24 @@ static gr__wop_t *gr__wop_new(const char *cls, const void *key, size_t key_len, 
                               uint32_t format, int64_t expected, gr_storage_write_cb cb, void *ud) {
     gr__wop_t *w = gr__calloc(1, sizeof *w);
     if (!w) return NULL;
+    size_t cl = strlen(cls);
     w->cb = cb;
     w->ud = ud;
-    w->cls = gr__strdup(cls);
-    w->key = gr__memdup(key, key_len);
-    w->key_len = key_len;
+    w->id_len = cl + 1 + key_len;
+    w->id = gr__malloc(w->id_len);
     w->data = gr__memdup(data, len);
-    w->len = len;
-    w->format = format;
-    w->expected = expected;
-    if (!w->cls || !w->key || !w->data) {
+    if (!w->id || !w->data) {
         gr__wop_free(w);
         return NULL;
     }
+    memcpy(w->id, cls, cl + 1);
+    if (key_len) memcpy(w->id + cl + 1, key, key_len);
+    w->cls = (const char *)w->id;
+    w->key = w->id + cl + 1;
+    w->key_len = key_len;
+    w->len = len;
+    w->format = format;
+    w->expected = expected;
     return w;
 }
 
@@ -302,6 +311,7 @@ static int gr__text_elem(gr__buf_t *b, const char *t) {
 
 static void gr__batch_fail(gr__batch_t *bt, int status, const char *detail) {
     for (size_t i = 0; i < bt->n; i++) {
+        HASH_DEL(bt->s->busy, bt->ops[i]);
         bt->ops[i]->cb(bt->ops[i]->ud, status, 0, detail);
         gr__wop_free(bt->ops[i]);
     }
@@ -327,6 +337,7 @@ static void gr__batch_done(void *ud, int status, PGresult *res, const char *deta
             }
             for (size_t i = 0; i < bt->n; i++) {
                 gr__wop_t *w = bt->ops[i];
+                HASH_DEL(s->busy, w);
                 if (ver[i] > 0)
                     w->cb(w->ud, 0, ver[i], NULL);
                 else
@@ -341,9 +352,11 @@ static void gr__batch_done(void *ud, int status, PGresult *res, const char *deta
     if (!s->base.closing) gr__batch_flush(s);
 }
 
-/* Send what has queued, if a batch slot is free. A grain appears at most
- * once per batch (a second write for it waits for the next batch), so the
- * result maps back unambiguously. */
+/* Send what has queued, if a batch slot is free. A grain has at most one
+ * write in flight (`busy`): a later write of it waits for the batch that
+ * carries the earlier one, so writes of one grain commit in the order they
+ * were made, even with several batches in flight on several connections,
+ * and each batch's result maps back unambiguously. */
 static void gr__batch_flush(gr__pgs_t *s) {
     while (s->wq_head && s->batches_in_flight < s->max_batches) {
         gr__batch_t *bt = gr__calloc(1, sizeof *bt);
@@ -356,12 +369,13 @@ static void gr__batch_flush(gr__pgs_t *s) {
         bt->s = s;
         gr__wop_t **pp = &s->wq_head, *last_kept = NULL;
         while (*pp && bt->n < cap) {
-            gr__wop_t *w = *pp;
-            int dup = 0;
-            for (size_t i = 0; i < bt->n && !dup; i++)
-                dup = bt->ops[i]->key_len == w->key_len && !strcmp(bt->ops[i]->cls, w->cls) &&
-                      (!w->key_len || !memcmp(bt->ops[i]->key, w->key, w->key_len));
-            if (dup) {
+            gr__wop_t *w = *pp, *held = NULL;
+            HASH_FIND(hh, s->busy, w->id, w->id_len, held);
+            if (!held) {
+                HASH_ADD_KEYPTR(hh, s->busy, w->id, w->id_len, w);
+                if (gr__hash_oom()) held = w; /* not in the table: it waits, like a repeat */
+            }
+            if (held) {
                 last_kept = w;
                 pp = &w->next;
                 continue;
@@ -371,10 +385,16 @@ static void gr__batch_flush(gr__pgs_t *s) {
             bt->ops[bt->n++] = w;
             s->wq_len--;
         }
-        s->wq_tail = last_kept;
-        if (s->wq_tail)
-            while (s->wq_tail->next)
-                s->wq_tail = s->wq_tail->next;
+        /* Stopped at the cap: the unvisited rest still ends at the old tail.
+         * Visited everything: what stays is the writes that must wait.
+         * (Resetting the tail to the last repeat when the batch filled up
+         * lost every write behind the cap: issue 12, item 1.) */
+        if (!*pp) s->wq_tail = last_kept;
+        if (bt->n == 0) { /* every queued write waits for one in flight */
+            gr__free(bt->ops);
+            gr__free(bt);
+            return;
+        }
         gr__buf_t keys, classes, states, vers, fmts;
         gr__buf_init(&keys);
         gr__buf_init(&classes);

@@ -302,46 +302,62 @@ typedef struct gr__run {
     uv_loop_t loop;
     gr_silo_t *silo;
     uv_signal_t sigterm, sigint;
-    uv_timer_t dead_deadline; /* initialised once declared dead */
+    uv_timer_t exit_deadline; /* initialised once the process must go */
+    int exiting;
+    int closing;
     int dead;
     int signals;
     int exit_code;
 } gr__run_t;
 
-/* Bounds how long a silo declared dead may spend closing. */
-#define GR__DEAD_EXIT_MS 3000
+/* Bounds how long a silo that must go (declared dead, or a graceful stop
+ * that timed out) may spend closing. */
+#define GR__EXIT_CLOSE_MS 3000
 
 static void gr__run_closed(void *ud) {
     gr__run_t *r = ud;
     uv_close((uv_handle_t *)&r->sigterm, NULL);
     uv_close((uv_handle_t *)&r->sigint, NULL);
-    if (r->dead) uv_close((uv_handle_t *)&r->dead_deadline, NULL);
+    if (r->exiting) uv_close((uv_handle_t *)&r->exit_deadline, NULL);
 }
 
-static void gr__run_dead_deadline(uv_timer_t *t) {
-    (void)t;
-    GR_LOG_ERROR("declared dead and still closing after %d ms: exiting now", GR__DEAD_EXIT_MS);
-    _exit(3);
+static void gr__run_exit_deadline(uv_timer_t *t) {
+    gr__run_t *r = t->data;
+    GR_LOG_ERROR("still closing after %d ms: exiting %d now", GR__EXIT_CLOSE_MS, r->exit_code);
+    _exit(r->exit_code);
+}
+
+/* Close the silo; a clean close when it is quick, _exit(code) otherwise:
+ * whatever the close still waits for (a stalled connection, a slow peer, a
+ * grain that never answers), the process ends. */
+static void gr__run_close_or_exit(gr__run_t *r, int code) {
+    if (r->closing) return; /* a second reason to go (dead while stopping): the first one's code stands */
+    r->closing = 1;
+    r->exit_code = code;
+    if (code != 0) {
+        r->exiting = 1;
+        uv_timer_init(&r->loop, &r->exit_deadline);
+        r->exit_deadline.data = r;
+        uv_timer_start(&r->exit_deadline, gr__run_exit_deadline, GR__EXIT_CLOSE_MS, 0);
+    }
+    gr_silo_close(r->silo, gr__run_closed, r);
 }
 
 static void gr__run_stopped(gr_silo_t *silo, int status, void *ud) {
     gr__run_t *r = ud;
-    r->exit_code = status == 0 ? 0 : 1;
-    GR_LOG_INFO("graceful stop %s; exiting %d", status == 0 ? "complete" : "timed out", r->exit_code);
-    gr_silo_close(silo, gr__run_closed, r);
+    (void)silo;
+    GR_LOG_INFO("graceful stop %s; exiting %d", status == 0 ? "complete" : "timed out", status == 0 ? 0 : 1);
+    gr__run_close_or_exit(r, status == 0 ? 0 : 1);
 }
 
 static void gr__run_dead(gr_silo_t *silo, void *ud) {
     gr__run_t *r = ud;
+    (void)silo;
     GR_LOG_ERROR("declared dead by the cluster: exiting with status 3 (a new incarnation must rejoin)");
-    r->exit_code = 3;
     /* Another incarnation may already own our grains, so this process must
-     * go soon whatever the close is waiting for (a stalled connection, a
-     * slow peer): a clean close when it is quick, _exit(3) otherwise. */
+     * go soon. */
     r->dead = 1;
-    uv_timer_init(&r->loop, &r->dead_deadline);
-    uv_timer_start(&r->dead_deadline, gr__run_dead_deadline, GR__DEAD_EXIT_MS, 0);
-    gr_silo_close(silo, gr__run_closed, r);
+    gr__run_close_or_exit(r, 3);
 }
 
 static void gr__on_signal(uv_signal_t *h, int signum) {

@@ -48,9 +48,29 @@ typedef struct {
     int netns;           /* silos live in namespaces (partition scenario) */
     int net_octet;       /* 10.<net_octet>.<i+1>.0/24 per silo */
     char old_forward[8]; /* ip_forward before we set it */
+    uint64_t features_end; /* fcall() gives up by then */
 } chaos_t;
 
 static chaos_t *g_chaos; /* for the atexit cleanup of namespaces only */
+
+/* What the harness is doing now, for the watchdog's message. */
+static const char *volatile g_phase = "starting";
+static uint64_t g_started_ms;
+
+/* The last line of defence against a hang: every wait below is bounded,
+ * and their sum stays under this. If it fires anyway, say what we were
+ * waiting for and exit 1 (atexit kills the silos and removes namespaces),
+ * well before CTest's own timeout would kill us without a word. */
+static void watchdog(int sig) {
+    (void)sig;
+    char msg[256];
+    int n = snprintf(msg, sizeof msg, "chaos: WATCHDOG: still %s after %llu s; giving up: FAIL\n", g_phase,
+                     (unsigned long long)((gr_h_now_ms() - g_started_ms) / 1000));
+    if (write(1, msg, (size_t)n) < 0) _exit(1);
+    exit(1);
+}
+
+static void phase(const char *what) { g_phase = what; }
 
 static uint64_t rnd(chaos_t *c) {
     c->rng ^= c->rng << 13;
@@ -323,6 +343,7 @@ static int fcall(chaos_t *c, const char *cls, const char *key, const char *metho
     gr_h_silo_list(&c->cl, 0, c->silos, list, sizeof list);
     gr_client_t *cl = gr_h_client(&c->cl, &c->loop, list);
     uint64_t end = gr_h_now_ms() + 15000;
+    if (end > c->features_end) end = c->features_end;
     do {
         memset(f, 0, sizeof *f);
         gr_ref_t ref = {cls, key, strlen(key)};
@@ -330,8 +351,8 @@ static int fcall(chaos_t *c, const char *cls, const char *key, const char *metho
             f->status = GR_EINVAL;
             break;
         }
-        while (!f->done)
-            uv_run(&c->loop, UV_RUN_ONCE);
+        gr_test_run_until(&c->loop, &f->done, 6000);
+        if (!f->done) f->status = GR_ETIMEDOUT; /* the client's own 5 s timeout did not fire */
         if (f->status == 0 || !gr_err_retryable(f->status)) break;
         pause_ms(c, 200);
     } while (gr_h_now_ms() < end);
@@ -342,6 +363,8 @@ static int fcall(chaos_t *c, const char *cls, const char *key, const char *metho
 /* Before the faults: a reminder (period 1 s) on Counter/chaos-reminder. */
 static int features_setup(chaos_t *c) {
     fcall_t f;
+    phase("registering the reminder (features_setup)");
+    c->features_end = gr_h_now_ms() + 15000;
     int st = fcall(c, "Counter", "chaos-reminder", "remind", "tick 0 1000", &f);
     if (st != 0) fprintf(stderr, "chaos: registering the reminder failed: %s %s\n", gr_err_name(st), f.reply);
     return st == 0 ? 0 : -1;
@@ -352,6 +375,8 @@ static int features_setup(chaos_t *c) {
  * first), a stateless worker answers, and a call cycle is refused. */
 static int features_check(chaos_t *c) {
     fcall_t f;
+    phase("checking the reminder, a stateless worker and a call cycle (features_check)");
+    c->features_end = gr_h_now_ms() + 40000; /* for all the calls below together */
     if (fcall(c, "Counter", "chaos-reminder", "get", NULL, &f) != 0) return -1;
     long before = atol(f.reply), now = before;
     uint64_t end = gr_h_now_ms() + 12000;
@@ -369,8 +394,7 @@ static int features_check(chaos_t *c) {
             memset(&f, 0, sizeof f);
             gr_ref_t ref = {"$silo", "", 0};
             if (cl && gr_client_call(cl, &ref, "reminder_stats", NULL, 0, 3000, fcall_done, &f) == 0)
-                while (!f.done)
-                    uv_run(&c->loop, UV_RUN_ONCE);
+                gr_test_run_until(&c->loop, &f.done, 4000);
             printf("silo %d reminders: %s %s", i, gr_err_name(f.status), f.reply);
             if (cl) gr_client_close(cl, NULL, NULL);
         }
@@ -379,7 +403,7 @@ static int features_check(chaos_t *c) {
      * call can reach a fresh activation instead of the waiting one, and then
      * there is no cycle to see); the cycle must be refused once it settles. */
     int ok_cycle = 0, st = 0;
-    for (int attempt = 0; attempt < 10 && !ok_cycle; attempt++) {
+    for (int attempt = 0; attempt < 10 && !ok_cycle && gr_h_now_ms() < c->features_end; attempt++) {
         if (attempt) pause_ms(c, 500);
         st = fcall(c, "Counter", "chaos-cycle-a", "relay", "chaos-cycle-b relay chaos-cycle-a incr", &f);
         ok_cycle = st == GR_EAPP && strstr(f.reply, "GR_EDEADLOCK") != NULL;
@@ -404,6 +428,23 @@ static int sh(const char *fmt, ...) {
     return system(quiet);
 }
 
+/* Written directly, not through sh(): sh() appends ">/dev/null", and a
+ * second stdout redirection wins, so "echo 1 > ip_forward >/dev/null" wrote
+ * nothing. Machines that had forwarding on already passed; a fresh one (off)
+ * left the silos unable to reach each other and the load waiting forever. */
+static int write_ip_forward(const char *value) {
+    FILE *f = fopen("/proc/sys/net/ipv4/ip_forward", "w");
+    if (!f) return -1;
+    int ok = fputs(value, f) >= 0;
+    ok &= fclose(f) == 0;
+    if (!ok) return -1;
+    char now[8] = "";
+    f = fopen("/proc/sys/net/ipv4/ip_forward", "r");
+    if (!f || !fgets(now, sizeof now, f)) ok = 0;
+    if (f) fclose(f);
+    return ok && now[0] == value[0] ? 0 : -1;
+}
+
 static void ns_names(const chaos_t *c, int i, char *ns, char *host_if, char *ns_if) {
     int id = (int)(getpid() % 100000);
     sprintf(ns, "grc%d_%d", id, i);
@@ -421,7 +462,7 @@ static void netns_teardown(void) {
         sh("ip link del %s", hi);
         sh("ip netns del %s", ns);
     }
-    if (c->old_forward[0]) sh("echo %s > /proc/sys/net/ipv4/ip_forward", c->old_forward);
+    if (c->old_forward[0]) write_ip_forward(c->old_forward);
     c->netns = 0;
 }
 
@@ -436,7 +477,10 @@ static int netns_setup(chaos_t *c) {
     g_chaos = c;
     c->netns = 1;
     atexit(netns_teardown);
-    if (sh("echo 1 > /proc/sys/net/ipv4/ip_forward") != 0) return -1;
+    if (write_ip_forward("1") != 0) {
+        fprintf(stderr, "chaos: cannot enable IPv4 forwarding between the namespaces\n");
+        return -1;
+    }
     for (int i = 0; i < c->silos; i++) {
         char ns[32], hi[32], ni[32];
         ns_names(c, i, ns, hi, ni);
@@ -526,6 +570,13 @@ int main(int argc, char **argv) {
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
+    g_started_ms = gr_h_now_ms();
+    signal(SIGALRM, watchdog);
+    /* Start-up (<= 45 s), the scenario (its seconds plus one fault round,
+     * <= 15 s), the load's stop (<= 20 s), the read-back (<= 30 s), the
+     * feature checks (<= 40 s): under seconds + 150, and CTest's timeout is
+     * seconds + 172 (tests/CMakeLists.txt). */
+    alarm((unsigned)c.seconds + 150);
     c.rng = c.seed * 0x9e3779b97f4a7c15ull + 1;
     printf("chaos %s: seed %llu, %.0f s, %d silos, %d workers, %d counters\n", c.scenario,
            (unsigned long long)c.seed, c.seconds, c.silos, c.workers, c.counters);
@@ -547,6 +598,7 @@ int main(int argc, char **argv) {
         setenv("GR_PG_HBA", hba, 1);
     }
     /* Our own PostgreSQL: restarting it must not disturb anything else. */
+    phase("starting PostgreSQL and the silos");
     snprintf(c.pgdir, sizeof c.pgdir, "%s/chaos-pg-%d", gr_test_build_path("."), (int)getpid());
     if (pg_script("start", c.pgdir, NULL) != 0) {
         fprintf(stderr, "chaos: cannot start PostgreSQL\n");
@@ -597,6 +649,7 @@ int main(int argc, char **argv) {
         load = gr_h_load_new(&c.cl, &c.loop, c.silos, c.workers, c.counters);
         gr_h_load_start(load);
         pause_ms(&c, 1000);
+        phase("running the scenario");
         if (rc == 0) rc = run(&c, gr_h_now_ms() + (uint64_t)(c.seconds * 1000));
         if (reaped_badly) rc = -1;
         if (rc != 0) logf_("scenario step failed");
@@ -606,7 +659,10 @@ int main(int argc, char **argv) {
     int verdict = -1;
     if (load) {
         logf_("stopping the load; waiting for every operation to be acknowledged");
-        int stopped = gr_h_load_stop(load, 30000);
+        phase("waiting for the load's operations in flight to be acknowledged");
+        int stopped = gr_h_load_stop(load, 20000);
+        if (stopped != 0) logf_("some operations were still unacknowledged after 20 s");
+        phase("reading every counter back (verify)");
         verdict = gr_h_load_verify(load, &sum);
         if (stopped != 0) verdict = -1;
         gr_h_load_free(load);

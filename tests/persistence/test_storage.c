@@ -46,9 +46,7 @@ static void on_write(void *ud, int status, int64_t version, const char *detail) 
     r->done++;
 }
 
-static int setup(void **state) {
-    fx_t *fx = calloc(1, sizeof *fx);
-    uv_loop_init(&fx->loop);
+static void setup_provider(fx_t *fx) {
     if (use_pg) {
         gr_storage_pg_options_t o;
         gr_storage_pg_options_init(&o);
@@ -61,6 +59,12 @@ static int setup(void **state) {
     } else {
         assert_int_equal(gr_storage_memory_new(&fx->loop, &fx->st), 0);
     }
+}
+
+static int setup(void **state) {
+    fx_t *fx = calloc(1, sizeof *fx);
+    uv_loop_init(&fx->loop);
+    setup_provider(fx);
     *state = fx;
     return 0;
 }
@@ -409,6 +413,111 @@ static void test_stalled_connection(void **state) {
     gr__buf_free(&r.data);
 }
 
+/* The batchers at their boundaries (issue 12: a full batch of 256 lost the
+ * queue's tail, so write 257 and later never completed). N writes are queued
+ * at once: every 7th op is another write of one hot grain, which must stay in
+ * order (expected version = writes before it); the rest are distinct grains.
+ * Then N reads queued at once must each answer exactly once with the right
+ * bytes and version. */
+typedef struct {
+    int done, status;
+    int64_t version;
+    size_t len;
+    char data[16];
+} qop_t;
+
+static void q_on_write(void *ud, int status, int64_t version, const char *detail) {
+    qop_t *o = ud;
+    (void)detail;
+    o->done++;
+    o->status = status;
+    o->version = version;
+}
+
+static void q_on_read(void *ud, int status, const uint8_t *data, size_t len, int64_t version, uint32_t format,
+                      const char *detail) {
+    qop_t *o = ud;
+    (void)format, (void)detail;
+    o->done++;
+    o->status = status;
+    o->version = version;
+    o->len = len;
+    memcpy(o->data, data, len < sizeof o->data ? len : sizeof o->data);
+}
+
+static int q_all_done(const qop_t *ops, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!ops[i].done) return 0;
+    return 1;
+}
+
+static void queue_at(fx_t *fx, size_t n) {
+    qop_t *w = calloc(n ? n : 1, sizeof *w), *r = calloc(n ? n : 1, sizeof *r);
+    int64_t hot_writes = 0;
+    char key[32], val[16];
+    for (size_t i = 0; i < n; i++) {
+        int hot = i % 7 == 3;
+        size_t kl = hot ? (size_t)snprintf(key, sizeof key, "hot") : (size_t)snprintf(key, sizeof key, "k%zu", i);
+        size_t vl = (size_t)snprintf(val, sizeof val, "v%zu", i);
+        int64_t expected = hot ? hot_writes++ : 0;
+        assert_int_equal(gr_storage_write(fx->st, "Q", key, kl, val, vl, 0, expected, q_on_write, &w[i]), 0);
+    }
+    int ok = 1;
+    uint64_t end = gr_test_now_ms() + 60000;
+    while (!q_all_done(w, n) && gr_test_now_ms() < end)
+        gr_test_run_for(&fx->loop, 5);
+    int64_t hot_seen = 0;
+    for (size_t i = 0; i < n && ok; i++) {
+        int hot = i % 7 == 3;
+        if (w[i].done != 1 || w[i].status != 0) {
+            fprintf(stderr, "queue of %zu: write %zu done %d status %s\n", n, i, w[i].done, gr_err_name(w[i].status));
+            ok = 0;
+        } else if (w[i].version != (hot ? ++hot_seen : 1)) {
+            fprintf(stderr, "queue of %zu: write %zu got version %lld\n", n, i, (long long)w[i].version);
+            ok = 0;
+        }
+    }
+    assert_true(ok);
+    for (size_t i = 0; i < n; i++) {
+        int hot = i % 7 == 3;
+        size_t kl = hot ? (size_t)snprintf(key, sizeof key, "hot") : (size_t)snprintf(key, sizeof key, "k%zu", i);
+        assert_int_equal(gr_storage_read(fx->st, "Q", key, kl, q_on_read, &r[i]), 0);
+    }
+    while (!q_all_done(r, n) && gr_test_now_ms() < end)
+        gr_test_run_for(&fx->loop, 5);
+    size_t last_hot = 0;
+    for (size_t i = 0; i < n; i++)
+        if (i % 7 == 3) last_hot = i;
+    for (size_t i = 0; i < n && ok; i++) {
+        int hot = i % 7 == 3;
+        size_t want = hot ? last_hot : i;
+        size_t vl = (size_t)snprintf(val, sizeof val, "v%zu", want);
+        if (r[i].done != 1 || r[i].status != 0 || r[i].version != (hot ? hot_writes : 1) || r[i].len != vl ||
+            memcmp(r[i].data, val, vl) != 0) {
+            fprintf(stderr, "queue of %zu: read %zu done %d status %s version %lld len %zu\n", n, i, r[i].done,
+                    gr_err_name(r[i].status), (long long)r[i].version, r[i].len);
+            ok = 0;
+        }
+    }
+    assert_true(ok);
+    free(w);
+    free(r);
+}
+
+static void test_queue_boundaries(void **state) {
+    static const size_t sizes[] = {0, 1, 255, 256, 257, 300, 10000};
+    fx_t *fx = *state;
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        queue_at(fx, sizes[i]);
+        /* A new provider (a new service name under PostgreSQL) per size:
+         * the next size writes the same keys afresh. */
+        int done = 0;
+        gr_storage_close(fx->st, closed, &done);
+        assert_true(gr_test_run_until(&fx->loop, &done, 5000));
+        setup_provider(fx);
+    }
+}
+
 int main(int argc, char **argv) {
     use_pg = argc > 1 && !strcmp(argv[1], "postgres");
     if (use_pg) {
@@ -433,6 +542,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(test_concurrent_writers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_cancels, setup, teardown),
         cmocka_unit_test_setup_teardown(test_state_format, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_queue_boundaries, setup, teardown),
     };
     const struct CMUnitTest pg_only[] = {
         cmocka_unit_test_setup_teardown(test_dead_database, setup, teardown),

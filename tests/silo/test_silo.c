@@ -467,6 +467,45 @@ static void test_sigterm_drains_and_exits_zero(void **st) {
     assert_true(ms < 5000);
 }
 
+/* A graceful stop that cannot finish (a grain whose call never ends within
+ * --drain-timeout-ms) exits 1 soon after the deadline, whatever is still
+ * pending (issue 12, item 5: it logged "timed out; exiting 1" and ran on). */
+static void test_sigterm_drain_timeout_exits(void **st) {
+    silo_t s;
+    int port = gr_test_free_port();
+    const char *extra[] = {"--drain-timeout-ms", "500", NULL};
+    assert_int_equal(start_silo(&s, port, extra), 0);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    gr_client_options_t o;
+    gr_client_options_init(&o);
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    o.silos = addr;
+    o.cluster = cluster;
+    gr_client_t *c;
+    assert_int_equal(gr_client_new(&loop, &o, &c), 0);
+    res_t r;
+    memset(&r, 0, sizeof r);
+    gr_ref_t ref = {"Counter", "never-ends", 10};
+    assert_int_equal(gr_client_call(c, &ref, "sleep", "30000", 5, 40000, on_done, &r), 0);
+    gr_test_run_for(&loop, 300); /* the call is in its turn now */
+    uint64_t t0 = gr_test_now_ms();
+    kill(s.pid, SIGTERM);
+    int st_exit = -1;
+    while (st_exit < 0 && gr_test_now_ms() - t0 < 10000) {
+        gr_test_run_for(&loop, 20);
+        st_exit = gr_test_wait(s.pid, 0);
+    }
+    uint64_t took = gr_test_now_ms() - t0;
+    if (st_exit < 0) kill(s.pid, SIGKILL);
+    assert_int_equal(st_exit, 1);
+    assert_true(took < 5000);
+    gr_client_close(c, NULL, NULL);
+    gr_test_run_for(&loop, 20);
+    gr_test_loop_close(&loop);
+}
+
 /* ---- hostile input (raw sockets: tests/support) ---- */
 
 static void test_hostile_input(void **st) {
@@ -844,6 +883,7 @@ int main(void) {
         cmocka_unit_test_setup(test_cli_contract, new_cluster),
         cmocka_unit_test_setup(test_counter_survives_kill9, new_cluster),
         cmocka_unit_test_setup(test_sigterm_drains_and_exits_zero, new_cluster),
+        cmocka_unit_test_setup(test_sigterm_drain_timeout_exits, new_cluster),
         cmocka_unit_test_setup(test_reset_and_deactivate, new_cluster),
         cmocka_unit_test_setup(test_reminder_cli, new_cluster),
         cmocka_unit_test_setup(test_hostile_input, new_cluster),

@@ -20,6 +20,9 @@
 
 extern char **environ;
 
+static uint64_t now_ms(void);
+uint64_t gr_test_now_ms(void) { return now_ms(); }
+
 static uint64_t now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -15,6 +15,9 @@
  * the flag (0 on timeout). Never blocks longer than the timeout. */
 int gr_test_run_until(uv_loop_t *loop, const int *flag, uint64_t timeout_ms);
 
+/* Milliseconds on a monotonic-enough clock (for test deadlines). */
+uint64_t gr_test_now_ms(void);
+
 /* Run `loop` for `ms` milliseconds. */
 void gr_test_run_for(uv_loop_t *loop, uint64_t ms);
 
