@@ -33,6 +33,10 @@ static uint8_t gr__rd_u8(gr__rd_t *r) {
     return p ? p[0] : 0;
 }
 
+size_t gr__frame_key_max(const char *class_name, size_t class_len) {
+    return class_name && class_len && class_name[0] == '$' ? GR__SYS_KEY_MAX : GR_KEY_MAX;
+}
+
 int gr__frame_decode(const uint8_t *buf, size_t len, size_t max_body, gr__frame_t *f, size_t *consumed) {
     if (len < 4) return GR_EAGAIN;
     uint32_t blen = gr__get_u32(buf);
@@ -79,11 +83,12 @@ int gr__frame_decode(const uint8_t *buf, size_t len, size_t max_body, gr__frame_
         f->u.request.timeout_ms = gr__rd_u32(&r);
         uint16_t cl = gr__rd_u16(&r), ml = gr__rd_u16(&r);
         uint32_t kl = gr__rd_u32(&r), al = gr__rd_u32(&r);
-        if (cl == 0 || cl > GR_CLASS_NAME_MAX || ml == 0 || ml > GR_METHOD_NAME_MAX || kl > GR_KEY_MAX ||
+        if (cl == 0 || cl > GR_CLASS_NAME_MAX || ml == 0 || ml > GR_METHOD_NAME_MAX || kl > GR__SYS_KEY_MAX ||
             al > GR_ARG_MAX)
             return r.bad ? GR_EPROTO : GR_ETOOBIG;
         f->u.request.class_name = (const char *)gr__rd_take(&r, cl);
         f->u.request.class_len = cl;
+        if (kl > gr__frame_key_max(f->u.request.class_name, cl)) return r.bad ? GR_EPROTO : GR_ETOOBIG;
         f->u.request.key = gr__rd_take(&r, kl);
         f->u.request.key_len = kl;
         f->u.request.method = (const char *)gr__rd_take(&r, ml);
@@ -197,8 +202,8 @@ int gr__frame_encode_request_chain(gr__buf_t *b, uint8_t type, uint64_t id, uint
                                    const void *arg, size_t arg_len, const void *chain, size_t chain_len) {
     size_t cl = strlen(class_name), ml = strlen(method);
     if (cl == 0 || ml == 0) return GR_EINVAL;
-    if (cl > GR_CLASS_NAME_MAX || ml > GR_METHOD_NAME_MAX || key_len > GR_KEY_MAX || arg_len > GR_ARG_MAX ||
-        chain_len > GR__CHAIN_MAX)
+    if (cl > GR_CLASS_NAME_MAX || ml > GR_METHOD_NAME_MAX || key_len > gr__frame_key_max(class_name, cl) ||
+        arg_len > GR_ARG_MAX || chain_len > GR__CHAIN_MAX)
         return GR_ETOOBIG;
     size_t start;
     int rc = gr__begin_frame(b, type, id, 16 + cl + key_len + ml + arg_len + (chain_len ? 2 + chain_len : 0),

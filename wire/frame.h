@@ -22,6 +22,10 @@
 #define GR__FRAME_F_CHAIN 0x10u
 /* Most bytes of call chain a request carries (docs/grains.md). */
 #define GR__CHAIN_MAX 2048u
+/* Keys of `$` classes (silo-to-silo control) name a grain as class '\0' key
+ * (the directory's `$dir`), so they may be that long; every other class's key
+ * is at most GR_KEY_MAX. */
+#define GR__SYS_KEY_MAX (GR_CLASS_NAME_MAX + 1u + GR_KEY_MAX)
 
 typedef enum gr__frame_type {
     GR__FRAME_HELLO = 1,    /* first frame of a connection, from the dialing side */
@@ -95,6 +99,10 @@ int gr__frame_encode_hello_ok(gr__buf_t *b, uint16_t version, const char *name);
 int gr__frame_encode_request(gr__buf_t *b, uint8_t type, uint64_t id, uint32_t timeout_ms,
                              const char *class_name, const void *key, size_t key_len, const char *method,
                              const void *arg, size_t arg_len);
+/* The largest key a request of this class may carry (GR_KEY_MAX, or
+ * GR__SYS_KEY_MAX for a `$` class). */
+size_t gr__frame_key_max(const char *class_name, size_t class_len);
+
 /* The same with a call chain (chain_len 0: none; at most GR__CHAIN_MAX). */
 int gr__frame_encode_request_chain(gr__buf_t *b, uint8_t type, uint64_t id, uint32_t timeout_ms,
                                    const char *class_name, const void *key, size_t key_len, const char *method,
