@@ -57,6 +57,7 @@ struct gr_client {
     char silo[256];
     char last_error[256];
     uint8_t role; /* GR__ROLE_CLIENT, or GR__ROLE_SILO for silo-to-silo links */
+    uint64_t handshakes; /* connections that became ready */
     int closing;
     int open_handles;
     void (*close_cb)(void *);
@@ -226,6 +227,7 @@ static void gr__client_frames(gr_client_t *c) {
             }
             snprintf(c->silo, sizeof c->silo, "%.*s", (int)f.u.hello_ok.name_len, f.u.hello_ok.name);
             c->state = GR__C_READY;
+            c->handshakes++;
             c->attempts = 0;
             gr__client_schedule_flush(c);
             continue;
@@ -447,6 +449,8 @@ int gr_client_new(uv_loop_t *loop, const gr_client_options_t *o, gr_client_t **o
 }
 
 void gr__client_set_role(gr_client_t *c, uint8_t role) { c->role = role; }
+uint64_t gr__client_handshakes(const gr_client_t *c) { return c->handshakes; }
+int gr__client_ready(const gr_client_t *c) { return c->state == GR__C_READY; }
 
 int gr__client_call_flags(gr_client_t *c, const gr_ref_t *ref, const char *method, const void *arg,
                           size_t arg_len, uint32_t timeout_ms, uint8_t type, uint8_t flags, gr_call_cb cb,

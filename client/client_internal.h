@@ -8,6 +8,13 @@
 /* Announce this role in the handshake (GR__ROLE_SILO for peer links). */
 void gr__client_set_role(gr_client_t *c, uint8_t role);
 
+/* Handshakes completed so far, and whether the current connection is past
+ * its handshake. Requests are written only once it is: a call queued while
+ * not ready that fails before the count moves was never sent, so it may be
+ * sent elsewhere without the risk of running twice. */
+uint64_t gr__client_handshakes(const gr_client_t *c);
+int gr__client_ready(const gr_client_t *c);
+
 /* gr_client_call() with a frame type (REQUEST or ONEWAY: then cb never
  * runs) and the header's flags byte (the forward hop count). */
 int gr__client_call_flags(gr_client_t *c, const gr_ref_t *ref, const char *method, const void *arg,

@@ -3,8 +3,9 @@
  *   cache hit (silo alive) ----------------------------> deliver
  *   else owner = ring(grain); owner == self ? register locally
  *                                           : "$dir register" to the owner
- *   deliver: self -> run here; other -> forward (hop + 1), retry once on
- *            "not here"/connection failure after forgetting the cache.
+ *   deliver: self -> run here; other -> forward (hop + 1); on "not here",
+ *            "shutting down" or a link that failed before the call left,
+ *            forget the cache and route again (at most two more attempts).
  *
  * Placement is prefer-local: the silo that asks registers itself, unless it
  * is draining (then the ring owner is preferred). The first live
@@ -147,6 +148,8 @@ typedef struct gr__fwd {
     gr__router_t *r;
     gr_msg_t *msg;
     int attempt;
+    int sent_ready;         /* the link was past its handshake when we queued the call */
+    uint64_t handshakes;    /* its handshakes then */
     char silo[GR__SILO_ID_MAX + 1];
 } gr__fwd_t;
 
@@ -154,10 +157,24 @@ static int gr__should_retry(int status) {
     return status == GR_ENOTHERE || status == GR_ECONN || status == GR_ECANCELED || status == GR_ESHUTDOWN;
 }
 
+/* May this forward go elsewhere? "Not here" and "shutting down" are the
+ * peer's own answers: it did not run the call. A broken link is different:
+ * once the request was written the call may have run, and sending it again
+ * would run it twice (a doubled increment), so only a call that never left
+ * (the link never got past its handshake since we queued it) is retried;
+ * the others go back to the caller as GR_ECONN, retryable in doubt. */
+static int gr__forward_may_retry(const gr__fwd_t *f, int status) {
+    if (status == GR_ENOTHERE || status == GR_ESHUTDOWN) return 1;
+    if (status != GR_ECONN && status != GR_ECANCELED) return 0;
+    gr__peer_t *p = NULL;
+    HASH_FIND_STR(f->r->peers, f->silo, p);
+    return !f->sent_ready && p && gr__client_handshakes(p->client) == f->handshakes;
+}
+
 static void gr__forward_done(void *ud, int status, const uint8_t *reply, size_t len) {
     gr__fwd_t *f = ud;
     gr__router_t *r = f->r;
-    if (gr__should_retry(status) && f->attempt < 2 && !r->closing) {
+    if (gr__forward_may_retry(f, status) && f->attempt < 2 && !r->closing) {
         /* Forget where we thought it was and ask the directory again. */
         size_t idl;
         const uint8_t *id = gr__msg_id(f->msg, &idl);
@@ -197,6 +214,8 @@ static void gr__deliver(gr__router_t *r, gr_msg_t *m, const char *silo, int atte
     f->r = r;
     f->msg = m;
     f->attempt = attempt;
+    f->sent_ready = gr__client_ready(peer);
+    f->handshakes = gr__client_handshakes(peer);
     snprintf(f->silo, sizeof f->silo, "%s", silo);
     size_t kl, al;
     const uint8_t *key = gr__msg_key(m, &kl);

@@ -4,12 +4,18 @@
  * is acknowledged), injects faults on a schedule drawn from a seed, and at
  * the end compares every counter with its acknowledged increments.
  *
- *   chaos SCENARIO [--seed N] [--seconds S] [--silos N] [--workers K] [--counters M]
+ *   chaos SCENARIO [--seed N] [--seconds S] [--silos N] [--workers K] [--counters M] [--hot H]
  *   SCENARIO: rolling | scale-down | scale-up | kill | db-restart | db-partition |
  *             partition | mixed
  * `partition` runs every silo in a network namespace of its own (veth pair,
  * its own address) and takes one off the network; it exits 77 (skipped)
  * when namespaces cannot be made (not root, no iproute2).
+ *
+ * The hot workload runs beside it: H workers (default 8, 0: none) on 4 hot
+ * counters, each operation a get or an incr_once through a different silo.
+ * Every acknowledged operation goes into a history with its invocation and
+ * completion times, and the history checker (harness.h) checks real-time
+ * order (no stale read), no value returned twice, and the final values.
  *
  * Beside the load, every run checks that the grain features survive the
  * faults: a durable reminder registered before the first fault must still
@@ -36,7 +42,7 @@ typedef struct {
     const char *scenario;
     uint64_t seed;
     double seconds;
-    int silos, workers, counters;
+    int silos, workers, counters, hot;
     char pgdir[512];
     char url[512];
     gr_h_cluster_t cl;
@@ -514,7 +520,7 @@ static int sc_net_partition(chaos_t *c, uint64_t end) {
 
 static void usage(void) {
     fprintf(stderr, "usage: chaos rolling|scale-down|scale-up|kill|db-restart|db-partition|partition|mixed "
-                    "[--seed N] [--seconds S] [--silos N] [--workers K] [--counters M]\n");
+                    "[--seed N] [--seconds S] [--silos N] [--workers K] [--counters M] [--hot H]\n");
 }
 
 int main(int argc, char **argv) {
@@ -530,6 +536,7 @@ int main(int argc, char **argv) {
     c.silos = 3;
     c.workers = 12;
     c.counters = 24;
+    c.hot = 8;
     for (int i = 2; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--seed"))
             c.seed = strtoull(argv[i + 1], NULL, 10);
@@ -541,6 +548,8 @@ int main(int argc, char **argv) {
             c.workers = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--counters"))
             c.counters = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--hot"))
+            c.hot = atoi(argv[i + 1]);
         else {
             usage();
             return 2;
@@ -564,7 +573,8 @@ int main(int argc, char **argv) {
     else if (!strcmp(c.scenario, "mixed"))
         run = sc_mixed;
     if (!run || c.seconds <= 0 || c.seconds > 3600 || c.silos < 2 || c.silos > GR_H_MAX_SILOS ||
-        c.workers < 1 || c.workers > GR_H_MAX_WORKERS || c.counters < 1 || c.counters > GR_H_MAX_KEYS ||
+        c.workers < 1 || c.workers > GR_H_MAX_WORKERS || c.counters < 1 || c.counters > GR_H_MAX_KEYS - 4 ||
+        c.hot < 0 || c.workers + c.hot > GR_H_MAX_WORKERS ||
         !getenv("GRANARY_SOURCE_DIR")) {
         usage();
         return 2;
@@ -647,7 +657,12 @@ int main(int argc, char **argv) {
     if (rc == 0) {
         rc = features_setup(&c);
         load = gr_h_load_new(&c.cl, &c.loop, c.silos, c.workers, c.counters);
-        gr_h_load_start(load);
+        if (!load || (c.hot && gr_h_load_add_hot(load, c.hot, 4) != 0)) {
+            fprintf(stderr, "chaos: cannot set up the load\n");
+            rc = -1;
+        } else {
+            gr_h_load_start(load);
+        }
         pause_ms(&c, 1000);
         phase("running the scenario");
         if (rc == 0) rc = run(&c, gr_h_now_ms() + (uint64_t)(c.seconds * 1000));

@@ -138,26 +138,72 @@ typedef struct gr_h_worker {
     uint64_t seq;
     int key;
     int busy;
-    uint64_t started;
+    int hot;     /* a worker of the hot workload */
+    int get;     /* the operation in progress is a get */
+    int retried; /* ... and was sent more than once */
+    uint64_t rng;
+    uint64_t started, inv_us;
     uv_timer_t retry;
 } gr_h_worker_t;
+
+/* One acknowledged operation of the history. */
+typedef struct gr_h_op {
+    uint64_t inv_us, ack_us; /* first send, final acknowledgement (one monotonic clock) */
+    int64_t value;           /* the counter value it returned */
+    uint16_t key;
+    uint8_t get, retried;
+} gr_h_op_t;
 
 struct gr_h_load {
     gr_h_cluster_t *cluster;
     uv_loop_t *loop;
     gr_client_t *clients[GR_H_MAX_SILOS];
-    int nclients, nworkers, nkeys;
+    int nclients, nworkers, nkeys, nhot_keys;
     gr_h_worker_t workers[GR_H_MAX_WORKERS];
     int running;
-    uint64_t acked[GR_H_MAX_KEYS];
+    uint64_t acked[GR_H_MAX_KEYS];  /* incrs acknowledged, per key */
+    uint64_t issued[GR_H_MAX_KEYS]; /* incrs started (each counted once, however often sent) */
     gr_h_summary_t sum;
     uint64_t *lat;
     size_t nlat, caplat;
+    gr_h_op_t *hist;
+    size_t nhist, caphist;
 };
+
+static uint64_t gr_h_now_us(void) { return uv_hrtime() / 1000u; }
+
+/* Key index k: ctr-k for the counters, hot-(k - nkeys) for the hot ones. */
+static void gr_h_key_name(const gr_h_load_t *l, int k, char *out, size_t size) {
+    if (k < l->nkeys)
+        snprintf(out, size, "ctr-%d", k);
+    else
+        snprintf(out, size, "hot-%d", k - l->nkeys);
+}
 
 static void gr_h_issue(gr_h_worker_t *w);
 
 static void gr_h_retry_cb(uv_timer_t *t) { gr_h_issue(t->data); }
+
+static void gr_h_record(gr_h_load_t *l, gr_h_worker_t *w, const uint8_t *reply, size_t len) {
+    if (l->nhist == l->caphist) {
+        size_t cap = l->caphist ? l->caphist * 2 : 65536;
+        gr_h_op_t *n = realloc(l->hist, cap * sizeof *n);
+        if (!n) return;
+        l->hist = n;
+        l->caphist = cap;
+    }
+    char num[32];
+    size_t n = len < sizeof num - 1 ? len : sizeof num - 1;
+    memcpy(num, reply, n);
+    num[n] = '\0';
+    gr_h_op_t *op = &l->hist[l->nhist++];
+    op->inv_us = w->inv_us;
+    op->ack_us = gr_h_now_us();
+    op->value = strtoll(num, NULL, 10);
+    op->key = (uint16_t)w->key;
+    op->get = (uint8_t)w->get;
+    op->retried = (uint8_t)w->retried;
+}
 
 static void gr_h_done(void *ud, int status, const uint8_t *reply, size_t len) {
     gr_h_worker_t *w = ud;
@@ -165,7 +211,8 @@ static void gr_h_done(void *ud, int status, const uint8_t *reply, size_t len) {
     if (status == 0 || !gr_err_retryable(status)) {
         uint64_t lat = gr_h_now_ms() - w->started;
         if (status == 0) {
-            l->acked[w->key]++;
+            gr_h_record(l, w, reply, len);
+            if (!w->get) l->acked[w->key]++;
             l->sum.acknowledged++;
             if (lat > l->sum.max_latency_ms) l->sum.max_latency_ms = lat;
             if (l->nlat < l->caplat) l->lat[l->nlat++] = lat;
@@ -187,16 +234,31 @@ static void gr_h_issue(gr_h_worker_t *w) {
     char op[48], key[16];
     if (!w->busy) {
         w->busy = 1;
-        w->key = (int)((w->id * 7 + w->seq * 5) % (uint64_t)l->nkeys);
+        w->retried = 0;
+        if (w->hot) {
+            w->rng ^= w->rng << 13, w->rng ^= w->rng >> 7, w->rng ^= w->rng << 17;
+            w->key = l->nkeys + (int)(w->rng % (uint64_t)l->nhot_keys);
+            w->get = (w->rng >> 32) % 2 == 0;
+        } else {
+            w->key = (int)((w->id * 7 + w->seq * 5) % (uint64_t)l->nkeys);
+            w->get = 0;
+        }
+        if (!w->get) l->issued[w->key]++;
         w->started = gr_h_now_ms();
+        w->inv_us = gr_h_now_us();
+    } else {
+        w->retried = 1;
     }
     snprintf(op, sizeof op, "w%d-%llu", w->id, (unsigned long long)w->seq);
-    snprintf(key, sizeof key, "ctr-%d", w->key);
+    gr_h_key_name(l, w->key, key, sizeof key);
     gr_ref_t ref = {"Counter", key, strlen(key)};
     l->sum.attempted++;
-    gr_client_t *c = l->clients[w->id % l->nclients];
-    if (gr_client_call(c, &ref, "incr_once", op, strlen(op), 3000, gr_h_done, w) != 0)
-        uv_timer_start(&w->retry, gr_h_retry_cb, 20, 0);
+    /* A hot worker enters through a different silo for each operation. */
+    int ci = w->hot ? (int)((uint64_t)w->id + w->seq) % l->nclients : w->id % l->nclients;
+    gr_client_t *c = l->clients[ci];
+    int rc = w->get ? gr_client_call(c, &ref, "get", NULL, 0, 3000, gr_h_done, w)
+                    : gr_client_call(c, &ref, "incr_once", op, strlen(op), 3000, gr_h_done, w);
+    if (rc != 0) uv_timer_start(&w->retry, gr_h_retry_cb, 20, 0);
 }
 
 gr_h_load_t *gr_h_load_new(gr_h_cluster_t *c, uv_loop_t *loop, int n_clients, int workers, int keys) {
@@ -225,6 +287,24 @@ gr_h_load_t *gr_h_load_new(gr_h_cluster_t *c, uv_loop_t *loop, int n_clients, in
     return l;
 }
 
+int gr_h_load_add_hot(gr_h_load_t *l, int workers, int keys) {
+    if (workers < 1 || keys < 1 || l->nworkers + workers > GR_H_MAX_WORKERS || l->nkeys + keys > GR_H_MAX_KEYS ||
+        l->running)
+        return -1;
+    l->nhot_keys = keys;
+    for (int i = l->nworkers; i < l->nworkers + workers; i++) {
+        gr_h_worker_t *w = &l->workers[i];
+        w->load = l;
+        w->id = i;
+        w->hot = 1;
+        w->rng = 0x9e3779b97f4a7c15ull * (uint64_t)(i + 1);
+        uv_timer_init(l->loop, &w->retry);
+        w->retry.data = w;
+    }
+    l->nworkers += workers;
+    return 0;
+}
+
 void gr_h_load_start(gr_h_load_t *l) {
     l->running = 1;
     for (int i = 0; i < l->nworkers; i++)
@@ -249,14 +329,108 @@ static int gr_h_cmp(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
+/* ---- the history checker ----
+ * A counter is linearizable when its acknowledged operations can be put in
+ * one order that respects real time. For a counter whose incrs each add one
+ * and return the new value, that comes down to, per key:
+ *  - real time: if X was acknowledged before Y was first sent, Y returns at
+ *    least X's value, and more than it if Y is an incr (Y took effect after
+ *    X, on a counter already at X's value or beyond; a retried incr_once
+ *    that finds itself applied returns the current value, newer still);
+ *  - no value twice: two incrs answered on their first send (so each
+ *    returned the value its own increment made) never return the same value;
+ *  - the final value lies between the acknowledged and the attempted incrs.
+ * Sorting by acknowledgement with a running maximum makes the first check
+ * O(n log n). */
+static int gr_h_cmp_ack(const void *a, const void *b) {
+    const gr_h_op_t *x = a, *y = b;
+    if (x->key != y->key) return x->key < y->key ? -1 : 1;
+    return x->ack_us < y->ack_us ? -1 : x->ack_us > y->ack_us;
+}
+
+static int gr_h_cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void gr_h_violation(gr_h_load_t *l, const char *fmt, const char *key, const gr_h_op_t *y,
+                           const gr_h_op_t *x) {
+    if (l->sum.first_violation[0]) return;
+    snprintf(l->sum.first_violation, sizeof l->sum.first_violation, fmt, key, y->get ? "get" : "incr",
+             (long long)y->value, (unsigned long long)y->inv_us % 100000000u, x ? (x->get ? "get" : "incr") : "",
+             x ? (long long)x->value : 0LL, x ? (unsigned long long)x->ack_us % 100000000u : 0ULL);
+}
+
+static void gr_h_check_history(gr_h_load_t *l, const int64_t *final) {
+    l->sum.history_ops = l->nhist;
+    if (!l->nhist) return;
+    qsort(l->hist, l->nhist, sizeof *l->hist, gr_h_cmp_ack);
+    size_t *best = malloc(l->nhist * sizeof *best); /* index of the max value acknowledged so far */
+    int64_t *vals = malloc(l->nhist * sizeof *vals);
+    if (!best || !vals) {
+        free(best);
+        free(vals);
+        return;
+    }
+    for (size_t from = 0; from < l->nhist;) {
+        size_t to = from;
+        while (to < l->nhist && l->hist[to].key == l->hist[from].key)
+            to++;
+        char key[16];
+        gr_h_key_name(l, l->hist[from].key, key, sizeof key);
+        for (size_t i = from; i < to; i++)
+            best[i] = i == from || l->hist[i].value > l->hist[best[i - 1]].value ? i : best[i - 1];
+        size_t nv = 0;
+        for (size_t i = from; i < to; i++) {
+            const gr_h_op_t *y = &l->hist[i];
+            l->sum.gets += y->get;
+            if (!y->get && !y->retried) vals[nv++] = y->value;
+            /* The last op acknowledged before y was first sent. */
+            size_t lo = from, hi = to;
+            while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                if (l->hist[mid].ack_us < y->inv_us)
+                    lo = mid + 1;
+                else
+                    hi = mid;
+            }
+            const gr_h_op_t *x = lo > from ? &l->hist[best[lo - 1]] : NULL;
+            if (x && (y->value < x->value || (!y->get && y->value == x->value))) {
+                l->sum.stale_reads++;
+                gr_h_violation(l, "%s: %s -> %lld sent at %llu us, after %s -> %lld was acknowledged at %llu us",
+                               key, y, x);
+            }
+            if (final[y->key] >= 0 && y->value > final[y->key]) {
+                l->sum.stale_reads++;
+                if (!l->sum.first_violation[0])
+                    snprintf(l->sum.first_violation, sizeof l->sum.first_violation,
+                             "%s: %s -> %lld is above the final value %lld", key, y->get ? "get" : "incr",
+                             (long long)y->value, (long long)final[y->key]);
+            }
+        }
+        qsort(vals, nv, sizeof *vals, gr_h_cmp_i64);
+        for (size_t i = 1; i < nv; i++)
+            if (vals[i] == vals[i - 1]) {
+                if (l->sum.doubled_values++ == 0 && !l->sum.first_violation[0])
+                    snprintf(l->sum.first_violation, sizeof l->sum.first_violation,
+                             "%s: two first-try incrs both returned %lld", key, (long long)vals[i]);
+            }
+        from = to;
+    }
+    free(best);
+    free(vals);
+}
+
 int gr_h_load_verify(gr_h_load_t *l, gr_h_summary_t *out) {
     int unread = 0;
     /* One budget for all the keys: a cluster that cannot answer must fail
      * the run in bounded time, not wait 15 s per key. */
     uint64_t end = gr_h_now_ms() + 30000;
-    for (int k = 0; k < l->nkeys; k++) {
+    int64_t final[GR_H_MAX_KEYS];
+    for (int k = 0; k < l->nkeys + l->nhot_keys; k++) {
+        final[k] = -1;
         char key[16];
-        snprintf(key, sizeof key, "ctr-%d", k);
+        gr_h_key_name(l, k, key, sizeof key);
         gr_ref_t ref = {"Counter", key, strlen(key)};
         gr_test_reply_t r;
         do {
@@ -273,17 +447,28 @@ int gr_h_load_verify(gr_h_load_t *l, gr_h_summary_t *out) {
             continue;
         }
         uint64_t stored = strtoull(r.reply, NULL, 10);
+        final[k] = (int64_t)stored;
         if (stored < l->acked[k]) l->sum.lost += l->acked[k] - stored;
         if (stored > l->acked[k]) l->sum.duplicated += stored - l->acked[k];
+        if (stored < l->acked[k] || stored > l->issued[k]) {
+            if (l->sum.out_of_range++ == 0 && !l->sum.first_violation[0])
+                snprintf(l->sum.first_violation, sizeof l->sum.first_violation,
+                         "%s: final value %llu outside [%llu acknowledged, %llu attempted] increments", key,
+                         (unsigned long long)stored, (unsigned long long)l->acked[k],
+                         (unsigned long long)l->issued[k]);
+        }
     }
+    gr_h_check_history(l, final);
     if (l->nlat) {
         qsort(l->lat, l->nlat, sizeof *l->lat, gr_h_cmp);
         l->sum.p99_latency_ms = l->lat[(size_t)((double)(l->nlat - 1) * 0.99)];
         l->sum.longest_unavailable_ms = l->lat[l->nlat - 1];
     }
     *out = l->sum;
-    return (unread || l->sum.lost || l->sum.duplicated || l->sum.other_errors || !l->sum.acknowledged) ? -1
-                                                                                                       : 0;
+    return (unread || l->sum.lost || l->sum.duplicated || l->sum.other_errors || !l->sum.acknowledged ||
+            l->sum.stale_reads || l->sum.doubled_values || l->sum.out_of_range)
+               ? -1
+               : 0;
 }
 
 void gr_h_summary_print(const gr_h_summary_t *s, const char *label) {
@@ -294,6 +479,12 @@ void gr_h_summary_print(const gr_h_summary_t *s, const char *label) {
         (unsigned long long)s->retryable_errors, (unsigned long long)s->other_errors,
         (unsigned long long)s->lost, (unsigned long long)s->duplicated, (unsigned long long)s->max_latency_ms,
         (unsigned long long)s->p99_latency_ms, (unsigned long long)s->longest_unavailable_ms);
+    printf("%s: history checker: %llu acknowledged operations (%llu gets): %llu stale reads, %llu doubled "
+           "values, %llu final values out of range\n",
+           label, (unsigned long long)s->history_ops, (unsigned long long)s->gets,
+           (unsigned long long)s->stale_reads, (unsigned long long)s->doubled_values,
+           (unsigned long long)s->out_of_range);
+    if (s->first_violation[0]) printf("first violation: %s\n", s->first_violation);
     if (s->other_errors) printf("first non-retryable error: %s\n", s->first_other_error);
     fflush(stdout);
 }
@@ -305,5 +496,6 @@ void gr_h_load_free(gr_h_load_t *l) {
         if (l->clients[i]) gr_client_close(l->clients[i], NULL, NULL);
     gr_test_run_for(l->loop, 10); /* let the closes finish before the memory goes */
     free(l->lat);
+    free(l->hist);
     free(l);
 }

@@ -55,6 +55,13 @@ uint64_t gr_h_now_ms(void);
 typedef struct gr_h_summary {
     uint64_t attempted, acknowledged, retryable_errors, other_errors, lost, duplicated;
     uint64_t max_latency_ms, p99_latency_ms, longest_unavailable_ms;
+    /* The history checker (gr_h_load_verify): acknowledged operations with
+     * their invocation and completion times, per key. */
+    uint64_t history_ops, gets;
+    uint64_t stale_reads;    /* an operation saw less than one that completed before it started */
+    uint64_t doubled_values; /* two first-try incrs acknowledged with the same value */
+    uint64_t out_of_range;   /* final value outside [acknowledged, attempted] increments */
+    char first_violation[256];
     char first_other_error[256];
 } gr_h_summary_t;
 
@@ -63,12 +70,22 @@ typedef struct gr_h_load gr_h_load_t;
 /* Clients: one per silo in silos[0..n_clients-1], each listing all of them
  * starting at a different one. */
 gr_h_load_t *gr_h_load_new(gr_h_cluster_t *c, uv_loop_t *loop, int n_clients, int workers, int keys);
+/* Add the `hot` workload before starting: `workers` more workers on `keys`
+ * hot counters (hot-0..), each operation a get or an incr_once at random,
+ * spread over every client (so through every silo). 0, or -1 if the limits
+ * (GR_H_MAX_WORKERS, GR_H_MAX_KEYS in all) do not allow it. */
+int gr_h_load_add_hot(gr_h_load_t *l, int workers, int keys);
 void gr_h_load_start(gr_h_load_t *l);
 /* Stop issuing and wait (running the loop) until every operation in flight
  * is acknowledged; 0, or -1 if some did not finish within timeout_ms. */
 int gr_h_load_stop(gr_h_load_t *l, uint64_t timeout_ms);
-/* Read every counter back (retrying for up to 15 s) and compare. 0 when
- * nothing was lost or duplicated and no non-retryable error happened. */
+/* Read every counter back (retrying, 30 s in all) and compare, then check
+ * the recorded history per key (docs/reliability.md, "the checker"): real-time
+ * order (an operation that starts after another was acknowledged sees a value
+ * at least as new, strictly newer for an incr), no value acknowledged to two
+ * first-try incrs, and the final value between the acknowledged and the
+ * attempted increments. 0 when nothing was lost or duplicated, no check
+ * failed and no non-retryable error happened. */
 int gr_h_load_verify(gr_h_load_t *l, gr_h_summary_t *out);
 void gr_h_summary_print(const gr_h_summary_t *s, const char *label);
 void gr_h_load_free(gr_h_load_t *l);
