@@ -11,6 +11,7 @@
 
 #include "common/common.h"
 #include "grains/runtime.h"
+#include "persistence/claim.h"
 #include "wire/frame.h" /* GR__CHAIN_MAX */
 
 typedef enum { GR__G_LOADING, GR__G_ACTIVE, GR__G_DEACTIVATING, GR__G_DEAD } gr__gstatus_t;
@@ -154,6 +155,8 @@ struct gr_grain {
     uint8_t status; /* gr__gstatus_t */
     uint8_t dirty, writing, scheduled, deactivate_requested;
     uint8_t clearing; /* the next write deletes the row (gr_state_clear) */
+    uint8_t claimed;  /* cluster mode: the activation claim is ours (docs/directory.md) */
+    uint32_t token;   /* this activation's number on this silo: its claim's token */
     uint8_t id[]; /* class '\0' key: the table key */
 };
 
@@ -190,6 +193,8 @@ struct gr_runtime {
     gr__router_fn router;
     gr__deactivated_fn on_gone;
     void *router_ud;
+    gr__cluster_hooks_t cluster; /* activation claims and the lease; lease_ok NULL: single silo */
+    uint32_t next_token;
     /* Callers name a class with the same string (usually a literal) call
      * after call: remember the entry by pointer, confirmed by strcmp,
      * instead of hashing the name every time. */
@@ -604,6 +609,21 @@ static gr_msg_t *gr__mailbox_pop(gr_grain_t *g) {
 
 static void gr__grain_storage_read_cb(void *ud, int status, const uint8_t *data, size_t len, int64_t version,
                                       uint32_t format, const char *detail);
+static void gr__grain_held_elsewhere(gr_grain_t *g, const char *holder);
+
+/* Cluster mode: activations claim their grain and answer only within the
+ * silo's lease (docs/directory.md, "Single activation"). */
+static int gr__claims_on(const gr_grain_t *g) { return GR__G_RT(g)->cluster.lease_ok && !GR__G_WORKER(g); }
+
+/* May this activation answer now? A silo whose lease may have run out must
+ * not: another silo may have taken the claim and be serving newer state. */
+static int gr__may_answer(const gr_grain_t *g) {
+    const gr_runtime_t *rt = GR__G_RT(g);
+    return !gr__claims_on(g) || rt->cluster.lease_ok(rt->cluster.ud);
+}
+
+static const char gr__no_lease[] =
+    "this silo cannot confirm its membership lease (fenced or paused): the grain may be served elsewhere; retry";
 
 /* Create an activation in LOADING state and start reading its state. */
 static int gr__grain_new(gr_runtime_t *rt, const gr_class_t *cls, const uint8_t *id, size_t id_len,
@@ -625,8 +645,14 @@ static int gr__grain_new(gr_runtime_t *rt, const gr_class_t *cls, const uint8_t 
          * as on_activate never runs inside the call that caused it). */
         gr__grain_schedule(g);
     } else {
-        int rc =
-            gr_storage_read(rt->storage, cls->name, GR__G_KEY(g), g->key_len, gr__grain_storage_read_cb, g);
+        int rc;
+        if (gr__claims_on(g)) {
+            g->token = ++rt->next_token;
+            rc = gr__storage_claim(rt->storage, cls->name, GR__G_KEY(g), g->key_len, rt->silo_id, g->token,
+                                   gr__grain_storage_read_cb, g);
+        } else {
+            rc = gr_storage_read(rt->storage, cls->name, GR__G_KEY(g), g->key_len, gr__grain_storage_read_cb, g);
+        }
         if (rc != 0) {
             HASH_DEL(rt->grains, g);
             gr__free(g);
@@ -658,6 +684,13 @@ static void gr__grain_finish(gr_grain_t *g) {
     rt->stats.deactivations++;
     gr__lru_unlink(rt, g);
     int worker = GR__G_WORKER(g) != 0;
+    /* Give the claim back so another silo can activate the grain at once.
+     * Not while our lease is in doubt: the database is likely out of reach,
+     * and the claim stays ours (we may activate the grain again; others are
+     * sent here) until we are declared dead. */
+    if (g->claimed && gr__may_answer(g))
+        gr__storage_release(rt->storage, GR__G_CLS(g)->name, GR__G_KEY(g), g->key_len, rt->silo_id, g->token);
+    g->claimed = 0;
     if (rt->on_gone && !rt->closing && !worker)
         rt->on_gone(rt->router_ud, GR__G_CLS(g)->name, GR__G_KEY(g), g->key_len);
     if (g->ext && g->ext->data_free) g->ext->data_free(g->ext->data);
@@ -731,6 +764,38 @@ static void gr__grain_fail_all(gr_grain_t *g, int status, const char *detail) {
     gr__grain_finish(g);
 }
 
+/* Another silo holds the grain's claim: this activation never starts. Its
+ * queued calls go to the router, which sends them to the holder (after the
+ * activation is gone, so the directory has forgotten us first). */
+static void gr__grain_held_elsewhere(gr_grain_t *g, const char *holder) {
+    gr_runtime_t *rt = GR__G_RT(g);
+    gr_msg_t *queued = g->mb_head;
+    g->mb_head = g->mb_tail = NULL;
+    g->mb_len = 0;
+    gr__log(GR__LOG_DEBUG, GR__G_CLS(g)->name, GR__G_KEY(g), g->key_len, "claimed by %s: sending its calls there",
+            holder[0] ? holder : "(unknown)");
+    char who[128];
+    snprintf(who, sizeof who, "%s", holder);
+    const gr_class_t *cls = GR__G_CLS(g);
+    uint8_t idbuf[GR_CLASS_NAME_MAX + 1 + GR_KEY_MAX];
+    size_t id_len = g->id_len;
+    memcpy(idbuf, g->id, id_len);
+    g->status = GR__G_DEACTIVATING;
+    gr__grain_finish(g); /* may free g */
+    while (queued) {
+        gr_msg_t *n = queued->next;
+        queued->next = NULL;
+        queued->grain = NULL;
+        if (!rt->cluster.held_elsewhere || rt->closing)
+            gr__msg_fail(rt, queued, GR_ENOTHERE, "the grain is active on another silo");
+        else if (gr__msg_set_route(queued, cls, idbuf, id_len, strlen(cls->name)) != 0)
+            gr__msg_fail(rt, queued, GR_ENOMEM, "out of memory rerouting a call");
+        else
+            rt->cluster.held_elsewhere(rt->cluster.ud, queued, who);
+        queued = n;
+    }
+}
+
 static void gr__grain_storage_read_cb(void *ud, int status, const uint8_t *data, size_t len, int64_t version,
                                       uint32_t format, const char *detail) {
     gr_grain_t *g = ud;
@@ -741,6 +806,10 @@ static void gr__grain_storage_read_cb(void *ud, int status, const uint8_t *data,
         gr__grain_release(g);
         return;
     }
+    if (status == GR_ENOTHERE && gr__claims_on(g)) {
+        gr__grain_held_elsewhere(g, detail ? detail : "");
+        return;
+    }
     if (status != 0) {
         rt->stats.storage_errors++;
         char msg[512];
@@ -749,6 +818,8 @@ static void gr__grain_storage_read_cb(void *ud, int status, const uint8_t *data,
         gr__grain_fail_all(g, status == GR_ECANCELED ? GR_ESHUTDOWN : GR_ESTORAGE, msg);
         return;
     }
+    /* Granted: from here every way out of this activation gives it back. */
+    if (gr__claims_on(g)) g->claimed = 1;
     const gr_class_t *cls = GR__G_CLS(g);
     if (version > 0 && format > cls->state_version) {
         /* Written by a newer version of the class (a rolling deploy in
@@ -774,6 +845,7 @@ static void gr__grain_storage_read_cb(void *ud, int status, const uint8_t *data,
     g->state_len = (uint32_t)len;
     g->version = version;
     g->status = GR__G_ACTIVE;
+    if (g->claimed && rt->cluster.claimed) rt->cluster.claimed(rt->cluster.ud, cls->name, GR__G_KEY(g), g->key_len);
     if (version > 0 && format < cls->state_version && cls->upgrade_state) {
         /* The upgrade sees the old bytes and sets the new ones (dirty: the
          * next write stores them with the new format). */
@@ -813,7 +885,9 @@ static void gr__waiters_complete(gr_grain_t *g, gr__write_waiter_t *w, int statu
         if (w->msg) {
             gr_msg_t *m = w->msg;
             gr__turn_end(g, m); /* before completing: that frees m */
-            if (status == 0)
+            if (status == 0 && !gr__may_answer(g)) /* committed, but we cannot vouch it is still current */
+                gr__msg_fail(rt, m, GR_ENOTHERE, gr__no_lease);
+            else if (status == 0)
                 gr__msg_complete(rt, m, m->reply_status, m->reply, m->reply_len);
             else
                 gr__msg_fail(rt, m, status, detail);
@@ -1032,7 +1106,9 @@ static void gr__grain_run(gr_grain_t *g) {
     }
     gr_msg_t *m = gr__mailbox_pop(g);
     gr__grain_touch(g);
-    if (m->deadline <= uv_now(rt->loop)) {
+    if (!gr__may_answer(g)) {
+        gr__msg_fail(rt, m, GR_ENOTHERE, gr__no_lease);
+    } else if (m->deadline <= uv_now(rt->loop)) {
         /* The caller gave up already: running the handler would only
          * produce a reply nobody reads. */
         gr__msg_fail(rt, m, GR_ETIMEDOUT, "deadline passed while queued");
@@ -1292,8 +1368,8 @@ static int gr__deadlock_check(gr_runtime_t *rt, gr_grain_t *g, gr_msg_t *m) {
 }
 
 static int gr__submit(gr_runtime_t *rt, gr_grain_t *owner, const gr_ref_t *ref, const char *method,
-                      const void *arg, size_t arg_len, uint32_t timeout_ms, int hops, const uint8_t *chain,
-                      size_t chain_len, gr_call_cb cb, void *ud) {
+                      const void *arg, size_t arg_len, uint32_t timeout_ms, int hops, int here,
+                      const uint8_t *chain, size_t chain_len, gr_call_cb cb, void *ud) {
     if (!rt || !ref || !method || !cb || !ref->class_name || (ref->key_len && !ref->key) || (arg_len && !arg))
         return GR_EINVAL;
     size_t cl = strlen(ref->class_name), ml = strlen(method);
@@ -1374,7 +1450,7 @@ static int gr__submit(gr_runtime_t *rt, gr_grain_t *owner, const gr_ref_t *ref, 
     }
     gr_grain_t *g = NULL;
     HASH_FIND(hh, rt->grains, idbuf, id_len, g);
-    if (rt->router && (!g || g->status == GR__G_DEAD)) {
+    if (rt->router && (!g || g->status == GR__G_DEAD) && !here) {
         m->hops = hops;
         if (gr__msg_set_route(m, ce->cls, idbuf, id_len, cl) != 0) {
             gr__call_unlink(rt, c);
@@ -1392,7 +1468,15 @@ static int gr__submit(gr_runtime_t *rt, gr_grain_t *owner, const gr_ref_t *ref, 
         gr__call_fail_soon(rt, c, GR_EOVERLOAD, "grain mailbox is full");
         return 0;
     }
+    if (!g && rt->draining) { /* sent here to activate: a draining silo starts nothing new */
+        gr__call_unlink(rt, c);
+        gr__msg_free(rt, m);
+        rt->stats.calls_failed++;
+        gr__call_fail_soon(rt, c, GR_ESHUTDOWN, "silo is shutting down");
+        return 0;
+    }
     if (!g) {
+        m->hops = hops;
         int rc = gr__grain_new(rt, ce->cls, idbuf, id_len, cl, &g);
         if (rc != 0) {
             gr__call_unlink(rt, c);
@@ -1411,13 +1495,13 @@ static int gr__submit(gr_runtime_t *rt, gr_grain_t *owner, const gr_ref_t *ref, 
 
 int gr_call(gr_runtime_t *rt, const gr_ref_t *ref, const char *method, const void *arg, size_t arg_len,
             uint32_t timeout_ms, gr_call_cb cb, void *ud) {
-    return gr__submit(rt, NULL, ref, method, arg, arg_len, timeout_ms, 0, NULL, 0, cb, ud);
+    return gr__submit(rt, NULL, ref, method, arg, arg_len, timeout_ms, 0, 0, NULL, 0, cb, ud);
 }
 
 int gr__call_hops(gr_runtime_t *rt, const gr_ref_t *ref, const char *method, const void *arg, size_t arg_len,
-                  uint32_t timeout_ms, int hops, const uint8_t *chain, size_t chain_len, gr_call_cb cb,
+                  uint32_t timeout_ms, int hops, int here, const uint8_t *chain, size_t chain_len, gr_call_cb cb,
                   void *ud) {
-    return gr__submit(rt, NULL, ref, method, arg, arg_len, timeout_ms, hops, chain, chain_len, cb, ud);
+    return gr__submit(rt, NULL, ref, method, arg, arg_len, timeout_ms, hops, here, chain, chain_len, cb, ud);
 }
 
 int gr_grain_call(gr_grain_t *g, const gr_ref_t *ref, const char *method, const void *arg, size_t arg_len,
@@ -1428,7 +1512,7 @@ int gr_grain_call(gr_grain_t *g, const gr_ref_t *ref, const char *method, const 
      * non-interleaved one: an interleaved turn cannot block anyone), plus
      * this grain (added by gr__submit, for the owner). */
     const gr_msg_t *cur = g->current;
-    return gr__submit(GR__G_RT(g), g, ref, method, arg, arg_len, timeout_ms, 0, cur ? cur->chain : NULL,
+    return gr__submit(GR__G_RT(g), g, ref, method, arg, arg_len, timeout_ms, 0, 0, cur ? cur->chain : NULL,
                       cur ? cur->chain_len : 0, cb, ud);
 }
 
@@ -1443,6 +1527,11 @@ static int gr__reply(gr_msg_t *m, int status, const void *data, size_t len) {
     if (!((GR__G_CLS(g)->flags & GR_CLASS_PERSIST_BEFORE_REPLY) && (g->dirty || g->writing) &&
           g->status == GR__G_ACTIVE)) {
         gr__turn_end(g, m); /* before completing: that frees m */
+        if (!gr__may_answer(g)) {
+            gr__msg_fail(rt, m, GR_ENOTHERE, gr__no_lease);
+            gr__grain_schedule(g);
+            return 0;
+        }
         if (gr__msg_complete_copy(rt, m, status, data, len) != 0) {
             gr__turn_restore(g, m);
             return GR_ENOMEM;
@@ -1834,6 +1923,13 @@ int gr_reminder_list(gr_grain_t *g, gr_call_cb cb, void *ud) {
     gr_runtime_t *rt = GR__G_RT(g);
     if (!rt->reminders) return GR_ESTATE;
     return rt->reminders->list(rt->reminders_ud, GR__G_CLS(g)->name, GR__G_KEY(g), g->key_len, cb, ud);
+}
+
+void gr__runtime_set_cluster(gr_runtime_t *rt, const gr__cluster_hooks_t *hooks) {
+    if (hooks)
+        rt->cluster = *hooks;
+    else
+        memset(&rt->cluster, 0, sizeof rt->cluster);
 }
 
 void gr__runtime_set_router(gr_runtime_t *rt, gr__router_fn route, gr__deactivated_fn gone, void *ud) {

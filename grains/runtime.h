@@ -66,9 +66,12 @@ void gr__runtime_run_here(gr_runtime_t *rt, gr_msg_t *m);
 void gr__runtime_msg_done(gr_runtime_t *rt, gr_msg_t *m, int status, const uint8_t *reply, size_t len);
 
 /* A call that arrived from another silo after `hops` forwards, with the
- * call chain it carried (may be empty). */
+ * call chain it carried (may be empty). `here`: the sender chose this silo
+ * (by the directory, or as the holder of the grain's claim), so the call
+ * runs here, activating the grain if need be, instead of being routed again;
+ * a draining silo refuses such a call with GR_ESHUTDOWN. */
 int gr__call_hops(gr_runtime_t *rt, const gr_ref_t *ref, const char *method, const void *arg, size_t arg_len,
-                  uint32_t timeout_ms, int hops, const uint8_t *chain, size_t chain_len, gr_call_cb cb,
+                  uint32_t timeout_ms, int hops, int here, const uint8_t *chain, size_t chain_len, gr_call_cb cb,
                   void *ud);
 
 /* ---- reminders ----
@@ -84,6 +87,22 @@ typedef struct gr__reminder_ops {
 void gr__runtime_set_reminders(gr_runtime_t *rt, const gr__reminder_ops_t *ops, void *ud);
 /* The method name a reminder's firing call uses; dispatched to on_reminder. */
 #define GR__REMINDER_METHOD "$reminder"
+
+/* ---- activation claims (docs/directory.md, "Single activation") ----
+ * With hooks set, every activation claims its grain in storage as this silo
+ * (gr_runtime_options_t.silo_id) when it loads, gives the claim back when it
+ * ends, and answers (and starts turns) only while lease_ok() says this
+ * silo's membership lease holds; otherwise the call fails with the
+ * retryable GR_ENOTHERE. A claim held elsewhere hands each queued message to
+ * held_elsewhere (the router owns it from then on, as with gr__router_fn);
+ * claimed() is told of every claim granted. */
+typedef struct gr__cluster_hooks {
+    int (*lease_ok)(void *ud);
+    void (*held_elsewhere)(void *ud, gr_msg_t *msg, const char *holder);
+    void (*claimed)(void *ud, const char *cls, const uint8_t *key, size_t key_len);
+    void *ud;
+} gr__cluster_hooks_t;
+void gr__runtime_set_cluster(gr_runtime_t *rt, const gr__cluster_hooks_t *hooks); /* NULL: off */
 
 /* Every live activation (for re-registration after a view change). */
 void gr__runtime_foreach(gr_runtime_t *rt,

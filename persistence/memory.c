@@ -187,7 +187,8 @@ static void gr__mem_close(gr_storage_t *st, void (*cb)(void *), void *ud) {
     uv_close((uv_handle_t *)&m->idle, gr__mem_closed);
 }
 
-static const gr__storage_vtable_t gr__mem_vt = {gr__mem_read, gr__mem_write, gr__mem_clear, gr__mem_close};
+static const gr__storage_vtable_t gr__mem_vt = {gr__mem_read, gr__mem_write, gr__mem_clear, gr__mem_close, NULL,
+                                                NULL}; /* one process: every claim is granted */
 
 int gr_storage_memory_new(uv_loop_t *loop, gr_storage_t **out) {
     if (!loop || !out) return GR_EINVAL;

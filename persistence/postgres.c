@@ -27,6 +27,9 @@ typedef struct gr__pgs {
     struct gr__rop *rq_head, *rq_tail; /* reads waiting for the next read batch */
     size_t rq_len;
     unsigned reads_in_flight, max_read_batches;
+    struct gr__rop *relq_head, *relq_tail; /* claim releases waiting for the next release batch */
+    size_t relq_len;
+    int release_in_flight; /* one release statement at a time: they are rare and need no hurry */
     void (*close_cb)(void *);
     void *close_ud;
 } gr__pgs_t;
@@ -134,38 +137,81 @@ static int gr__pgs_clear(gr_storage_t *st, const char *cls, const void *key, siz
 
 typedef struct gr__rop {
     struct gr__rop *next;
-    gr_storage_read_cb cb;
+    gr_storage_read_cb cb; /* NULL for a release */
     void *ud;
     char *cls;
     uint8_t *key;
     size_t key_len;
+    char *owner; /* a claim or a release: the claiming silo; NULL for a plain read */
+    int64_t token;
 } gr__rop_t;
 
-static void gr__read_flush(gr__pgs_t *s);
+static void gr__rop_free(gr__rop_t *r) {
+    gr__free(r->cls);
+    gr__free(r->key);
+    gr__free(r->owner);
+    gr__free(r);
+}
 
-static int gr__pgs_read(gr_storage_t *st, const char *cls, const void *key, size_t key_len,
-                        gr_storage_read_cb cb, void *ud) {
-    gr__pgs_t *s = (gr__pgs_t *)st;
+static gr__rop_t *gr__rop_new(const char *cls, const void *key, size_t key_len, const char *owner,
+                              int64_t token, gr_storage_read_cb cb, void *ud) {
     gr__rop_t *r = gr__calloc(1, sizeof *r);
-    if (!r) return GR_ENOMEM;
+    if (!r) return NULL;
     r->cb = cb;
     r->ud = ud;
     r->cls = gr__strdup(cls);
     r->key = gr__memdup(key, key_len);
     r->key_len = key_len;
-    if (!r->cls || !r->key) {
-        gr__free(r->cls);
-        gr__free(r->key);
-        gr__free(r);
-        return GR_ENOMEM;
+    r->owner = owner ? gr__strdup(owner) : NULL;
+    r->token = token;
+    if (!r->cls || !r->key || (owner && !r->owner)) {
+        gr__rop_free(r);
+        return NULL;
     }
-    if (s->rq_tail)
-        s->rq_tail->next = r;
+    return r;
+}
+
+static void gr__rop_push(gr__rop_t **head, gr__rop_t **tail, size_t *len, gr__rop_t *r) {
+    if (*tail)
+        (*tail)->next = r;
     else
-        s->rq_head = r;
-    s->rq_tail = r;
-    s->rq_len++;
+        *head = r;
+    *tail = r;
+    (*len)++;
+}
+
+static void gr__read_flush(gr__pgs_t *s);
+static void gr__release_flush(gr__pgs_t *s);
+
+static int gr__pgs_read(gr_storage_t *st, const char *cls, const void *key, size_t key_len,
+                        gr_storage_read_cb cb, void *ud) {
+    gr__pgs_t *s = (gr__pgs_t *)st;
+    gr__rop_t *r = gr__rop_new(cls, key, key_len, NULL, 0, cb, ud);
+    if (!r) return GR_ENOMEM;
+    gr__rop_push(&s->rq_head, &s->rq_tail, &s->rq_len, r);
     gr__read_flush(s); /* results arrive through the pool: never inside this call */
+    return 0;
+}
+
+/* A claim rides in the read batches (a batch is all reads or all claims of
+ * one owner), so an activation still costs one round trip. */
+static int gr__pgs_claim(gr_storage_t *st, const char *cls, const void *key, size_t key_len, const char *owner,
+                         int64_t token, gr_storage_read_cb cb, void *ud) {
+    gr__pgs_t *s = (gr__pgs_t *)st;
+    gr__rop_t *r = gr__rop_new(cls, key, key_len, owner, token, cb, ud);
+    if (!r) return GR_ENOMEM;
+    gr__rop_push(&s->rq_head, &s->rq_tail, &s->rq_len, r);
+    gr__read_flush(s);
+    return 0;
+}
+
+static int gr__pgs_release(gr_storage_t *st, const char *cls, const void *key, size_t key_len,
+                           const char *owner, int64_t token) {
+    gr__pgs_t *s = (gr__pgs_t *)st;
+    gr__rop_t *r = gr__rop_new(cls, key, key_len, owner, token, NULL, NULL);
+    if (!r) return GR_ENOMEM;
+    gr__rop_push(&s->relq_head, &s->relq_tail, &s->relq_len, r);
+    gr__release_flush(s);
     return 0;
 }
 
@@ -203,12 +249,17 @@ static void gr__pgs_close(gr_storage_t *st, void (*cb)(void *), void *ud) {
         gr__rop_t *r = s->rq_head;
         s->rq_head = r->next;
         r->cb(r->ud, GR_ECANCELED, NULL, 0, 0, 0, "storage closed");
-        gr__free(r->cls);
-        gr__free(r->key);
-        gr__free(r);
+        gr__rop_free(r);
     }
     s->rq_tail = NULL;
     s->rq_len = 0;
+    while (s->relq_head) { /* never sent: those claims stay with their owner */
+        gr__rop_t *r = s->relq_head;
+        s->relq_head = r->next;
+        gr__rop_free(r);
+    }
+    s->relq_tail = NULL;
+    s->relq_len = 0;
     while (s->wq_head) { /* never sent */
         gr__wop_t *w = s->wq_head;
         s->wq_head = w->next;
@@ -220,7 +271,8 @@ static void gr__pgs_close(gr_storage_t *st, void (*cb)(void *), void *ud) {
     gr__pgpool_close(s->pool, gr__pgs_pool_closed, s);
 }
 
-static const gr__storage_vtable_t gr__pgs_vt = {gr__pgs_read, gr__pgs_write, gr__pgs_clear, gr__pgs_close};
+static const gr__storage_vtable_t gr__pgs_vt = {gr__pgs_read,  gr__pgs_write, gr__pgs_clear,
+                                                gr__pgs_close, gr__pgs_claim, gr__pgs_release};
 
 void gr_storage_pg_options_init(gr_storage_pg_options_t *o) {
     gr__pgpool_options_t p;
@@ -434,27 +486,76 @@ static void gr__batch_flush(gr__pgs_t *s) {
     }
 }
 
-/* ---- batched reads ---- */
+/* ---- batched reads and claims ---- */
 
 static const char GR__SQL_BATCH_READ[] =
     "SELECT v.ord, s.state, s.version, s.state_format "
     "FROM unnest($1::bytea[], $2::text[]) WITH ORDINALITY AS v(k, c, ord) "
     "LEFT JOIN granary_grain_state s ON s.grain_key = v.k AND s.grain_class = v.c AND s.service = $3";
 
+/* Claim and read in one statement (docs/directory.md, "Single activation").
+ * $1 keys, $2 classes, $5 tokens (parallel arrays), $3 service, $4 owner.
+ * The claim is taken when absent, already ours, or held by a silo that is
+ * dead and has not heartbeated for its lease (by this database's clock);
+ * ON CONFLICT locks the row, so two claimants serialise and one wins. A grain
+ * twice in one batch is claimed once (DISTINCT ON: ON CONFLICT may not touch
+ * a row twice). Columns: ord, state, version, format, granted, holder. */
+static const char GR__SQL_BATCH_CLAIM[] =
+    "WITH v AS (SELECT * FROM unnest($1::bytea[], $2::text[], $5::bigint[]) WITH ORDINALITY AS v(k, c, t, ord)), "
+    "     u AS (SELECT DISTINCT ON (k, c) k, c, t FROM v ORDER BY k, c, ord DESC), "
+    "     cl AS (INSERT INTO granary_activation AS a (grain_key, grain_class, service, silo_id, token) "
+    "            SELECT k, c, $3, $4, t FROM u "
+    "            ON CONFLICT (grain_key, grain_class, service) DO UPDATE "
+    "            SET silo_id = excluded.silo_id, token = excluded.token, claimed_at = now() "
+    "            WHERE a.silo_id = excluded.silo_id OR NOT EXISTS (SELECT 1 FROM granary_silo m "
+    "                  WHERE m.silo_id = a.silo_id AND (m.status <> 'dead' "
+    "                  OR m.heartbeat_at > now() - m.lease_ms * interval '1 millisecond')) "
+    "            RETURNING grain_key, grain_class) "
+    "SELECT v.ord, s.state, s.version, s.state_format, cl.grain_key IS NOT NULL, "
+    "       (SELECT h.silo_id FROM granary_activation h "
+    "        WHERE h.grain_key = v.k AND h.grain_class = v.c AND h.service = $3) "
+    "FROM v LEFT JOIN cl ON cl.grain_key = v.k AND cl.grain_class = v.c "
+    "LEFT JOIN granary_grain_state s ON s.grain_key = v.k AND s.grain_class = v.c AND s.service = $3";
+
+/* Only the activation that holds the claim (owner and token) gives it up. */
+static const char GR__SQL_BATCH_RELEASE[] =
+    "DELETE FROM granary_activation a USING unnest($1::bytea[], $2::text[], $5::bigint[]) AS v(k, c, t) "
+    "WHERE a.grain_key = v.k AND a.grain_class = v.c AND a.service = $3 AND a.silo_id = $4 AND a.token = v.t";
+
 typedef struct gr__rbatch {
     gr__pgs_t *s;
     gr__rop_t **ops;
     size_t n;
+    int claim;
 } gr__rbatch_t;
 
 static void gr__rbatch_free(gr__rbatch_t *bt) {
-    for (size_t i = 0; i < bt->n; i++) {
-        gr__free(bt->ops[i]->cls);
-        gr__free(bt->ops[i]->key);
-        gr__free(bt->ops[i]);
-    }
+    for (size_t i = 0; i < bt->n; i++)
+        gr__rop_free(bt->ops[i]);
     gr__free(bt->ops);
     gr__free(bt);
+}
+
+/* One row's answer: the state, or (a claim held elsewhere) GR_ENOTHERE
+ * with the holder. */
+static void gr__rbatch_answer(const gr__rbatch_t *bt, PGresult *res, int r, gr__rop_t *op) {
+    if (bt->claim && !(PQgetlength(res, r, 4) == 1 && PQgetvalue(res, r, 4)[0] == 1)) {
+        char holder[128] = ""; /* silo ids are at most 100 bytes (silo.c) */
+        if (!PQgetisnull(res, r, 5) && PQgetlength(res, r, 5) < (int)sizeof holder)
+            memcpy(holder, PQgetvalue(res, r, 5), (size_t)PQgetlength(res, r, 5));
+        op->cb(op->ud, GR_ENOTHERE, NULL, 0, 0, 0, holder);
+        return;
+    }
+    if (PQgetisnull(res, r, 2)) {
+        op->cb(op->ud, 0, NULL, 0, 0, 0, NULL);
+        return;
+    }
+    int64_t v = gr__be64_field(res, r, 2);
+    if (v < 1 || PQgetlength(res, r, 3) != 4)
+        op->cb(op->ud, GR_ESTORAGE, NULL, 0, 0, 0, "postgres: malformed version or format column");
+    else
+        op->cb(op->ud, 0, (const uint8_t *)PQgetvalue(res, r, 1), (size_t)PQgetlength(res, r, 1), v,
+               gr__get_u32((const uint8_t *)PQgetvalue(res, r, 3)), NULL);
 }
 
 static void gr__rbatch_done(void *ud, int status, PGresult *res, const char *detail) {
@@ -468,17 +569,7 @@ static void gr__rbatch_done(void *ud, int status, PGresult *res, const char *det
             int64_t ord = gr__be64_field(res, r, 0);
             if (ord < 1 || (size_t)ord > bt->n || !bt->ops[ord - 1]->cb) continue;
             gr__rop_t *op = bt->ops[ord - 1];
-            if (PQgetisnull(res, r, 2)) {
-                op->cb(op->ud, 0, NULL, 0, 0, 0, NULL);
-            } else {
-                int64_t v = gr__be64_field(res, r, 2);
-                int fl = PQgetlength(res, r, 3);
-                if (v < 1 || fl != 4)
-                    op->cb(op->ud, GR_ESTORAGE, NULL, 0, 0, 0, "postgres: malformed version or format column");
-                else
-                    op->cb(op->ud, 0, (const uint8_t *)PQgetvalue(res, r, 1), (size_t)PQgetlength(res, r, 1),
-                           v, gr__get_u32((const uint8_t *)PQgetvalue(res, r, 3)), NULL);
-            }
+            gr__rbatch_answer(bt, res, r, op);
             op->cb = NULL; /* answered */
             answered++;
         }
@@ -494,6 +585,35 @@ static void gr__rbatch_done(void *ud, int status, PGresult *res, const char *det
     if (!s->base.closing) gr__read_flush(s);
 }
 
+/* Parallel array parameters of a read, claim or release batch: keys,
+ * classes and tokens. */
+static int gr__rbatch_params(gr__rop_t **ops, size_t n, gr__buf_t *keys, gr__buf_t *classes, gr__buf_t *tokens) {
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const char *sep = i ? "," : "{";
+        rc |= gr__buf_append(keys, sep, 1) | gr__hex_elem(keys, ops[i]->key, ops[i]->key_len);
+        rc |= gr__buf_append(classes, sep, 1) | gr__text_elem(classes, ops[i]->cls);
+        rc |= gr__buf_printf(tokens, "%s%" PRId64, sep, ops[i]->token);
+    }
+    return rc | gr__buf_append(keys, "}", 2) | gr__buf_append(classes, "}", 2) | gr__buf_append(tokens, "}", 2);
+}
+
+/* Take up to `cap` ops from the front of a queue that are of the same kind
+ * as the first (plain reads, or claims / releases of one owner). */
+static size_t gr__rq_take(gr__rop_t **head, gr__rop_t **tail, size_t *len, gr__rop_t **out, size_t cap) {
+    size_t n = 0;
+    const char *owner = (*head)->owner;
+    while (*head && n < cap && ((!owner && !(*head)->owner) || (owner && (*head)->owner && !strcmp(owner, (*head)->owner)))) {
+        gr__rop_t *r = *head;
+        *head = r->next;
+        r->next = NULL;
+        out[n++] = r;
+        (*len)--;
+    }
+    if (!*head) *tail = NULL;
+    return n;
+}
+
 static void gr__read_flush(gr__pgs_t *s) {
     while (s->rq_head && s->reads_in_flight < s->max_read_batches) {
         gr__rbatch_t *bt = gr__calloc(1, sizeof *bt);
@@ -504,30 +624,22 @@ static void gr__read_flush(gr__pgs_t *s) {
             return; /* retried when the next read queues or a batch ends */
         }
         bt->s = s;
-        while (s->rq_head && bt->n < cap) {
-            gr__rop_t *r = s->rq_head;
-            s->rq_head = r->next;
-            r->next = NULL;
-            bt->ops[bt->n++] = r;
-            s->rq_len--;
-        }
-        if (!s->rq_head) s->rq_tail = NULL;
-        gr__buf_t keys, classes;
+        bt->claim = s->rq_head->owner != NULL;
+        bt->n = gr__rq_take(&s->rq_head, &s->rq_tail, &s->rq_len, bt->ops, cap);
+        gr__buf_t keys, classes, tokens;
         gr__buf_init(&keys);
         gr__buf_init(&classes);
-        int rc = 0;
-        for (size_t i = 0; i < bt->n && rc == 0; i++) {
-            const char *sep = i ? "," : "{";
-            rc |= gr__buf_append(&keys, sep, 1) | gr__hex_elem(&keys, bt->ops[i]->key, bt->ops[i]->key_len);
-            rc |= gr__buf_append(&classes, sep, 1) | gr__text_elem(&classes, bt->ops[i]->cls);
-        }
-        rc |= gr__buf_append(&keys, "}", 2) | gr__buf_append(&classes, "}", 2);
+        gr__buf_init(&tokens);
+        int rc = gr__rbatch_params(bt->ops, bt->n, &keys, &classes, &tokens);
         if (rc == 0) {
-            const char *values[3] = {(const char *)keys.data, (const char *)classes.data, s->service};
-            rc = gr__pgpool_query(s->pool, GR__SQL_BATCH_READ, 3, values, NULL, NULL, 1, gr__rbatch_done, bt);
+            const char *values[5] = {(const char *)keys.data, (const char *)classes.data, s->service,
+                                     bt->claim ? bt->ops[0]->owner : NULL, (const char *)tokens.data};
+            rc = gr__pgpool_query(s->pool, bt->claim ? GR__SQL_BATCH_CLAIM : GR__SQL_BATCH_READ, bt->claim ? 5 : 3,
+                                  values, NULL, NULL, 1, gr__rbatch_done, bt);
         }
         gr__buf_free(&keys);
         gr__buf_free(&classes);
+        gr__buf_free(&tokens);
         if (rc != 0) {
             for (size_t i = 0; i < bt->n; i++)
                 bt->ops[i]->cb(bt->ops[i]->ud, GR_ESTORAGE, NULL, 0, 0, 0, "cannot queue the read batch");
@@ -536,4 +648,52 @@ static void gr__read_flush(gr__pgs_t *s) {
         }
         s->reads_in_flight++;
     }
+}
+
+/* ---- batched claim releases ---- */
+
+#define GR__RELEASE_BATCH_MAX 1024
+
+static void gr__release_done(void *ud, int status, PGresult *res, const char *detail) {
+    gr__rbatch_t *bt = ud;
+    gr__pgs_t *s = bt->s;
+    (void)res;
+    s->release_in_flight = 0;
+    /* A release that failed leaves the claims with their owner, which can
+     * activate those grains again; others are sent to it. */
+    if (status != 0 && status != GR_ECANCELED) GR_LOG_WARN("releasing %zu activation claims failed: %s", bt->n, detail);
+    gr__rbatch_free(bt);
+    if (!s->base.closing) gr__release_flush(s);
+}
+
+static void gr__release_flush(gr__pgs_t *s) {
+    if (!s->relq_head || s->release_in_flight) return;
+    gr__rbatch_t *bt = gr__calloc(1, sizeof *bt);
+    size_t cap = s->relq_len < GR__RELEASE_BATCH_MAX ? s->relq_len : GR__RELEASE_BATCH_MAX;
+    if (bt) bt->ops = gr__calloc(cap, sizeof *bt->ops);
+    if (!bt || !bt->ops) {
+        gr__free(bt);
+        return; /* retried with the next release */
+    }
+    bt->s = s;
+    bt->n = gr__rq_take(&s->relq_head, &s->relq_tail, &s->relq_len, bt->ops, cap);
+    gr__buf_t keys, classes, tokens;
+    gr__buf_init(&keys);
+    gr__buf_init(&classes);
+    gr__buf_init(&tokens);
+    int rc = gr__rbatch_params(bt->ops, bt->n, &keys, &classes, &tokens);
+    if (rc == 0) {
+        const char *values[5] = {(const char *)keys.data, (const char *)classes.data, s->service, bt->ops[0]->owner,
+                                 (const char *)tokens.data};
+        rc = gr__pgpool_query(s->pool, GR__SQL_BATCH_RELEASE, 5, values, NULL, NULL, 1, gr__release_done, bt);
+    }
+    gr__buf_free(&keys);
+    gr__buf_free(&classes);
+    gr__buf_free(&tokens);
+    if (rc != 0) {
+        GR_LOG_WARN("cannot queue a release of %zu activation claims", bt->n);
+        gr__rbatch_free(bt);
+        return;
+    }
+    s->release_in_flight = 1;
 }

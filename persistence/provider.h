@@ -15,6 +15,12 @@ typedef struct gr__storage_vtable {
     int (*clear)(gr_storage_t *st, const char *class_name, const void *key, size_t key_len, int64_t expected,
                  gr_storage_write_cb cb, void *ud);
     void (*close)(gr_storage_t *st, void (*cb)(void *ud), void *ud);
+    /* Activation claims (persistence/claim.h); NULL: every claim is granted
+     * (read instead) and release does nothing. */
+    int (*claim)(gr_storage_t *st, const char *class_name, const void *key, size_t key_len, const char *owner,
+                 int64_t token, gr_storage_read_cb cb, void *ud);
+    int (*release)(gr_storage_t *st, const char *class_name, const void *key, size_t key_len, const char *owner,
+                   int64_t token);
 } gr__storage_vtable_t;
 
 struct gr_storage {

@@ -2,6 +2,7 @@
  * checks shared by every provider, then dispatch. */
 #include <assert.h>
 
+#include "persistence/claim.h"
 #include "persistence/provider.h"
 
 static int gr__check(gr_storage_t *st, const char *class_name, const void *key, size_t key_len) {
@@ -35,6 +36,23 @@ int gr_storage_clear(gr_storage_t *st, const char *class_name, const void *key, 
     if (rc) return rc;
     if (!cb || expected < 0) return GR_EINVAL;
     return st->vt->clear(st, class_name, key, key_len, expected, cb, ud);
+}
+
+int gr__storage_claim(gr_storage_t *st, const char *class_name, const void *key, size_t key_len,
+                      const char *owner, int64_t token, gr_storage_read_cb cb, void *ud) {
+    int rc = gr__check(st, class_name, key, key_len);
+    if (rc) return rc;
+    if (!cb || !owner || !owner[0]) return GR_EINVAL;
+    if (!st->vt->claim) return st->vt->read(st, class_name, key, key_len, cb, ud);
+    return st->vt->claim(st, class_name, key, key_len, owner, token, cb, ud);
+}
+
+int gr__storage_release(gr_storage_t *st, const char *class_name, const void *key, size_t key_len,
+                        const char *owner, int64_t token) {
+    int rc = gr__check(st, class_name, key, key_len);
+    if (rc) return rc;
+    if (!owner || !owner[0]) return GR_EINVAL;
+    return st->vt->release ? st->vt->release(st, class_name, key, key_len, owner, token) : 0;
 }
 
 void gr_storage_close(gr_storage_t *st, void (*cb)(void *ud), void *ud) {

@@ -228,6 +228,7 @@ static void gr__conn_request(gr__gconn_t *c, const gr__frame_t *f) {
     int rc;
     /* Only silos forward (the hop count) or speak the '$' system protocol. */
     int hops = c->peer_is_silo ? (f->flags & GR__FRAME_F_HOPS) : 0;
+    int here = c->peer_is_silo && (f->flags & GR__FRAME_F_HERE);
     if (cls[0] == '$') {
         if (!gw->opts.system_call) {
             if (!oneway)
@@ -250,7 +251,7 @@ static void gr__conn_request(gr__gconn_t *c, const gr__frame_t *f) {
     }
     if (oneway) {
         rc = gr__call_hops(gw->rt, &ref, method, f->u.request.arg, f->u.request.arg_len,
-                           f->u.request.timeout_ms, hops, f->u.request.chain, f->u.request.chain_len,
+                           f->u.request.timeout_ms, hops, here, f->u.request.chain, f->u.request.chain_len,
                            gr__oneway_done, gw);
         if (rc == 0) gw->stats.inflight++;
         return;
@@ -264,7 +265,7 @@ static void gr__conn_request(gr__gconn_t *c, const gr__frame_t *f) {
     r->conn_id = c->id;
     r->req_id = f->id;
     rc = gr__call_hops(gw->rt, &ref, method, f->u.request.arg, f->u.request.arg_len, f->u.request.timeout_ms,
-                       hops, f->u.request.chain, f->u.request.chain_len, gr__req_done, r);
+                       hops, here, f->u.request.chain, f->u.request.chain_len, gr__req_done, r);
     if (rc != 0) {
         gr__free(r);
         const char *msg = gr_strerror(rc);

@@ -33,6 +33,7 @@ struct gr__membership {
     int active;             /* we asked to become active */
     int status;             /* our last known status */
     uint64_t last_ok_sent;  /* send time of the last successful heartbeat */
+    uint64_t join_sent;     /* send time of the join in flight */
     uint64_t healthy_since; /* start of the current run of successful ticks */
     int fenced;
     int dead_reported;
@@ -62,14 +63,19 @@ static const char GR__SQL_JOIN[] =
     "           RETURNING version), "
     "     old AS (UPDATE granary_silo SET status = 'dead' WHERE cluster = $1 AND address = $3 "
     "             AND port = $4::int AND silo_id <> $2 AND status <> 'dead' RETURNING silo_id), "
-    "     ins AS (INSERT INTO granary_silo (cluster, silo_id, address, port, generation, status) "
-    "             VALUES ($1, $2, $3, $4::int, $5::bigint, 'joining') "
+    "     ins AS (INSERT INTO granary_silo (cluster, silo_id, address, port, generation, status, lease_ms) "
+    "             VALUES ($1, $2, $3, $4::int, $5::bigint, 'joining', $6::int) "
     "             ON CONFLICT (cluster, silo_id) DO UPDATE SET status = 'joining', heartbeat_at = now() "
-    "             RETURNING 1) "
+    "             WHERE granary_silo.status <> 'dead' RETURNING 1) "
     "SELECT (SELECT version FROM v), (SELECT count(*) FROM old), (SELECT count(*) FROM ins)";
 
+/* Leaving (status dead) also gives up every activation claim we still hold:
+ * the grains were all deactivated first, and their new hosts must not wait
+ * for our lease to run out. (Claims live in the grain database; the silo's
+ * rows there are membership's to end.) */
 static const char GR__SQL_SET_STATUS[] =
-    "WITH u AS (UPDATE granary_silo SET status = $3, heartbeat_at = now() "
+    "WITH rel AS (DELETE FROM granary_activation WHERE silo_id = $2 AND $3 = 'dead'), "
+    "     u AS (UPDATE granary_silo SET status = $3, heartbeat_at = now() "
     "           WHERE cluster = $1 AND silo_id = $2 AND status <> 'dead' RETURNING 1) "
     "UPDATE granary_membership_version SET version = version + 1 "
     "WHERE cluster = $1 AND EXISTS (SELECT 1 FROM u) RETURNING version";
@@ -278,16 +284,29 @@ static void gr__ms_joined(void *ud, int status, PGresult *res, const char *detai
     if (PQntuples(res) > 0 && atoi(PQgetvalue(res, 0, 1)) > 0)
         GR_LOG_INFO("marked %s earlier incarnation(s) on %s:%d dead", PQgetvalue(res, 0, 1), m->address,
                     m->opts.port);
+    if (PQntuples(res) > 0 && atoi(PQgetvalue(res, 0, 2)) == 0) {
+        /* Our row exists and is dead (an earlier join of ours went through
+         * unanswered, and we were declared dead since): a dead id never
+         * comes back, or its activation claims could be taken while it
+         * serves. */
+        if (!m->dead_reported) {
+            m->dead_reported = 1;
+            GR_LOG_ERROR("this silo id was declared dead before it could join; it must not serve grains");
+            if (m->cbs.on_dead) m->cbs.on_dead(m->cbs.ud);
+        }
+        return;
+    }
     m->joined = 1;
     m->status = GR__MS_JOINING;
-    m->last_ok_sent = uv_now(m->loop);
+    m->last_ok_sent = m->join_sent; /* the database stamped our heartbeat after this */
     m->healthy_since = m->last_ok_sent;
     gr__ms_arm_fence(m);
 }
 
 static void gr__ms_send_join(gr__membership_t *m) {
-    const char *p[5] = {m->cluster, m->silo_id, m->address, m->port_s, m->gen_s};
-    if (gr__pgpool_query(m->pool, GR__SQL_JOIN, 5, p, NULL, NULL, 0, gr__ms_joined, m) == 0)
+    const char *p[6] = {m->cluster, m->silo_id, m->address, m->port_s, m->gen_s, m->lease_s};
+    m->join_sent = uv_now(m->loop);
+    if (gr__pgpool_query(m->pool, GR__SQL_JOIN, 6, p, NULL, NULL, 0, gr__ms_joined, m) == 0)
         m->join_in_flight = 1;
 }
 
@@ -338,6 +357,17 @@ void gr__membership_set_status(gr__membership_t *m, gr__member_status_t st, void
 
 const gr__view_t *gr__membership_view(const gr__membership_t *m) { return &m->view; }
 int gr__membership_fenced(const gr__membership_t *m) { return m->fenced; }
+
+int gr__membership_lease_ok(const gr__membership_t *m) {
+    if (!m->joined || m->fenced || m->dead_reported || m->status == GR__MS_DEAD) return 0;
+    /* uv_hrtime(), not the loop's cached time: after a long pause (GC-like,
+     * SIGSTOP, a slow turn) the cached time is stale, and the answer must be
+     * right at the moment a reply leaves. last_ok_sent is loop time, which
+     * is never ahead of uv_hrtime(). */
+    uint64_t now = uv_hrtime() / 1000000u;
+    uint32_t lease = m->opts.lease_ms;
+    return now < m->last_ok_sent + lease - lease / GR__LEASE_MARGIN_DIV;
+}
 
 static void gr__ms_pool_closed(void *ud) {
     gr__membership_t *m = ud;

@@ -70,6 +70,15 @@ const gr__view_t *gr__membership_view(const gr__membership_t *m);
 
 int gr__membership_fenced(const gr__membership_t *m);
 
+/* Whether this silo may answer calls from its activations right now: joined,
+ * not fenced or dead, and less than lease - lease/GR__LEASE_MARGIN_DIV since
+ * the last successful heartbeat was sent (by uv_hrtime(), so true even after
+ * a pause). Others may take our activation claims once the database has seen
+ * no heartbeat for a whole lease; the margin absorbs clock-rate drift between
+ * us and the database (docs/directory.md, "Single activation"). */
+#define GR__LEASE_MARGIN_DIV 10
+int gr__membership_lease_ok(const gr__membership_t *m);
+
 void gr__membership_close(gr__membership_t *m, void (*cb)(void *), void *ud);
 
 #endif

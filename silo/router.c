@@ -59,7 +59,14 @@ struct gr__router {
     void (*close_cb)(void *);
     void *close_ud;
     gr__router_stats_t stats;
+    int (*lease_ok)(void *ud); /* the silo's membership lease (gr__router_set_lease) */
+    void *lease_ud;
 };
+
+static int gr__router_lease_cb(void *ud) {
+    gr__router_t *r = ud;
+    return r->lease_ok(r->lease_ud);
+}
 
 static void gr__route(gr__router_t *r, gr_msg_t *m, int attempt);
 
@@ -224,8 +231,10 @@ static void gr__deliver(gr__router_t *r, gr_msg_t *m, const char *silo, int atte
     const uint8_t *chain = gr__msg_chain(m, &chl);
     gr_ref_t ref = {gr__msg_class(m), key, kl};
     r->stats.forwarded++;
+    /* HERE: the target activates the grain itself rather than asking the
+     * directory again; its claim decides whether it may (docs/directory.md). */
     int rc = gr__client_call_chain(peer, &ref, gr_msg_method(m), arg, al, remaining, GR__FRAME_REQUEST,
-                                   (uint8_t)(hops + 1), chain, chl, gr__forward_done, f);
+                                   (uint8_t)((hops + 1) | GR__FRAME_F_HERE), chain, chl, gr__forward_done, f);
     if (rc != 0) {
         gr__free(f);
         gr__runtime_msg_done(r->rt, m, rc, NULL, 0);
@@ -424,6 +433,7 @@ static void gr__rereg_timer_cb(uv_timer_t *t) {
 static void gr__rereg_done(void *ud, int status, const uint8_t *reply, size_t len) {
     gr__rereg_t *q = ud;
     gr__router_t *r = q->r;
+    (void)reply, (void)len;
     if (status != 0 && !r->closing) {
         if (q->attempt < GR__REREG_ATTEMPTS) {
             q->attempt++;
@@ -433,19 +443,12 @@ static void gr__rereg_done(void *ud, int status, const uint8_t *reply, size_t le
                 uv_timer_start(&r->rereg_timer, gr__rereg_timer_cb, GR__REREG_RETRY_MS, 0);
             return;
         }
-        /* Unannounced for seconds: another silo may have activated it. The
-         * storage version check protects writes; end this activation so
-         * reads cannot be served from a duplicate either. */
+        /* The directory is only a hint now: a silo sent elsewhere finds the
+         * claim held here and sends the call on (docs/directory.md). */
         r->stats.lost_registrations++;
         gr__log(GR__LOG_WARN, q->cls, q->key, q->key_len,
-                "could not re-register after a view change (%s); deactivating", gr_err_name(status));
-        gr__runtime_drop(r->rt, q->cls, q->key, q->key_len);
-    } else if (status == 0 && !r->closing && (len != strlen(r->self) || memcmp(reply, r->self, len) != 0)) {
-        /* Another activation was registered first: ours loses, without writing. */
-        r->stats.lost_registrations++;
-        gr__log(GR__LOG_WARN, q->cls, q->key, q->key_len,
-                "lost the directory registration to %.*s after a view change; deactivating", (int)len, reply);
-        gr__runtime_drop(r->rt, q->cls, q->key, q->key_len);
+                "could not re-register after a view change (%s); calls will find it through its claim",
+                gr_err_name(status));
     }
     gr__free(q);
 }
@@ -475,23 +478,75 @@ static void gr__rereg_send(gr__router_t *r, gr__rereg_t *q) {
         return;
     }
     if (!strcmp(owner, r->self)) {
-        char winner[GR__SILO_ID_MAX + 1];
-        if (gr__dir_register(&r->partition, id, idl, r->self, gr__alive, r, winner) == 0 &&
-            strcmp(winner, r->self) != 0) {
-            r->stats.lost_registrations++;
-            gr__log(GR__LOG_WARN, cls, key, kl, "already registered on %s; deactivating this activation",
-                    winner);
-            gr__runtime_drop(r->rt, cls, key, kl);
-        }
+        gr__dir_put(&r->partition, id, idl, r->self);
         gr__free(q);
         return;
     }
     gr_client_t *peer = gr__peer_get(r, owner);
     gr_ref_t ref = {"$dir", id, idl};
     r->stats.rerouted_on_view++;
-    if (!peer || gr__client_call_flags(peer, &ref, "register", r->self, strlen(r->self), GR__DIR_TIMEOUT_MS,
+    /* "claimed", not "register": an activation here holds the grain's claim
+     * (or is claiming it), so it is the one; a stale entry naming another
+     * silo must not make it step down. */
+    if (!peer || gr__client_call_flags(peer, &ref, "claimed", r->self, strlen(r->self), GR__DIR_TIMEOUT_MS,
                                        GR__FRAME_REQUEST, 0, gr__rereg_done, q) != 0)
         gr__rereg_done(q, GR_ECONN, NULL, 0); /* retried like any failure */
+}
+
+/* Tell the grain's directory owner that `host` holds its claim. */
+static void gr__dir_set_host(gr__router_t *r, const uint8_t *id, size_t idl, const char *cls, const uint8_t *key,
+                             size_t kl, const char *host) {
+    gr__dir_put(&r->cache, id, idl, host);
+    const char *owner = gr__owner(r, cls, key, kl);
+    if (!owner) return;
+    if (!strcmp(owner, r->self)) {
+        gr__dir_put(&r->partition, id, idl, host);
+        return;
+    }
+    gr_client_t *peer = gr__peer_get(r, owner);
+    gr_ref_t ref = {"$dir", id, idl};
+    if (peer)
+        gr__client_call_flags(peer, &ref, "claimed", host, strlen(host), GR__DIR_TIMEOUT_MS, GR__FRAME_ONEWAY, 0,
+                              NULL, NULL);
+}
+
+/* A claim granted here: make sure the directory says so (it may name
+ * another silo if the call came here through a stale cache or a holder
+ * hint). */
+static void gr__router_claimed_cb(void *ud, const char *cls, const uint8_t *key, size_t kl) {
+    gr__router_t *r = ud;
+    if (r->closing || !r->have_view) return;
+    uint8_t id[GR_CLASS_NAME_MAX + 1 + GR_KEY_MAX];
+    size_t idl = gr__make_id(id, cls, key, kl);
+    const char *cached = gr__dir_lookup(&r->cache, id, idl);
+    if (cached && !strcmp(cached, r->self)) return; /* placed here through the directory */
+    gr__dir_set_host(r, id, idl, cls, key, kl, r->self);
+}
+
+/* Our activation found the grain's claim held by `holder`: the calls it had
+ * queued go there, and the directory learns where the grain is. */
+static void gr__router_held_cb(void *ud, gr_msg_t *m, const char *holder) {
+    gr__router_t *r = ud;
+    if (r->closing) {
+        gr__runtime_msg_done(r->rt, m, GR_ESHUTDOWN, NULL, 0);
+        return;
+    }
+    if (!holder[0] || !strcmp(holder, r->self) || !gr__member(r, holder) || !gr__alive(r, holder)) {
+        /* Held by a silo that died (its lease has not run out yet) or that
+         * our view does not know yet: retry shortly. */
+        char why[GR__SILO_ID_MAX + 96];
+        int n = snprintf(why, sizeof why, "the grain is still claimed by %s, which cannot be reached now; retry",
+                         holder[0] ? holder : "another silo");
+        gr__runtime_msg_done(r->rt, m, GR_ENOTHERE, (const uint8_t *)why, (size_t)n);
+        return;
+    }
+    size_t idl, kl;
+    const uint8_t *id = gr__msg_id(m, &idl);
+    const uint8_t *key = gr__msg_key(m, &kl);
+    const char *cached = gr__dir_lookup(&r->cache, id, idl);
+    if (!cached || strcmp(cached, holder) != 0) gr__dir_set_host(r, id, idl, gr__msg_class(m), key, kl, holder);
+    r->stats.forward_retries++;
+    gr__deliver(r, m, holder, 1);
 }
 
 void gr__router_set_view(gr__router_t *r, const gr__view_t *view) {
@@ -590,6 +645,14 @@ void gr__router_system_call(gr__router_t *r, const char *method, const uint8_t *
     } else if (!strcmp(method, "unregister")) {
         gr__dir_unregister(&r->partition, key, key_len, silo);
         done(ud, 0, NULL, 0);
+    } else if (!strcmp(method, "claimed")) {
+        /* `silo` holds the grain's activation claim: it replaces whatever
+         * the entry said (docs/directory.md). */
+        if (gr__dir_put(&r->partition, key, key_len, silo) != 0) {
+            done(ud, GR_ENOMEM, NULL, 0);
+            return;
+        }
+        done(ud, 0, (const uint8_t *)silo, strlen(silo));
     } else {
         done(ud, GR_ENOMETHOD, (const uint8_t *)"unknown directory method", 24);
     }
@@ -673,6 +736,13 @@ int gr__router_new(uv_loop_t *loop, gr_runtime_t *rt, const char *self_id, const
     return 0;
 }
 
+void gr__router_set_lease(gr__router_t *r, int (*lease_ok)(void *ud), void *ud) {
+    r->lease_ok = lease_ok;
+    r->lease_ud = ud;
+    gr__cluster_hooks_t h = {gr__router_lease_cb, gr__router_held_cb, gr__router_claimed_cb, r};
+    gr__runtime_set_cluster(r->rt, lease_ok ? &h : NULL);
+}
+
 static void gr__rereg_timer_closed(uv_handle_t *h) { gr__peer_closed(h->data); }
 
 void gr__router_close(gr__router_t *r, void (*cb)(void *), void *ud) {
@@ -681,6 +751,13 @@ void gr__router_close(gr__router_t *r, void (*cb)(void *), void *ud) {
     r->close_cb = cb;
     r->close_ud = ud;
     gr__runtime_set_router(r->rt, NULL, NULL, NULL);
+    /* Claims stay on: activations still ending must release theirs, and
+     * no reply may leave without a lease while the silo closes. Only the
+     * router's part goes (calls held elsewhere fail). */
+    if (r->lease_ok) { /* the silo's own function: the router's memory goes before the runtime's */
+        gr__cluster_hooks_t h = {r->lease_ok, NULL, NULL, r->lease_ud};
+        gr__runtime_set_cluster(r->rt, &h);
+    }
     while (r->waiting) {
         gr__pending_t *p = r->waiting;
         r->waiting = p->next;

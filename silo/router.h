@@ -19,6 +19,13 @@ typedef struct gr__router_stats {
 int gr__router_new(uv_loop_t *loop, gr_runtime_t *rt, const char *self_id, const char *cluster,
                    const char *secret, gr__router_t **out);
 
+/* Turn activation claims on (docs/directory.md, "Single activation"):
+ * activations claim their grains, answer only while lease_ok(ud) says the
+ * silo's lease holds, and calls for a grain claimed elsewhere go to its
+ * holder. lease_ok must outlive the runtime (it stays installed there after
+ * the router closes). */
+void gr__router_set_lease(gr__router_t *r, int (*lease_ok)(void *ud), void *ud);
+
 /* Install a new membership view (copied). The first one releases calls
  * that waited for it. */
 void gr__router_set_view(gr__router_t *r, const gr__view_t *view);

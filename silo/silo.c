@@ -85,6 +85,15 @@ static void gr__silo_free(gr_silo_t *s) {
     gr__free(s);
 }
 
+/* The runtime asks this before every answer of an activation: a silo that
+ * is not joined, is fenced, draining past its lease, or has not heartbeated
+ * for most of a lease must not answer (docs/directory.md). */
+static int gr__silo_lease_ok(void *ud) {
+    gr_silo_t *s = ud;
+    /* Closing: membership may be gone already, and nothing answers any more. */
+    return !s->closing && s->membership && !s->dead && gr__membership_lease_ok(s->membership);
+}
+
 static void gr__silo_add_grains(void *ud, const char *cls, uint64_t active) {
     gr__buf_printf(ud, "%s %llu\n", cls, (unsigned long long)active);
 }
@@ -260,6 +269,7 @@ int gr_silo_new(uv_loop_t *loop, const gr_silo_config_t *cfg, gr_silo_t **out, c
     rc = gr_runtime_new(loop, s->storage, &ro, &s->rt);
     if (rc == 0 && !cfg->memory_storage)
         rc = gr__router_new(loop, s->rt, s->id, s->cfg.cluster, s->cfg.secret, &s->router);
+    if (rc == 0 && s->router) gr__router_set_lease(s->router, gr__silo_lease_ok, s);
     if (rc == 0 && !cfg->memory_storage) {
         gr__reminders_opts_t rmo;
         gr__reminders_opts_init(&rmo);

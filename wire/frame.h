@@ -20,6 +20,9 @@
  * GR__FRAME_F_CHAIN says a call chain follows the argument. */
 #define GR__FRAME_F_HOPS 0x0fu
 #define GR__FRAME_F_CHAIN 0x10u
+/* From a silo: run the call here (activating the grain if need be); the
+ * sender chose this silo by the directory or as the grain's claim holder. */
+#define GR__FRAME_F_HERE 0x20u
 /* Most bytes of call chain a request carries (docs/grains.md). */
 #define GR__CHAIN_MAX 2048u
 /* Keys of `$` classes (silo-to-silo control) name a grain as class '\0' key

@@ -1,0 +1,23 @@
+-- 004_activations: activation claims, the truth behind single activation.
+-- See docs/directory.md ("Single activation"). One row per grain that has,
+-- or recently had, an activation: the silo incarnation that claimed it and
+-- the claim's token (that activation's number on its silo). A silo loads a
+-- grain's state in the same statement that claims it; the claim moves to
+-- another silo only when its holder released it (deleted the row, by token)
+-- or the holder is dead AND its last heartbeat is older than its lease, by
+-- the database clock -- by then the holder has stopped answering (it stops
+-- a tenth of a lease early). Same primary key order as the grain state, for
+-- a sharded PostgreSQL.
+CREATE TABLE IF NOT EXISTS granary_activation (
+    grain_key   bytea       NOT NULL,
+    grain_class text        NOT NULL,
+    service     text        NOT NULL,
+    silo_id     text        NOT NULL,
+    token       bigint      NOT NULL,
+    claimed_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (grain_key, grain_class, service)
+);
+CREATE INDEX IF NOT EXISTS granary_activation_silo ON granary_activation (silo_id);
+-- Each silo's lease, so a claim is taken over only after the holder's own
+-- lease ran out. Rows written before this migration get a long one.
+ALTER TABLE granary_silo ADD COLUMN IF NOT EXISTS lease_ms integer NOT NULL DEFAULT 60000;
