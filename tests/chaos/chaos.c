@@ -6,7 +6,7 @@
  *
  *   chaos SCENARIO [--seed N] [--seconds S] [--silos N] [--workers K] [--counters M] [--hot H]
  *   SCENARIO: rolling | scale-down | scale-up | kill | db-restart | db-partition |
- *             partition | mixed
+ *             partition | pause | mixed
  * `partition` runs every silo in a network namespace of its own (veth pair,
  * its own address) and takes one off the network; it exits 77 (skipped)
  * when namespaces cannot be made (not root, no iproute2).
@@ -297,12 +297,14 @@ static int sc_db_partition(chaos_t *c, uint64_t end) {
     return partition_rounds(c, end, proxy_cut, proxy_heal, "PostgreSQL");
 }
 
+static int sc_pause(chaos_t *c, uint64_t end);
+
 static int sc_mixed(chaos_t *c, uint64_t end) {
     while (gr_h_now_ms() < end) {
         uint64_t slice = gr_h_now_ms() + 3000;
         if (slice > end) slice = end;
         int rc;
-        switch (rnd(c) % 4) {
+        switch (rnd(c) % 5) {
         case 0: {
             int i = random_up(c);
             rc = i >= 0 && n_up(c) > 1 ? stop(c, i) : 0;
@@ -314,6 +316,9 @@ static int sc_mixed(chaos_t *c, uint64_t end) {
             break;
         case 2:
             rc = sc_db_restart(c, slice);
+            break;
+        case 3:
+            rc = sc_pause(c, slice);
             break;
         default:
             rc = sc_db_partition(c, slice);
@@ -518,8 +523,20 @@ static int sc_net_partition(chaos_t *c, uint64_t end) {
     return partition_rounds(c, end, link_down, link_up, "the network (database and silos)");
 }
 
+/* A GC-like pause: the process stops (SIGSTOP) with its connections open
+ * and requests arriving in their buffers, and resumes (SIGCONT) after the
+ * others declared it dead and took its grains. Whatever it had queued must
+ * not be answered from its old activations (the lease check at every reply),
+ * then it learns it is dead and exits 3. */
+static int proc_stop(chaos_t *c, int i) { return kill(c->cl.silos[i].pid, SIGSTOP); }
+static int proc_cont(chaos_t *c, int i) { return kill(c->cl.silos[i].pid, SIGCONT); }
+
+static int sc_pause(chaos_t *c, uint64_t end) {
+    return partition_rounds(c, end, proc_stop, proc_cont, "the CPU (SIGSTOP, a GC-like pause)");
+}
+
 static void usage(void) {
-    fprintf(stderr, "usage: chaos rolling|scale-down|scale-up|kill|db-restart|db-partition|partition|mixed "
+    fprintf(stderr, "usage: chaos rolling|scale-down|scale-up|kill|db-restart|db-partition|partition|pause|mixed "
                     "[--seed N] [--seconds S] [--silos N] [--workers K] [--counters M] [--hot H]\n");
 }
 
@@ -572,6 +589,8 @@ int main(int argc, char **argv) {
         run = sc_net_partition;
     else if (!strcmp(c.scenario, "mixed"))
         run = sc_mixed;
+    else if (!strcmp(c.scenario, "pause"))
+        run = sc_pause;
     if (!run || c.seconds <= 0 || c.seconds > 3600 || c.silos < 2 || c.silos > GR_H_MAX_SILOS ||
         c.workers < 1 || c.workers > GR_H_MAX_WORKERS || c.counters < 1 || c.counters > GR_H_MAX_KEYS - 4 ||
         c.hot < 0 || c.workers + c.hot > GR_H_MAX_WORKERS ||

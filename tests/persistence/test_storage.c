@@ -6,6 +6,7 @@
 
 #include "common/common.h"
 #include "granary/storage.h"
+#include "persistence/claim.h"
 #include "persistence/migrate.h"
 #include "support.h"
 
@@ -518,6 +519,114 @@ static void test_queue_boundaries(void **state) {
     }
 }
 
+/* Activation claims (PostgreSQL only; docs/directory.md "Single
+ * activation"): granted when free or ours, refused with the holder while
+ * the holder is alive or dead but within its lease, taken over after that;
+ * released only by the activation (token) that holds it. */
+static void do_claim(fx_t *fx, const char *key, const char *owner, int64_t token, res_t *r) {
+    reset(r);
+    assert_int_equal(gr__storage_claim(fx->st, "C", key, strlen(key), owner, token, on_read, r), 0);
+    assert_int_equal(r->done, 0);
+    assert_true(gr_test_run_until(&fx->loop, &r->done, 10000));
+}
+
+static char *claim_holder(const char *key) {
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT coalesce((SELECT silo_id || ' ' || token FROM granary_activation WHERE grain_key = '%s' "
+             "AND grain_class = 'C' AND service = 'test-%d-%d'), 'none')",
+             key, (int)getpid(), case_no);
+    return gr_test_sql(gr_test_pg_url(), sql);
+}
+
+static void wait_holder(const char *key, const char *want) {
+    char *h = NULL;
+    for (int i = 0; i < 200; i++) {
+        free(h);
+        h = claim_holder(key);
+        if (h && !strcmp(h, want)) break;
+        usleep(20000);
+    }
+    assert_string_equal(h, want);
+    free(h);
+}
+
+static void silo_row(const char *id, const char *status, int age_ms) {
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO granary_silo (cluster, silo_id, address, port, generation, status, heartbeat_at, "
+             "lease_ms) VALUES ('claims-%d', '%s', '127.0.0.1', 1, 1, '%s', now() - interval '%d milliseconds', "
+             "1000) ON CONFLICT (cluster, silo_id) DO UPDATE SET status = excluded.status, "
+             "heartbeat_at = excluded.heartbeat_at",
+             (int)getpid(), id, status, age_ms);
+    free(gr_test_sql(gr_test_pg_url(), sql));
+}
+
+static void test_claims(void **state) {
+    fx_t *fx = *state;
+    res_t r = {0};
+    char a[64], b[64];
+    snprintf(a, sizeof a, "silo-a-%d", (int)getpid());
+    snprintf(b, sizeof b, "silo-b-%d", (int)getpid());
+    silo_row(a, "active", 0);
+    silo_row(b, "active", 0);
+    do_claim(fx, "g", a, 1, &r); /* free: granted, no state yet */
+    assert_int_equal(r.status, 0);
+    assert_int_equal(r.version, 0);
+    do_claim(fx, "g", b, 1, &r); /* held by a live silo */
+    assert_int_equal(r.status, GR_ENOTHERE);
+    assert_string_equal(r.detail, a);
+    do_claim(fx, "g", a, 2, &r); /* ours again: a new activation, a new token */
+    assert_int_equal(r.status, 0);
+    char want[96];
+    snprintf(want, sizeof want, "%s 2", a);
+    wait_holder("g", want);
+    assert_int_equal(gr__storage_release(fx->st, "C", "g", 1, a, 1), 0); /* an older activation's token */
+    gr_test_run_for(&fx->loop, 200);
+    wait_holder("g", want);
+    silo_row(a, "dead", 0); /* dead, but its lease has not run out */
+    do_claim(fx, "g", b, 1, &r);
+    assert_int_equal(r.status, GR_ENOTHERE);
+    assert_string_equal(r.detail, a);
+    silo_row(a, "active", 5000); /* silent for 5 leases but not declared dead */
+    do_claim(fx, "g", b, 1, &r);
+    assert_int_equal(r.status, GR_ENOTHERE);
+    silo_row(a, "dead", 1500); /* dead and silent past its lease: taken over */
+    do_claim(fx, "g", b, 7, &r);
+    assert_int_equal(r.status, 0);
+    snprintf(want, sizeof want, "%s 7", b);
+    wait_holder("g", want);
+    /* The claim reads the state in the same statement. */
+    res_t w = {0};
+    do_write(fx, "C", "g", 1, "state", 5, 0, &w);
+    assert_int_equal(w.status, 0);
+    do_claim(fx, "g", b, 8, &r);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(r.version, 1);
+    assert_memory_equal(r.data.data, "state", 5);
+    /* Released by its holder: anyone may claim it. */
+    assert_int_equal(gr__storage_release(fx->st, "C", "g", 1, b, 8), 0);
+    wait_holder("g", "none");
+    do_claim(fx, "g", a, 3, &r);
+    assert_int_equal(r.status, 0);
+    /* A grain twice in one batch, and many grains: each answered once. */
+    res_t many[40];
+    memset(many, 0, sizeof many);
+    for (int i = 0; i < 40; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "m%d", i % 20);
+        assert_int_equal(gr__storage_claim(fx->st, "C", k, strlen(k), b, 100 + i, on_read, &many[i]), 0);
+    }
+    for (int i = 0; i < 40; i++) {
+        assert_true(gr_test_run_until(&fx->loop, &many[i].done, 10000));
+        assert_int_equal(many[i].done, 1);
+        assert_int_equal(many[i].status, 0);
+        gr__buf_free(&many[i].data);
+    }
+    gr__buf_free(&r.data);
+    gr__buf_free(&w.data);
+}
+
 int main(int argc, char **argv) {
     use_pg = argc > 1 && !strcmp(argv[1], "postgres");
     if (use_pg) {
@@ -547,6 +656,7 @@ int main(int argc, char **argv) {
     const struct CMUnitTest pg_only[] = {
         cmocka_unit_test_setup_teardown(test_dead_database, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stalled_connection, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_claims, setup, teardown),
     };
     int rc = cmocka_run_group_tests_name(
         use_pg ? "persistence.storage.postgres" : "persistence.storage.memory", tests, NULL, NULL);
