@@ -364,6 +364,26 @@ static void test_key_limits_across_silos(void **st) {
     gr_test_loop_close(&loop);
 }
 
+/* The same sizes of calls in flight on the cross-silo path: HashCounter
+ * places each grain on its ring owner, so about half of a burst entering
+ * through silo 0 is forwarded to silo 1 (activation, claim and write there). */
+static void test_inflight_across_silos(void **st) {
+    uv_loop_t loop;
+    gr_client_t *c0, *c1;
+    two_silos(&loop, &c0, &c1);
+    static const int sizes[] = {1, 32, 256, 257, 1024, 4096};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        char prefix[32], err[256];
+        snprintf(prefix, sizeof prefix, "xburst%d", sizes[i]);
+        int failed = gr_h_burst(&loop, c0, "HashCounter", prefix, sizes[i], 30000, err, sizeof err);
+        if (failed) fail_msg("%d in flight across silos: %d calls failed, first: %s", sizes[i], failed, err);
+    }
+    gr_client_close(c0, NULL, NULL);
+    gr_client_close(c1, NULL, NULL);
+    gr_test_run_for(&loop, 50);
+    gr_test_loop_close(&loop);
+}
+
 /* A call cycle across two silos: Counter/a (on silo 0) calls Counter/b (on
  * silo 1), which calls a back. The call chain travels with the forwarded
  * request, so silo 0 refuses the call back at once with GR_EDEADLOCK instead
@@ -678,6 +698,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_single_activation_across_silos, new_cluster, kill_all),
         cmocka_unit_test_setup_teardown(test_call_cycle_across_silos, new_cluster, kill_all),
         cmocka_unit_test_setup_teardown(test_key_limits_across_silos, new_cluster, kill_all),
+        cmocka_unit_test_setup_teardown(test_inflight_across_silos, new_cluster, kill_all),
         cmocka_unit_test_setup_teardown(test_stateless_worker_served_locally, new_cluster, kill_all),
         cmocka_unit_test_setup_teardown(test_placement, new_cluster, kill_all),
         cmocka_unit_test_setup_teardown(test_state_version_rolling, new_cluster, kill_all),

@@ -130,6 +130,48 @@ void gr_h_silo_list(const gr_h_cluster_t *c, int first, int n_total, char *out, 
                               c->silos[(first + k) % n_total].port);
 }
 
+/* ---- bursts ---- */
+
+typedef struct {
+    int done, failed;
+    char *err;
+    size_t err_size;
+} gr_h_burst_t;
+
+typedef struct {
+    gr_h_burst_t *b;
+} gr_h_burst_call_t;
+
+static void gr_h_burst_done(void *ud, int status, const uint8_t *reply, size_t len) {
+    gr_h_burst_t *b = ud;
+    b->done++;
+    if (status == 0 && len == 1 && reply[0] == '1') return;
+    if (b->failed++ == 0)
+        snprintf(b->err, b->err_size, "%s: %.*s", gr_err_name(status), (int)(len < 200 ? len : 200),
+                 (const char *)reply);
+}
+
+int gr_h_burst(uv_loop_t *loop, gr_client_t *c, const char *cls, const char *prefix, int n, uint64_t timeout_ms,
+               char *err, size_t err_size) {
+    gr_h_burst_t b = {0, 0, err, err_size};
+    err[0] = '\0';
+    int sent = 0;
+    for (int i = 0; i < n; i++) {
+        char key[64];
+        snprintf(key, sizeof key, "%s-%d", prefix, i);
+        gr_ref_t ref = {cls, key, strlen(key)};
+        if (gr_client_call(c, &ref, "incr", NULL, 0, (uint32_t)timeout_ms, gr_h_burst_done, &b) == 0)
+            sent++;
+        else if (b.failed++ == 0)
+            snprintf(err, err_size, "call %d could not be sent", i);
+    }
+    uint64_t end = gr_h_now_ms() + timeout_ms + 2000;
+    while (b.done < sent && gr_h_now_ms() < end)
+        gr_test_run_for(loop, 10);
+    if (b.done < sent && !err[0]) snprintf(err, err_size, "%d calls never answered", sent - b.done);
+    return b.failed + (sent - b.done);
+}
+
 /* ---- the load ---- */
 
 typedef struct gr_h_worker {

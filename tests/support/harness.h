@@ -52,6 +52,14 @@ gr_client_t *gr_h_client(const gr_h_cluster_t *c, uv_loop_t *loop, const char *l
 void gr_h_silo_list(const gr_h_cluster_t *c, int first, int n_total, char *out, size_t size);
 uint64_t gr_h_now_ms(void);
 
+/* A burst: n calls of `method` on n fresh grains cls/PREFIX-0.. sent at once
+ * through c (n in flight), then wait (running loop, at most timeout_ms) for
+ * every answer. Returns how many did not succeed (timed out or failed); the
+ * first failure is described in err. Each call's reply must be "1" (a
+ * fresh counter's first incr). */
+int gr_h_burst(uv_loop_t *loop, gr_client_t *c, const char *cls, const char *prefix, int n, uint64_t timeout_ms,
+               char *err, size_t err_size);
+
 typedef struct gr_h_summary {
     uint64_t attempted, acknowledged, retryable_errors, other_errors, lost, duplicated;
     uint64_t max_latency_ms, p99_latency_ms, longest_unavailable_ms;
