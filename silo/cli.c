@@ -56,10 +56,20 @@ static const gr__opt_t gr__opts[] = {
      "pods)"},
     {"--no-dashboard", "GRANARY_NO_DASHBOARD", NULL, GR__OPT_BOOL, GR__C(no_dashboard), GR__RUN,
      "serve only probes and metrics on the HTTP port: no dashboard page, no /api/ (default: served)"},
+    {"--http-token", "GRANARY_HTTP_TOKEN", "TOKEN", GR__OPT_STR, GR__C(http_token), GR__RUN,
+     "token the dashboard and /api/ require (Authorization: Bearer TOKEN, or ?token=TOKEN once, which sets a "
+     "cookie); probes and /metrics stay open; prefer the env var (default: none, and /api/call is then refused "
+     "when --secret is set)"},
+    {"--http-allowed-hosts", "GRANARY_HTTP_ALLOWED_HOSTS", "H1,H2", GR__OPT_STR, GR__C(http_allowed_hosts),
+     GR__RUN, "Host header names the dashboard and /api/ answer, against DNS rebinding (default: any)"},
     {"--cluster", "GRANARY_CLUSTER", "NAME", GR__OPT_STR, GR__C(cluster), GR__RUN | GR__STATUS,
      "cluster (service) name; state rows and handshakes are scoped by it (default \"default\")"},
     {"--secret", "GRANARY_CLUSTER_SECRET", "SECRET", GR__OPT_STR, GR__C(secret), GR__RUN,
-     "shared secret every client and silo must present (default: none); prefer the env var"},
+     "secret every client must present (and silos, unless --silo-secret is set) (default: none); prefer the "
+     "env var"},
+    {"--silo-secret", "GRANARY_SILO_SECRET", "SECRET", GR__OPT_STR, GR__C(silo_secret), GR__RUN,
+     "credential silos present to each other; a client holding only --secret cannot act as a silo "
+     "(default: --secret, which lets any client claim the silo role); prefer the env var"},
     {"--silo-id", "GRANARY_SILO_ID", "ID", GR__OPT_STR, GR__C(silo_id), GR__RUN,
      "this silo's id (default: ADVERTISE:PORT-STARTTIME; $POD_NAME is used when set)"},
     {"--grains", "GRANARY_GRAINS", "FILE.so", GR__OPT_STR, GR__X(grains), GR__RUN,
@@ -82,6 +92,16 @@ static const gr__opt_t gr__opts[] = {
      "largest frame body accepted, 1024..1114112 (default 1114112)"},
     {"--handshake-timeout-ms", "GRANARY_HANDSHAKE_TIMEOUT_MS", "MS", GR__OPT_U32, GR__C(handshake_timeout_ms),
      GR__RUN, "close connections that send no HELLO within (default 5000)"},
+    {"--max-preauth-connections", "GRANARY_MAX_PREAUTH_CONNECTIONS", "N", GR__OPT_U32,
+     GR__C(max_preauth_connections), GR__RUN,
+     "connections that have not completed their handshake; more are refused at once, and they never count "
+     "against --max-connections (default 256)"},
+    {"--frame-timeout-ms", "GRANARY_FRAME_TIMEOUT_MS", "MS", GR__OPT_U32, GR__C(frame_timeout_ms), GR__RUN,
+     "close a connection whose frame stays incomplete this long while it is being read (default 10000)"},
+    {"--max-conn-bytes", "GRANARY_MAX_CONN_BYTES", "BYTES", GR__OPT_U32, GR__C(max_conn_bytes), GR__RUN,
+     "request bytes in flight on one connection before the silo stops reading it (default 67108864)"},
+    {"--max-buffered-bytes", "GRANARY_MAX_BUFFERED_BYTES", "BYTES", GR__OPT_U32, GR__C(max_buffered_bytes),
+     GR__RUN, "request bytes in flight on the whole silo before new requests get GR_EOVERLOAD (default 268435456)"},
     {"--drain-timeout-ms", "GRANARY_DRAIN_TIMEOUT_MS", "MS", GR__OPT_U32, GR__C(drain_timeout_ms), GR__RUN,
      "give up a graceful stop after this long and exit 1 (default 25000)"},
     {"--heartbeat-ms", "GRANARY_HEARTBEAT_MS", "MS", GR__OPT_U32, GR__C(heartbeat_ms), GR__RUN,
@@ -117,7 +137,7 @@ static void gr__usage(FILE *f, const char *prog) {
     }
     fprintf(f, "\nExit status: 0 success (also after a graceful stop on SIGTERM/SIGINT),\n"
                "1 runtime failure (database unreachable for migrate, drain timeout),\n"
-               "2 usage or configuration error, 3 declared dead by the cluster.\n");
+               "2 usage or configuration error (also: the silo id is a live member's), 3 declared dead by the cluster.\n");
 }
 
 static int gr__set(gr__cli_t *cli, const gr__opt_t *o, const char *value, const char *source) {
@@ -352,7 +372,12 @@ static void gr__run_stopped(gr_silo_t *silo, int status, void *ud) {
 
 static void gr__run_dead(gr_silo_t *silo, void *ud) {
     gr__run_t *r = ud;
-    (void)silo;
+    if (gr_silo_join_refused(silo)) {
+        GR_LOG_ERROR("not joining: this silo id is a live member's; exiting with status 2");
+        r->dead = 1;
+        gr__run_close_or_exit(r, 2);
+        return;
+    }
     GR_LOG_ERROR("declared dead by the cluster: exiting with status 3 (a new incarnation must rejoin)");
     /* Another incarnation may already own our grains, so this process must
      * go soon. */

@@ -16,6 +16,12 @@
  * connection stays bounded without dropping anything. */
 #define GR__WRITE_HIGH_WATER (8u * 1024u * 1024u)
 #define GR__READ_CHUNK (64u * 1024u)
+/* Before HELLO a peer has proved nothing: it may send one HELLO (at most
+ * 3 x 255 bytes of strings and 10 of header fields; anything announcing more
+ * is refused from the length prefix alone), and it gets a small read buffer. */
+#define GR__HELLO_MAX_BODY 1024u
+#define GR__PREAUTH_READ_CHUNK 2048u
+
 
 typedef struct gr__gconn {
     UT_hash_handle hh;
@@ -28,12 +34,15 @@ typedef struct gr__gconn {
     int flush_queued;
     int hello_done;
     int peer_is_silo; /* handshake said role silo: may forward and use '$' classes */
-    int paused;       /* reading stopped for back-pressure */
+    int paused;       /* reading stopped: the peer does not read its replies */
+    int budget_paused; /* reading stopped: its requests in flight hold max_conn_bytes */
     int goaway;       /* close once everything queued is written */
     int closing;
     int in_table;
     uint32_t inflight;
+    uint64_t bytes_inflight; /* request bytes of its calls in flight (the memory budget) */
     uint64_t accepted_ms;
+    uint64_t partial_since; /* loop time a frame began to arrive and is still incomplete (0: none) */
     char peer[64];
 } gr__gconn_t;
 
@@ -41,6 +50,7 @@ typedef struct gr__greq {
     gr__gateway_t *gw;
     uint64_t conn_id;
     uint64_t req_id;
+    uint32_t bytes; /* of the request frame, held against the budgets until answered */
 } gr__greq_t;
 
 typedef struct gr__gwrite {
@@ -54,6 +64,7 @@ struct gr__gateway {
     gr_runtime_t *rt;
     gr__gateway_opts_t opts;
     char *cluster, *secret, *silo_id;
+    char *silo_secret; /* NULL: silos present `secret` */
     uv_tcp_t listener;
     int listening;
     int accepting;
@@ -71,9 +82,44 @@ struct gr__gateway {
     void (*close_cb)(void *);
     void *close_ud;
     gr__gateway_stats_t stats;
+    uint64_t log_window_ms; /* rate limit of the security log lines */
+    unsigned log_in_window;
+    uint64_t log_dropped;
 };
 
+const char *gr__refuse_name(gr__refuse_t r) {
+    static const char *const names[] = {
+#define GR__REFUSE_STR(n, s) s,
+        GR__REFUSE_REASONS(GR__REFUSE_STR)
+#undef GR__REFUSE_STR
+    };
+    return (unsigned)r < GR__REFUSE_COUNT ? names[r] : "unknown";
+}
+
+/* Refused handshakes are counted by reason (always) and logged at most
+ * GR__SECURITY_LOG_BURST times per second, with the number left out said
+ * once the next window opens: one timing attack logged 12,000 lines. */
+#define GR__SECURITY_LOG_BURST 5u
+static void gr__gw_refused(gr__gateway_t *gw, gr__refuse_t why, const char *peer, const char *detail) {
+    gw->stats.handshakes_refused++;
+    gw->stats.refused_by[why]++;
+    uint64_t now = uv_now(gw->loop);
+    if (now - gw->log_window_ms >= 1000) {
+        if (gw->log_dropped)
+            GR_LOG_WARN("%llu more refused handshakes not logged (see granary_handshakes_refused_total)",
+                        (unsigned long long)gw->log_dropped);
+        gw->log_window_ms = now;
+        gw->log_in_window = 0;
+        gw->log_dropped = 0;
+    }
+    if (gw->log_in_window++ < GR__SECURITY_LOG_BURST)
+        GR_LOG_WARN("refused %s (%s): %s", peer, gr__refuse_name(why), detail);
+    else
+        gw->log_dropped++;
+}
+
 static void gr__conn_close(gr__gconn_t *c);
+static void gr__conn_frames(gr__gconn_t *c);
 static void gr__conn_resume(gr__gconn_t *c);
 static void gr__gw_maybe_shutdown_done(gr__gateway_t *gw);
 static void gr__gw_shutdown_step(gr__gateway_t *gw);
@@ -174,10 +220,17 @@ static void gr__req_done(void *ud, int status, const uint8_t *reply, size_t len)
     gr__gateway_t *gw = r->gw;
     gr__gconn_t *c = NULL;
     gw->stats.inflight--;
+    gw->stats.bytes_buffered -= r->bytes;
     HASH_FIND(hh, gw->conns, &r->conn_id, sizeof r->conn_id, c);
     if (c) {
         c->inflight--;
+        c->bytes_inflight -= r->bytes;
         gr__conn_send_response(c, GR__FRAME_RESPONSE, r->req_id, status, reply, len);
+        if (c->budget_paused && c->bytes_inflight < gw->opts.max_conn_bytes / 2 && !c->closing) {
+            c->budget_paused = 0;
+            gr__conn_frames(c); /* what was read before the pause */
+            gr__conn_resume(c);
+        }
     }
     gr__free(r);
     gr__gw_shutdown_step(gw);
@@ -197,7 +250,7 @@ static int gr__cstr(const char *p, size_t n, char *out, size_t out_size) {
     return 0;
 }
 
-static void gr__conn_request(gr__gconn_t *c, const gr__frame_t *f) {
+static void gr__conn_request(gr__gconn_t *c, const gr__frame_t *f, size_t frame_bytes) {
     gr__gateway_t *gw = c->gw;
     char cls[GR_CLASS_NAME_MAX + 1], method[GR_METHOD_NAME_MAX + 1];
     int oneway = f->type == GR__FRAME_ONEWAY;
@@ -213,6 +266,16 @@ static void gr__conn_request(gr__gconn_t *c, const gr__frame_t *f) {
         if (!oneway) {
             const char *msg = "too many calls in flight on this connection";
             gr__conn_send_response(c, GR__FRAME_RESPONSE, f->id, GR_EOVERLOAD, msg, strlen(msg));
+        }
+        return;
+    }
+    /* The silo-wide budget: a request that would take the silo past it is
+     * refused at once, not queued (the caller may retry elsewhere). */
+    if (gw->stats.bytes_buffered + frame_bytes > gw->opts.max_buffered_bytes) {
+        gw->stats.overloaded++;
+        if (!oneway) {
+            static const char msg[] = "silo request memory budget exhausted (--max-buffered-bytes); retry";
+            gr__conn_send_response(c, GR__FRAME_RESPONSE, f->id, GR_EOVERLOAD, msg, sizeof msg - 1);
         }
         return;
     }
@@ -236,12 +299,18 @@ static void gr__conn_request(gr__gconn_t *c, const gr__frame_t *f) {
             return;
         }
         gr__greq_t *sr = oneway ? NULL : gr__malloc(sizeof *sr);
-        if (!oneway && !sr) return;
+        if (!oneway && !sr) {
+            gr__conn_send_response(c, GR__FRAME_RESPONSE, f->id, GR_ENOMEM, "out of memory", 13);
+            return;
+        }
         if (sr) {
             sr->gw = gw;
             sr->conn_id = c->id;
             sr->req_id = f->id;
+            sr->bytes = (uint32_t)frame_bytes;
             c->inflight++;
+            c->bytes_inflight += frame_bytes;
+            gw->stats.bytes_buffered += frame_bytes;
         }
         gw->stats.inflight++;
         gw->opts.system_call(gw->opts.system_ud, cls, method, c->peer_is_silo, f->u.request.key,
@@ -264,6 +333,7 @@ static void gr__conn_request(gr__gconn_t *c, const gr__frame_t *f) {
     r->gw = gw;
     r->conn_id = c->id;
     r->req_id = f->id;
+    r->bytes = (uint32_t)frame_bytes;
     rc = gr__call_hops(gw->rt, &ref, method, f->u.request.arg, f->u.request.arg_len, f->u.request.timeout_ms,
                        hops, here, f->u.request.chain, f->u.request.chain_len, gr__req_done, r);
     if (rc != 0) {
@@ -273,6 +343,8 @@ static void gr__conn_request(gr__gconn_t *c, const gr__frame_t *f) {
         return;
     }
     c->inflight++;
+    c->bytes_inflight += frame_bytes;
+    gw->stats.bytes_buffered += frame_bytes;
     gw->stats.inflight++;
 }
 
@@ -289,28 +361,43 @@ static void gr__conn_hello(gr__gconn_t *c, const gr__frame_t *f) {
     gr__gateway_t *gw = c->gw;
     if (f->type != GR__FRAME_HELLO) {
         gw->stats.protocol_errors++;
+        gr__gw_refused(gw, GR__REFUSE_NOT_HELLO, c->peer, "expected HELLO as the first frame");
         gr__conn_goaway(c, GR_EPROTO, "expected HELLO as the first frame");
         return;
     }
     if (f->u.hello.version != GR_PROTOCOL_VERSION) {
-        gw->stats.handshakes_refused++;
         char msg[96];
         snprintf(msg, sizeof msg, "protocol version %u not supported (this silo speaks %u)",
                  (unsigned)f->u.hello.version, (unsigned)GR_PROTOCOL_VERSION);
-        GR_LOG_WARN("refused %s: %s", c->peer, msg);
+        gr__gw_refused(gw, GR__REFUSE_VERSION, c->peer, msg);
         gr__conn_goaway(c, GR_EVERSION, msg);
         return;
     }
+    /* The silo role needs the silo credential: a client holding only the
+     * client secret cannot register in the directory, forward calls or
+     * fire reminders (docs/security.md). */
+    int as_silo = f->u.hello.role == GR__ROLE_SILO;
+    const char *want = as_silo && gw->silo_secret ? gw->silo_secret : gw->secret;
     size_t cl = strlen(gw->cluster);
-    if (f->u.hello.cluster_len != cl || memcmp(f->u.hello.cluster, gw->cluster, cl) != 0 ||
-        !gr__secret_eq(f->u.hello.secret, f->u.hello.secret_len, gw->secret)) {
-        gw->stats.handshakes_refused++;
-        GR_LOG_WARN("refused %s: wrong cluster name or secret", c->peer);
+    int cluster_ok = f->u.hello.cluster_len == cl && memcmp(f->u.hello.cluster, gw->cluster, cl) == 0;
+    int secret_ok = gr__secret_eq(f->u.hello.secret, f->u.hello.secret_len, want);
+    if (!cluster_ok || !secret_ok) {
+        gr__gw_refused(gw,
+                       !cluster_ok ? GR__REFUSE_CLUSTER : as_silo ? GR__REFUSE_SILO_SECRET : GR__REFUSE_CLIENT_SECRET,
+                       c->peer, "wrong cluster name or secret");
         gr__conn_goaway(c, GR_EAUTH, "wrong cluster name or secret");
         return;
     }
     c->hello_done = 1;
-    c->peer_is_silo = f->u.hello.role == GR__ROLE_SILO;
+    gw->stats.preauth_open--;
+    c->peer_is_silo = as_silo;
+    /* The connection limit counts authenticated connections only, so
+     * sockets that never say HELLO cannot lock real clients out. */
+    if (gw->stats.connections_open - gw->stats.preauth_open > gw->opts.max_connections) {
+        gw->stats.connections_refused++;
+        gr__conn_goaway(c, GR_EOVERLOAD, "connection limit reached");
+        return;
+    }
     if (gr__frame_encode_hello_ok(&c->out, GR_PROTOCOL_VERSION, gw->silo_id) != 0) {
         gr__conn_close(c);
         return;
@@ -318,20 +405,32 @@ static void gr__conn_hello(gr__gconn_t *c, const gr__frame_t *f) {
     gr__conn_mark_dirty(c);
 }
 
+/* Over its budget, a connection stops being read until its calls in flight
+ * give bytes back (the peer's TCP window then pushes back on it). */
+static int gr__conn_over_budget(const gr__gconn_t *c) {
+    return c->bytes_inflight >= c->gw->opts.max_conn_bytes;
+}
+
 static void gr__conn_frames(gr__gconn_t *c) {
     gr__gateway_t *gw = c->gw;
     size_t off = 0;
-    while (!c->closing && !c->goaway) {
+    while (!c->closing && !c->goaway && !c->budget_paused) {
         gr__frame_t f;
         size_t used = 0;
-        int rc = gr__frame_decode(c->in.data + off, c->in.len - off, gw->opts.max_frame_bytes, &f, &used);
+        size_t max = c->hello_done ? gw->opts.max_frame_bytes : GR__HELLO_MAX_BODY;
+        int rc = gr__frame_decode(c->in.data + off, c->in.len - off, max, &f, &used);
         if (rc == GR_EAGAIN) break;
         if (rc != 0) {
             gw->stats.protocol_errors++;
             char msg[128];
             snprintf(msg, sizeof msg, "%s",
-                     rc == GR_ETOOBIG ? "frame over the size limit" : "malformed frame");
-            GR_LOG_WARN("closing %s: %s", c->peer, msg);
+                     rc != GR_ETOOBIG ? "malformed frame"
+                     : c->hello_done  ? "frame over the size limit"
+                                      : "HELLO over its size limit (1024 bytes)");
+            if (!c->hello_done)
+                gr__gw_refused(gw, rc == GR_ETOOBIG ? GR__REFUSE_HELLO_TOO_BIG : GR__REFUSE_NOT_HELLO, c->peer, msg);
+            else
+                GR_LOG_WARN("closing %s: %s", c->peer, msg);
             gr__conn_goaway(c, rc, msg);
             break;
         }
@@ -344,7 +443,11 @@ static void gr__conn_frames(gr__gconn_t *c) {
         switch (f.type) {
         case GR__FRAME_REQUEST:
         case GR__FRAME_ONEWAY:
-            gr__conn_request(c, &f);
+            gr__conn_request(c, &f, used);
+            if (gr__conn_over_budget(c) && !c->closing) {
+                c->budget_paused = 1;
+                uv_read_stop((uv_stream_t *)&c->tcp);
+            }
             break;
         case GR__FRAME_PING:
             if (gr__frame_encode_empty(&c->out, GR__FRAME_PONG, f.id) == 0) gr__conn_mark_dirty(c);
@@ -359,11 +462,15 @@ static void gr__conn_frames(gr__gconn_t *c) {
         }
     }
     gr__buf_consume(&c->in, off);
+    if (c->in.len == 0)
+        c->partial_since = 0;
+    else if (!c->partial_since)
+        c->partial_since = uv_now(gw->loop);
 }
 
 static void gr__alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
     gr__gconn_t *c = h->data;
-    if (gr__buf_reserve(&c->in, GR__READ_CHUNK) != 0) {
+    if (gr__buf_reserve(&c->in, c->hello_done ? GR__READ_CHUNK : GR__PREAUTH_READ_CHUNK) != 0) {
         *buf = uv_buf_init(NULL, 0);
         return;
     }
@@ -382,7 +489,7 @@ static void gr__read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
 }
 
 static void gr__conn_resume(gr__gconn_t *c) {
-    if (!c->closing && !c->goaway && !c->gw->shutting_down)
+    if (!c->closing && !c->goaway && !c->gw->shutting_down && !c->paused && !c->budget_paused)
         uv_read_start((uv_stream_t *)&c->tcp, gr__alloc_cb, gr__read_cb);
 }
 
@@ -394,6 +501,7 @@ static void gr__conn_closed(uv_handle_t *h) {
     if (c->in_table) {
         HASH_DEL(gw->conns, c);
         gw->stats.connections_open--;
+        if (!c->hello_done) gw->stats.preauth_open--;
     }
     gr__buf_free(&c->in);
     gr__buf_free(&c->out);
@@ -453,10 +561,13 @@ static void gr__on_connection(uv_stream_t *server, int status) {
         snprintf(c->peer, sizeof c->peer, "%s:%d", ip, port);
     }
     c->accepted_ms = uv_now(gw->loop);
-    if (!gw->accepting || gw->stats.connections_open > gw->opts.max_connections) {
+    gw->stats.preauth_open++;
+    if (!gw->accepting || gw->stats.preauth_open > gw->opts.max_preauth_connections) {
         gw->stats.connections_refused++;
+        if (gw->accepting)
+            gr__gw_refused(gw, GR__REFUSE_PREAUTH_LIMIT, c->peer, "too many connections waiting for their HELLO");
         gr__conn_goaway(c, gw->accepting ? GR_EOVERLOAD : GR_ESHUTDOWN,
-                        gw->accepting ? "connection limit reached" : "silo is shutting down");
+                        gw->accepting ? "too many unauthenticated connections" : "silo is shutting down");
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
@@ -469,9 +580,15 @@ static void gr__sweep_cb(uv_timer_t *t) {
     uint64_t now = uv_now(gw->loop);
     gr__gconn_t *c, *tmp;
     HASH_ITER(hh, gw->conns, c, tmp) {
-        if (!c->hello_done && !c->closing && now - c->accepted_ms >= gw->opts.handshake_timeout_ms) {
-            GR_LOG_WARN("closing %s: no handshake within %u ms", c->peer,
-                        (unsigned)gw->opts.handshake_timeout_ms);
+        if (c->closing) continue;
+        if (!c->hello_done && now - c->accepted_ms >= gw->opts.handshake_timeout_ms) {
+            gr__gw_refused(gw, GR__REFUSE_TIMEOUT, c->peer, "no handshake within the handshake timeout");
+            gr__conn_close(c);
+        } else if (c->partial_since && !c->paused && !c->budget_paused &&
+                   now - c->partial_since >= gw->opts.frame_timeout_ms) {
+            /* A peer dribbling a large frame cannot hold its buffer forever. */
+            gw->stats.partial_frame_timeouts++;
+            GR_LOG_WARN("closing %s: a frame stayed incomplete for %u ms", c->peer, (unsigned)gw->opts.frame_timeout_ms);
             gr__conn_close(c);
         }
     }
@@ -488,21 +605,32 @@ int gr__gateway_new(uv_loop_t *loop, gr_runtime_t *rt, const gr__gateway_opts_t 
     gw->cluster = gr__strdup(o->cluster);
     gw->secret = gr__strdup(o->secret ? o->secret : "");
     gw->silo_id = gr__strdup(o->silo_id);
-    if (!gw->cluster || !gw->secret || !gw->silo_id) {
+    int want_silo_secret = o->silo_secret && o->silo_secret[0];
+    if (want_silo_secret) gw->silo_secret = gr__strdup(o->silo_secret);
+    /* Fail closed: a silo secret that could not be copied must not leave
+     * the silo role open to clients. */
+    if (!gw->cluster || !gw->secret || !gw->silo_id || (want_silo_secret && !gw->silo_secret)) {
         gr__free(gw->cluster);
         gr__free(gw->secret);
         gr__free(gw->silo_id);
+        gr__free(gw->silo_secret);
         gr__free(gw);
         return GR_ENOMEM;
     }
-    gw->opts.cluster = gw->opts.secret = gw->opts.silo_id = NULL;
+    gw->opts.cluster = gw->opts.secret = gw->opts.silo_id = gw->opts.silo_secret = NULL;
+    if (!gw->opts.max_preauth_connections) gw->opts.max_preauth_connections = 256;
+    if (!gw->opts.frame_timeout_ms) gw->opts.frame_timeout_ms = 10000;
+    if (!gw->opts.max_conn_bytes) gw->opts.max_conn_bytes = 64u << 20;
+    if (!gw->opts.max_buffered_bytes) gw->opts.max_buffered_bytes = 256u << 20;
     uv_tcp_init(loop, &gw->listener);
     gw->listener.data = gw;
     uv_prepare_init(loop, &gw->flusher);
     gw->flusher.data = gw;
     uv_timer_init(loop, &gw->sweeper);
     gw->sweeper.data = gw;
-    uint32_t every = o->handshake_timeout_ms / 4 ? o->handshake_timeout_ms / 4 : 1;
+    uint32_t shortest = gw->opts.frame_timeout_ms < o->handshake_timeout_ms ? gw->opts.frame_timeout_ms
+                                                                            : o->handshake_timeout_ms;
+    uint32_t every = shortest / 4 ? shortest / 4 : 1;
     uv_timer_start(&gw->sweeper, gr__sweep_cb, every, every);
     uv_unref((uv_handle_t *)&gw->sweeper);
     gw->open_handles = 3;
@@ -583,6 +711,7 @@ static void gr__gw_handle_gone(gr__gateway_t *gw) {
     gr__free(gw->cluster);
     gr__free(gw->secret);
     gr__free(gw->silo_id);
+    gr__free(gw->silo_secret);
     gr__free(gw);
     if (cb) cb(ud);
 }

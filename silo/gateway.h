@@ -11,12 +11,17 @@ typedef struct gr__gateway gr__gateway_t;
 
 typedef struct gr__gateway_opts {
     const char *cluster;
-    const char *secret; /* NULL or "": none required */
+    const char *secret;      /* clients' secret; NULL or "": none required */
+    const char *silo_secret; /* what a peer claiming the silo role must present (NULL: `secret`) */
     const char *silo_id;
     uint32_t max_connections;
     uint32_t max_inflight_per_conn;
     uint32_t max_frame_bytes;
     uint32_t handshake_timeout_ms;
+    uint32_t max_preauth_connections; /* connections before their HELLO (0: 256) */
+    uint32_t frame_timeout_ms;        /* a frame incomplete this long while read closes the connection (0: 10000) */
+    uint64_t max_conn_bytes;          /* request bytes in flight per connection, then it is not read (0: 64 MiB) */
+    uint64_t max_buffered_bytes;      /* request bytes in flight per silo, then GR_EOVERLOAD (0: 256 MiB) */
     /* Requests for classes starting with '$' (the directory protocol between
      * silos, control calls from clients) go here instead of to the runtime,
      * with whether the peer authenticated as a silo; NULL refuses them. */
@@ -25,10 +30,33 @@ typedef struct gr__gateway_opts {
     void *system_ud;
 } gr__gateway_opts_t;
 
+/* Why a handshake was refused (the `reason` label of
+ * granary_handshakes_refused_total). */
+#define GR__REFUSE_REASONS(X)                                                                                  \
+    X(VERSION, "version")                                                                                      \
+    X(CLUSTER, "cluster")                                                                                      \
+    X(CLIENT_SECRET, "client_secret")                                                                          \
+    X(SILO_SECRET, "silo_secret")                                                                              \
+    X(NOT_HELLO, "not_hello")                                                                                  \
+    X(HELLO_TOO_BIG, "hello_too_big")                                                                          \
+    X(TIMEOUT, "timeout")                                                                                      \
+    X(PREAUTH_LIMIT, "preauth_limit")
+typedef enum {
+#define GR__REFUSE_ENUM(n, s) GR__REFUSE_##n,
+    GR__REFUSE_REASONS(GR__REFUSE_ENUM)
+#undef GR__REFUSE_ENUM
+        GR__REFUSE_COUNT
+} gr__refuse_t;
+const char *gr__refuse_name(gr__refuse_t r);
+
 typedef struct gr__gateway_stats {
     uint64_t connections_total, connections_open, connections_refused;
     uint64_t frames_in, frames_out, protocol_errors, handshakes_refused, overloaded;
     uint64_t inflight;
+    uint64_t preauth_open;                       /* connections that have not said HELLO yet */
+    uint64_t refused_by[GR__REFUSE_COUNT];       /* handshakes refused, by reason */
+    uint64_t partial_frame_timeouts;             /* closed: a frame stayed incomplete too long */
+    uint64_t bytes_buffered;                     /* request bytes read and not yet answered */
 } gr__gateway_stats_t;
 
 int gr__gateway_new(uv_loop_t *loop, gr_runtime_t *rt, const gr__gateway_opts_t *opts, gr__gateway_t **out);

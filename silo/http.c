@@ -1,8 +1,11 @@
 /* silo/http.c - see http.h. Requests larger than 8 KiB, methods other than
- * GET/HEAD and connections idle for 5 s are refused; at most 64 connections.
+ * GET/HEAD and connections idle for 5 s are refused; at most 64 connections,
+ * and a new connection beyond that evicts the oldest one still waiting for
+ * its request, so idle sockets can never lock the probes out.
  * A connection whose request is being answered later (pending) outlives its
  * socket until the answer comes, so handlers never see a freed request. */
 #include <stdio.h>
+#include <strings.h>
 
 #include "silo/http.h"
 
@@ -21,6 +24,8 @@ typedef struct gr__hconn {
     int pending;    /* handed to the handler, not answered yet */
     int tcp_closed; /* socket closed: an answer is only freed */
     int head;
+    int request_seen; /* a whole request arrived (not idle) */
+    char extra[320];  /* one more header line for the answer (Set-Cookie), or "" */
     uv_write_t w;
     gr__buf_t out;
 } gr__hconn_t;
@@ -34,6 +39,7 @@ struct gr__http {
     int port;
     gr__hconn_t *conns;
     int n_conns;
+    uint64_t evicted; /* idle connections closed to make room */
     int open_handles;
     int closing;
     void (*close_cb)(void *);
@@ -80,6 +86,8 @@ static const char *gr__reason(int status) {
         return "OK";
     case 400:
         return "Bad Request";
+    case 401:
+        return "Unauthorized";
     case 403:
         return "Forbidden";
     case 404:
@@ -99,11 +107,11 @@ static void gr__hconn_respond(gr__hconn_t *c, int status, const void *body, size
                               int head) {
     c->responded = 1;
     uv_read_stop((uv_stream_t *)&c->tcp);
-    if (gr__buf_printf(
-            &c->out,
-            "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nCache-Control: no-store\r\n"
-            "Connection: close\r\n\r\n",
-            status, gr__reason(status), ctype, blen) != 0 ||
+    if (gr__buf_printf(&c->out,
+                       "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nCache-Control: no-store\r\n"
+                       "X-Content-Type-Options: nosniff\r\nX-Frame-Options: DENY\r\n%s%s"
+                       "Connection: close\r\n\r\n",
+                       status, gr__reason(status), ctype, blen, c->extra, c->extra[0] ? "\r\n" : "") != 0 ||
         (!head && blen && gr__buf_append(&c->out, body, blen) != 0)) {
         gr__hconn_close(c);
         return;
@@ -129,6 +137,7 @@ static void gr__hconn_request(gr__hconn_t *c) {
     char *q = strchr(path, '?');
     if (q) *q++ = '\0';
     c->head = head;
+    c->request_seen = 1;
     c->pending = 1;
     uv_read_stop((uv_stream_t *)&c->tcp);
     c->h->handler(c->h->ud, c, path, q ? q : "");
@@ -141,6 +150,38 @@ void gr__http_respond(gr__http_req_t *c, int status, const char *ctype, const vo
         return;
     }
     gr__hconn_respond(c, status, body, len, ctype, c->head);
+}
+
+int gr__http_header(const gr__http_req_t *c, const char *name, char *out, size_t size) {
+    size_t nl = strlen(name);
+    /* Header lines follow the request line; stop at the blank line. */
+    const char *p = strchr(c->req, '\n');
+    while (p && *++p && *p != '\r' && *p != '\n') {
+        const char *end = strchr(p, '\n');
+        if (!end) end = p + strlen(p);
+        if ((size_t)(end - p) > nl && p[nl] == ':' && !strncasecmp(p, name, nl)) {
+            const char *v = p + nl + 1;
+            while (v < end && (*v == ' ' || *v == '\t'))
+                v++;
+            const char *ve = end;
+            while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
+                ve--;
+            size_t n = (size_t)(ve - v);
+            if (n + 1 > size) return -1;
+            memcpy(out, v, n);
+            out[n] = '\0';
+            return (int)n;
+        }
+        p = *end ? end : NULL;
+    }
+    return -1;
+}
+
+int gr__http_add_header(gr__http_req_t *c, const char *line) {
+    size_t n = strlen(line);
+    if (n + 1 > sizeof c->extra || strpbrk(line, "\r\n")) return GR_EINVAL;
+    memcpy(c->extra, line, n + 1);
+    return 0;
 }
 
 static int gr__hexval(int ch) {
@@ -215,9 +256,25 @@ static void gr__http_accept(uv_stream_t *server, int status) {
     h->conns = c;
     h->n_conns++;
     h->open_handles++;
-    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0 || h->n_conns > GR__HTTP_MAX_CONNS) {
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
         gr__hconn_close(c);
         return;
+    }
+    if (h->n_conns > GR__HTTP_MAX_CONNS) {
+        /* Full: the oldest connection that has not sent a request yet goes
+         * (64 idle sockets starved the probes for 15 s before). A probe
+         * sends its request at once, so it is never the one waiting. */
+        gr__hconn_t *victim = NULL;
+        for (gr__hconn_t *o = h->conns; o; o = o->next)
+            if (o != c && !o->request_seen && !uv_is_closing((uv_handle_t *)&o->tcp) &&
+                (!victim || o->opened <= victim->opened))
+                victim = o;
+        if (!victim) {
+            gr__hconn_close(c);
+            return;
+        }
+        h->evicted++;
+        gr__hconn_close(victim);
     }
     uv_read_start((uv_stream_t *)&c->tcp, gr__hconn_alloc, gr__hconn_read);
 }
@@ -268,6 +325,7 @@ int gr__http_new(uv_loop_t *loop, const char *host, int port, gr__http_handler h
 }
 
 int gr__http_port(const gr__http_t *h) { return h->port; }
+uint64_t gr__http_evicted(const gr__http_t *h) { return h->evicted; }
 
 void gr__http_close(gr__http_t *h, void (*cb)(void *), void *ud) {
     h->closing = 1;

@@ -24,6 +24,16 @@ void gr__http_respond(gr__http_req_t *req, int status, const char *content_type,
  * its length, or -1 when missing, malformed or longer than size-1. */
 int gr__http_query_param(const char *query, const char *name, char *out, size_t size);
 
+/* The value of request header `name` (case-insensitive), trimmed, copied to
+ * out; its length, or -1 if absent or longer than size - 1. */
+int gr__http_header(const gr__http_req_t *req, const char *name, char *out, size_t size);
+
+/* One more header line for the answer (no CR/LF, < 320 bytes): 0 or GR_EINVAL. */
+int gr__http_add_header(gr__http_req_t *req, const char *line);
+
+/* Connections closed because the limit was reached and they were idle. */
+uint64_t gr__http_evicted(const gr__http_t *h);
+
 int gr__http_new(uv_loop_t *loop, const char *host, int port, gr__http_handler handler, void *ud,
                  gr__http_t **out, char *err, size_t err_size);
 int gr__http_port(const gr__http_t *h);

@@ -66,8 +66,10 @@ static const char GR__SQL_JOIN[] =
     "     ins AS (INSERT INTO granary_silo (cluster, silo_id, address, port, generation, status, lease_ms) "
     "             VALUES ($1, $2, $3, $4::int, $5::bigint, 'joining', $6::int) "
     "             ON CONFLICT (cluster, silo_id) DO UPDATE SET status = 'joining', heartbeat_at = now() "
-    "             WHERE granary_silo.status <> 'dead' RETURNING 1) "
-    "SELECT (SELECT version FROM v), (SELECT count(*) FROM old), (SELECT count(*) FROM ins)";
+    "             WHERE granary_silo.status <> 'dead' AND granary_silo.generation = excluded.generation "
+    "             RETURNING 1) "
+    "SELECT (SELECT version FROM v), (SELECT count(*) FROM old), (SELECT count(*) FROM ins), "
+    "       (SELECT status FROM granary_silo WHERE cluster = $1 AND silo_id = $2)";
 
 /* Leaving (status dead) also gives up every activation claim we still hold:
  * the grains were all deactivated first, and their new hosts must not wait
@@ -284,6 +286,19 @@ static void gr__ms_joined(void *ud, int status, PGresult *res, const char *detai
     if (PQntuples(res) > 0 && atoi(PQgetvalue(res, 0, 1)) > 0)
         GR_LOG_INFO("marked %s earlier incarnation(s) on %s:%d dead", PQgetvalue(res, 0, 1), m->address,
                     m->opts.port);
+    if (PQntuples(res) > 0 && atoi(PQgetvalue(res, 0, 2)) == 0 && strcmp(PQgetvalue(res, 0, 3), "dead") != 0) {
+        /* The id is a live member's, another process (another generation):
+         * joining would make two silos one member, and the real one would
+         * be declared dead. Refuse; the silo exits 2 (a configuration error). */
+        GR_LOG_ERROR("silo id %s is in use by a live member of cluster %s (another process); refusing to join: "
+                     "give each silo its own --silo-id",
+                     m->silo_id, m->cluster);
+        m->dead_reported = 1;
+        void (*cb)(void *, int) = m->join_cb;
+        m->join_cb = NULL;
+        if (cb) cb(m->join_ud, GR_EEXIST);
+        return;
+    }
     if (PQntuples(res) > 0 && atoi(PQgetvalue(res, 0, 2)) == 0) {
         /* Our row exists and is dead (an earlier join of ours went through
          * unanswered, and we were declared dead since): a dead id never

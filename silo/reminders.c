@@ -22,6 +22,7 @@
 struct gr__reminders {
     uv_loop_t *loop;
     gr_runtime_t *rt;
+    uint64_t fail_logged_ms; /* last warn line about a failed firing */
     gr__pgpool_t *pool;
     gr__reminders_opts_t opts;
     char service[GR_CLASS_NAME_MAX + 1];
@@ -168,6 +169,20 @@ int gr__reminders_control(gr__reminders_t *r, const char *method, const uint8_t 
     }
     const uint8_t *key = slash ? slash + 1 : NULL;
     size_t key_len = slash ? grain_len - cl - 1 : 0;
+    if (rc == 0 && kind == 0) {
+        /* A reminder nobody can receive would fail on every poll forever. */
+        const gr_class_t *c = gr_runtime_find_class(r->rt, cls);
+        char msg[GR_CLASS_NAME_MAX + 96];
+        int n = 0;
+        if (!c)
+            n = snprintf(msg, sizeof msg, "no grain class '%s' on this silo", cls), rc = GR_ENOCLASS;
+        else if (!c->on_reminder)
+            n = snprintf(msg, sizeof msg, "class %s has no on_reminder handler", cls), rc = GR_ENOMETHOD;
+        if (rc != 0) {
+            done(ud, rc, (const uint8_t *)msg, (size_t)n);
+            return 0;
+        }
+    }
     if (rc == 0 && kind == 0) rc = gr__rem_add(r, cls, key, key_len, name, due, period, done, ud);
     if (rc == 0 && kind == 1) rc = gr__rem_remove(r, cls, key, key_len, name, done, ud);
     if (rc == 0 && kind == 2) rc = gr__rem_list(r, cls, key, key_len, done, ud);
@@ -225,8 +240,16 @@ static void gr__rem_fired(void *ud, int status, const uint8_t *reply, size_t len
         }
     } else {
         r->stats.fire_failures++;
-        GR_LOG_DEBUG("reminder %s of %s failed (%s: %.*s); it fires again at the next poll", f->name, f->cls,
-                     gr_err_name(status), (int)(len > 200 ? 200 : len), (const char *)reply);
+        /* Said at warn level at most every 10 s (with how many since), so
+         * a reminder that always fails is seen without flooding the log. */
+        uint64_t now = uv_now(r->loop);
+        if (!r->fail_logged_ms || now - r->fail_logged_ms >= 10000) {
+            GR_LOG_WARN("reminder %s of %s failed (%s: %.*s); it fires again at the next poll (%llu failures so "
+                        "far)",
+                        f->name, f->cls, gr_err_name(status), (int)(len > 200 ? 200 : len), (const char *)reply,
+                        (unsigned long long)r->stats.fire_failures);
+            r->fail_logged_ms = now;
+        }
     }
     gr__free(f);
     if (!queued) {

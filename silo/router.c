@@ -627,14 +627,20 @@ void gr__router_system_call(gr__router_t *r, const char *method, const uint8_t *
     silo[arg_len] = '\0';
     r->stats.dir_requests_served++;
     GR_LOG_DEBUG("directory %s from %s", method, silo);
+    /* Entries may only name live members of our view: a forged id (or one
+     * from a view newer than ours: retried) would otherwise sit in the
+     * partition while the named silo lives, growing it without bound. */
+    if ((!strcmp(method, "register") || !strcmp(method, "claimed")) && !gr__alive(r, silo)) {
+        static const char why[] = "that silo is not a live member of this silo's view (yet)";
+        done(ud, GR_ENOTHERE, (const uint8_t *)why, sizeof why - 1);
+        return;
+    }
     if (!strcmp(method, "register")) {
         char winner[GR__SILO_ID_MAX + 1];
         if (!r->have_view) {
             done(ud, GR_ENOTHERE, (const uint8_t *)"no membership view yet", 22);
             return;
         }
-        /* A requester we do not know yet (its view is newer than ours) is
-         * accepted: liveness only matters for who already holds the grain. */
         if (gr__dir_register(&r->partition, key, key_len, silo, gr__alive, r, winner) != 0) {
             done(ud, GR_ENOMEM, NULL, 0);
             return;

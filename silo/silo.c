@@ -3,6 +3,7 @@
 #include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <strings.h>
 
 #include "common/common.h"
 #include "grains/runtime.h"
@@ -33,6 +34,7 @@ struct gr_silo {
     int http_port;
     int64_t generation;
     int joined, fenced, dead;
+    int join_refused; /* our silo id is a live member's */
     void (*dead_cb)(gr_silo_t *, void *);
     void *dead_ud;
     int started;
@@ -44,7 +46,7 @@ struct gr_silo {
     int parts_open;
     void (*close_cb)(void *);
     void *close_ud;
-    char *strings[8]; /* copies of the config strings */
+    char *strings[10]; /* copies of the config strings */
 };
 
 void gr_silo_config_init(gr_silo_config_t *c) {
@@ -60,6 +62,10 @@ void gr_silo_config_init(gr_silo_config_t *c) {
     c->max_inflight_per_conn = 10000;
     c->max_frame_bytes = GR_FRAME_MAX_DEFAULT;
     c->handshake_timeout_ms = 5000;
+    c->max_preauth_connections = 256;
+    c->frame_timeout_ms = 10000;
+    c->max_conn_bytes = 64u << 20;
+    c->max_buffered_bytes = 256u << 20;
     c->drain_timeout_ms = 25000;
     c->heartbeat_ms = 200;
     c->lease_ms = 1200;
@@ -188,6 +194,16 @@ int gr_silo_new(uv_loop_t *loop, const gr_silo_config_t *cfg, gr_silo_t **out, c
         return gr__silo_err(err, err_size, GR_ECONFIG, "%s", "cluster name must be 1..255 bytes");
     if (cfg->secret && strlen(cfg->secret) > 255)
         return gr__silo_err(err, err_size, GR_ECONFIG, "%s", "cluster secret must be at most 255 bytes");
+    if (cfg->silo_secret && strlen(cfg->silo_secret) > 255)
+        return gr__silo_err(err, err_size, GR_ECONFIG, "%s", "silo secret must be at most 255 bytes");
+    if (cfg->silo_secret && cfg->silo_secret[0] && cfg->secret && !strcmp(cfg->silo_secret, cfg->secret))
+        return gr__silo_err(err, err_size, GR_ECONFIG, "%s",
+                            "--silo-secret must differ from --secret (clients hold --secret)");
+    if (!cfg->max_preauth_connections || !cfg->frame_timeout_ms || cfg->max_conn_bytes < 2u * GR_FRAME_MAX_DEFAULT ||
+        cfg->max_buffered_bytes < cfg->max_conn_bytes)
+        return gr__silo_err(err, err_size, GR_ECONFIG, "%s",
+                            "--max-preauth-connections and --frame-timeout-ms must be positive, --max-conn-bytes at least 2 frames "
+                            "(2228224) and --max-buffered-bytes at least --max-conn-bytes");
     if (cfg->max_frame_bytes < 1024 || cfg->max_frame_bytes > GR_FRAME_MAX_DEFAULT)
         return gr__silo_err(err, err_size, GR_ECONFIG, "%s",
                             "max frame bytes must be between 1024 and 1114112");
@@ -217,6 +233,16 @@ int gr_silo_new(uv_loop_t *loop, const gr_silo_config_t *cfg, gr_silo_t **out, c
     s->cfg.cluster = gr__silo_keep(s, 3, cfg->cluster);
     s->cfg.secret = gr__silo_keep(s, 4, cfg->secret);
     s->cfg.http = gr__silo_keep(s, 5, cfg->http);
+    s->cfg.silo_secret = gr__silo_keep(s, 6, cfg->silo_secret);
+    s->cfg.http_token = gr__silo_keep(s, 7, cfg->http_token);
+    s->cfg.http_allowed_hosts = gr__silo_keep(s, 8, cfg->http_allowed_hosts);
+    /* Fail closed: a secret that could not be copied must not become "none". */
+    if ((cfg->secret && !s->cfg.secret) || (cfg->silo_secret && !s->cfg.silo_secret) ||
+        (cfg->http_token && !s->cfg.http_token) || (cfg->http_allowed_hosts && !s->cfg.http_allowed_hosts) ||
+        (cfg->database_url && !s->cfg.database_url) || !s->cfg.listen || (cfg->cluster && !s->cfg.cluster)) {
+        gr__silo_free(s);
+        return GR_ENOMEM;
+    }
     if (cfg->http && gr__parse_hostport(cfg->http, strlen(cfg->http), s->http_host, sizeof s->http_host,
                                         &s->http_port) != 0) {
         gr__silo_free(s);
@@ -268,7 +294,9 @@ int gr_silo_new(uv_loop_t *loop, const gr_silo_config_t *cfg, gr_silo_t **out, c
     ro.max_queue_per_grain = cfg->max_queue_per_grain;
     rc = gr_runtime_new(loop, s->storage, &ro, &s->rt);
     if (rc == 0 && !cfg->memory_storage)
-        rc = gr__router_new(loop, s->rt, s->id, s->cfg.cluster, s->cfg.secret, &s->router);
+        rc = gr__router_new(loop, s->rt, s->id, s->cfg.cluster,
+                            s->cfg.silo_secret && s->cfg.silo_secret[0] ? s->cfg.silo_secret : s->cfg.secret,
+                            &s->router);
     if (rc == 0 && s->router) gr__router_set_lease(s->router, gr__silo_lease_ok, s);
     if (rc == 0 && !cfg->memory_storage) {
         gr__reminders_opts_t rmo;
@@ -279,15 +307,18 @@ int gr_silo_new(uv_loop_t *loop, const gr_silo_config_t *cfg, gr_silo_t **out, c
         rc = gr__reminders_new(loop, s->cfg.database_url, s->rt, s->id, &rmo, gr__silo_owner, s, &s->reminders);
     }
     if (rc == 0) {
-        gr__gateway_opts_t go = {s->cfg.cluster,
-                                 s->cfg.secret,
-                                 s->id,
-                                 cfg->max_connections,
-                                 cfg->max_inflight_per_conn,
-                                 cfg->max_frame_bytes,
-                                 cfg->handshake_timeout_ms,
-                                 NULL,
-                                 NULL};
+        gr__gateway_opts_t go = {.cluster = s->cfg.cluster,
+                                 .secret = s->cfg.secret,
+                                 .silo_id = s->id,
+                                 .max_connections = cfg->max_connections,
+                                 .max_inflight_per_conn = cfg->max_inflight_per_conn,
+                                 .max_frame_bytes = cfg->max_frame_bytes,
+                                 .handshake_timeout_ms = cfg->handshake_timeout_ms};
+        go.silo_secret = s->cfg.silo_secret;
+        go.max_preauth_connections = cfg->max_preauth_connections;
+        go.frame_timeout_ms = cfg->frame_timeout_ms;
+        go.max_conn_bytes = cfg->max_conn_bytes;
+        go.max_buffered_bytes = cfg->max_buffered_bytes;
         go.system_call = gr__silo_system_call;
         go.system_ud = s;
         rc = gr__gateway_new(loop, s->rt, &go, &s->gw);
@@ -359,6 +390,13 @@ static void gr__silo_joined(void *ud, int status) {
         s->joined = 1;
         gr__silo_update_firing(s);
         GR_LOG_INFO("silo %s is active in cluster %s", s->id, s->cfg.cluster);
+    } else if (status == GR_EEXIST) {
+        /* Our id belongs to a live member: never serve as it. */
+        s->join_refused = 1;
+        s->dead = 1;
+        gr__router_set_fenced(s->router, 1);
+        gr__silo_update_firing(s);
+        if (s->dead_cb) s->dead_cb(s, s->dead_ud);
     } else {
         GR_LOG_ERROR("could not join the cluster: %s (is the schema migrated?)", gr_strerror(status));
     }
@@ -368,6 +406,8 @@ void gr_silo_on_dead(gr_silo_t *s, void (*cb)(gr_silo_t *, void *), void *ud) {
     s->dead_cb = cb;
     s->dead_ud = ud;
 }
+
+int gr_silo_join_refused(const gr_silo_t *s) { return s->join_refused; }
 
 int gr_silo_ready(const gr_silo_t *s) {
     if (!s->started || s->stopping || s->fenced || s->dead) return 0;
@@ -406,6 +446,23 @@ static int gr__silo_metrics(gr_silo_t *s, gr__buf_t *b) {
         (unsigned long long)g.connections_refused, (unsigned long long)g.protocol_errors,
         (unsigned long long)g.handshakes_refused, (unsigned long long)g.overloaded,
         (unsigned long long)g.inflight, gr_silo_ready(s), s->fenced, s->stopping);
+    rc |= gr__buf_printf(b, "# HELP granary_handshakes_refused_by_reason_total Handshakes refused, by reason.\n"
+                            "# TYPE granary_handshakes_refused_by_reason_total counter\n");
+    for (int i = 0; i < GR__REFUSE_COUNT; i++)
+        rc |= gr__buf_printf(b, "granary_handshakes_refused_by_reason_total{reason=\"%s\"} %llu\n",
+                             gr__refuse_name((gr__refuse_t)i), (unsigned long long)g.refused_by[i]);
+    rc |= gr__buf_printf(
+        b,
+        "# HELP granary_connections_preauth Connections that have not completed their handshake.\n"
+        "# TYPE granary_connections_preauth gauge\ngranary_connections_preauth %llu\n"
+        "# HELP granary_request_bytes_buffered Request bytes of calls in flight (the memory budget).\n"
+        "# TYPE granary_request_bytes_buffered gauge\ngranary_request_bytes_buffered %llu\n"
+        "# HELP granary_partial_frame_timeouts_total Connections closed for a frame left incomplete.\n"
+        "# TYPE granary_partial_frame_timeouts_total counter\ngranary_partial_frame_timeouts_total %llu\n"
+        "# HELP granary_http_idle_evicted_total Idle HTTP connections closed to make room for new ones.\n"
+        "# TYPE granary_http_idle_evicted_total counter\ngranary_http_idle_evicted_total %llu\n",
+        (unsigned long long)g.preauth_open, (unsigned long long)g.bytes_buffered,
+        (unsigned long long)g.partial_frame_timeouts, (unsigned long long)(s->http ? gr__http_evicted(s->http) : 0));
     if (s->reminders) {
         gr__reminders_stats_t rs;
         gr__reminders_get_stats(s->reminders, &rs);
@@ -450,6 +507,79 @@ static int gr__silo_metrics(gr_silo_t *s, gr__buf_t *b) {
     return rc;
 }
 
+static int gr__ct_eq(const char *a, const char *b) {
+    size_t al = strlen(a), bl = strlen(b);
+    unsigned diff = (unsigned)(al ^ bl);
+    for (size_t i = 0; i < al; i++)
+        diff |= (unsigned)((uint8_t)a[i] ^ (uint8_t)(i < bl ? b[i] : 0));
+    return diff == 0;
+}
+
+/* Whether `host` (a Host header, maybe with :port) is in the comma list. */
+static int gr__host_allowed(const char *list, const char *host) {
+    char h[256];
+    snprintf(h, sizeof h, "%s", host);
+    char *colon = h[0] == '[' ? strstr(h, "]:") : strrchr(h, ':');
+    if (colon) colon[h[0] == '[' ? 1 : 0] = '\0';
+    size_t hl = strlen(h);
+    for (const char *p = list; *p;) {
+        const char *e = strchr(p, ',');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        if (n == hl && !strncasecmp(p, h, n)) return 1;
+        p += n + (e ? 1 : 0);
+    }
+    return 0;
+}
+
+/* The dashboard and /api/: the Host allow-list, then the token (a bearer
+ * header, the cookie it set, or ?token= which sets that cookie). 0 when
+ * the request may go on; otherwise it was answered here. Probes and
+ * /metrics never come here: they must answer whatever happens. */
+static int gr__silo_http_guard(gr_silo_t *s, gr__http_req_t *req, const char *path, const char *query) {
+    static const char text[] = "text/plain; charset=utf-8";
+    char host[256] = "", got[300] = "";
+    if (s->cfg.http_allowed_hosts && s->cfg.http_allowed_hosts[0] &&
+        (gr__http_header(req, "Host", host, sizeof host) < 0 || !gr__host_allowed(s->cfg.http_allowed_hosts, host))) {
+        static const char msg[] = "Host not allowed (--http-allowed-hosts)\n";
+        gr__http_respond(req, 403, text, msg, sizeof msg - 1);
+        return -1;
+    }
+    const char *token = s->cfg.http_token;
+    if (!token || !token[0]) {
+        if (!strcmp(path, "/api/call") && s->cfg.secret && s->cfg.secret[0]) {
+            static const char msg[] = "calling grains over HTTP on a cluster with a secret needs --http-token\n";
+            gr__http_respond(req, 403, text, msg, sizeof msg - 1);
+            return -1;
+        }
+        return 0;
+    }
+    int ok = 0;
+    if (gr__http_header(req, "Authorization", got, sizeof got) > 7 && !strncasecmp(got, "Bearer ", 7))
+        ok = gr__ct_eq(got + 7, token);
+    if (!ok && gr__http_header(req, "Cookie", got, sizeof got) > 0) {
+        const char *c = strstr(got, "granary_token=");
+        if (c) {
+            char v[260];
+            snprintf(v, sizeof v, "%s", c + 14);
+            v[strcspn(v, "; ")] = '\0';
+            ok = gr__ct_eq(v, token);
+        }
+    }
+    if (!ok && gr__http_query_param(query, "token", got, sizeof got) >= 0 && gr__ct_eq(got, token)) {
+        ok = 1;
+        char cookie[320];
+        snprintf(cookie, sizeof cookie, "Set-Cookie: granary_token=%s; HttpOnly; SameSite=Strict; Path=/", token);
+        gr__http_add_header(req, cookie);
+    }
+    if (!ok) {
+        gr__http_add_header(req, "WWW-Authenticate: Bearer realm=\"granary\"");
+        static const char msg[] = "this silo's dashboard and /api/ need its --http-token\n";
+        gr__http_respond(req, 401, text, msg, sizeof msg - 1);
+        return -1;
+    }
+    return 0;
+}
+
 static void gr__silo_http(void *ud, gr__http_req_t *req, const char *path, const char *query) {
     gr_silo_t *s = ud;
     static const char text[] = "text/plain; charset=utf-8";
@@ -470,8 +600,12 @@ static void gr__silo_http(void *ud, gr__http_req_t *req, const char *path, const
     } else if (!strcmp(path, "/metrics")) {
         ctype = "text/plain; version=0.0.4; charset=utf-8";
         status = gr__silo_metrics(s, &body) == 0 ? 200 : 503;
-    } else if (s->dashboard && gr__dashboard_http(s->dashboard, req, path, query)) {
+    } else if (s->dashboard) {
         gr__buf_free(&body);
+        if (gr__silo_http_guard(s, req, path, query) == 0 && !gr__dashboard_http(s->dashboard, req, path, query)) {
+            static const char nf[] = "not found: try /healthz, /readyz, /metrics or / (the dashboard)\n";
+            gr__http_respond(req, 404, text, nf, sizeof nf - 1);
+        }
         return;
     } else {
         gr__buf_printf(&body, "not found: try /healthz, /readyz, /metrics%s\n",

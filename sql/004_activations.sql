@@ -17,7 +17,9 @@ CREATE TABLE IF NOT EXISTS granary_activation (
     claimed_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (grain_key, grain_class, service)
 );
-CREATE INDEX IF NOT EXISTS granary_activation_silo ON granary_activation (silo_id);
+-- No index on silo_id: it would make every claim pay an index insert (and
+-- re-claims non-HOT updates) for the one statement that uses it, a graceful
+-- leave's "delete all my claims", which may scan instead.
 -- Each silo's lease, so a claim is taken over only after the holder's own
 -- lease ran out. Rows written before this migration get a long one.
 ALTER TABLE granary_silo ADD COLUMN IF NOT EXISTS lease_ms integer NOT NULL DEFAULT 60000;

@@ -21,8 +21,14 @@ typedef struct gr_silo_config {
     const char *advertise;          /* address peers use to reach us (default: POD_IP or listen host) */
     const char *http;               /* "HOST:PORT" for /healthz /readyz /metrics and the dashboard (default: none) */
     int no_dashboard;               /* 1: serve no dashboard (/, /api/...) on the HTTP port (default 0) */
+    const char *http_token;         /* bearer token the dashboard and /api/ require (default none; probes and
+                                       /metrics never need it) */
+    const char *http_allowed_hosts; /* comma-separated Host header names the dashboard and /api/ answer
+                                       (default: any) */
     const char *cluster;            /* cluster (service) name (default "default") */
-    const char *secret;             /* shared secret required in handshakes (default none) */
+    const char *secret;             /* client secret required in handshakes (default none) */
+    const char *silo_secret;        /* credential that proves the silo role; clients never hold it
+                                       (default: the client secret, so any client could act as a silo) */
     const char *silo_id;            /* default: "<advertise>:<port>-<start ms>" */
     unsigned pg_pool_size;          /* PostgreSQL connections (default 4) */
     uint32_t pg_op_timeout_ms;      /* storage op wait limit (default 5000) */
@@ -33,6 +39,11 @@ typedef struct gr_silo_config {
     uint32_t max_inflight_per_conn; /* pipelined calls per connection (default 10000) */
     uint32_t max_frame_bytes;       /* frame body limit (default 1 MiB + 64 KiB) */
     uint32_t handshake_timeout_ms;  /* a connection must say hello within (default 5000) */
+    uint32_t max_preauth_connections; /* connections that have not said hello yet (default 256) */
+    uint32_t frame_timeout_ms;      /* a frame may stay incomplete this long while read (default 10000) */
+    uint32_t max_conn_bytes;        /* request bytes in flight per connection before it is not read
+                                       (default 64 MiB) */
+    uint32_t max_buffered_bytes;    /* request bytes in flight per silo before GR_EOVERLOAD (default 256 MiB) */
     uint32_t drain_timeout_ms;      /* graceful stop gives up after (default 25000) */
     uint32_t heartbeat_ms;          /* membership heartbeat and view refresh (default 200) */
     uint32_t lease_ms;              /* silent this long = dead; fence ourselves too (default 1200) */
@@ -69,6 +80,11 @@ GR_EXTERN int gr_silo_ready(const gr_silo_t *silo);
 /** Ask to be told when the cluster declared this silo dead (it then serves
  * nothing more and should exit; the stock binary exits with status 3). */
 GR_EXTERN void gr_silo_on_dead(gr_silo_t *silo, void (*cb)(gr_silo_t *silo, void *ud), void *ud);
+
+/** 1 if the cluster refused this silo's join because its silo id is a live
+ * member's (another process): the dead callback runs then too, and the stock
+ * binary exits 2 instead of 3. 0 otherwise. */
+GR_EXTERN int gr_silo_join_refused(const gr_silo_t *silo);
 
 /** The port actually bound (useful with port 0), or 0 before start. */
 GR_EXTERN int gr_silo_port(const gr_silo_t *silo);

@@ -1,0 +1,371 @@
+/* tests/silo/test_security.c - the attacks of issue 13 against real silo
+ * processes over real sockets: a client claiming the silo role, forged
+ * directory entries, unauthenticated memory and connection slots, partial
+ * frames held open, one connection queueing unbounded request bytes, idle
+ * HTTP connections starving the probes, the HTTP token, a second process
+ * with a live silo's id, reminders for a class that does not exist.
+ * Each one is refused with bounded memory and a clear error. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/common.h"
+#include "granary/client.h"
+#include "harness.h"
+#include "support.h"
+#include "wire/frame.h"
+
+static char log_path[1024];
+static gr_h_cluster_t cl;
+
+static int new_cluster(void **st) {
+    static int n;
+    char name[64];
+    snprintf(name, sizeof name, "sec%d-%d", (int)getpid(), ++n);
+    gr_h_cluster_init(&cl, name, gr_test_pg_url(), log_path);
+    return 0;
+}
+
+static int kill_all(void **st) {
+    gr_h_kill_all(&cl);
+    return 0;
+}
+
+static void start(int i, const char *const *extra) {
+    cl.silos[i].extra = extra;
+    assert_int_equal(gr_h_start_silo(&cl, i, NULL), 0);
+}
+
+/* A raw connection that has said HELLO with this role and secret; returns
+ * the status of the answer (0 for HELLO_OK, the GOAWAY's otherwise). */
+static int raw_hello(int port, uint8_t role, const char *secret, int *fd_out) {
+    int fd = gr_test_raw_connect(port);
+    gr__buf_t b;
+    gr__buf_init(&b);
+    gr__frame_encode_hello(&b, GR_PROTOCOL_VERSION, role, cl.name, secret, strlen(secret), "attacker");
+    gr_test_send_all(fd, b.data, b.len);
+    gr__buf_free(&b);
+    int closed;
+    /* HELLO_OK and GOAWAY both end the handshake; read whichever comes. */
+    uint8_t hdr[GR_FRAME_HEADER_SIZE];
+    size_t got = 0;
+    while (got < sizeof hdr) {
+        ssize_t k = read(fd, hdr + got, sizeof hdr - got);
+        if (k <= 0) break;
+        got += (size_t)k;
+    }
+    int st = -1;
+    if (got == sizeof hdr && hdr[6] == GR__FRAME_HELLO_OK) {
+        uint8_t rest[512];
+        size_t need = gr__get_u32(hdr) - (GR_FRAME_HEADER_SIZE - 4);
+        if (need <= sizeof rest) {
+            size_t r = 0;
+            while (r < need) {
+                ssize_t k = read(fd, rest + r, need - r);
+                if (k <= 0) break;
+                r += (size_t)k;
+            }
+        }
+        st = 0;
+    } else if (got == sizeof hdr && hdr[6] == GR__FRAME_GOAWAY) {
+        uint8_t s4[4];
+        if (read(fd, s4, 4) == 4) st = (int32_t)gr__get_u32(s4);
+    }
+    (void)closed;
+    if (fd_out)
+        *fd_out = fd;
+    else
+        close(fd);
+    return st;
+}
+
+static int raw_request(int fd, uint64_t id, const char *cls, const void *key, size_t kl, const char *method,
+                       const char *arg) {
+    gr__buf_t b;
+    gr__buf_init(&b);
+    gr__frame_encode_request(&b, GR__FRAME_REQUEST, id, 2000, cls, key, kl, method, arg, arg ? strlen(arg) : 0);
+    gr_test_send_all(fd, b.data, b.len);
+    gr__buf_free(&b);
+    int closed;
+    return gr_test_read_until(fd, GR__FRAME_RESPONSE, &closed);
+}
+
+/* The silo role needs the silo secret; a client with the client secret
+ * gets HELLO_OK as a client but no `$dir`; a proven silo cannot register a
+ * silo that is not in the view. (Before: role=silo with the client secret
+ * could unregister a grain and so start a second activation.) */
+static void test_silo_role_needs_silo_secret(void **st) {
+    static const char *const extra[] = {"--silo-secret", "s1lo-only", NULL};
+    start(0, extra);
+    start(1, extra);
+    assert_int_equal(gr_h_wait_active(&cl, NULL, 2, 10000), 0);
+    int port = cl.silos[0].port;
+    assert_int_equal(raw_hello(port, GR__ROLE_SILO, "s3cret", NULL), GR_EAUTH);
+    int fd;
+    assert_int_equal(raw_hello(port, GR__ROLE_CLIENT, "s3cret", &fd), 0);
+    assert_int_equal(raw_request(fd, 1, "$dir", "Counter\0k", 9, "register", "127.0.0.1:1-1"), GR_ENOCLASS);
+    close(fd);
+    assert_int_equal(raw_hello(port, GR__ROLE_SILO, "s1lo-only", &fd), 0);
+    assert_int_equal(raw_request(fd, 2, "$dir", "Counter\0k", 9, "register", "127.0.0.1:1-forged"), GR_ENOTHERE);
+    assert_int_equal(raw_request(fd, 3, "$dir", "Counter\0k", 9, "claimed", "127.0.0.1:1-forged"), GR_ENOTHERE);
+    close(fd);
+    /* The cluster itself (silo links with the silo secret) still works. */
+    char list[128];
+    gr_h_silo_list(&cl, 0, 2, list, sizeof list);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    gr_client_t *c = gr_h_client(&cl, &loop, list);
+    gr_test_reply_t r = {0};
+    gr_ref_t ref = {"HashCounter", "role", 4};
+    for (int i = 0; i < 8; i++) { /* hash placement: some land on the other silo */
+        char key[16];
+        snprintf(key, sizeof key, "role-%d", i);
+        ref.key = key;
+        ref.key_len = strlen(key);
+        uint64_t end = gr_h_now_ms() + 5000; /* views settle for a tick after both are active */
+        do {
+            memset(&r, 0, sizeof r);
+            assert_int_equal(gr_client_call(c, &ref, "incr", NULL, 0, 5000, gr_test_on_reply, &r), 0);
+            gr_test_run_until(&loop, &r.done, 8000);
+        } while (r.status != 0 && gr_err_retryable(r.status) && gr_h_now_ms() < end);
+        if (r.status != 0) fail_msg("%s: %s %s", key, gr_err_name(r.status), r.reply);
+    }
+    gr_client_close(c, NULL, NULL);
+    gr_test_run_for(&loop, 20);
+    gr_test_loop_close(&loop);
+}
+
+/* Before HELLO: one small HELLO (a header announcing more is refused at
+ * once), a cap of their own, and they never take the slots of real clients
+ * (before: 4,100 silent sockets locked clients out). */
+static void test_preauth_bounded(void **st) {
+    static const char *const extra[] = {"--max-preauth-connections", "16", "--max-connections", "8",
+                                        "--handshake-timeout-ms", "3000", NULL};
+    start(0, extra);
+    int port = cl.silos[0].port;
+    int fd = gr_test_raw_connect(port);
+    uint8_t hdr[16] = {0, 0, 0x10, 0x0c, 0x47, 0x52, GR__FRAME_HELLO}; /* a 4 KiB HELLO */
+    gr_test_send_all(fd, hdr, sizeof hdr);
+    int closed;
+    assert_int_equal(gr_test_read_until(fd, GR__FRAME_GOAWAY, &closed), GR_ETOOBIG);
+    close(fd);
+    int idle[40];
+    for (int i = 0; i < 40; i++)
+        idle[i] = gr_test_raw_connect(port);
+    usleep(200000);
+    /* A real client still gets in (the 16 waiting slots are full). */
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    gr_client_t *c = gr_h_client(&cl, &loop, addr);
+    gr_test_reply_t r = {0};
+    gr_ref_t ref = {"Counter", "preauth", 7};
+    uint64_t end = gr_h_now_ms() + 8000;
+    do {
+        memset(&r, 0, sizeof r);
+        assert_int_equal(gr_client_call(c, &ref, "incr", NULL, 0, 3000, gr_test_on_reply, &r), 0);
+        gr_test_run_until(&loop, &r.done, 5000);
+    } while (r.status != 0 && gr_err_retryable(r.status) && gr_h_now_ms() < end);
+    assert_int_equal(r.status, 0);
+    for (int i = 0; i < 40; i++)
+        close(idle[i]);
+    gr_client_close(c, NULL, NULL);
+    gr_test_run_for(&loop, 20);
+    gr_test_loop_close(&loop);
+}
+
+/* A frame that stays incomplete closes its connection after
+ * --frame-timeout-ms (before: 300 partial 1 MiB frames held for 15 s+). */
+static void test_partial_frame_deadline(void **st) {
+    static const char *const extra[] = {"--frame-timeout-ms", "500", NULL};
+    start(0, extra);
+    int fd;
+    assert_int_equal(raw_hello(cl.silos[0].port, GR__ROLE_CLIENT, "s3cret", &fd), 0);
+    uint8_t part[32] = {0, 1, 0x86, 0xac, 0x47, 0x52, GR__FRAME_REQUEST}; /* announces ~100 kB */
+    gr_test_send_all(fd, part, sizeof part);
+    uint64_t t0 = gr_h_now_ms();
+    assert_true(gr_test_peer_closed(fd));
+    uint64_t took = gr_h_now_ms() - t0;
+    close(fd);
+    print_message("partial frame closed after %llu ms\n", (unsigned long long)took);
+    assert_true(took < 3000);
+}
+
+/* One connection queues large arguments behind a slow call: the silo stops
+ * reading it at --max-conn-bytes, so what it holds stays bounded (before:
+ * 1,000 one-MiB arguments took 1 GB), and every call is answered after. */
+static long metric(int http_port, const char *name) {
+    static char body[1 << 16];
+    if (gr_test_http_get(http_port, "/metrics", body, sizeof body) != 200) return -1;
+    char line[160];
+    snprintf(line, sizeof line, "\n%s ", name); /* the sample, not its # HELP line */
+    const char *p = strstr(body, line);
+    return p ? atol(p + strlen(line)) : -1;
+}
+
+static void test_connection_memory_budget(void **st) {
+    int hp = gr_test_free_port();
+    char http[32];
+    snprintf(http, sizeof http, "127.0.0.1:%d", hp);
+    const char *const extra[] = {"--max-conn-bytes", "2228224", "--http", http, NULL};
+    start(0, extra);
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", cl.silos[0].port);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    gr_client_t *c = gr_h_client(&cl, &loop, addr);
+    gr_test_reply_t slow = {0}, r[12];
+    memset(r, 0, sizeof r);
+    gr_ref_t ref = {"Counter", "budget", 6};
+    assert_int_equal(gr_client_call(c, &ref, "sleep", "1500", 4, 20000, gr_test_on_reply, &slow), 0);
+    static uint8_t big[1 << 20];
+    memset(big, 'x', sizeof big);
+    for (int i = 0; i < 12; i++)
+        assert_int_equal(gr_client_call(c, &ref, "get", big, sizeof big, 20000, gr_test_on_reply, &r[i]), 0);
+    long peak = 0;
+    for (int k = 0; k < 10; k++) {
+        gr_test_run_for(&loop, 100);
+        long v = metric(hp, "granary_request_bytes_buffered");
+        if (v > peak) peak = v;
+    }
+    print_message("request bytes buffered at most %ld while the slow call ran\n", peak);
+    assert_true(peak > 0);
+    assert_true(peak <= 2228224 + 1114112); /* the budget, plus the frame that crossed it */
+    assert_true(gr_test_run_until(&loop, &slow.done, 10000));
+    for (int i = 0; i < 12; i++) {
+        assert_true(gr_test_run_until(&loop, &r[i].done, 10000));
+        assert_int_equal(r[i].status, 0);
+    }
+    gr_client_close(c, NULL, NULL);
+    gr_test_run_for(&loop, 20);
+    gr_test_loop_close(&loop);
+}
+
+/* GET with extra header lines; returns the status, the whole answer in resp. */
+static int http_get(int port, const char *path, const char *headers, char *resp, size_t size) {
+    int fd = gr_test_raw_connect(port);
+    char req[1024];
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%sConnection: close\r\n\r\n", path,
+                     headers);
+    gr_test_send_all(fd, req, (size_t)n);
+    size_t len = 0;
+    ssize_t k;
+    while (len < size - 1 && (k = read(fd, resp + len, size - 1 - len)) > 0)
+        len += (size_t)k;
+    close(fd);
+    resp[len] = '\0';
+    int status = -1;
+    return sscanf(resp, "HTTP/1.%*d %d", &status) == 1 ? status : -1;
+}
+
+/* Probes answer with every HTTP slot held by idle sockets (before: 64 idle
+ * connections silenced /healthz for 15 s); the dashboard and /api/ need the
+ * token; answers carry nosniff; /api/call is never open to anonymous callers
+ * on a cluster with a secret. */
+static void test_http_probes_and_token(void **st) {
+    int hp = gr_test_free_port(), hp2 = gr_test_free_port();
+    char http[32], http2[32];
+    snprintf(http, sizeof http, "127.0.0.1:%d", hp);
+    snprintf(http2, sizeof http2, "127.0.0.1:%d", hp2);
+    const char *const extra[] = {"--http", http, "--http-token", "t0ken", NULL};
+    const char *const extra2[] = {"--http", http2, NULL};
+    start(0, extra);
+    start(1, extra2);
+    int idle[80];
+    for (int i = 0; i < 80; i++)
+        idle[i] = gr_test_raw_connect(hp);
+    usleep(100000);
+    static char resp[1 << 16];
+    uint64_t t0 = gr_h_now_ms();
+    assert_int_equal(http_get(hp, "/healthz", "", resp, sizeof resp), 200);
+    uint64_t took = gr_h_now_ms() - t0;
+    print_message("/healthz with 80 idle HTTP connections open: %llu ms\n", (unsigned long long)took);
+    assert_true(took < 2000);
+    assert_non_null(strstr(resp, "X-Content-Type-Options: nosniff"));
+    for (int i = 0; i < 80; i++)
+        close(idle[i]);
+    int ready = http_get(hp, "/readyz", "", resp, sizeof resp);
+    assert_true(ready == 200 || ready == 503);
+    assert_int_equal(http_get(hp, "/metrics", "", resp, sizeof resp), 200);
+    assert_int_equal(http_get(hp, "/api/silo", "", resp, sizeof resp), 401);
+    assert_int_equal(http_get(hp, "/", "", resp, sizeof resp), 401);
+    assert_int_equal(http_get(hp, "/api/silo", "Authorization: Bearer wrong\r\n", resp, sizeof resp), 401);
+    assert_int_equal(http_get(hp, "/api/silo", "Authorization: Bearer t0ken\r\n", resp, sizeof resp), 200);
+    assert_int_equal(http_get(hp, "/?token=t0ken", "", resp, sizeof resp), 200);
+    assert_non_null(strstr(resp, "Set-Cookie: granary_token=t0ken; HttpOnly; SameSite=Strict"));
+    assert_int_equal(http_get(hp, "/api/silo", "Cookie: a=b; granary_token=t0ken\r\n", resp, sizeof resp), 200);
+    /* No token, but the cluster has a secret: no grain calls over HTTP. */
+    assert_int_equal(http_get(hp2, "/api/call?grain=Counter/x&method=get", "", resp, sizeof resp), 403);
+    assert_int_equal(http_get(hp2, "/api/silo", "", resp, sizeof resp), 200);
+}
+
+/* A second process with a live silo's id is refused (exit 2) and never
+ * evicts it (before: it joined as active and the real one was declared
+ * dead and exited 3). */
+static void test_duplicate_silo_id(void **st) {
+    static const char *const extra[] = {"--silo-id", "dup-id-1", NULL};
+    start(0, extra);
+    assert_int_equal(gr_h_wait_active(&cl, NULL, 1, 10000), 0);
+    start(1, extra);
+    int st1 = gr_test_wait(cl.silos[1].pid, 10000);
+    assert_int_equal(st1, 2);
+    cl.silos[1].pid = 0;
+    usleep(1500000); /* more than a lease */
+    assert_int_equal(gr_test_wait(cl.silos[0].pid, 0), -1); /* still running */
+    assert_int_equal(gr_h_count_active(&cl), 1);
+}
+
+/* A reminder for a class that does not exist (or cannot receive reminders)
+ * is refused with a clear error (before: accepted, then failing every poll
+ * without a word). */
+static void test_reminder_unknown_class(void **st) {
+    start(0, NULL);
+    assert_int_equal(gr_h_wait_active(&cl, NULL, 1, 10000), 0);
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", cl.silos[0].port);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    gr_client_t *c = gr_h_client(&cl, &loop, addr);
+    gr_test_reply_t r = {0};
+    gr_ref_t ref = {"$silo", "NoSuchClass/x", 13};
+    assert_int_equal(gr_client_call(c, &ref, "reminder_add", "tick 1000 1000", 14, 5000, gr_test_on_reply, &r), 0);
+    gr_test_run_until(&loop, &r.done, 8000);
+    assert_int_equal(r.status, GR_ENOCLASS);
+    assert_non_null(strstr(r.reply, "no grain class 'NoSuchClass'"));
+    memset(&r, 0, sizeof r);
+    gr_ref_t ok = {"$silo", "Counter/x", 9};
+    assert_int_equal(gr_client_call(c, &ok, "reminder_add", "tick 1000 1000", 14, 5000, gr_test_on_reply, &r), 0);
+    gr_test_run_until(&loop, &r.done, 8000);
+    assert_int_equal(r.status, 0);
+    gr_client_close(c, NULL, NULL);
+    gr_test_run_for(&loop, 20);
+    gr_test_loop_close(&loop);
+}
+
+int main(void) {
+    if (!gr_test_pg_url()) {
+        fprintf(stderr, "no test database: run under ctest (the pg fixture starts one)\n");
+        return 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    snprintf(log_path, sizeof log_path, "%s", gr_test_build_path("test_security.log"));
+    unlink(log_path);
+    const char *migrate[] = {gr_test_build_path("silo"), "migrate", "--database", gr_test_pg_url(), NULL};
+    if (gr_test_wait(gr_test_spawn(migrate, log_path), 30000) != 0) return 1;
+    if (getenv("GR_TEST_FILTER")) cmocka_set_test_filter(getenv("GR_TEST_FILTER"));
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_silo_role_needs_silo_secret, new_cluster, kill_all),
+        cmocka_unit_test_setup_teardown(test_preauth_bounded, new_cluster, kill_all),
+        cmocka_unit_test_setup_teardown(test_partial_frame_deadline, new_cluster, kill_all),
+        cmocka_unit_test_setup_teardown(test_connection_memory_budget, new_cluster, kill_all),
+        cmocka_unit_test_setup_teardown(test_http_probes_and_token, new_cluster, kill_all),
+        cmocka_unit_test_setup_teardown(test_duplicate_silo_id, new_cluster, kill_all),
+        cmocka_unit_test_setup_teardown(test_reminder_unknown_class, new_cluster, kill_all),
+    };
+    int rc = cmocka_run_group_tests_name("silo.security", tests, NULL, NULL);
+    if (rc) gr_test_print_tail(log_path, 60);
+    return rc;
+}
