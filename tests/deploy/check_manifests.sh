@@ -74,5 +74,22 @@ else
 fi
 rm -f "$log"
 
+# 7. Security (docs/security.md): every silo pod runs as non-root with a
+#    read-only root, no privilege escalation, no capabilities; the silo
+#    secret and HTTP token come from the Secret; a NetworkPolicy exists.
+for f in "$src"/deploy/kubernetes/deployment.yaml "$src"/deploy/kubernetes/statefulset.yaml "$src"/deploy/helm/granary/templates/deployment.yaml; do
+  for k in 'runAsNonRoot: true' 'readOnlyRootFilesystem: true' 'allowPrivilegeEscalation: false' 'drop: \["ALL"\]' \
+           'name: GRANARY_SILO_SECRET' 'name: GRANARY_HTTP_TOKEN'; do
+    grep -q "$k" "$f" && ok "$(basename "$f") has $k" || bad "$(basename "$f") lacks $k"
+  done
+done
+for k in silo-secret http-token; do
+  grep -q "$k:" "$src/deploy/kubernetes/secret.yaml" && ok "secret.yaml has $k" || bad "secret.yaml lacks $k"
+  grep -q "$k:" "$src/deploy/helm/granary/templates/secret.yaml" && ok "helm secret has $k" || bad "helm secret lacks $k"
+done
+for f in "$src/deploy/kubernetes/networkpolicy.yaml" "$src/deploy/helm/granary/templates/networkpolicy.yaml"; do
+  grep -q 'kind: NetworkPolicy' "$f" && ok "$(basename "$(dirname "$f")")/$(basename "$f") is a NetworkPolicy" || bad "no NetworkPolicy in $f"
+done
+
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

@@ -22,7 +22,7 @@ static char log_path[1024];
 static char shots[1024];
 static gr_h_cluster_t cl;
 static char http_addr[3][32];
-static const char *extra[3][3];
+static const char *extra[3][5];
 static uv_loop_t loop;
 static gr_h_load_t *load;
 
@@ -124,8 +124,8 @@ static void drv_cmd(const char *cmd, char *reply, size_t size, uint64_t timeout_
 }
 
 static void drv_start(const char *node, const char *chromium) {
-    char url[64], script[1024];
-    snprintf(url, sizeof url, "http://%s/", http_addr[0]);
+    char url[96], script[1024];
+    snprintf(url, sizeof url, "http://%s/?token=e2e-t0ken", http_addr[0]);
     snprintf(script, sizeof script, "%s/tests/e2e/dashboard.mjs", getenv("GRANARY_SOURCE_DIR"));
     char *args[] = {(char *)node,     script,          "--url", url, "--chromium",
                     (char *)chromium, "--max-seconds", "400",   NULL};
@@ -301,7 +301,12 @@ static int setup(void **st) {
         snprintf(http_addr[i], sizeof http_addr[i], "127.0.0.1:%d", gr_test_free_port());
         extra[i][0] = "--http";
         extra[i][1] = http_addr[i];
-        extra[i][2] = NULL;
+        /* With a cluster secret, /api/call needs the HTTP token; the page
+         * is opened once with ?token=, which sets the cookie the page's own
+         * requests then carry (docs/security.md). */
+        extra[i][2] = "--http-token";
+        extra[i][3] = "e2e-t0ken";
+        extra[i][4] = NULL;
         cl.silos[i].extra = extra[i];
         if (gr_h_start_silo(&cl, i, NULL) != 0) {
             gr_test_print_tail(log_path, 40);

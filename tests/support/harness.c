@@ -43,6 +43,8 @@ int gr_h_start_silo(gr_h_cluster_t *c, int i, const char *db) {
                                c->name,
                                "--secret",
                                c->secret,
+                               "--silo-secret",
+                               "s1lo-s3cret",
                                NULL};
     const char *argv[40] = {0};
     int a = 0;
