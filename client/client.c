@@ -56,7 +56,7 @@ struct gr_client {
     int flush_on;
     char silo[256];
     char last_error[256];
-    uint8_t role; /* GR__ROLE_CLIENT, or GR__ROLE_SILO for silo-to-silo links */
+    uint8_t role;        /* GR__ROLE_CLIENT, or GR__ROLE_SILO for silo-to-silo links */
     uint64_t handshakes; /* connections that became ready */
     int closing;
     int open_handles;

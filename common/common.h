@@ -133,6 +133,10 @@ uint64_t gr__now_ms(void);
 /* Whether a class name is acceptable: 1..GR_CLASS_NAME_MAX bytes of
  * printable ASCII other than '/' and space. */
 int gr__valid_class_name(const char *name);
+
+/* 1 if the n bytes at a equal the string b (NULL: ""), in time that depends
+ * on n only, not on where they differ: secrets must not leak through timing. */
+int gr__secret_equal(const void *a, size_t n, const char *b);
 /* A reminder name: 1..GR_METHOD_NAME_MAX printable ASCII, no spaces. */
 int gr__valid_reminder_name(const char *name);
 

@@ -150,6 +150,15 @@ uint64_t gr__now_ms(void) {
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+int gr__secret_equal(const void *a, size_t n, const char *b) {
+    const uint8_t *p = a;
+    size_t bl = b ? strlen(b) : 0;
+    unsigned diff = (unsigned)(n ^ bl);
+    for (size_t i = 0; i < n; i++)
+        diff |= (unsigned)(p[i] ^ (uint8_t)(i < bl ? b[i] : 0));
+    return diff == 0;
+}
+
 int gr__valid_class_name(const char *name) {
     if (!name) return 0;
     size_t n = strlen(name);

@@ -25,7 +25,7 @@ typedef enum { GR__G_LOADING, GR__G_ACTIVE, GR__G_DEACTIVATING, GR__G_DEAD } gr_
 #define GR__FREE_LIST_MAX 4096
 /* Call ids are sequential: a multiplicative hash spreads them over uthash's
  * buckets for a fraction of the cost of its general byte hash. */
-#define GR__CALL_HASH(id) ((unsigned)(((uint64_t)(id) * 0x9E3779B97F4A7C15ull) >> 32))
+#define GR__CALL_HASH(id) ((unsigned)(((uint64_t)(id)*0x9E3779B97F4A7C15ull) >> 32))
 /* Stateless workers: activations per key per silo when the class says 0. */
 #define GR__WORKERS_DEFAULT 4u
 /* A worker activation's table id is this byte, its index, then class '\0'
@@ -157,7 +157,7 @@ struct gr_grain {
     uint8_t clearing; /* the next write deletes the row (gr_state_clear) */
     uint8_t claimed;  /* cluster mode: the activation claim is ours (docs/directory.md) */
     uint32_t token;   /* this activation's number on this silo: its claim's token */
-    uint8_t id[]; /* class '\0' key: the table key */
+    uint8_t id[];     /* class '\0' key: the table key */
 };
 
 struct gr_runtime {
@@ -622,8 +622,8 @@ static int gr__may_answer(const gr_grain_t *g) {
     return !gr__claims_on(g) || rt->cluster.lease_ok(rt->cluster.ud);
 }
 
-static const char gr__no_lease[] =
-    "this silo cannot confirm its membership lease (fenced or paused): the grain may be served elsewhere; retry";
+static const char gr__no_lease[] = "this silo cannot confirm its membership lease (fenced or paused): the "
+                                   "grain may be served elsewhere; retry";
 
 /* Create an activation in LOADING state and start reading its state. */
 static int gr__grain_new(gr_runtime_t *rt, const gr_class_t *cls, const uint8_t *id, size_t id_len,
@@ -651,7 +651,8 @@ static int gr__grain_new(gr_runtime_t *rt, const gr_class_t *cls, const uint8_t 
             rc = gr__storage_claim(rt->storage, cls->name, GR__G_KEY(g), g->key_len, rt->silo_id, g->token,
                                    gr__grain_storage_read_cb, g);
         } else {
-            rc = gr_storage_read(rt->storage, cls->name, GR__G_KEY(g), g->key_len, gr__grain_storage_read_cb, g);
+            rc = gr_storage_read(rt->storage, cls->name, GR__G_KEY(g), g->key_len, gr__grain_storage_read_cb,
+                                 g);
         }
         if (rc != 0) {
             HASH_DEL(rt->grains, g);
@@ -714,7 +715,8 @@ static void gr__grain_finish(gr_grain_t *g) {
                 gr_msg_t *n = queued->next;
                 queued->next = NULL;
                 queued->grain = NULL; /* this activation is about to go */
-                if (gr__msg_set_route(queued, GR__G_CLS(g), g->id, g->id_len, strlen(GR__G_CLS(g)->name)) == 0)
+                if (gr__msg_set_route(queued, GR__G_CLS(g), g->id, g->id_len, strlen(GR__G_CLS(g)->name)) ==
+                    0)
                     rt->router(rt->router_ud, queued);
                 else
                     gr__msg_fail(rt, queued, GR_ENOMEM, "out of memory rerouting a call");
@@ -772,8 +774,8 @@ static void gr__grain_held_elsewhere(gr_grain_t *g, const char *holder) {
     gr_msg_t *queued = g->mb_head;
     g->mb_head = g->mb_tail = NULL;
     g->mb_len = 0;
-    gr__log(GR__LOG_DEBUG, GR__G_CLS(g)->name, GR__G_KEY(g), g->key_len, "claimed by %s: sending its calls there",
-            holder[0] ? holder : "(unknown)");
+    gr__log(GR__LOG_DEBUG, GR__G_CLS(g)->name, GR__G_KEY(g), g->key_len,
+            "claimed by %s: sending its calls there", holder[0] ? holder : "(unknown)");
     char who[128];
     snprintf(who, sizeof who, "%s", holder);
     const gr_class_t *cls = GR__G_CLS(g);
@@ -820,6 +822,13 @@ static void gr__grain_storage_read_cb(void *ud, int status, const uint8_t *data,
     }
     /* Granted: from here every way out of this activation gives it back. */
     if (gr__claims_on(g)) g->claimed = 1;
+    if (!gr__may_answer(g)) {
+        /* Granted, but the lease ran out meanwhile (fenced, paused): this
+         * activation must not start. The claim stays ours (it is released
+         * only with a lease), and so we can activate the grain again later. */
+        gr__grain_fail_all(g, GR_ENOTHERE, gr__no_lease);
+        return;
+    }
     const gr_class_t *cls = GR__G_CLS(g);
     if (version > 0 && format > cls->state_version) {
         /* Written by a newer version of the class (a rolling deploy in
@@ -845,7 +854,8 @@ static void gr__grain_storage_read_cb(void *ud, int status, const uint8_t *data,
     g->state_len = (uint32_t)len;
     g->version = version;
     g->status = GR__G_ACTIVE;
-    if (g->claimed && rt->cluster.claimed) rt->cluster.claimed(rt->cluster.ud, cls->name, GR__G_KEY(g), g->key_len);
+    if (g->claimed && rt->cluster.claimed)
+        rt->cluster.claimed(rt->cluster.ud, cls->name, GR__G_KEY(g), g->key_len);
     if (version > 0 && format < cls->state_version && cls->upgrade_state) {
         /* The upgrade sees the old bytes and sets the new ones (dirty: the
          * next write stores them with the new format). */
@@ -884,7 +894,7 @@ static void gr__waiters_complete(gr_grain_t *g, gr__write_waiter_t *w, int statu
         gr__write_waiter_t *n = w->next;
         if (w->msg) {
             gr_msg_t *m = w->msg;
-            gr__turn_end(g, m); /* before completing: that frees m */
+            gr__turn_end(g, m);                    /* before completing: that frees m */
             if (status == 0 && !gr__may_answer(g)) /* committed, but we cannot vouch it is still current */
                 gr__msg_fail(rt, m, GR_ENOTHERE, gr__no_lease);
             else if (status == 0)
@@ -1054,6 +1064,14 @@ static void gr__grain_tick(gr_grain_t *g) {
     t->queued = 0;
     g->ticks_pending--;
     uint64_t id = t->id;
+    /* A timer is a turn too: without the lease, this activation may have a
+     * successor elsewhere, and the tick's effects (calls, writes) must not
+     * happen here. A periodic timer tries again at its next period. */
+    if (!gr__may_answer(g)) {
+        t = gr__timer_find(g, id);
+        if (t && t->one_shot) gr__timer_remove(g, t);
+        return;
+    }
     t->fn(g, t->ud);
     t = gr__timer_find(g, id); /* the tick may have stopped it */
     if (t && t->one_shot) gr__timer_remove(g, t);
@@ -1124,7 +1142,8 @@ static void gr__grain_run(gr_grain_t *g) {
             GR__G_CLS(g)->on_reminder(g, m, name);
         } else if (!m->method) {
             char detail[GR_METHOD_NAME_MAX + GR_CLASS_NAME_MAX + 64];
-            snprintf(detail, sizeof detail, "class %s has no method '%s'", GR__G_CLS(g)->name, m->method_name);
+            snprintf(detail, sizeof detail, "class %s has no method '%s'", GR__G_CLS(g)->name,
+                     m->method_name);
             gr__msg_fail(rt, m, GR_ENOMETHOD, detail);
         } else {
             if (inter) {
@@ -1215,14 +1234,15 @@ static void gr__idle_sweep_cb(uv_timer_t *t) {
     gr_grain_t *g = rt->lru_head;
     while (g) {
         gr_grain_t *next = g->lru_next;
-        uint32_t age = GR__G_CLS(g)->idle_deactivate_ms ? GR__G_CLS(g)->idle_deactivate_ms : rt->opts.idle_deactivate_ms;
+        uint32_t age =
+            GR__G_CLS(g)->idle_deactivate_ms ? GR__G_CLS(g)->idle_deactivate_ms : rt->opts.idle_deactivate_ms;
         /* The list is ordered by last activity; past the shortest age in use
          * nothing younger can be due, but classes differ, so only stop on the
          * global minimum (1 s granularity at most). */
         uint32_t idle = (uint32_t)now - g->last_active;
         if (idle < rt->min_idle_ms) break;
-        if (idle >= age && g->status == GR__G_ACTIVE && !gr__grain_busy(g) && !g->mb_head &&
-            !g->writing && !g->scheduled) {
+        if (idle >= age && g->status == GR__G_ACTIVE && !gr__grain_busy(g) && !g->mb_head && !g->writing &&
+            !g->scheduled) {
             gr__grain_deactivate(g, 1);
         }
         g = next;
@@ -1468,6 +1488,15 @@ static int gr__submit(gr_runtime_t *rt, gr_grain_t *owner, const gr_ref_t *ref, 
         gr__call_fail_soon(rt, c, GR_EOVERLOAD, "grain mailbox is full");
         return 0;
     }
+    if (!g && here && rt->cluster.lease_ok && !rt->cluster.lease_ok(rt->cluster.ud)) {
+        /* Sent here to activate, but we cannot vouch for our lease: do not
+         * claim a grain we could not serve (it would wait for our death). */
+        gr__call_unlink(rt, c);
+        gr__msg_free(rt, m);
+        rt->stats.calls_failed++;
+        gr__call_fail_soon(rt, c, GR_ENOTHERE, gr__no_lease);
+        return 0;
+    }
     if (!g && rt->draining) { /* sent here to activate: a draining silo starts nothing new */
         gr__call_unlink(rt, c);
         gr__msg_free(rt, m);
@@ -1499,8 +1528,8 @@ int gr_call(gr_runtime_t *rt, const gr_ref_t *ref, const char *method, const voi
 }
 
 int gr__call_hops(gr_runtime_t *rt, const gr_ref_t *ref, const char *method, const void *arg, size_t arg_len,
-                  uint32_t timeout_ms, int hops, int here, const uint8_t *chain, size_t chain_len, gr_call_cb cb,
-                  void *ud) {
+                  uint32_t timeout_ms, int hops, int here, const uint8_t *chain, size_t chain_len,
+                  gr_call_cb cb, void *ud) {
     return gr__submit(rt, NULL, ref, method, arg, arg_len, timeout_ms, hops, here, chain, chain_len, cb, ud);
 }
 
@@ -1915,7 +1944,8 @@ int gr_reminder_unregister(gr_grain_t *g, const char *name, gr_call_cb cb, void 
     if (!g || !gr__valid_reminder_name(name)) return GR_EINVAL;
     gr_runtime_t *rt = GR__G_RT(g);
     if (!rt->reminders) return GR_ESTATE;
-    return rt->reminders->remove(rt->reminders_ud, GR__G_CLS(g)->name, GR__G_KEY(g), g->key_len, name, cb, ud);
+    return rt->reminders->remove(rt->reminders_ud, GR__G_CLS(g)->name, GR__G_KEY(g), g->key_len, name, cb,
+                                 ud);
 }
 
 int gr_reminder_list(gr_grain_t *g, gr_call_cb cb, void *ud) {
@@ -2107,10 +2137,11 @@ int gr__runtime_write_metrics(const gr_runtime_t *rt, gr__buf_t *b) {
         "# HELP granary_drain_remaining Activations left to deactivate (0 unless draining).\n"
         "# TYPE granary_drain_remaining gauge\ngranary_drain_remaining %zu\n",
         (unsigned long long)s->calls, (unsigned long long)s->calls_failed,
-        (unsigned long long)s->late_replies, (unsigned long long)s->deadlocks, (unsigned long long)s->activations,
-        (unsigned long long)s->deactivations, (unsigned long long)s->storage_reads,
-        (unsigned long long)s->storage_writes, (unsigned long long)s->storage_conflicts,
-        (unsigned long long)s->storage_errors, queued, rt->draining ? rt->n_grains : (size_t)0);
+        (unsigned long long)s->late_replies, (unsigned long long)s->deadlocks,
+        (unsigned long long)s->activations, (unsigned long long)s->deactivations,
+        (unsigned long long)s->storage_reads, (unsigned long long)s->storage_writes,
+        (unsigned long long)s->storage_conflicts, (unsigned long long)s->storage_errors, queued,
+        rt->draining ? rt->n_grains : (size_t)0);
     rc |= gr__buf_printf(b, "# TYPE granary_storage_read_duration_seconds histogram\n");
     rc |= gr__hist_write(&rt->read_latency, b, "granary_storage_read_duration_seconds", "");
     rc |= gr__buf_printf(b, "# TYPE granary_storage_write_duration_seconds histogram\n");
@@ -2128,8 +2159,9 @@ void gr__runtime_foreach_method(const gr_runtime_t *rt, void (*fn)(void *ud, con
                                 void *ud) {
     for (const gr__class_entry_t *e = rt->classes; e; e = e->hh.next)
         for (size_t i = 0; i < e->n_methods; i++) {
-            gr__method_stats_t ms = {e->cls->name,  e->cls->methods[i].name, e->read_only[i], e->interleave[i],
-                                     e->calls[i],   e->errors[i],            &e->latency[i]};
+            gr__method_stats_t ms = {
+                e->cls->name, e->cls->methods[i].name, e->read_only[i], e->interleave[i], e->calls[i],
+                e->errors[i], &e->latency[i]};
             fn(ud, &ms);
         }
 }

@@ -8,14 +8,14 @@
 #include "granary/grain.h"
 
 typedef struct gr__runtime_stats {
-    uint64_t calls;         /* calls accepted */
-    uint64_t calls_failed;  /* completed with an error status */
-    uint64_t late_replies;  /* replies dropped because the caller had timed out */
-    uint64_t deadlocks;     /* calls failed with GR_EDEADLOCK (a call cycle) */
+    uint64_t calls;          /* calls accepted */
+    uint64_t calls_failed;   /* completed with an error status */
+    uint64_t late_replies;   /* replies dropped because the caller had timed out */
+    uint64_t deadlocks;      /* calls failed with GR_EDEADLOCK (a call cycle) */
     uint64_t state_upgrades; /* activations whose state an upgrade_state converted */
     uint64_t state_too_new;  /* activations refused: state written by a newer class */
-    uint64_t activations;   /* activations created */
-    uint64_t deactivations; /* activations finished */
+    uint64_t activations;    /* activations created */
+    uint64_t deactivations;  /* activations finished */
     uint64_t storage_reads, storage_writes, storage_conflicts, storage_errors;
 } gr__runtime_stats_t;
 
@@ -71,17 +71,17 @@ void gr__runtime_msg_done(gr_runtime_t *rt, gr_msg_t *m, int status, const uint8
  * runs here, activating the grain if need be, instead of being routed again;
  * a draining silo refuses such a call with GR_ESHUTDOWN. */
 int gr__call_hops(gr_runtime_t *rt, const gr_ref_t *ref, const char *method, const void *arg, size_t arg_len,
-                  uint32_t timeout_ms, int hops, int here, const uint8_t *chain, size_t chain_len, gr_call_cb cb,
-                  void *ud);
+                  uint32_t timeout_ms, int hops, int here, const uint8_t *chain, size_t chain_len,
+                  gr_call_cb cb, void *ud);
 
 /* ---- reminders ----
  * The silo's reminder service (silo/reminders.c) behind gr_reminder_*. Each
  * returns 0 (cb runs once, later; cb may be NULL) or an error (cb never runs). */
 typedef struct gr__reminder_ops {
-    int (*add)(void *ud, const char *cls, const uint8_t *key, size_t key_len, const char *name, uint64_t due_ms,
-               uint64_t period_ms, gr_call_cb cb, void *cb_ud);
-    int (*remove)(void *ud, const char *cls, const uint8_t *key, size_t key_len, const char *name, gr_call_cb cb,
-                  void *cb_ud);
+    int (*add)(void *ud, const char *cls, const uint8_t *key, size_t key_len, const char *name,
+               uint64_t due_ms, uint64_t period_ms, gr_call_cb cb, void *cb_ud);
+    int (*remove)(void *ud, const char *cls, const uint8_t *key, size_t key_len, const char *name,
+                  gr_call_cb cb, void *cb_ud);
     int (*list)(void *ud, const char *cls, const uint8_t *key, size_t key_len, gr_call_cb cb, void *cb_ud);
 } gr__reminder_ops_t;
 void gr__runtime_set_reminders(gr_runtime_t *rt, const gr__reminder_ops_t *ops, void *ud);

@@ -151,7 +151,8 @@ static int gr__mem_write(gr_storage_t *st, const char *cls, const void *key, siz
 
 static int gr__mem_clear(gr_storage_t *st, const char *cls, const void *key, size_t key_len, int64_t expected,
                          gr_storage_write_cb cb, void *ud) {
-    return gr__mem_push((gr__mem_t *)st, GR__MEM_CLEAR, cls, key, key_len, NULL, 0, 0, expected, (void *)cb, ud);
+    return gr__mem_push((gr__mem_t *)st, GR__MEM_CLEAR, cls, key, key_len, NULL, 0, 0, expected, (void *)cb,
+                        ud);
 }
 
 static void gr__mem_closed(uv_handle_t *h) {
@@ -187,8 +188,8 @@ static void gr__mem_close(gr_storage_t *st, void (*cb)(void *), void *ud) {
     uv_close((uv_handle_t *)&m->idle, gr__mem_closed);
 }
 
-static const gr__storage_vtable_t gr__mem_vt = {gr__mem_read, gr__mem_write, gr__mem_clear, gr__mem_close, NULL,
-                                                NULL}; /* one process: every claim is granted */
+static const gr__storage_vtable_t gr__mem_vt = {gr__mem_read, gr__mem_write, gr__mem_clear, gr__mem_close,
+                                                NULL,         NULL}; /* one process: every claim is granted */
 
 int gr_storage_memory_new(uv_loop_t *loop, gr_storage_t **out) {
     if (!loop || !out) return GR_EINVAL;

@@ -195,8 +195,8 @@ static int gr__pgs_read(gr_storage_t *st, const char *cls, const void *key, size
 
 /* A claim rides in the read batches (a batch is all reads or all claims of
  * one owner), so an activation still costs one round trip. */
-static int gr__pgs_claim(gr_storage_t *st, const char *cls, const void *key, size_t key_len, const char *owner,
-                         int64_t token, gr_storage_read_cb cb, void *ud) {
+static int gr__pgs_claim(gr_storage_t *st, const char *cls, const void *key, size_t key_len,
+                         const char *owner, int64_t token, gr_storage_read_cb cb, void *ud) {
     gr__pgs_t *s = (gr__pgs_t *)st;
     gr__rop_t *r = gr__rop_new(cls, key, key_len, owner, token, cb, ud);
     if (!r) return GR_ENOMEM;
@@ -325,7 +325,8 @@ typedef struct gr__batch {
 static const char GR__SQL_BATCH_WRITE[] =
     "WITH v AS (SELECT * FROM unnest($1::bytea[], $2::text[], $3::bytea[], $4::bigint[], $6::int[]) "
     "           WITH ORDINALITY AS v(k, c, st, ev, f, ord)), "
-    "     upd AS (UPDATE granary_grain_state t SET state = v.st, version = t.version + 1, state_format = v.f, "
+    "     upd AS (UPDATE granary_grain_state t SET state = v.st, version = t.version + 1, state_format = "
+    "v.f, "
     "             updated_at = now() "
     "             FROM v WHERE v.ev > 0 AND t.grain_key = v.k AND t.grain_class = v.c AND t.service = $5 "
     "             AND t.version = v.ev RETURNING v.ord, t.version), "
@@ -466,9 +467,12 @@ static void gr__batch_flush(gr__pgs_t *s) {
         rc |= gr__buf_append(&keys, "}", 2) | gr__buf_append(&classes, "}", 2) |
               gr__buf_append(&states, "}", 2) | gr__buf_append(&vers, "}", 2) | gr__buf_append(&fmts, "}", 2);
         if (rc == 0) {
-            const char *values[6] = {(const char *)keys.data,  (const char *)classes.data,
-                                     (const char *)states.data, (const char *)vers.data,
-                                     s->service,                (const char *)fmts.data};
+            const char *values[6] = {(const char *)keys.data,
+                                     (const char *)classes.data,
+                                     (const char *)states.data,
+                                     (const char *)vers.data,
+                                     s->service,
+                                     (const char *)fmts.data};
             rc = gr__pgpool_query(s->pool, GR__SQL_BATCH_WRITE, 6, values, NULL, NULL, 1, gr__batch_done, bt);
         }
         gr__buf_free(&keys);
@@ -494,35 +498,45 @@ static const char GR__SQL_BATCH_READ[] =
     "LEFT JOIN granary_grain_state s ON s.grain_key = v.k AND s.grain_class = v.c AND s.service = $3";
 
 /* Claim and read in one statement (docs/directory.md, "Single activation").
- * $1 keys, $2 classes, $5 tokens (parallel arrays), $3 service, $4 owner.
- * The claim is taken when absent, already ours, or held by a silo that is
- * dead and has not heartbeated for its lease (by this database's clock);
- * ON CONFLICT locks the row, so two claimants serialise and one wins. A grain
- * twice in one batch is claimed once (DISTINCT ON: ON CONFLICT may not touch
- * a row twice). Columns: ord, state, version, format, granted, holder (only
- * looked up for refused claims). A batch of 256 new claims took 2.1 ms of
- * database time against 4.3 ms with the holder looked up for every row and an
- * index on silo_id (psql EXPLAIN ANALYZE, 2026-12-01); a plain read, 0.45 ms. */
+ * $1 keys, $2 classes, $5 tokens (parallel arrays), $3 service (= cluster),
+ * $4 owner. The claim is taken when the row is absent, released (''), ours
+ * already, or held by a silo whose membership row is dead and silent for its
+ * own lease by this database's clock. Only positive evidence frees a claim:
+ * the subquery reads the statement's snapshot, in which a silo that joined
+ * since is missing, and a missing row must not count as dead (the rows it
+ * does see cannot mislead: dead is final and a dead row's heartbeat_at never
+ * changes). ON CONFLICT locks the row, so claimants serialise and one wins.
+ * A grain twice in one batch is claimed once (DISTINCT ON: ON CONFLICT may
+ * not touch a row twice). Columns: ord, state, version, format, granted,
+ * holder (looked up for refused claims only), reread (the claim took a
+ * released row: the state read here may predate the last holder's writes,
+ * so the caller reads it again in a new statement). */
 static const char GR__SQL_BATCH_CLAIM[] =
-    "WITH v AS (SELECT * FROM unnest($1::bytea[], $2::text[], $5::bigint[]) WITH ORDINALITY AS v(k, c, t, ord)), "
+    "WITH v AS (SELECT * FROM unnest($1::bytea[], $2::text[], $5::bigint[]) WITH ORDINALITY AS v(k, c, t, "
+    "ord)), "
     "     u AS (SELECT DISTINCT ON (k, c) k, c, t FROM v ORDER BY k, c, ord DESC), "
     "     cl AS (INSERT INTO granary_activation AS a (grain_key, grain_class, service, silo_id, token) "
     "            SELECT k, c, $3, $4, t FROM u "
     "            ON CONFLICT (grain_key, grain_class, service) DO UPDATE "
-    "            SET silo_id = excluded.silo_id, token = excluded.token, claimed_at = now() "
-    "            WHERE a.silo_id = excluded.silo_id OR NOT EXISTS (SELECT 1 FROM granary_silo m "
-    "                  WHERE m.silo_id = a.silo_id AND (m.status <> 'dead' "
-    "                  OR m.heartbeat_at > now() - m.lease_ms * interval '1 millisecond')) "
-    "            RETURNING grain_key, grain_class) "
+    "            SET silo_id = excluded.silo_id, token = excluded.token, reread = (a.silo_id = ''), "
+    "                claimed_at = now() "
+    "            WHERE a.silo_id = '' OR a.silo_id = excluded.silo_id OR EXISTS (SELECT 1 FROM granary_silo "
+    "m "
+    "                  WHERE m.cluster = $3 AND m.silo_id = a.silo_id AND m.status = 'dead' "
+    "                  AND m.heartbeat_at <= now() - m.lease_ms * interval '1 millisecond') "
+    "            RETURNING grain_key, grain_class, reread) "
     "SELECT v.ord, s.state, s.version, s.state_format, cl.grain_key IS NOT NULL, "
     "       CASE WHEN cl.grain_key IS NULL THEN (SELECT h.silo_id FROM granary_activation h "
-    "        WHERE h.grain_key = v.k AND h.grain_class = v.c AND h.service = $3) END "
+    "        WHERE h.grain_key = v.k AND h.grain_class = v.c AND h.service = $3) END, "
+    "       coalesce(cl.reread, false) "
     "FROM v LEFT JOIN cl ON cl.grain_key = v.k AND cl.grain_class = v.c "
     "LEFT JOIN granary_grain_state s ON s.grain_key = v.k AND s.grain_class = v.c AND s.service = $3";
 
-/* Only the activation that holds the claim (owner and token) gives it up. */
+/* Only the activation that holds the claim (owner and token) gives it up;
+ * the row stays, released (see GR__SQL_BATCH_CLAIM). */
 static const char GR__SQL_BATCH_RELEASE[] =
-    "DELETE FROM granary_activation a USING unnest($1::bytea[], $2::text[], $5::bigint[]) AS v(k, c, t) "
+    "UPDATE granary_activation a SET silo_id = '', token = 0 "
+    "FROM unnest($1::bytea[], $2::text[], $5::bigint[]) AS v(k, c, t) "
     "WHERE a.grain_key = v.k AND a.grain_class = v.c AND a.service = $3 AND a.silo_id = $4 AND a.token = v.t";
 
 typedef struct gr__rbatch {
@@ -534,24 +548,30 @@ typedef struct gr__rbatch {
 
 static void gr__rbatch_free(gr__rbatch_t *bt) {
     for (size_t i = 0; i < bt->n; i++)
-        gr__rop_free(bt->ops[i]);
+        if (bt->ops[i]) gr__rop_free(bt->ops[i]); /* NULL: moved on to a read */
     gr__free(bt->ops);
     gr__free(bt);
 }
 
+static int gr__bool_field(const PGresult *res, int r, int c) {
+    return PQgetlength(res, r, c) == 1 && PQgetvalue(res, r, c)[0] == 1;
+}
+
 /* One row's answer: the state, or (a claim held elsewhere) GR_ENOTHERE
- * with the holder. */
-static void gr__rbatch_answer(const gr__rbatch_t *bt, PGresult *res, int r, gr__rop_t *op) {
-    if (bt->claim && !(PQgetlength(res, r, 4) == 1 && PQgetvalue(res, r, 4)[0] == 1)) {
+ * with the holder. A claim that took a released row reads the state again
+ * (returns 1: op stays queued, as a plain read, and is answered by it). */
+static int gr__rbatch_answer(gr__rbatch_t *bt, PGresult *res, int r, gr__rop_t *op) {
+    if (bt->claim && gr__bool_field(res, r, 4) && gr__bool_field(res, r, 6)) return 1;
+    if (bt->claim && !gr__bool_field(res, r, 4)) {
         char holder[128] = ""; /* silo ids are at most 100 bytes (silo.c) */
         if (!PQgetisnull(res, r, 5) && PQgetlength(res, r, 5) < (int)sizeof holder)
             memcpy(holder, PQgetvalue(res, r, 5), (size_t)PQgetlength(res, r, 5));
         op->cb(op->ud, GR_ENOTHERE, NULL, 0, 0, 0, holder);
-        return;
+        return 0;
     }
     if (PQgetisnull(res, r, 2)) {
         op->cb(op->ud, 0, NULL, 0, 0, 0, NULL);
-        return;
+        return 0;
     }
     int64_t v = gr__be64_field(res, r, 2);
     if (v < 1 || PQgetlength(res, r, 3) != 4)
@@ -559,6 +579,7 @@ static void gr__rbatch_answer(const gr__rbatch_t *bt, PGresult *res, int r, gr__
     else
         op->cb(op->ud, 0, (const uint8_t *)PQgetvalue(res, r, 1), (size_t)PQgetlength(res, r, 1), v,
                gr__get_u32((const uint8_t *)PQgetvalue(res, r, 3)), NULL);
+    return 0;
 }
 
 static void gr__rbatch_done(void *ud, int status, PGresult *res, const char *detail) {
@@ -570,10 +591,18 @@ static void gr__rbatch_done(void *ud, int status, PGresult *res, const char *det
         int answered = 0;
         for (int r = 0; r < PQntuples(res); r++) {
             int64_t ord = gr__be64_field(res, r, 0);
-            if (ord < 1 || (size_t)ord > bt->n || !bt->ops[ord - 1]->cb) continue;
+            if (ord < 1 || (size_t)ord > bt->n || !bt->ops[ord - 1] || !bt->ops[ord - 1]->cb) continue;
             gr__rop_t *op = bt->ops[ord - 1];
-            gr__rbatch_answer(bt, res, r, op);
-            op->cb = NULL; /* answered */
+            if (gr__rbatch_answer(bt, res, r, op)) {
+                /* Claimed; its state is read again by a plain read queued
+                 * now, so its statement starts after this claim committed. */
+                bt->ops[ord - 1] = NULL;
+                gr__free(op->owner);
+                op->owner = NULL;
+                gr__rop_push(&s->rq_head, &s->rq_tail, &s->rq_len, op);
+            } else {
+                op->cb = NULL; /* answered */
+            }
             answered++;
         }
         if ((size_t)answered != bt->n) {
@@ -582,7 +611,7 @@ static void gr__rbatch_done(void *ud, int status, PGresult *res, const char *det
         }
     }
     for (size_t i = 0; i < bt->n; i++)
-        if (bt->ops[i]->cb)
+        if (bt->ops[i] && bt->ops[i]->cb)
             bt->ops[i]->cb(bt->ops[i]->ud, status ? status : GR_ESTORAGE, NULL, 0, 0, 0, detail);
     gr__rbatch_free(bt);
     if (!s->base.closing) gr__read_flush(s);
@@ -590,7 +619,8 @@ static void gr__rbatch_done(void *ud, int status, PGresult *res, const char *det
 
 /* Parallel array parameters of a read, claim or release batch: keys,
  * classes and tokens. */
-static int gr__rbatch_params(gr__rop_t **ops, size_t n, gr__buf_t *keys, gr__buf_t *classes, gr__buf_t *tokens) {
+static int gr__rbatch_params(gr__rop_t **ops, size_t n, gr__buf_t *keys, gr__buf_t *classes,
+                             gr__buf_t *tokens) {
     int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
         const char *sep = i ? "," : "{";
@@ -598,7 +628,27 @@ static int gr__rbatch_params(gr__rop_t **ops, size_t n, gr__buf_t *keys, gr__buf
         rc |= gr__buf_append(classes, sep, 1) | gr__text_elem(classes, ops[i]->cls);
         rc |= gr__buf_printf(tokens, "%s%" PRId64, sep, ops[i]->token);
     }
-    return rc | gr__buf_append(keys, "}", 2) | gr__buf_append(classes, "}", 2) | gr__buf_append(tokens, "}", 2);
+    return rc | gr__buf_append(keys, "}", 2) | gr__buf_append(classes, "}", 2) |
+           gr__buf_append(tokens, "}", 2);
+}
+
+/* Send one batch statement: $1 keys, $2 classes, $3 the service, and for
+ * claims and releases $4 the owner and $5 tokens (nparams 3 or 5). */
+static int gr__rbatch_send(gr__rbatch_t *bt, const char *sql, int nparams, gr__pg_result_cb cb) {
+    gr__buf_t keys, classes, tokens;
+    gr__buf_init(&keys);
+    gr__buf_init(&classes);
+    gr__buf_init(&tokens);
+    int rc = gr__rbatch_params(bt->ops, bt->n, &keys, &classes, &tokens);
+    if (rc == 0) {
+        const char *values[5] = {(const char *)keys.data, (const char *)classes.data, bt->s->service,
+                                 nparams > 3 ? bt->ops[0]->owner : NULL, (const char *)tokens.data};
+        rc = gr__pgpool_query(bt->s->pool, sql, nparams, values, NULL, NULL, 1, cb, bt);
+    }
+    gr__buf_free(&keys);
+    gr__buf_free(&classes);
+    gr__buf_free(&tokens);
+    return rc;
 }
 
 /* Take up to `cap` ops from the front of a queue that are of the same kind
@@ -606,7 +656,8 @@ static int gr__rbatch_params(gr__rop_t **ops, size_t n, gr__buf_t *keys, gr__buf
 static size_t gr__rq_take(gr__rop_t **head, gr__rop_t **tail, size_t *len, gr__rop_t **out, size_t cap) {
     size_t n = 0;
     const char *owner = (*head)->owner;
-    while (*head && n < cap && ((!owner && !(*head)->owner) || (owner && (*head)->owner && !strcmp(owner, (*head)->owner)))) {
+    while (*head && n < cap &&
+           ((!owner && !(*head)->owner) || (owner && (*head)->owner && !strcmp(owner, (*head)->owner)))) {
         gr__rop_t *r = *head;
         *head = r->next;
         r->next = NULL;
@@ -629,20 +680,8 @@ static void gr__read_flush(gr__pgs_t *s) {
         bt->s = s;
         bt->claim = s->rq_head->owner != NULL;
         bt->n = gr__rq_take(&s->rq_head, &s->rq_tail, &s->rq_len, bt->ops, cap);
-        gr__buf_t keys, classes, tokens;
-        gr__buf_init(&keys);
-        gr__buf_init(&classes);
-        gr__buf_init(&tokens);
-        int rc = gr__rbatch_params(bt->ops, bt->n, &keys, &classes, &tokens);
-        if (rc == 0) {
-            const char *values[5] = {(const char *)keys.data, (const char *)classes.data, s->service,
-                                     bt->claim ? bt->ops[0]->owner : NULL, (const char *)tokens.data};
-            rc = gr__pgpool_query(s->pool, bt->claim ? GR__SQL_BATCH_CLAIM : GR__SQL_BATCH_READ, bt->claim ? 5 : 3,
-                                  values, NULL, NULL, 1, gr__rbatch_done, bt);
-        }
-        gr__buf_free(&keys);
-        gr__buf_free(&classes);
-        gr__buf_free(&tokens);
+        int rc = gr__rbatch_send(bt, bt->claim ? GR__SQL_BATCH_CLAIM : GR__SQL_BATCH_READ, bt->claim ? 5 : 3,
+                                 gr__rbatch_done);
         if (rc != 0) {
             for (size_t i = 0; i < bt->n; i++)
                 bt->ops[i]->cb(bt->ops[i]->ud, GR_ESTORAGE, NULL, 0, 0, 0, "cannot queue the read batch");
@@ -664,7 +703,8 @@ static void gr__release_done(void *ud, int status, PGresult *res, const char *de
     s->release_in_flight = 0;
     /* A release that failed leaves the claims with their owner, which can
      * activate those grains again; others are sent to it. */
-    if (status != 0 && status != GR_ECANCELED) GR_LOG_WARN("releasing %zu activation claims failed: %s", bt->n, detail);
+    if (status != 0 && status != GR_ECANCELED)
+        GR_LOG_WARN("releasing %zu activation claims failed: %s", bt->n, detail);
     gr__rbatch_free(bt);
     if (!s->base.closing) gr__release_flush(s);
 }
@@ -680,19 +720,7 @@ static void gr__release_flush(gr__pgs_t *s) {
     }
     bt->s = s;
     bt->n = gr__rq_take(&s->relq_head, &s->relq_tail, &s->relq_len, bt->ops, cap);
-    gr__buf_t keys, classes, tokens;
-    gr__buf_init(&keys);
-    gr__buf_init(&classes);
-    gr__buf_init(&tokens);
-    int rc = gr__rbatch_params(bt->ops, bt->n, &keys, &classes, &tokens);
-    if (rc == 0) {
-        const char *values[5] = {(const char *)keys.data, (const char *)classes.data, s->service, bt->ops[0]->owner,
-                                 (const char *)tokens.data};
-        rc = gr__pgpool_query(s->pool, GR__SQL_BATCH_RELEASE, 5, values, NULL, NULL, 1, gr__release_done, bt);
-    }
-    gr__buf_free(&keys);
-    gr__buf_free(&classes);
-    gr__buf_free(&tokens);
+    int rc = gr__rbatch_send(bt, GR__SQL_BATCH_RELEASE, 5, gr__release_done);
     if (rc != 0) {
         GR_LOG_WARN("cannot queue a release of %zu activation claims", bt->n);
         gr__rbatch_free(bt);

@@ -19,8 +19,8 @@ typedef struct gr__storage_vtable {
      * (read instead) and release does nothing. */
     int (*claim)(gr_storage_t *st, const char *class_name, const void *key, size_t key_len, const char *owner,
                  int64_t token, gr_storage_read_cb cb, void *ud);
-    int (*release)(gr_storage_t *st, const char *class_name, const void *key, size_t key_len, const char *owner,
-                   int64_t token);
+    int (*release)(gr_storage_t *st, const char *class_name, const void *key, size_t key_len,
+                   const char *owner, int64_t token);
 } gr__storage_vtable_t;
 
 struct gr_storage {

@@ -58,7 +58,8 @@ static const gr__opt_t gr__opts[] = {
      "serve only probes and metrics on the HTTP port: no dashboard page, no /api/ (default: served)"},
     {"--http-token", "GRANARY_HTTP_TOKEN", "TOKEN", GR__OPT_STR, GR__C(http_token), GR__RUN,
      "token the dashboard and /api/ require (Authorization: Bearer TOKEN, or ?token=TOKEN once, which sets a "
-     "cookie); probes and /metrics stay open; prefer the env var (default: none, and /api/call is then refused "
+     "cookie); probes and /metrics stay open; prefer the env var (default: none, and /api/call is then "
+     "refused "
      "when --secret is set)"},
     {"--http-allowed-hosts", "GRANARY_HTTP_ALLOWED_HOSTS", "H1,H2", GR__OPT_STR, GR__C(http_allowed_hosts),
      GR__RUN, "Host header names the dashboard and /api/ answer, against DNS rebinding (default: any)"},
@@ -101,7 +102,8 @@ static const gr__opt_t gr__opts[] = {
     {"--max-conn-bytes", "GRANARY_MAX_CONN_BYTES", "BYTES", GR__OPT_U32, GR__C(max_conn_bytes), GR__RUN,
      "request bytes in flight on one connection before the silo stops reading it (default 67108864)"},
     {"--max-buffered-bytes", "GRANARY_MAX_BUFFERED_BYTES", "BYTES", GR__OPT_U32, GR__C(max_buffered_bytes),
-     GR__RUN, "request bytes in flight on the whole silo before new requests get GR_EOVERLOAD (default 268435456)"},
+     GR__RUN,
+     "request bytes in flight on the whole silo before new requests get GR_EOVERLOAD (default 268435456)"},
     {"--drain-timeout-ms", "GRANARY_DRAIN_TIMEOUT_MS", "MS", GR__OPT_U32, GR__C(drain_timeout_ms), GR__RUN,
      "give up a graceful stop after this long and exit 1 (default 25000)"},
     {"--heartbeat-ms", "GRANARY_HEARTBEAT_MS", "MS", GR__OPT_U32, GR__C(heartbeat_ms), GR__RUN,
@@ -137,7 +139,8 @@ static void gr__usage(FILE *f, const char *prog) {
     }
     fprintf(f, "\nExit status: 0 success (also after a graceful stop on SIGTERM/SIGINT),\n"
                "1 runtime failure (database unreachable for migrate, drain timeout),\n"
-               "2 usage or configuration error (also: the silo id is a live member's), 3 declared dead by the cluster.\n");
+               "2 usage or configuration error (also: the silo id is a live member's), 3 declared dead by "
+               "the cluster.\n");
 }
 
 static int gr__set(gr__cli_t *cli, const gr__opt_t *o, const char *value, const char *source) {

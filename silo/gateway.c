@@ -22,7 +22,6 @@
 #define GR__HELLO_MAX_BODY 1024u
 #define GR__PREAUTH_READ_CHUNK 2048u
 
-
 typedef struct gr__gconn {
     UT_hash_handle hh;
     uint64_t id;
@@ -33,10 +32,11 @@ typedef struct gr__gconn {
     struct gr__gconn *flush_next;
     int flush_queued;
     int hello_done;
-    int peer_is_silo; /* handshake said role silo: may forward and use '$' classes */
-    int paused;       /* reading stopped: the peer does not read its replies */
+    int peer_is_silo;  /* handshake said role silo: may forward and use '$' classes */
+    int paused;        /* reading stopped: the peer does not read its replies */
     int budget_paused; /* reading stopped: its requests in flight hold max_conn_bytes */
-    int goaway;       /* close once everything queued is written */
+    int resume_due;    /* back under the budget: resume at the next flush */
+    int goaway;        /* close once everything queued is written */
     int closing;
     int in_table;
     uint32_t inflight;
@@ -97,8 +97,9 @@ const char *gr__refuse_name(gr__refuse_t r) {
 }
 
 /* Refused handshakes are counted by reason (always) and logged at most
- * GR__SECURITY_LOG_BURST times per second, with the number left out said
- * once the next window opens: one timing attack logged 12,000 lines. */
+ * GR__SECURITY_LOG_BURST times per second; how many were left out is said
+ * with the first refusal of a later second: one timing attack logged
+ * 12,000 lines. */
 #define GR__SECURITY_LOG_BURST 5u
 static void gr__gw_refused(gr__gateway_t *gw, gr__refuse_t why, const char *peer, const char *detail) {
     gw->stats.handshakes_refused++;
@@ -106,8 +107,9 @@ static void gr__gw_refused(gr__gateway_t *gw, gr__refuse_t why, const char *peer
     uint64_t now = uv_now(gw->loop);
     if (now - gw->log_window_ms >= 1000) {
         if (gw->log_dropped)
-            GR_LOG_WARN("%llu more refused handshakes not logged (see granary_handshakes_refused_total)",
-                        (unsigned long long)gw->log_dropped);
+            GR_LOG_WARN(
+                "%llu more refused handshakes not logged (see granary_handshakes_refused_by_reason_total)",
+                (unsigned long long)gw->log_dropped);
         gw->log_window_ms = now;
         gw->log_in_window = 0;
         gw->log_dropped = 0;
@@ -154,6 +156,7 @@ static void gr__write_done(uv_write_t *req, int status) {
     }
     if (c->paused && queued < GR__WRITE_HIGH_WATER / 4) {
         c->paused = 0;
+        c->partial_since = c->in.len ? uv_now(c->gw->loop) : 0; /* the pause was ours, not the peer's */
         gr__conn_resume(c);
     }
 }
@@ -189,6 +192,14 @@ static void gr__flush_cb(uv_prepare_t *h) {
     while (c) {
         gr__gconn_t *n = c->flush_next;
         c->flush_queued = 0;
+        if (c->resume_due && !c->closing) {
+            /* Under its budget again: what was read before the pause, then
+             * the socket (a stop or shutdown since leaves it unread). */
+            c->resume_due = 0;
+            c->partial_since = c->in.len ? uv_now(gw->loop) : 0;
+            if (!gw->shutting_down && !c->paused) gr__conn_frames(c);
+            gr__conn_resume(c);
+        }
         gr__conn_flush(c);
         c = n;
     }
@@ -227,9 +238,11 @@ static void gr__req_done(void *ud, int status, const uint8_t *reply, size_t len)
         c->bytes_inflight -= r->bytes;
         gr__conn_send_response(c, GR__FRAME_RESPONSE, r->req_id, status, reply, len);
         if (c->budget_paused && c->bytes_inflight < gw->opts.max_conn_bytes / 2 && !c->closing) {
+            /* Not from inside this completion (the runtime may be in the
+             * middle of a queue): the flush callback resumes it. */
             c->budget_paused = 0;
-            gr__conn_frames(c); /* what was read before the pause */
-            gr__conn_resume(c);
+            c->resume_due = 1;
+            gr__conn_mark_dirty(c);
         }
     }
     gr__free(r);
@@ -348,15 +361,6 @@ static void gr__conn_request(gr__gconn_t *c, const gr__frame_t *f, size_t frame_
     gw->stats.inflight++;
 }
 
-/* Constant-time comparison: the secret must not leak through timing. */
-static int gr__secret_eq(const uint8_t *a, size_t al, const char *b) {
-    size_t bl = b ? strlen(b) : 0;
-    unsigned diff = (unsigned)(al ^ bl);
-    for (size_t i = 0; i < al; i++)
-        diff |= (unsigned)(a[i] ^ (uint8_t)(i < bl ? b[i] : 0));
-    return diff == 0;
-}
-
 static void gr__conn_hello(gr__gconn_t *c, const gr__frame_t *f) {
     gr__gateway_t *gw = c->gw;
     if (f->type != GR__FRAME_HELLO) {
@@ -380,10 +384,12 @@ static void gr__conn_hello(gr__gconn_t *c, const gr__frame_t *f) {
     const char *want = as_silo && gw->silo_secret ? gw->silo_secret : gw->secret;
     size_t cl = strlen(gw->cluster);
     int cluster_ok = f->u.hello.cluster_len == cl && memcmp(f->u.hello.cluster, gw->cluster, cl) == 0;
-    int secret_ok = gr__secret_eq(f->u.hello.secret, f->u.hello.secret_len, want);
+    int secret_ok = gr__secret_equal(f->u.hello.secret, f->u.hello.secret_len, want);
     if (!cluster_ok || !secret_ok) {
         gr__gw_refused(gw,
-                       !cluster_ok ? GR__REFUSE_CLUSTER : as_silo ? GR__REFUSE_SILO_SECRET : GR__REFUSE_CLIENT_SECRET,
+                       !cluster_ok ? GR__REFUSE_CLUSTER
+                       : as_silo   ? GR__REFUSE_SILO_SECRET
+                                   : GR__REFUSE_CLIENT_SECRET,
                        c->peer, "wrong cluster name or secret");
         gr__conn_goaway(c, GR_EAUTH, "wrong cluster name or secret");
         return;
@@ -428,7 +434,8 @@ static void gr__conn_frames(gr__gconn_t *c) {
                      : c->hello_done  ? "frame over the size limit"
                                       : "HELLO over its size limit (1024 bytes)");
             if (!c->hello_done)
-                gr__gw_refused(gw, rc == GR_ETOOBIG ? GR__REFUSE_HELLO_TOO_BIG : GR__REFUSE_NOT_HELLO, c->peer, msg);
+                gr__gw_refused(gw, rc == GR_ETOOBIG ? GR__REFUSE_HELLO_TOO_BIG : GR__REFUSE_NOT_HELLO,
+                               c->peer, msg);
             else
                 GR_LOG_WARN("closing %s: %s", c->peer, msg);
             gr__conn_goaway(c, rc, msg);
@@ -462,9 +469,11 @@ static void gr__conn_frames(gr__gconn_t *c) {
         }
     }
     gr__buf_consume(&c->in, off);
+    /* The deadline is for the frame now incomplete: it starts when that
+     * frame began to arrive (frames completed meanwhile restart it). */
     if (c->in.len == 0)
         c->partial_since = 0;
-    else if (!c->partial_since)
+    else if (!c->partial_since || off > 0)
         c->partial_since = uv_now(gw->loop);
 }
 
@@ -540,7 +549,7 @@ static void gr__on_connection(uv_stream_t *server, int status) {
     gw->open_handles++;
     HASH_ADD(hh, gw->conns, id, sizeof c->id, c);
     c->in_table = !gr__hash_oom();
-    if (c->in_table) gw->stats.connections_open++;
+    if (c->in_table) gw->stats.connections_open++, gw->stats.preauth_open++;
     if (!c->in_table || uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
         gr__conn_close(c);
         return;
@@ -561,13 +570,21 @@ static void gr__on_connection(uv_stream_t *server, int status) {
         snprintf(c->peer, sizeof c->peer, "%s:%d", ip, port);
     }
     c->accepted_ms = uv_now(gw->loop);
-    gw->stats.preauth_open++;
-    if (!gw->accepting || gw->stats.preauth_open > gw->opts.max_preauth_connections) {
+    if (gw->accepting && gw->stats.preauth_open > gw->opts.max_preauth_connections) {
+        /* Full of connections that have not said HELLO: the oldest goes, not
+         * the newest, so a flood of silent sockets cannot lock out a client
+         * that says HELLO at once (it is never the oldest for long). */
+        gr__gconn_t *old = NULL, *o, *tmp;
+        HASH_ITER(hh, gw->conns, o, tmp)
+        if (o != c && !o->hello_done && !o->closing && (!old || o->accepted_ms < old->accepted_ms)) old = o;
+        gr__gw_refused(gw, GR__REFUSE_PREAUTH_LIMIT, old ? old->peer : c->peer,
+                       "too many connections waiting for their HELLO: the oldest is closed");
+        gr__conn_close(old ? old : c);
+        if (!old) return;
+    }
+    if (!gw->accepting) {
         gw->stats.connections_refused++;
-        if (gw->accepting)
-            gr__gw_refused(gw, GR__REFUSE_PREAUTH_LIMIT, c->peer, "too many connections waiting for their HELLO");
-        gr__conn_goaway(c, gw->accepting ? GR_EOVERLOAD : GR_ESHUTDOWN,
-                        gw->accepting ? "too many unauthenticated connections" : "silo is shutting down");
+        gr__conn_goaway(c, GR_ESHUTDOWN, "silo is shutting down");
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
@@ -588,7 +605,8 @@ static void gr__sweep_cb(uv_timer_t *t) {
                    now - c->partial_since >= gw->opts.frame_timeout_ms) {
             /* A peer dribbling a large frame cannot hold its buffer forever. */
             gw->stats.partial_frame_timeouts++;
-            GR_LOG_WARN("closing %s: a frame stayed incomplete for %u ms", c->peer, (unsigned)gw->opts.frame_timeout_ms);
+            GR_LOG_WARN("closing %s: a frame stayed incomplete for %u ms", c->peer,
+                        (unsigned)gw->opts.frame_timeout_ms);
             gr__conn_close(c);
         }
     }

@@ -19,9 +19,9 @@ typedef struct gr__gateway_opts {
     uint32_t max_frame_bytes;
     uint32_t handshake_timeout_ms;
     uint32_t max_preauth_connections; /* connections before their HELLO (0: 256) */
-    uint32_t frame_timeout_ms;        /* a frame incomplete this long while read closes the connection (0: 10000) */
-    uint64_t max_conn_bytes;          /* request bytes in flight per connection, then it is not read (0: 64 MiB) */
-    uint64_t max_buffered_bytes;      /* request bytes in flight per silo, then GR_EOVERLOAD (0: 256 MiB) */
+    uint32_t frame_timeout_ms; /* a frame incomplete this long while read closes the connection (0: 10000) */
+    uint64_t max_conn_bytes;   /* request bytes in flight per connection, then it is not read (0: 64 MiB) */
+    uint64_t max_buffered_bytes; /* request bytes in flight per silo, then GR_EOVERLOAD (0: 256 MiB) */
     /* Requests for classes starting with '$' (the directory protocol between
      * silos, control calls from clients) go here instead of to the runtime,
      * with whether the peer authenticated as a silo; NULL refuses them. */
@@ -31,15 +31,15 @@ typedef struct gr__gateway_opts {
 } gr__gateway_opts_t;
 
 /* Why a handshake was refused (the `reason` label of
- * granary_handshakes_refused_total). */
-#define GR__REFUSE_REASONS(X)                                                                                  \
-    X(VERSION, "version")                                                                                      \
-    X(CLUSTER, "cluster")                                                                                      \
-    X(CLIENT_SECRET, "client_secret")                                                                          \
-    X(SILO_SECRET, "silo_secret")                                                                              \
-    X(NOT_HELLO, "not_hello")                                                                                  \
-    X(HELLO_TOO_BIG, "hello_too_big")                                                                          \
-    X(TIMEOUT, "timeout")                                                                                      \
+ * granary_handshakes_refused_by_reason_total). */
+#define GR__REFUSE_REASONS(X)                                                                                \
+    X(VERSION, "version")                                                                                    \
+    X(CLUSTER, "cluster")                                                                                    \
+    X(CLIENT_SECRET, "client_secret")                                                                        \
+    X(SILO_SECRET, "silo_secret")                                                                            \
+    X(NOT_HELLO, "not_hello")                                                                                \
+    X(HELLO_TOO_BIG, "hello_too_big")                                                                        \
+    X(TIMEOUT, "timeout")                                                                                    \
     X(PREAUTH_LIMIT, "preauth_limit")
 typedef enum {
 #define GR__REFUSE_ENUM(n, s) GR__REFUSE_##n,
@@ -47,16 +47,17 @@ typedef enum {
 #undef GR__REFUSE_ENUM
         GR__REFUSE_COUNT
 } gr__refuse_t;
+/* The label of a reason ("silo_secret", ...; "unknown" out of range). Static storage. */
 const char *gr__refuse_name(gr__refuse_t r);
 
 typedef struct gr__gateway_stats {
     uint64_t connections_total, connections_open, connections_refused;
     uint64_t frames_in, frames_out, protocol_errors, handshakes_refused, overloaded;
     uint64_t inflight;
-    uint64_t preauth_open;                       /* connections that have not said HELLO yet */
-    uint64_t refused_by[GR__REFUSE_COUNT];       /* handshakes refused, by reason */
-    uint64_t partial_frame_timeouts;             /* closed: a frame stayed incomplete too long */
-    uint64_t bytes_buffered;                     /* request bytes read and not yet answered */
+    uint64_t preauth_open;                 /* connections that have not said HELLO yet */
+    uint64_t refused_by[GR__REFUSE_COUNT]; /* handshakes refused, by reason */
+    uint64_t partial_frame_timeouts;       /* closed: a frame stayed incomplete too long */
+    uint64_t bytes_buffered;               /* request bytes read and not yet answered */
 } gr__gateway_stats_t;
 
 int gr__gateway_new(uv_loop_t *loop, gr_runtime_t *rt, const gr__gateway_opts_t *opts, gr__gateway_t **out);

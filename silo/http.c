@@ -107,11 +107,12 @@ static void gr__hconn_respond(gr__hconn_t *c, int status, const void *body, size
                               int head) {
     c->responded = 1;
     uv_read_stop((uv_stream_t *)&c->tcp);
-    if (gr__buf_printf(&c->out,
-                       "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nCache-Control: no-store\r\n"
-                       "X-Content-Type-Options: nosniff\r\nX-Frame-Options: DENY\r\n%s%s"
-                       "Connection: close\r\n\r\n",
-                       status, gr__reason(status), ctype, blen, c->extra, c->extra[0] ? "\r\n" : "") != 0 ||
+    if (gr__buf_printf(
+            &c->out,
+            "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nCache-Control: no-store\r\n"
+            "X-Content-Type-Options: nosniff\r\nX-Frame-Options: DENY\r\n%s%s"
+            "Connection: close\r\n\r\n",
+            status, gr__reason(status), ctype, blen, c->extra, c->extra[0] ? "\r\n" : "") != 0 ||
         (!head && blen && gr__buf_append(&c->out, body, blen) != 0)) {
         gr__hconn_close(c);
         return;

@@ -18,7 +18,8 @@ typedef void (*gr__http_handler)(void *ud, gr__http_req_t *req, const char *path
 
 /* Answer a request (body copied). If the client went away meanwhile the
  * answer is dropped; either way `req` is gone afterwards. */
-void gr__http_respond(gr__http_req_t *req, int status, const char *content_type, const void *body, size_t len);
+void gr__http_respond(gr__http_req_t *req, int status, const char *content_type, const void *body,
+                      size_t len);
 
 /* Query parameter `name`, percent- and '+'-decoded into out (NUL-terminated):
  * its length, or -1 when missing, malformed or longer than size-1. */

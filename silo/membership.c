@@ -71,12 +71,13 @@ static const char GR__SQL_JOIN[] =
     "SELECT (SELECT version FROM v), (SELECT count(*) FROM old), (SELECT count(*) FROM ins), "
     "       (SELECT status FROM granary_silo WHERE cluster = $1 AND silo_id = $2)";
 
-/* Leaving (status dead) also gives up every activation claim we still hold:
+/* Leaving (status dead) also releases every activation claim we still hold:
  * the grains were all deactivated first, and their new hosts must not wait
  * for our lease to run out. (Claims live in the grain database; the silo's
  * rows there are membership's to end.) */
 static const char GR__SQL_SET_STATUS[] =
-    "WITH rel AS (DELETE FROM granary_activation WHERE silo_id = $2 AND $3 = 'dead'), "
+    "WITH rel AS (UPDATE granary_activation SET silo_id = '', token = 0 "
+    "             WHERE service = $1 AND silo_id = $2 AND $3 = 'dead'), "
     "     u AS (UPDATE granary_silo SET status = $3, heartbeat_at = now() "
     "           WHERE cluster = $1 AND silo_id = $2 AND status <> 'dead' RETURNING 1) "
     "UPDATE granary_membership_version SET version = version + 1 "
@@ -89,13 +90,13 @@ static const char GR__SQL_TICK[] =
     "       (extract(epoch FROM (now() - greatest(s.heartbeat_at, pg_postmaster_start_time()))) * "
     "1000)::bigint, "
     "       (SELECT status FROM hb), "
-    "       coalesce((SELECT version FROM granary_membership_version WHERE cluster = $1), 0) "
+    "       coalesce((SELECT version FROM granary_membership_version WHERE cluster = $1), 0), s.lease_ms "
     "FROM granary_silo s WHERE s.cluster = $1 AND s.status <> 'dead' ORDER BY s.silo_id";
 
 static const char GR__SQL_DECLARE_DEAD[] =
     "WITH d AS (UPDATE granary_silo SET status = 'dead' "
     "           WHERE cluster = $1 AND silo_id = $2 AND status <> 'dead' "
-    "           AND greatest(heartbeat_at, pg_postmaster_start_time()) < now() - ($3::bigint * interval '1 "
+    "           AND greatest(heartbeat_at, pg_postmaster_start_time()) < now() - (lease_ms * interval '1 "
     "millisecond') "
     "           RETURNING 1) "
     "UPDATE granary_membership_version SET version = version + 1 "
@@ -127,10 +128,10 @@ static void gr__ms_declared(void *ud, int status, PGresult *res, const char *det
 }
 
 static void gr__ms_declare_dead(gr__membership_t *m, const gr__member_t *who) {
-    GR_LOG_WARN("silo %s silent for %" PRId64 " ms (lease %u ms): declaring it dead", who->id, who->age_ms,
-                (unsigned)m->opts.lease_ms);
-    const char *p[3] = {m->cluster, who->id, m->lease_s};
-    gr__pgpool_query(m->pool, GR__SQL_DECLARE_DEAD, 3, p, NULL, NULL, 0, gr__ms_declared, m);
+    GR_LOG_WARN("silo %s silent for %" PRId64 " ms (its lease %" PRId64 " ms): declaring it dead", who->id,
+                who->age_ms, who->lease_ms);
+    const char *p[2] = {m->cluster, who->id};
+    gr__pgpool_query(m->pool, GR__SQL_DECLARE_DEAD, 2, p, NULL, NULL, 0, gr__ms_declared, m);
 }
 
 static void gr__ms_tick_done(void *ud, int status, PGresult *res, const char *detail);
@@ -244,6 +245,7 @@ static void gr__ms_tick_done(void *ud, int status, PGresult *res, const char *de
         mem[i].port = atoi(PQgetvalue(res, i, 2));
         mem[i].status = gr__parse_status(PQgetvalue(res, i, 3));
         mem[i].age_ms = strtoll(PQgetvalue(res, i, 4), NULL, 10);
+        mem[i].lease_ms = strtoll(PQgetvalue(res, i, 7), NULL, 10);
     }
     int64_t version = strtoll(PQgetvalue(res, 0, 6), NULL, 10);
     /* Declare silent silos dead, but only after we ourselves have been
@@ -252,7 +254,7 @@ static void gr__ms_tick_done(void *ud, int status, PGresult *res, const char *de
     uint64_t now = uv_now(m->loop);
     int can_judge = now - m->healthy_since >= m->opts.lease_ms;
     for (int i = 0; i < rows; i++)
-        if (can_judge && strcmp(mem[i].id, m->silo_id) && mem[i].age_ms > (int64_t)m->opts.lease_ms)
+        if (can_judge && strcmp(mem[i].id, m->silo_id) && mem[i].age_ms > mem[i].lease_ms)
             gr__ms_declare_dead(m, &mem[i]);
     if (!gr__view_equal(&m->view, mem, (size_t)rows) || m->view.version != version) {
         int changed = !gr__view_equal(&m->view, mem, (size_t)rows);
@@ -286,13 +288,15 @@ static void gr__ms_joined(void *ud, int status, PGresult *res, const char *detai
     if (PQntuples(res) > 0 && atoi(PQgetvalue(res, 0, 1)) > 0)
         GR_LOG_INFO("marked %s earlier incarnation(s) on %s:%d dead", PQgetvalue(res, 0, 1), m->address,
                     m->opts.port);
-    if (PQntuples(res) > 0 && atoi(PQgetvalue(res, 0, 2)) == 0 && strcmp(PQgetvalue(res, 0, 3), "dead") != 0) {
+    if (PQntuples(res) > 0 && atoi(PQgetvalue(res, 0, 2)) == 0 &&
+        strcmp(PQgetvalue(res, 0, 3), "dead") != 0) {
         /* The id is a live member's, another process (another generation):
          * joining would make two silos one member, and the real one would
          * be declared dead. Refuse; the silo exits 2 (a configuration error). */
-        GR_LOG_ERROR("silo id %s is in use by a live member of cluster %s (another process); refusing to join: "
-                     "give each silo its own --silo-id",
-                     m->silo_id, m->cluster);
+        GR_LOG_ERROR(
+            "silo id %s is in use by a live member of cluster %s (another process); refusing to join: "
+            "give each silo its own --silo-id",
+            m->silo_id, m->cluster);
         m->dead_reported = 1;
         void (*cb)(void *, int) = m->join_cb;
         m->join_cb = NULL;

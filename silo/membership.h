@@ -20,7 +20,8 @@ typedef struct gr__member {
     char address[64];
     int port;
     gr__member_status_t status;
-    int64_t age_ms; /* since its last heartbeat, by the database clock */
+    int64_t age_ms;   /* since its last heartbeat, by the database clock */
+    int64_t lease_ms; /* its own lease: it is judged by that, not by ours */
 } gr__member_t;
 
 typedef struct gr__view {

@@ -50,16 +50,18 @@ static const char GR__SQL_REMOVE[] = "DELETE FROM granary_reminder WHERE service
 static const char GR__SQL_LIST[] =
     "SELECT name, (due_us - " GR__NOW_US ") / 1000, period_ms FROM granary_reminder "
     "WHERE service = $1 AND grain_class = $2 AND grain_key = $3 ORDER BY name";
-static const char GR__SQL_DUE[] = "SELECT grain_class, grain_key, name, due_us, period_ms FROM granary_reminder "
-                                  "WHERE service = $1 AND due_us <= " GR__NOW_US " ORDER BY due_us LIMIT 512";
+static const char GR__SQL_DUE[] =
+    "SELECT grain_class, grain_key, name, due_us, period_ms FROM granary_reminder "
+    "WHERE service = $1 AND due_us <= " GR__NOW_US " ORDER BY due_us LIMIT 512";
 /* Next due time: the first one after now on the original schedule (no
  * drift; missed ticks collapse into the fire that just happened). */
 static const char GR__SQL_ADVANCE[] =
     "UPDATE granary_reminder SET due_us = due_us + ((" GR__NOW_US " - due_us) / (period_ms * 1000) + 1) "
     "* period_ms * 1000 WHERE service = $1 AND grain_class = $2 AND grain_key = $3 AND name = $4 "
     "AND due_us = $5::bigint AND period_ms > 0";
-static const char GR__SQL_DONE[] = "DELETE FROM granary_reminder WHERE service = $1 AND grain_class = $2 "
-                                   "AND grain_key = $3 AND name = $4 AND due_us = $5::bigint AND period_ms = 0";
+static const char GR__SQL_DONE[] =
+    "DELETE FROM granary_reminder WHERE service = $1 AND grain_class = $2 "
+    "AND grain_key = $3 AND name = $4 AND due_us = $5::bigint AND period_ms = 0";
 
 void gr__reminders_opts_init(gr__reminders_opts_t *o) {
     memset(o, 0, sizeof *o);
@@ -89,7 +91,8 @@ static void gr__rem_req_done(void *ud, int status, PGresult *res, const char *de
         gr__buf_t b;
         gr__buf_init(&b);
         for (int i = 0; i < PQntuples(res); i++)
-            gr__buf_printf(&b, "%.*s %" PRId64 " %" PRId64 "\n", PQgetlength(res, i, 0), PQgetvalue(res, i, 0),
+            gr__buf_printf(&b, "%.*s %" PRId64 " %" PRId64 "\n", PQgetlength(res, i, 0),
+                           PQgetvalue(res, i, 0),
                            (int64_t)gr__get_u64((const uint8_t *)PQgetvalue(res, i, 1)),
                            (int64_t)gr__get_u64((const uint8_t *)PQgetvalue(res, i, 2)));
         if (q->cb) q->cb(q->ud, 0, b.data, b.len);
@@ -104,7 +107,8 @@ static int gr__rem_query(gr__reminders_t *r, int kind, const char *sql, const ch
                          size_t key_len, const char *name, const char *p5, const char *p6, gr_call_cb cb,
                          void *ud) {
     if (r->closing) return GR_ESHUTDOWN;
-    if (!gr__valid_class_name(cls) || key_len > GR_KEY_MAX || (name && !gr__valid_reminder_name(name))) return GR_EINVAL;
+    if (!gr__valid_class_name(cls) || key_len > GR_KEY_MAX || (name && !gr__valid_reminder_name(name)))
+        return GR_EINVAL;
     gr__rem_req_t *q = gr__malloc(sizeof *q);
     if (!q) return GR_ENOMEM;
     q->cb = cb;
@@ -147,9 +151,10 @@ static const gr__reminder_ops_t gr__rem_ops = {gr__rem_add, gr__rem_remove, gr__
 
 int gr__reminders_control(gr__reminders_t *r, const char *method, const uint8_t *grain, size_t grain_len,
                           const uint8_t *arg, size_t arg_len, gr_call_cb done, void *ud) {
-    int kind = !strcmp(method, "reminder_add") ? 0 : !strcmp(method, "reminder_remove") ? 1
-                                                 : !strcmp(method, "reminder_list")     ? 2
-                                                                                         : -1;
+    int kind = !strcmp(method, "reminder_add")      ? 0
+               : !strcmp(method, "reminder_remove") ? 1
+               : !strcmp(method, "reminder_list")   ? 2
+                                                    : -1;
     if (kind < 0) return GR_ENOMETHOD;
     /* grain is "CLASS/KEY": the class ends at the first '/'. */
     const uint8_t *slash = grain_len ? memchr(grain, '/', grain_len) : NULL;
@@ -188,11 +193,12 @@ int gr__reminders_control(gr__reminders_t *r, const char *method, const uint8_t 
     if (rc == 0 && kind == 2) rc = gr__rem_list(r, cls, key, key_len, done, ud);
     if (rc != 0) {
         char msg[160];
-        int n = rc == GR_EINVAL ? snprintf(msg, sizeof msg,
-                                           "usage: grain CLASS/KEY; add takes NAME DUE_MS PERIOD_MS (period 0 "
-                                           "or at least %u ms), remove takes NAME",
-                                           (unsigned)r->opts.min_period_ms)
-                                : snprintf(msg, sizeof msg, "%s", gr_strerror(rc));
+        int n = rc == GR_EINVAL
+                    ? snprintf(msg, sizeof msg,
+                               "usage: grain CLASS/KEY; add takes NAME DUE_MS PERIOD_MS (period 0 "
+                               "or at least %u ms), remove takes NAME",
+                               (unsigned)r->opts.min_period_ms)
+                    : snprintf(msg, sizeof msg, "%s", gr_strerror(rc));
         done(ud, rc, (const uint8_t *)msg, (size_t)n);
     }
     return 0;
@@ -218,7 +224,8 @@ static void gr__rem_maybe_closed(gr__reminders_t *r);
 
 static void gr__rem_advanced(void *ud, int status, PGresult *res, const char *detail) {
     gr__reminders_t *r = ud;
-    if (status != 0 && status != GR_ECANCELED) GR_LOG_WARN("reminder not advanced (it will fire again): %s", detail);
+    if (status != 0 && status != GR_ECANCELED)
+        GR_LOG_WARN("reminder not advanced (it will fire again): %s", detail);
     r->fires_in_flight--;
     gr__rem_maybe_closed(r);
 }
@@ -232,11 +239,12 @@ static void gr__rem_fired(void *ud, int status, const uint8_t *reply, size_t len
     if (status == 0) {
         r->stats.fired++;
         if (!r->closing) {
-            const char *values[5] = {r->service, f->cls, f->key_len ? (const char *)f->key : "", f->name, f->due};
+            const char *values[5] = {r->service, f->cls, f->key_len ? (const char *)f->key : "", f->name,
+                                     f->due};
             int lengths[5] = {0, 0, (int)f->key_len, 0, 0};
             int formats[5] = {0, 0, 1, 0, 0};
-            queued = gr__pgpool_query(r->pool, f->one_shot ? GR__SQL_DONE : GR__SQL_ADVANCE, 5, values, lengths,
-                                      formats, 1, gr__rem_advanced, r) == 0;
+            queued = gr__pgpool_query(r->pool, f->one_shot ? GR__SQL_DONE : GR__SQL_ADVANCE, 5, values,
+                                      lengths, formats, 1, gr__rem_advanced, r) == 0;
         }
     } else {
         r->stats.fire_failures++;
@@ -244,10 +252,11 @@ static void gr__rem_fired(void *ud, int status, const uint8_t *reply, size_t len
          * a reminder that always fails is seen without flooding the log. */
         uint64_t now = uv_now(r->loop);
         if (!r->fail_logged_ms || now - r->fail_logged_ms >= 10000) {
-            GR_LOG_WARN("reminder %s of %s failed (%s: %.*s); it fires again at the next poll (%llu failures so "
-                        "far)",
-                        f->name, f->cls, gr_err_name(status), (int)(len > 200 ? 200 : len), (const char *)reply,
-                        (unsigned long long)r->stats.fire_failures);
+            GR_LOG_WARN(
+                "reminder %s of %s failed (%s: %.*s); it fires again at the next poll (%llu failures so "
+                "far)",
+                f->name, f->cls, gr_err_name(status), (int)(len > 200 ? 200 : len), (const char *)reply,
+                (unsigned long long)r->stats.fire_failures);
             r->fail_logged_ms = now;
         }
     }
@@ -300,7 +309,8 @@ static void gr__rem_due(void *ud, int status, PGresult *res, const char *detail)
         memcpy(f->cls, cls, (size_t)cl + 1);
         memcpy(f->name, PQgetvalue(res, i, 2), (size_t)nl);
         f->name[nl] = '\0';
-        snprintf(f->due, sizeof f->due, "%" PRId64, (int64_t)gr__get_u64((const uint8_t *)PQgetvalue(res, i, 3)));
+        snprintf(f->due, sizeof f->due, "%" PRId64,
+                 (int64_t)gr__get_u64((const uint8_t *)PQgetvalue(res, i, 3)));
         f->one_shot = gr__get_u64((const uint8_t *)PQgetvalue(res, i, 4)) == 0;
         f->key_len = (size_t)kl;
         gr_ref_t ref = {f->cls, f->key, f->key_len};

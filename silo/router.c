@@ -51,7 +51,7 @@ struct gr__router {
     gr__dir_map_t partition;
     gr__dir_map_t cache;
     gr__peer_t *peers;
-    gr__pending_t *waiting; /* calls that arrived before the first view */
+    gr__pending_t *waiting;        /* calls that arrived before the first view */
     struct gr__rereg *rereg_retry; /* re-registrations to send again */
     uv_timer_t rereg_timer;
     int draining, fenced, closing;
@@ -155,8 +155,8 @@ typedef struct gr__fwd {
     gr__router_t *r;
     gr_msg_t *msg;
     int attempt;
-    int sent_ready;         /* the link was past its handshake when we queued the call */
-    uint64_t handshakes;    /* its handshakes then */
+    int sent_ready;      /* the link was past its handshake when we queued the call */
+    uint64_t handshakes; /* its handshakes then */
     char silo[GR__SILO_ID_MAX + 1];
 } gr__fwd_t;
 
@@ -494,8 +494,8 @@ static void gr__rereg_send(gr__router_t *r, gr__rereg_t *q) {
 }
 
 /* Tell the grain's directory owner that `host` holds its claim. */
-static void gr__dir_set_host(gr__router_t *r, const uint8_t *id, size_t idl, const char *cls, const uint8_t *key,
-                             size_t kl, const char *host) {
+static void gr__dir_set_host(gr__router_t *r, const uint8_t *id, size_t idl, const char *cls,
+                             const uint8_t *key, size_t kl, const char *host) {
     gr__dir_put(&r->cache, id, idl, host);
     const char *owner = gr__owner(r, cls, key, kl);
     if (!owner) return;
@@ -506,8 +506,8 @@ static void gr__dir_set_host(gr__router_t *r, const uint8_t *id, size_t idl, con
     gr_client_t *peer = gr__peer_get(r, owner);
     gr_ref_t ref = {"$dir", id, idl};
     if (peer)
-        gr__client_call_flags(peer, &ref, "claimed", host, strlen(host), GR__DIR_TIMEOUT_MS, GR__FRAME_ONEWAY, 0,
-                              NULL, NULL);
+        gr__client_call_flags(peer, &ref, "claimed", host, strlen(host), GR__DIR_TIMEOUT_MS, GR__FRAME_ONEWAY,
+                              0, NULL, NULL);
 }
 
 /* A claim granted here: make sure the directory says so (it may name
@@ -535,8 +535,9 @@ static void gr__router_held_cb(void *ud, gr_msg_t *m, const char *holder) {
         /* Held by a silo that died (its lease has not run out yet) or that
          * our view does not know yet: retry shortly. */
         char why[GR__SILO_ID_MAX + 96];
-        int n = snprintf(why, sizeof why, "the grain is still claimed by %s, which cannot be reached now; retry",
-                         holder[0] ? holder : "another silo");
+        int n =
+            snprintf(why, sizeof why, "the grain is still claimed by %s, which cannot be reached now; retry",
+                     holder[0] ? holder : "another silo");
         gr__runtime_msg_done(r->rt, m, GR_ENOTHERE, (const uint8_t *)why, (size_t)n);
         return;
     }
@@ -544,7 +545,8 @@ static void gr__router_held_cb(void *ud, gr_msg_t *m, const char *holder) {
     const uint8_t *id = gr__msg_id(m, &idl);
     const uint8_t *key = gr__msg_key(m, &kl);
     const char *cached = gr__dir_lookup(&r->cache, id, idl);
-    if (!cached || strcmp(cached, holder) != 0) gr__dir_set_host(r, id, idl, gr__msg_class(m), key, kl, holder);
+    if (!cached || strcmp(cached, holder) != 0)
+        gr__dir_set_host(r, id, idl, gr__msg_class(m), key, kl, holder);
     r->stats.forward_retries++;
     gr__deliver(r, m, holder, 1);
 }
@@ -664,8 +666,8 @@ void gr__router_system_call(gr__router_t *r, const char *method, const uint8_t *
     }
 }
 
-int gr__router_call_silo(gr__router_t *r, const char *silo, const char *method, const void *arg, size_t arg_len,
-                         uint32_t timeout_ms, gr_call_cb cb, void *ud) {
+int gr__router_call_silo(gr__router_t *r, const char *silo, const char *method, const void *arg,
+                         size_t arg_len, uint32_t timeout_ms, gr_call_cb cb, void *ud) {
     if (r->closing) return GR_ESHUTDOWN;
     gr_client_t *peer = gr__peer_get(r, silo);
     if (!peer) return GR_ENOTHERE;

@@ -46,8 +46,8 @@ const char *gr__router_owner(const gr__router_t *r, const char *cls, const uint8
 
 /* A control call ("$silo" class) to another member of the view; cb runs
  * once unless an error is returned (unknown silo, shutting down). */
-int gr__router_call_silo(gr__router_t *r, const char *silo, const char *method, const void *arg, size_t arg_len,
-                         uint32_t timeout_ms, gr_call_cb cb, void *ud);
+int gr__router_call_silo(gr__router_t *r, const char *silo, const char *method, const void *arg,
+                         size_t arg_len, uint32_t timeout_ms, gr_call_cb cb, void *ud);
 
 /* Where a grain is registered in the directory, asked of its partition
  * owner without registering it: cb gets the hosting silo's id, or an empty

@@ -113,7 +113,8 @@ static const char *gr__silo_owner(void *ud, const char *cls, const uint8_t *key,
 /* Reminders fire only from a joined, healthy silo that is not leaving. */
 static void gr__silo_update_firing(gr_silo_t *s) {
     if (s->reminders)
-        gr__reminders_set_firing(s->reminders, s->joined && !s->fenced && !s->dead && !s->stopping && !s->closing);
+        gr__reminders_set_firing(s->reminders,
+                                 s->joined && !s->fenced && !s->dead && !s->stopping && !s->closing);
 }
 
 static const char *gr__silo_state_name(void *ud) {
@@ -145,7 +146,8 @@ static void gr__silo_system_call(void *ud, const char *cls, const char *method, 
         done(done_ud, GR_ENOCLASS, (const uint8_t *)"reserved class", 14);
         return;
     }
-    if (s->reminders && gr__reminders_control(s->reminders, method, key, key_len, arg, arg_len, done, done_ud) == 0)
+    if (s->reminders &&
+        gr__reminders_control(s->reminders, method, key, key_len, arg, arg_len, done, done_ud) == 0)
         return;
     gr__buf_t b;
     gr__buf_init(&b);
@@ -153,8 +155,8 @@ static void gr__silo_system_call(void *ud, const char *cls, const char *method, 
     if (!strcmp(method, "reminder_stats") && s->reminders) {
         gr__reminders_stats_t rs;
         gr__reminders_get_stats(s->reminders, &rs);
-        gr__buf_printf(&b, "%s fired %llu failed %llu polls %llu in_flight %llu firing %d polling %d\n", s->id,
-                       (unsigned long long)rs.fired, (unsigned long long)rs.fire_failures,
+        gr__buf_printf(&b, "%s fired %llu failed %llu polls %llu in_flight %llu firing %d polling %d\n",
+                       s->id, (unsigned long long)rs.fired, (unsigned long long)rs.fire_failures,
                        (unsigned long long)rs.polls, (unsigned long long)rs.in_flight, rs.firing, rs.polling);
     } else if (!strcmp(method, "dashboard") && s->dashboard) {
         gr__buf_free(&b);
@@ -176,8 +178,9 @@ static void gr__silo_system_call(void *ud, const char *cls, const char *method, 
         }
     } else {
         status = GR_ENOMETHOD;
-        gr__buf_printf(&b, "unknown control method '%s' (grains, members, dashboard, reminder_add, "
-                           "reminder_remove, reminder_list, reminder_stats)",
+        gr__buf_printf(&b,
+                       "unknown control method '%s' (grains, members, dashboard, reminder_add, "
+                       "reminder_remove, reminder_list, reminder_stats)",
                        method);
     }
     done(done_ud, status, b.data, b.len);
@@ -194,15 +197,24 @@ int gr_silo_new(uv_loop_t *loop, const gr_silo_config_t *cfg, gr_silo_t **out, c
         return gr__silo_err(err, err_size, GR_ECONFIG, "%s", "cluster name must be 1..255 bytes");
     if (cfg->secret && strlen(cfg->secret) > 255)
         return gr__silo_err(err, err_size, GR_ECONFIG, "%s", "cluster secret must be at most 255 bytes");
+    if (cfg->http_token && cfg->http_token[0] &&
+        (strlen(cfg->http_token) > 255 ||
+         strspn(cfg->http_token, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/=") !=
+             strlen(cfg->http_token)))
+        return gr__silo_err(
+            err, err_size, GR_ECONFIG, "%s",
+            "--http-token must be 1..255 characters of A-Z a-z 0-9 - . _ ~ + / = (it travels in a "
+            "header and a cookie)");
     if (cfg->silo_secret && strlen(cfg->silo_secret) > 255)
         return gr__silo_err(err, err_size, GR_ECONFIG, "%s", "silo secret must be at most 255 bytes");
     if (cfg->silo_secret && cfg->silo_secret[0] && cfg->secret && !strcmp(cfg->silo_secret, cfg->secret))
         return gr__silo_err(err, err_size, GR_ECONFIG, "%s",
                             "--silo-secret must differ from --secret (clients hold --secret)");
-    if (!cfg->max_preauth_connections || !cfg->frame_timeout_ms || cfg->max_conn_bytes < 2u * GR_FRAME_MAX_DEFAULT ||
-        cfg->max_buffered_bytes < cfg->max_conn_bytes)
+    if (!cfg->max_preauth_connections || !cfg->frame_timeout_ms ||
+        cfg->max_conn_bytes < 2u * GR_FRAME_MAX_DEFAULT || cfg->max_buffered_bytes < cfg->max_conn_bytes)
         return gr__silo_err(err, err_size, GR_ECONFIG, "%s",
-                            "--max-preauth-connections and --frame-timeout-ms must be positive, --max-conn-bytes at least 2 frames "
+                            "--max-preauth-connections and --frame-timeout-ms must be positive, "
+                            "--max-conn-bytes at least 2 frames "
                             "(2228224) and --max-buffered-bytes at least --max-conn-bytes");
     if (cfg->max_frame_bytes < 1024 || cfg->max_frame_bytes > GR_FRAME_MAX_DEFAULT)
         return gr__silo_err(err, err_size, GR_ECONFIG, "%s",
@@ -304,7 +316,8 @@ int gr_silo_new(uv_loop_t *loop, const gr_silo_config_t *cfg, gr_silo_t **out, c
         rmo.service = s->cfg.cluster;
         rmo.poll_ms = cfg->reminder_poll_ms;
         rmo.min_period_ms = cfg->reminder_min_period_ms;
-        rc = gr__reminders_new(loop, s->cfg.database_url, s->rt, s->id, &rmo, gr__silo_owner, s, &s->reminders);
+        rc = gr__reminders_new(loop, s->cfg.database_url, s->rt, s->id, &rmo, gr__silo_owner, s,
+                               &s->reminders);
     }
     if (rc == 0) {
         gr__gateway_opts_t go = {.cluster = s->cfg.cluster,
@@ -446,8 +459,9 @@ static int gr__silo_metrics(gr_silo_t *s, gr__buf_t *b) {
         (unsigned long long)g.connections_refused, (unsigned long long)g.protocol_errors,
         (unsigned long long)g.handshakes_refused, (unsigned long long)g.overloaded,
         (unsigned long long)g.inflight, gr_silo_ready(s), s->fenced, s->stopping);
-    rc |= gr__buf_printf(b, "# HELP granary_handshakes_refused_by_reason_total Handshakes refused, by reason.\n"
-                            "# TYPE granary_handshakes_refused_by_reason_total counter\n");
+    rc |=
+        gr__buf_printf(b, "# HELP granary_handshakes_refused_by_reason_total Handshakes refused, by reason.\n"
+                          "# TYPE granary_handshakes_refused_by_reason_total counter\n");
     for (int i = 0; i < GR__REFUSE_COUNT; i++)
         rc |= gr__buf_printf(b, "granary_handshakes_refused_by_reason_total{reason=\"%s\"} %llu\n",
                              gr__refuse_name((gr__refuse_t)i), (unsigned long long)g.refused_by[i]);
@@ -462,18 +476,20 @@ static int gr__silo_metrics(gr_silo_t *s, gr__buf_t *b) {
         "# HELP granary_http_idle_evicted_total Idle HTTP connections closed to make room for new ones.\n"
         "# TYPE granary_http_idle_evicted_total counter\ngranary_http_idle_evicted_total %llu\n",
         (unsigned long long)g.preauth_open, (unsigned long long)g.bytes_buffered,
-        (unsigned long long)g.partial_frame_timeouts, (unsigned long long)(s->http ? gr__http_evicted(s->http) : 0));
+        (unsigned long long)g.partial_frame_timeouts,
+        (unsigned long long)(s->http ? gr__http_evicted(s->http) : 0));
     if (s->reminders) {
         gr__reminders_stats_t rs;
         gr__reminders_get_stats(s->reminders, &rs);
-        rc |= gr__buf_printf(b,
-                             "# HELP granary_reminders_fired_total Reminder firings acknowledged by their grain.\n"
-                             "# TYPE granary_reminders_fired_total counter\ngranary_reminders_fired_total %llu\n"
-                             "# TYPE granary_reminder_failures_total counter\ngranary_reminder_failures_total %llu\n"
-                             "# TYPE granary_reminder_polls_total counter\ngranary_reminder_polls_total %llu\n"
-                             "# TYPE granary_reminders_in_flight gauge\ngranary_reminders_in_flight %llu\n",
-                             (unsigned long long)rs.fired, (unsigned long long)rs.fire_failures,
-                             (unsigned long long)rs.polls, (unsigned long long)rs.in_flight);
+        rc |= gr__buf_printf(
+            b,
+            "# HELP granary_reminders_fired_total Reminder firings acknowledged by their grain.\n"
+            "# TYPE granary_reminders_fired_total counter\ngranary_reminders_fired_total %llu\n"
+            "# TYPE granary_reminder_failures_total counter\ngranary_reminder_failures_total %llu\n"
+            "# TYPE granary_reminder_polls_total counter\ngranary_reminder_polls_total %llu\n"
+            "# TYPE granary_reminders_in_flight gauge\ngranary_reminders_in_flight %llu\n",
+            (unsigned long long)rs.fired, (unsigned long long)rs.fire_failures, (unsigned long long)rs.polls,
+            (unsigned long long)rs.in_flight);
     }
     if (s->membership) {
         const gr__view_t *v = gr__membership_view(s->membership);
@@ -507,14 +523,6 @@ static int gr__silo_metrics(gr_silo_t *s, gr__buf_t *b) {
     return rc;
 }
 
-static int gr__ct_eq(const char *a, const char *b) {
-    size_t al = strlen(a), bl = strlen(b);
-    unsigned diff = (unsigned)(al ^ bl);
-    for (size_t i = 0; i < al; i++)
-        diff |= (unsigned)((uint8_t)a[i] ^ (uint8_t)(i < bl ? b[i] : 0));
-    return diff == 0;
-}
-
 /* Whether `host` (a Host header, maybe with :port) is in the comma list. */
 static int gr__host_allowed(const char *list, const char *host) {
     char h[256];
@@ -522,11 +530,16 @@ static int gr__host_allowed(const char *list, const char *host) {
     char *colon = h[0] == '[' ? strstr(h, "]:") : strrchr(h, ':');
     if (colon) colon[h[0] == '[' ? 1 : 0] = '\0';
     size_t hl = strlen(h);
+    if (!hl) return 0;
     for (const char *p = list; *p;) {
+        while (*p == ' ')
+            p++;
         const char *e = strchr(p, ',');
         size_t n = e ? (size_t)(e - p) : strlen(p);
-        if (n == hl && !strncasecmp(p, h, n)) return 1;
-        p += n + (e ? 1 : 0);
+        while (n && p[n - 1] == ' ')
+            n--;
+        if (n && n == hl && !strncasecmp(p, h, n)) return 1;
+        p = e ? e + 1 : p + strlen(p);
     }
     return 0;
 }
@@ -539,7 +552,8 @@ static int gr__silo_http_guard(gr_silo_t *s, gr__http_req_t *req, const char *pa
     static const char text[] = "text/plain; charset=utf-8";
     char host[256] = "", got[300] = "";
     if (s->cfg.http_allowed_hosts && s->cfg.http_allowed_hosts[0] &&
-        (gr__http_header(req, "Host", host, sizeof host) < 0 || !gr__host_allowed(s->cfg.http_allowed_hosts, host))) {
+        (gr__http_header(req, "Host", host, sizeof host) < 0 ||
+         !gr__host_allowed(s->cfg.http_allowed_hosts, host))) {
         static const char msg[] = "Host not allowed (--http-allowed-hosts)\n";
         gr__http_respond(req, 403, text, msg, sizeof msg - 1);
         return -1;
@@ -547,29 +561,40 @@ static int gr__silo_http_guard(gr_silo_t *s, gr__http_req_t *req, const char *pa
     const char *token = s->cfg.http_token;
     if (!token || !token[0]) {
         if (!strcmp(path, "/api/call") && s->cfg.secret && s->cfg.secret[0]) {
-            static const char msg[] = "calling grains over HTTP on a cluster with a secret needs --http-token\n";
+            static const char msg[] =
+                "calling grains over HTTP on a cluster with a secret needs --http-token\n";
             gr__http_respond(req, 403, text, msg, sizeof msg - 1);
             return -1;
         }
         return 0;
     }
     int ok = 0;
-    if (gr__http_header(req, "Authorization", got, sizeof got) > 7 && !strncasecmp(got, "Bearer ", 7))
-        ok = gr__ct_eq(got + 7, token);
-    if (!ok && gr__http_header(req, "Cookie", got, sizeof got) > 0) {
-        const char *c = strstr(got, "granary_token=");
-        if (c) {
-            char v[260];
-            snprintf(v, sizeof v, "%s", c + 14);
-            v[strcspn(v, "; ")] = '\0';
-            ok = gr__ct_eq(v, token);
+    static const char bearer[] = "Bearer ";
+    if (gr__http_header(req, "Authorization", got, sizeof got) > (int)sizeof bearer - 1 &&
+        !strncasecmp(got, bearer, sizeof bearer - 1))
+        ok = gr__secret_equal(got + sizeof bearer - 1, strlen(got + sizeof bearer - 1), token);
+    static const char cname[] = "granary_token=";
+    char cookies[4096];
+    if (!ok && gr__http_header(req, "Cookie", cookies, sizeof cookies) > 0) {
+        /* name=value pairs separated by "; ": the name must match exactly. */
+        for (char *c = cookies; c && !ok;) {
+            while (*c == ' ')
+                c++;
+            char *end = strchr(c, ';');
+            if (end) *end = '\0';
+            if (!strncmp(c, cname, sizeof cname - 1))
+                ok = gr__secret_equal(c + sizeof cname - 1, strlen(c + sizeof cname - 1), token);
+            c = end ? end + 1 : NULL;
         }
     }
-    if (!ok && gr__http_query_param(query, "token", got, sizeof got) >= 0 && gr__ct_eq(got, token)) {
-        ok = 1;
+    if (!ok && gr__http_query_param(query, "token", got, sizeof got) >= 0 &&
+        gr__secret_equal(got, strlen(got), token)) {
+        /* The token's characters were checked at start: the line fits and
+         * needs no quoting. */
         char cookie[320];
-        snprintf(cookie, sizeof cookie, "Set-Cookie: granary_token=%s; HttpOnly; SameSite=Strict; Path=/", token);
-        gr__http_add_header(req, cookie);
+        int n = snprintf(cookie, sizeof cookie, "Set-Cookie: %s%s; HttpOnly; SameSite=Strict; Path=/", cname,
+                         token);
+        ok = n > 0 && (size_t)n < sizeof cookie && gr__http_add_header(req, cookie) == 0;
     }
     if (!ok) {
         gr__http_add_header(req, "WWW-Authenticate: Bearer realm=\"granary\"");
@@ -602,7 +627,8 @@ static void gr__silo_http(void *ud, gr__http_req_t *req, const char *path, const
         status = gr__silo_metrics(s, &body) == 0 ? 200 : 503;
     } else if (s->dashboard) {
         gr__buf_free(&body);
-        if (gr__silo_http_guard(s, req, path, query) == 0 && !gr__dashboard_http(s->dashboard, req, path, query)) {
+        if (gr__silo_http_guard(s, req, path, query) == 0 &&
+            !gr__dashboard_http(s->dashboard, req, path, query)) {
             static const char nf[] = "not found: try /healthz, /readyz, /metrics or / (the dashboard)\n";
             gr__http_respond(req, 404, text, nf, sizeof nf - 1);
         }

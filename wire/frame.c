@@ -198,8 +198,9 @@ int gr__frame_encode_request(gr__buf_t *b, uint8_t type, uint64_t id, uint32_t t
 }
 
 int gr__frame_encode_request_chain(gr__buf_t *b, uint8_t type, uint64_t id, uint32_t timeout_ms,
-                                   const char *class_name, const void *key, size_t key_len, const char *method,
-                                   const void *arg, size_t arg_len, const void *chain, size_t chain_len) {
+                                   const char *class_name, const void *key, size_t key_len,
+                                   const char *method, const void *arg, size_t arg_len, const void *chain,
+                                   size_t chain_len) {
     size_t cl = strlen(class_name), ml = strlen(method);
     if (cl == 0 || ml == 0) return GR_EINVAL;
     if (cl > GR_CLASS_NAME_MAX || ml > GR_METHOD_NAME_MAX || key_len > gr__frame_key_max(class_name, cl) ||

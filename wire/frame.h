@@ -108,8 +108,9 @@ size_t gr__frame_key_max(const char *class_name, size_t class_len);
 
 /* The same with a call chain (chain_len 0: none; at most GR__CHAIN_MAX). */
 int gr__frame_encode_request_chain(gr__buf_t *b, uint8_t type, uint64_t id, uint32_t timeout_ms,
-                                   const char *class_name, const void *key, size_t key_len, const char *method,
-                                   const void *arg, size_t arg_len, const void *chain, size_t chain_len);
+                                   const char *class_name, const void *key, size_t key_len,
+                                   const char *method, const void *arg, size_t arg_len, const void *chain,
+                                   size_t chain_len);
 int gr__frame_encode_response(gr__buf_t *b, uint8_t type, uint64_t id, int32_t status, const void *body,
                               size_t body_len);
 int gr__frame_encode_empty(gr__buf_t *b, uint8_t type, uint64_t id);

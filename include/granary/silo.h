@@ -15,39 +15,39 @@ typedef struct gr_silo gr_silo_t;
 /** Settings of a silo. gr_silo_config_init() fills the defaults shown;
  * strings are borrowed until gr_silo_new() returns (it copies them). */
 typedef struct gr_silo_config {
-    const char *database_url;       /* libpq URL; NULL with memory_storage for dev mode */
-    int memory_storage;             /* 1: keep state in memory (lost on exit), no database */
-    const char *listen;             /* "HOST:PORT" for clients (default "127.0.0.1:7700") */
-    const char *advertise;          /* address peers use to reach us (default: POD_IP or listen host) */
-    const char *http;               /* "HOST:PORT" for /healthz /readyz /metrics and the dashboard (default: none) */
-    int no_dashboard;               /* 1: serve no dashboard (/, /api/...) on the HTTP port (default 0) */
-    const char *http_token;         /* bearer token the dashboard and /api/ require (default none; probes and
-                                       /metrics never need it) */
-    const char *http_allowed_hosts; /* comma-separated Host header names the dashboard and /api/ answer
-                                       (default: any) */
-    const char *cluster;            /* cluster (service) name (default "default") */
-    const char *secret;             /* client secret required in handshakes (default none) */
-    const char *silo_secret;        /* credential that proves the silo role; clients never hold it
-                                       (default: the client secret, so any client could act as a silo) */
-    const char *silo_id;            /* default: "<advertise>:<port>-<start ms>" */
-    unsigned pg_pool_size;          /* PostgreSQL connections (default 4) */
-    uint32_t pg_op_timeout_ms;      /* storage op wait limit (default 5000) */
-    uint32_t idle_deactivate_ms;    /* default grain idle age (default 600000) */
-    uint32_t call_timeout_ms;       /* default call timeout (default 30000) */
-    uint32_t max_queue_per_grain;   /* mailbox limit (default 10000) */
-    uint32_t max_connections;       /* client connections (default 4096) */
-    uint32_t max_inflight_per_conn; /* pipelined calls per connection (default 10000) */
-    uint32_t max_frame_bytes;       /* frame body limit (default 1 MiB + 64 KiB) */
-    uint32_t handshake_timeout_ms;  /* a connection must say hello within (default 5000) */
+    const char *database_url; /* libpq URL; NULL with memory_storage for dev mode */
+    int memory_storage;       /* 1: keep state in memory (lost on exit), no database */
+    const char *listen;       /* "HOST:PORT" for clients (default "127.0.0.1:7700") */
+    const char *advertise;    /* address peers use to reach us (default: POD_IP or listen host) */
+    const char *http;       /* "HOST:PORT" for /healthz /readyz /metrics and the dashboard (default: none) */
+    int no_dashboard;       /* 1: serve no dashboard (/, /api/...) on the HTTP port (default 0) */
+    const char *http_token; /* bearer token the dashboard and /api/ require (default none; probes and
+                               /metrics never need it) */
+    const char *http_allowed_hosts;   /* comma-separated Host header names the dashboard and /api/ answer
+                                         (default: any) */
+    const char *cluster;              /* cluster (service) name (default "default") */
+    const char *secret;               /* client secret required in handshakes (default none) */
+    const char *silo_secret;          /* credential that proves the silo role; clients never hold it
+                                         (default: the client secret, so any client could act as a silo) */
+    const char *silo_id;              /* default: "<advertise>:<port>-<start ms>" */
+    unsigned pg_pool_size;            /* PostgreSQL connections (default 4) */
+    uint32_t pg_op_timeout_ms;        /* storage op wait limit (default 5000) */
+    uint32_t idle_deactivate_ms;      /* default grain idle age (default 600000) */
+    uint32_t call_timeout_ms;         /* default call timeout (default 30000) */
+    uint32_t max_queue_per_grain;     /* mailbox limit (default 10000) */
+    uint32_t max_connections;         /* client connections (default 4096) */
+    uint32_t max_inflight_per_conn;   /* pipelined calls per connection (default 10000) */
+    uint32_t max_frame_bytes;         /* frame body limit (default 1 MiB + 64 KiB) */
+    uint32_t handshake_timeout_ms;    /* a connection must say hello within (default 5000) */
     uint32_t max_preauth_connections; /* connections that have not said hello yet (default 256) */
-    uint32_t frame_timeout_ms;      /* a frame may stay incomplete this long while read (default 10000) */
-    uint32_t max_conn_bytes;        /* request bytes in flight per connection before it is not read
-                                       (default 64 MiB) */
-    uint32_t max_buffered_bytes;    /* request bytes in flight per silo before GR_EOVERLOAD (default 256 MiB) */
-    uint32_t drain_timeout_ms;      /* graceful stop gives up after (default 25000) */
-    uint32_t heartbeat_ms;          /* membership heartbeat and view refresh (default 200) */
-    uint32_t lease_ms;              /* silent this long = dead; fence ourselves too (default 1200) */
-    uint32_t reminder_poll_ms;      /* how often due reminders are looked for (default 1000) */
+    uint32_t frame_timeout_ms;        /* a frame may stay incomplete this long while read (default 10000) */
+    uint32_t max_conn_bytes;          /* request bytes in flight per connection before it is not read
+                                         (default 64 MiB) */
+    uint32_t max_buffered_bytes; /* request bytes in flight per silo before GR_EOVERLOAD (default 256 MiB) */
+    uint32_t drain_timeout_ms;   /* graceful stop gives up after (default 25000) */
+    uint32_t heartbeat_ms;       /* membership heartbeat and view refresh (default 200) */
+    uint32_t lease_ms;           /* silent this long = dead; fence ourselves too (default 1200) */
+    uint32_t reminder_poll_ms;   /* how often due reminders are looked for (default 1000) */
     uint32_t reminder_min_period_ms; /* shortest reminder period accepted (default 1000) */
 } gr_silo_config_t;
 

@@ -51,9 +51,9 @@ typedef struct {
     int up[GR_H_MAX_SILOS];
     uint64_t rng;
     int faults;
-    int netns;           /* silos live in namespaces (partition scenario) */
-    int net_octet;       /* 10.<net_octet>.<i+1>.0/24 per silo */
-    char old_forward[8]; /* ip_forward before we set it */
+    int netns;             /* silos live in namespaces (partition scenario) */
+    int net_octet;         /* 10.<net_octet>.<i+1>.0/24 per silo */
+    char old_forward[8];   /* ip_forward before we set it */
     uint64_t features_end; /* fcall() gives up by then */
 } chaos_t;
 
@@ -409,7 +409,8 @@ static int features_check(chaos_t *c) {
             printf("silo %d reminders: %s %s", i, gr_err_name(f.status), f.reply);
             if (cl) gr_client_close(cl, NULL, NULL);
         }
-    int ok_worker = fcall(c, "Checksum", "chaos", "sum", "abc", &f) == 0 && !strcmp(f.reply, "e16801510db89efd");
+    int ok_worker =
+        fcall(c, "Checksum", "chaos", "sum", "abc", &f) == 0 && !strcmp(f.reply, "e16801510db89efd");
     /* Right after a view change the directory may still be settling (a
      * call can reach a fresh activation instead of the waiting one, and then
      * there is no cycle to see); the cycle must be refused once it settles. */
@@ -536,8 +537,9 @@ static int sc_pause(chaos_t *c, uint64_t end) {
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: chaos rolling|scale-down|scale-up|kill|db-restart|db-partition|partition|pause|mixed "
-                    "[--seed N] [--seconds S] [--silos N] [--workers K] [--counters M] [--hot H]\n");
+    fprintf(stderr,
+            "usage: chaos rolling|scale-down|scale-up|kill|db-restart|db-partition|partition|pause|mixed "
+            "[--seed N] [--seconds S] [--silos N] [--workers K] [--counters M] [--hot H]\n");
 }
 
 int main(int argc, char **argv) {
@@ -593,8 +595,7 @@ int main(int argc, char **argv) {
         run = sc_pause;
     if (!run || c.seconds <= 0 || c.seconds > 3600 || c.silos < 2 || c.silos > GR_H_MAX_SILOS ||
         c.workers < 1 || c.workers > GR_H_MAX_WORKERS || c.counters < 1 || c.counters > GR_H_MAX_KEYS - 4 ||
-        c.hot < 0 || c.workers + c.hot > GR_H_MAX_WORKERS ||
-        !getenv("GRANARY_SOURCE_DIR")) {
+        c.hot < 0 || c.workers + c.hot > GR_H_MAX_WORKERS || !getenv("GRANARY_SOURCE_DIR")) {
         usage();
         return 2;
     }

@@ -348,10 +348,12 @@ static void test_key_limits_across_silos(void **st) {
             if (kl) key[kl - 1] = (uint8_t)v;
             gr_client_t *in = v % 2 ? c1 : c0, *out = v % 2 ? c0 : c1;
             int s1 = call_key(&loop, in, key, kl, "incr", &r);
-            if (s1 != 0) fail_msg("key of %zu bytes (variant %d): incr: %s %s", kl, v, gr_err_name(s1), r.reply);
+            if (s1 != 0)
+                fail_msg("key of %zu bytes (variant %d): incr: %s %s", kl, v, gr_err_name(s1), r.reply);
             long after = atol(r.reply);
             int s2 = call_key(&loop, out, key, kl, "get", &r);
-            if (s2 != 0) fail_msg("key of %zu bytes (variant %d): get: %s %s", kl, v, gr_err_name(s2), r.reply);
+            if (s2 != 0)
+                fail_msg("key of %zu bytes (variant %d): get: %s %s", kl, v, gr_err_name(s2), r.reply);
             assert_int_equal(atol(r.reply), after);
         }
     }
@@ -458,7 +460,8 @@ static int hosts_of(uv_loop_t *loop, gr_client_t *via0, gr_client_t *via2, const
     int used = 0;
     for (int s = 0; s < 3; s++)
         used += per_silo[s] > 0;
-    print_message("%s: 30 grains entered via silo 0 -> %d / %d / %d\n", cls, per_silo[0], per_silo[1], per_silo[2]);
+    print_message("%s: 30 grains entered via silo 0 -> %d / %d / %d\n", cls, per_silo[0], per_silo[1],
+                  per_silo[2]);
     assert_int_equal(per_silo[0] + per_silo[1] + per_silo[2], 30);
     return used;
 }

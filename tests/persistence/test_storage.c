@@ -293,8 +293,9 @@ static void test_state_format(void **state) {
     assert_int_equal(r.format, 5);
     assert_int_equal(r.version, 2);
     fmt = 0;
-    assert_int_equal(gr_storage_write(fx->st, "Counter", "f", 1, "c", 1, (uint32_t)INT32_MAX + 1u, 2, on_write, &r),
-                     GR_EINVAL);
+    assert_int_equal(
+        gr_storage_write(fx->st, "Counter", "f", 1, "c", 1, (uint32_t)INT32_MAX + 1u, 2, on_write, &r),
+        GR_EINVAL);
     gr__buf_free(&r.data);
 }
 
@@ -458,7 +459,8 @@ static void queue_at(fx_t *fx, size_t n) {
     char key[32], val[16];
     for (size_t i = 0; i < n; i++) {
         int hot = i % 7 == 3;
-        size_t kl = hot ? (size_t)snprintf(key, sizeof key, "hot") : (size_t)snprintf(key, sizeof key, "k%zu", i);
+        size_t kl =
+            hot ? (size_t)snprintf(key, sizeof key, "hot") : (size_t)snprintf(key, sizeof key, "k%zu", i);
         size_t vl = (size_t)snprintf(val, sizeof val, "v%zu", i);
         int64_t expected = hot ? hot_writes++ : 0;
         assert_int_equal(gr_storage_write(fx->st, "Q", key, kl, val, vl, 0, expected, q_on_write, &w[i]), 0);
@@ -471,7 +473,8 @@ static void queue_at(fx_t *fx, size_t n) {
     for (size_t i = 0; i < n && ok; i++) {
         int hot = i % 7 == 3;
         if (w[i].done != 1 || w[i].status != 0) {
-            fprintf(stderr, "queue of %zu: write %zu done %d status %s\n", n, i, w[i].done, gr_err_name(w[i].status));
+            fprintf(stderr, "queue of %zu: write %zu done %d status %s\n", n, i, w[i].done,
+                    gr_err_name(w[i].status));
             ok = 0;
         } else if (w[i].version != (hot ? ++hot_seen : 1)) {
             fprintf(stderr, "queue of %zu: write %zu got version %lld\n", n, i, (long long)w[i].version);
@@ -481,7 +484,8 @@ static void queue_at(fx_t *fx, size_t n) {
     assert_true(ok);
     for (size_t i = 0; i < n; i++) {
         int hot = i % 7 == 3;
-        size_t kl = hot ? (size_t)snprintf(key, sizeof key, "hot") : (size_t)snprintf(key, sizeof key, "k%zu", i);
+        size_t kl =
+            hot ? (size_t)snprintf(key, sizeof key, "hot") : (size_t)snprintf(key, sizeof key, "k%zu", i);
         assert_int_equal(gr_storage_read(fx->st, "Q", key, kl, q_on_read, &r[i]), 0);
     }
     while (!q_all_done(r, n) && gr_test_now_ms() < end)
@@ -495,8 +499,8 @@ static void queue_at(fx_t *fx, size_t n) {
         size_t vl = (size_t)snprintf(val, sizeof val, "v%zu", want);
         if (r[i].done != 1 || r[i].status != 0 || r[i].version != (hot ? hot_writes : 1) || r[i].len != vl ||
             memcmp(r[i].data, val, vl) != 0) {
-            fprintf(stderr, "queue of %zu: read %zu done %d status %s version %lld len %zu\n", n, i, r[i].done,
-                    gr_err_name(r[i].status), (long long)r[i].version, r[i].len);
+            fprintf(stderr, "queue of %zu: read %zu done %d status %s version %lld len %zu\n", n, i,
+                    r[i].done, gr_err_name(r[i].status), (long long)r[i].version, r[i].len);
             ok = 0;
         }
     }
@@ -551,14 +555,17 @@ static void wait_holder(const char *key, const char *want) {
     free(h);
 }
 
+/* The silo's membership row, in the cluster named like this case's service
+ * (claims look holders up in their own cluster only). */
 static void silo_row(const char *id, const char *status, int age_ms) {
     char sql[512];
-    snprintf(sql, sizeof sql,
-             "INSERT INTO granary_silo (cluster, silo_id, address, port, generation, status, heartbeat_at, "
-             "lease_ms) VALUES ('claims-%d', '%s', '127.0.0.1', 1, 1, '%s', now() - interval '%d milliseconds', "
-             "1000) ON CONFLICT (cluster, silo_id) DO UPDATE SET status = excluded.status, "
-             "heartbeat_at = excluded.heartbeat_at",
-             (int)getpid(), id, status, age_ms);
+    snprintf(
+        sql, sizeof sql,
+        "INSERT INTO granary_silo (cluster, silo_id, address, port, generation, status, heartbeat_at, "
+        "lease_ms) VALUES ('test-%d-%d', '%s', '127.0.0.1', 1, 1, '%s', now() - interval '%d milliseconds', "
+        "1000) ON CONFLICT (cluster, silo_id) DO UPDATE SET status = excluded.status, "
+        "heartbeat_at = excluded.heartbeat_at",
+        (int)getpid(), case_no, id, status, age_ms);
     free(gr_test_sql(gr_test_pg_url(), sql));
 }
 
@@ -604,11 +611,16 @@ static void test_claims(void **state) {
     assert_int_equal(r.status, 0);
     assert_int_equal(r.version, 1);
     assert_memory_equal(r.data.data, "state", 5);
-    /* Released by its holder: anyone may claim it. */
+    /* Released by its holder (the row stays, with no silo): anyone may claim
+     * it, and that claim reads the state again in a statement of its own
+     * (it must see every write the releasing holder made). */
     assert_int_equal(gr__storage_release(fx->st, "C", "g", 1, b, 8), 0);
-    wait_holder("g", "none");
+    wait_holder("g", " 0");
     do_claim(fx, "g", a, 3, &r);
     assert_int_equal(r.status, 0);
+    assert_int_equal(r.done, 1);
+    assert_int_equal(r.version, 1);
+    assert_memory_equal(r.data.data, "state", 5);
     /* A grain twice in one batch, and many grains: each answered once. */
     res_t many[40];
     memset(many, 0, sizeof many);

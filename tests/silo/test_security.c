@@ -85,7 +85,8 @@ static int raw_request(int fd, uint64_t id, const char *cls, const void *key, si
                        const char *arg) {
     gr__buf_t b;
     gr__buf_init(&b);
-    gr__frame_encode_request(&b, GR__FRAME_REQUEST, id, 2000, cls, key, kl, method, arg, arg ? strlen(arg) : 0);
+    gr__frame_encode_request(&b, GR__FRAME_REQUEST, id, 2000, cls, key, kl, method, arg,
+                             arg ? strlen(arg) : 0);
     gr_test_send_all(fd, b.data, b.len);
     gr__buf_free(&b);
     int closed;
@@ -108,8 +109,10 @@ static void test_silo_role_needs_silo_secret(void **st) {
     assert_int_equal(raw_request(fd, 1, "$dir", "Counter\0k", 9, "register", "127.0.0.1:1-1"), GR_ENOCLASS);
     close(fd);
     assert_int_equal(raw_hello(port, GR__ROLE_SILO, "s1lo-s3cret", &fd), 0);
-    assert_int_equal(raw_request(fd, 2, "$dir", "Counter\0k", 9, "register", "127.0.0.1:1-forged"), GR_ENOTHERE);
-    assert_int_equal(raw_request(fd, 3, "$dir", "Counter\0k", 9, "claimed", "127.0.0.1:1-forged"), GR_ENOTHERE);
+    assert_int_equal(raw_request(fd, 2, "$dir", "Counter\0k", 9, "register", "127.0.0.1:1-forged"),
+                     GR_ENOTHERE);
+    assert_int_equal(raw_request(fd, 3, "$dir", "Counter\0k", 9, "claimed", "127.0.0.1:1-forged"),
+                     GR_ENOTHERE);
     close(fd);
     /* The cluster itself (silo links with the silo secret) still works. */
     char list[128];
@@ -141,8 +144,8 @@ static void test_silo_role_needs_silo_secret(void **st) {
  * once), a cap of their own, and they never take the slots of real clients
  * (before: 4,100 silent sockets locked clients out). */
 static void test_preauth_bounded(void **st) {
-    static const char *const extra[] = {"--max-preauth-connections", "16", "--max-connections", "8",
-                                        "--handshake-timeout-ms", "3000", NULL};
+    static const char *const extra[] = {
+        "--max-preauth-connections", "16", "--max-connections", "8", "--handshake-timeout-ms", "3000", NULL};
     start(0, extra);
     int port = cl.silos[0].port;
     int fd = gr_test_raw_connect(port);
@@ -248,8 +251,8 @@ static void test_connection_memory_budget(void **st) {
 static int http_get(int port, const char *path, const char *headers, char *resp, size_t size) {
     int fd = gr_test_raw_connect(port);
     char req[1024];
-    int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%sConnection: close\r\n\r\n", path,
-                     headers);
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%sConnection: close\r\n\r\n",
+                     path, headers);
     gr_test_send_all(fd, req, (size_t)n);
     size_t len = 0;
     ssize_t k;
@@ -296,7 +299,8 @@ static void test_http_probes_and_token(void **st) {
     assert_int_equal(http_get(hp, "/api/silo", "Authorization: Bearer t0ken\r\n", resp, sizeof resp), 200);
     assert_int_equal(http_get(hp, "/?token=t0ken", "", resp, sizeof resp), 200);
     assert_non_null(strstr(resp, "Set-Cookie: granary_token=t0ken; HttpOnly; SameSite=Strict"));
-    assert_int_equal(http_get(hp, "/api/silo", "Cookie: a=b; granary_token=t0ken\r\n", resp, sizeof resp), 200);
+    assert_int_equal(http_get(hp, "/api/silo", "Cookie: a=b; granary_token=t0ken\r\n", resp, sizeof resp),
+                     200);
     /* No token, but the cluster has a secret: no grain calls over HTTP. */
     assert_int_equal(http_get(hp2, "/api/call?grain=Counter/x&method=get", "", resp, sizeof resp), 403);
     assert_int_equal(http_get(hp2, "/api/silo", "", resp, sizeof resp), 200);
@@ -313,7 +317,7 @@ static void test_duplicate_silo_id(void **st) {
     int st1 = gr_test_wait(cl.silos[1].pid, 10000);
     assert_int_equal(st1, 2);
     cl.silos[1].pid = 0;
-    usleep(1500000); /* more than a lease */
+    usleep(1500000);                                        /* more than a lease */
     assert_int_equal(gr_test_wait(cl.silos[0].pid, 0), -1); /* still running */
     assert_int_equal(gr_h_count_active(&cl), 1);
 }
@@ -331,13 +335,15 @@ static void test_reminder_unknown_class(void **st) {
     gr_client_t *c = gr_h_client(&cl, &loop, addr);
     gr_test_reply_t r = {0};
     gr_ref_t ref = {"$silo", "NoSuchClass/x", 13};
-    assert_int_equal(gr_client_call(c, &ref, "reminder_add", "tick 1000 1000", 14, 5000, gr_test_on_reply, &r), 0);
+    assert_int_equal(
+        gr_client_call(c, &ref, "reminder_add", "tick 1000 1000", 14, 5000, gr_test_on_reply, &r), 0);
     gr_test_run_until(&loop, &r.done, 8000);
     assert_int_equal(r.status, GR_ENOCLASS);
     assert_non_null(strstr(r.reply, "no grain class 'NoSuchClass'"));
     memset(&r, 0, sizeof r);
     gr_ref_t ok = {"$silo", "Counter/x", 9};
-    assert_int_equal(gr_client_call(c, &ok, "reminder_add", "tick 1000 1000", 14, 5000, gr_test_on_reply, &r), 0);
+    assert_int_equal(gr_client_call(c, &ok, "reminder_add", "tick 1000 1000", 14, 5000, gr_test_on_reply, &r),
+                     0);
     gr_test_run_until(&loop, &r.done, 8000);
     assert_int_equal(r.status, 0);
     gr_client_close(c, NULL, NULL);

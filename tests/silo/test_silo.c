@@ -118,6 +118,19 @@ static int call_once(int port, const char *secret, const char *key, const char *
     return r->status;
 }
 
+/* A client of this case's cluster for the silo on 127.0.0.1:port (no secret). */
+static gr_client_t *client_to(uv_loop_t *loop, int port) {
+    gr_client_options_t o;
+    gr_client_options_init(&o);
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    o.silos = addr;
+    o.cluster = cluster;
+    gr_client_t *c;
+    assert_int_equal(gr_client_new(loop, &o, &c), 0);
+    return c;
+}
+
 /* Pipelined incrs over NK keys, INCRS each; counts acknowledgements. */
 typedef struct {
     int acked[64];
@@ -146,14 +159,7 @@ static void on_incr(void *ud, int status, const uint8_t *reply, size_t len) {
 static void run_load(int port, int nkeys, int incrs, load_t *load) {
     uv_loop_t loop;
     uv_loop_init(&loop);
-    gr_client_options_t o;
-    gr_client_options_init(&o);
-    char addr[64];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
-    o.silos = addr;
-    o.cluster = cluster;
-    gr_client_t *c;
-    assert_int_equal(gr_client_new(&loop, &o, &c), 0);
+    gr_client_t *c = client_to(&loop, port);
     for (int i = 0; i < incrs; i++) {
         for (int k = 0; k < nkeys; k++) {
             char key[16];
@@ -278,7 +284,8 @@ static void test_counter_survives_kill9(void **st) {
          * fails with the retryable GR_ENOTHERE. */
         uint64_t end = gr_test_now_ms() + 5000;
         int rc;
-        while ((rc = call_once(port, NULL, key, "get", &r)) != 0 && gr_err_retryable(rc) && gr_test_now_ms() < end)
+        while ((rc = call_once(port, NULL, key, "get", &r)) != 0 && gr_err_retryable(rc) &&
+               gr_test_now_ms() < end)
             usleep(50000);
         assert_int_equal(rc, 0);
         assert_int_equal(atoi(r.reply), load.acked[k]);
@@ -425,12 +432,32 @@ static void test_reminder_cli(void **st) {
     snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
     res_t r;
     assert_int_equal(call_once(port, NULL, "rc", "get", &r), 0); /* joined and serving */
-    const char *add[] = {gr_test_build_path("granary"), "reminder", "add", "Counter/rc", "tick", "--due", "0",
-                         "--period", "200", "--cluster", cluster, "--silo", addr, NULL};
+    const char *add[] = {gr_test_build_path("granary"),
+                         "reminder",
+                         "add",
+                         "Counter/rc",
+                         "tick",
+                         "--due",
+                         "0",
+                         "--period",
+                         "200",
+                         "--cluster",
+                         cluster,
+                         "--silo",
+                         addr,
+                         NULL};
     assert_int_equal(run_capture(add, out, sizeof out), 0);
     assert_string_equal(out, "ok\n");
-    const char *list[] = {gr_test_build_path("granary"), "reminder", "list", "Counter/rc", "--json",
-                          "--cluster", cluster, "--silo", addr, NULL};
+    const char *list[] = {gr_test_build_path("granary"),
+                          "reminder",
+                          "list",
+                          "Counter/rc",
+                          "--json",
+                          "--cluster",
+                          cluster,
+                          "--silo",
+                          addr,
+                          NULL};
     assert_int_equal(run_capture(list, out, sizeof out), 0);
     assert_non_null(strstr(out, "\"name\":\"tick\""));
     assert_non_null(strstr(out, "\"period_ms\":200"));
@@ -438,12 +465,30 @@ static void test_reminder_cli(void **st) {
     assert_int_equal(call_once(port, NULL, "rc", "get", &r), 0);
     print_message("reminder fired %d times in 1.2 s (period 200 ms)\n", atoi(r.reply));
     assert_true(atoi(r.reply) >= 3);
-    const char *rm[] = {gr_test_build_path("granary"), "reminder", "remove", "Counter/rc", "tick",
-                        "--cluster", cluster, "--silo", addr, NULL};
+    const char *rm[] = {gr_test_build_path("granary"),
+                        "reminder",
+                        "remove",
+                        "Counter/rc",
+                        "tick",
+                        "--cluster",
+                        cluster,
+                        "--silo",
+                        addr,
+                        NULL};
     assert_int_equal(run_capture(rm, out, sizeof out), 0);
     assert_int_equal(run_capture(rm, out, sizeof out), 1); /* GR_ENOENT: nothing to remove */
-    const char *too_fast[] = {gr_test_build_path("granary"), "reminder", "add", "Counter/rc", "t2", "--period",
-                              "50", "--cluster", cluster, "--silo", addr, NULL};
+    const char *too_fast[] = {gr_test_build_path("granary"),
+                              "reminder",
+                              "add",
+                              "Counter/rc",
+                              "t2",
+                              "--period",
+                              "50",
+                              "--cluster",
+                              cluster,
+                              "--silo",
+                              addr,
+                              NULL};
     assert_int_equal(run_capture(too_fast, out, sizeof out), 1);
     const char *bad[] = {gr_test_build_path("granary"), "reminder", "add", "nocls", "t", NULL};
     assert_int_equal(run_capture(bad, out, sizeof out), 2);
@@ -485,14 +530,7 @@ static void test_sigterm_drain_timeout_exits(void **st) {
     assert_int_equal(start_silo(&s, port, extra), 0);
     uv_loop_t loop;
     uv_loop_init(&loop);
-    gr_client_options_t o;
-    gr_client_options_init(&o);
-    char addr[64];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
-    o.silos = addr;
-    o.cluster = cluster;
-    gr_client_t *c;
-    assert_int_equal(gr_client_new(&loop, &o, &c), 0);
+    gr_client_t *c = client_to(&loop, port);
     res_t r;
     memset(&r, 0, sizeof r);
     gr_ref_t ref = {"Counter", "never-ends", 10};
@@ -525,14 +563,7 @@ static void test_inflight_sizes(void **st) {
     assert_int_equal(start_silo(&s, port, NULL), 0);
     uv_loop_t loop;
     uv_loop_init(&loop);
-    gr_client_options_t o;
-    gr_client_options_init(&o);
-    char addr[64];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
-    o.silos = addr;
-    o.cluster = cluster;
-    gr_client_t *c;
-    assert_int_equal(gr_client_new(&loop, &o, &c), 0);
+    gr_client_t *c = client_to(&loop, port);
     static const int sizes[] = {1, 32, 256, 257, 1024, 4096};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         char prefix[32], err[256];
@@ -882,7 +913,7 @@ static void test_dashboard_http(void **st) {
     assert_non_null(strstr(body, "\"view\":{\"version\":"));
     assert_non_null(strstr(body, "\"status\":\"active\""));
     assert_non_null(strstr(body, "{\"name\":\"Counter\",\"active\":1}"));
-    assert_non_null(strstr(body, "[\"Counter\",\"get\",1,"));  /* read-only */
+    assert_non_null(strstr(body, "[\"Counter\",\"get\",1,"));      /* read-only */
     assert_non_null(strstr(body, "[\"Counter\",\"incr\",0,1,0]")); /* not read-only, one call */
     assert_int_equal(gr_test_http_get(hport, "/api/silo?since=0", body, sizeof body), 200);
     assert_non_null(strstr(body, "\"storage_writes\":1"));
@@ -893,16 +924,21 @@ static void test_dashboard_http(void **st) {
     assert_non_null(strstr(body, "\"host\":\"127.0.0.1:"));
     assert_int_equal(gr_test_http_get(hport, "/api/locate?class=Counter&key=nobody", body, sizeof body), 200);
     assert_non_null(strstr(body, "\"host\":null"));
-    assert_int_equal(gr_test_http_get(hport, "/api/call?class=Counter&key=d+1&method=get", body, sizeof body), 200);
+    assert_int_equal(gr_test_http_get(hport, "/api/call?class=Counter&key=d+1&method=get", body, sizeof body),
+                     200);
     assert_non_null(strstr(body, "\"status\":\"ok\""));
     assert_non_null(strstr(body, "\"reply\":\"1\""));
     /* Anything else is refused, and nothing ran. */
-    assert_int_equal(gr_test_http_get(hport, "/api/call?class=Counter&key=d+1&method=incr", body, sizeof body), 403);
+    assert_int_equal(
+        gr_test_http_get(hport, "/api/call?class=Counter&key=d+1&method=incr", body, sizeof body), 403);
     assert_non_null(strstr(body, "not declared read-only"));
-    assert_int_equal(gr_test_http_get(hport, "/api/call?class=Counter&key=d+1&method=nope", body, sizeof body), 404);
-    assert_int_equal(gr_test_http_get(hport, "/api/call?class=Nope&key=x&method=get", body, sizeof body), 404);
+    assert_int_equal(
+        gr_test_http_get(hport, "/api/call?class=Counter&key=d+1&method=nope", body, sizeof body), 404);
+    assert_int_equal(gr_test_http_get(hport, "/api/call?class=Nope&key=x&method=get", body, sizeof body),
+                     404);
     assert_int_equal(gr_test_http_get(hport, "/api/call?key=x&method=get", body, sizeof body), 400);
-    assert_int_equal(gr_test_http_get(hport, "/api/call?class=Counter&key=d+1&method=get", body, sizeof body), 200);
+    assert_int_equal(gr_test_http_get(hport, "/api/call?class=Counter&key=d+1&method=get", body, sizeof body),
+                     200);
     assert_non_null(strstr(body, "\"reply\":\"1\""));
     kill(s.pid, SIGTERM);
     assert_int_equal(gr_test_wait(s.pid, 10000), 0);

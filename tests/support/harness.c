@@ -153,8 +153,8 @@ static void gr_h_burst_done(void *ud, int status, const uint8_t *reply, size_t l
                  (const char *)reply);
 }
 
-int gr_h_burst(uv_loop_t *loop, gr_client_t *c, const char *cls, const char *prefix, int n, uint64_t timeout_ms,
-               char *err, size_t err_size) {
+int gr_h_burst(uv_loop_t *loop, gr_client_t *c, const char *cls, const char *prefix, int n,
+               uint64_t timeout_ms, char *err, size_t err_size) {
     gr_h_burst_t b = {0, 0, err, err_size};
     err[0] = '\0';
     int sent = 0;
@@ -332,8 +332,8 @@ gr_h_load_t *gr_h_load_new(gr_h_cluster_t *c, uv_loop_t *loop, int n_clients, in
 }
 
 int gr_h_load_add_hot(gr_h_load_t *l, int workers, int keys) {
-    if (workers < 1 || keys < 1 || l->nworkers + workers > GR_H_MAX_WORKERS || l->nkeys + keys > GR_H_MAX_KEYS ||
-        l->running)
+    if (workers < 1 || keys < 1 || l->nworkers + workers > GR_H_MAX_WORKERS ||
+        l->nkeys + keys > GR_H_MAX_KEYS || l->running)
         return -1;
     l->nhot_keys = keys;
     for (int i = l->nworkers; i < l->nworkers + workers; i++) {
@@ -401,8 +401,9 @@ static void gr_h_violation(gr_h_load_t *l, const char *fmt, const char *key, con
                            const gr_h_op_t *x) {
     if (l->sum.first_violation[0]) return;
     snprintf(l->sum.first_violation, sizeof l->sum.first_violation, fmt, key, y->get ? "get" : "incr",
-             (long long)y->value, (unsigned long long)y->inv_us % 100000000u, x ? (x->get ? "get" : "incr") : "",
-             x ? (long long)x->value : 0LL, x ? (unsigned long long)x->ack_us % 100000000u : 0ULL);
+             (long long)y->value, (unsigned long long)y->inv_us % 100000000u,
+             x ? (x->get ? "get" : "incr") : "", x ? (long long)x->value : 0LL,
+             x ? (unsigned long long)x->ack_us % 100000000u : 0ULL);
 }
 
 static void gr_h_check_history(gr_h_load_t *l, const int64_t *final) {
@@ -441,7 +442,8 @@ static void gr_h_check_history(gr_h_load_t *l, const int64_t *final) {
             const gr_h_op_t *x = lo > from ? &l->hist[best[lo - 1]] : NULL;
             if (x && (y->value < x->value || (!y->get && y->value == x->value))) {
                 l->sum.stale_reads++;
-                gr_h_violation(l, "%s: %s -> %lld sent at %llu us, after %s -> %lld was acknowledged at %llu us",
+                gr_h_violation(l,
+                               "%s: %s -> %lld sent at %llu us, after %s -> %lld was acknowledged at %llu us",
                                key, y, x);
             }
             if (final[y->key] >= 0 && y->value > final[y->key]) {
@@ -449,7 +451,7 @@ static void gr_h_check_history(gr_h_load_t *l, const int64_t *final) {
                 if (!l->sum.first_violation[0])
                     snprintf(l->sum.first_violation, sizeof l->sum.first_violation,
                              "%s: %s -> %lld is above the final value %lld", key, y->get ? "get" : "incr",
-                             (long long)y->value, (long long)final[y->key]);
+                             (long long)y->value, (long long) final[y->key]);
             }
         }
         qsort(vals, nv, sizeof *vals, gr_h_cmp_i64);

@@ -20,9 +20,9 @@ typedef struct gr_h_silo {
     pid_t pid;
     int port;
     char db[512];
-    char host[32];  /* its address (default 127.0.0.1) */
-    char netns[32]; /* run inside this network namespace ("": none) */
-    const char *grains; /* --grains module relative to the build dir (NULL: examples/counter.so) */
+    char host[32];            /* its address (default 127.0.0.1) */
+    char netns[32];           /* run inside this network namespace ("": none) */
+    const char *grains;       /* --grains module relative to the build dir (NULL: examples/counter.so) */
     const char *const *extra; /* more flags, NULL-terminated (or NULL) */
 } gr_h_silo_t;
 
@@ -57,8 +57,8 @@ uint64_t gr_h_now_ms(void);
  * every answer. Returns how many did not succeed (timed out or failed); the
  * first failure is described in err. Each call's reply must be "1" (a
  * fresh counter's first incr). */
-int gr_h_burst(uv_loop_t *loop, gr_client_t *c, const char *cls, const char *prefix, int n, uint64_t timeout_ms,
-               char *err, size_t err_size);
+int gr_h_burst(uv_loop_t *loop, gr_client_t *c, const char *cls, const char *prefix, int n,
+               uint64_t timeout_ms, char *err, size_t err_size);
 
 typedef struct gr_h_summary {
     uint64_t attempted, acknowledged, retryable_errors, other_errors, lost, duplicated;
