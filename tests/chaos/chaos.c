@@ -478,10 +478,36 @@ static void netns_teardown(void) {
     c->netns = 0;
 }
 
+/* Namespaces grcPID_i (and their host-side links ghPID_i) of chaos runs that
+ * are gone: a run killed from outside (CTest's timeout, a SIGKILL) cannot
+ * clean up after itself, so the next run does. */
+static void remove_stale_namespaces(void) {
+    FILE *f = popen("ip netns list 2>/dev/null", "r");
+    if (!f) return;
+    char line[128];
+    while (fgets(line, sizeof line, f)) {
+        int pid, i;
+        if (sscanf(line, "grc%d_%d", &pid, &i) != 2 || pid == (int)(getpid() % 100000)) continue;
+        if (kill(pid, 0) == 0) continue; /* still running (pids are < 100000 here) */
+        sh("ip link del gh%d_%d", pid, i);
+        sh("ip netns del grc%d_%d", pid, i);
+    }
+    pclose(f);
+}
+
 /* Silo i gets namespace ns_i with 10.O.(i+1).2, the host side 10.O.(i+1).1;
  * the host forwards between the silos' subnets. */
 static int netns_setup(chaos_t *c) {
-    c->net_octet = 200 + (int)(getpid() % 50);
+    remove_stale_namespaces();
+    /* 10.O.0.0/16 must be unused on this host: a second address 10.O.1.1 on
+     * another interface (a run killed before its cleanup, another test) sent
+     * the silos' database traffic nowhere, and the run failed. */
+    c->net_octet = 0;
+    for (int k = 0; k < 50 && !c->net_octet; k++) {
+        int o = 200 + (int)((getpid() + k) % 50);
+        if (sh("ip -o addr show | grep -q ' 10\\.%d\\.'", o) != 0) c->net_octet = o;
+    }
+    if (!c->net_octet) return -1;
     FILE *f = fopen("/proc/sys/net/ipv4/ip_forward", "r");
     if (!f || !fgets(c->old_forward, sizeof c->old_forward, f)) c->old_forward[0] = '\0';
     if (f) fclose(f);

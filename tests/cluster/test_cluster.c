@@ -312,8 +312,8 @@ static void two_silos(uv_loop_t *loop, gr_client_t **c0, gr_client_t **c1) {
     *c1 = client_for(loop, a1, "s3cret");
 }
 
-/* Keys of every length up to the documented maximum work through every
- * silo, whichever silo owns their directory entry (issue 12: a 1017..1024
+/* Keys (and arguments) of every length up to the documented maximum work
+ * through every silo, whichever silo owns their directory entry (issue 12: a 1017..1024
  * byte key failed with GR_ETOOBIG whenever the owner was the other silo,
  * because `$dir` carried class '\0' key past the key limit); one byte more is
  * refused on both paths. */
@@ -360,6 +360,26 @@ static void test_key_limits_across_silos(void **st) {
     /* limit + 1: refused before anything is sent, through either silo. */
     assert_int_equal(call_key(&loop, c0, key, GR_KEY_MAX + 1, "get", &r), GR_ETOOBIG);
     assert_int_equal(call_key(&loop, c1, key, GR_KEY_MAX + 1, "get", &r), GR_ETOOBIG);
+    /* Arguments at the limit on the forwarded path too: HashCounter grains
+     * live on their ring owner, so of 8 keys entered through silo 0 some are
+     * forwarded, 1 MiB argument, 1024-byte key and call chain included. */
+    static uint8_t arg[GR_ARG_MAX + 1];
+    memset(arg, 'a', sizeof arg);
+    for (int v = 0; v < 8; v++) {
+        key[GR_KEY_MAX - 1] = (uint8_t)(100 + v);
+        uint64_t end = now_ms() + 5000;
+        int st2;
+        do {
+            memset(&r, 0, sizeof r);
+            gr_ref_t ref = {"HashCounter", key, GR_KEY_MAX};
+            assert_int_equal(gr_client_call(c0, &ref, "get", arg, GR_ARG_MAX, 5000, on_res, &r), 0);
+            gr_test_run_until(&loop, &r.done, 10000);
+            st2 = r.status;
+        } while (st2 != 0 && gr_err_retryable(st2) && now_ms() < end);
+        if (st2 != 0) fail_msg("1 MiB argument, variant %d: %s %s", v, gr_err_name(st2), r.reply);
+    }
+    gr_ref_t big = {"HashCounter", key, GR_KEY_MAX};
+    assert_int_equal(gr_client_call(c0, &big, "get", arg, GR_ARG_MAX + 1, 5000, on_res, &r), GR_ETOOBIG);
     gr_client_close(c0, NULL, NULL);
     gr_client_close(c1, NULL, NULL);
     gr_test_run_for(&loop, 50);
