@@ -366,17 +366,9 @@ int main(void) {
         return skip_or_fail("no Chromium at GRANARY_CHROMIUM or /usr/bin/chromium");
     if (!node) return skip_or_fail("no node in PATH");
     if (!src || access(pw, R_OK) != 0) return skip_or_fail("playwright-core is not installed in tests/e2e");
-    if (!gr_test_pg_url()) {
-        fprintf(stderr, "no test database: run under ctest (the pg fixture starts one)\n");
-        return 1;
-    }
-    signal(SIGPIPE, SIG_IGN);
-    snprintf(log_path, sizeof log_path, "%s", gr_test_build_path("test_dashboard.log"));
-    unlink(log_path);
+    if (gr_test_process_setup("test_dashboard.log", log_path, sizeof log_path) != 0) return 1;
     snprintf(shots, sizeof shots, "%s", gr_test_build_path("e2e"));
     mkdir(shots, 0755);
-    const char *migrate[] = {gr_test_build_path("silo"), "migrate", "--database", gr_test_pg_url(), NULL};
-    if (gr_test_wait(gr_test_spawn(migrate, log_path), 30000) != 0) return 1;
     if (setup(NULL) != 0) {
         gr_test_print_tail(log_path, 40);
         gr_h_kill_all(&cl);

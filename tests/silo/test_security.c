@@ -352,15 +352,7 @@ static void test_reminder_unknown_class(void **st) {
 }
 
 int main(void) {
-    if (!gr_test_pg_url()) {
-        fprintf(stderr, "no test database: run under ctest (the pg fixture starts one)\n");
-        return 1;
-    }
-    signal(SIGPIPE, SIG_IGN);
-    snprintf(log_path, sizeof log_path, "%s", gr_test_build_path("test_security.log"));
-    unlink(log_path);
-    const char *migrate[] = {gr_test_build_path("silo"), "migrate", "--database", gr_test_pg_url(), NULL};
-    if (gr_test_wait(gr_test_spawn(migrate, log_path), 30000) != 0) return 1;
+    if (gr_test_process_setup("test_security.log", log_path, sizeof log_path) != 0) return 1;
     if (getenv("GR_TEST_FILTER")) cmocka_set_test_filter(getenv("GR_TEST_FILTER"));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_silo_role_needs_silo_secret, new_cluster, kill_all),

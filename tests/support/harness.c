@@ -174,6 +174,21 @@ int gr_h_burst(uv_loop_t *loop, gr_client_t *c, const char *cls, const char *pre
     return b.failed + (sent - b.done);
 }
 
+int gr_h_burst_sweep(uv_loop_t *loop, gr_client_t *c, const char *cls, const char *tag, char *err,
+                     size_t err_size) {
+    static const int sizes[] = {1, 32, 256, 257, 1024, 4096};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        char prefix[48], first[256];
+        snprintf(prefix, sizeof prefix, "%s%d", tag, sizes[i]);
+        int failed = gr_h_burst(loop, c, cls, prefix, sizes[i], 30000, first, sizeof first);
+        if (failed) {
+            snprintf(err, err_size, "%d in flight: %d calls failed, first: %s", sizes[i], failed, first);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* ---- the load ---- */
 
 typedef struct gr_h_worker {

@@ -60,6 +60,12 @@ uint64_t gr_h_now_ms(void);
 int gr_h_burst(uv_loop_t *loop, gr_client_t *c, const char *cls, const char *prefix, int n,
                uint64_t timeout_ms, char *err, size_t err_size);
 
+/* Bursts of 1, 32, 256, 257 (one past a full storage batch), 1024 and 4096
+ * calls in flight, each on fresh grains TAG<N>-0..; 0, or -1 at the first
+ * size with a failure (err says which and how). */
+int gr_h_burst_sweep(uv_loop_t *loop, gr_client_t *c, const char *cls, const char *tag, char *err,
+                     size_t err_size);
+
 typedef struct gr_h_summary {
     uint64_t attempted, acknowledged, retryable_errors, other_errors, lost, duplicated;
     uint64_t max_latency_ms, p99_latency_ms, longest_unavailable_ms;

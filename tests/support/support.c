@@ -23,6 +23,22 @@ extern char **environ;
 static uint64_t now_ms(void);
 uint64_t gr_test_now_ms(void) { return now_ms(); }
 
+int gr_test_process_setup(const char *log_name, char *log_path, size_t size) {
+    if (!gr_test_pg_url()) {
+        fprintf(stderr, "no test database: run under ctest (the pg fixture starts one)\n");
+        return 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    snprintf(log_path, size, "%s", gr_test_build_path(log_name));
+    unlink(log_path);
+    const char *migrate[] = {gr_test_build_path("silo"), "migrate", "--database", gr_test_pg_url(), NULL};
+    if (gr_test_wait(gr_test_spawn(migrate, log_path), 30000) != 0) {
+        fprintf(stderr, "silo migrate failed (see %s)\n", log_path);
+        return 1;
+    }
+    return 0;
+}
+
 static uint64_t now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -15,6 +15,12 @@
  * the flag (0 on timeout). Never blocks longer than the timeout. */
 int gr_test_run_until(uv_loop_t *loop, const int *flag, uint64_t timeout_ms);
 
+/* The start of a test program that runs silo processes: needs the pg
+ * fixture's database, ignores SIGPIPE, truncates the log at
+ * GRANARY_BUILD_DIR/log_name (its path copied to log_path) and migrates the
+ * database with the real `silo migrate`. 0, or 1 (with a message). */
+int gr_test_process_setup(const char *log_name, char *log_path, size_t size);
+
 /* Milliseconds on a monotonic-enough clock (for test deadlines). */
 uint64_t gr_test_now_ms(void);
 
