@@ -2120,18 +2120,27 @@ int gr__runtime_write_metrics(const gr_runtime_t *rt, gr__buf_t *b) {
         queued += g->mb_len;
     rc |= gr__buf_printf(
         b,
-        "# TYPE granary_calls_accepted_total counter\ngranary_calls_accepted_total %llu\n"
-        "# TYPE granary_calls_failed_total counter\ngranary_calls_failed_total %llu\n"
-        "# TYPE granary_late_replies_total counter\ngranary_late_replies_total %llu\n"
+        "# HELP granary_calls_accepted_total Calls accepted by the runtime.\n# TYPE "
+        "granary_calls_accepted_total counter\ngranary_calls_accepted_total %llu\n"
+        "# HELP granary_calls_failed_total Calls completed with an error status.\n# TYPE "
+        "granary_calls_failed_total counter\ngranary_calls_failed_total %llu\n"
+        "# HELP granary_late_replies_total Replies dropped because the caller had timed out.\n# TYPE "
+        "granary_late_replies_total counter\ngranary_late_replies_total %llu\n"
         "# HELP granary_call_cycles_total Calls failed with GR_EDEADLOCK: a call cycle back to a busy, "
         "non-reentrant grain.\n"
         "# TYPE granary_call_cycles_total counter\ngranary_call_cycles_total %llu\n"
-        "# TYPE granary_activations_total counter\ngranary_activations_total %llu\n"
-        "# TYPE granary_deactivations_total counter\ngranary_deactivations_total %llu\n"
-        "# TYPE granary_storage_reads_total counter\ngranary_storage_reads_total %llu\n"
-        "# TYPE granary_storage_writes_total counter\ngranary_storage_writes_total %llu\n"
-        "# TYPE granary_storage_conflicts_total counter\ngranary_storage_conflicts_total %llu\n"
-        "# TYPE granary_storage_errors_total counter\ngranary_storage_errors_total %llu\n"
+        "# HELP granary_activations_total Activations created.\n# TYPE granary_activations_total "
+        "counter\ngranary_activations_total %llu\n"
+        "# HELP granary_deactivations_total Activations finished.\n# TYPE granary_deactivations_total "
+        "counter\ngranary_deactivations_total %llu\n"
+        "# HELP granary_storage_reads_total State loads (activations).\n# TYPE granary_storage_reads_total "
+        "counter\ngranary_storage_reads_total %llu\n"
+        "# HELP granary_storage_writes_total State writes.\n# TYPE granary_storage_writes_total "
+        "counter\ngranary_storage_writes_total %llu\n"
+        "# HELP granary_storage_conflicts_total State writes refused by the version check.\n# TYPE "
+        "granary_storage_conflicts_total counter\ngranary_storage_conflicts_total %llu\n"
+        "# HELP granary_storage_errors_total Storage operations that failed.\n# TYPE "
+        "granary_storage_errors_total counter\ngranary_storage_errors_total %llu\n"
         "# HELP granary_queued_messages Calls waiting in grain mailboxes.\n"
         "# TYPE granary_queued_messages gauge\ngranary_queued_messages %zu\n"
         "# HELP granary_drain_remaining Activations left to deactivate (0 unless draining).\n"
@@ -2142,9 +2151,11 @@ int gr__runtime_write_metrics(const gr_runtime_t *rt, gr__buf_t *b) {
         (unsigned long long)s->storage_reads, (unsigned long long)s->storage_writes,
         (unsigned long long)s->storage_conflicts, (unsigned long long)s->storage_errors, queued,
         rt->draining ? rt->n_grains : (size_t)0);
-    rc |= gr__buf_printf(b, "# TYPE granary_storage_read_duration_seconds histogram\n");
+    rc |= gr__buf_printf(b, "# HELP granary_storage_read_duration_seconds Latency of state loads (claim and "
+                            "read).\n# TYPE granary_storage_read_duration_seconds histogram\n");
     rc |= gr__hist_write(&rt->read_latency, b, "granary_storage_read_duration_seconds", "");
-    rc |= gr__buf_printf(b, "# TYPE granary_storage_write_duration_seconds histogram\n");
+    rc |= gr__buf_printf(b, "# HELP granary_storage_write_duration_seconds Latency of state writes.\n# TYPE "
+                            "granary_storage_write_duration_seconds histogram\n");
     rc |= gr__hist_write(&rt->write_latency, b, "granary_storage_write_duration_seconds", "");
     return rc ? GR_ENOMEM : 0;
 }

@@ -445,16 +445,24 @@ static int gr__silo_metrics(gr_silo_t *s, gr__buf_t *b) {
         b,
         "# HELP granary_connections Open client and silo connections.\n"
         "# TYPE granary_connections gauge\ngranary_connections %llu\n"
-        "# TYPE granary_connections_total counter\ngranary_connections_total %llu\n"
-        "# TYPE granary_connections_refused_total counter\ngranary_connections_refused_total %llu\n"
-        "# TYPE granary_protocol_errors_total counter\ngranary_protocol_errors_total %llu\n"
-        "# TYPE granary_handshakes_refused_total counter\ngranary_handshakes_refused_total %llu\n"
-        "# TYPE granary_overloaded_total counter\ngranary_overloaded_total %llu\n"
+        "# HELP granary_connections_total Connections accepted since start.\n# TYPE "
+        "granary_connections_total counter\ngranary_connections_total %llu\n"
+        "# HELP granary_connections_refused_total Connections refused (limits, shutting down).\n# TYPE "
+        "granary_connections_refused_total counter\ngranary_connections_refused_total %llu\n"
+        "# HELP granary_protocol_errors_total Connections closed for a protocol error.\n# TYPE "
+        "granary_protocol_errors_total counter\ngranary_protocol_errors_total %llu\n"
+        "# HELP granary_handshakes_refused_total Handshakes refused, all reasons.\n# TYPE "
+        "granary_handshakes_refused_total counter\ngranary_handshakes_refused_total %llu\n"
+        "# HELP granary_overloaded_total Requests refused with GR_EOVERLOAD.\n# TYPE "
+        "granary_overloaded_total counter\ngranary_overloaded_total %llu\n"
         "# HELP granary_inflight_calls Calls received over TCP and not answered yet.\n"
         "# TYPE granary_inflight_calls gauge\ngranary_inflight_calls %llu\n"
-        "# TYPE granary_silo_ready gauge\ngranary_silo_ready %d\n"
-        "# TYPE granary_silo_fenced gauge\ngranary_silo_fenced %d\n"
-        "# TYPE granary_silo_draining gauge\ngranary_silo_draining %d\n",
+        "# HELP granary_silo_ready 1 when joined and active (what /readyz answers).\n# TYPE "
+        "granary_silo_ready gauge\ngranary_silo_ready %d\n"
+        "# HELP granary_silo_fenced 1 while fenced (no successful heartbeat for a lease).\n# TYPE "
+        "granary_silo_fenced gauge\ngranary_silo_fenced %d\n"
+        "# HELP granary_silo_draining 1 while a graceful stop is in progress.\n# TYPE granary_silo_draining "
+        "gauge\ngranary_silo_draining %d\n",
         (unsigned long long)g.connections_open, (unsigned long long)g.connections_total,
         (unsigned long long)g.connections_refused, (unsigned long long)g.protocol_errors,
         (unsigned long long)g.handshakes_refused, (unsigned long long)g.overloaded,
@@ -485,9 +493,12 @@ static int gr__silo_metrics(gr_silo_t *s, gr__buf_t *b) {
             b,
             "# HELP granary_reminders_fired_total Reminder firings acknowledged by their grain.\n"
             "# TYPE granary_reminders_fired_total counter\ngranary_reminders_fired_total %llu\n"
-            "# TYPE granary_reminder_failures_total counter\ngranary_reminder_failures_total %llu\n"
-            "# TYPE granary_reminder_polls_total counter\ngranary_reminder_polls_total %llu\n"
-            "# TYPE granary_reminders_in_flight gauge\ngranary_reminders_in_flight %llu\n",
+            "# HELP granary_reminder_failures_total Reminder firings that failed.\n# TYPE "
+            "granary_reminder_failures_total counter\ngranary_reminder_failures_total %llu\n"
+            "# HELP granary_reminder_polls_total Polls of the reminder table.\n# TYPE "
+            "granary_reminder_polls_total counter\ngranary_reminder_polls_total %llu\n"
+            "# HELP granary_reminders_in_flight Reminder firings waiting for their grain.\n# TYPE "
+            "granary_reminders_in_flight gauge\ngranary_reminders_in_flight %llu\n",
             (unsigned long long)rs.fired, (unsigned long long)rs.fire_failures, (unsigned long long)rs.polls,
             (unsigned long long)rs.in_flight);
     }
@@ -502,19 +513,27 @@ static int gr__silo_metrics(gr_silo_t *s, gr__buf_t *b) {
             b,
             "# HELP granary_membership_size Live silos in the current view.\n"
             "# TYPE granary_membership_size gauge\ngranary_membership_size %zu\n"
-            "# TYPE granary_membership_active gauge\ngranary_membership_active %zu\n"
-            "# TYPE granary_membership_view_version gauge\ngranary_membership_view_version %lld\n"
-            "# TYPE granary_forwarded_calls_total counter\ngranary_forwarded_calls_total %llu\n"
-            "# TYPE granary_forward_retries_total counter\ngranary_forward_retries_total %llu\n"
-            "# TYPE granary_directory_requests_sent_total counter\ngranary_directory_requests_sent_total "
+            "# HELP granary_membership_active Active silos in the current view.\n# TYPE "
+            "granary_membership_active gauge\ngranary_membership_active %zu\n"
+            "# HELP granary_membership_view_version Version of the membership view this silo holds.\n# TYPE "
+            "granary_membership_view_version gauge\ngranary_membership_view_version %lld\n"
+            "# HELP granary_forwarded_calls_total Calls forwarded to the silo hosting the grain.\n# TYPE "
+            "granary_forwarded_calls_total counter\ngranary_forwarded_calls_total %llu\n"
+            "# HELP granary_forward_retries_total Calls routed again after a forward or directory answer "
+            "failed.\n# TYPE granary_forward_retries_total counter\ngranary_forward_retries_total %llu\n"
+            "# HELP granary_directory_requests_sent_total Directory requests sent to partition owners.\n# "
+            "TYPE granary_directory_requests_sent_total counter\ngranary_directory_requests_sent_total "
             "%llu\n"
-            "# TYPE granary_directory_requests_served_total counter\ngranary_directory_requests_served_total "
+            "# HELP granary_directory_requests_served_total Directory requests served for other silos.\n# "
+            "TYPE granary_directory_requests_served_total counter\ngranary_directory_requests_served_total "
             "%llu\n"
-            "# TYPE granary_directory_lost_registrations_total "
+            "# HELP granary_directory_lost_registrations_total Re-registrations after a view change that "
+            "failed.\n# TYPE granary_directory_lost_registrations_total "
             "counter\ngranary_directory_lost_registrations_total %llu\n"
             "# HELP granary_directory_entries Grain directory entries this silo owns (its hash-ring share).\n"
             "# TYPE granary_directory_entries gauge\ngranary_directory_entries %llu\n"
-            "# TYPE granary_directory_cache_entries gauge\ngranary_directory_cache_entries %llu\n",
+            "# HELP granary_directory_cache_entries Directory lookups cached on this silo.\n# TYPE "
+            "granary_directory_cache_entries gauge\ngranary_directory_cache_entries %llu\n",
             v->n, active, (long long)v->version, (unsigned long long)r.forwarded,
             (unsigned long long)r.forward_retries, (unsigned long long)r.dir_requests_sent,
             (unsigned long long)r.dir_requests_served, (unsigned long long)r.lost_registrations,

@@ -838,6 +838,14 @@ static void test_http_probes_and_metrics(void **st) {
                            "granary_inflight_calls 0"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (!strstr(body, names[i])) fail_msg("/metrics lacks '%s':\n%s", names[i], body);
+    /* Every family has # HELP then # TYPE (what `promtool check metrics`
+     * asks first: 30 of 42 had no HELP before). */
+    for (const char *t = strstr(body, "# TYPE "); t; t = strstr(t + 1, "# TYPE ")) {
+        char fam[128], help[160];
+        if (sscanf(t, "# TYPE %127s", fam) != 1) fail_msg("bad TYPE line at '%.60s'", t);
+        snprintf(help, sizeof help, "# HELP %s ", fam);
+        if (!strstr(body, help)) fail_msg("/metrics: family %s has no # HELP", fam);
+    }
     /* Every sample line parses as NAME[{LABELS}] VALUE. */
     for (char *line = strtok(body, "\n"); line; line = strtok(NULL, "\n")) {
         if (line[0] == '#') continue;
