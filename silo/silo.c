@@ -12,6 +12,7 @@
 #include "silo/gateway.h"
 #include "silo/http.h"
 #include "silo/membership.h"
+#include "silo/procstats.h"
 #include "silo/reminders.h"
 #include "silo/router.h"
 #include "wire/frame.h"
@@ -439,6 +440,7 @@ static const char *gr__silo_not_ready_why(const gr_silo_t *s) {
 
 static int gr__silo_metrics(gr_silo_t *s, gr__buf_t *b) {
     int rc = gr__runtime_write_metrics(s->rt, b);
+    rc |= gr__procstats_write(b, (double)s->generation / 1000.0); /* the generation is the start time in ms */
     gr__gateway_stats_t g;
     gr__gateway_get_stats(s->gw, &g);
     rc |= gr__buf_printf(

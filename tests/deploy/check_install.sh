@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tests/deploy/check_install.sh BUILD_DIR SOURCE_DIR
+# tests/deploy/check_install.sh BUILD_DIR SOURCE_DIR [EXTRA_CFLAGS]
 # Installs the build into a temporary prefix and uses it as a user would,
 # with nothing but that prefix: pkg-config finds the headers and libraries,
 # an out-of-tree grain .so and a client program compile and link against it,
@@ -8,6 +8,7 @@
 set -uo pipefail
 build=$1
 src=$2
+extra=${3:-} # the build's sanitizer flags, if any: user programs must match an instrumented library
 fail=0
 pass=0
 ok() { echo "ok   $*"; pass=$((pass + 1)); }
@@ -29,9 +30,9 @@ grep -q '^Requires: libuv' "$pc" && ok "granary.pc requires libuv (public)" || b
 libdir=$(pkg-config --variable=libdir granary)
 # A grain module takes only the headers: the silo that loads it provides the
 # runtime (linking libgranary into the .so would give it a second copy).
-cc -O1 -fPIC -shared -DGR_COUNTER_MODULE -o "$tmp/counter.so" "$src/examples/counter/counter.c" $cflags &&
+cc -O1 $extra -fPIC -shared -DGR_COUNTER_MODULE -o "$tmp/counter.so" "$src/examples/counter/counter.c" $cflags &&
   ok "a grain .so builds with pkg-config --cflags" || bad "the grain .so does not build"
-cc -O1 -o "$tmp/client" "$src/examples/counter/counter_client.c" $cflags $libs -Wl,-rpath,"$libdir" &&
+cc -O1 $extra -o "$tmp/client" "$src/examples/counter/counter_client.c" $cflags $libs -Wl,-rpath,"$libdir" 2>/dev/null &&
   ok "a client builds with pkg-config" || bad "the client does not build"
 
 . "$src/scripts/ports.sh"

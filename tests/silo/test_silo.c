@@ -835,7 +835,12 @@ static void test_http_probes_and_metrics(void **st) {
                            "granary_queued_messages 0",
                            "granary_drain_remaining 0",
                            "granary_silo_ready 1",
-                           "granary_inflight_calls 0"};
+                           "granary_inflight_calls 0",
+                           "process_cpu_seconds_total ",
+                           "process_resident_memory_bytes ",
+                           "process_open_fds ",
+                           "process_start_time_seconds ",
+                           "granary_build_info{version=\""};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (!strstr(body, names[i])) fail_msg("/metrics lacks '%s':\n%s", names[i], body);
     /* Every family has # HELP then # TYPE (what `promtool check metrics`
