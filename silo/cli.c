@@ -121,7 +121,24 @@ static const gr__opt_t gr__opts[] = {
     {"--help", NULL, NULL, GR__OPT_BOOL, GR__X(help), GR__ALL, "show this help and exit"},
 };
 
-static void gr__usage(FILE *f, const char *prog) {
+/* The options of `command` (GR__ALL: every one, for plain --help). */
+static void gr__usage(FILE *f, const char *prog, unsigned command) {
+    if (command == GR__MIGRATE || command == GR__STATUS) {
+        fprintf(f, "usage: %s %s [OPTIONS]    %s\n\nOptions (each also as its environment variable):\n", prog,
+                command == GR__MIGRATE ? "migrate" : "status",
+                command == GR__MIGRATE ? "create or upgrade the schema (idempotent)"
+                                       : "show the schema version, members and stored grains");
+        for (size_t i = 0; i < GR__ARRAY_SIZE(gr__opts); i++) {
+            const gr__opt_t *o = &gr__opts[i];
+            if (!(o->commands & command)) continue;
+            char left[64];
+            snprintf(left, sizeof left, "%s%s%s", o->flag, o->metavar ? " " : "",
+                     o->metavar ? o->metavar : "");
+            fprintf(f, "  %-28s %s\n", left, o->help);
+            if (o->env) fprintf(f, "  %-28s   env: %s\n", "", o->env);
+        }
+        return;
+    }
     fprintf(f,
             "usage: %s [run] [OPTIONS]        host grains (the default command)\n"
             "       %s migrate --database URL  create or upgrade the schema (idempotent)\n"
@@ -488,7 +505,7 @@ int gr_silo_main(int argc, char **argv, const gr_class_t *const *classes) {
         else if (!strcmp(argv[1], "status"))
             command = GR__STATUS;
         else if (!strcmp(argv[1], "help")) {
-            gr__usage(stdout, prog);
+            gr__usage(stdout, prog, GR__ALL);
             return 0;
         } else {
             fprintf(stderr, "%s: unknown command '%s' (run, migrate, status; see --help)\n", prog, argv[1]);
@@ -505,7 +522,9 @@ int gr_silo_main(int argc, char **argv, const gr_class_t *const *classes) {
     gr_silo_config_init(&cli.cfg);
     if (gr__parse(&cli, command, argc - first, argv + first) != 0) return 2;
     if (cli.help) {
-        gr__usage(stdout, prog);
+        /* `silo --help` and `silo run --help` list everything; `silo migrate
+         * --help` only what migrate takes. */
+        gr__usage(stdout, prog, first == 2 ? command : GR__ALL);
         return 0;
     }
     switch (command) {

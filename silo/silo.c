@@ -224,7 +224,12 @@ int gr_silo_new(uv_loop_t *loop, const gr_silo_config_t *cfg, gr_silo_t **out, c
         !cfg->drain_timeout_ms || !cfg->call_timeout_ms || !cfg->idle_deactivate_ms ||
         !cfg->max_queue_per_grain || !cfg->pg_pool_size || !cfg->pg_op_timeout_ms || !cfg->heartbeat_ms)
         return gr__silo_err(err, err_size, GR_ECONFIG, "%s", "limits and timeouts must be positive");
-    if (cfg->lease_ms < 2 * cfg->heartbeat_ms)
+    if (cfg->heartbeat_ms > 60000u || cfg->lease_ms > 600000u)
+        return gr__silo_err(err, err_size, GR_ECONFIG, "%s",
+                            "--heartbeat-ms must be at most 60000 and --lease-ms at most 600000");
+    if (!cfg->pg_pool_size || cfg->pg_pool_size > 64)
+        return gr__silo_err(err, err_size, GR_ECONFIG, "%s", "--pg-pool must be between 1 and 64");
+    if ((uint64_t)cfg->lease_ms < 2ull * cfg->heartbeat_ms)
         return gr__silo_err(err, err_size, GR_ECONFIG, "%s",
                             "lease must be at least twice the heartbeat interval");
     if (cfg->reminder_poll_ms < 10 || cfg->reminder_min_period_ms < 10)
@@ -238,6 +243,10 @@ int gr_silo_new(uv_loop_t *loop, const gr_silo_config_t *cfg, gr_silo_t **out, c
     if (gr__parse_hostport(cfg->listen, strlen(cfg->listen), s->listen_host, sizeof s->listen_host,
                            &s->listen_port) != 0) {
         gr__silo_free(s);
+        const char *colon = strrchr(cfg->listen, ':');
+        if (colon && colon[1] && strspn(colon + 1, "0123456789") == strlen(colon + 1))
+            return gr__silo_err(err, err_size, GR_ECONFIG, "--listen '%s': port out of range (0..65535)",
+                                cfg->listen);
         return gr__silo_err(err, err_size, GR_ECONFIG, "listen address '%s' is not HOST:PORT", cfg->listen);
     }
     s->cfg.database_url = gr__silo_keep(s, 0, cfg->database_url);

@@ -68,13 +68,15 @@ static int run_cmd(const char *const argv[], uint64_t timeout_ms) {
     return p < 0 ? -1 : gr_test_wait(p, timeout_ms);
 }
 
-/* Run a command and capture its stdout into out (NUL-terminated). */
-static int run_capture(const char *const argv[], char *out, size_t out_size) {
+/* Run a command and capture its stdout (and with_stderr, its stderr too)
+ * into out (NUL-terminated). */
+static int run_capture_fds(const char *const argv[], char *out, size_t out_size, int with_stderr) {
     int fds[2];
     if (pipe(fds) != 0) return -1;
     pid_t p = fork();
     if (p == 0) {
         dup2(fds[1], 1);
+        if (with_stderr) dup2(fds[1], 2);
         close(fds[0]);
         execv(argv[0], (char *const *)argv);
         _exit(127);
@@ -90,6 +92,10 @@ static int run_capture(const char *const argv[], char *out, size_t out_size) {
     }
     close(fds[0]);
     return gr_test_wait(p, 30000);
+}
+
+static int run_capture(const char *const argv[], char *out, size_t out_size) {
+    return run_capture_fds(argv, out, out_size, 0);
 }
 
 /* ---- a client driving calls from the test ---- */
@@ -213,6 +219,31 @@ static void test_cli_contract(void **st) {
     assert_int_equal(run_cmd(bad_listen, 10000), 2);
     const char *bad_num[] = {gr_test_build_path("silo"), "run", "--idle-ms", "-5", NULL};
     assert_int_equal(run_cmd(bad_num, 10000), 2);
+    /* Messages that name the setting and the problem (issue 17, item 4). */
+    struct {
+        const char *flag, *value, *says;
+    } bad[] = {{"--listen", "127.0.0.1:99999", "port out of range"},
+               {"--pg-pool", "65", "--pg-pool must be between 1 and 64"},
+               {"--heartbeat-ms", "2147483648", "--heartbeat-ms must be at most 60000"}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        const char *argv_bad[] = {gr_test_build_path("silo"),
+                                  "run",
+                                  "--memory",
+                                  "--grains",
+                                  gr_test_build_path("examples/counter.so"),
+                                  bad[i].flag,
+                                  bad[i].value,
+                                  NULL};
+        assert_int_equal(run_capture_fds(argv_bad, out, sizeof out, 1), 2);
+        if (!strstr(out, bad[i].says))
+            fail_msg("%s %s: expected '%s', got: %s", bad[i].flag, bad[i].value, bad[i].says, out);
+    }
+    /* `silo migrate --help` is migrate's help, not run's. */
+    const char *mhelp[] = {gr_test_build_path("silo"), "migrate", "--help", NULL};
+    assert_int_equal(run_capture(mhelp, out, sizeof out), 0);
+    assert_non_null(strstr(out, "migrate"));
+    assert_non_null(strstr(out, "--database"));
+    assert_null(strstr(out, "--listen"));
     const char *no_db[] = {gr_test_build_path("silo"), "run", "--grains",
                            gr_test_build_path("examples/counter.so"), NULL};
     assert_int_equal(run_cmd(no_db, 10000), 2);
