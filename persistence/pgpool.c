@@ -363,6 +363,13 @@ static void gr__conn_read(gr__pg_conn_t *c) {
 
 static void gr__conn_on_poll(uv_poll_t *h, int status, int events) {
     gr__pg_conn_t *c = h->data;
+    if (status < 0 && c->state == GR__CONN_CONNECTING) {
+        /* A connect that failed shows up as a poll error (EBADF from libuv,
+         * which an operator read as "bad file descriptor"); libpq reads the
+         * socket's own error and says what happened ("Connection refused"). */
+        gr__conn_continue_connect(c);
+        return;
+    }
     if (status < 0) {
         gr__conn_broken(c, uv_strerror(status));
         return;
