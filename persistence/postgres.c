@@ -183,26 +183,26 @@ static void gr__rop_push(gr__rop_t **head, gr__rop_t **tail, size_t *len, gr__ro
 static void gr__read_flush(gr__pgs_t *s);
 static void gr__release_flush(gr__pgs_t *s);
 
-static int gr__pgs_read(gr_storage_t *st, const char *cls, const void *key, size_t key_len,
-                        gr_storage_read_cb cb, void *ud) {
-    gr__pgs_t *s = (gr__pgs_t *)st;
-    gr__rop_t *r = gr__rop_new(cls, key, key_len, NULL, 0, cb, ud);
+/* Reads and claims share the read queue; a claim rides in the read batches
+ * (a batch is all plain reads, or all claims of one owner), so an
+ * activation still costs one round trip. owner NULL: a plain read. */
+static int gr__pgs_queue_read(gr__pgs_t *s, const char *cls, const void *key, size_t key_len,
+                              const char *owner, int64_t token, gr_storage_read_cb cb, void *ud) {
+    gr__rop_t *r = gr__rop_new(cls, key, key_len, owner, token, cb, ud);
     if (!r) return GR_ENOMEM;
     gr__rop_push(&s->rq_head, &s->rq_tail, &s->rq_len, r);
     gr__read_flush(s); /* results arrive through the pool: never inside this call */
     return 0;
 }
 
-/* A claim rides in the read batches (a batch is all reads or all claims of
- * one owner), so an activation still costs one round trip. */
+static int gr__pgs_read(gr_storage_t *st, const char *cls, const void *key, size_t key_len,
+                        gr_storage_read_cb cb, void *ud) {
+    return gr__pgs_queue_read((gr__pgs_t *)st, cls, key, key_len, NULL, 0, cb, ud);
+}
+
 static int gr__pgs_claim(gr_storage_t *st, const char *cls, const void *key, size_t key_len,
                          const char *owner, int64_t token, gr_storage_read_cb cb, void *ud) {
-    gr__pgs_t *s = (gr__pgs_t *)st;
-    gr__rop_t *r = gr__rop_new(cls, key, key_len, owner, token, cb, ud);
-    if (!r) return GR_ENOMEM;
-    gr__rop_push(&s->rq_head, &s->rq_tail, &s->rq_len, r);
-    gr__read_flush(s);
-    return 0;
+    return gr__pgs_queue_read((gr__pgs_t *)st, cls, key, key_len, owner, token, cb, ud);
 }
 
 static int gr__pgs_release(gr_storage_t *st, const char *cls, const void *key, size_t key_len,

@@ -103,9 +103,9 @@ static int run_capture(const char *const argv[], char *out, size_t out_size) {
 typedef gr_test_reply_t res_t;
 #define on_done gr_test_on_reply
 
-static int call_once(int port, const char *secret, const char *key, const char *method, res_t *r) {
-    uv_loop_t loop;
-    uv_loop_init(&loop);
+/* A client of this case's cluster for the silo on 127.0.0.1:port, with
+ * the client secret `secret` (NULL: none). */
+static gr_client_t *client_with(uv_loop_t *loop, int port, const char *secret) {
     gr_client_options_t o;
     gr_client_options_init(&o);
     char addr[64];
@@ -114,7 +114,16 @@ static int call_once(int port, const char *secret, const char *key, const char *
     o.secret = secret;
     o.cluster = cluster;
     gr_client_t *c;
-    assert_int_equal(gr_client_new(&loop, &o, &c), 0);
+    assert_int_equal(gr_client_new(loop, &o, &c), 0);
+    return c;
+}
+
+static gr_client_t *client_to(uv_loop_t *loop, int port) { return client_with(loop, port, NULL); }
+
+static int call_once(int port, const char *secret, const char *key, const char *method, res_t *r) {
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    gr_client_t *c = client_with(&loop, port, secret);
     memset(r, 0, sizeof *r);
     gr_ref_t ref = {"Counter", key, strlen(key)};
     assert_int_equal(gr_client_call(c, &ref, method, NULL, 0, 5000, on_done, r), 0);
@@ -122,19 +131,6 @@ static int call_once(int port, const char *secret, const char *key, const char *
     gr_client_close(c, NULL, NULL);
     gr_test_loop_close(&loop);
     return r->status;
-}
-
-/* A client of this case's cluster for the silo on 127.0.0.1:port (no secret). */
-static gr_client_t *client_to(uv_loop_t *loop, int port) {
-    gr_client_options_t o;
-    gr_client_options_init(&o);
-    char addr[64];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
-    o.silos = addr;
-    o.cluster = cluster;
-    gr_client_t *c;
-    assert_int_equal(gr_client_new(loop, &o, &c), 0);
-    return c;
 }
 
 /* Pipelined incrs over NK keys, INCRS each; counts acknowledgements. */
