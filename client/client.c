@@ -9,6 +9,7 @@
 #include "granary/client.h"
 #include "client/client_internal.h"
 #include "wire/frame.h"
+#include "wire/tls.h"
 
 typedef struct gr__addr {
     char host[64];
@@ -29,6 +30,7 @@ typedef struct gr__cconn {
     uv_tcp_t tcp;
     uv_connect_t connect;
     struct gr_client *client; /* NULL once the client gave up on this connection */
+    gr__tls_t *tls;           /* NULL: plaintext */
 } gr__cconn_t;
 
 typedef struct gr__cwrite {
@@ -47,6 +49,9 @@ struct gr_client {
     gr__cstate_t state;
     gr__cconn_t *conn;
     gr__buf_t in, out;
+    gr__buf_t raw;      /* ciphertext just read (TLS) */
+    gr__tls_ctx_t *tls; /* NULL: plaintext */
+    char *tls_name;     /* name expected in silo certificates; NULL: each address's host */
     gr__ccall_t *calls;
     gr__dlq_t deadlines;
     uint64_t next_id;
@@ -131,14 +136,31 @@ static void gr__write_cb(uv_write_t *req, int status) {
     /* A failed write shows up as a read error too; handled there. */
 }
 
-/* Write the bytes of *buf, taking ownership of them (buf is reset). */
+/* Write the bytes of *buf, taking ownership of them (buf is reset). Under
+ * TLS they are encrypted first (buf keeps its memory, emptied), and what the
+ * engine has to say (handshake flights) goes along. */
 static int gr__client_write_buf(gr_client_t *c, gr__buf_t *buf) {
-    if (buf->len == 0 || !c->conn) return 0;
+    if (!c->conn) return 0;
+    gr__buf_t data = *buf;
+    if (c->conn->tls) {
+        if (buf->len && gr__tls_write(c->conn->tls, buf->data, buf->len) != 0) return GR_ECONN;
+        buf->len = 0;
+        gr__buf_init(&data);
+        if (gr__tls_take(c->conn->tls, &data) != 0) return GR_ENOMEM;
+    } else {
+        gr__buf_init(buf);
+    }
+    if (data.len == 0) {
+        gr__buf_free(&data);
+        return 0;
+    }
     gr__cwrite_t *w = gr__malloc(sizeof *w);
-    if (!w) return GR_ENOMEM;
-    w->data = buf->data;
-    uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)buf->len);
-    gr__buf_init(buf);
+    if (!w) {
+        gr__buf_free(&data);
+        return GR_ENOMEM;
+    }
+    w->data = data.data;
+    uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)data.len);
     int rc = uv_write(&w->req, (uv_stream_t *)&c->conn->tcp, &b, 1, gr__write_cb);
     if (rc != 0) {
         gr__free(w->data);
@@ -164,6 +186,7 @@ static void gr__client_handle_gone(gr_client_t *c);
 static void gr__conn_closed(uv_handle_t *h) {
     gr__cconn_t *cc = h->data;
     gr_client_t *c = cc->client;
+    gr__tls_free(cc->tls);
     gr__free(cc);
     gr__client_handle_gone(c);
 }
@@ -246,11 +269,12 @@ static void gr__client_frames(gr_client_t *c) {
 static void gr__alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
     gr__cconn_t *cc = h->data;
     gr_client_t *c = cc->client;
-    if (!c || gr__buf_reserve(&c->in, 64 * 1024) != 0) {
+    gr__buf_t *into = c && cc->tls ? &c->raw : c ? &c->in : NULL;
+    if (!into || gr__buf_reserve(into, 64 * 1024) != 0) {
         *buf = uv_buf_init(NULL, 0);
         return;
     }
-    *buf = uv_buf_init((char *)c->in.data + c->in.len, (unsigned)(c->in.cap - c->in.len));
+    *buf = uv_buf_init((char *)into->data + into->len, (unsigned)(into->cap - into->len));
 }
 
 static void gr__read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
@@ -264,7 +288,27 @@ static void gr__read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
         gr__client_conn_failed(c, GR_ECONN, why);
         return;
     }
-    c->in.len += (size_t)n;
+    if (cc->tls) {
+        c->raw.len += (size_t)n;
+        int rc = gr__tls_feed(cc->tls, c->raw.data, c->raw.len, &c->in);
+        c->raw.len = 0;
+        if (rc == 0 && gr__tls_pending(cc->tls)) {
+            gr__buf_t none;
+            gr__buf_init(&none);
+            rc = gr__client_write_buf(c, &none);
+        }
+        if (rc != 0) {
+            char why[360];
+            snprintf(why, sizeof why, "%s:%d: %s", c->addrs[c->cur].host, c->addrs[c->cur].port,
+                     rc == GR_ENOMEM ? "out of memory" : gr__tls_error(cc->tls));
+            /* Refused before the silo said HELLO_OK: our credentials or its
+             * certificate, not the network (no point trying it again). */
+            gr__client_conn_failed(c, c->state == GR__C_READY ? GR_ECONN : GR_EAUTH, why);
+            return;
+        }
+    } else {
+        c->in.len += (size_t)n;
+    }
     gr__client_frames(c);
 }
 
@@ -282,6 +326,10 @@ static void gr__connect_cb(uv_connect_t *req, int status) {
     }
     uv_tcp_nodelay(&cc->tcp, 1);
     c->state = GR__C_HANDSHAKE;
+    if (c->tls && gr__tls_new(c->tls, c->tls_name ? c->tls_name : c->addrs[c->cur].host, &cc->tls) != 0) {
+        gr__client_conn_failed(c, GR_ENOMEM, "out of memory");
+        return;
+    }
     gr__buf_t hello;
     gr__buf_init(&hello);
     if (gr__frame_encode_hello(&hello, GR_PROTOCOL_VERSION, c->role, c->cluster, c->secret, strlen(c->secret),
@@ -415,6 +463,13 @@ int gr_client_new(uv_loop_t *loop, const gr_client_options_t *o, gr_client_t **o
     c->secret = gr__strdup(o->secret ? o->secret : "");
     c->name = gr__strdup(o->name);
     int rc = (!c->addrs || !c->cluster || !c->secret || !c->name) ? GR_ENOMEM : 0;
+    if (rc == 0 && o->tls_server_name && !(c->tls_name = gr__strdup(o->tls_server_name))) rc = GR_ENOMEM;
+    if (rc == 0 && (o->tls || o->tls_ca || o->tls_cert)) {
+        gr__tls_ctx_opts_t to = {.server = 0, .cert = o->tls_cert, .key = o->tls_key, .ca = o->tls_ca};
+        char err[300];
+        rc = gr__tls_ctx_new(&to, &c->tls, err, sizeof err);
+        if (rc != 0) GR_LOG_ERROR("client TLS: %s", err);
+    }
     const char *p = o->silos;
     for (size_t i = 0; rc == 0 && i < n; i++) {
         const char *e = strchr(p, ',');
@@ -425,6 +480,8 @@ int gr_client_new(uv_loop_t *loop, const gr_client_options_t *o, gr_client_t **o
         p = e ? e + 1 : p + len;
     }
     if (rc != 0) {
+        gr__tls_ctx_unref(c->tls);
+        gr__free(c->tls_name);
         gr__free(c->addrs);
         gr__free(c->cluster);
         gr__free(c->secret);
@@ -436,6 +493,7 @@ int gr_client_new(uv_loop_t *loop, const gr_client_options_t *o, gr_client_t **o
     c->loop = loop;
     c->opts = *o;
     c->opts.silos = c->opts.cluster = c->opts.secret = c->opts.name = NULL;
+    c->opts.tls_ca = c->opts.tls_cert = c->opts.tls_key = c->opts.tls_server_name = NULL;
     uv_timer_init(loop, &c->call_timer);
     c->call_timer.data = c;
     uv_timer_init(loop, &c->connect_timer);
@@ -449,6 +507,17 @@ int gr_client_new(uv_loop_t *loop, const gr_client_options_t *o, gr_client_t **o
 }
 
 void gr__client_set_role(gr_client_t *c, uint8_t role) { c->role = role; }
+
+int gr__client_set_tls(gr_client_t *c, gr__tls_ctx_t *ctx, const char *server_name) {
+    char *name = NULL;
+    if (server_name && !(name = gr__strdup(server_name))) return GR_ENOMEM;
+    if (ctx) gr__tls_ctx_ref(ctx);
+    gr__tls_ctx_unref(c->tls);
+    c->tls = ctx;
+    gr__free(c->tls_name);
+    c->tls_name = name;
+    return 0;
+}
 uint64_t gr__client_handshakes(const gr_client_t *c) { return c->handshakes; }
 int gr__client_ready(const gr_client_t *c) { return c->state == GR__C_READY; }
 
@@ -516,6 +585,9 @@ static void gr__client_handle_gone(gr_client_t *c) {
     gr__free(c->addrs);
     gr__buf_free(&c->in);
     gr__buf_free(&c->out);
+    gr__buf_free(&c->raw);
+    gr__tls_ctx_unref(c->tls);
+    gr__free(c->tls_name);
     gr__free(c);
     if (cb) cb(ud);
 }

@@ -4,6 +4,7 @@
 #define GR_CLIENT_INTERNAL_H
 
 #include "granary/client.h"
+#include "wire/tls.h"
 
 /* Announce this role in the handshake (GR__ROLE_SILO for peer links). */
 void gr__client_set_role(gr_client_t *c, uint8_t role);
@@ -12,6 +13,11 @@ void gr__client_set_role(gr_client_t *c, uint8_t role);
  * its handshake. Requests are written only once it is: a call queued while
  * not ready that fails before the count moves was never sent, so it may be
  * sent elsewhere without the risk of running twice. */
+/* Connect with TLS under ctx (a dialing configuration, referenced; NULL:
+ * plaintext) from the next connection on, expecting server_name in the
+ * silo's certificate (NULL: the host of the address). Returns 0 or GR_ENOMEM. */
+int gr__client_set_tls(gr_client_t *c, gr__tls_ctx_t *ctx, const char *server_name);
+
 uint64_t gr__client_handshakes(const gr_client_t *c);
 int gr__client_ready(const gr_client_t *c);
 

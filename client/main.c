@@ -31,6 +31,14 @@ static void gr__usage(FILE *f) {
                "  --cluster NAME          cluster name [GRANARY_CLUSTER] (default \"default\")\n"
                "  --secret SECRET         cluster secret [GRANARY_CLUSTER_SECRET]\n"
                "  --timeout MS            call timeout [GRANARY_CALL_TIMEOUT_MS] (default 30000)\n"
+               "  --tls                   connect with TLS [GRANARY_TLS=1] (implied by the next three)\n"
+               "  --tls-ca FILE           CA bundle the silo's certificate must chain to [GRANARY_TLS_CA]\n"
+               "                          (default: the system trust store)\n"
+               "  --tls-cert FILE         client certificate, for silos with --tls-client-auth\n"
+               "                          [GRANARY_TLS_CLIENT_CERT]\n"
+               "  --tls-key FILE          its private key [GRANARY_TLS_CLIENT_KEY]\n"
+               "  --tls-server-name NAME  name the silo's certificate must carry [GRANARY_TLS_SERVER_NAME]\n"
+               "                          (default: the host given in --silo)\n"
                "  --json                  print {\"ok\":...,\"reply\"|\"error\":...} instead\n"
                "  --help                  show this help\n\n"
                "Exit status: 0 success; 1 the call failed (unknown class or method, application\n"
@@ -145,7 +153,8 @@ static int gr__cmd_reminder(const gr_client_options_t *o, uint32_t timeout, int 
     const char *sub = npos > 0 ? pos[0] : "";
     int add = !strcmp(sub, "add"), rm = !strcmp(sub, "remove"), ls = !strcmp(sub, "list");
     if ((!add && !rm && !ls) || npos < 2 || ((add || rm) && npos != 3) || (ls && npos != 2)) {
-        fprintf(stderr, "granary reminder: usage: add CLASS/KEY NAME | remove CLASS/KEY NAME | list CLASS/KEY\n");
+        fprintf(stderr,
+                "granary reminder: usage: add CLASS/KEY NAME | remove CLASS/KEY NAME | list CLASS/KEY\n");
         return 2;
     }
     const char *slash = strchr(pos[1], '/');
@@ -187,7 +196,8 @@ static int gr__cmd_reminder(const gr_client_options_t *o, uint32_t timeout, int 
         long long in, per;
         if (sscanf(line, "%128s %lld %lld", name, &in, &per) != 3) continue;
         if (json)
-            printf("%s{\"name\":\"%s\",\"due_in_ms\":%lld,\"period_ms\":%lld}", first ? "" : ",", name, in, per);
+            printf("%s{\"name\":\"%s\",\"due_in_ms\":%lld,\"period_ms\":%lld}", first ? "" : ",", name, in,
+                   per);
         else
             printf("%-32s %14lld %12lld\n", name, in, per);
         first = 0;
@@ -254,6 +264,11 @@ int main(int argc, char **argv) {
     if (getenv("GRANARY_CLUSTER")) o.cluster = getenv("GRANARY_CLUSTER");
     if (getenv("GRANARY_CLUSTER_SECRET")) o.secret = getenv("GRANARY_CLUSTER_SECRET");
     o.name = "granary-cli";
+    o.tls_ca = getenv("GRANARY_TLS_CA");
+    o.tls_cert = getenv("GRANARY_TLS_CLIENT_CERT");
+    o.tls_key = getenv("GRANARY_TLS_CLIENT_KEY");
+    o.tls_server_name = getenv("GRANARY_TLS_SERVER_NAME");
+    o.tls = getenv("GRANARY_TLS") && !strcmp(getenv("GRANARY_TLS"), "1");
     uint32_t timeout = 30000;
     if (getenv("GRANARY_CALL_TIMEOUT_MS"))
         timeout = (uint32_t)strtoul(getenv("GRANARY_CALL_TIMEOUT_MS"), NULL, 10);
@@ -281,6 +296,8 @@ int main(int argc, char **argv) {
             return 0;
         } else if (!strcmp(a, "--json")) {
             json = 1;
+        } else if (!strcmp(a, "--tls")) {
+            o.tls = 1;
         } else if (!strcmp(cmd, "reminder") && (!strcmp(a, "--due") || !strcmp(a, "--period"))) {
             char *end;
             unsigned long long v = i + 1 < argc ? strtoull(argv[i + 1], &end, 10) : 0;
@@ -294,7 +311,8 @@ int main(int argc, char **argv) {
             else
                 period = v;
         } else if (!strcmp(a, "--silo") || !strcmp(a, "--cluster") || !strcmp(a, "--secret") ||
-                   !strcmp(a, "--timeout")) {
+                   !strcmp(a, "--timeout") || !strcmp(a, "--tls-ca") || !strcmp(a, "--tls-cert") ||
+                   !strcmp(a, "--tls-key") || !strcmp(a, "--tls-server-name")) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "granary: %s needs a value\n", a);
                 return 2;
@@ -306,6 +324,14 @@ int main(int argc, char **argv) {
                 o.cluster = v;
             else if (!strcmp(a, "--secret"))
                 o.secret = v;
+            else if (!strcmp(a, "--tls-ca"))
+                o.tls_ca = v;
+            else if (!strcmp(a, "--tls-cert"))
+                o.tls_cert = v;
+            else if (!strcmp(a, "--tls-key"))
+                o.tls_key = v;
+            else if (!strcmp(a, "--tls-server-name"))
+                o.tls_server_name = v;
             else {
                 char *end;
                 unsigned long t = strtoul(v, &end, 10);
@@ -370,7 +396,10 @@ int main(int argc, char **argv) {
     gr__buf_init(&r.reply);
     int rc = gr_client_new(&loop, &o, &r.client);
     if (rc != 0) {
-        fprintf(stderr, "granary: bad --silo list '%s': %s\n", o.silos, gr_strerror(rc));
+        if (rc == GR_ECONFIG)
+            fprintf(stderr, "granary: TLS settings unusable (see the line above)\n");
+        else
+            fprintf(stderr, "granary: bad --silo list '%s': %s\n", o.silos, gr_strerror(rc));
         return 2;
     }
     gr_ref_t ref = {cls, slash + 1, strlen(slash + 1)};

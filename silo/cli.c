@@ -71,6 +71,19 @@ static const gr__opt_t gr__opts[] = {
     {"--silo-secret", "GRANARY_SILO_SECRET", "SECRET", GR__OPT_STR, GR__C(silo_secret), GR__RUN,
      "credential silos present to each other; a client holding only --secret cannot act as a silo "
      "(default: --secret, which lets any client claim the silo role); prefer the env var"},
+    {"--tls-cert", "GRANARY_TLS_CERT", "FILE", GR__OPT_STR, GR__C(tls_cert), GR__RUN,
+     "PEM certificate chain: the grain port speaks TLS and silos dial each other with TLS presenting it "
+     "(default: plaintext); reread on SIGHUP"},
+    {"--tls-key", "GRANARY_TLS_KEY", "FILE", GR__OPT_STR, GR__C(tls_key), GR__RUN,
+     "PEM private key of --tls-cert; reread on SIGHUP"},
+    {"--tls-ca", "GRANARY_TLS_CA", "FILE", GR__OPT_STR, GR__C(tls_ca), GR__RUN,
+     "PEM CA bundle other silos' certificates (and, with --tls-client-auth, clients') must chain to "
+     "(default: the system trust store); reread on SIGHUP"},
+    {"--tls-client-auth", "GRANARY_TLS_CLIENT_AUTH", NULL, GR__OPT_BOOL, GR__C(tls_client_auth), GR__RUN,
+     "mutual TLS: refuse every connection without a certificate signed by --tls-ca (default: off)"},
+    {"--tls-server-name", "GRANARY_TLS_SERVER_NAME", "NAME", GR__OPT_STR, GR__C(tls_server_name), GR__RUN,
+     "DNS name other silos' certificates must carry (default: each silo's advertised address, checked "
+     "against the certificate's IP SANs)"},
     {"--silo-id", "GRANARY_SILO_ID", "ID", GR__OPT_STR, GR__C(silo_id), GR__RUN,
      "this silo's id (default: ADVERTISE:PORT-STARTTIME; $POD_NAME is used when set)"},
     {"--grains", "GRANARY_GRAINS", "FILE.so", GR__OPT_STR, GR__X(grains), GR__RUN,
@@ -341,7 +354,7 @@ static int gr__cmd_status(gr__cli_t *cli) {
 typedef struct gr__run {
     uv_loop_t loop;
     gr_silo_t *silo;
-    uv_signal_t sigterm, sigint;
+    uv_signal_t sigterm, sigint, sighup;
     uv_timer_t exit_deadline; /* initialised once the process must go */
     int exiting;
     int closing;
@@ -358,6 +371,7 @@ static void gr__run_closed(void *ud) {
     gr__run_t *r = ud;
     uv_close((uv_handle_t *)&r->sigterm, NULL);
     uv_close((uv_handle_t *)&r->sigint, NULL);
+    uv_close((uv_handle_t *)&r->sighup, NULL);
     if (r->exiting) uv_close((uv_handle_t *)&r->exit_deadline, NULL);
 }
 
@@ -415,6 +429,19 @@ static void gr__on_signal(uv_signal_t *h, int signum) {
     GR_LOG_INFO("%s received: stopping gracefully (send again to exit at once)",
                 signum == SIGTERM ? "SIGTERM" : "SIGINT");
     if (gr_silo_stop(r->silo, gr__run_stopped, r) != 0) _exit(1);
+}
+
+/* SIGHUP: read the TLS files again (cert-manager renewed them). */
+static void gr__on_sighup(uv_signal_t *h, int signum) {
+    gr__run_t *r = h->data;
+    char err[512] = "";
+    int rc = gr_silo_reload_tls(r->silo, err, sizeof err);
+    if (rc == 0)
+        GR_LOG_INFO("SIGHUP: TLS certificate, key and CA reloaded; new connections use them");
+    else if (rc == GR_ESTATE)
+        GR_LOG_INFO("SIGHUP: nothing to reload (TLS is not configured)");
+    else
+        GR_LOG_ERROR("SIGHUP: TLS reload failed, still using the previous files: %s", err);
 }
 
 static int gr__load_grains(gr_silo_t *silo, const char *path) {
@@ -485,6 +512,9 @@ static int gr__cmd_run(gr__cli_t *cli, const gr_class_t *const *classes) {
     r.sigterm.data = r.sigint.data = &r;
     uv_signal_start(&r.sigterm, gr__on_signal, SIGTERM);
     uv_signal_start(&r.sigint, gr__on_signal, SIGINT);
+    uv_signal_init(&r.loop, &r.sighup);
+    r.sighup.data = &r;
+    uv_signal_start(&r.sighup, gr__on_sighup, SIGHUP);
     uv_run(&r.loop, UV_RUN_DEFAULT);
     uv_loop_close(&r.loop);
     return r.exit_code;

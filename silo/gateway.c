@@ -10,6 +10,7 @@
 #include "grains/runtime.h"
 #include "silo/gateway.h"
 #include "wire/frame.h"
+#include "wire/tls.h"
 
 /* Stop reading from a connection whose peer does not read its replies once
  * this much is queued for writing; resume below a quarter of it. Memory per
@@ -21,6 +22,9 @@
  * is refused from the length prefix alone), and it gets a small read buffer. */
 #define GR__HELLO_MAX_BODY 1024u
 #define GR__PREAUTH_READ_CHUNK 2048u
+/* Under TLS the handshake comes before HELLO: a client's first flights with
+ * a certificate chain are a few KiB; more than this before HELLO is refused. */
+#define GR__PREAUTH_TLS_BYTES (32u * 1024u)
 
 typedef struct gr__gconn {
     UT_hash_handle hh;
@@ -28,7 +32,10 @@ typedef struct gr__gconn {
     uv_tcp_t tcp;
     gr__gateway_t *gw;
     gr__buf_t in;
-    gr__buf_t out; /* frames waiting for the next flush */
+    gr__buf_t out;          /* frames waiting for the next flush (plaintext) */
+    gr__tls_t *tls;         /* NULL: plaintext */
+    gr__buf_t raw;          /* ciphertext just read, on its way into tls */
+    uint32_t preauth_bytes; /* ciphertext read before HELLO */
     struct gr__gconn *flush_next;
     int flush_queued;
     int hello_done;
@@ -64,7 +71,8 @@ struct gr__gateway {
     gr_runtime_t *rt;
     gr__gateway_opts_t opts;
     char *cluster, *secret, *silo_id;
-    char *silo_secret; /* NULL: silos present `secret` */
+    char *silo_secret;  /* NULL: silos present `secret` */
+    gr__tls_ctx_t *tls; /* new connections speak TLS under it; NULL: plaintext */
     uv_tcp_t listener;
     int listening;
     int accepting;
@@ -162,16 +170,37 @@ static void gr__write_done(uv_write_t *req, int status) {
 }
 
 static void gr__conn_flush(gr__gconn_t *c) {
-    if (c->closing || c->out.len == 0) return;
+    if (c->closing) return;
+    gr__buf_t batch = c->out;
+    if (c->tls) {
+        /* The plaintext batch becomes records; its buffer is kept for the next. */
+        if (c->out.len && gr__tls_write(c->tls, c->out.data, c->out.len) != 0) {
+            gr__conn_close(c);
+            return;
+        }
+        c->out.len = 0;
+        gr__buf_init(&batch);
+        if (gr__tls_take(c->tls, &batch) != 0) {
+            gr__buf_free(&batch);
+            gr__conn_close(c);
+            return;
+        }
+    } else {
+        gr__buf_init(&c->out); /* the write owns the batch; the conn starts a new one */
+    }
+    if (batch.len == 0) {
+        gr__buf_free(&batch);
+        return;
+    }
     gr__gwrite_t *w = gr__malloc(sizeof *w);
     if (!w) {
+        gr__buf_free(&batch);
         gr__conn_close(c);
         return;
     }
     w->conn = c;
-    w->data = c->out.data; /* the write owns the batch; the conn starts a new one */
-    uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)c->out.len);
-    gr__buf_init(&c->out);
+    w->data = batch.data;
+    uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)batch.len);
     if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, gr__write_done) != 0) {
         gr__free(w->data);
         gr__free(w);
@@ -219,6 +248,11 @@ static void gr__conn_send_response(gr__gconn_t *c, uint8_t type, uint64_t id, in
 /* Tell the peer why, then close once it is written. */
 static void gr__conn_goaway(gr__gconn_t *c, int status, const char *why) {
     if (c->goaway || c->closing) return;
+    if (c->tls && !gr__tls_established(c->tls)) {
+        /* No channel to say it in yet. */
+        gr__conn_close(c);
+        return;
+    }
     gr__conn_send_response(c, GR__FRAME_GOAWAY, 0, status, why, strlen(why));
     c->goaway = 1;
     uv_read_stop((uv_stream_t *)&c->tcp);
@@ -479,11 +513,41 @@ static void gr__conn_frames(gr__gconn_t *c) {
 
 static void gr__alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
     gr__gconn_t *c = h->data;
-    if (gr__buf_reserve(&c->in, c->hello_done ? GR__READ_CHUNK : GR__PREAUTH_READ_CHUNK) != 0) {
+    gr__buf_t *into = c->tls ? &c->raw : &c->in;
+    if (gr__buf_reserve(into, c->hello_done ? GR__READ_CHUNK : GR__PREAUTH_READ_CHUNK) != 0) {
         *buf = uv_buf_init(NULL, 0);
         return;
     }
-    *buf = uv_buf_init((char *)c->in.data + c->in.len, (unsigned)(c->in.cap - c->in.len));
+    *buf = uv_buf_init((char *)into->data + into->len, (unsigned)(into->cap - into->len));
+}
+
+/* A TLS failure: OpenSSL's alert (if it wrote one) goes out, then the
+ * connection closes. */
+static void gr__conn_tls_failed(gr__gconn_t *c, int rc) {
+    gr__gateway_t *gw = c->gw;
+    if (!c->hello_done)
+        gr__gw_refused(gw, GR__REFUSE_TLS, c->peer, gr__tls_error(c->tls));
+    else
+        GR_LOG_WARN("closing %s: %s", c->peer, gr__tls_error(c->tls));
+    gr__buf_t alert;
+    gr__buf_init(&alert);
+    gr__gwrite_t *w = gr__tls_take(c->tls, &alert) == 0 && alert.len ? gr__malloc(sizeof *w) : NULL;
+    if (!w) {
+        gr__buf_free(&alert);
+        gr__conn_close(c);
+        return;
+    }
+    w->conn = c;
+    w->data = alert.data;
+    uv_buf_t b = uv_buf_init((char *)alert.data, (unsigned)alert.len);
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->goaway = 1; /* closes once written (gr__write_done) */
+    c->out.len = 0;
+    if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, gr__write_done) != 0) {
+        gr__free(w->data);
+        gr__free(w);
+        gr__conn_close(c);
+    }
 }
 
 static void gr__read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
@@ -493,7 +557,25 @@ static void gr__read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
         return;
     }
     if (n == 0) return;
-    c->in.len += (size_t)n;
+    if (c->tls) {
+        c->raw.len += (size_t)n;
+        if (!c->hello_done && (c->preauth_bytes += (uint32_t)n) > GR__PREAUTH_TLS_BYTES) {
+            gr__gw_refused(c->gw, GR__REFUSE_HELLO_TOO_BIG, c->peer,
+                           "more than 32 KiB before HELLO (TLS handshake included)");
+            gr__conn_close(c);
+            return;
+        }
+        int rc = gr__tls_feed(c->tls, c->raw.data, c->raw.len, &c->in);
+        c->raw.len = 0;
+        if (rc != 0) {
+            gr__conn_tls_failed(c, rc);
+            return;
+        }
+        if (gr__tls_pending(c->tls)) gr__conn_mark_dirty(c); /* handshake flights */
+        if (c->in.len == 0) return;
+    } else {
+        c->in.len += (size_t)n;
+    }
     gr__conn_frames(c);
 }
 
@@ -514,6 +596,8 @@ static void gr__conn_closed(uv_handle_t *h) {
     }
     gr__buf_free(&c->in);
     gr__buf_free(&c->out);
+    gr__buf_free(&c->raw);
+    gr__tls_free(c->tls);
     gr__free(c);
     gr__gw_maybe_shutdown_done(gw);
     gr__gw_handle_gone(gw);
@@ -587,6 +671,10 @@ static void gr__on_connection(uv_stream_t *server, int status) {
         gr__conn_goaway(c, GR_ESHUTDOWN, "silo is shutting down");
         return;
     }
+    if (gw->tls && gr__tls_new(gw->tls, NULL, &c->tls) != 0) {
+        gr__conn_close(c);
+        return;
+    }
     uv_tcp_nodelay(&c->tcp, 1);
     uv_tcp_keepalive(&c->tcp, 1, 60);
     uv_read_start((uv_stream_t *)&c->tcp, gr__alloc_cb, gr__read_cb);
@@ -636,6 +724,9 @@ int gr__gateway_new(uv_loop_t *loop, gr_runtime_t *rt, const gr__gateway_opts_t 
         return GR_ENOMEM;
     }
     gw->opts.cluster = gw->opts.secret = gw->opts.silo_id = gw->opts.silo_secret = NULL;
+    gw->opts.tls = NULL;
+    if (o->tls) gr__tls_ctx_ref(o->tls);
+    gw->tls = o->tls;
     if (!gw->opts.max_preauth_connections) gw->opts.max_preauth_connections = 256;
     if (!gw->opts.frame_timeout_ms) gw->opts.frame_timeout_ms = 10000;
     if (!gw->opts.max_conn_bytes) gw->opts.max_conn_bytes = 64u << 20;
@@ -679,6 +770,12 @@ int gr__gateway_listen(gr__gateway_t *gw, const char *host, int port, char *err,
 }
 
 int gr__gateway_port(const gr__gateway_t *gw) { return gw->port; }
+
+void gr__gateway_set_tls(gr__gateway_t *gw, gr__tls_ctx_t *ctx) {
+    gr__tls_ctx_ref(ctx);
+    gr__tls_ctx_unref(gw->tls);
+    gw->tls = ctx;
+}
 
 void gr__gateway_stop_accepting(gr__gateway_t *gw) { gw->accepting = 0; }
 
@@ -730,6 +827,7 @@ static void gr__gw_handle_gone(gr__gateway_t *gw) {
     gr__free(gw->secret);
     gr__free(gw->silo_id);
     gr__free(gw->silo_secret);
+    gr__tls_ctx_unref(gw->tls);
     gr__free(gw);
     if (cb) cb(ud);
 }

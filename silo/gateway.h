@@ -6,6 +6,7 @@
 #define GR_SILO_GATEWAY_H
 
 #include "granary/grain.h"
+#include "wire/tls.h"
 
 typedef struct gr__gateway gr__gateway_t;
 
@@ -14,6 +15,7 @@ typedef struct gr__gateway_opts {
     const char *secret;      /* clients' secret; NULL or "": none required */
     const char *silo_secret; /* what a peer claiming the silo role must present (NULL: `secret`) */
     const char *silo_id;
+    gr__tls_ctx_t *tls; /* server configuration: every connection speaks TLS (referenced); NULL: plaintext */
     uint32_t max_connections;
     uint32_t max_inflight_per_conn;
     uint32_t max_frame_bytes;
@@ -40,7 +42,8 @@ typedef struct gr__gateway_opts {
     X(NOT_HELLO, "not_hello")                                                                                \
     X(HELLO_TOO_BIG, "hello_too_big")                                                                        \
     X(TIMEOUT, "timeout")                                                                                    \
-    X(PREAUTH_LIMIT, "preauth_limit")
+    X(PREAUTH_LIMIT, "preauth_limit")                                                                        \
+    X(TLS, "tls")
 typedef enum {
 #define GR__REFUSE_ENUM(n, s) GR__REFUSE_##n,
     GR__REFUSE_REASONS(GR__REFUSE_ENUM)
@@ -64,6 +67,9 @@ int gr__gateway_new(uv_loop_t *loop, gr_runtime_t *rt, const gr__gateway_opts_t 
 /* Bind and listen; err gets a message on failure. */
 int gr__gateway_listen(gr__gateway_t *gw, const char *host, int port, char *err, size_t err_size);
 int gr__gateway_port(const gr__gateway_t *gw);
+/* Connections accepted from now on use ctx (referenced); open ones keep
+ * theirs. ctx must be a server configuration when the gateway speaks TLS. */
+void gr__gateway_set_tls(gr__gateway_t *gw, gr__tls_ctx_t *ctx);
 /* Stop accepting new connections (drain begins). */
 void gr__gateway_stop_accepting(gr__gateway_t *gw);
 /* Wait until every call in flight has been answered, then say

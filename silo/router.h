@@ -26,6 +26,12 @@ int gr__router_new(uv_loop_t *loop, gr_runtime_t *rt, const char *self_id, const
  * the router closes). */
 void gr__router_set_lease(gr__router_t *r, int (*lease_ok)(void *ud), void *ud);
 
+/* Dial peers with TLS under ctx (a dialing configuration that presents the
+ * silo's certificate, referenced; NULL: plaintext), expecting server_name in
+ * their certificates (NULL: each peer's advertised address). Open links
+ * switch at their next connection. Returns 0 or GR_ENOMEM. */
+int gr__router_set_tls(gr__router_t *r, gr__tls_ctx_t *ctx, const char *server_name);
+
 /* Install a new membership view (copied). The first one releases calls
  * that waited for it. */
 void gr__router_set_view(gr__router_t *r, const gr__view_t *view);

@@ -47,7 +47,9 @@ struct gr_silo {
     int parts_open;
     void (*close_cb)(void *);
     void *close_ud;
-    char *strings[10]; /* copies of the config strings */
+    char *strings[14];                    /* copies of the config strings */
+    gr__tls_ctx_t *tls_server, *tls_dial; /* NULL: plaintext */
+    uint64_t tls_reloads, tls_reload_failures;
 };
 
 void gr_silo_config_init(gr_silo_config_t *c) {
@@ -89,7 +91,31 @@ static void gr__silo_free(gr_silo_t *s) {
     for (size_t i = 0; i < GR__ARRAY_SIZE(s->strings); i++)
         gr__free(s->strings[i]);
     gr__free(s->id);
+    gr__tls_ctx_unref(s->tls_server);
+    gr__tls_ctx_unref(s->tls_dial);
     gr__free(s);
+}
+
+/* Load both TLS configurations from the files in s->cfg: the listener's,
+ * and the one silo-to-silo links dial with (presenting the same
+ * certificate, so mutual TLS between silos needs nothing more). */
+static int gr__silo_load_tls(gr_silo_t *s, gr__tls_ctx_t **server, gr__tls_ctx_t **dial, char *err,
+                             size_t err_size) {
+    gr__tls_ctx_opts_t so = {.server = 1,
+                             .cert = s->cfg.tls_cert,
+                             .key = s->cfg.tls_key,
+                             .ca = s->cfg.tls_ca,
+                             .verify_peer = s->cfg.tls_client_auth};
+    gr__tls_ctx_opts_t co = {
+        .server = 0, .cert = s->cfg.tls_cert, .key = s->cfg.tls_key, .ca = s->cfg.tls_ca};
+    int rc = gr__tls_ctx_new(&so, server, err, err_size);
+    if (rc != 0) return rc;
+    rc = gr__tls_ctx_new(&co, dial, err, err_size);
+    if (rc != 0) {
+        gr__tls_ctx_unref(*server);
+        *server = NULL;
+    }
+    return rc;
 }
 
 /* The runtime asks this before every answer of an activation: a silo that
@@ -232,6 +258,14 @@ int gr_silo_new(uv_loop_t *loop, const gr_silo_config_t *cfg, gr_silo_t **out, c
     if ((uint64_t)cfg->lease_ms < 2ull * cfg->heartbeat_ms)
         return gr__silo_err(err, err_size, GR_ECONFIG, "%s",
                             "lease must be at least twice the heartbeat interval");
+    if (!cfg->tls_cert && (cfg->tls_key || cfg->tls_ca || cfg->tls_client_auth || cfg->tls_server_name))
+        return gr__silo_err(err, err_size, GR_ECONFIG, "%s",
+                            "--tls-key, --tls-ca, --tls-client-auth and --tls-server-name need --tls-cert");
+    if (cfg->tls_cert && !cfg->tls_key)
+        return gr__silo_err(err, err_size, GR_ECONFIG, "%s", "--tls-cert needs --tls-key");
+    if (cfg->tls_client_auth && !cfg->tls_ca)
+        return gr__silo_err(err, err_size, GR_ECONFIG, "%s",
+                            "--tls-client-auth needs --tls-ca (the CA that signs client certificates)");
     if (cfg->reminder_poll_ms < 10 || cfg->reminder_min_period_ms < 10)
         return gr__silo_err(err, err_size, GR_ECONFIG, "%s",
                             "reminder poll interval and minimum period must be at least 10 ms");
@@ -258,10 +292,16 @@ int gr_silo_new(uv_loop_t *loop, const gr_silo_config_t *cfg, gr_silo_t **out, c
     s->cfg.silo_secret = gr__silo_keep(s, 6, cfg->silo_secret);
     s->cfg.http_token = gr__silo_keep(s, 7, cfg->http_token);
     s->cfg.http_allowed_hosts = gr__silo_keep(s, 8, cfg->http_allowed_hosts);
+    s->cfg.tls_cert = gr__silo_keep(s, 9, cfg->tls_cert);
+    s->cfg.tls_key = gr__silo_keep(s, 10, cfg->tls_key);
+    s->cfg.tls_ca = gr__silo_keep(s, 11, cfg->tls_ca);
+    s->cfg.tls_server_name = gr__silo_keep(s, 12, cfg->tls_server_name);
     /* Fail closed: a secret that could not be copied must not become "none". */
     if ((cfg->secret && !s->cfg.secret) || (cfg->silo_secret && !s->cfg.silo_secret) ||
         (cfg->http_token && !s->cfg.http_token) || (cfg->http_allowed_hosts && !s->cfg.http_allowed_hosts) ||
-        (cfg->database_url && !s->cfg.database_url) || !s->cfg.listen || (cfg->cluster && !s->cfg.cluster)) {
+        (cfg->database_url && !s->cfg.database_url) || !s->cfg.listen || (cfg->cluster && !s->cfg.cluster) ||
+        (cfg->tls_cert && !s->cfg.tls_cert) || (cfg->tls_key && !s->cfg.tls_key) ||
+        (cfg->tls_ca && !s->cfg.tls_ca) || (cfg->tls_server_name && !s->cfg.tls_server_name)) {
         gr__silo_free(s);
         return GR_ENOMEM;
     }
@@ -293,6 +333,14 @@ int gr_silo_new(uv_loop_t *loop, const gr_silo_config_t *cfg, gr_silo_t **out, c
     }
 
     int rc;
+    if (s->cfg.tls_cert) {
+        char terr[400];
+        rc = gr__silo_load_tls(s, &s->tls_server, &s->tls_dial, terr, sizeof terr);
+        if (rc != 0) {
+            gr__silo_free(s);
+            return gr__silo_err(err, err_size, rc, "%s", terr);
+        }
+    }
     if (cfg->memory_storage) {
         rc = gr_storage_memory_new(loop, &s->storage);
     } else {
@@ -320,6 +368,8 @@ int gr_silo_new(uv_loop_t *loop, const gr_silo_config_t *cfg, gr_silo_t **out, c
                             s->cfg.silo_secret && s->cfg.silo_secret[0] ? s->cfg.silo_secret : s->cfg.secret,
                             &s->router);
     if (rc == 0 && s->router) gr__router_set_lease(s->router, gr__silo_lease_ok, s);
+    if (rc == 0 && s->router && s->tls_dial)
+        rc = gr__router_set_tls(s->router, s->tls_dial, s->cfg.tls_server_name);
     if (rc == 0 && !cfg->memory_storage) {
         gr__reminders_opts_t rmo;
         gr__reminders_opts_init(&rmo);
@@ -338,6 +388,7 @@ int gr_silo_new(uv_loop_t *loop, const gr_silo_config_t *cfg, gr_silo_t **out, c
                                  .max_frame_bytes = cfg->max_frame_bytes,
                                  .handshake_timeout_ms = cfg->handshake_timeout_ms};
         go.silo_secret = s->cfg.silo_secret;
+        go.tls = s->tls_server;
         go.max_preauth_connections = cfg->max_preauth_connections;
         go.frame_timeout_ms = cfg->frame_timeout_ms;
         go.max_conn_bytes = cfg->max_conn_bytes;
@@ -377,6 +428,27 @@ int gr_silo_new(uv_loop_t *loop, const gr_silo_config_t *cfg, gr_silo_t **out, c
 }
 
 int gr_silo_register(gr_silo_t *s, const gr_class_t *cls) { return gr_runtime_register(s->rt, cls); }
+
+int gr_silo_reload_tls(gr_silo_t *s, char *err, size_t err_size) {
+    if (!s->tls_server) return gr__silo_err(err, err_size, GR_ESTATE, "%s", "TLS is not configured");
+    gr__tls_ctx_t *server = NULL, *dial = NULL;
+    int rc = gr__silo_load_tls(s, &server, &dial, err, err_size);
+    if (rc == 0 && s->router) rc = gr__router_set_tls(s->router, dial, s->cfg.tls_server_name);
+    if (rc != 0) {
+        s->tls_reload_failures++;
+        gr__tls_ctx_unref(server);
+        gr__tls_ctx_unref(dial);
+        if (rc == GR_ENOMEM) gr__silo_err(err, err_size, rc, "%s", "out of memory");
+        return rc;
+    }
+    gr__gateway_set_tls(s->gw, server);
+    gr__tls_ctx_unref(s->tls_server);
+    gr__tls_ctx_unref(s->tls_dial);
+    s->tls_server = server;
+    s->tls_dial = dial;
+    s->tls_reloads++;
+    return 0;
+}
 gr_runtime_t *gr_silo_runtime(gr_silo_t *s) { return s->rt; }
 const char *gr_silo_id(const gr_silo_t *s) { return s->id; }
 int gr_silo_port(const gr_silo_t *s) { return s->started ? gr__gateway_port(s->gw) : 0; }
@@ -484,6 +556,19 @@ static int gr__silo_metrics(gr_silo_t *s, gr__buf_t *b) {
     for (int i = 0; i < GR__REFUSE_COUNT; i++)
         rc |= gr__buf_printf(b, "granary_handshakes_refused_by_reason_total{reason=\"%s\"} %llu\n",
                              gr__refuse_name((gr__refuse_t)i), (unsigned long long)g.refused_by[i]);
+    if (s->tls_server) {
+        int64_t exp = gr__tls_ctx_cert_expiry_s(s->tls_server);
+        rc |= gr__buf_printf(
+            b,
+            "# HELP granary_tls_certificate_expiry_seconds Seconds until the silo's certificate expires "
+            "(negative: expired).\n# TYPE granary_tls_certificate_expiry_seconds gauge\n"
+            "granary_tls_certificate_expiry_seconds %lld\n"
+            "# HELP granary_tls_reloads_total Certificate reloads (SIGHUP), by result.\n"
+            "# TYPE granary_tls_reloads_total counter\ngranary_tls_reloads_total{result=\"ok\"} %llu\n"
+            "granary_tls_reloads_total{result=\"failed\"} %llu\n",
+            (long long)(exp == INT64_MIN ? 0 : exp), (unsigned long long)s->tls_reloads,
+            (unsigned long long)s->tls_reload_failures);
+    }
     rc |= gr__buf_printf(
         b,
         "# HELP granary_connections_preauth Connections that have not completed their handshake.\n"

@@ -23,14 +23,23 @@ typedef struct gr_client_options {
     uint32_t connect_timeout_ms; /* per attempt (default 3000) */
     uint32_t call_timeout_ms;    /* used when a call passes 0 (default 30000) */
     uint32_t max_frame_bytes;    /* largest response accepted (default 1 MiB + 64 KiB) */
+    int tls;                     /* 1: TLS to every silo; implied by tls_ca or tls_cert (default 0) */
+    const char *tls_ca;          /* PEM CA bundle silo certificates must chain to (default: the system's
+                                  * trust store) */
+    const char *tls_cert; /* PEM client certificate, for silos that require mutual TLS (default none) */
+    const char *tls_key;  /* its PEM private key */
+    const char *tls_server_name; /* name the silos' certificates must carry (default: the host of each
+                                  * address, an IP matched against IP SANs) */
 } gr_client_options_t;
 
 /** Fill `opts` with the documented defaults. */
 GR_EXTERN void gr_client_options_init(gr_client_options_t *opts);
 
-/** Create a client on `loop` (strings copied). Returns 0, GR_EINVAL for an
- * unparsable address list, or GR_ENOMEM. *out is closed with
- * gr_client_close(). */
+/** Create a client on `loop` (strings copied; TLS files are read now).
+ * Returns 0, GR_EINVAL for an unparsable address list, GR_ECONFIG for TLS
+ * files that cannot be loaded (the reason is logged), or GR_ENOMEM. *out is
+ * closed with gr_client_close(). Under TLS a silo whose certificate does not
+ * verify fails calls with GR_EAUTH and a detail text saying why. */
 GR_EXTERN int gr_client_new(uv_loop_t *loop, const gr_client_options_t *opts, gr_client_t **out);
 
 /** Call a grain method. Arguments are copied. `cb` runs exactly once, later,

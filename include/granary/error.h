@@ -24,7 +24,7 @@
     X(ETOOBIG, -11, "too large (frame, key, name or state over its limit)")                                  \
     X(ECONN, -12, "connection failed or closed")                                                             \
     X(EVERSION, -13, "protocol version not supported")                                                       \
-    X(EAUTH, -14, "handshake refused (wrong cluster name or secret)")                                        \
+    X(EAUTH, -14, "handshake refused (wrong cluster name, secret or certificate)")                                   \
     X(ENOTHERE, -15, "grain is not hosted here (retryable)")                                                 \
     X(EOVERLOAD, -16, "overloaded: queue limit reached (retryable)")                                         \
     X(ESHUTDOWN, -17, "silo is shutting down (retryable)")                                                   \

@@ -30,6 +30,15 @@ typedef struct gr_silo_config {
     const char *silo_secret;          /* credential that proves the silo role; clients never hold it
                                          (default: the client secret, so any client could act as a silo) */
     const char *silo_id;              /* default: "<advertise>:<port>-<start ms>" */
+    const char *tls_cert;             /* PEM certificate chain: TLS on the grain port and to other silos
+                                         (default none: plaintext) */
+    const char *tls_key;              /* PEM private key of tls_cert */
+    const char *tls_ca;               /* PEM CA bundle peers' certificates must chain to (default: the
+                                         system's trust store for dialing silos; required for tls_client_auth) */
+    int tls_client_auth;              /* 1: every connection (clients and silos) must present a certificate
+                                         signed by tls_ca: mutual TLS (default 0) */
+    const char *tls_server_name;      /* name other silos' certificates carry (default: each silo's advertised
+                                         address, matched against IP SANs) */
     unsigned pg_pool_size;            /* PostgreSQL connections (default 4) */
     uint32_t pg_op_timeout_ms;        /* storage op wait limit (default 5000) */
     uint32_t idle_deactivate_ms;      /* default grain idle age (default 600000) */
@@ -63,6 +72,14 @@ GR_EXTERN int gr_silo_new(uv_loop_t *loop, const gr_silo_config_t *cfg, gr_silo_
 /** Register a grain class (borrowed for the silo's life). Same errors as
  * gr_runtime_register(). */
 GR_EXTERN int gr_silo_register(gr_silo_t *silo, const gr_class_t *cls);
+
+/** Read the TLS files named in the configuration again (cert-manager
+ * rotates them in place): connections accepted and links dialed from now on
+ * use them, open ones keep their session. On failure the old ones stay in
+ * use. The stock binary calls this on SIGHUP. Returns 0, GR_ESTATE if the
+ * silo was not configured for TLS, GR_ECONFIG with the reason in err, or
+ * GR_ENOMEM. */
+GR_EXTERN int gr_silo_reload_tls(gr_silo_t *silo, char *err, size_t err_size);
 
 /** Start listening. Returns 0 or GR_EIO/GR_ECONFIG with a message in err. */
 GR_EXTERN int gr_silo_start(gr_silo_t *silo, char *err, size_t err_size);
