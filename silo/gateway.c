@@ -639,6 +639,12 @@ static void gr__on_connection(uv_stream_t *server, int status) {
         return;
     }
     gw->stats.connections_total++;
+    /* Before anything is said on it: under TLS even a refusal is encrypted
+     * (or, before the handshake, a plain close). */
+    if (gw->tls && gr__tls_new(gw->tls, NULL, &c->tls) != 0) {
+        gr__conn_close(c);
+        return;
+    }
     struct sockaddr_storage ss;
     int sl = sizeof ss;
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
@@ -669,10 +675,6 @@ static void gr__on_connection(uv_stream_t *server, int status) {
     if (!gw->accepting) {
         gw->stats.connections_refused++;
         gr__conn_goaway(c, GR_ESHUTDOWN, "silo is shutting down");
-        return;
-    }
-    if (gw->tls && gr__tls_new(gw->tls, NULL, &c->tls) != 0) {
-        gr__conn_close(c);
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);

@@ -11,6 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <openssl/ssl.h>
+
 #include "common/common.h"
 #include "granary/client.h"
 #include "harness.h"
@@ -351,6 +353,252 @@ static void test_reminder_unknown_class(void **st) {
     gr_test_loop_close(&loop);
 }
 
+/* ---- TLS (issue 13, item 1) ---- */
+
+static char certs[512]; /* made once per run by tests/support/make_certs.sh */
+
+static const char *cert_path(const char *name) {
+    static char p[8][700];
+    static int k;
+    k = (k + 1) % 8;
+    snprintf(p[k], sizeof p[k], "%s/%s", certs, name);
+    return p[k];
+}
+
+static void need_certs(void) {
+    if (!certs[0] && gr_h_make_certs(certs, sizeof certs) != 0) fail_msg("cannot make certificates");
+}
+
+/* One call through a fresh TLS client; its status (reply in r). */
+static int tls_call(int port, const char *ca, const char *cert, const char *key, const char *method,
+                    gr_test_reply_t *r) {
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    gr_client_options_t o;
+    gr_client_options_init(&o);
+    o.silos = addr;
+    o.cluster = cl.name;
+    o.secret = cl.secret;
+    o.tls_ca = ca;
+    o.tls_cert = cert;
+    o.tls_key = key;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    gr_client_t *c;
+    assert_int_equal(gr_client_new(&loop, &o, &c), 0);
+    memset(r, 0, sizeof *r);
+    gr_ref_t ref = {"Counter", "tls", 3};
+    assert_int_equal(gr_client_call(c, &ref, method, NULL, 0, 3000, gr_test_on_reply, r), 0);
+    gr_test_run_until(&loop, &r->done, 6000);
+    gr_client_close(c, NULL, NULL);
+    gr_test_run_for(&loop, 20);
+    gr_test_loop_close(&loop);
+    return r->status;
+}
+
+/* A blocking TLS connection with OpenSSL itself (the attacker's side), with
+ * the client certificate: 0 and *ssl_out, or -1 if the handshake failed. */
+static int raw_tls(int port, SSL_CTX *ctx, SSL **ssl_out, int *fd_out) {
+    int fd = gr_test_raw_connect(port);
+    SSL *ssl = SSL_new(ctx);
+    SSL_set_fd(ssl, fd);
+    if (SSL_connect(ssl) != 1) {
+        SSL_free(ssl);
+        close(fd);
+        return -1;
+    }
+    *ssl_out = ssl;
+    *fd_out = fd;
+    return 0;
+}
+
+static SSL_CTX *attacker_ctx(const char *cert, const char *key) {
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    assert_non_null(ctx);
+    if (cert) {
+        assert_int_equal(SSL_CTX_use_certificate_chain_file(ctx, cert_path(cert)), 1);
+        assert_int_equal(SSL_CTX_use_PrivateKey_file(ctx, cert_path(key), SSL_FILETYPE_PEM), 1);
+    }
+    return ctx;
+}
+
+/* Mutual TLS on a real silo: a client certificate from the CA gets in;
+ * plaintext, no certificate, a rogue CA's certificate and a wrong server
+ * CA are refused with GR_EAUTH (or a closed connection) and counted under
+ * reason "tls"; then the HELLO decoder is fuzzed inside TLS (random and
+ * almost-valid frames from a client with a good certificate) and the silo
+ * stays up, bounded, and answers. */
+static void test_tls_refusals_and_fuzz(void **st) {
+    need_certs();
+    int hp = gr_test_free_port();
+    char http[32];
+    snprintf(http, sizeof http, "127.0.0.1:%d", hp);
+    const char *const extra[] = {"--tls-cert",
+                                 cert_path("silo.crt"),
+                                 "--tls-key",
+                                 cert_path("silo.key"),
+                                 "--tls-ca",
+                                 cert_path("ca.crt"),
+                                 "--tls-client-auth",
+                                 "--http",
+                                 http,
+                                 "--handshake-timeout-ms",
+                                 "1000",
+                                 NULL};
+    start(0, extra);
+    int port = cl.silos[0].port;
+    gr_test_reply_t r;
+    assert_int_equal(
+        tls_call(port, cert_path("ca.crt"), cert_path("client.crt"), cert_path("client.key"), "incr", &r), 0);
+    assert_int_equal(tls_call(port, cert_path("ca.crt"), NULL, NULL, "get", &r), GR_EAUTH);
+    print_message("no client certificate: %s\n", r.reply);
+    assert_int_equal(tls_call(port, cert_path("ca.crt"), cert_path("rogue-client.crt"),
+                              cert_path("rogue-client.key"), "get", &r),
+                     GR_EAUTH);
+    print_message("rogue CA's certificate: %s\n", r.reply);
+    assert_int_equal(
+        tls_call(port, cert_path("ca2.crt"), cert_path("client.crt"), cert_path("client.key"), "get", &r),
+        GR_EAUTH);
+    assert_non_null(strstr(r.reply, "certificate refused"));
+    /* Plaintext HELLO: the silo answers nothing a plaintext client can read. */
+    assert_true(raw_hello(port, GR__ROLE_CLIENT, "s3cret", NULL) < 0);
+    usleep(100000);
+    long refused = metric(hp, "granary_handshakes_refused_by_reason_total{reason=\"tls\"}");
+    print_message("refused for TLS so far: %ld\n", refused);
+    assert_true(refused >= 3);
+    assert_true(metric(hp, "granary_tls_certificate_expiry_seconds") > 29L * 86400);
+
+    /* Fuzz inside TLS. */
+    SSL_CTX *ctx = attacker_ctx("client.crt", "client.key");
+    uint64_t seed = 0x9e3779b97f4a7c15ull;
+    int sessions = 0;
+    for (int i = 0; i < 200; i++) {
+        SSL *ssl = NULL;
+        int fd = -1;
+        if (raw_tls(port, ctx, &ssl, &fd) != 0) fail_msg("TLS session %d did not open", i);
+        sessions++;
+        uint8_t junk[1500];
+        seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+        size_t n = 1 + (size_t)(seed % sizeof junk);
+        for (size_t k = 0; k < n; k++) {
+            seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+            junk[k] = (uint8_t)seed;
+        }
+        if (i % 2 == 0 && n >= 16) { /* a HELLO header with garbage fields */
+            gr__buf_t b;
+            gr__buf_init(&b);
+            gr__frame_encode_hello(&b, GR_PROTOCOL_VERSION, (uint8_t)(i % 3), cl.name, "s3cret", 6, "fuzz");
+            size_t keep = b.len < n ? b.len : n;
+            memcpy(junk, b.data, keep > 12 ? 12 : keep);
+            if (i % 4 == 0) memcpy(junk, b.data, keep), junk[keep / 2] ^= (uint8_t)(1u << (i % 8));
+            gr__buf_free(&b);
+        }
+        SSL_write(ssl, junk, (int)n);
+        char sink[256];
+        struct timeval tv = {0, 300000};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        while (SSL_read(ssl, sink, sizeof sink) > 0) {
+        }
+        SSL_free(ssl);
+        close(fd);
+    }
+    SSL_CTX_free(ctx);
+    print_message("%d fuzzed TLS sessions\n", sessions);
+    assert_int_equal(gr_test_wait(cl.silos[0].pid, 0), -1); /* still running */
+    assert_true(metric(hp, "process_resident_memory_bytes") < 200L * 1024 * 1024);
+    assert_int_equal(
+        tls_call(port, cert_path("ca.crt"), cert_path("client.crt"), cert_path("client.key"), "get", &r), 0);
+    assert_string_equal(r.reply, "1");
+}
+
+static void copy_file(const char *from, const char *to) {
+    char cmd[1600];
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s'", from, to);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* cert-manager rotates the files in place and the silo gets SIGHUP: new
+ * connections see the new certificate, the open one keeps working, and a
+ * reload of broken files keeps the last good ones (counted in /metrics). */
+static void test_tls_reload_on_sighup(void **st) {
+    need_certs();
+    char crt[700], key[700], ca[700];
+    snprintf(crt, sizeof crt, "%s/live.crt", certs);
+    snprintf(key, sizeof key, "%s/live.key", certs);
+    snprintf(ca, sizeof ca, "%s/live-ca.crt", certs);
+    copy_file(cert_path("silo.crt"), crt);
+    copy_file(cert_path("silo.key"), key);
+    copy_file(cert_path("ca.crt"), ca);
+    int hp = gr_test_free_port();
+    char http[32];
+    snprintf(http, sizeof http, "127.0.0.1:%d", hp);
+    const char *const extra[] = {"--tls-cert",        crt,      "--tls-key", key, "--tls-ca", ca,
+                                 "--tls-client-auth", "--http", http,        NULL};
+    start(0, extra);
+    int port = cl.silos[0].port;
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    /* The connection that stays open across the reload. */
+    gr_client_options_t o;
+    gr_client_options_init(&o);
+    o.silos = addr;
+    o.cluster = cl.name;
+    o.secret = cl.secret;
+    o.tls_ca = cert_path("ca.crt");
+    o.tls_cert = cert_path("client.crt");
+    o.tls_key = cert_path("client.key");
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    gr_client_t *c;
+    assert_int_equal(gr_client_new(&loop, &o, &c), 0);
+    gr_test_reply_t r = {0};
+    gr_ref_t ref = {"Counter", "reload", 6};
+    assert_int_equal(gr_client_call(c, &ref, "incr", NULL, 0, 3000, gr_test_on_reply, &r), 0);
+    assert_true(gr_test_run_until(&loop, &r.done, 6000));
+    assert_int_equal(r.status, 0);
+    /* Rotate: a certificate from CA 2, and clients of either CA trusted. */
+    copy_file(cert_path("silo2.crt"), crt);
+    copy_file(cert_path("silo2.key"), key);
+    copy_file(cert_path("both-ca.crt"), ca);
+    kill(cl.silos[0].pid, SIGHUP);
+    uint64_t end = gr_h_now_ms() + 5000;
+    while (metric(hp, "granary_tls_reloads_total{result=\"ok\"}") != 1 && gr_h_now_ms() < end)
+        usleep(50000);
+    assert_int_equal(metric(hp, "granary_tls_reloads_total{result=\"ok\"}"), 1);
+    memset(&r, 0, sizeof r);
+    assert_int_equal(gr_client_call(c, &ref, "incr", NULL, 0, 3000, gr_test_on_reply, &r), 0);
+    assert_true(gr_test_run_until(&loop, &r.done, 6000));
+    assert_int_equal(r.status, 0); /* the open session was not dropped */
+    assert_string_equal(r.reply, "2");
+    gr_test_reply_t r2;
+    assert_int_equal(
+        tls_call(port, cert_path("ca.crt"), cert_path("client.crt"), cert_path("client.key"), "get", &r2),
+        GR_EAUTH); /* new sessions get the new certificate, which CA 1 did not sign */
+    assert_int_equal(
+        tls_call(port, cert_path("ca2.crt"), cert_path("client2.crt"), cert_path("client2.key"), "get", &r2),
+        0);
+    assert_int_equal(
+        tls_call(port, cert_path("ca2.crt"), cert_path("client.crt"), cert_path("client.key"), "get", &r2),
+        0); /* old client certificates still trusted through the bundle */
+    /* Broken files: the reload fails, the last good configuration stays. */
+    FILE *f = fopen(key, "w");
+    assert_non_null(f);
+    fputs("not a key\n", f);
+    fclose(f);
+    kill(cl.silos[0].pid, SIGHUP);
+    end = gr_h_now_ms() + 5000;
+    while (metric(hp, "granary_tls_reloads_total{result=\"failed\"}") != 1 && gr_h_now_ms() < end)
+        usleep(50000);
+    assert_int_equal(metric(hp, "granary_tls_reloads_total{result=\"failed\"}"), 1);
+    assert_int_equal(
+        tls_call(port, cert_path("ca2.crt"), cert_path("client2.crt"), cert_path("client2.key"), "get", &r2),
+        0);
+    assert_string_equal(r2.reply, "0"); /* Counter/tls, never incremented here */
+    gr_client_close(c, NULL, NULL);
+    gr_test_run_for(&loop, 20);
+    gr_test_loop_close(&loop);
+}
+
 int main(void) {
     if (gr_test_process_setup("test_security.log", log_path, sizeof log_path) != 0) return 1;
     if (getenv("GR_TEST_FILTER")) cmocka_set_test_filter(getenv("GR_TEST_FILTER"));
@@ -362,8 +610,15 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_http_probes_and_token, new_cluster, kill_all),
         cmocka_unit_test_setup_teardown(test_duplicate_silo_id, new_cluster, kill_all),
         cmocka_unit_test_setup_teardown(test_reminder_unknown_class, new_cluster, kill_all),
+        cmocka_unit_test_setup_teardown(test_tls_refusals_and_fuzz, new_cluster, kill_all),
+        cmocka_unit_test_setup_teardown(test_tls_reload_on_sighup, new_cluster, kill_all),
     };
     int rc = cmocka_run_group_tests_name("silo.security", tests, NULL, NULL);
+    if (certs[0]) {
+        char cmd[600];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", certs);
+        if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", certs);
+    }
     if (rc) gr_test_print_tail(log_path, 60);
     return rc;
 }

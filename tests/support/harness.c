@@ -46,7 +46,7 @@ int gr_h_start_silo(gr_h_cluster_t *c, int i, const char *db) {
                                "--silo-secret",
                                "s1lo-s3cret",
                                NULL};
-    const char *argv[40] = {0};
+    const char *argv[48] = {0};
     int a = 0;
     if (s->netns[0]) { /* `ip netns exec` execs the silo: same pid */
         argv[a++] = "/usr/sbin/ip";
@@ -56,7 +56,18 @@ int gr_h_start_silo(gr_h_cluster_t *c, int i, const char *db) {
     }
     for (int k = 0; silo_argv[k]; k++)
         argv[a++] = silo_argv[k];
-    for (int k = 0; s->extra && s->extra[k] && a < 38; k++)
+    char cert[600], key[600], ca[600];
+    if (c->tls_dir[0]) {
+        snprintf(cert, sizeof cert, "%s/silo.crt", c->tls_dir);
+        snprintf(key, sizeof key, "%s/silo.key", c->tls_dir);
+        snprintf(ca, sizeof ca, "%s/ca.crt", c->tls_dir);
+        const char *tls[] = {"--tls-cert",  cert, "--tls-key",         key,
+                             "--tls-ca",    ca,   "--tls-client-auth", "--tls-server-name",
+                             "granary-silo"};
+        for (size_t k = 0; k < sizeof tls / sizeof tls[0]; k++)
+            argv[a++] = tls[k];
+    }
+    for (int k = 0; s->extra && s->extra[k] && a < 46; k++)
         argv[a++] = s->extra[k];
     s->pid = gr_test_spawn(argv, c->log_path);
     if (s->pid <= 0) return -1;
@@ -112,12 +123,31 @@ void gr_h_kill_all(gr_h_cluster_t *c) {
         gr_h_kill(c, i);
 }
 
+int gr_h_make_certs(char *dir, size_t size) {
+    const char *src = getenv("GRANARY_SOURCE_DIR");
+    snprintf(dir, size, "/tmp/granary-certs.XXXXXX");
+    if (!src || !mkdtemp(dir)) return -1;
+    char cmd[1400];
+    snprintf(cmd, sizeof cmd, "bash '%s/tests/support/make_certs.sh' '%s'", src, dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
 gr_client_t *gr_h_client(const gr_h_cluster_t *c, uv_loop_t *loop, const char *list) {
     gr_client_options_t o;
     gr_client_options_init(&o);
     o.silos = list;
     o.cluster = c->name;
     o.secret = c->secret;
+    char ca[600], cert[600], key[600];
+    if (c->tls_dir[0]) {
+        snprintf(ca, sizeof ca, "%s/ca.crt", c->tls_dir);
+        snprintf(cert, sizeof cert, "%s/client.crt", c->tls_dir);
+        snprintf(key, sizeof key, "%s/client.key", c->tls_dir);
+        o.tls_ca = ca;
+        o.tls_cert = cert;
+        o.tls_key = key;
+        o.tls_server_name = "granary-silo";
+    }
     gr_client_t *cl;
     return gr_client_new(loop, &o, &cl) == 0 ? cl : NULL;
 }

@@ -31,6 +31,10 @@ typedef struct gr_h_cluster {
     char secret[32];
     char log_path[1024];
     const char *pg_url; /* for membership queries */
+    /* "": plaintext. Else a directory made by gr_h_make_certs(): every silo
+     * runs mutual TLS (its certificate, --tls-client-auth, peers checked for
+     * the name granary-silo) and gr_h_client() presents client.crt. */
+    char tls_dir[512];
     gr_h_silo_t silos[GR_H_MAX_SILOS];
 } gr_h_cluster_t;
 
@@ -46,6 +50,9 @@ int gr_h_sigterm_and_wait(gr_h_cluster_t *c, uv_loop_t *loop, int i, uint64_t *t
 /* SIGKILL silo i and reap it. */
 void gr_h_kill(gr_h_cluster_t *c, int i);
 void gr_h_kill_all(gr_h_cluster_t *c);
+/* Certificates for a TLS cluster (tests/support/make_certs.sh) in a fresh
+ * temporary directory, written to dir; 0 or -1. */
+int gr_h_make_certs(char *dir, size_t size);
 /* A client for "host:port,..." in this cluster (NULL on failure). */
 gr_client_t *gr_h_client(const gr_h_cluster_t *c, uv_loop_t *loop, const char *list);
 /* "127.0.0.1:P1,127.0.0.1:P2,..." of silos first..first+n-1 (wrapping over n_total). */
