@@ -4,7 +4,9 @@
  * is acknowledged), injects faults on a schedule drawn from a seed, and at
  * the end compares every counter with its acknowledged increments.
  *
- *   chaos SCENARIO [--seed N] [--seconds S] [--silos N] [--workers K] [--counters M] [--hot H]
+ *   chaos SCENARIO [--seed N] [--seconds S] [--silos N] [--workers K] [--counters M] [--hot H] [--tls]
+ * --tls: mutual TLS on every link (clients and silo-to-silo), certificates
+ * made for the run (tests/support/make_certs.sh).
  *   SCENARIO: rolling | scale-down | scale-up | kill | db-restart | db-partition |
  *             partition | pause | mixed
  * `partition` runs every silo in a network namespace of its own (veth pair,
@@ -565,7 +567,7 @@ static int sc_pause(chaos_t *c, uint64_t end) {
 static void usage(void) {
     fprintf(stderr,
             "usage: chaos rolling|scale-down|scale-up|kill|db-restart|db-partition|partition|pause|mixed "
-            "[--seed N] [--seconds S] [--silos N] [--workers K] [--counters M] [--hot H]\n");
+            "[--seed N] [--seconds S] [--silos N] [--workers K] [--counters M] [--hot H] [--tls]\n");
 }
 
 int main(int argc, char **argv) {
@@ -582,7 +584,17 @@ int main(int argc, char **argv) {
     c.workers = 12;
     c.counters = 24;
     c.hot = 8;
-    for (int i = 2; i + 1 < argc; i += 2) {
+    int tls = 0;
+    for (int i = 2; i < argc; i += 2) {
+        if (!strcmp(argv[i], "--tls")) {
+            tls = 1;
+            i--;
+            continue;
+        }
+        if (i + 1 >= argc) {
+            usage();
+            return 2;
+        }
         if (!strcmp(argv[i], "--seed"))
             c.seed = strtoull(argv[i + 1], NULL, 10);
         else if (!strcmp(argv[i], "--seconds"))
@@ -679,6 +691,11 @@ int main(int argc, char **argv) {
     char name[64];
     snprintf(name, sizeof name, "chaos-%s-%llu", c.scenario, (unsigned long long)c.seed);
     gr_h_cluster_init(&c.cl, name, c.url, log);
+    if (tls && gr_h_make_certs(c.cl.tls_dir, sizeof c.cl.tls_dir) != 0) {
+        fprintf(stderr, "chaos: cannot make certificates\n");
+        rc = -1;
+    }
+    if (tls) printf("chaos %s: mutual TLS on every link (%s)\n", c.scenario, c.cl.tls_dir);
     if (!strcmp(c.scenario, "db-partition") || !strcmp(c.scenario, "mixed")) {
         int pgport = atoi(strrchr(c.url, ':') + 1);
         for (int i = 0; i < c.silos; i++)
@@ -740,6 +757,11 @@ int main(int argc, char **argv) {
     gr_test_run_for(&c.loop, 50);
     uv_loop_close(&c.loop);
     pg_script("stop", c.pgdir, NULL);
+    if (c.cl.tls_dir[0]) {
+        char cmd[600];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", c.cl.tls_dir);
+        if (system(cmd) != 0) fprintf(stderr, "chaos: could not remove %s\n", c.cl.tls_dir);
+    }
     int ok = rc == 0 && verdict == 0;
     printf("%s: %s\n", label, ok ? "PASS" : "FAIL");
     fflush(stdout);
