@@ -3,6 +3,7 @@
  * latency percentiles on one line.
  *   bench_client --silo HOST:PORT[,..] [--cluster C] [--method M] [--keys N]
  *                [--prefix P] [--window W] [--seconds S] [--max-calls N] [--label L]
+ *                [--tls-ca F] [--tls-cert F --tls-key F] [--tls-server-name N]
  * Traffic goes only where --silo says (the bench scripts use 127.0.0.1). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -99,6 +100,14 @@ int main(int argc, char **argv) {
             b.max_calls = strtoull(v, NULL, 10);
         else if (!strcmp(a, "--label"))
             label = v;
+        else if (!strcmp(a, "--tls-ca"))
+            o.tls_ca = v;
+        else if (!strcmp(a, "--tls-cert"))
+            o.tls_cert = v;
+        else if (!strcmp(a, "--tls-key"))
+            o.tls_key = v;
+        else if (!strcmp(a, "--tls-server-name"))
+            o.tls_server_name = v;
         else {
             fprintf(stderr, "bench_client: unknown option %s\n", a);
             return 2;
