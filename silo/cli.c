@@ -84,6 +84,13 @@ static const gr__opt_t gr__opts[] = {
     {"--tls-server-name", "GRANARY_TLS_SERVER_NAME", "NAME", GR__OPT_STR, GR__C(tls_server_name), GR__RUN,
      "DNS name other silos' certificates must carry (default: each silo's advertised address, checked "
      "against the certificate's IP SANs)"},
+    {"--accept-secret", "GRANARY_ACCEPT_CLUSTER_SECRET", "SECRET", GR__OPT_STR, GR__C(accept_secret), GR__RUN,
+     "a second client secret accepted (never sent): rotate --secret without refused clients "
+     "(docs/security.md) (default: none); prefer the env var"},
+    {"--accept-silo-secret", "GRANARY_ACCEPT_SILO_SECRET", "SECRET", GR__OPT_STR, GR__C(accept_silo_secret),
+     GR__RUN,
+     "a second silo secret accepted from peers (never sent): rotate --silo-secret with no refused silo links "
+     "(default: none); prefer the env var"},
     {"--silo-id", "GRANARY_SILO_ID", "ID", GR__OPT_STR, GR__C(silo_id), GR__RUN,
      "this silo's id (default: ADVERTISE:PORT-STARTTIME; $POD_NAME is used when set)"},
     {"--grains", "GRANARY_GRAINS", "FILE.so", GR__OPT_STR, GR__X(grains), GR__RUN,

@@ -58,6 +58,7 @@ typedef struct gr__greq {
     uint64_t conn_id;
     uint64_t req_id;
     uint32_t bytes; /* of the request frame, held against the budgets until answered */
+    int oneway;     /* nothing to answer: only the budgets are given back */
 } gr__greq_t;
 
 typedef struct gr__gwrite {
@@ -71,8 +72,9 @@ struct gr__gateway {
     gr_runtime_t *rt;
     gr__gateway_opts_t opts;
     char *cluster, *secret, *silo_id;
-    char *silo_secret;  /* NULL: silos present `secret` */
-    gr__tls_ctx_t *tls; /* new connections speak TLS under it; NULL: plaintext */
+    char *silo_secret;                        /* NULL: silos present `secret` */
+    char *accept_secret, *accept_silo_secret; /* the other secret of a rotation, or NULL */
+    gr__tls_ctx_t *tls;                       /* new connections speak TLS under it; NULL: plaintext */
     uv_tcp_t listener;
     int listening;
     int accepting;
@@ -270,7 +272,7 @@ static void gr__req_done(void *ud, int status, const uint8_t *reply, size_t len)
     if (c) {
         c->inflight--;
         c->bytes_inflight -= r->bytes;
-        gr__conn_send_response(c, GR__FRAME_RESPONSE, r->req_id, status, reply, len);
+        if (!r->oneway) gr__conn_send_response(c, GR__FRAME_RESPONSE, r->req_id, status, reply, len);
         if (c->budget_paused && c->bytes_inflight < gw->opts.max_conn_bytes / 2 && !c->closing) {
             /* Not from inside this completion (the runtime may be in the
              * middle of a queue): the flush callback resumes it. */
@@ -280,12 +282,6 @@ static void gr__req_done(void *ud, int status, const uint8_t *reply, size_t len)
         }
     }
     gr__free(r);
-    gr__gw_shutdown_step(gw);
-}
-
-static void gr__oneway_done(void *ud, int status, const uint8_t *reply, size_t len) {
-    gr__gateway_t *gw = ud;
-    gw->stats.inflight--;
     gr__gw_shutdown_step(gw);
 }
 
@@ -339,52 +335,36 @@ static void gr__conn_request(gr__gconn_t *c, const gr__frame_t *f, size_t frame_
     /* Only silos forward (the hop count) or speak the '$' system protocol. */
     int hops = c->peer_is_silo ? (f->flags & GR__FRAME_F_HOPS) : 0;
     int here = c->peer_is_silo && (f->flags & GR__FRAME_F_HERE);
-    if (cls[0] == '$') {
-        if (!gw->opts.system_call) {
-            if (!oneway)
-                gr__conn_send_response(c, GR__FRAME_RESPONSE, f->id, GR_ENOCLASS, "reserved class", 14);
-            return;
-        }
-        gr__greq_t *sr = oneway ? NULL : gr__malloc(sizeof *sr);
-        if (!oneway && !sr) {
-            gr__conn_send_response(c, GR__FRAME_RESPONSE, f->id, GR_ENOMEM, "out of memory", 13);
-            return;
-        }
-        if (sr) {
-            sr->gw = gw;
-            sr->conn_id = c->id;
-            sr->req_id = f->id;
-            sr->bytes = (uint32_t)frame_bytes;
-            c->inflight++;
-            c->bytes_inflight += frame_bytes;
-            gw->stats.bytes_buffered += frame_bytes;
-        }
-        gw->stats.inflight++;
-        gw->opts.system_call(gw->opts.system_ud, cls, method, c->peer_is_silo, f->u.request.key,
-                             f->u.request.key_len, f->u.request.arg, f->u.request.arg_len,
-                             sr ? gr__req_done : gr__oneway_done, sr ? (void *)sr : (void *)gw);
+    if (cls[0] == '$' && !gw->opts.system_call) {
+        if (!oneway) gr__conn_send_response(c, GR__FRAME_RESPONSE, f->id, GR_ENOCLASS, "reserved class", 14);
         return;
     }
-    if (oneway) {
-        rc = gr__call_hops(gw->rt, &ref, method, f->u.request.arg, f->u.request.arg_len,
-                           f->u.request.timeout_ms, hops, here, f->u.request.chain, f->u.request.chain_len,
-                           gr__oneway_done, gw);
-        if (rc == 0) gw->stats.inflight++;
-        return;
-    }
+    /* One-way requests hold the budgets too, until they have run (before:
+     * they were not counted, so one-way floods were unbounded). */
     gr__greq_t *r = gr__malloc(sizeof *r);
     if (!r) {
-        gr__conn_send_response(c, GR__FRAME_RESPONSE, f->id, GR_ENOMEM, "out of memory", 13);
+        if (!oneway) gr__conn_send_response(c, GR__FRAME_RESPONSE, f->id, GR_ENOMEM, "out of memory", 13);
         return;
     }
     r->gw = gw;
     r->conn_id = c->id;
     r->req_id = f->id;
     r->bytes = (uint32_t)frame_bytes;
+    r->oneway = oneway;
+    if (cls[0] == '$') {
+        c->inflight++;
+        c->bytes_inflight += frame_bytes;
+        gw->stats.bytes_buffered += frame_bytes;
+        gw->stats.inflight++;
+        gw->opts.system_call(gw->opts.system_ud, cls, method, c->peer_is_silo, f->u.request.key,
+                             f->u.request.key_len, f->u.request.arg, f->u.request.arg_len, gr__req_done, r);
+        return;
+    }
     rc = gr__call_hops(gw->rt, &ref, method, f->u.request.arg, f->u.request.arg_len, f->u.request.timeout_ms,
                        hops, here, f->u.request.chain, f->u.request.chain_len, gr__req_done, r);
     if (rc != 0) {
         gr__free(r);
+        if (oneway) return;
         const char *msg = gr_strerror(rc);
         gr__conn_send_response(c, GR__FRAME_RESPONSE, f->id, rc, msg, strlen(msg));
         return;
@@ -415,10 +395,15 @@ static void gr__conn_hello(gr__gconn_t *c, const gr__frame_t *f) {
      * client secret cannot register in the directory, forward calls or
      * fire reminders (docs/security.md). */
     int as_silo = f->u.hello.role == GR__ROLE_SILO;
-    const char *want = as_silo && gw->silo_secret ? gw->silo_secret : gw->secret;
+    int silo_cred = as_silo && gw->silo_secret;
+    const char *want = silo_cred ? gw->silo_secret : gw->secret;
+    const char *also = silo_cred ? gw->accept_silo_secret : gw->accept_secret;
     size_t cl = strlen(gw->cluster);
     int cluster_ok = f->u.hello.cluster_len == cl && memcmp(f->u.hello.cluster, gw->cluster, cl) == 0;
+    /* Both comparisons always run: the time taken says nothing about which one matched. */
     int secret_ok = gr__secret_equal(f->u.hello.secret, f->u.hello.secret_len, want);
+    int also_ok = also && gr__secret_equal(f->u.hello.secret, f->u.hello.secret_len, also);
+    secret_ok |= also_ok;
     if (!cluster_ok || !secret_ok) {
         gr__gw_refused(gw,
                        !cluster_ok ? GR__REFUSE_CLUSTER
@@ -715,9 +700,16 @@ int gr__gateway_new(uv_loop_t *loop, gr_runtime_t *rt, const gr__gateway_opts_t 
     gw->silo_id = gr__strdup(o->silo_id);
     int want_silo_secret = o->silo_secret && o->silo_secret[0];
     if (want_silo_secret) gw->silo_secret = gr__strdup(o->silo_secret);
+    int want_accept = o->accept_secret && o->accept_secret[0];
+    int want_accept_silo = o->accept_silo_secret && o->accept_silo_secret[0];
+    if (want_accept) gw->accept_secret = gr__strdup(o->accept_secret);
+    if (want_accept_silo) gw->accept_silo_secret = gr__strdup(o->accept_silo_secret);
     /* Fail closed: a silo secret that could not be copied must not leave
      * the silo role open to clients. */
-    if (!gw->cluster || !gw->secret || !gw->silo_id || (want_silo_secret && !gw->silo_secret)) {
+    if (!gw->cluster || !gw->secret || !gw->silo_id || (want_silo_secret && !gw->silo_secret) ||
+        (want_accept && !gw->accept_secret) || (want_accept_silo && !gw->accept_silo_secret)) {
+        gr__free(gw->accept_secret);
+        gr__free(gw->accept_silo_secret);
         gr__free(gw->cluster);
         gr__free(gw->secret);
         gr__free(gw->silo_id);
@@ -726,6 +718,7 @@ int gr__gateway_new(uv_loop_t *loop, gr_runtime_t *rt, const gr__gateway_opts_t 
         return GR_ENOMEM;
     }
     gw->opts.cluster = gw->opts.secret = gw->opts.silo_id = gw->opts.silo_secret = NULL;
+    gw->opts.accept_secret = gw->opts.accept_silo_secret = NULL;
     gw->opts.tls = NULL;
     if (o->tls) gr__tls_ctx_ref(o->tls);
     gw->tls = o->tls;
@@ -829,6 +822,8 @@ static void gr__gw_handle_gone(gr__gateway_t *gw) {
     gr__free(gw->secret);
     gr__free(gw->silo_id);
     gr__free(gw->silo_secret);
+    gr__free(gw->accept_secret);
+    gr__free(gw->accept_silo_secret);
     gr__tls_ctx_unref(gw->tls);
     gr__free(gw);
     if (cb) cb(ud);

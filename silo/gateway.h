@@ -12,8 +12,10 @@ typedef struct gr__gateway gr__gateway_t;
 
 typedef struct gr__gateway_opts {
     const char *cluster;
-    const char *secret;      /* clients' secret; NULL or "": none required */
-    const char *silo_secret; /* what a peer claiming the silo role must present (NULL: `secret`) */
+    const char *secret;             /* clients' secret; NULL or "": none required */
+    const char *silo_secret;        /* what a peer claiming the silo role must present (NULL: `secret`) */
+    const char *accept_secret;      /* also accepted in place of `secret` (rotation), or NULL */
+    const char *accept_silo_secret; /* also accepted in place of `silo_secret` (rotation), or NULL */
     const char *silo_id;
     gr__tls_ctx_t *tls; /* server configuration: every connection speaks TLS (referenced); NULL: plaintext */
     uint32_t max_connections;

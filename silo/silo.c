@@ -47,7 +47,7 @@ struct gr_silo {
     int parts_open;
     void (*close_cb)(void *);
     void *close_ud;
-    char *strings[14];                    /* copies of the config strings */
+    char *strings[16];                    /* copies of the config strings */
     gr__tls_ctx_t *tls_server, *tls_dial; /* NULL: plaintext */
     uint64_t tls_reloads, tls_reload_failures;
 };
@@ -258,6 +258,20 @@ int gr_silo_new(uv_loop_t *loop, const gr_silo_config_t *cfg, gr_silo_t **out, c
     if ((uint64_t)cfg->lease_ms < 2ull * cfg->heartbeat_ms)
         return gr__silo_err(err, err_size, GR_ECONFIG, "%s",
                             "lease must be at least twice the heartbeat interval");
+    if ((cfg->accept_secret && strlen(cfg->accept_secret) > 255) ||
+        (cfg->accept_silo_secret && strlen(cfg->accept_silo_secret) > 255))
+        return gr__silo_err(err, err_size, GR_ECONFIG, "%s", "accepted secrets must be at most 255 bytes");
+    if (cfg->accept_silo_secret && cfg->accept_silo_secret[0] && !(cfg->silo_secret && cfg->silo_secret[0]))
+        return gr__silo_err(err, err_size, GR_ECONFIG, "%s", "--accept-silo-secret needs --silo-secret");
+    if (cfg->accept_silo_secret && cfg->accept_silo_secret[0] &&
+        ((cfg->secret && !strcmp(cfg->accept_silo_secret, cfg->secret)) ||
+         (cfg->accept_secret && !strcmp(cfg->accept_silo_secret, cfg->accept_secret))))
+        return gr__silo_err(err, err_size, GR_ECONFIG, "%s",
+                            "--accept-silo-secret must differ from the client secrets (clients hold those)");
+    if (cfg->silo_secret && cfg->silo_secret[0] && cfg->accept_secret &&
+        !strcmp(cfg->silo_secret, cfg->accept_secret))
+        return gr__silo_err(err, err_size, GR_ECONFIG, "%s",
+                            "--silo-secret must differ from --accept-secret (clients hold it)");
     if (!cfg->tls_cert && (cfg->tls_key || cfg->tls_ca || cfg->tls_client_auth || cfg->tls_server_name))
         return gr__silo_err(err, err_size, GR_ECONFIG, "%s",
                             "--tls-key, --tls-ca, --tls-client-auth and --tls-server-name need --tls-cert");
@@ -296,12 +310,16 @@ int gr_silo_new(uv_loop_t *loop, const gr_silo_config_t *cfg, gr_silo_t **out, c
     s->cfg.tls_key = gr__silo_keep(s, 10, cfg->tls_key);
     s->cfg.tls_ca = gr__silo_keep(s, 11, cfg->tls_ca);
     s->cfg.tls_server_name = gr__silo_keep(s, 12, cfg->tls_server_name);
+    s->cfg.accept_secret = gr__silo_keep(s, 13, cfg->accept_secret);
+    s->cfg.accept_silo_secret = gr__silo_keep(s, 14, cfg->accept_silo_secret);
     /* Fail closed: a secret that could not be copied must not become "none". */
     if ((cfg->secret && !s->cfg.secret) || (cfg->silo_secret && !s->cfg.silo_secret) ||
         (cfg->http_token && !s->cfg.http_token) || (cfg->http_allowed_hosts && !s->cfg.http_allowed_hosts) ||
         (cfg->database_url && !s->cfg.database_url) || !s->cfg.listen || (cfg->cluster && !s->cfg.cluster) ||
         (cfg->tls_cert && !s->cfg.tls_cert) || (cfg->tls_key && !s->cfg.tls_key) ||
-        (cfg->tls_ca && !s->cfg.tls_ca) || (cfg->tls_server_name && !s->cfg.tls_server_name)) {
+        (cfg->tls_ca && !s->cfg.tls_ca) || (cfg->tls_server_name && !s->cfg.tls_server_name) ||
+        (cfg->accept_secret && !s->cfg.accept_secret) ||
+        (cfg->accept_silo_secret && !s->cfg.accept_silo_secret)) {
         gr__silo_free(s);
         return GR_ENOMEM;
     }
@@ -389,6 +407,8 @@ int gr_silo_new(uv_loop_t *loop, const gr_silo_config_t *cfg, gr_silo_t **out, c
                                  .handshake_timeout_ms = cfg->handshake_timeout_ms};
         go.silo_secret = s->cfg.silo_secret;
         go.tls = s->tls_server;
+        go.accept_secret = s->cfg.accept_secret;
+        go.accept_silo_secret = s->cfg.accept_silo_secret;
         go.max_preauth_connections = cfg->max_preauth_connections;
         go.frame_timeout_ms = cfg->frame_timeout_ms;
         go.max_conn_bytes = cfg->max_conn_bytes;

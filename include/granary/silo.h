@@ -29,6 +29,10 @@ typedef struct gr_silo_config {
     const char *secret;               /* client secret required in handshakes (default none) */
     const char *silo_secret;          /* credential that proves the silo role; clients never hold it
                                          (default: the client secret, so any client could act as a silo) */
+    const char *accept_secret;        /* a second client secret accepted (never sent), for rotation
+                                         without refused handshakes (default none) */
+    const char *accept_silo_secret;   /* a second silo secret accepted (never sent), for rotation
+                                         (default none; docs/security.md, "Rotating secrets") */
     const char *silo_id;              /* default: "<advertise>:<port>-<start ms>" */
     const char *tls_cert;             /* PEM certificate chain: TLS on the grain port and to other silos
                                          (default none: plaintext) */

@@ -13,6 +13,7 @@
 
 #include <openssl/ssl.h>
 
+#include "client/client_internal.h"
 #include "common/common.h"
 #include "granary/client.h"
 #include "harness.h"
@@ -247,6 +248,106 @@ static void test_connection_memory_budget(void **st) {
     gr_client_close(c, NULL, NULL);
     gr_test_run_for(&loop, 20);
     gr_test_loop_close(&loop);
+}
+
+/* One-way requests hold the same budget as calls while they wait to run
+ * (before: they were not counted at all, so a one-way flood was unbounded). */
+static void test_oneway_in_memory_budget(void **st) {
+    int hp = gr_test_free_port();
+    char http[32];
+    snprintf(http, sizeof http, "127.0.0.1:%d", hp);
+    const char *const extra[] = {"--max-conn-bytes", "2228224", "--http", http, NULL};
+    start(0, extra);
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", cl.silos[0].port);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    gr_client_t *c = gr_h_client(&cl, &loop, addr);
+    gr_test_reply_t slow = {0}, after = {0};
+    gr_ref_t ref = {"Counter", "oneway-budget", 13};
+    assert_int_equal(gr_client_call(c, &ref, "sleep", "1500", 4, 20000, gr_test_on_reply, &slow), 0);
+    static uint8_t big[1 << 20];
+    memset(big, 'x', sizeof big);
+    for (int i = 0; i < 12; i++)
+        assert_int_equal(
+            gr__client_call_flags(c, &ref, "get", big, sizeof big, 20000, GR__FRAME_ONEWAY, 0, NULL, NULL),
+            0);
+    long peak = 0;
+    for (int k = 0; k < 10; k++) {
+        gr_test_run_for(&loop, 100);
+        long v = metric(hp, "granary_request_bytes_buffered");
+        if (v > peak) peak = v;
+    }
+    print_message("request bytes buffered at most %ld with 12 one-way 1 MiB requests queued\n", peak);
+    assert_true(peak > (1L << 20));         /* counted */
+    assert_true(peak <= 2228224 + 1114112); /* and bounded by the budget */
+    assert_true(gr_test_run_until(&loop, &slow.done, 10000));
+    assert_int_equal(slow.status, 0);
+    assert_int_equal(gr_client_call(c, &ref, "incr", NULL, 0, 20000, gr_test_on_reply, &after), 0);
+    assert_true(gr_test_run_until(&loop, &after.done, 15000)); /* the one-ways ran, then this */
+    assert_int_equal(after.status, 0);
+    assert_int_equal(metric(hp, "granary_request_bytes_buffered"), 0);
+    gr_client_close(c, NULL, NULL);
+    gr_test_run_for(&loop, 20);
+    gr_test_loop_close(&loop);
+}
+
+/* Rotating the secrets with no refused handshake: each silo accepts a
+ * second client secret and a second silo secret (never sending them), so a
+ * silo still on the old secrets and one already on the new ones link both
+ * ways, and clients with either client secret get in; anything else is
+ * still refused, and an accepted silo secret a client holds is a
+ * configuration error. */
+static void test_secret_rotation(void **st) {
+    static const char *const old_side[] = {"--accept-silo-secret", "n3w-silo", "--accept-secret",
+                                           "n3w-client", NULL};
+    static const char *const new_side[] = {"--silo-secret",   "n3w-silo", "--accept-silo-secret",
+                                           "s1lo-s3cret",     "--secret", "n3w-client",
+                                           "--accept-secret", "s3cret",   NULL};
+    start(0, old_side);
+    start(1, new_side);
+    assert_int_equal(gr_h_wait_active(&cl, NULL, 2, 10000), 0);
+    for (int i = 0; i < 2; i++) {
+        int port = cl.silos[i].port;
+        assert_int_equal(raw_hello(port, GR__ROLE_CLIENT, "s3cret", NULL), 0);
+        assert_int_equal(raw_hello(port, GR__ROLE_CLIENT, "n3w-client", NULL), 0);
+        assert_int_equal(raw_hello(port, GR__ROLE_CLIENT, "other", NULL), GR_EAUTH);
+        assert_int_equal(raw_hello(port, GR__ROLE_SILO, "s1lo-s3cret", NULL), 0);
+        assert_int_equal(raw_hello(port, GR__ROLE_SILO, "n3w-silo", NULL), 0);
+        assert_int_equal(raw_hello(port, GR__ROLE_SILO, "n3w-client", NULL), GR_EAUTH);
+        assert_int_equal(raw_hello(port, GR__ROLE_SILO, "s3cret", NULL), GR_EAUTH);
+    }
+    /* Forwarded calls both ways: HashCounter grains live on their ring owner. */
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    for (int via = 0; via < 2; via++) {
+        char addr[64];
+        snprintf(addr, sizeof addr, "127.0.0.1:%d", cl.silos[via].port);
+        gr_client_t *c = gr_h_client(&cl, &loop, addr);
+        for (int i = 0; i < 8; i++) {
+            char key[24];
+            snprintf(key, sizeof key, "rot-%d-%d", via, i);
+            gr_ref_t ref = {"HashCounter", key, strlen(key)};
+            gr_test_reply_t r;
+            uint64_t end = gr_h_now_ms() + 5000;
+            do {
+                memset(&r, 0, sizeof r);
+                assert_int_equal(gr_client_call(c, &ref, "incr", NULL, 0, 3000, gr_test_on_reply, &r), 0);
+                gr_test_run_until(&loop, &r.done, 6000);
+            } while (r.status != 0 && gr_err_retryable(r.status) && gr_h_now_ms() < end);
+            if (r.status != 0) fail_msg("via silo %d, %s: %s %s", via, key, gr_err_name(r.status), r.reply);
+        }
+        gr_client_close(c, NULL, NULL);
+    }
+    gr_test_run_for(&loop, 20);
+    gr_test_loop_close(&loop);
+    assert_int_equal(gr_h_count_active(&cl), 2); /* nobody was refused into leaving */
+    /* A silo secret that clients hold cannot be accepted. */
+    static const char *const bad[] = {"--accept-silo-secret", "s3cret", NULL};
+    cl.silos[2].extra = bad;
+    gr_h_start_silo(&cl, 2, NULL);
+    assert_int_equal(gr_test_wait(cl.silos[2].pid, 5000), 2);
+    cl.silos[2].pid = 0;
 }
 
 /* GET with extra header lines; returns the status, the whole answer in resp. */
@@ -610,6 +711,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_http_probes_and_token, new_cluster, kill_all),
         cmocka_unit_test_setup_teardown(test_duplicate_silo_id, new_cluster, kill_all),
         cmocka_unit_test_setup_teardown(test_reminder_unknown_class, new_cluster, kill_all),
+        cmocka_unit_test_setup_teardown(test_oneway_in_memory_budget, new_cluster, kill_all),
+        cmocka_unit_test_setup_teardown(test_secret_rotation, new_cluster, kill_all),
         cmocka_unit_test_setup_teardown(test_tls_refusals_and_fuzz, new_cluster, kill_all),
         cmocka_unit_test_setup_teardown(test_tls_reload_on_sighup, new_cluster, kill_all),
     };
