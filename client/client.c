@@ -49,9 +49,10 @@ struct gr_client {
     gr__cstate_t state;
     gr__cconn_t *conn;
     gr__buf_t in, out;
-    gr__buf_t raw;      /* ciphertext just read (TLS) */
-    gr__tls_ctx_t *tls; /* NULL: plaintext */
-    char *tls_name;     /* name expected in silo certificates; NULL: each address's host */
+    gr__buf_t raw;        /* ciphertext just read (TLS) */
+    gr__tls_ctx_t *tls;   /* NULL: plaintext */
+    const char *tls_name; /* name expected in silo certificates; NULL: each address's host */
+    char *tls_name_own;   /* tls_name when the client owns it (from its options) */
     gr__ccall_t *calls;
     gr__dlq_t deadlines;
     uint64_t next_id;
@@ -292,19 +293,30 @@ static void gr__read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
         c->raw.len += (size_t)n;
         int rc = gr__tls_feed(cc->tls, c->raw.data, c->raw.len, &c->in);
         c->raw.len = 0;
-        if (rc == 0 && gr__tls_pending(cc->tls)) {
-            gr__buf_t none;
-            gr__buf_init(&none);
-            rc = gr__client_write_buf(c, &none);
-        }
         if (rc != 0) {
             char why[360];
             snprintf(why, sizeof why, "%s:%d: %s", c->addrs[c->cur].host, c->addrs[c->cur].port,
                      rc == GR_ENOMEM ? "out of memory" : gr__tls_error(cc->tls));
-            /* Refused before the silo said HELLO_OK: our credentials or its
-             * certificate, not the network (no point trying it again). */
-            gr__client_conn_failed(c, c->state == GR__C_READY ? GR_ECONN : GR_EAUTH, why);
+            /* What was decrypted before the session ended is still read (a
+             * GOAWAY saying why, replies). */
+            if (rc == GR_ECONN && c->in.len) gr__client_frames(c);
+            if (c->conn != cc) return;
+            /* Refused in the handshake, or by an alert before the silo said
+             * HELLO_OK (TLS 1.3 sends the verdict on our certificate after
+             * its Finished): our credentials or its certificate, not the
+             * network, so no other silo is tried. */
+            int refused = rc == GR_EAUTH || (rc == GR_ECONN && c->state != GR__C_READY &&
+                                             strstr(gr__tls_error(cc->tls), "alert") != NULL);
+            gr__client_conn_failed(c, refused ? GR_EAUTH : rc == GR_ENOMEM ? GR_ENOMEM : GR_ECONN, why);
             return;
+        }
+        if (gr__tls_pending(cc->tls)) {
+            gr__buf_t none;
+            gr__buf_init(&none);
+            if (gr__client_write_buf(c, &none) != 0) {
+                gr__client_conn_failed(c, GR_ECONN, "write to silo failed");
+                return;
+            }
         }
     } else {
         c->in.len += (size_t)n;
@@ -338,8 +350,9 @@ static void gr__connect_cb(uv_connect_t *req, int status) {
         gr__client_conn_failed(c, GR_ENOMEM, "out of memory");
         return;
     }
-    if (gr__client_write_buf(c, &hello) != 0) {
-        gr__buf_free(&hello);
+    int wrc = gr__client_write_buf(c, &hello);
+    gr__buf_free(&hello); /* under TLS the engine took a copy; in plaintext it is empty already */
+    if (wrc != 0) {
         gr__client_conn_failed(c, GR_ECONN, "write to silo failed");
         return;
     }
@@ -463,7 +476,8 @@ int gr_client_new(uv_loop_t *loop, const gr_client_options_t *o, gr_client_t **o
     c->secret = gr__strdup(o->secret ? o->secret : "");
     c->name = gr__strdup(o->name);
     int rc = (!c->addrs || !c->cluster || !c->secret || !c->name) ? GR_ENOMEM : 0;
-    if (rc == 0 && o->tls_server_name && !(c->tls_name = gr__strdup(o->tls_server_name))) rc = GR_ENOMEM;
+    if (rc == 0 && o->tls_server_name && !(c->tls_name = c->tls_name_own = gr__strdup(o->tls_server_name)))
+        rc = GR_ENOMEM;
     if (rc == 0 && (o->tls || o->tls_ca || o->tls_cert)) {
         gr__tls_ctx_opts_t to = {.server = 0, .cert = o->tls_cert, .key = o->tls_key, .ca = o->tls_ca};
         char err[300];
@@ -481,7 +495,7 @@ int gr_client_new(uv_loop_t *loop, const gr_client_options_t *o, gr_client_t **o
     }
     if (rc != 0) {
         gr__tls_ctx_unref(c->tls);
-        gr__free(c->tls_name);
+        gr__free(c->tls_name_own);
         gr__free(c->addrs);
         gr__free(c->cluster);
         gr__free(c->secret);
@@ -508,15 +522,13 @@ int gr_client_new(uv_loop_t *loop, const gr_client_options_t *o, gr_client_t **o
 
 void gr__client_set_role(gr_client_t *c, uint8_t role) { c->role = role; }
 
-int gr__client_set_tls(gr_client_t *c, gr__tls_ctx_t *ctx, const char *server_name) {
-    char *name = NULL;
-    if (server_name && !(name = gr__strdup(server_name))) return GR_ENOMEM;
+void gr__client_set_tls(gr_client_t *c, gr__tls_ctx_t *ctx, const char *server_name) {
     if (ctx) gr__tls_ctx_ref(ctx);
     gr__tls_ctx_unref(c->tls);
     c->tls = ctx;
-    gr__free(c->tls_name);
-    c->tls_name = name;
-    return 0;
+    gr__free(c->tls_name_own);
+    c->tls_name_own = NULL;
+    c->tls_name = server_name;
 }
 uint64_t gr__client_handshakes(const gr_client_t *c) { return c->handshakes; }
 int gr__client_ready(const gr_client_t *c) { return c->state == GR__C_READY; }
@@ -587,7 +599,7 @@ static void gr__client_handle_gone(gr_client_t *c) {
     gr__buf_free(&c->out);
     gr__buf_free(&c->raw);
     gr__tls_ctx_unref(c->tls);
-    gr__free(c->tls_name);
+    gr__free(c->tls_name_own);
     gr__free(c);
     if (cb) cb(ud);
 }

@@ -15,8 +15,10 @@ void gr__client_set_role(gr_client_t *c, uint8_t role);
  * sent elsewhere without the risk of running twice. */
 /* Connect with TLS under ctx (a dialing configuration, referenced; NULL:
  * plaintext) from the next connection on, expecting server_name in the
- * silo's certificate (NULL: the host of the address). Returns 0 or GR_ENOMEM. */
-int gr__client_set_tls(gr_client_t *c, gr__tls_ctx_t *ctx, const char *server_name);
+ * silo's certificate (NULL: the host of the address). server_name is
+ * borrowed and must outlive the client. Cannot fail, so a caller switching
+ * many clients never ends half-way. */
+void gr__client_set_tls(gr_client_t *c, gr__tls_ctx_t *ctx, const char *server_name);
 
 uint64_t gr__client_handshakes(const gr_client_t *c);
 int gr__client_ready(const gr_client_t *c);

@@ -167,6 +167,9 @@ static void gr__write_done(uv_write_t *req, int status) {
     if (c->paused && queued < GR__WRITE_HIGH_WATER / 4) {
         c->paused = 0;
         c->partial_since = c->in.len ? uv_now(c->gw->loop) : 0; /* the pause was ours, not the peer's */
+        /* Whole frames read (or decrypted) before the pause run now: the
+         * peer may be waiting for their replies and send nothing more. */
+        if (c->in.len && !c->budget_paused && !c->gw->shutting_down) gr__conn_frames(c);
         gr__conn_resume(c);
     }
 }
@@ -270,7 +273,7 @@ static void gr__req_done(void *ud, int status, const uint8_t *reply, size_t len)
     gw->stats.bytes_buffered -= r->bytes;
     HASH_FIND(hh, gw->conns, &r->conn_id, sizeof r->conn_id, c);
     if (c) {
-        c->inflight--;
+        if (!r->oneway) c->inflight--;
         c->bytes_inflight -= r->bytes;
         if (!r->oneway) gr__conn_send_response(c, GR__FRAME_RESPONSE, r->req_id, status, reply, len);
         if (c->budget_paused && c->bytes_inflight < gw->opts.max_conn_bytes / 2 && !c->closing) {
@@ -304,7 +307,7 @@ static void gr__conn_request(gr__gconn_t *c, const gr__frame_t *f, size_t frame_
                                    "class or method name contains a NUL byte", 40);
         return;
     }
-    if (c->inflight >= gw->opts.max_inflight_per_conn) {
+    if (!oneway && c->inflight >= gw->opts.max_inflight_per_conn) {
         gw->stats.overloaded++;
         if (!oneway) {
             const char *msg = "too many calls in flight on this connection";
@@ -352,7 +355,7 @@ static void gr__conn_request(gr__gconn_t *c, const gr__frame_t *f, size_t frame_
     r->bytes = (uint32_t)frame_bytes;
     r->oneway = oneway;
     if (cls[0] == '$') {
-        c->inflight++;
+        c->inflight += !oneway;
         c->bytes_inflight += frame_bytes;
         gw->stats.bytes_buffered += frame_bytes;
         gw->stats.inflight++;
@@ -369,7 +372,7 @@ static void gr__conn_request(gr__gconn_t *c, const gr__frame_t *f, size_t frame_
         gr__conn_send_response(c, GR__FRAME_RESPONSE, f->id, rc, msg, strlen(msg));
         return;
     }
-    c->inflight++;
+    c->inflight += !oneway; /* the cap is for replies owed; one-way bytes are held by the budgets */
     c->bytes_inflight += frame_bytes;
     gw->stats.bytes_buffered += frame_bytes;
     gw->stats.inflight++;
@@ -553,7 +556,10 @@ static void gr__read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
         int rc = gr__tls_feed(c->tls, c->raw.data, c->raw.len, &c->in);
         c->raw.len = 0;
         if (rc != 0) {
-            gr__conn_tls_failed(c, rc);
+            /* Requests decrypted before the session ended run, as bytes
+             * before a plaintext EOF do. */
+            if (rc == GR_ECONN && c->in.len && c->hello_done) gr__conn_frames(c);
+            if (!c->closing) gr__conn_tls_failed(c, rc);
             return;
         }
         if (gr__tls_pending(c->tls)) gr__conn_mark_dirty(c); /* handshake flights */

@@ -62,7 +62,7 @@ struct gr__router {
     int (*lease_ok)(void *ud); /* the silo's membership lease (gr__router_set_lease) */
     void *lease_ud;
     gr__tls_ctx_t *tls; /* peer links speak TLS under it (gr__router_set_tls); NULL: plaintext */
-    char *tls_name;     /* name peers' certificates carry; NULL: their advertised address */
+    char *tls_name;     /* name peers' certificates carry; NULL: their advertised address (set once) */
 };
 
 static int gr__router_lease_cb(void *ud) {
@@ -143,11 +143,7 @@ static gr_client_t *gr__peer_get(gr__router_t *r, const char *id) {
         return NULL;
     }
     gr__client_set_role(p->client, GR__ROLE_SILO);
-    if (r->tls && gr__client_set_tls(p->client, r->tls, r->tls_name) != 0) {
-        gr_client_close(p->client, NULL, NULL);
-        gr__free(p);
-        return NULL;
-    }
+    if (r->tls) gr__client_set_tls(p->client, r->tls, r->tls_name);
     snprintf(p->id, sizeof p->id, "%s", id);
     HASH_ADD_STR(r->peers, id, p);
     if (gr__hash_oom()) {
@@ -754,21 +750,16 @@ int gr__router_new(uv_loop_t *loop, gr_runtime_t *rt, const char *self_id, const
 }
 
 int gr__router_set_tls(gr__router_t *r, gr__tls_ctx_t *ctx, const char *server_name) {
-    char *name = NULL;
-    if (server_name && !(name = gr__strdup(server_name))) return GR_ENOMEM;
+    /* The name is configuration, fixed for the silo's life: copied once,
+     * and the peers borrow it. */
+    if (server_name && !r->tls_name && !(r->tls_name = gr__strdup(server_name))) return GR_ENOMEM;
     /* Links already up keep their session; each uses ctx from its next
      * connection on (a reload must not drop calls in flight). */
     gr__peer_t *p, *tmp;
-    HASH_ITER(hh, r->peers, p, tmp)
-    if (gr__client_set_tls(p->client, ctx, name) != 0) {
-        gr__free(name);
-        return GR_ENOMEM;
-    }
+    HASH_ITER(hh, r->peers, p, tmp) gr__client_set_tls(p->client, ctx, r->tls_name);
     if (ctx) gr__tls_ctx_ref(ctx);
     gr__tls_ctx_unref(r->tls);
     r->tls = ctx;
-    gr__free(r->tls_name);
-    r->tls_name = name;
     return 0;
 }
 

@@ -28,8 +28,9 @@ void gr__router_set_lease(gr__router_t *r, int (*lease_ok)(void *ud), void *ud);
 
 /* Dial peers with TLS under ctx (a dialing configuration that presents the
  * silo's certificate, referenced; NULL: plaintext), expecting server_name in
- * their certificates (NULL: each peer's advertised address). Open links
- * switch at their next connection. Returns 0 or GR_ENOMEM. */
+ * their certificates (NULL: each peer's advertised address; the first call's
+ * name stays for the router's life). Open links switch at their next
+ * connection. Returns 0, or GR_ENOMEM (nothing changed). */
 int gr__router_set_tls(gr__router_t *r, gr__tls_ctx_t *ctx, const char *server_name);
 
 /* Install a new membership view (copied). The first one releases calls

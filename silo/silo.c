@@ -451,6 +451,7 @@ int gr_silo_register(gr_silo_t *s, const gr_class_t *cls) { return gr_runtime_re
 
 int gr_silo_reload_tls(gr_silo_t *s, char *err, size_t err_size) {
     if (!s->tls_server) return gr__silo_err(err, err_size, GR_ESTATE, "%s", "TLS is not configured");
+    if (s->closing) return gr__silo_err(err, err_size, GR_ESTATE, "%s", "the silo is closing");
     gr__tls_ctx_t *server = NULL, *dial = NULL;
     int rc = gr__silo_load_tls(s, &server, &dial, err, err_size);
     if (rc == 0 && s->router) rc = gr__router_set_tls(s->router, dial, s->cfg.tls_server_name);

@@ -71,7 +71,8 @@ int gr__tls_ctx_new(const gr__tls_ctx_opts_t *o, gr__tls_ctx_t **out, char *err,
     SSL_CTX_set_min_proto_version(ssl, TLS1_2_VERSION);
     /* AES-128-GCM first: as strong as the connection needs, and cheaper per
      * record than AES-256 (calls are many small records). */
-    SSL_CTX_set_ciphersuites(ssl, "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256");
+    SSL_CTX_set_ciphersuites(ssl,
+                             "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256");
     /* Memory BIOs accept every byte, so a write never stops half-way; the
      * engine may still move its buffer between calls. */
     SSL_CTX_set_mode(ssl, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
@@ -115,6 +116,7 @@ int gr__tls_ctx_new(const gr__tls_ctx_opts_t *o, gr__tls_ctx_t **out, char *err,
     c->refs = 1;
     c->server = o->server;
     c->not_after = gr__cert_not_after(ssl);
+    ERR_clear_error();
     *out = c;
     return 0;
 }
@@ -206,6 +208,7 @@ static int gr__tls_fail(gr__tls_t *t, int ssl_err, const char *when) {
 }
 
 static int gr__tls_write_now(gr__tls_t *t, const uint8_t *p, size_t n) {
+    ERR_clear_error();
     while (n > 0) {
         int chunk = n > INT_MAX ? INT_MAX : (int)n;
         int w = SSL_write(t->ssl, p, chunk);
@@ -218,7 +221,14 @@ static int gr__tls_write_now(gr__tls_t *t, const uint8_t *p, size_t n) {
 
 int gr__tls_feed(gr__tls_t *t, const uint8_t *cipher, size_t n, gr__buf_t *plain) {
     if (t->failed) return GR_ECONN;
-    if (n > 0 && BIO_write(t->in, cipher, (int)n) != (int)n) return GR_ENOMEM;
+    /* SSL_get_error() reads the thread's error queue: anything left there
+     * (libpq uses OpenSSL on this thread too) would turn a want-read into a
+     * failure. */
+    ERR_clear_error();
+    if (n > 0 && BIO_write(t->in, cipher, (int)n) != (int)n) {
+        ERR_clear_error();
+        return GR_ENOMEM;
+    }
     if (!t->established) {
         int r = SSL_do_handshake(t->ssl);
         if (r != 1) {
