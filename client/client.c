@@ -26,6 +26,26 @@ typedef struct gr__ccall {
 
 typedef enum { GR__C_IDLE, GR__C_CONNECTING, GR__C_HANDSHAKE, GR__C_READY } gr__cstate_t;
 
+/* A call retried until its deadline (gr_call_options_t.retry_for_ms): every
+ * attempt carries the same idempotency key, so it runs at most once. */
+typedef struct gr__retry {
+    struct gr__retry *prev, *next;
+    struct gr_client *c;
+    uv_timer_t timer;
+    gr_call_cb cb;
+    void *ud;
+    char *cls, *method;
+    uint8_t *key, *arg;
+    size_t key_len, arg_len;
+    uint8_t idem[GR_IDEM_KEY_MAX];
+    size_t idem_len;
+    uint32_t timeout_ms;
+    uint64_t deadline; /* uv_now() */
+    uint32_t backoff_ms;
+    uint32_t attempts;
+    int waiting; /* in its backoff (the timer runs), not in flight */
+} gr__retry_t;
+
 typedef struct gr__cconn {
     uv_tcp_t tcp;
     uv_connect_t connect;
@@ -62,8 +82,10 @@ struct gr_client {
     int flush_on;
     char silo[256];
     char last_error[256];
-    uint8_t role;        /* GR__ROLE_CLIENT, or GR__ROLE_SILO for silo-to-silo links */
-    uint64_t handshakes; /* connections that became ready */
+    uint8_t role;         /* GR__ROLE_CLIENT, or GR__ROLE_SILO for silo-to-silo links */
+    uint64_t handshakes;  /* connections that became ready */
+    gr__retry_t *retries; /* calls with retries, in flight or in their backoff */
+    uint64_t rand_state;
     int closing;
     int open_handles;
     void (*close_cb)(void *);
@@ -516,6 +538,7 @@ int gr_client_new(uv_loop_t *loop, const gr_client_options_t *o, gr_client_t **o
     c->flusher.data = c;
     c->open_handles = 3;
     c->role = GR__ROLE_CLIENT;
+    c->rand_state = (uv_hrtime() ^ (uintptr_t)c) | 1;
     *out = c;
     return 0;
 }
@@ -536,12 +559,13 @@ int gr__client_ready(const gr_client_t *c) { return c->state == GR__C_READY; }
 int gr__client_call_flags(gr_client_t *c, const gr_ref_t *ref, const char *method, const void *arg,
                           size_t arg_len, uint32_t timeout_ms, uint8_t type, uint8_t flags, gr_call_cb cb,
                           void *ud) {
-    return gr__client_call_chain(c, ref, method, arg, arg_len, timeout_ms, type, flags, NULL, 0, cb, ud);
+    return gr__client_call_chain(c, ref, method, arg, arg_len, timeout_ms, type, flags, NULL, 0, NULL, 0, cb,
+                                 ud);
 }
 
 int gr__client_call_chain(gr_client_t *c, const gr_ref_t *ref, const char *method, const void *arg,
                           size_t arg_len, uint32_t timeout_ms, uint8_t type, uint8_t flags, const void *chain,
-                          size_t chain_len, gr_call_cb cb, void *ud) {
+                          size_t chain_len, const void *idem, size_t idem_len, gr_call_cb cb, void *ud) {
     if (!c || !ref || !ref->class_name || !method || (!cb && type != GR__FRAME_ONEWAY) ||
         (ref->key_len && !ref->key) || (arg_len && !arg))
         return GR_EINVAL;
@@ -551,8 +575,9 @@ int gr__client_call_chain(gr_client_t *c, const gr_ref_t *ref, const char *metho
     if (!k) return GR_ENOMEM;
     k->id = ++c->next_id;
     size_t before = c->out.len;
-    int rc = gr__frame_encode_request_chain(&c->out, type, k->id, timeout_ms, ref->class_name, ref->key,
-                                            ref->key_len, method, arg, arg_len, chain, chain_len);
+    int rc =
+        gr__frame_encode_request_full(&c->out, type, k->id, timeout_ms, ref->class_name, ref->key,
+                                      ref->key_len, method, arg, arg_len, chain, chain_len, idem, idem_len);
     if (rc != 0) {
         c->out.len = before;
         gr__free(k);
@@ -585,6 +610,141 @@ int gr_client_call(gr_client_t *c, const gr_ref_t *ref, const char *method, cons
     return gr__client_call_flags(c, ref, method, arg, arg_len, timeout_ms, GR__FRAME_REQUEST, 0, cb, ud);
 }
 
+/* ---- retries ---- */
+
+static void gr__retry_closed(uv_handle_t *h) {
+    gr__retry_t *r = h->data;
+    gr_client_t *c = r->c;
+    gr__free(r->cls);
+    gr__free(r->method);
+    gr__free(r->key);
+    gr__free(r->arg);
+    gr__free(r);
+    gr__client_handle_gone(c);
+}
+
+static void gr__retry_finish(gr__retry_t *r, int status, const uint8_t *reply, size_t len) {
+    gr_client_t *c = r->c;
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        c->retries = r->next;
+    if (r->next) r->next->prev = r->prev;
+    r->cb(r->ud, status, reply, len);
+    uv_close((uv_handle_t *)&r->timer, gr__retry_closed);
+}
+
+static void gr__retry_send(gr__retry_t *r);
+static void gr__retry_timer_cb(uv_timer_t *t);
+
+static void gr__retry_done(void *ud, int status, const uint8_t *reply, size_t len) {
+    gr__retry_t *r = ud;
+    gr_client_t *c = r->c;
+    uint64_t now = uv_now(c->loop);
+    if (status != 0 && gr_err_retryable(status) && !c->closing) {
+        /* Full jitter over an exponential step, so clients retrying after
+         * one failure do not come back in step. */
+        c->rand_state ^= c->rand_state << 13, c->rand_state ^= c->rand_state >> 7,
+            c->rand_state ^= c->rand_state << 17;
+        uint32_t wait = r->backoff_ms / 2 + (uint32_t)(c->rand_state % (r->backoff_ms / 2 + 1));
+        if (now + wait < r->deadline) {
+            r->backoff_ms = r->backoff_ms < 500 ? r->backoff_ms * 2 : 1000;
+            r->waiting = 1;
+            uv_timer_start(&r->timer, gr__retry_timer_cb, wait, 0);
+            return;
+        }
+    }
+    gr__retry_finish(r, status, reply, len);
+}
+
+static void gr__retry_send(gr__retry_t *r) {
+    r->waiting = 0;
+    gr_client_t *c = r->c;
+    gr_ref_t ref = {r->cls, r->key, r->key_len};
+    r->attempts++;
+    int rc = gr__client_call_chain(c, &ref, r->method, r->arg, r->arg_len, r->timeout_ms, GR__FRAME_REQUEST,
+                                   0, NULL, 0, r->idem, r->idem_len, gr__retry_done, r);
+    if (rc != 0) {
+        /* Not sent (shutting down, out of memory): report from the loop, as
+         * any completion. */
+        static const char msg[] = "the retry could not be sent";
+        gr__retry_finish(r, rc, (const uint8_t *)msg, sizeof msg - 1);
+    }
+}
+
+static void gr__retry_timer_cb(uv_timer_t *t) { gr__retry_send(t->data); }
+
+static void gr__client_make_idem(gr_client_t *c, uint8_t *out, size_t *len) {
+    /* 16 random bytes as 32 hex digits: a logical call's key. */
+    uint8_t raw[16];
+    if (uv_random(NULL, NULL, raw, sizeof raw, 0, NULL) != 0) {
+        for (size_t i = 0; i < sizeof raw; i++) {
+            c->rand_state ^= c->rand_state << 13, c->rand_state ^= c->rand_state >> 7,
+                c->rand_state ^= c->rand_state << 17;
+            raw[i] = (uint8_t)(c->rand_state >> 24);
+        }
+    }
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < sizeof raw; i++) {
+        out[2 * i] = (uint8_t)hex[raw[i] >> 4];
+        out[2 * i + 1] = (uint8_t)hex[raw[i] & 15];
+    }
+    *len = 2 * sizeof raw;
+}
+
+int gr_client_call_ex(gr_client_t *c, const gr_ref_t *ref, const char *method, const void *arg,
+                      size_t arg_len, const gr_call_options_t *o, gr_call_cb cb, void *ud) {
+    if (!c || !o || !ref || !ref->class_name || !method || !cb || (ref->key_len && !ref->key) ||
+        (arg_len && !arg) || (o->idempotency_key_len && !o->idempotency_key))
+        return GR_EINVAL;
+    if (o->idempotency_key_len > GR_IDEM_KEY_MAX || ref->key_len > GR_KEY_MAX || arg_len > GR_ARG_MAX)
+        return GR_ETOOBIG;
+    if (c->closing) return GR_ESHUTDOWN;
+    uint32_t timeout = o->timeout_ms ? o->timeout_ms : c->opts.call_timeout_ms;
+    if (!o->retry_for_ms)
+        return gr__client_call_chain(c, ref, method, arg, arg_len, timeout, GR__FRAME_REQUEST, 0, NULL, 0,
+                                     o->idempotency_key, o->idempotency_key_len, cb, ud);
+    gr__retry_t *r = gr__calloc(1, sizeof *r);
+    if (!r) return GR_ENOMEM;
+    r->c = c;
+    r->cb = cb;
+    r->ud = ud;
+    r->cls = gr__strdup(ref->class_name);
+    r->method = gr__strdup(method);
+    r->key = ref->key_len ? gr__memdup(ref->key, ref->key_len) : NULL;
+    r->arg = arg_len ? gr__memdup(arg, arg_len) : NULL;
+    if (!r->cls || !r->method || (ref->key_len && !r->key) || (arg_len && !r->arg)) {
+        gr__free(r->cls);
+        gr__free(r->method);
+        gr__free(r->key);
+        gr__free(r->arg);
+        gr__free(r);
+        return GR_ENOMEM;
+    }
+    r->key_len = ref->key_len;
+    r->arg_len = arg_len;
+    if (o->idempotency_key_len) {
+        memcpy(r->idem, o->idempotency_key, o->idempotency_key_len);
+        r->idem_len = o->idempotency_key_len;
+    } else {
+        gr__client_make_idem(c, r->idem, &r->idem_len);
+    }
+    r->timeout_ms = timeout;
+    r->deadline = uv_now(c->loop) + o->retry_for_ms;
+    r->backoff_ms = 20;
+    uv_timer_init(c->loop, &r->timer);
+    r->timer.data = r;
+    c->open_handles++;
+    r->next = c->retries;
+    if (c->retries) c->retries->prev = r;
+    c->retries = r;
+    r->waiting = 1;
+    /* The first attempt goes out from the loop like the others, so cb never
+     * runs inside this call. */
+    uv_timer_start(&r->timer, gr__retry_timer_cb, 0, 0);
+    return 0;
+}
+
 const char *gr_client_silo(const gr_client_t *c) { return c->silo[0] ? c->silo : NULL; }
 
 static void gr__client_handle_gone(gr_client_t *c) {
@@ -612,7 +772,13 @@ void gr_client_close(gr_client_t *c, void (*cb)(void *), void *ud) {
     c->close_cb = cb;
     c->close_ud = ud;
     gr__client_drop_conn(c);
-    gr__fail_all(c, GR_ECANCELED, "client closed");
+    gr__fail_all(c, GR_ECANCELED, "client closed"); /* retries in flight end here too (closing) */
+    while (c->retries) {                            /* the ones waiting for their next attempt */
+        gr__retry_t *r = c->retries;
+        uv_timer_stop(&r->timer);
+        static const char msg[] = "client closed";
+        gr__retry_finish(r, GR_ECANCELED, (const uint8_t *)msg, sizeof msg - 1);
+    }
     uv_close((uv_handle_t *)&c->call_timer, gr__client_handle_closed);
     uv_close((uv_handle_t *)&c->connect_timer, gr__client_handle_closed);
     uv_close((uv_handle_t *)&c->flusher, gr__client_handle_closed);

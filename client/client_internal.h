@@ -30,9 +30,10 @@ int gr__client_call_flags(gr_client_t *c, const gr_ref_t *ref, const char *metho
                           void *ud);
 
 /* The same, carrying the call chain of the forwarded message (grain ids
- * waiting on it; docs/grains.md) so the next silo can detect a cycle. */
+ * waiting on it; docs/grains.md) so the next silo can detect a cycle, and
+ * its idempotency key (idem_len 0: none). */
 int gr__client_call_chain(gr_client_t *c, const gr_ref_t *ref, const char *method, const void *arg,
                           size_t arg_len, uint32_t timeout_ms, uint8_t type, uint8_t flags, const void *chain,
-                          size_t chain_len, gr_call_cb cb, void *ud);
+                          size_t chain_len, const void *idem, size_t idem_len, gr_call_cb cb, void *ud);
 
 #endif

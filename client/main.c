@@ -40,6 +40,13 @@ static void gr__usage(FILE *f) {
                "  --tls-server-name NAME  name the silo's certificate must carry [GRANARY_TLS_SERVER_NAME]\n"
                "                          (default: the host given in --silo)\n"
                "  --json                  print {\"ok\":...,\"reply\"|\"error\":...} instead\n"
+               "  --retry-for MS          call: retry retryable errors (with backoff, across the --silo\n"
+               "                          list, the same idempotency key every time) for up to MS\n"
+               "                          [GRANARY_RETRY_FOR_MS] (default 10000; 0: no retries)\n"
+               "  --idempotency-key KEY   call: the call's key, 1..128 bytes (default: a random one per\n"
+               "                          call when retrying): repeating a call with the same key gets\n"
+               "                          the first answer without running it again\n"
+               "                          (docs/exactly-once.md)\n"
                "  --help                  show this help\n\n"
                "Exit status: 0 success; 1 the call failed (unknown class or method, application\n"
                "error, ...); 2 usage error; 75 failed with a retryable error (connection,\n"
@@ -273,6 +280,10 @@ int main(int argc, char **argv) {
     if (getenv("GRANARY_CALL_TIMEOUT_MS"))
         timeout = (uint32_t)strtoul(getenv("GRANARY_CALL_TIMEOUT_MS"), NULL, 10);
     int json = 0;
+    uint32_t retry_for = 10000;
+    const char *idem = NULL;
+    if (getenv("GRANARY_RETRY_FOR_MS"))
+        retry_for = (uint32_t)strtoul(getenv("GRANARY_RETRY_FOR_MS"), NULL, 10);
     if (argc >= 2 && !strcmp(argv[1], "--version")) {
         printf("granary %s\n", gr_version());
         return 0;
@@ -312,7 +323,8 @@ int main(int argc, char **argv) {
                 period = v;
         } else if (!strcmp(a, "--silo") || !strcmp(a, "--cluster") || !strcmp(a, "--secret") ||
                    !strcmp(a, "--timeout") || !strcmp(a, "--tls-ca") || !strcmp(a, "--tls-cert") ||
-                   !strcmp(a, "--tls-key") || !strcmp(a, "--tls-server-name")) {
+                   !strcmp(a, "--tls-key") || !strcmp(a, "--tls-server-name") || !strcmp(a, "--retry-for") ||
+                   !strcmp(a, "--idempotency-key")) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "granary: %s needs a value\n", a);
                 return 2;
@@ -332,7 +344,22 @@ int main(int argc, char **argv) {
                 o.tls_key = v;
             else if (!strcmp(a, "--tls-server-name"))
                 o.tls_server_name = v;
-            else {
+            else if (!strcmp(a, "--idempotency-key")) {
+                if (!v[0] || strlen(v) > GR_IDEM_KEY_MAX) {
+                    fprintf(stderr, "granary: --idempotency-key: 1..%u bytes\n", GR_IDEM_KEY_MAX);
+                    return 2;
+                }
+                idem = v;
+            } else if (!strcmp(a, "--retry-for")) {
+                char *end;
+                unsigned long t = strtoul(v, &end, 10);
+                if (*end || !v[0] || v[0] == '-' || t > 3600000ul) {
+                    fprintf(stderr, "granary: --retry-for: expected milliseconds (0..3600000), got '%s'\n",
+                            v);
+                    return 2;
+                }
+                retry_for = (uint32_t)t;
+            } else {
                 char *end;
                 unsigned long t = strtoul(v, &end, 10);
                 if (*end || t == 0 || t > 86400000ul) {
@@ -403,7 +430,13 @@ int main(int argc, char **argv) {
         return 2;
     }
     gr_ref_t ref = {cls, slash + 1, strlen(slash + 1)};
-    rc = gr_client_call(r.client, &ref, pos[1], arg.data, arg.len, timeout, gr__on_reply, &r);
+    gr_call_options_t co;
+    gr_call_options_init(&co);
+    co.timeout_ms = timeout;
+    co.retry_for_ms = retry_for;
+    co.idempotency_key = idem;
+    co.idempotency_key_len = idem ? strlen(idem) : 0;
+    rc = gr_client_call_ex(r.client, &ref, pos[1], arg.data, arg.len, &co, gr__on_reply, &r);
     if (rc != 0) {
         fprintf(stderr, "granary call: %s (%s)\n", gr_strerror(rc), gr_err_name(rc));
         gr_client_close(r.client, NULL, NULL);

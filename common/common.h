@@ -20,6 +20,9 @@
 #endif
 
 #define GR__ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+/* Bytes a stored state row may carry beyond GR_STATE_MAX: the reply log of
+ * keyed calls (grains/idem.h: 2 MiB, plus the newest reply of up to 1 MiB). */
+#define GR__STORED_EXTRA (4u * 1024u * 1024u)
 #define GR__CONTAINER_OF(ptr, type, field) ((type *)((char *)(ptr)-offsetof(type, field)))
 
 /* ---- allocation (hookable, see gr_replace_allocator) ---- */

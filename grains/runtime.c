@@ -10,6 +10,7 @@
 #include <stdio.h>
 
 #include "common/common.h"
+#include "grains/idem.h"
 #include "grains/runtime.h"
 #include "persistence/claim.h"
 #include "wire/frame.h" /* GR__CHAIN_MAX */
@@ -65,6 +66,9 @@ struct gr_msg {
     uint8_t name_owned;
     uint8_t ran;         /* its handler ran here: metrics count it for the grain's class */
     uint8_t interleaved; /* running beside other turns (reentrant class or interleave method) */
+    uint8_t idem_len;    /* its idempotency key (0: none), a heap copy in idem */
+    uint8_t *idem;
+    gr__idem_entry_t *idem_entry; /* the reply-log entry this message runs as, until it settles */
     uint8_t arg_inline[GR__INLINE_BYTES];
     uint8_t chain_inline[GR__INLINE_BYTES];
 };
@@ -124,6 +128,7 @@ typedef struct gr__grain_ext {
     void (*data_free)(void *);
     gr_msg_t *interleaved; /* turns in progress beside `current`, linked by next */
     uint32_t n_interleaved;
+    gr__idem_log_t idem; /* replies of keyed calls (grains/idem.h) */
 } gr__grain_ext_t;
 
 /* Field order and widths keep an idle activation small (bench_memory,
@@ -214,6 +219,13 @@ struct gr_runtime {
 #define GR__G_KEY(g) ((g)->id + (g)->id_len - (g)->key_len)
 #define GR__G_TIMERS(g) ((g)->ext ? (g)->ext->timers : NULL)
 #define GR__G_WORKER(g) ((g)->ce->cls->flags & GR_CLASS_STATELESS_WORKER)
+
+static uint32_t gr__idem_keys(const gr_class_t *cls) {
+    return cls->idempotency_keys ? cls->idempotency_keys : GR__IDEM_KEYS_DEFAULT;
+}
+static uint32_t gr__idem_retention(const gr_class_t *cls) {
+    return cls->idempotency_retention_ms ? cls->idempotency_retention_ms : GR__IDEM_RETENTION_DEFAULT_MS;
+}
 
 /* A microsecond clock in 32 bits, for the duration of one storage operation. */
 static uint32_t gr__us32(void) { return (uint32_t)(uv_hrtime() / 1000); }
@@ -519,8 +531,56 @@ static int gr__msg_set_chain(gr_msg_t *m, const uint8_t *chain, size_t len, cons
     return 0;
 }
 
+static int gr__msg_complete_copy(gr_runtime_t *rt, gr_msg_t *m, int status, const void *data, size_t len);
+static void gr__msg_fail(gr_runtime_t *rt, gr_msg_t *m, int status, const char *detail);
+
+/* ---- idempotency keys (grains/idem.h, docs/exactly-once.md) ---- */
+
+/* Complete the duplicates parked on an entry with one answer. */
+static void gr__idem_answer(gr_runtime_t *rt, gr_msg_t *w, int status, const void *data, size_t len) {
+    while (w) {
+        gr_msg_t *n = w->next;
+        w->next = NULL;
+        if (gr__msg_complete_copy(rt, w, status, data, len) != 0)
+            gr__msg_fail(rt, w, GR_ENOMEM, "out of memory");
+        w = n;
+    }
+}
+
+/* A keyed message completes. With its entry DONE the duplicates parked on
+ * it get the same reply; completing any other way (its reply did not
+ * commit, the lease failed, ...) the entry is forgotten and the duplicates
+ * fail the same way, to be retried. */
+static void gr__idem_settle(gr_runtime_t *rt, gr_msg_t *m, int status, const void *data, size_t len) {
+    gr__idem_entry_t *e = m->idem_entry;
+    m->idem_entry = NULL;
+    e->owner = NULL;
+    gr_msg_t *w = e->waiting;
+    e->waiting = NULL;
+    if (e->state == GR__IDEM_DONE) {
+        gr__idem_answer(rt, w, e->status, e->reply, e->reply_len);
+        return;
+    }
+    gr__idem_remove(&m->grain->ext->idem, e);
+    gr__idem_answer(rt, w, status, data, len);
+}
+
+/* The activation ends: nothing may point into its log afterwards. */
+static void gr__idem_drop(gr_runtime_t *rt, gr_grain_t *g) {
+    static const char why[] = "the activation ended before the first call with this idempotency key settled";
+    gr__idem_log_t *log = &g->ext->idem;
+    for (gr__idem_entry_t *e = log->oldest; e; e = e->newer) {
+        if (e->owner) ((gr_msg_t *)e->owner)->idem_entry = NULL;
+        gr_msg_t *w = e->waiting;
+        e->waiting = NULL;
+        gr__idem_answer(rt, w, GR_ENOTHERE, why, sizeof why - 1);
+    }
+    gr__idem_clear(log);
+}
+
 static void gr__msg_free(gr_runtime_t *rt, gr_msg_t *m) {
     if (m->chain != m->chain_inline) gr__free(m->chain);
+    gr__free(m->idem);
     gr__free(m->id);
     if (m->name_owned) gr__free(m->method_name);
     if (m->arg != m->arg_inline) gr__free(m->arg);
@@ -537,6 +597,7 @@ static void gr__msg_free(gr_runtime_t *rt, gr_msg_t *m) {
 /* Complete a message: send its reply (status 0, GR_EAPP or an error) to the
  * caller. `reply` ownership moves in. */
 static void gr__msg_complete(gr_runtime_t *rt, gr_msg_t *m, int status, uint8_t *reply, size_t len) {
+    if (m->idem_entry) gr__idem_settle(rt, m, status, reply, len);
     if (status != 0) rt->stats.calls_failed++;
     if (m->ran) { /* count it for its class and method */
         gr__class_entry_t *ce = m->grain->ce;
@@ -556,6 +617,7 @@ static void gr__msg_complete(gr_runtime_t *rt, gr_msg_t *m, int status, uint8_t 
 /* gr__msg_complete for a reply the caller still owns: the common case of a
  * handler replying at once, without a held copy in between. */
 static int gr__msg_complete_copy(gr_runtime_t *rt, gr_msg_t *m, int status, const void *data, size_t len) {
+    if (m->idem_entry) gr__idem_settle(rt, m, status, data, len);
     if (status != 0) rt->stats.calls_failed++;
     if (m->ran) {
         gr__class_entry_t *ce = m->grain->ce;
@@ -696,6 +758,7 @@ static void gr__grain_finish(gr_grain_t *g) {
         rt->on_gone(rt->router_ud, GR__G_CLS(g)->name, GR__G_KEY(g), g->key_len);
     if (g->ext && g->ext->data_free) g->ext->data_free(g->ext->data);
     if (g->ext) g->ext->data = NULL, g->ext->data_free = NULL;
+    if (g->ext) gr__idem_drop(rt, g);
     gr_msg_t *queued = g->mb_head;
     g->mb_head = g->mb_tail = NULL;
     g->mb_len = 0;
@@ -830,6 +893,23 @@ static void gr__grain_storage_read_cb(void *ud, int status, const uint8_t *data,
         return;
     }
     const gr_class_t *cls = GR__G_CLS(g);
+    if (version > 0 && (format & GR__IDEM_FORMAT_FLAG)) {
+        /* The state's bytes end with the reply log of its keyed calls. */
+        size_t state_len = len;
+        int rc = gr__grain_ext(g) ? gr__idem_decode(&g->ext->idem, data, len, &state_len, gr__idem_now_ms(),
+                                                    gr__idem_retention(cls))
+                                  : GR_ENOMEM;
+        if (rc != 0) {
+            char msg[160];
+            snprintf(msg, sizeof msg, "loading state failed: %s",
+                     rc == GR_ENOMEM ? "out of memory" : "the stored reply log does not add up");
+            gr__log(GR__LOG_WARN, cls->name, GR__G_KEY(g), g->key_len, "%s", msg);
+            gr__grain_fail_all(g, rc == GR_ENOMEM ? GR_ENOMEM : GR_ESTORAGE, msg);
+            return;
+        }
+        len = state_len;
+        format &= ~GR__IDEM_FORMAT_FLAG;
+    }
     if (version > 0 && format > cls->state_version) {
         /* Written by a newer version of the class (a rolling deploy in
          * progress): this silo cannot read it and must never overwrite it.
@@ -897,9 +977,10 @@ static void gr__waiters_complete(gr_grain_t *g, gr__write_waiter_t *w, int statu
             gr__turn_end(g, m);                    /* before completing: that frees m */
             if (status == 0 && !gr__may_answer(g)) /* committed, but we cannot vouch it is still current */
                 gr__msg_fail(rt, m, GR_ENOTHERE, gr__no_lease);
-            else if (status == 0)
+            else if (status == 0) {
+                if (m->idem_entry) m->idem_entry->state = GR__IDEM_DONE; /* its reply is stored now */
                 gr__msg_complete(rt, m, m->reply_status, m->reply, m->reply_len);
-            else
+            } else
                 gr__msg_fail(rt, m, status, detail);
         } else if (w->cb) {
             w->cb(g, status, w->ud);
@@ -995,8 +1076,26 @@ static void gr__write_start(gr_grain_t *g) {
         rc = gr_storage_clear(rt->storage, GR__G_CLS(g)->name, GR__G_KEY(g), g->key_len, g->version,
                               gr__write_cb, g);
     } else {
-        rc = gr_storage_write(rt->storage, GR__G_CLS(g)->name, GR__G_KEY(g), g->key_len, g->state,
-                              g->state_len, GR__G_CLS(g)->state_version, g->version, gr__write_cb, g);
+        const gr_class_t *cls = GR__G_CLS(g);
+        gr__idem_log_t *log = g->ext && g->ext->idem.n ? &g->ext->idem : NULL;
+        gr__buf_t blob;
+        gr__buf_init(&blob);
+        if (log) {
+            /* The reply log rides in the same row, so a reply is stored if
+             * and only if the state it answered for is. */
+            gr__idem_prune(log, gr__idem_now_ms(), gr__idem_keys(cls), gr__idem_retention(cls));
+            if ((g->state_len && gr__buf_append(&blob, g->state, g->state_len) != 0) ||
+                gr__idem_encode(log, &blob) != 0)
+                rc = GR_ENOMEM;
+            else
+                rc = gr_storage_write(rt->storage, cls->name, GR__G_KEY(g), g->key_len, blob.data, blob.len,
+                                      cls->state_version | GR__IDEM_FORMAT_FLAG, g->version, gr__write_cb, g);
+            log->changed = 0;
+        } else {
+            rc = gr_storage_write(rt->storage, cls->name, GR__G_KEY(g), g->key_len, g->state, g->state_len,
+                                  cls->state_version, g->version, gr__write_cb, g);
+        }
+        gr__buf_free(&blob);
     }
     if (rc != 0) {
         g->dirty = 1;
@@ -1079,6 +1178,47 @@ static void gr__grain_tick(gr_grain_t *g) {
 
 /* Whether the call at the head of the mailbox may interleave. Its method
  * is resolved here if submission could not (the class was not local). */
+/* A keyed message reaches its grain: 1 if it was dealt with here (the
+ * stored reply, or parked behind the running call with the same key), 0 if
+ * it runs (as a new entry of the log). */
+static int gr__idem_intercept(gr_grain_t *g, gr_msg_t *m) {
+    gr_runtime_t *rt = GR__G_RT(g);
+    if (!gr__grain_ext(g)) {
+        gr__msg_fail(rt, m, GR_ENOMEM, "out of memory");
+        return 1;
+    }
+    gr__idem_log_t *log = &g->ext->idem;
+    gr__idem_entry_t *e = gr__idem_find(log, m->idem, m->idem_len);
+    if (e && e->state == GR__IDEM_DONE && !e->waiting) {
+        /* Past the class's retention a key is forgotten, whether or not a
+         * write has pruned it yet: the retention is what is promised. */
+        uint64_t now = gr__idem_now_ms();
+        if (now > e->at_ms && now - e->at_ms > gr__idem_retention(GR__G_CLS(g))) {
+            gr__idem_remove(log, e);
+            e = NULL;
+        }
+    }
+    if (!e) {
+        if (gr__idem_begin(log, m->idem, m->idem_len, &e) != 0) {
+            gr__msg_fail(rt, m, GR_ENOMEM, "out of memory");
+            return 1;
+        }
+        e->owner = m;
+        m->idem_entry = e;
+        return 0;
+    }
+    if (e->state == GR__IDEM_DONE) {
+        rt->stats.idem_replays++;
+        if (gr__msg_complete_copy(rt, m, e->status, e->reply, e->reply_len) != 0)
+            gr__msg_fail(rt, m, GR_ENOMEM, "out of memory");
+        return 1;
+    }
+    rt->stats.idem_waits++;
+    m->next = e->waiting;
+    e->waiting = m;
+    return 1;
+}
+
 static int gr__head_interleaves(gr_grain_t *g) {
     gr_msg_t *head = g->mb_head;
     if (!head) return 0;
@@ -1130,6 +1270,8 @@ static void gr__grain_run(gr_grain_t *g) {
         /* The caller gave up already: running the handler would only
          * produce a reply nobody reads. */
         gr__msg_fail(rt, m, GR_ETIMEDOUT, "deadline passed while queued");
+    } else if (m->idem_len && gr__idem_intercept(g, m)) {
+        /* Answered from the reply log, or parked behind the call that runs with its key. */
     } else {
         if (!m->method) m->method = gr__find_method(GR__G_CLS(g), m->method_name);
         if (!m->method && !strcmp(m->method_name, GR__REMINDER_METHOD) && GR__G_CLS(g)->on_reminder) {
@@ -1389,9 +1531,12 @@ static int gr__deadlock_check(gr_runtime_t *rt, gr_grain_t *g, gr_msg_t *m) {
 
 static int gr__submit(gr_runtime_t *rt, gr_grain_t *owner, const gr_ref_t *ref, const char *method,
                       const void *arg, size_t arg_len, uint32_t timeout_ms, int hops, int here,
-                      const uint8_t *chain, size_t chain_len, gr_call_cb cb, void *ud) {
-    if (!rt || !ref || !method || !cb || !ref->class_name || (ref->key_len && !ref->key) || (arg_len && !arg))
+                      const uint8_t *chain, size_t chain_len, const uint8_t *idem, size_t idem_len,
+                      gr_call_cb cb, void *ud) {
+    if (!rt || !ref || !method || !cb || !ref->class_name || (ref->key_len && !ref->key) ||
+        (arg_len && !arg) || (idem_len && !idem))
         return GR_EINVAL;
+    if (idem_len > GR_IDEM_KEY_MAX) return GR_ETOOBIG;
     size_t cl = strlen(ref->class_name), ml = strlen(method);
     if (cl == 0 || ml == 0) return GR_EINVAL;
     if (cl > GR_CLASS_NAME_MAX || ml > GR_METHOD_NAME_MAX || ref->key_len > GR_KEY_MAX ||
@@ -1446,7 +1591,12 @@ static int gr__submit(gr_runtime_t *rt, gr_grain_t *owner, const gr_ref_t *ref, 
             m->arg = gr__memdup(arg, arg_len);
         }
     }
-    if (!m || !m->method_name || !m->arg || gr__msg_set_chain(m, chain, chain_len, owner) != 0) {
+    if (m && idem_len) {
+        m->idem = gr__memdup(idem, idem_len);
+        m->idem_len = m->idem ? (uint8_t)idem_len : 0;
+    }
+    if (!m || !m->method_name || !m->arg || (idem_len && !m->idem) ||
+        gr__msg_set_chain(m, chain, chain_len, owner) != 0) {
         if (m) gr__msg_free(rt, m);
         gr__call_unlink(rt, c);
         gr__call_release(rt, c);
@@ -1524,13 +1674,23 @@ static int gr__submit(gr_runtime_t *rt, gr_grain_t *owner, const gr_ref_t *ref, 
 
 int gr_call(gr_runtime_t *rt, const gr_ref_t *ref, const char *method, const void *arg, size_t arg_len,
             uint32_t timeout_ms, gr_call_cb cb, void *ud) {
-    return gr__submit(rt, NULL, ref, method, arg, arg_len, timeout_ms, 0, 0, NULL, 0, cb, ud);
+    return gr__submit(rt, NULL, ref, method, arg, arg_len, timeout_ms, 0, 0, NULL, 0, NULL, 0, cb, ud);
+}
+
+void gr_call_options_init(gr_call_options_t *o) { memset(o, 0, sizeof *o); }
+
+int gr_call_ex(gr_runtime_t *rt, const gr_ref_t *ref, const char *method, const void *arg, size_t arg_len,
+               const gr_call_options_t *o, gr_call_cb cb, void *ud) {
+    if (!o) return GR_EINVAL;
+    return gr__submit(rt, NULL, ref, method, arg, arg_len, o->timeout_ms, 0, 0, NULL, 0, o->idempotency_key,
+                      o->idempotency_key_len, cb, ud);
 }
 
 int gr__call_hops(gr_runtime_t *rt, const gr_ref_t *ref, const char *method, const void *arg, size_t arg_len,
                   uint32_t timeout_ms, int hops, int here, const uint8_t *chain, size_t chain_len,
-                  gr_call_cb cb, void *ud) {
-    return gr__submit(rt, NULL, ref, method, arg, arg_len, timeout_ms, hops, here, chain, chain_len, cb, ud);
+                  const uint8_t *idem, size_t idem_len, gr_call_cb cb, void *ud) {
+    return gr__submit(rt, NULL, ref, method, arg, arg_len, timeout_ms, hops, here, chain, chain_len, idem,
+                      idem_len, cb, ud);
 }
 
 int gr_grain_call(gr_grain_t *g, const gr_ref_t *ref, const char *method, const void *arg, size_t arg_len,
@@ -1542,8 +1702,24 @@ int gr_grain_call(gr_grain_t *g, const gr_ref_t *ref, const char *method, const 
      * this grain (added by gr__submit, for the owner). */
     const gr_msg_t *cur = g->current;
     return gr__submit(GR__G_RT(g), g, ref, method, arg, arg_len, timeout_ms, 0, 0, cur ? cur->chain : NULL,
-                      cur ? cur->chain_len : 0, cb, ud);
+                      cur ? cur->chain_len : 0, NULL, 0, cb, ud);
 }
+
+int gr_grain_call_ex(gr_grain_t *g, const gr_ref_t *ref, const char *method, const void *arg, size_t arg_len,
+                     const gr_call_options_t *o, gr_call_cb cb, void *ud) {
+    if (!g || !o) return GR_EINVAL;
+    if (g->status != GR__G_ACTIVE) return GR_ESTATE;
+    const gr_msg_t *cur = g->current;
+    return gr__submit(GR__G_RT(g), g, ref, method, arg, arg_len, o->timeout_ms, 0, 0, cur ? cur->chain : NULL,
+                      cur ? cur->chain_len : 0, o->idempotency_key, o->idempotency_key_len, cb, ud);
+}
+
+const uint8_t *gr_msg_idempotency_key(const gr_msg_t *m, size_t *len) {
+    if (len) *len = m && m->idem_len ? m->idem_len : 0;
+    return m && m->idem_len ? m->idem : NULL;
+}
+
+const uint8_t *gr__msg_idem(const gr_msg_t *m, size_t *len) { return gr_msg_idempotency_key(m, len); }
 
 /* ---- replies ---- */
 
@@ -1553,8 +1729,19 @@ static int gr__reply(gr_msg_t *m, int status, const void *data, size_t len) {
     gr_grain_t *g = m->grain;
     gr_runtime_t *rt = GR__G_RT(g);
     assert((g->current == m || m->interleaved) && "gr_reply on a message that is not a turn in progress");
-    if (!((GR__G_CLS(g)->flags & GR_CLASS_PERSIST_BEFORE_REPLY) && (g->dirty || g->writing) &&
-          g->status == GR__G_ACTIVE)) {
+    int persist = (GR__G_CLS(g)->flags & GR_CLASS_PERSIST_BEFORE_REPLY) && g->status == GR__G_ACTIVE;
+    gr__idem_entry_t *e = m->idem_entry;
+    if (e && e->state == GR__IDEM_RUNNING) {
+        /* A keyed call's reply is remembered; a persisting class stores it
+         * with the state (a write even if the state did not change), and
+         * until that commits duplicates wait. */
+        if (gr__idem_record(&g->ext->idem, e, status, data, len, gr__idem_now_ms()) != 0) return GR_ENOMEM;
+        if (persist)
+            g->dirty = 1;
+        else
+            e->state = GR__IDEM_DONE;
+    }
+    if (!(persist && (g->dirty || g->writing))) {
         gr__turn_end(g, m); /* before completing: that frees m */
         if (!gr__may_answer(g)) {
             gr__msg_fail(rt, m, GR_ENOTHERE, gr__no_lease);
@@ -1729,8 +1916,9 @@ static void gr__class_entry_free(gr__class_entry_t *e) {
 }
 
 int gr_runtime_register(gr_runtime_t *rt, const gr_class_t *cls) {
+    /* Bit 30 of a stored format says a reply log follows the state. */
     if (!rt || !cls || !gr__valid_class_name(cls->name) || !cls->methods || !cls->methods[0].name ||
-        cls->placement > GR_PLACE_RANDOM)
+        cls->placement > GR_PLACE_RANDOM || (cls->state_version & GR__IDEM_FORMAT_FLAG))
         return GR_EINVAL;
     for (const gr_method_t *m = cls->methods; m->name; m++) {
         size_t n = strlen(m->name);

@@ -17,6 +17,8 @@ typedef struct gr__runtime_stats {
     uint64_t activations;    /* activations created */
     uint64_t deactivations;  /* activations finished */
     uint64_t storage_reads, storage_writes, storage_conflicts, storage_errors;
+    uint64_t idem_replays; /* keyed calls answered from the reply log without running */
+    uint64_t idem_waits;   /* keyed calls that waited for the first call with their key */
 } gr__runtime_stats_t;
 
 void gr__runtime_get_stats(const gr_runtime_t *rt, gr__runtime_stats_t *out);
@@ -59,6 +61,8 @@ const uint8_t *gr__msg_arg(const gr_msg_t *m, size_t *len);
 int gr__msg_hops(const gr_msg_t *m);
 /* The call chain (grain ids waiting on this call) to send with a forward. */
 const uint8_t *gr__msg_chain(const gr_msg_t *m, size_t *len);
+/* Its idempotency key, to send with a forward (NULL: none). */
+const uint8_t *gr__msg_idem(const gr_msg_t *m, size_t *len);
 uint32_t gr__msg_remaining_ms(const gr_runtime_t *rt, const gr_msg_t *m);
 
 void gr__runtime_run_here(gr_runtime_t *rt, gr_msg_t *m);
@@ -72,7 +76,7 @@ void gr__runtime_msg_done(gr_runtime_t *rt, gr_msg_t *m, int status, const uint8
  * a draining silo refuses such a call with GR_ESHUTDOWN. */
 int gr__call_hops(gr_runtime_t *rt, const gr_ref_t *ref, const char *method, const void *arg, size_t arg_len,
                   uint32_t timeout_ms, int hops, int here, const uint8_t *chain, size_t chain_len,
-                  gr_call_cb cb, void *ud);
+                  const uint8_t *idem, size_t idem_len, gr_call_cb cb, void *ud);
 
 /* ---- reminders ----
  * The silo's reminder service (silo/reminders.c) behind gr_reminder_*. Each

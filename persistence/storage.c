@@ -26,7 +26,8 @@ int gr_storage_write(gr_storage_t *st, const char *class_name, const void *key, 
     int rc = gr__check(st, class_name, key, key_len);
     if (rc) return rc;
     if (!cb || expected < 0 || (len && !data) || format > INT32_MAX) return GR_EINVAL;
-    if (len > GR_STATE_MAX) return GR_ETOOBIG;
+    /* The state, and the reply log the runtime stores after it (grains/idem.h). */
+    if (len > GR_STATE_MAX + GR__STORED_EXTRA) return GR_ETOOBIG;
     return st->vt->write(st, class_name, key, key_len, data, len, format, expected, cb, ud);
 }
 

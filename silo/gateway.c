@@ -364,7 +364,8 @@ static void gr__conn_request(gr__gconn_t *c, const gr__frame_t *f, size_t frame_
         return;
     }
     rc = gr__call_hops(gw->rt, &ref, method, f->u.request.arg, f->u.request.arg_len, f->u.request.timeout_ms,
-                       hops, here, f->u.request.chain, f->u.request.chain_len, gr__req_done, r);
+                       hops, here, f->u.request.chain, f->u.request.chain_len, f->u.request.idem,
+                       f->u.request.idem_len, gr__req_done, r);
     if (rc != 0) {
         gr__free(r);
         if (oneway) return;

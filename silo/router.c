@@ -238,8 +238,11 @@ static void gr__deliver(gr__router_t *r, gr_msg_t *m, const char *silo, int atte
     r->stats.forwarded++;
     /* HERE: the target activates the grain itself rather than asking the
      * directory again; its claim decides whether it may (docs/directory.md). */
+    size_t il;
+    const uint8_t *idem = gr__msg_idem(m, &il); /* the grain dedupes wherever it runs */
     int rc = gr__client_call_chain(peer, &ref, gr_msg_method(m), arg, al, remaining, GR__FRAME_REQUEST,
-                                   (uint8_t)((hops + 1) | GR__FRAME_F_HERE), chain, chl, gr__forward_done, f);
+                                   (uint8_t)((hops + 1) | GR__FRAME_F_HERE), chain, chl, idem, il,
+                                   gr__forward_done, f);
     if (rc != 0) {
         gr__free(f);
         gr__runtime_msg_done(r->rt, m, rc, NULL, 0);

@@ -101,6 +101,13 @@ int gr__frame_decode(const uint8_t *buf, size_t len, size_t max_body, gr__frame_
             f->u.request.chain = gr__rd_take(&r, hl);
             f->u.request.chain_len = hl;
         }
+        if (f->flags & GR__FRAME_F_IDEM) {
+            const uint8_t *ilp = gr__rd_take(&r, 1);
+            uint8_t il = ilp ? ilp[0] : 0;
+            if (il == 0 || il > GR_IDEM_KEY_MAX) return GR_EPROTO;
+            f->u.request.idem = gr__rd_take(&r, il);
+            f->u.request.idem_len = il;
+        }
         break;
     }
     case GR__FRAME_RESPONSE:
@@ -201,16 +208,27 @@ int gr__frame_encode_request_chain(gr__buf_t *b, uint8_t type, uint64_t id, uint
                                    const char *class_name, const void *key, size_t key_len,
                                    const char *method, const void *arg, size_t arg_len, const void *chain,
                                    size_t chain_len) {
+    return gr__frame_encode_request_full(b, type, id, timeout_ms, class_name, key, key_len, method, arg,
+                                         arg_len, chain, chain_len, NULL, 0);
+}
+
+int gr__frame_encode_request_full(gr__buf_t *b, uint8_t type, uint64_t id, uint32_t timeout_ms,
+                                  const char *class_name, const void *key, size_t key_len, const char *method,
+                                  const void *arg, size_t arg_len, const void *chain, size_t chain_len,
+                                  const void *idem, size_t idem_len) {
     size_t cl = strlen(class_name), ml = strlen(method);
     if (cl == 0 || ml == 0) return GR_EINVAL;
     if (cl > GR_CLASS_NAME_MAX || ml > GR_METHOD_NAME_MAX || key_len > gr__frame_key_max(class_name, cl) ||
-        arg_len > GR_ARG_MAX || chain_len > GR__CHAIN_MAX)
+        arg_len > GR_ARG_MAX || chain_len > GR__CHAIN_MAX || idem_len > GR_IDEM_KEY_MAX)
         return GR_ETOOBIG;
     size_t start;
-    int rc = gr__begin_frame(b, type, id, 16 + cl + key_len + ml + arg_len + (chain_len ? 2 + chain_len : 0),
+    int rc = gr__begin_frame(b, type, id,
+                             16 + cl + key_len + ml + arg_len + (chain_len ? 2 + chain_len : 0) +
+                                 (idem_len ? 1 + idem_len : 0),
                              &start);
     if (rc) return rc;
     if (chain_len) b->data[start + 7] |= GR__FRAME_F_CHAIN;
+    if (idem_len) b->data[start + 7] |= GR__FRAME_F_IDEM;
     gr__put32(b, timeout_ms);
     gr__put16(b, (uint16_t)cl);
     gr__put16(b, (uint16_t)ml);
@@ -223,6 +241,11 @@ int gr__frame_encode_request_chain(gr__buf_t *b, uint8_t type, uint64_t id, uint
     if (chain_len) {
         gr__put16(b, (uint16_t)chain_len);
         gr__put(b, chain, chain_len);
+    }
+    if (idem_len) {
+        uint8_t il = (uint8_t)idem_len;
+        gr__put(b, &il, 1);
+        gr__put(b, idem, idem_len);
     }
     gr__end_frame(b, start);
     return 0;

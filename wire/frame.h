@@ -23,6 +23,8 @@
 /* From a silo: run the call here (activating the grain if need be); the
  * sender chose this silo by the directory or as the grain's claim holder. */
 #define GR__FRAME_F_HERE 0x20u
+/* An idempotency key follows the chain (or the argument): u8 length (1..128), key. */
+#define GR__FRAME_F_IDEM 0x40u
 /* Most bytes of call chain a request carries (docs/grains.md). */
 #define GR__CHAIN_MAX 2048u
 /* Keys of `$` classes (silo-to-silo control) name a grain as class '\0' key
@@ -77,6 +79,8 @@ typedef struct gr__frame {
             size_t arg_len;
             const uint8_t *chain; /* grain ids waiting on this call (GR__FRAME_F_CHAIN) */
             size_t chain_len;
+            const uint8_t *idem; /* idempotency key (GR__FRAME_F_IDEM) */
+            size_t idem_len;
         } request; /* also ONEWAY */
         struct {
             int32_t status;
@@ -111,6 +115,11 @@ int gr__frame_encode_request_chain(gr__buf_t *b, uint8_t type, uint64_t id, uint
                                    const char *class_name, const void *key, size_t key_len,
                                    const char *method, const void *arg, size_t arg_len, const void *chain,
                                    size_t chain_len);
+/* The same with an idempotency key (idem_len 0: none; at most GR_IDEM_KEY_MAX). */
+int gr__frame_encode_request_full(gr__buf_t *b, uint8_t type, uint64_t id, uint32_t timeout_ms,
+                                  const char *class_name, const void *key, size_t key_len, const char *method,
+                                  const void *arg, size_t arg_len, const void *chain, size_t chain_len,
+                                  const void *idem, size_t idem_len);
 int gr__frame_encode_response(gr__buf_t *b, uint8_t type, uint64_t id, int32_t status, const void *body,
                               size_t body_len);
 int gr__frame_encode_empty(gr__buf_t *b, uint8_t type, uint64_t id);

@@ -50,6 +50,19 @@ GR_EXTERN int gr_client_new(uv_loop_t *loop, const gr_client_options_t *opts, gr
 GR_EXTERN int gr_client_call(gr_client_t *c, const gr_ref_t *ref, const char *method, const void *arg,
                              size_t arg_len, uint32_t timeout_ms, gr_call_cb cb, void *ud);
 
+/** gr_client_call() with options (gr_call_options_t): an idempotency key
+ * sent with the call (the grain answers a repeat of a call it already
+ * answered with that answer), and retries: with retry_for_ms, retryable
+ * errors (gr_err_retryable) are retried with jittered exponential backoff
+ * (20 ms doubling to 1 s) across the client's silos, every attempt with
+ * the same key (one is made when none is given); no attempt starts later
+ * than retry_for_ms after this call, and each waits at most timeout_ms (0:
+ * the client's call_timeout_ms). cb runs once, with the first
+ * non-retryable result or the last retryable one. Returns 0, or
+ * GR_EINVAL/GR_ETOOBIG/GR_ESHUTDOWN/GR_ENOMEM (cb never runs). */
+GR_EXTERN int gr_client_call_ex(gr_client_t *c, const gr_ref_t *ref, const char *method, const void *arg,
+                                size_t arg_len, const gr_call_options_t *opts, gr_call_cb cb, void *ud);
+
 /** The id the connected silo announced in its handshake, or NULL. */
 GR_EXTERN const char *gr_client_silo(const gr_client_t *c);
 

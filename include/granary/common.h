@@ -27,6 +27,7 @@
 #define GR_KEY_MAX 1024u                   /* bytes; any byte value including NUL */
 #define GR_ARG_MAX (1024u * 1024u)         /* bytes of call argument or reply body */
 #define GR_STATE_MAX (16u * 1024u * 1024u) /* bytes of grain state */
+#define GR_IDEM_KEY_MAX 128u               /* bytes of an idempotency key (docs/exactly-once.md) */
 
 /** Replace the allocator used by every Granary allocation (and by the uthash
  * tables inside it). All four functions must be non-NULL and behave like the C

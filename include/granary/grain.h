@@ -116,6 +116,12 @@ typedef struct gr_class {
     /* gr_placement: where a new activation goes in a cluster (default
      * GR_PLACE_LOCAL). Other values fail registration with GR_EINVAL. */
     unsigned placement;
+    /* Idempotency keys (docs/exactly-once.md): how many replies of keyed
+     * calls each grain remembers (0: 1000) and for how long (0: 600000 ms).
+     * With GR_CLASS_PERSIST_BEFORE_REPLY they are stored with the state and
+     * survive any activation; otherwise they live in the activation only. */
+    uint32_t idempotency_keys;
+    uint32_t idempotency_retention_ms;
 } gr_class_t;
 
 /** Completion of a call. status is 0 with the reply bytes, GR_EAPP with the
@@ -159,10 +165,33 @@ GR_EXTERN const gr_class_t *gr_runtime_find_class(gr_runtime_t *rt, const char *
 
 /** Call a grain from outside any grain (a client gateway, a test, main()).
  * Copies everything it needs before returning. timeout_ms 0 uses the target
- * class's call_timeout_ms, else the runtime default. Returns 0 (cb will run once) or GR_EINVAL/GR_ETOOBIG/GR_ESHUTDOWN
- * (cb will not run). */
+ * class's call_timeout_ms, else the runtime default. Returns 0 (cb will run once) or
+ * GR_EINVAL/GR_ETOOBIG/GR_ESHUTDOWN (cb will not run). */
 GR_EXTERN int gr_call(gr_runtime_t *rt, const gr_ref_t *ref, const char *method, const void *arg,
                       size_t arg_len, uint32_t timeout_ms, gr_call_cb cb, void *ud);
+
+/** Options of one call (gr_call_ex, gr_grain_call_ex, gr_client_call_ex);
+ * gr_call_options_init() fills the defaults. */
+typedef struct gr_call_options {
+    uint32_t timeout_ms;         /* 0: the target class's call_timeout_ms, else the default */
+    const void *idempotency_key; /* NULL: none. With a key, a call that repeats one the grain
+                                  * already answered (within the class's retention) gets that
+                                  * answer without running; one that repeats a running call waits
+                                  * for it (docs/exactly-once.md) */
+    size_t idempotency_key_len;  /* 1..GR_IDEM_KEY_MAX with a key */
+    uint32_t retry_for_ms;       /* gr_client_call_ex only: retry retryable errors with jittered
+                                  * backoff until this long after the call (0: no retries); without
+                                  * a key, one is made for the call */
+} gr_call_options_t;
+
+/** Fill `opts` with the defaults (everything 0/NULL). */
+GR_EXTERN void gr_call_options_init(gr_call_options_t *opts);
+
+/** gr_call() with options. Returns 0 (cb will run once) or
+ * GR_EINVAL/GR_ETOOBIG (a key over GR_IDEM_KEY_MAX, ...)/GR_ESHUTDOWN/GR_ENOMEM
+ * (cb will not run). */
+GR_EXTERN int gr_call_ex(gr_runtime_t *rt, const gr_ref_t *ref, const char *method, const void *arg,
+                         size_t arg_len, const gr_call_options_t *opts, gr_call_cb cb, void *ud);
 
 /** Deactivate every grain (writing dirty state), refuse new calls with
  * GR_ESHUTDOWN, and run `cb` once nothing is active any more. Returns 0 or
@@ -265,6 +294,16 @@ GR_EXTERN uint64_t gr_msg_deadline(const gr_msg_t *msg);
  * a handler can skip work nobody will read, or pass the rest on as the
  * timeout of the calls it makes. */
 GR_EXTERN uint32_t gr_msg_remaining_ms(const gr_msg_t *msg);
+
+/** The idempotency key the call of `msg` carries (NULL, *len 0: none): a
+ * grain that calls another grain or an external system on behalf of a keyed
+ * call derives its own keys from it (docs/exactly-once.md). */
+GR_EXTERN const uint8_t *gr_msg_idempotency_key(const gr_msg_t *msg, size_t *len);
+
+/** gr_grain_call() with options (the same returns as gr_call_ex(), and
+ * GR_ESTATE when the grain is not active). */
+GR_EXTERN int gr_grain_call_ex(gr_grain_t *grain, const gr_ref_t *ref, const char *method, const void *arg,
+                               size_t arg_len, const gr_call_options_t *opts, gr_call_cb cb, void *ud);
 
 /** Call another grain from inside a grain. Like gr_call(), but the call
  * belongs to the activation: if the grain is deactivated first, cb runs with

@@ -166,20 +166,47 @@ static void m_relay(gr_grain_t *g, gr_msg_t *m, const uint8_t *a, size_t n) {
 }
 
 static const gr_method_t t_methods[] = {
-    {"incr", m_incr},   {"get", m_get},   {"record", m_record},     {"slow", m_slow},
-    {"never", m_never}, {"fail", m_fail}, {"timer", m_start_timer}, {"ticks", m_ticks},
-    {"where", m_where}, {"bye", m_bye},   {"dump", m_dump},         {"reset", m_reset},
-    {"version", m_version}, {"remaining", m_remaining}, {NULL, NULL},
+    {"incr", m_incr},
+    {"get", m_get},
+    {"record", m_record},
+    {"slow", m_slow},
+    {"never", m_never},
+    {"fail", m_fail},
+    {"timer", m_start_timer},
+    {"ticks", m_ticks},
+    {"where", m_where},
+    {"bye", m_bye},
+    {"dump", m_dump},
+    {"reset", m_reset},
+    {"version", m_version},
+    {"remaining", m_remaining},
+    {NULL, NULL},
 };
 
 /* Persist-before-reply counter. */
-static const gr_class_t counter_cls = {.name = "Counter", .methods = t_methods, .on_activate = t_on_activate, .on_deactivate = t_on_deactivate, .flags = GR_CLASS_PERSIST_BEFORE_REPLY};
+static const gr_class_t counter_cls = {.name = "Counter",
+                                       .methods = t_methods,
+                                       .on_activate = t_on_activate,
+                                       .on_deactivate = t_on_deactivate,
+                                       .flags = GR_CLASS_PERSIST_BEFORE_REPLY};
+/* Persisted and reentrant, remembering 3 keys for 300 ms: idempotency keys. */
+static const gr_class_t keyed_cls = {.name = "Keyed",
+                                     .methods = t_methods,
+                                     .on_activate = t_on_activate,
+                                     .on_deactivate = t_on_deactivate,
+                                     .flags = GR_CLASS_PERSIST_BEFORE_REPLY | GR_CLASS_REENTRANT,
+                                     .idempotency_keys = 3,
+                                     .idempotency_retention_ms = 300};
 /* Same methods, no persist-before-reply, short idle age. */
-static const gr_class_t lazy_cls = {.name = "Lazy", .methods = t_methods, .on_activate = t_on_activate, .on_deactivate = t_on_deactivate, .idle_deactivate_ms = 60};
+static const gr_class_t lazy_cls = {.name = "Lazy",
+                                    .methods = t_methods,
+                                    .on_activate = t_on_activate,
+                                    .on_deactivate = t_on_deactivate,
+                                    .idle_deactivate_ms = 60};
 
 /* Calls to it that pass no timeout get 50 ms. */
-static const gr_class_t quick_cls = {.name = "Quick", .methods = t_methods, .on_activate = t_on_activate,
-                                     .call_timeout_ms = 50};
+static const gr_class_t quick_cls = {
+    .name = "Quick", .methods = t_methods, .on_activate = t_on_activate, .call_timeout_ms = 50};
 
 static const gr_method_t relay_methods[] = {{"relay", m_relay}, {NULL, NULL}};
 static const gr_class_t relay_cls = {.name = "Relay", .methods = relay_methods};
@@ -211,8 +238,8 @@ static void m_call(gr_grain_t *g, gr_msg_t *m, const uint8_t *a, size_t n) {
     if (rc != 0) gr_reply_error(m, gr_err_name(rc));
 }
 
-static const gr_method_t ring_methods[] = {{"call", m_call}, {"incr", m_incr}, {"get", m_get},
-                                            {"slow", m_slow}, {"never", m_never}, {NULL, NULL}};
+static const gr_method_t ring_methods[] = {{"call", m_call}, {"incr", m_incr},   {"get", m_get},
+                                           {"slow", m_slow}, {"never", m_never}, {NULL, NULL}};
 static const char *const ring_interleave[] = {"get", NULL};
 /* Non-reentrant, with "get" interleaving. */
 static const gr_class_t ring_cls = {
@@ -225,7 +252,8 @@ static void m_set(gr_grain_t *g, gr_msg_t *m, const uint8_t *a, size_t n) {
     reply_int(m, gr_state_set(g, "x", 1));
 }
 
-static const gr_method_t worker_methods[] = {{"slow", m_slow}, {"set", m_set}, {"where", m_where}, {NULL, NULL}};
+static const gr_method_t worker_methods[] = {
+    {"slow", m_slow}, {"set", m_set}, {"where", m_where}, {NULL, NULL}};
 /* At most 3 activations per key per runtime. */
 static const gr_class_t worker_cls = {.name = "Worker",
                                       .methods = worker_methods,
@@ -293,7 +321,8 @@ static int fake_remove(void *ud, const char *cls, const uint8_t *key, size_t key
                        gr_call_cb cb, void *cb_ud) {
     return GR_ENOENT;
 }
-static int fake_list(void *ud, const char *cls, const uint8_t *key, size_t key_len, gr_call_cb cb, void *cb_ud) {
+static int fake_list(void *ud, const char *cls, const uint8_t *key, size_t key_len, gr_call_cb cb,
+                     void *cb_ud) {
     return GR_ENOENT;
 }
 static const gr__reminder_ops_t fake_ops = {fake_add, fake_remove, fake_list};
@@ -346,6 +375,7 @@ static gr_runtime_t *make_rt(fx_t *fx, const char *id, uint32_t max_queue) {
     assert_int_equal(gr_runtime_register(rt, &rring_cls), 0);
     assert_int_equal(gr_runtime_register(rt, &worker_cls), 0);
     assert_int_equal(gr_runtime_register(rt, &rem_cls), 0);
+    assert_int_equal(gr_runtime_register(rt, &keyed_cls), 0);
     return rt;
 }
 
@@ -410,6 +440,18 @@ static sread_t storage_row(fx_t *fx, const char *cls, const char *key) {
     assert_int_equal(gr_storage_read(fx->st, cls, key, strlen(key), on_sread, &s), 0);
     assert_true(gr_test_run_until(&fx->loop, &s.done, 2000));
     return s;
+}
+
+static void call_key(fx_t *fx, gr_runtime_t *rt, const char *cls, const char *key, const char *method,
+                     const char *idem, res_t *r) {
+    memset(r, 0, sizeof *r);
+    gr_ref_t ref = {cls, key, strlen(key)};
+    gr_call_options_t o;
+    gr_call_options_init(&o);
+    o.idempotency_key = idem;
+    o.idempotency_key_len = strlen(idem);
+    assert_int_equal(gr_call_ex(rt, &ref, method, NULL, 0, &o, on_done, r), 0);
+    assert_true(gr_test_run_until(&fx->loop, &r->done, 5000));
 }
 
 /* ---- cases ---- */
@@ -718,7 +760,7 @@ static void test_stateless_workers(void **state) {
         assert_int_equal(rs[i].status, 0);
         assert_string_equal(rs[i].reply, "late");
     }
-    assert_int_equal(activations, 3); /* capped at max_workers */
+    assert_int_equal(activations, 3);     /* capped at max_workers */
     assert_int_equal(busy_violations, 0); /* each activation still one turn at a time */
     assert_int_equal(gr_runtime_activation_count(fx->rt), 3);
     gr__runtime_get_stats(fx->rt, &after);
@@ -969,6 +1011,99 @@ static void test_where(void **state) {
     assert_string_equal(r.reply, "silo-b");
 }
 
+/* Idempotency keys (docs/exactly-once.md): a repeat gets the first reply
+ * without running, on this silo or another (the log is stored with the
+ * state in the same write), concurrent repeats wait for the first, the
+ * count and age bounds hold, and a class that does not persist keeps its
+ * log in the activation only. */
+static void test_idempotency_keys(void **state) {
+    fx_t *fx = *state;
+    res_t r, r2;
+    call_key(fx, fx->rt, "Counter", "k", "incr", "op-1", &r);
+    assert_string_equal(r.reply, "1");
+    call_key(fx, fx->rt, "Counter", "k", "incr", "op-1", &r);
+    assert_int_equal(r.status, 0);
+    assert_string_equal(r.reply, "1"); /* the stored reply: the handler did not run */
+    call(fx, fx->rt, "Counter", "k", "get", NULL, 0, &r);
+    assert_string_equal(r.reply, "1");
+    call_key(fx, fx->rt, "Counter", "k", "incr", "op-2", &r);
+    assert_string_equal(r.reply, "2");
+    gr__runtime_stats_t st;
+    gr__runtime_get_stats(fx->rt, &st);
+    assert_int_equal(st.idem_replays, 1);
+    /* Stored with the state: another silo's activation answers from it. */
+    sread_t row = storage_row(fx, "Counter", "k");
+    assert_true(row.format & 0x40000000u);
+    call_key(fx, fx->rt2, "Counter", "k", "incr", "op-1", &r);
+    assert_string_equal(r.reply, "1");
+    call_key(fx, fx->rt2, "Counter", "k", "incr", "op-2", &r);
+    assert_string_equal(r.reply, "2");
+    call(fx, fx->rt2, "Counter", "k", "get", NULL, 0, &r);
+    assert_string_equal(r.reply, "2");
+    /* Application errors are answers too. */
+    call_key(fx, fx->rt, "Counter", "e", "fail", "op-f", &r);
+    assert_int_equal(r.status, GR_EAPP);
+    call_key(fx, fx->rt, "Counter", "e", "fail", "op-f", &r2);
+    assert_int_equal(r2.status, GR_EAPP);
+    assert_string_equal(r2.reply, r.reply);
+
+    /* Two calls with one key at once on a reentrant class: the second waits
+     * for the first (it would otherwise run beside it) and gets its reply. */
+    gr_ref_t ref = {"Keyed", "w", 1};
+    gr_call_options_t o;
+    gr_call_options_init(&o);
+    o.idempotency_key = "slow-1";
+    o.idempotency_key_len = 6;
+    memset(&r, 0, sizeof r);
+    memset(&r2, 0, sizeof r2);
+    assert_int_equal(gr_call_ex(fx->rt, &ref, "slow", NULL, 0, &o, on_done, &r), 0);
+    assert_int_equal(gr_call_ex(fx->rt, &ref, "slow", NULL, 0, &o, on_done, &r2), 0);
+    assert_true(gr_test_run_until(&fx->loop, &r.done, 5000));
+    assert_true(gr_test_run_until(&fx->loop, &r2.done, 5000));
+    assert_int_equal(r.status, 0);
+    assert_int_equal(r2.status, 0);
+    assert_string_equal(r2.reply, "late");
+    gr__runtime_get_stats(fx->rt, &st);
+    assert_int_equal(st.idem_waits, 1);
+    assert_int_equal(busy_violations, 0); /* slow never ran twice at once */
+
+    /* Bounds: 3 keys, then the oldest goes; 300 ms, then every key goes. */
+    const char *ks[] = {"a", "b", "c", "d"};
+    for (int i = 0; i < 4; i++)
+        call_key(fx, fx->rt, "Keyed", "n", "incr", ks[i], &r);
+    assert_string_equal(r.reply, "4");
+    call_key(fx, fx->rt, "Keyed", "n", "incr", "d", &r);
+    assert_string_equal(r.reply, "4"); /* remembered */
+    call_key(fx, fx->rt, "Keyed", "n", "incr", "a", &r);
+    assert_string_equal(r.reply, "5"); /* forgotten (count bound, at the write of "d"): runs again */
+    gr_test_run_for(&fx->loop, 350);
+    call_key(fx, fx->rt, "Keyed", "n", "incr", "d", &r); /* the write of this prunes by age... */
+    assert_string_equal(r.reply, "6");                   /* ...and "d" was older than 300 ms */
+
+    /* Not persisted before reply: the log is written with the state when
+     * the state is (here at deactivation), never apart from it. */
+    call_key(fx, fx->rt, "Lazy", "m", "incr", "op-1", &r);
+    call_key(fx, fx->rt, "Lazy", "m", "incr", "op-1", &r2);
+    assert_string_equal(r.reply, "1");
+    assert_string_equal(r2.reply, "1");
+    int before = deactivations;
+    gr_test_run_for(&fx->loop, 300); /* idle (60 ms): deactivated, state and log saved together */
+    assert_int_equal(deactivations, before + 1);
+    call_key(fx, fx->rt, "Lazy", "m", "incr", "op-1", &r);
+    assert_string_equal(r.reply, "1");
+    call_key(fx, fx->rt, "Lazy", "m", "incr", "op-2", &r);
+    assert_string_equal(r.reply, "2");
+
+    /* Keys over the limit are refused before anything runs. */
+    char big[GR_IDEM_KEY_MAX + 2];
+    memset(big, 'k', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    gr_ref_t kref = {"Counter", "k", 1};
+    o.idempotency_key = big;
+    o.idempotency_key_len = GR_IDEM_KEY_MAX + 1;
+    assert_int_equal(gr_call_ex(fx->rt, &kref, "incr", NULL, 0, &o, on_done, &r), GR_ETOOBIG);
+}
+
 int main(void) {
     gr__log_setup(GR__LOG_ERROR, GR__LOG_TEXT, "test");
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -996,6 +1131,7 @@ int main(void) {
         T(test_state_versions),
         T(test_state_upgrade_failure),
         T(test_reminder_dispatch),
+        T(test_idempotency_keys),
     };
     return cmocka_run_group_tests_name("grains.runtime", tests, NULL, NULL);
 }

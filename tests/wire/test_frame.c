@@ -50,8 +50,8 @@ static void test_request_chain(void **st) {
     /* Without a chain the flag stays clear. */
     gr__buf_t p;
     gr__buf_init(&p);
-    assert_int_equal(gr__frame_encode_request(&p, GR__FRAME_REQUEST, 8, 100, "Counter", "k", 1, "get", NULL, 0),
-                     0);
+    assert_int_equal(
+        gr__frame_encode_request(&p, GR__FRAME_REQUEST, 8, 100, "Counter", "k", 1, "get", NULL, 0), 0);
     assert_int_equal(gr__frame_decode(p.data, p.len, GR_FRAME_MAX_DEFAULT, &f, &used), 0);
     assert_false(f.flags & GR__FRAME_F_CHAIN);
     assert_int_equal(f.u.request.chain_len, 0);
@@ -69,11 +69,52 @@ static void test_request_chain(void **st) {
     /* Over the limit: refused by the encoder. */
     static uint8_t big[GR__CHAIN_MAX + 1];
     b.len = 0;
-    assert_int_equal(gr__frame_encode_request_chain(&b, GR__FRAME_REQUEST, 9, 100, "C", "k", 1, "m", NULL, 0, big,
-                                                    sizeof big),
+    assert_int_equal(gr__frame_encode_request_chain(&b, GR__FRAME_REQUEST, 9, 100, "C", "k", 1, "m", NULL, 0,
+                                                    big, sizeof big),
                      GR_ETOOBIG);
     gr__buf_free(&b);
     gr__buf_free(&p);
+}
+
+/* An idempotency key sets the IDEM flag and follows the chain; 1..128
+ * bytes; a flagged frame with a key of 0 bytes, over 128, or cut short is
+ * malformed. */
+static void test_request_idem(void **st) {
+    gr__buf_t b;
+    gr__buf_init(&b);
+    const uint8_t chain[] = {0, 3, 'A', 0, 'a'};
+    assert_int_equal(gr__frame_encode_request_full(&b, GR__FRAME_REQUEST, 9, 100, "Counter", "k", 1, "incr",
+                                                   "x", 1, chain, sizeof chain, "op-42", 5),
+                     0);
+    gr__frame_t f;
+    size_t used;
+    assert_int_equal(gr__frame_decode(b.data, b.len, GR_FRAME_MAX_DEFAULT, &f, &used), 0);
+    assert_int_equal(used, b.len);
+    assert_true(f.flags & GR__FRAME_F_IDEM);
+    assert_true(f.flags & GR__FRAME_F_CHAIN);
+    assert_int_equal(f.u.request.idem_len, 5);
+    assert_memory_equal(f.u.request.idem, "op-42", 5);
+    assert_int_equal(f.u.request.chain_len, sizeof chain);
+    assert_int_equal(f.u.request.arg_len, 1);
+    /* A key of 0 bytes in a flagged frame: rewrite its length byte. */
+    b.data[b.len - 6] = 0;
+    assert_int_equal(gr__frame_decode(b.data, b.len, GR_FRAME_MAX_DEFAULT, &f, &used), GR_EPROTO);
+    b.data[b.len - 6] = 200; /* over 128 (and past the end) */
+    assert_int_equal(gr__frame_decode(b.data, b.len, GR_FRAME_MAX_DEFAULT, &f, &used), GR_EPROTO);
+    b.len = 0;
+    static char big[GR_IDEM_KEY_MAX + 1];
+    memset(big, 'k', sizeof big);
+    assert_int_equal(gr__frame_encode_request_full(&b, GR__FRAME_REQUEST, 9, 100, "Counter", "k", 1, "incr",
+                                                   NULL, 0, NULL, 0, big, GR_IDEM_KEY_MAX),
+                     0);
+    assert_int_equal(gr__frame_decode(b.data, b.len, GR_FRAME_MAX_DEFAULT, &f, &used), 0);
+    assert_int_equal(f.u.request.idem_len, GR_IDEM_KEY_MAX);
+    b.len = 0;
+    assert_int_equal(gr__frame_encode_request_full(&b, GR__FRAME_REQUEST, 9, 100, "Counter", "k", 1, "incr",
+                                                   NULL, 0, NULL, 0, big, GR_IDEM_KEY_MAX + 1),
+                     GR_ETOOBIG);
+    assert_int_equal(b.len, 0);
+    gr__buf_free(&b);
 }
 
 static void test_all_types_round_trip(void **st) {
@@ -255,6 +296,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_request_round_trip),
         cmocka_unit_test(test_request_chain),
+        cmocka_unit_test(test_request_idem),
         cmocka_unit_test(test_all_types_round_trip),
         cmocka_unit_test(test_truncated_needs_more),
         cmocka_unit_test(test_oversized_rejected_early),
