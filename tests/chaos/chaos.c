@@ -14,7 +14,7 @@
  * when namespaces cannot be made (not root, no iproute2).
  *
  * The hot workload runs beside it: H workers (default 8, 0: none) on 4 hot
- * counters, each operation a get or an incr_once through a different silo.
+ * counters, each operation a get or a keyed incr through a different silo.
  * Every acknowledged operation goes into a history with its invocation and
  * completion times, and the history checker (harness.h) checks real-time
  * order (no stale read), no value returned twice, and the final values.

@@ -3,9 +3,10 @@
  * SIGKILL under load with a strict checker, scale-down 3 -> 1, refusal of
  * wrong secrets, and a silo cut off from the database fencing itself.
  *
- * The checker: workers send `incr_once OPID` (idempotent by operation id)
- * and retry each operation until it is acknowledged, so at the end every
- * counter must equal exactly the number of acknowledged operations. */
+ * The checker: workers send plain `incr` with an idempotency key per
+ * operation and retry each operation (same key) until it is acknowledged,
+ * so at the end every counter must equal exactly the number of
+ * acknowledged operations. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>

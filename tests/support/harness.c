@@ -250,6 +250,7 @@ struct gr_h_load {
     int nclients, nworkers, nkeys, nhot_keys;
     gr_h_worker_t workers[GR_H_MAX_WORKERS];
     int running;
+    uint64_t nonce; /* in every operation's idempotency key: loads never share keys */
     uint64_t acked[GR_H_MAX_KEYS];  /* incrs acknowledged, per key */
     uint64_t issued[GR_H_MAX_KEYS]; /* incrs started (each counted once, however often sent) */
     gr_h_summary_t sum;
@@ -338,15 +339,22 @@ static void gr_h_issue(gr_h_worker_t *w) {
     } else {
         w->retried = 1;
     }
-    snprintf(op, sizeof op, "w%d-%llu", w->id, (unsigned long long)w->seq);
+    snprintf(op, sizeof op, "%llx-w%d-%llu", (unsigned long long)l->nonce, w->id, (unsigned long long)w->seq);
     gr_h_key_name(l, w->key, key, sizeof key);
     gr_ref_t ref = {"Counter", key, strlen(key)};
     l->sum.attempted++;
     /* A hot worker enters through a different silo for each operation. */
     int ci = w->hot ? (int)((uint64_t)w->id + w->seq) % l->nclients : w->id % l->nclients;
     gr_client_t *c = l->clients[ci];
+    /* A plain incr with the framework's idempotency key: every send of one
+     * operation carries the same key, so it counts once (docs/exactly-once.md). */
+    gr_call_options_t co;
+    gr_call_options_init(&co);
+    co.timeout_ms = 3000;
+    co.idempotency_key = op;
+    co.idempotency_key_len = strlen(op);
     int rc = w->get ? gr_client_call(c, &ref, "get", NULL, 0, 3000, gr_h_done, w)
-                    : gr_client_call(c, &ref, "incr_once", op, strlen(op), 3000, gr_h_done, w);
+                    : gr_client_call_ex(c, &ref, "incr", NULL, 0, &co, gr_h_done, w);
     if (rc != 0) uv_timer_start(&w->retry, gr_h_retry_cb, 20, 0);
 }
 
@@ -357,6 +365,7 @@ gr_h_load_t *gr_h_load_new(gr_h_cluster_t *c, uv_loop_t *loop, int n_clients, in
     gr_h_load_t *l = calloc(1, sizeof *l);
     l->cluster = c;
     l->loop = loop;
+    l->nonce = uv_hrtime() ^ ((uint64_t)getpid() << 40);
     l->nclients = n_clients;
     l->nworkers = workers;
     l->nkeys = keys;
@@ -424,8 +433,9 @@ static int gr_h_cmp(const void *a, const void *b) {
  * and return the new value, that comes down to, per key:
  *  - real time: if X was acknowledged before Y was first sent, Y returns at
  *    least X's value, and more than it if Y is an incr (Y took effect after
- *    X, on a counter already at X's value or beyond; a retried incr_once
- *    that finds itself applied returns the current value, newer still);
+ *    X, on a counter already at X's value or beyond; a retried incr whose
+ *    first send was applied gets that send's stored reply (its key), and
+ *    X was then not acknowledged before Y was first sent);
  *  - no value twice: two incrs answered on their first send (so each
  *    returned the value its own increment made) never return the same value;
  *  - the final value lies between the acknowledged and the attempted incrs.

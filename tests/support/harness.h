@@ -1,9 +1,10 @@
 /* tests/support/harness.h - a cluster of real silo processes and a checked
  * load, shared by the cluster tests and the chaos harness.
  *
- * The load: W workers send `incr_once OPID` to M counters and retry each
- * operation (same id: idempotent) until it is acknowledged, so at the end
- * every counter must equal exactly its acknowledged operations. */
+ * The load: W workers send plain `incr` with an idempotency key per
+ * operation to M counters and retry each operation (same key: it counts
+ * once) until it is acknowledged, so at the end every counter must equal
+ * exactly its acknowledged operations. */
 #ifndef GR_TEST_HARNESS_H
 #define GR_TEST_HARNESS_H
 
