@@ -3,7 +3,8 @@
  * latency percentiles on one line.
  *   bench_client --silo HOST:PORT[,..] [--cluster C] [--method M] [--keys N]
  *                [--prefix P] [--window W] [--seconds S] [--max-calls N] [--label L]
- *                [--tls-ca F] [--tls-cert F --tls-key F] [--tls-server-name N]
+ *                [--tls-ca F] [--tls-cert F --tls-key F] [--tls-server-name N] [--idem 1]
+ * --idem 1: each call carries a fresh idempotency key (docs/exactly-once.md).
  * Traffic goes only where --silo says (the bench scripts use 127.0.0.1). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,8 @@ typedef struct {
     size_t nlat, caplat;
     int first_err;
     int stopping;
+    int idem;            /* --idem 1: every call carries its own idempotency key */
+    unsigned long nonce; /* in the keys, so runs never share them */
 } bench_t;
 
 typedef struct {
@@ -58,7 +61,16 @@ static void issue(bench_t *b) {
     op->b = b;
     op->t0 = uv_hrtime();
     b->sent++;
-    if (gr_client_call(b->c, &ref, b->method, NULL, 0, 30000, on_reply, op) != 0) {
+    gr_call_options_t co;
+    gr_call_options_init(&co);
+    co.timeout_ms = 30000;
+    char idem[48];
+    if (b->idem) {
+        co.idempotency_key = idem;
+        co.idempotency_key_len = (size_t)snprintf(idem, sizeof idem, "b%lx-%llu", b->nonce,
+                                                  (unsigned long long)b->sent);
+    }
+    if (gr_client_call_ex(b->c, &ref, b->method, NULL, 0, &co, on_reply, op) != 0) {
         free(op);
         b->failed++;
     }
@@ -76,6 +88,7 @@ int main(int argc, char **argv) {
     b.method = "get";
     b.prefix = "k";
     b.keys = 1000;
+    b.nonce = (unsigned long)uv_hrtime();
     b.window = 64;
     double seconds = 3;
     b.max_calls = 50000000;
@@ -100,6 +113,8 @@ int main(int argc, char **argv) {
             b.max_calls = strtoull(v, NULL, 10);
         else if (!strcmp(a, "--label"))
             label = v;
+        else if (!strcmp(a, "--idem"))
+            b.idem = atoi(v);
         else if (!strcmp(a, "--tls-ca"))
             o.tls_ca = v;
         else if (!strcmp(a, "--tls-cert"))

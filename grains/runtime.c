@@ -2339,6 +2339,15 @@ int gr__runtime_write_metrics(const gr_runtime_t *rt, gr__buf_t *b) {
         (unsigned long long)s->storage_reads, (unsigned long long)s->storage_writes,
         (unsigned long long)s->storage_conflicts, (unsigned long long)s->storage_errors, queued,
         rt->draining ? rt->n_grains : (size_t)0);
+    rc |= gr__buf_printf(
+        b,
+        "# HELP granary_idempotent_replays_total Keyed calls answered from the reply log "
+        "without running (a retry of a call that had run).\n"
+        "# TYPE granary_idempotent_replays_total counter\ngranary_idempotent_replays_total %llu\n"
+        "# HELP granary_idempotent_waits_total Keyed calls that waited for the running call "
+        "with their key.\n"
+        "# TYPE granary_idempotent_waits_total counter\ngranary_idempotent_waits_total %llu\n",
+        (unsigned long long)s->idem_replays, (unsigned long long)s->idem_waits);
     rc |= gr__buf_printf(b, "# HELP granary_storage_read_duration_seconds Latency of state loads (claim and "
                             "read).\n# TYPE granary_storage_read_duration_seconds histogram\n");
     rc |= gr__hist_write(&rt->read_latency, b, "granary_storage_read_duration_seconds", "");
