@@ -20,9 +20,6 @@
 #endif
 
 #define GR__ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
-/* Bytes a stored state row may carry beyond GR_STATE_MAX: the reply log of
- * keyed calls (grains/idem.h: 2 MiB, plus the newest reply of up to 1 MiB). */
-#define GR__STORED_EXTRA (4u * 1024u * 1024u)
 #define GR__CONTAINER_OF(ptr, type, field) ((type *)((char *)(ptr)-offsetof(type, field)))
 
 /* ---- allocation (hookable, see gr_replace_allocator) ---- */
@@ -32,6 +29,9 @@ void *gr__realloc(void *p, size_t n);
 void gr__free(void *p);
 char *gr__strdup(const char *s);
 void *gr__memdup(const void *p, size_t n);
+/* The wall clock in ms since the epoch (the same on every silo, within NTP):
+ * for ages judged across silos, such as an idempotency key's retention. */
+uint64_t gr__wall_ms(void);
 
 /* uthash allocates through the hook. With HASH_NONFATAL_OOM an allocation
  * failure leaves the item out of the table and calls uthash_nonfatal_oom,

@@ -319,3 +319,9 @@ int gr__hist_write(const gr__hist_t *h, gr__buf_t *b, const char *name, const ch
                             name, braced, (unsigned long long)h->count);
     return rc;
 }
+
+uint64_t gr__wall_ms(void) {
+    uv_timeval64_t tv;
+    uv_gettimeofday(&tv);
+    return (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
+}

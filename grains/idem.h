@@ -3,13 +3,9 @@
  * with the same key gets the first reply instead of running again
  * (docs/exactly-once.md). A log is plain data: the runtime decides when an
  * entry starts, settles or is written; this module keeps the entries in age
- * order, bounds them and turns them into bytes and back.
- *
- * Stored form (appended to the state bytes when a class persists, flagged by
- * GR__IDEM_FORMAT_FLAG in the row's state format):
- *   entries, oldest first: u8 key_len, key, u64 at_ms, i32 status, u32 reply_len, reply
- *   then u32 length of the entries, u32 GR__IDEM_MAGIC
- */
+ * order, bounds them and turns them into bytes and back: the entries a
+ * write adds to storage and the keys it forgets (persistence/replies.h),
+ * and the entries a read brings back after the state. */
 #ifndef GR_GRAINS_IDEM_H
 #define GR_GRAINS_IDEM_H
 
@@ -18,11 +14,9 @@
 
 #include "common/common.h"
 #include "granary/grain.h"
+#include "persistence/replies.h"
 
-#define GR__IDEM_FORMAT_FLAG                                                                                 \
-    0x40000000u /* bit 30 of state_format (an int4 column): a reply log follows the state */
-#define GR__IDEM_MAGIC 0x4b494752u /* "GRIK" */
-#define GR__IDEM_TRAILER 8u
+#define GR__IDEM_FORMAT_FLAG GR__REPLIES_FLAG
 /* Bytes of stored replies per grain beyond which the oldest go (the newest
  * entry is always kept, however large its reply). */
 #define GR__IDEM_MAX_BYTES (2u * 1024u * 1024u)
@@ -42,9 +36,10 @@ typedef struct gr__idem_entry {
     int32_t status;
     uint32_t reply_len;
     uint8_t *reply;
-    void *waiting; /* the runtime's duplicates parked on this entry (gr_msg_t list) */
-    void *owner;   /* the runtime's message running as this entry, until it settles */
-    uint8_t state; /* gr__idem_state_t */
+    void *waiting;  /* the runtime's duplicates parked on this entry (gr_msg_t list) */
+    void *owner;    /* the runtime's message running as this entry, until it settles */
+    uint8_t state;  /* gr__idem_state_t */
+    uint8_t stored; /* handed to a write (or read back): storage has it if that write commits */
     uint8_t key_len;
     uint8_t key[GR_IDEM_KEY_MAX];
 } gr__idem_entry_t;
@@ -53,8 +48,8 @@ typedef struct gr__idem_log {
     gr__idem_entry_t *by_key;
     gr__idem_entry_t *oldest, *newest;
     uint32_t n;
-    uint64_t bytes;  /* keys and replies of the entries */
-    uint8_t changed; /* an entry settled or went since the last write */
+    uint64_t bytes; /* keys and replies of the entries */
+    gr__buf_t dels; /* keys of stored entries evicted since the last write: u8 len, key */
 } gr__idem_log_t;
 
 gr__idem_entry_t *gr__idem_find(gr__idem_log_t *log, const uint8_t *key, size_t key_len);
@@ -67,13 +62,18 @@ int gr__idem_record(gr__idem_log_t *log, gr__idem_entry_t *e, int status, const 
 /* Take an entry out and free it (its waiters are the caller's business). */
 void gr__idem_remove(gr__idem_log_t *log, gr__idem_entry_t *e);
 /* Drop settled entries older than retention_ms, then the oldest settled
- * ones past max_keys or GR__IDEM_MAX_BYTES; never RUNNING or HELD ones. */
+ * ones past max_keys or GR__IDEM_MAX_BYTES; never RUNNING or HELD ones.
+ * Stored entries dropped for the bounds are queued in `dels` (expired ones
+ * storage forgets by itself). */
 void gr__idem_prune(gr__idem_log_t *log, uint64_t now_ms, uint32_t max_keys, uint32_t retention_ms);
-/* Append the HELD and DONE entries, oldest first, and the trailer. */
-int gr__idem_encode(const gr__idem_log_t *log, gr__buf_t *out);
-/* Split stored bytes: *state_len is what precedes the log. Entries older
- * than retention_ms are skipped; all come back DONE. GR_EPROTO for a
- * trailer or entry that does not add up, GR_ENOMEM. */
+/* Append the settled (HELD or DONE) entries storage does not have yet,
+ * oldest first, and mark them stored. Returns 0 or GR_ENOMEM. */
+int gr__idem_encode_new(gr__idem_log_t *log, gr__buf_t *out);
+/* 1 if a write has log changes to carry (entries to add or keys to forget). */
+int gr__idem_pending(const gr__idem_log_t *log);
+/* Split read bytes: *state_len is what precedes the log. Entries older
+ * than retention_ms are skipped; all come back DONE and stored. GR_EPROTO
+ * for a trailer or entry that does not add up, GR_ENOMEM. */
 int gr__idem_decode(gr__idem_log_t *log, const uint8_t *data, size_t len, size_t *state_len, uint64_t now_ms,
                     uint32_t retention_ms);
 /* Free every entry (waiters must have been dealt with). */

@@ -13,6 +13,7 @@
 #include "grains/idem.h"
 #include "grains/runtime.h"
 #include "persistence/claim.h"
+#include "persistence/replies.h"
 #include "wire/frame.h" /* GR__CHAIN_MAX */
 
 typedef enum { GR__G_LOADING, GR__G_ACTIVE, GR__G_DEACTIVATING, GR__G_DEAD } gr__gstatus_t;
@@ -893,8 +894,8 @@ static void gr__grain_storage_read_cb(void *ud, int status, const uint8_t *data,
         return;
     }
     const gr_class_t *cls = GR__G_CLS(g);
-    if (version > 0 && (format & GR__IDEM_FORMAT_FLAG)) {
-        /* The state's bytes end with the reply log of its keyed calls. */
+    if (format & GR__IDEM_FORMAT_FLAG) {
+        /* The grain's reply log follows its state bytes (persistence/replies.h). */
         size_t state_len = len;
         int rc = gr__grain_ext(g) ? gr__idem_decode(&g->ext->idem, data, len, &state_len, gr__idem_now_ms(),
                                                     gr__idem_retention(cls))
@@ -1077,25 +1078,26 @@ static void gr__write_start(gr_grain_t *g) {
                               gr__write_cb, g);
     } else {
         const gr_class_t *cls = GR__G_CLS(g);
-        gr__idem_log_t *log = g->ext && g->ext->idem.n ? &g->ext->idem : NULL;
-        gr__buf_t blob;
-        gr__buf_init(&blob);
-        if (log) {
-            /* The reply log rides in the same row, so a reply is stored if
-             * and only if the state it answered for is. */
-            gr__idem_prune(log, gr__idem_now_ms(), gr__idem_keys(cls), gr__idem_retention(cls));
-            if ((g->state_len && gr__buf_append(&blob, g->state, g->state_len) != 0) ||
-                gr__idem_encode(log, &blob) != 0)
-                rc = GR_ENOMEM;
-            else
-                rc = gr_storage_write(rt->storage, cls->name, GR__G_KEY(g), g->key_len, blob.data, blob.len,
-                                      cls->state_version | GR__IDEM_FORMAT_FLAG, g->version, gr__write_cb, g);
-            log->changed = 0;
+        gr__idem_log_t *log = g->ext && (g->ext->idem.n || g->ext->idem.dels.len) ? &g->ext->idem : NULL;
+        if (log) gr__idem_prune(log, gr__idem_now_ms(), gr__idem_keys(cls), gr__idem_retention(cls));
+        if (log && gr__idem_pending(log)) {
+            /* The replies this write answers for, and the keys it evicts, go
+             * in the same statement as the state: a reply is stored if and
+             * only if its state is. */
+            gr__buf_t adds;
+            gr__buf_init(&adds);
+            rc = gr__idem_encode_new(log, &adds);
+            if (rc == 0)
+                rc = gr__storage_write_replies(rt->storage, cls->name, GR__G_KEY(g), g->key_len, g->state,
+                                               g->state_len, cls->state_version, g->version, adds.data,
+                                               adds.len, log->dels.data, log->dels.len,
+                                               gr__idem_retention(cls), gr__write_cb, g);
+            gr__buf_free(&adds);
+            if (rc == 0) log->dels.len = 0;
         } else {
             rc = gr_storage_write(rt->storage, cls->name, GR__G_KEY(g), g->key_len, g->state, g->state_len,
                                   cls->state_version, g->version, gr__write_cb, g);
         }
-        gr__buf_free(&blob);
     }
     if (rc != 0) {
         g->dirty = 1;

@@ -8,7 +8,7 @@
 #include <libpq-fe.h>
 #include <uv.h>
 
-#define GR__PG_MAX_PARAMS 8
+#define GR__PG_MAX_PARAMS 16
 
 typedef struct gr__pgpool gr__pgpool_t;
 

@@ -11,10 +11,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 
-#include "persistence/pgpool.h"
-#include "persistence/provider.h"
-
-typedef struct gr__wop gr__wop_t;
+#include "persistence/pg_internal.h"
 
 typedef struct gr__pgs {
     gr_storage_t base;
@@ -29,32 +26,18 @@ typedef struct gr__pgs {
     unsigned reads_in_flight, max_read_batches;
     struct gr__rop *relq_head, *relq_tail; /* claim releases waiting for the next release batch */
     size_t relq_len;
-    int release_in_flight; /* one release statement at a time: they are rare and need no hurry */
+    int release_in_flight;  /* one release statement at a time: they are rare and need no hurry */
+    uint64_t last_sweep_ms; /* of expired reply rows (pg_replies.c) */
+    int sweep_in_flight;
     void (*close_cb)(void *);
     void *close_ud;
 } gr__pgs_t;
 
-/* A write waiting for (or riding in) a group-commit batch. `id` is
- * class '\0' key in one allocation; cls and key point into it. */
-struct gr__wop {
-    gr__wop_t *next;
-    UT_hash_handle hh; /* in gr__pgs_t.busy while batched */
-    gr_storage_write_cb cb;
-    void *ud;
-    const char *cls;
-    const uint8_t *key;
-    size_t key_len;
-    uint8_t *id;
-    size_t id_len;
-    uint8_t *data;
-    size_t len;
-    uint32_t format;
-    int64_t expected;
-};
-
 static void gr__wop_free(gr__wop_t *w) {
     gr__free(w->id);
     gr__free(w->data);
+    gr__free(w->adds);
+    gr__free(w->dels);
     gr__free(w);
 }
 
@@ -232,6 +215,32 @@ static int gr__pgs_write(gr_storage_t *st, const char *cls, const void *key, siz
     return 0;
 }
 
+static int gr__pgs_write_replies(gr_storage_t *st, const char *cls, const void *key, size_t key_len,
+                                 const void *data, size_t len, uint32_t format, int64_t expected,
+                                 const uint8_t *adds, size_t adds_len, const uint8_t *dels, size_t dels_len,
+                                 uint32_t retention_ms, gr_storage_write_cb cb, void *ud) {
+    gr__pgs_t *s = (gr__pgs_t *)st;
+    gr__wop_t *w = gr__wop_new(cls, key, key_len, data, len, format, expected, cb, ud);
+    if (!w) return GR_ENOMEM;
+    w->adds = adds_len ? gr__memdup(adds, adds_len) : NULL;
+    w->dels = dels_len ? gr__memdup(dels, dels_len) : NULL;
+    if ((adds_len && !w->adds) || (dels_len && !w->dels)) {
+        gr__wop_free(w);
+        return GR_ENOMEM;
+    }
+    w->adds_len = adds_len;
+    w->dels_len = dels_len;
+    w->retention_ms = retention_ms;
+    if (s->wq_tail)
+        s->wq_tail->next = w;
+    else
+        s->wq_head = w;
+    s->wq_tail = w;
+    s->wq_len++;
+    gr__batch_flush(s);
+    return 0;
+}
+
 static void gr__pgs_pool_closed(void *ud) {
     gr__pgs_t *s = ud;
     void (*cb)(void *) = s->close_cb;
@@ -271,8 +280,9 @@ static void gr__pgs_close(gr_storage_t *st, void (*cb)(void *), void *ud) {
     gr__pgpool_close(s->pool, gr__pgs_pool_closed, s);
 }
 
-static const gr__storage_vtable_t gr__pgs_vt = {gr__pgs_read,  gr__pgs_write, gr__pgs_clear,
-                                                gr__pgs_close, gr__pgs_claim, gr__pgs_release};
+static const gr__storage_vtable_t gr__pgs_vt = {gr__pgs_read,         gr__pgs_write, gr__pgs_clear,
+                                                gr__pgs_close,        gr__pgs_claim, gr__pgs_release,
+                                                gr__pgs_write_replies};
 
 void gr_storage_pg_options_init(gr_storage_pg_options_t *o) {
     gr__pgpool_options_t p;
@@ -337,7 +347,7 @@ static const char GR__SQL_BATCH_WRITE[] =
     "SELECT ord, version FROM upd "
     "UNION ALL SELECT v.ord, ins.version FROM ins JOIN v ON v.k = ins.grain_key AND v.c = ins.grain_class";
 
-static int gr__hex_elem(gr__buf_t *b, const uint8_t *p, size_t n) {
+int gr__hex_elem(gr__buf_t *b, const uint8_t *p, size_t n) {
     static const char hex[] = "0123456789abcdef";
     int rc = gr__buf_reserve(b, 6 + 2 * n);
     if (rc) return rc;
@@ -353,7 +363,7 @@ static int gr__hex_elem(gr__buf_t *b, const uint8_t *p, size_t n) {
     return 0;
 }
 
-static int gr__text_elem(gr__buf_t *b, const char *t) {
+int gr__text_elem(gr__buf_t *b, const char *t) {
     int rc = gr__buf_append(b, "\"", 1);
     for (; rc == 0 && *t; t++) {
         if (*t == '"' || *t == '\\') rc = gr__buf_append(b, "\\", 1);
@@ -371,6 +381,22 @@ static void gr__batch_fail(gr__batch_t *bt, int status, const char *detail) {
 }
 
 static void gr__batch_flush(gr__pgs_t *s);
+
+static void gr__sweep_done(void *ud, int status, PGresult *res, const char *detail) {
+    gr__pgs_t *s = ud;
+    s->sweep_in_flight = 0;
+    if (status != 0) GR_LOG_WARN("sweeping expired replies failed: %s", detail);
+}
+
+/* Expired reply rows go in bounded statements, at most one per
+ * GR__PGR_SWEEP_MS, sent by providers that write replies. */
+static void gr__replies_maybe_sweep(gr__pgs_t *s) {
+    uint64_t now = uv_now(s->base.loop);
+    if (s->sweep_in_flight || now - s->last_sweep_ms < GR__PGR_SWEEP_MS) return;
+    s->last_sweep_ms = now;
+    if (gr__pgpool_query(s->pool, gr__sql_replies_sweep, 0, NULL, NULL, NULL, 1, gr__sweep_done, s) == 0)
+        s->sweep_in_flight = 1;
+}
 
 static void gr__batch_done(void *ud, int status, PGresult *res, const char *detail) {
     gr__batch_t *bt = ud;
@@ -448,7 +474,18 @@ static void gr__batch_flush(gr__pgs_t *s) {
             gr__free(bt);
             return;
         }
-        gr__buf_t keys, classes, states, vers, fmts;
+        int with_replies = 0;
+        for (size_t i = 0; i < bt->n; i++)
+            with_replies |= bt->ops[i]->adds_len || bt->ops[i]->dels_len;
+        gr__buf_t keys, classes, states, vers, fmts, rp[8];
+        if (with_replies && gr__pgr_params(bt->ops, bt->n, rp) != 0) {
+            for (int i = 0; i < 8; i++)
+                gr__buf_free(&rp[i]);
+            gr__batch_fail(bt, GR_ESTORAGE, "out of memory building the write batch");
+            gr__free(bt->ops);
+            gr__free(bt);
+            return;
+        }
         gr__buf_init(&keys);
         gr__buf_init(&classes);
         gr__buf_init(&states);
@@ -467,14 +504,20 @@ static void gr__batch_flush(gr__pgs_t *s) {
         rc |= gr__buf_append(&keys, "}", 2) | gr__buf_append(&classes, "}", 2) |
               gr__buf_append(&states, "}", 2) | gr__buf_append(&vers, "}", 2) | gr__buf_append(&fmts, "}", 2);
         if (rc == 0) {
-            const char *values[6] = {(const char *)keys.data,
-                                     (const char *)classes.data,
-                                     (const char *)states.data,
-                                     (const char *)vers.data,
-                                     s->service,
-                                     (const char *)fmts.data};
-            rc = gr__pgpool_query(s->pool, GR__SQL_BATCH_WRITE, 6, values, NULL, NULL, 1, gr__batch_done, bt);
+            const char *values[14] = {(const char *)keys.data,
+                                      (const char *)classes.data,
+                                      (const char *)states.data,
+                                      (const char *)vers.data,
+                                      s->service,
+                                      (const char *)fmts.data};
+            for (int i = 0; with_replies && i < 8; i++)
+                values[6 + i] = (const char *)rp[i].data;
+            rc = gr__pgpool_query(s->pool, with_replies ? gr__sql_batch_write_replies : GR__SQL_BATCH_WRITE,
+                                  with_replies ? 14 : 6, values, NULL, NULL, 1, gr__batch_done, bt);
+            if (rc == 0 && with_replies) gr__replies_maybe_sweep(s);
         }
+        for (int i = 0; with_replies && i < 8; i++)
+            gr__buf_free(&rp[i]);
         gr__buf_free(&keys);
         gr__buf_free(&classes);
         gr__buf_free(&states);
@@ -493,7 +536,7 @@ static void gr__batch_flush(gr__pgs_t *s) {
 /* ---- batched reads and claims ---- */
 
 static const char GR__SQL_BATCH_READ[] =
-    "SELECT v.ord, s.state, s.version, s.state_format "
+    "SELECT v.ord, s.state, s.version, s.state_format, " GR__SQL_REPLIES_COLUMN " "
     "FROM unnest($1::bytea[], $2::text[]) WITH ORDINALITY AS v(k, c, ord) "
     "LEFT JOIN granary_grain_state s ON s.grain_key = v.k AND s.grain_class = v.c AND s.service = $3";
 
@@ -528,7 +571,7 @@ static const char GR__SQL_BATCH_CLAIM[] =
     "SELECT v.ord, s.state, s.version, s.state_format, cl.grain_key IS NOT NULL, "
     "       CASE WHEN cl.grain_key IS NULL THEN (SELECT h.silo_id FROM granary_activation h "
     "        WHERE h.grain_key = v.k AND h.grain_class = v.c AND h.service = $3) END, "
-    "       coalesce(cl.reread, false) "
+    "       coalesce(cl.reread, false), " GR__SQL_REPLIES_COLUMN " "
     "FROM v LEFT JOIN cl ON cl.grain_key = v.k AND cl.grain_class = v.c "
     "LEFT JOIN granary_grain_state s ON s.grain_key = v.k AND s.grain_class = v.c AND s.service = $3";
 
@@ -569,16 +612,19 @@ static int gr__rbatch_answer(gr__rbatch_t *bt, PGresult *res, int r, gr__rop_t *
         op->cb(op->ud, GR_ENOTHERE, NULL, 0, 0, 0, holder);
         return 0;
     }
+    int lc = bt->claim ? 7 : 4; /* the reply entries' column */
+    const uint8_t *log = PQgetisnull(res, r, lc) ? NULL : (const uint8_t *)PQgetvalue(res, r, lc);
+    size_t log_len = log ? (size_t)PQgetlength(res, r, lc) : 0;
     if (PQgetisnull(res, r, 2)) {
-        op->cb(op->ud, 0, NULL, 0, 0, 0, NULL);
+        gr__pgr_answer(op->cb, op->ud, NULL, 0, 0, 0, log, log_len);
         return 0;
     }
     int64_t v = gr__be64_field(res, r, 2);
     if (v < 1 || PQgetlength(res, r, 3) != 4)
         op->cb(op->ud, GR_ESTORAGE, NULL, 0, 0, 0, "postgres: malformed version or format column");
     else
-        op->cb(op->ud, 0, (const uint8_t *)PQgetvalue(res, r, 1), (size_t)PQgetlength(res, r, 1), v,
-               gr__get_u32((const uint8_t *)PQgetvalue(res, r, 3)), NULL);
+        gr__pgr_answer(op->cb, op->ud, (const uint8_t *)PQgetvalue(res, r, 1), (size_t)PQgetlength(res, r, 1),
+                       v, gr__get_u32((const uint8_t *)PQgetvalue(res, r, 3)), log, log_len);
     return 0;
 }
 

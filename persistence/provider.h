@@ -21,6 +21,12 @@ typedef struct gr__storage_vtable {
                  int64_t token, gr_storage_read_cb cb, void *ud);
     int (*release)(gr_storage_t *st, const char *class_name, const void *key, size_t key_len,
                    const char *owner, int64_t token);
+    /* A write with reply-log changes (persistence/replies.h); inputs are
+     * checked by storage.c (adds and dels parse). */
+    int (*write_replies)(gr_storage_t *st, const char *class_name, const void *key, size_t key_len,
+                         const void *data, size_t len, uint32_t format, int64_t expected, const uint8_t *adds,
+                         size_t adds_len, const uint8_t *dels, size_t dels_len, uint32_t retention_ms,
+                         gr_storage_write_cb cb, void *ud);
 } gr__storage_vtable_t;
 
 struct gr_storage {

@@ -38,12 +38,6 @@ struct gr__dashboard {
     void *close_ud;
 };
 
-static int64_t gr__wall_ms(void) {
-    uv_timeval64_t tv;
-    uv_gettimeofday(&tv);
-    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-}
-
 int gr__dashboard_new(uv_loop_t *loop, const gr__dashboard_env_t *env, gr__dashboard_t **out) {
     gr__dashboard_t *d = gr__calloc(1, sizeof *d);
     if (!d) return GR_ENOMEM;

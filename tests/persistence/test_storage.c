@@ -8,6 +8,7 @@
 #include "granary/storage.h"
 #include "persistence/claim.h"
 #include "persistence/migrate.h"
+#include "persistence/replies.h"
 #include "support.h"
 
 static int use_pg;
@@ -105,6 +106,100 @@ static void do_write(fx_t *fx, const char *cls, const void *key, size_t kl, cons
     assert_int_equal(gr_storage_write(fx->st, cls, key, kl, d, len, fmt, expected, on_write, r), 0);
     assert_int_equal(r->done, 0);
     assert_true(gr_test_run_until(&fx->loop, &r->done, 10000));
+}
+
+/* ---- reply logs (persistence/replies.h) ---- */
+
+static size_t put_entry(uint8_t *out, const char *k, uint64_t at, int32_t st, const char *reply) {
+    size_t kl = strlen(k), rl = strlen(reply);
+    out[0] = (uint8_t)kl;
+    memcpy(out + 1, k, kl);
+    gr__put_u64(out + 1 + kl, at);
+    gr__put_u32(out + 1 + kl + 8, (uint32_t)st);
+    gr__put_u32(out + 1 + kl + 12, (uint32_t)rl);
+    memcpy(out + 1 + kl + 16, reply, rl);
+    return 1 + kl + 16 + rl;
+}
+
+static void do_write_r(fx_t *fx, const char *key, const char *d, int64_t expected, const uint8_t *adds,
+                       size_t al, const uint8_t *dels, size_t dl, res_t *r) {
+    reset(r);
+    assert_int_equal(gr__storage_write_replies(fx->st, "Counter", key, strlen(key), d, strlen(d), 0, expected,
+                                               adds, al, dels, dl, 60000, on_write, r),
+                     0);
+    assert_true(gr_test_run_until(&fx->loop, &r->done, 10000));
+}
+
+/* The keys of the entries a read returned after `state` ("" when none), in order. */
+static void read_entries(fx_t *fx, const char *key, const char *state, char *keys, size_t size) {
+    res_t r = {0};
+    do_read(fx, "Counter", key, strlen(key), &r);
+    assert_int_equal(r.status, 0);
+    keys[0] = '\0';
+    if (!(r.format & GR__REPLIES_FLAG)) {
+        assert_int_equal(r.data.len, strlen(state));
+        gr__buf_free(&r.data);
+        return;
+    }
+    assert_true(r.data.len >= GR__REPLIES_TRAILER);
+    assert_int_equal(gr__get_u32(r.data.data + r.data.len - 4), GR__REPLIES_MAGIC);
+    size_t n = gr__get_u32(r.data.data + r.data.len - 8);
+    size_t sl = r.data.len - GR__REPLIES_TRAILER - n;
+    assert_int_equal(sl, strlen(state));
+    assert_memory_equal(r.data.data, state, sl);
+    for (size_t off = 0; off < n;) {
+        const uint8_t *e = r.data.data + sl + off;
+        size_t k = gr__replies_entry_size(e, n - off);
+        assert_true(k != (size_t)-1 && k > 0);
+        snprintf(keys + strlen(keys), size - strlen(keys), "%s%.*s", keys[0] ? "," : "", (int)e[0], e + 1);
+        off += k;
+    }
+    gr__buf_free(&r.data);
+}
+
+/* Entries are added and forgotten by the write that commits, only by it
+ * (a conflicting write changes nothing), come back after the state in age
+ * order, expire by themselves, and outlive a clear of the state. */
+static void test_reply_log(void **state) {
+    fx_t *fx = *state;
+    res_t r = {0};
+    char keys[256];
+    uint64_t now = gr__wall_ms();
+    uint8_t adds[512], dels[64];
+    size_t al = put_entry(adds, "A", now, 0, "1");
+    al += put_entry(adds + al, "B", now + 1, GR_EAPP, "no");
+    do_write_r(fx, "r", "v1", 0, adds, al, NULL, 0, &r);
+    assert_int_equal(r.status, 0);
+    read_entries(fx, "r", "v1", keys, sizeof keys);
+    assert_string_equal(keys, "A,B");
+    al = put_entry(adds, "C", now + 2, 0, "3");
+    do_write_r(fx, "r", "v2", 5, adds, al, NULL, 0, &r);
+    assert_int_equal(r.status, GR_ECONFLICT);
+    read_entries(fx, "r", "v1", keys, sizeof keys);
+    assert_string_equal(keys, "A,B");
+    dels[0] = 1;
+    dels[1] = 'A';
+    do_write_r(fx, "r", "v2", 1, adds, al, dels, 2, &r);
+    assert_int_equal(r.status, 0);
+    read_entries(fx, "r", "v2", keys, sizeof keys);
+    assert_string_equal(keys, "B,C");
+    al = put_entry(adds, "D", now - 120000, 0, "old"); /* past its 60 s retention already */
+    do_write_r(fx, "r", "v3", 2, adds, al, NULL, 0, &r);
+    assert_int_equal(r.status, 0);
+    read_entries(fx, "r", "v3", keys, sizeof keys);
+    assert_string_equal(keys, "B,C");
+    reset(&r);
+    assert_int_equal(gr_storage_clear(fx->st, "Counter", "r", 1, 3, on_write, &r), 0);
+    assert_true(gr_test_run_until(&fx->loop, &r.done, 10000));
+    assert_int_equal(r.status, 0);
+    read_entries(fx, "r", "", keys, sizeof keys);
+    assert_string_equal(keys, "B,C");
+    /* Malformed changes are refused before anything is sent. */
+    adds[0] = 0;
+    assert_int_equal(gr__storage_write_replies(fx->st, "Counter", "r", 1, "x", 1, 0, 0, adds, 5, NULL, 0,
+                                               60000, on_write, &r),
+                     GR_EPROTO);
+    gr__buf_free(&r.data);
 }
 
 static void test_read_missing(void **state) {
@@ -667,6 +762,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(test_close_cancels, setup, teardown),
         cmocka_unit_test_setup_teardown(test_state_format, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_boundaries, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reply_log, setup, teardown),
     };
     const struct CMUnitTest pg_only[] = {
         cmocka_unit_test_setup_teardown(test_dead_database, setup, teardown),
