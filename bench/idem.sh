@@ -35,7 +35,7 @@ for n in 10 100 1000; do
   $BC --prefix "g$n-" --keys 10 --window 10 --max-calls $((n * 10)) --seconds 60 --idem 1 --label "fill $n" >/dev/null
 done
 $BC --prefix "g0-" --keys 10 --window 10 --max-calls 100 --seconds 60 --idem 0 --label "fill 0" >/dev/null
-psql "$url" -qAt -c "SELECT 'row bytes of a Counter grain with ' || split_part(convert_from(grain_key, 'UTF8'), '-', 1) || ' keyed incrs remembered (g0: none): avg ' || round(avg(length(state))) || ' bytes' FROM granary_grain_state WHERE service = 'idem' AND convert_from(grain_key, 'UTF8') ~ '^g[0-9]+-' GROUP BY 1 ORDER BY 1"
+psql "$url" -qAt -c "SELECT 'reply rows: ' || count(*) || ', ' || pg_size_pretty(pg_total_relation_size('granary_reply')) || ' with its indexes, ' || round(pg_total_relation_size('granary_reply')::numeric / greatest(count(*), 1)) || ' bytes per remembered key' FROM granary_reply"
 # Pruning at the bound: every write of these grains drops the oldest key and
 # stores the other 999 again (the row is rewritten whole), against grains
 # with few keys, at the same concurrency.

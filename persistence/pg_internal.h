@@ -38,12 +38,14 @@ int gr__text_elem(gr__buf_t *b, const char *t);
 
 /* The batched write when some write of the batch carries reply-log changes:
  * the plain batch's $1..$6, then $7..$12 the entries to add (batch
- * ordinal, key, status, reply, at_ms, expires_ms) and $13..$14 the keys to
- * forget (ordinal, key), applied only for the grain writes that commit. */
+ * ordinal, key, status, reply, at_ms, expires_ms; added only for the grain
+ * writes that commit) and $13..$15 the keys to forget (grain key, class,
+ * idempotency key). */
 extern const char gr__sql_batch_write_replies[];
-/* The extra parameters ($7..$14, text arrays) of a batch; values[0..7]
- * point into bufs[0..7], which the caller frees. 0 or GR_ENOMEM. */
-int gr__pgr_params(gr__wop_t *const *ops, size_t n, gr__buf_t bufs[8]);
+#define GR__PGR_NPARAMS 9
+/* The extra parameters ($7..$15, text arrays) of a batch, in bufs, which
+ * the caller frees. 0 or GR_ENOMEM. */
+int gr__pgr_params(gr__wop_t *const *ops, size_t n, gr__buf_t bufs[GR__PGR_NPARAMS]);
 /* The column a read or claim statement adds for the grain's live reply
  * entries (bytea, NULL without any), as SQL over v(k, c) and service $3. */
 #define GR__SQL_REPLIES_COLUMN                                                                               \

@@ -8,7 +8,11 @@
 #include "persistence/replies.h"
 
 /* The plain batched write (postgres.c), with `done` naming the writes that
- * committed; the log's rows change only for those, in the same statement.
+ * committed: entries are added only for those, in the same statement. Keys
+ * to forget are deleted by (grain, key), which the planner looks up in the
+ * primary key (joined through `done` it scanned each grain's rows), whether
+ * or not their write commits: they are past the grain's count bound either
+ * way, so a reload loses nothing it was promised.
  * A key of a grain appears at most once in a batch (one write per grain per
  * batch, one entry per key, and a key evicted and answered again is added,
  * not also deleted), so ON CONFLICT never meets a row twice. */
@@ -36,18 +40,17 @@ const char gr__sql_batch_write_replies[] =
     "              AS r(o, ik, st, rep, at, ex) JOIN done ON done.ord = r.o JOIN v ON v.ord = r.o "
     "              ON CONFLICT (grain_key, grain_class, service, idem_key) DO UPDATE SET status = "
     "excluded.status, reply = excluded.reply, at_ms = excluded.at_ms, expires_ms = excluded.expires_ms), "
-    "     rdel AS (DELETE FROM granary_reply d USING unnest($13::bigint[], $14::bytea[]) AS x(o, ik), done, "
-    "v "
-    "              WHERE done.ord = x.o AND v.ord = x.o AND d.grain_key = v.k AND d.grain_class = v.c "
-    "              AND d.service = $5 AND d.idem_key = x.ik) "
+    "     rdel AS (DELETE FROM granary_reply d USING unnest($13::bytea[], $14::text[], $15::bytea[]) "
+    "              AS x(k, c, ik) WHERE d.grain_key = x.k AND d.grain_class = x.c AND d.service = $5 "
+    "              AND d.idem_key = x.ik) "
     "SELECT ord, version FROM done";
 
 const char gr__sql_replies_sweep[] =
     "DELETE FROM granary_reply WHERE ctid = ANY(ARRAY(SELECT ctid FROM granary_reply "
     "WHERE expires_ms < (extract(epoch FROM now()) * 1000)::bigint LIMIT 10000))";
 
-int gr__pgr_params(gr__wop_t *const *ops, size_t n, gr__buf_t bufs[8]) {
-    for (int i = 0; i < 8; i++)
+int gr__pgr_params(gr__wop_t *const *ops, size_t n, gr__buf_t bufs[9]) {
+    for (int i = 0; i < 9; i++)
         gr__buf_init(&bufs[i]);
     int rc = 0;
     size_t added = 0, deleted = 0;
@@ -71,12 +74,13 @@ int gr__pgr_params(gr__wop_t *const *ops, size_t n, gr__buf_t bufs[8]) {
         for (size_t off = 0; rc == 0 && off < w->dels_len;) {
             size_t kl = w->dels[off];
             const char *sep = deleted++ ? "," : "{";
-            rc |= gr__buf_printf(&bufs[6], "%s%zu", sep, i + 1);
-            rc |= gr__buf_append(&bufs[7], sep, 1) | gr__hex_elem(&bufs[7], w->dels + off + 1, kl);
+            rc |= gr__buf_append(&bufs[6], sep, 1) | gr__hex_elem(&bufs[6], w->key, w->key_len);
+            rc |= gr__buf_append(&bufs[7], sep, 1) | gr__text_elem(&bufs[7], w->cls);
+            rc |= gr__buf_append(&bufs[8], sep, 1) | gr__hex_elem(&bufs[8], w->dels + off + 1, kl);
             off += 1 + kl;
         }
     }
-    for (int i = 0; i < 8 && rc == 0; i++) {
+    for (int i = 0; i < 9 && rc == 0; i++) {
         int empty = i < 6 ? !added : !deleted;
         rc = empty ? gr__buf_append(&bufs[i], "{}", 3) : gr__buf_append(&bufs[i], "}", 2);
     }

@@ -477,9 +477,9 @@ static void gr__batch_flush(gr__pgs_t *s) {
         int with_replies = 0;
         for (size_t i = 0; i < bt->n; i++)
             with_replies |= bt->ops[i]->adds_len || bt->ops[i]->dels_len;
-        gr__buf_t keys, classes, states, vers, fmts, rp[8];
+        gr__buf_t keys, classes, states, vers, fmts, rp[GR__PGR_NPARAMS];
         if (with_replies && gr__pgr_params(bt->ops, bt->n, rp) != 0) {
-            for (int i = 0; i < 8; i++)
+            for (int i = 0; i < GR__PGR_NPARAMS; i++)
                 gr__buf_free(&rp[i]);
             gr__batch_fail(bt, GR_ESTORAGE, "out of memory building the write batch");
             gr__free(bt->ops);
@@ -504,19 +504,20 @@ static void gr__batch_flush(gr__pgs_t *s) {
         rc |= gr__buf_append(&keys, "}", 2) | gr__buf_append(&classes, "}", 2) |
               gr__buf_append(&states, "}", 2) | gr__buf_append(&vers, "}", 2) | gr__buf_append(&fmts, "}", 2);
         if (rc == 0) {
-            const char *values[14] = {(const char *)keys.data,
-                                      (const char *)classes.data,
-                                      (const char *)states.data,
-                                      (const char *)vers.data,
-                                      s->service,
-                                      (const char *)fmts.data};
-            for (int i = 0; with_replies && i < 8; i++)
+            const char *values[6 + GR__PGR_NPARAMS] = {(const char *)keys.data,
+                                                       (const char *)classes.data,
+                                                       (const char *)states.data,
+                                                       (const char *)vers.data,
+                                                       s->service,
+                                                       (const char *)fmts.data};
+            for (int i = 0; with_replies && i < GR__PGR_NPARAMS; i++)
                 values[6 + i] = (const char *)rp[i].data;
             rc = gr__pgpool_query(s->pool, with_replies ? gr__sql_batch_write_replies : GR__SQL_BATCH_WRITE,
-                                  with_replies ? 14 : 6, values, NULL, NULL, 1, gr__batch_done, bt);
+                                  with_replies ? 6 + GR__PGR_NPARAMS : 6, values, NULL, NULL, 1,
+                                  gr__batch_done, bt);
             if (rc == 0 && with_replies) gr__replies_maybe_sweep(s);
         }
-        for (int i = 0; with_replies && i < 8; i++)
+        for (int i = 0; with_replies && i < GR__PGR_NPARAMS; i++)
             gr__buf_free(&rp[i]);
         gr__buf_free(&keys);
         gr__buf_free(&classes);
