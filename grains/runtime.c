@@ -535,6 +535,20 @@ static int gr__msg_set_chain(gr_msg_t *m, const uint8_t *chain, size_t len, cons
 static int gr__msg_complete_copy(gr_runtime_t *rt, gr_msg_t *m, int status, const void *data, size_t len);
 static void gr__msg_fail(gr_runtime_t *rt, gr_msg_t *m, int status, const char *detail);
 
+/* Cluster mode: activations claim their grain and answer only within the
+ * silo's lease (docs/directory.md, "Single activation"). */
+static int gr__claims_on(const gr_grain_t *g) { return GR__G_RT(g)->cluster.lease_ok && !GR__G_WORKER(g); }
+
+/* May this activation answer now? A silo whose lease may have run out must
+ * not: another silo may have taken the claim and be serving newer state. */
+static int gr__may_answer(const gr_grain_t *g) {
+    const gr_runtime_t *rt = GR__G_RT(g);
+    return !gr__claims_on(g) || rt->cluster.lease_ok(rt->cluster.ud);
+}
+
+static const char gr__no_lease[] = "this silo cannot confirm its membership lease (fenced or paused): the "
+                                   "grain may be served elsewhere; retry";
+
 /* ---- idempotency keys (grains/idem.h, docs/exactly-once.md) ---- */
 
 /* Complete the duplicates parked on an entry with one answer. */
@@ -559,7 +573,13 @@ static void gr__idem_settle(gr_runtime_t *rt, gr_msg_t *m, int status, const voi
     gr_msg_t *w = e->waiting;
     e->waiting = NULL;
     if (e->state == GR__IDEM_DONE) {
-        gr__idem_answer(rt, w, e->status, e->reply, e->reply_len);
+        /* The answer is final (and stored, for a persisting class) even if
+         * this message could not deliver it (the lease was in doubt): the
+         * entry stays, and the duplicates get it only under the lease. */
+        if (gr__may_answer(m->grain))
+            gr__idem_answer(rt, w, e->status, e->reply, e->reply_len);
+        else
+            gr__idem_answer(rt, w, GR_ENOTHERE, gr__no_lease, strlen(gr__no_lease));
         return;
     }
     gr__idem_remove(&m->grain->ext->idem, e);
@@ -580,6 +600,10 @@ static void gr__idem_drop(gr_runtime_t *rt, gr_grain_t *g) {
 }
 
 static void gr__msg_free(gr_runtime_t *rt, gr_msg_t *m) {
+    if (m->idem_entry) { /* freed unanswered (the runtime closes): its entry must not point here */
+        m->idem_entry->owner = NULL;
+        m->idem_entry = NULL;
+    }
     if (m->chain != m->chain_inline) gr__free(m->chain);
     gr__free(m->idem);
     gr__free(m->id);
@@ -673,20 +697,6 @@ static gr_msg_t *gr__mailbox_pop(gr_grain_t *g) {
 static void gr__grain_storage_read_cb(void *ud, int status, const uint8_t *data, size_t len, int64_t version,
                                       uint32_t format, const char *detail);
 static void gr__grain_held_elsewhere(gr_grain_t *g, const char *holder);
-
-/* Cluster mode: activations claim their grain and answer only within the
- * silo's lease (docs/directory.md, "Single activation"). */
-static int gr__claims_on(const gr_grain_t *g) { return GR__G_RT(g)->cluster.lease_ok && !GR__G_WORKER(g); }
-
-/* May this activation answer now? A silo whose lease may have run out must
- * not: another silo may have taken the claim and be serving newer state. */
-static int gr__may_answer(const gr_grain_t *g) {
-    const gr_runtime_t *rt = GR__G_RT(g);
-    return !gr__claims_on(g) || rt->cluster.lease_ok(rt->cluster.ud);
-}
-
-static const char gr__no_lease[] = "this silo cannot confirm its membership lease (fenced or paused): the "
-                                   "grain may be served elsewhere; retry";
 
 /* Create an activation in LOADING state and start reading its state. */
 static int gr__grain_new(gr_runtime_t *rt, const gr_class_t *cls, const uint8_t *id, size_t id_len,
@@ -975,13 +985,15 @@ static void gr__waiters_complete(gr_grain_t *g, gr__write_waiter_t *w, int statu
         gr__write_waiter_t *n = w->next;
         if (w->msg) {
             gr_msg_t *m = w->msg;
-            gr__turn_end(g, m);                    /* before completing: that frees m */
+            gr__turn_end(g, m); /* before completing: that frees m */
+            /* Committed: its reply is stored, so it is final whatever happens
+             * to this delivery (a retry must get it, never run again). */
+            if (status == 0 && m->idem_entry) m->idem_entry->state = GR__IDEM_DONE;
             if (status == 0 && !gr__may_answer(g)) /* committed, but we cannot vouch it is still current */
                 gr__msg_fail(rt, m, GR_ENOTHERE, gr__no_lease);
-            else if (status == 0) {
-                if (m->idem_entry) m->idem_entry->state = GR__IDEM_DONE; /* its reply is stored now */
+            else if (status == 0)
                 gr__msg_complete(rt, m, m->reply_status, m->reply, m->reply_len);
-            } else
+            else
                 gr__msg_fail(rt, m, status, detail);
         } else if (w->cb) {
             w->cb(g, status, w->ud);
@@ -1070,6 +1082,13 @@ static void gr__write_start(gr_grain_t *g) {
     g->io_t0 = gr__us32();
     rt->stats.storage_writes++;
     int rc;
+    gr__idem_log_t *ilog = g->ext && (g->ext->idem.n || g->ext->idem.dels.len) ? &g->ext->idem : NULL;
+    if (ilog)
+        gr__idem_prune(ilog, gr__idem_now_ms(), gr__idem_keys(GR__G_CLS(g)),
+                       gr__idem_retention(GR__G_CLS(g)));
+    /* A keyed call cleared the state: its reply must be stored with that
+     * change, so the row is written empty instead of deleted. */
+    if (g->clearing && ilog && gr__idem_pending(ilog)) g->clearing = 0;
     if (g->clearing) {
         /* Delete the row, version-checked like a write; the version after
          * it is 0, so a later write inserts a fresh row. */
@@ -1078,22 +1097,23 @@ static void gr__write_start(gr_grain_t *g) {
                               gr__write_cb, g);
     } else {
         const gr_class_t *cls = GR__G_CLS(g);
-        gr__idem_log_t *log = g->ext && (g->ext->idem.n || g->ext->idem.dels.len) ? &g->ext->idem : NULL;
-        if (log) gr__idem_prune(log, gr__idem_now_ms(), gr__idem_keys(cls), gr__idem_retention(cls));
-        if (log && gr__idem_pending(log)) {
+        if (ilog && gr__idem_pending(ilog)) {
             /* The replies this write answers for, and the keys it evicts, go
              * in the same statement as the state: a reply is stored if and
-             * only if its state is. */
-            gr__buf_t adds;
+             * only if its state is. Both buffers are ours before the call:
+             * a provider may complete it at once, and the completion may end
+             * the activation (and free its log). */
+            gr__buf_t adds, dels = ilog->dels;
             gr__buf_init(&adds);
-            rc = gr__idem_encode_new(log, &adds);
+            gr__buf_init(&ilog->dels);
+            rc = gr__idem_encode_new(ilog, &adds);
             if (rc == 0)
                 rc = gr__storage_write_replies(rt->storage, cls->name, GR__G_KEY(g), g->key_len, g->state,
                                                g->state_len, cls->state_version, g->version, adds.data,
-                                               adds.len, log->dels.data, log->dels.len,
-                                               gr__idem_retention(cls), gr__write_cb, g);
+                                               adds.len, dels.data, dels.len, gr__idem_retention(cls),
+                                               gr__write_cb, g);
             gr__buf_free(&adds);
-            if (rc == 0) log->dels.len = 0;
+            gr__buf_free(&dels);
         } else {
             rc = gr_storage_write(rt->storage, cls->name, GR__G_KEY(g), g->key_len, g->state, g->state_len,
                                   cls->state_version, g->version, gr__write_cb, g);
@@ -1732,18 +1752,18 @@ static int gr__reply(gr_msg_t *m, int status, const void *data, size_t len) {
     gr_runtime_t *rt = GR__G_RT(g);
     assert((g->current == m || m->interleaved) && "gr_reply on a message that is not a turn in progress");
     int persist = (GR__G_CLS(g)->flags & GR_CLASS_PERSIST_BEFORE_REPLY) && g->status == GR__G_ACTIVE;
-    gr__idem_entry_t *e = m->idem_entry;
-    if (e && e->state == GR__IDEM_RUNNING) {
-        /* A keyed call's reply is remembered; a persisting class stores it
-         * with the state (a write even if the state did not change), and
-         * until that commits duplicates wait. */
-        if (gr__idem_record(&g->ext->idem, e, status, data, len, gr__idem_now_ms()) != 0) return GR_ENOMEM;
-        if (persist)
-            g->dirty = 1;
-        else
-            e->state = GR__IDEM_DONE;
-    }
+    gr__idem_entry_t *e = m->idem_entry && m->idem_entry->state == GR__IDEM_RUNNING ? m->idem_entry : NULL;
+    /* A keyed call's reply is remembered; a persisting class stores it with
+     * the state (a write even if the state did not change: dirty), and
+     * until that commits duplicates wait. The entry is recorded last, when
+     * nothing else can fail, so an error return leaves it running. */
+    if (e && persist) g->dirty = 1;
     if (!(persist && (g->dirty || g->writing))) {
+        if (e) {
+            if (gr__idem_record(&g->ext->idem, e, status, data, len, gr__idem_now_ms()) != 0)
+                return GR_ENOMEM;
+            e->state = GR__IDEM_DONE;
+        }
         gr__turn_end(g, m); /* before completing: that frees m */
         if (!gr__may_answer(g)) {
             gr__msg_fail(rt, m, GR_ENOTHERE, gr__no_lease);
@@ -1762,6 +1782,10 @@ static int gr__reply(gr_msg_t *m, int status, const void *data, size_t len) {
     if (len) {
         copy = gr__memdup(data, len);
         if (!copy) return GR_ENOMEM;
+    }
+    if (e && gr__idem_record(&g->ext->idem, e, status, data, len, gr__idem_now_ms()) != 0) {
+        gr__free(copy);
+        return GR_ENOMEM;
     }
     m->reply_status = status;
     m->reply = copy;

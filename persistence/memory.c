@@ -100,21 +100,24 @@ static void gr__mem_answer_read(gr__mem_t *m, gr__mem_op_t *op, const gr__mem_ro
     gr__buf_init(&out);
     size_t n = 0;
     uint64_t now = gr__wall_ms();
-    for (size_t off = 0; rp && off < rp->entries.len;) {
+    int oom = 0;
+    for (size_t off = 0; rp && off < rp->entries.len && !oom;) {
         uint64_t expires = gr__get_u64(rp->entries.data + off);
         size_t k = gr__replies_entry_size(rp->entries.data + off + 8, rp->entries.len - off - 8);
         if (expires > now) {
-            if (!n && row && row->len && gr__buf_append(&out, row->state, row->len) != 0) break;
-            if (gr__buf_append(&out, rp->entries.data + off + 8, k) != 0) break;
+            if (!n && row && row->len && gr__buf_append(&out, row->state, row->len) != 0) oom = 1;
+            if (!oom && gr__buf_append(&out, rp->entries.data + off + 8, k) != 0) oom = 1;
             n += k;
         }
         off += 8 + k;
     }
-    if (n) {
+    if (n || oom) {
+        /* Never a read without replies it has: the activation would run
+         * those calls again. */
         uint8_t t[GR__REPLIES_TRAILER];
         gr__put_u32(t, (uint32_t)n);
         gr__put_u32(t + 4, GR__REPLIES_MAGIC);
-        if (gr__buf_append(&out, t, sizeof t) != 0) {
+        if (oom || gr__buf_append(&out, t, sizeof t) != 0) {
             gr__buf_free(&out);
             cb(op->ud, GR_ESTORAGE, NULL, 0, 0, 0, "out of memory");
             return;
@@ -155,6 +158,10 @@ static int gr__mem_apply_replies(gr__mem_t *m, gr__mem_op_t *op) {
         int drop = gr__get_u64(rp->entries.data + off) <= now;
         for (size_t d = 0; !drop && d < op->dels_len; d += 1u + op->dels[d])
             drop = op->dels[d] == e[0] && !memcmp(op->dels + d + 1, e + 1, e[0]);
+        /* An added key replaces its old entry (PostgreSQL upserts it). */
+        for (size_t a = 0; !drop && a < op->adds_len;
+             a += gr__replies_entry_size(op->adds + a, op->adds_len - a))
+            drop = op->adds[a] == e[0] && !memcmp(op->adds + a + 1, e + 1, e[0]);
         if (!drop) rc = gr__buf_append(&keep, rp->entries.data + off, 8 + k);
         off += 8 + k;
     }

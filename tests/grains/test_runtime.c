@@ -1094,6 +1094,23 @@ static void test_idempotency_keys(void **state) {
     call_key(fx, fx->rt, "Lazy", "m", "incr", "op-2", &r);
     assert_string_equal(r.reply, "2");
 
+    /* A keyed call that clears the state: its reply is stored with the
+     * clear (the row is written empty rather than deleted), so another
+     * silo answers the repeat from storage. */
+    call_key(fx, fx->rt, "Counter", "cl", "incr", "c-1", &r);
+    call_key(fx, fx->rt, "Counter", "cl", "reset", "c-2", &r);
+    assert_string_equal(r.reply, "0");
+    gr__runtime_get_stats(fx->rt2, &st);
+    uint64_t replays = st.idem_replays;
+    call_key(fx, fx->rt2, "Counter", "cl", "reset", "c-2", &r);
+    assert_int_equal(r.status, 0);
+    gr__runtime_get_stats(fx->rt2, &st);
+    assert_int_equal(st.idem_replays, replays + 1);
+    call_key(fx, fx->rt2, "Counter", "cl", "incr", "c-1", &r);
+    assert_string_equal(r.reply, "1"); /* the first incr's own answer */
+    call(fx, fx->rt2, "Counter", "cl", "get", NULL, 0, &r);
+    assert_string_equal(r.reply, "0");
+
     /* Keys over the limit are refused before anything runs. */
     char big[GR_IDEM_KEY_MAX + 2];
     memset(big, 'k', sizeof big - 1);
