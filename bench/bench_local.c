@@ -11,7 +11,7 @@
 
 #include <granary/granary.h>
 
-static uint64_t done_calls;
+static uint64_t done_calls, failed_calls;
 static uint64_t deadline_ns;
 static gr_runtime_t *rt;
 static int window = 256;
@@ -35,6 +35,7 @@ static const gr_class_t caller = {.name = "Caller", .methods = caller_methods};
 static void issue(uint64_t i);
 static void on_done(void *ud, int status, const uint8_t *r, size_t n) {
     done_calls++;
+    if (status != 0) failed_calls++;
     if (uv_hrtime() < deadline_ns) issue((uint64_t)(uintptr_t)ud);
 }
 /* Keys are formatted once: the loop measures the runtime, not snprintf. */
@@ -71,12 +72,13 @@ int main(int argc, char **argv) {
         key_lens[i] = (size_t)snprintf(keys[i], sizeof keys[i], "k%d", i);
     uv_loop_t *loop = uv_default_loop();
     gr_storage_t *st;
-    gr_storage_memory_new(loop, &st);
     gr_runtime_options_t o;
     gr_runtime_options_init(&o);
-    gr_runtime_new(loop, st, &o, &rt);
-    gr_runtime_register(rt, &target);
-    gr_runtime_register(rt, &caller);
+    if (gr_storage_memory_new(loop, &st) != 0 || gr_runtime_new(loop, st, &o, &rt) != 0 ||
+        gr_runtime_register(rt, &target) != 0 || gr_runtime_register(rt, &caller) != 0) {
+        fprintf(stderr, "bench_local: setting up the runtime failed\n");
+        return 1;
+    }
     /* Warm up: activate every grain first so the run measures calls only. */
     deadline_ns = 0;
     for (int i = 0; i < window; i++)
@@ -108,6 +110,13 @@ int main(int argc, char **argv) {
         base_calls += 4096;
     }
     double base_s = (double)base_calls / ((double)(uv_hrtime() - b0) / 1e9);
+    /* As a smoke test (CTest) it must fail when calls do not complete, not
+     * only when it crashes. */
+    if (done_calls == 0 || failed_calls) {
+        fprintf(stderr, "bench_local: %llu calls completed, %llu failed\n", (unsigned long long)done_calls,
+                (unsigned long long)failed_calls);
+        return 1;
+    }
     printf("%-28s %10.0f calls/s  %6.0f ns/call   baseline (malloc+copy+call+free) %10.0f /s   ratio %.2f  "
            "(window %d, %.1f s)\n",
            "local grain->grain call", calls_s, 1e9 / calls_s, base_s, calls_s / base_s, window, el);

@@ -90,12 +90,24 @@ static void gr__rem_req_done(void *ud, int status, PGresult *res, const char *de
     } else if (q->kind == 2) {
         gr__buf_t b;
         gr__buf_init(&b);
-        for (int i = 0; i < PQntuples(res); i++)
-            gr__buf_printf(&b, "%.*s %" PRId64 " %" PRId64 "\n", PQgetlength(res, i, 0),
-                           PQgetvalue(res, i, 0),
-                           (int64_t)gr__get_u64((const uint8_t *)PQgetvalue(res, i, 1)),
-                           (int64_t)gr__get_u64((const uint8_t *)PQgetvalue(res, i, 2)));
-        if (q->cb) q->cb(q->ud, 0, b.data, b.len);
+        int rc = 0;
+        for (int i = 0; i < PQntuples(res) && rc == 0; i++) {
+            /* int8 columns in binary: exactly 8 bytes, or the row is not ours to trust. */
+            if (PQgetlength(res, i, 1) != 8 || PQgetlength(res, i, 2) != 8) {
+                rc = GR_ESTORAGE;
+                break;
+            }
+            rc = gr__buf_printf(&b, "%.*s %" PRId64 " %" PRId64 "\n", PQgetlength(res, i, 0),
+                                PQgetvalue(res, i, 0),
+                                (int64_t)gr__get_u64((const uint8_t *)PQgetvalue(res, i, 1)),
+                                (int64_t)gr__get_u64((const uint8_t *)PQgetvalue(res, i, 2)));
+        }
+        if (rc != 0 && q->cb) {
+            const char *why = rc == GR_ESTORAGE ? "malformed reminder row" : "out of memory";
+            q->cb(q->ud, rc == GR_ESTORAGE ? GR_ESTORAGE : GR_ENOMEM, (const uint8_t *)why, strlen(why));
+        } else if (q->cb) {
+            q->cb(q->ud, 0, b.data, b.len);
+        }
         gr__buf_free(&b);
     } else if (q->cb) {
         q->cb(q->ud, 0, NULL, 0);
@@ -277,8 +289,9 @@ static void gr__rem_due(void *ud, int status, PGresult *res, const char *detail)
     }
     for (int i = 0; i < PQntuples(res); i++) {
         int cl = PQgetlength(res, i, 0), kl = PQgetlength(res, i, 1), nl = PQgetlength(res, i, 2);
+        /* Columns 3 and 4 are int8 in binary: 8 bytes, or the row is skipped. */
         if (cl <= 0 || cl > (int)GR_CLASS_NAME_MAX || nl <= 0 || nl > (int)GR_METHOD_NAME_MAX ||
-            kl > (int)GR_KEY_MAX)
+            kl > (int)GR_KEY_MAX || PQgetlength(res, i, 3) != 8 || PQgetlength(res, i, 4) != 8)
             continue;
         char cls[GR_CLASS_NAME_MAX + 1];
         memcpy(cls, PQgetvalue(res, i, 0), (size_t)cl);

@@ -127,8 +127,16 @@ static int gr__silo_lease_ok(void *ud) {
     return !s->closing && s->membership && !s->dead && gr__membership_lease_ok(s->membership);
 }
 
+/* A reply being built: a failed append is remembered, so the answer is an
+ * error and never a truncated body with status 0. */
+typedef struct gr__silo_out {
+    gr__buf_t b;
+    int rc;
+} gr__silo_out_t;
+
 static void gr__silo_add_grains(void *ud, const char *cls, uint64_t active) {
-    gr__buf_printf(ud, "%s %llu\n", cls, (unsigned long long)active);
+    gr__silo_out_t *o = ud;
+    o->rc |= gr__buf_printf(&o->b, "%s %llu\n", cls, (unsigned long long)active);
 }
 
 /* The silo owning a grain's hash-ring range (reminders fire there). */
@@ -176,42 +184,47 @@ static void gr__silo_system_call(void *ud, const char *cls, const char *method, 
     if (s->reminders &&
         gr__reminders_control(s->reminders, method, key, key_len, arg, arg_len, done, done_ud) == 0)
         return;
-    gr__buf_t b;
-    gr__buf_init(&b);
+    gr__silo_out_t o = {.rc = 0};
+    gr__buf_init(&o.b);
+    gr__buf_t *b = &o.b;
     int status = 0;
     if (!strcmp(method, "reminder_stats") && s->reminders) {
         gr__reminders_stats_t rs;
         gr__reminders_get_stats(s->reminders, &rs);
-        gr__buf_printf(&b, "%s fired %llu failed %llu polls %llu in_flight %llu firing %d polling %d\n",
-                       s->id, (unsigned long long)rs.fired, (unsigned long long)rs.fire_failures,
-                       (unsigned long long)rs.polls, (unsigned long long)rs.in_flight, rs.firing, rs.polling);
+        o.rc |= gr__buf_printf(
+            b, "%s fired %llu failed %llu polls %llu in_flight %llu firing %d polling %d\n", s->id,
+            (unsigned long long)rs.fired, (unsigned long long)rs.fire_failures, (unsigned long long)rs.polls,
+            (unsigned long long)rs.in_flight, rs.firing, rs.polling);
     } else if (!strcmp(method, "dashboard") && s->dashboard) {
-        gr__buf_free(&b);
+        gr__buf_free(b);
         gr__dashboard_fragment_call(s->dashboard, arg, arg_len, done, done_ud);
         return;
     } else if (!strcmp(method, "grains")) {
         /* "CLASS ACTIVE" per line, for this silo. */
-        gr__runtime_foreach_class(s->rt, gr__silo_add_grains, &b);
+        gr__runtime_foreach_class(s->rt, gr__silo_add_grains, &o);
     } else if (!strcmp(method, "members")) {
         /* "ID ADDRESS:PORT STATUS HEARTBEAT_AGE_MS" per line, as this silo sees the view. */
         if (s->membership) {
             const gr__view_t *v = gr__membership_view(s->membership);
             for (size_t i = 0; i < v->n; i++)
-                gr__buf_printf(&b, "%s %s:%d %s %lld\n", v->members[i].id, v->members[i].address,
-                               v->members[i].port, gr__member_status_name(v->members[i].status),
-                               (long long)v->members[i].age_ms);
+                o.rc |= gr__buf_printf(b, "%s %s:%d %s %lld\n", v->members[i].id, v->members[i].address,
+                                       v->members[i].port, gr__member_status_name(v->members[i].status),
+                                       (long long)v->members[i].age_ms);
         } else {
-            gr__buf_printf(&b, "%s %s:%d active 0\n", s->id, s->listen_host, gr_silo_port(s));
+            o.rc |= gr__buf_printf(b, "%s %s:%d active 0\n", s->id, s->listen_host, gr_silo_port(s));
         }
     } else {
         status = GR_ENOMETHOD;
-        gr__buf_printf(&b,
-                       "unknown control method '%s' (grains, members, dashboard, reminder_add, "
-                       "reminder_remove, reminder_list, reminder_stats)",
-                       method);
+        o.rc |= gr__buf_printf(b,
+                               "unknown control method '%s' (grains, members, dashboard, reminder_add, "
+                               "reminder_remove, reminder_list, reminder_stats)",
+                               method);
     }
-    done(done_ud, status, b.data, b.len);
-    gr__buf_free(&b);
+    if (o.rc)
+        done(done_ud, GR_ENOMEM, (const uint8_t *)"out of memory", 13);
+    else
+        done(done_ud, status, b->data, b->len);
+    gr__buf_free(b);
 }
 
 int gr_silo_new(uv_loop_t *loop, const gr_silo_config_t *cfg, gr_silo_t **out, char *err, size_t err_size) {
@@ -432,14 +445,14 @@ int gr_silo_new(uv_loop_t *loop, const gr_silo_config_t *cfg, gr_silo_t **out, c
         rc = gr__dashboard_new(loop, &de, &s->dashboard);
     }
     if (rc != 0) {
-        /* Only allocation can fail here; tear down what exists. */
+        /* Tear down what exists, and say what failed (not always memory). */
         if (s->reminders) gr__reminders_close(s->reminders, NULL, NULL);
         if (s->gw) gr__gateway_close(s->gw, NULL, NULL);
         if (s->router) gr__router_close(s->router, NULL, NULL);
         if (s->rt) gr_runtime_close(s->rt, NULL, NULL);
         gr_storage_close(s->storage, NULL, NULL);
         gr__silo_free(s);
-        return gr__silo_err(err, err_size, rc, "%s", "out of memory");
+        return gr__silo_err(err, err_size, rc, "cannot create the silo: %s", gr_strerror(rc));
     }
     uv_timer_init(loop, &s->stop_timer);
     s->stop_timer.data = s;

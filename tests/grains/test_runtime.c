@@ -581,6 +581,8 @@ static void test_conflict_forwards_queue(void **state) {
     for (int i = 0; i < 4; i++)
         assert_int_equal(gr_call(fx->rt, &ref, "incr", NULL, 0, 0, on_done, &rs[i]), 0);
     gr_test_run_for(&fx->loop, 100);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(rs[i].done, 1); /* a status of 0 must be an answer, not "never ran" */
     assert_int_equal(rs[0].status, GR_ECONFLICT);
     for (int i = 1; i < 4; i++)
         assert_int_equal(rs[i].status, 0);
@@ -870,8 +872,10 @@ static void test_timers(void **state) {
     fx_t *fx = *state;
     res_t r;
     call(fx, fx->rt, "Counter", "tm", "timer", NULL, 0, &r);
+    assert_int_equal(r.status, 0); /* the timer started */
     gr_test_run_for(&fx->loop, 120);
     call(fx, fx->rt, "Counter", "tm", "ticks", NULL, 0, &r);
+    assert_int_equal(r.status, 0);
     int ticks = atoi(r.reply);
     assert_true(ticks >= 5);
     assert_true(ticks <= 13);
