@@ -92,10 +92,19 @@ static void gr__op_fail(gr__pg_op_t *op, int status, const char *detail) {
 static void gr__op_complete(gr__pg_op_t *op, PGresult *res) {
     ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
     if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
-        char detail[300];
-        snprintf(detail, sizeof detail, "postgres: %s", res ? PQresultErrorMessage(res) : "no result");
-        size_t n = strlen(detail);
-        if (n && detail[n - 1] == '\n') detail[n - 1] = '\0';
+        char detail[400];
+        /* Only the message's first line: libpq adds the statement's text and
+         * a caret line, which say nothing to an operator. */
+        const char *msg = res ? PQresultErrorMessage(res) : "no result";
+        size_t ml = strcspn(msg, "\n");
+        /* A table or column this binary needs is missing: the schema was
+         * never migrated, or is older than the binary. Say what to do. */
+        const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+        int old_schema = state && (!strcmp(state, "42P01") || !strcmp(state, "42703"));
+        snprintf(detail, sizeof detail, "postgres: %.*s%s", (int)(ml > 300 ? 300 : ml), msg,
+                 old_schema ? " (the schema is missing or older than this binary: run `silo migrate "
+                              "--database URL`)"
+                            : "");
         gr__op_fail(op, GR_ESTORAGE, detail);
         return;
     }
@@ -571,4 +580,29 @@ int gr__pgpool_new(uv_loop_t *loop, const char *conninfo, const gr__pgpool_optio
     }
     *out = pg;
     return 0;
+}
+
+int gr__pg_conninfo_check(const char *conninfo, char *err, size_t err_size) {
+    char *msg = NULL;
+    PQconninfoOption *opts = PQconninfoParse(conninfo, &msg);
+    if (opts) {
+        PQconninfoFree(opts);
+        /* The values (a port that is not a number, an unknown sslmode) are
+         * checked when a connection starts: start one and look at once,
+         * before any network result can arrive (a refused or unreachable
+         * server is not a configuration error: the pool retries those). */
+        PGconn *c = PQconnectStart(conninfo);
+        int bad = !c || (PQstatus(c) == CONNECTION_BAD && !strncmp(PQerrorMessage(c), "invalid ", 8));
+        if (bad && err && err_size) {
+            const char *why = c ? PQerrorMessage(c) : "out of memory";
+            snprintf(err, err_size, "%.*s", (int)strcspn(why, "\n"), why);
+        }
+        if (c) PQfinish(c);
+        return bad ? GR_ECONFIG : 0;
+    }
+    const char *why = msg ? msg : "out of memory";
+    size_t n = strcspn(why, "\n");
+    if (err && err_size) snprintf(err, err_size, "%.*s", (int)n, why);
+    if (msg) PQfreemem(msg);
+    return GR_ECONFIG;
 }

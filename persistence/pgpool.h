@@ -35,6 +35,11 @@ typedef void (*gr__pg_result_cb)(void *ud, int status, PGresult *res, const char
 /* Queue a query. `sql` must be static (it is not copied); parameter values
  * are copied (formats[i] 1 = binary with lengths[i], 0 = text C string;
  * formats may be NULL for all text; a NULL value is SQL NULL). */
+/* Check a libpq URL or key=value string without connecting (syntax, option
+ * names, values such as the port). 0, or GR_ECONFIG with libpq's reason in
+ * err. */
+int gr__pg_conninfo_check(const char *conninfo, char *err, size_t err_size);
+
 int gr__pgpool_query(gr__pgpool_t *pg, const char *sql, int nparams, const char *const *values,
                      const int *lengths, const int *formats, int result_format, gr__pg_result_cb cb,
                      void *ud);

@@ -8,6 +8,7 @@
 #include "common/common.h"
 #include "grains/runtime.h"
 #include "granary/silo.h"
+#include "persistence/pgpool.h"
 #include "silo/dashboard.h"
 #include "silo/gateway.h"
 #include "silo/http.h"
@@ -370,6 +371,15 @@ int gr_silo_new(uv_loop_t *loop, const gr_silo_config_t *cfg, gr_silo_t **out, c
         if (rc != 0) {
             gr__silo_free(s);
             return gr__silo_err(err, err_size, rc, "%s", terr);
+        }
+    }
+    if (!cfg->memory_storage) {
+        /* A URL that cannot parse will never connect: refuse it now (exit 2)
+         * rather than retry it forever. */
+        char perr[300];
+        if (gr__pg_conninfo_check(s->cfg.database_url, perr, sizeof perr) != 0) {
+            gr__silo_free(s);
+            return gr__silo_err(err, err_size, GR_ECONFIG, "--database: %s", perr);
         }
     }
     if (cfg->memory_storage) {

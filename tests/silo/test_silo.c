@@ -243,6 +243,22 @@ static void test_cli_contract(void **st) {
     const char *no_db[] = {gr_test_build_path("silo"), "run", "--grains",
                            gr_test_build_path("examples/counter.so"), NULL};
     assert_int_equal(run_cmd(no_db, 10000), 2);
+    /* A database URL that can never connect is refused at start (exit 2),
+     * not retried forever (issue 17). */
+    const char *bad_urls[][2] = {{"postgresql://granary@127.0.0.1:abc/granary", "invalid integer value"},
+                                 {"host=127.0.0.1 bogus=1", "invalid connection option"}};
+    for (size_t i = 0; i < sizeof bad_urls / sizeof bad_urls[0]; i++) {
+        const char *argv_url[] = {gr_test_build_path("silo"),
+                                  "run",
+                                  "--database",
+                                  bad_urls[i][0],
+                                  "--grains",
+                                  gr_test_build_path("examples/counter.so"),
+                                  NULL};
+        assert_int_equal(run_capture_fds(argv_url, out, sizeof out, 1), 2);
+        if (!strstr(out, "--database: ") || !strstr(out, bad_urls[i][1]))
+            fail_msg("--database %s: expected '%s', got: %s", bad_urls[i][0], bad_urls[i][1], out);
+    }
     const char *bad_so[] = {gr_test_build_path("silo"), "run", "--memory", "--grains",
                             "/nonexistent.so",          NULL};
     assert_int_equal(run_cmd(bad_so, 10000), 2);
@@ -289,6 +305,45 @@ static void test_cli_contract(void **st) {
 }
 
 /* The seed thread's case: N acknowledged incrs, kill -9, restart, read N. */
+/* A silo started against a database nobody migrated says what to do
+ * (issue 17): its retries name `silo migrate`. */
+static void test_unmigrated_database_hint(void **st) {
+    const char *url = gr_test_pg_url();
+    free(gr_test_sql(url, "DROP DATABASE IF EXISTS granary_unmigrated"));
+    free(gr_test_sql(url, "CREATE DATABASE granary_unmigrated"));
+    char empty[600];
+    snprintf(empty, sizeof empty, "%.*s/granary_unmigrated", (int)(strrchr(url, '/') - url), url);
+    char log[1024], listen[32];
+    snprintf(log, sizeof log, "%s", gr_test_build_path("test_silo_unmigrated.log"));
+    unlink(log);
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", gr_test_free_port());
+    const char *argv[] = {gr_test_build_path("silo"),
+                          "run",
+                          "--database",
+                          empty,
+                          "--listen",
+                          listen,
+                          "--grains",
+                          gr_test_build_path("examples/counter.so"),
+                          NULL};
+    pid_t pid = gr_test_spawn(argv, log);
+    assert_true(pid > 0);
+    int found = 0;
+    for (int i = 0; i < 100 && !found; i++) {
+        usleep(50000);
+        FILE *f = fopen(log, "r");
+        char line[1024];
+        while (f && fgets(line, sizeof line, f))
+            if (strstr(line, "run `silo migrate --database URL`")) found = 1;
+        if (f) fclose(f);
+    }
+    kill(pid, SIGKILL);
+    gr_test_wait(pid, 5000);
+    if (!found) gr_test_print_tail(log, 20);
+    assert_true(found);
+    free(gr_test_sql(url, "DROP DATABASE IF EXISTS granary_unmigrated"));
+}
+
 static void test_counter_survives_kill9(void **st) {
     const char *migrate[] = {gr_test_build_path("silo"), "migrate", "--database", gr_test_pg_url(), NULL};
     assert_int_equal(run_cmd(migrate, 30000), 0);
@@ -997,6 +1052,7 @@ int main(void) {
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_cli_contract, new_cluster),
+        cmocka_unit_test(test_unmigrated_database_hint),
         cmocka_unit_test_setup(test_counter_survives_kill9, new_cluster),
         cmocka_unit_test_setup(test_sigterm_drains_and_exits_zero, new_cluster),
         cmocka_unit_test_setup(test_sigterm_drain_timeout_exits, new_cluster),
