@@ -1,33 +1,43 @@
-/* silo/http.c - see http.h. Requests larger than 8 KiB, methods other than
- * GET/HEAD and connections idle for 5 s are refused; at most 64 connections,
- * and a new connection beyond that evicts the oldest one still waiting for
- * its request, so idle sockets can never lock the probes out.
- * A connection whose request is being answered later (pending) outlives its
- * socket until the answer comes, so handlers never see a freed request. */
+/* silo/http.c - see http.h. HTTP/1.1 with keep-alive and pipelining: one
+ * request of a connection is in the handler at a time, the next is parsed
+ * only once it is answered, so answers leave in request order and what a
+ * connection buffers is one request. Bounds: 8 KiB of request line and
+ * headers, GR__HTTP_MAX_BODY of body (Content-Length only: no chunked
+ * uploads), 5 s idle, at most 64 connections; a new connection beyond that
+ * evicts the oldest one that is idle (no request in progress), so idle
+ * sockets can never lock the probes out. A connection whose request is
+ * being answered later (pending) outlives its socket until the answer
+ * comes, so handlers never see a freed request. The parser is a pure
+ * function (gr__http_parse), fuzzed by tests/silo/test_http.c. */
 #include <stdio.h>
 #include <strings.h>
 
 #include "silo/http.h"
 
-#define GR__HTTP_MAX_REQUEST 8192
 #define GR__HTTP_MAX_CONNS 64
 #define GR__HTTP_IDLE_MS 5000
+
+typedef struct gr__hwrite {
+    uv_write_t w;
+    struct gr__hconn *c;
+    uint8_t *data;
+} gr__hwrite_t;
 
 typedef struct gr__hconn {
     uv_tcp_t tcp;
     struct gr__http *h;
     struct gr__hconn *next, *prev;
-    char req[GR__HTTP_MAX_REQUEST];
-    size_t len;
-    uint64_t opened;
-    int responded;
-    int pending;    /* handed to the handler, not answered yet */
-    int tcp_closed; /* socket closed: an answer is only freed */
-    int head;
-    int request_seen; /* a whole request arrived (not idle) */
-    char extra[320];  /* one more header line for the answer (Set-Cookie), or "" */
-    uv_write_t w;
-    gr__buf_t out;
+    gr__buf_t in;          /* bytes read and not yet consumed: the current request, maybe more */
+    gr__http_parsed_t req; /* the request in the handler (pending) */
+    char path[1024];
+    uint64_t last_active;
+    int pending;     /* handed to the handler, not answered yet */
+    int tcp_closed;  /* socket closed: an answer is only freed */
+    int close_after; /* Connection: close, HTTP/1.0, or an error: close once written */
+    int writes;      /* in flight */
+    int reading;
+    uint64_t served;
+    char extra[320]; /* one more header line for the next answer (Set-Cookie), or "" */
 } gr__hconn_t;
 
 struct gr__http {
@@ -46,6 +56,101 @@ struct gr__http {
     void *close_ud;
 };
 
+/* ---- the parser ---- */
+
+static int gr__http_tchar(int ch) {
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           (ch && strchr("!#$%&'*+-.^_`|~", ch));
+}
+
+int gr__http_parse(const uint8_t *buf, size_t len, size_t max_body, gr__http_parsed_t *out) {
+    memset(out, 0, sizeof *out);
+    /* The head ends at the first empty line (CRLF CRLF, or bare LF LF). */
+    size_t head = 0;
+    for (size_t i = 0; i + 1 < len && i < GR__HTTP_MAX_HEAD; i++) {
+        if (buf[i] == '\n' && buf[i + 1] == '\n') {
+            head = i + 2;
+            break;
+        }
+        if (buf[i] == '\n' && buf[i + 1] == '\r' && i + 2 < len && buf[i + 2] == '\n') {
+            head = i + 3;
+            break;
+        }
+    }
+    if (!head) return len >= GR__HTTP_MAX_HEAD ? GR_ETOOBIG : GR_EAGAIN;
+    /* Request line: METHOD SP TARGET SP HTTP/1.x */
+    const uint8_t *p = buf, *end = buf + head;
+    size_t ml = 0;
+    while (p + ml < end && gr__http_tchar(p[ml]))
+        ml++;
+    if (ml == 0 || ml >= sizeof out->method || p[ml] != ' ') return GR_EPROTO;
+    memcpy(out->method, p, ml);
+    p += ml + 1;
+    const uint8_t *t = p;
+    while (p<end && * p> ' ' && *p < 0x7f)
+        p++;
+    if (p == t || (size_t)(p - t) >= GR__HTTP_MAX_TARGET || *p != ' ' || t[0] != '/') return GR_EPROTO;
+    out->target = (const char *)t;
+    out->target_len = (size_t)(p - t);
+    p++;
+    if (end - p < 9 || memcmp(p, "HTTP/1.", 7) != 0 || (p[7] != '0' && p[7] != '1')) return GR_EPROTO;
+    out->http10 = p[7] == '0';
+    p += 8;
+    if (*p == '\r') p++;
+    if (*p != '\n') return GR_EPROTO;
+    p++;
+    out->headers = (const char *)p;
+    out->headers_len = (size_t)(end - p);
+    /* Headers: NAME ":" VALUE lines; the ones that frame the message are read here. */
+    int have_length = 0;
+    uint64_t clen = 0;
+    while (p < end && *p != '\r' && *p != '\n') {
+        const uint8_t *ls = p;
+        while (p < end && *p != '\n')
+            p++;
+        const uint8_t *le = p; /* at '\n' */
+        p++;
+        const uint8_t *colon = memchr(ls, ':', (size_t)(le - ls));
+        if (!colon || colon == ls) return GR_EPROTO;
+        for (const uint8_t *q = ls; q < colon; q++)
+            if (!gr__http_tchar(*q)) return GR_EPROTO; /* no spaces before ':' (smuggling) */
+        for (const uint8_t *q = colon + 1; q < le; q++)
+            if (*q == 0 || (*q < 0x20 && *q != '\t' && !(*q == '\r' && q + 1 == le))) return GR_EPROTO;
+        size_t nl = (size_t)(colon - ls);
+        const uint8_t *v = colon + 1, *ve = le;
+        while (v < ve && (*v == ' ' || *v == '\t'))
+            v++;
+        while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
+            ve--;
+        if (nl == 14 && !strncasecmp((const char *)ls, "Content-Length", 14)) {
+            if (have_length || v == ve) return GR_EPROTO; /* one, and a number */
+            for (const uint8_t *q = v; q < ve; q++) {
+                if (*q < '0' || *q > '9' || clen > (uint64_t)1 << 40) return GR_EPROTO;
+                clen = clen * 10 + (uint64_t)(*q - '0');
+            }
+            have_length = 1;
+        } else if (nl == 17 && !strncasecmp((const char *)ls, "Transfer-Encoding", 17)) {
+            out->chunked = 1; /* refused by the caller: bodies come with Content-Length */
+        } else if (nl == 10 && !strncasecmp((const char *)ls, "Connection", 10)) {
+            size_t vl = (size_t)(ve - v);
+            if (vl == 5 && !strncasecmp((const char *)v, "close", 5)) out->close = 1;
+            if (vl == 10 && !strncasecmp((const char *)v, "keep-alive", 10)) out->keep_alive = 1;
+        }
+    }
+    if (out->chunked) {
+        out->head_len = head;
+        return 0;
+    }
+    out->head_len = head;
+    if (clen > max_body) return GR_ETOOBIG;
+    out->body_len = (size_t)clen;
+    if (len - head < clen) return GR_EAGAIN;
+    out->body = buf + head;
+    return 0;
+}
+
+/* ---- connections ---- */
+
 static void gr__http_handle_gone(gr__http_t *h) {
     if (--h->open_handles != 0 || !h->closing) return;
     void (*cb)(void *) = h->close_cb;
@@ -56,7 +161,7 @@ static void gr__http_handle_gone(gr__http_t *h) {
 
 static void gr__hconn_free(gr__hconn_t *c) {
     gr__http_t *h = c->h;
-    gr__buf_free(&c->out);
+    gr__buf_free(&c->in);
     gr__free(c);
     gr__http_handle_gone(h);
 }
@@ -78,7 +183,16 @@ static void gr__hconn_close(gr__hconn_t *c) {
     if (!uv_is_closing((uv_handle_t *)&c->tcp)) uv_close((uv_handle_t *)&c->tcp, gr__hconn_closed);
 }
 
-static void gr__hconn_written(uv_write_t *w, int status) { gr__hconn_close(w->data); }
+static void gr__hconn_next(gr__hconn_t *c);
+
+static void gr__hconn_written(uv_write_t *w, int status) {
+    gr__hwrite_t *hw = (gr__hwrite_t *)w;
+    gr__hconn_t *c = hw->c;
+    gr__free(hw->data);
+    gr__free(hw);
+    c->writes--;
+    if (status < 0 || (c->close_after && c->writes == 0)) gr__hconn_close(c);
+}
 
 static const char *gr__reason(int status) {
     switch (status) {
@@ -94,54 +208,121 @@ static const char *gr__reason(int status) {
         return "Not Found";
     case 405:
         return "Method Not Allowed";
+    case 409:
+        return "Conflict";
+    case 411:
+        return "Length Required";
     case 413:
-        return "Request Too Large";
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 415:
+        return "Unsupported Media Type";
+    case 422:
+        return "Unprocessable Content";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
     case 503:
         return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
     default:
         return "Error";
     }
 }
 
-static void gr__hconn_respond(gr__hconn_t *c, int status, const void *body, size_t blen, const char *ctype,
-                              int head) {
-    c->responded = 1;
-    uv_read_stop((uv_stream_t *)&c->tcp);
-    if (gr__buf_printf(
-            &c->out,
-            "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nCache-Control: no-store\r\n"
-            "X-Content-Type-Options: nosniff\r\nX-Frame-Options: DENY\r\n%s%s"
-            "Connection: close\r\n\r\n",
-            status, gr__reason(status), ctype, blen, c->extra, c->extra[0] ? "\r\n" : "") != 0 ||
-        (!head && blen && gr__buf_append(&c->out, body, blen) != 0)) {
+static void gr__hconn_send(gr__hconn_t *c, int status, const void *body, size_t blen, const char *ctype,
+                           int head) {
+    gr__buf_t out;
+    gr__buf_init(&out);
+    int rc = gr__buf_printf(
+        &out,
+        "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nCache-Control: no-store\r\n"
+        "X-Content-Type-Options: nosniff\r\nX-Frame-Options: DENY\r\n%s%s%s\r\n",
+        status, gr__reason(status), ctype, blen, c->extra, c->extra[0] ? "\r\n" : "",
+        c->close_after ? "Connection: close\r\n" : "");
+    c->extra[0] = '\0';
+    if (rc == 0 && !head && blen) rc = gr__buf_append(&out, body, blen);
+    gr__hwrite_t *hw = rc == 0 ? gr__malloc(sizeof *hw) : NULL;
+    if (!hw) {
+        gr__buf_free(&out);
         gr__hconn_close(c);
         return;
     }
-    uv_buf_t b = uv_buf_init((char *)c->out.data, (unsigned)c->out.len);
-    c->w.data = c;
-    if (uv_write(&c->w, (uv_stream_t *)&c->tcp, &b, 1, gr__hconn_written) != 0) gr__hconn_close(c);
+    hw->c = c;
+    hw->data = out.data;
+    uv_buf_t b = uv_buf_init((char *)out.data, (unsigned)out.len);
+    if (uv_write(&hw->w, (uv_stream_t *)&c->tcp, &b, 1, gr__hconn_written) != 0) {
+        gr__free(hw->data);
+        gr__free(hw);
+        gr__hconn_close(c);
+        return;
+    }
+    c->writes++;
 }
 
-static void gr__hconn_request(gr__hconn_t *c) {
-    /* Request line: METHOD SP PATH SP HTTP/x.y */
-    char method[8], path[256];
-    c->req[c->len] = '\0';
-    if (sscanf(c->req, "%7s %255s HTTP/", method, path) != 2) {
-        gr__hconn_respond(c, 400, NULL, 0, "text/plain", 0);
+/* An answer the server gives itself (a request it will not hand over):
+ * the connection closes after it, as the stream may be out of step. */
+static void gr__hconn_refuse(gr__hconn_t *c, int status, const char *why) {
+    c->close_after = 1;
+    if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = 0;
+    gr__hconn_send(c, status, why, strlen(why), "text/plain; charset=utf-8", 0);
+}
+
+static void gr__hconn_alloc(uv_handle_t *hd, size_t s, uv_buf_t *b);
+static void gr__hconn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b);
+
+/* Parse what is buffered: hand one whole request to the handler, or wait
+ * for more bytes, or refuse. */
+static void gr__hconn_next(gr__hconn_t *c) {
+    if (c->pending || c->tcp_closed || uv_is_closing((uv_handle_t *)&c->tcp) || c->close_after) return;
+    gr__http_parsed_t r;
+    int rc = c->in.len ? gr__http_parse(c->in.data, c->in.len, GR__HTTP_MAX_BODY, &r) : GR_EAGAIN;
+    if (rc == GR_EAGAIN) {
+        if (!c->reading && uv_read_start((uv_stream_t *)&c->tcp, gr__hconn_alloc, gr__hconn_read) == 0)
+            c->reading = 1;
         return;
     }
-    int head = !strcmp(method, "HEAD");
-    if (!head && strcmp(method, "GET") != 0) {
-        gr__hconn_respond(c, 405, NULL, 0, "text/plain", 0);
+    if (rc == GR_ETOOBIG) {
+        gr__hconn_refuse(c, r.head_len ? 413 : 431,
+                         r.head_len ? "request body over the limit\n" : "request head over 8 KiB\n");
         return;
     }
-    char *q = strchr(path, '?');
+    if (rc != 0) {
+        gr__hconn_refuse(c, 400, "malformed request\n");
+        return;
+    }
+    if (r.chunked) {
+        gr__hconn_refuse(c, 411, "send the body with Content-Length (chunked uploads are not accepted)\n");
+        return;
+    }
+    int get = !strcmp(r.method, "GET"), head = !strcmp(r.method, "HEAD"), post = !strcmp(r.method, "POST");
+    if (!get && !head && !post) {
+        gr__hconn_refuse(c, 405, "GET, HEAD or POST\n");
+        return;
+    }
+    if (r.target_len >= sizeof c->path) {
+        gr__hconn_refuse(c, 414, "request target too long\n");
+        return;
+    }
+    memcpy(c->path, r.target, r.target_len);
+    c->path[r.target_len] = '\0';
+    char *q = strchr(c->path, '?');
     if (q) *q++ = '\0';
-    c->head = head;
-    c->request_seen = 1;
+    c->req = r;
+    c->close_after = r.close || (r.http10 && !r.keep_alive);
     c->pending = 1;
-    uv_read_stop((uv_stream_t *)&c->tcp);
-    c->h->handler(c->h->ud, c, path, q ? q : "");
+    c->last_active = uv_now(c->h->loop);
+    if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp); /* one request at a time */
+    c->reading = 0;
+    c->h->handler(c->h->ud, c, c->path, q ? q : "");
 }
 
 void gr__http_respond(gr__http_req_t *c, int status, const char *ctype, const void *body, size_t len) {
@@ -150,21 +331,33 @@ void gr__http_respond(gr__http_req_t *c, int status, const char *ctype, const vo
         gr__hconn_free(c);
         return;
     }
-    gr__hconn_respond(c, status, body, len, ctype, c->head);
+    int head = !strcmp(c->req.method, "HEAD");
+    size_t used = c->req.head_len + c->req.body_len;
+    gr__hconn_send(c, status, body, len, ctype, head);
+    c->served++;
+    c->last_active = uv_now(c->h->loop);
+    gr__buf_consume(&c->in, used);
+    memset(&c->req, 0, sizeof c->req);
+    if (!c->close_after) gr__hconn_next(c); /* a pipelined request may be waiting */
+}
+
+const char *gr__http_method(const gr__http_req_t *c) { return c->req.method; }
+
+const uint8_t *gr__http_body(const gr__http_req_t *c, size_t *len) {
+    *len = c->req.body_len;
+    return c->req.body;
 }
 
 int gr__http_header(const gr__http_req_t *c, const char *name, char *out, size_t size) {
     size_t nl = strlen(name);
-    /* Header lines follow the request line; stop at the blank line. */
-    const char *p = strchr(c->req, '\n');
-    while (p && *++p && *p != '\r' && *p != '\n') {
-        const char *end = strchr(p, '\n');
-        if (!end) end = p + strlen(p);
-        if ((size_t)(end - p) > nl && p[nl] == ':' && !strncasecmp(p, name, nl)) {
-            const char *v = p + nl + 1;
-            while (v < end && (*v == ' ' || *v == '\t'))
+    const char *p = c->req.headers, *end = p ? p + c->req.headers_len : NULL;
+    while (p && p < end && *p != '\r' && *p != '\n') {
+        const char *le = memchr(p, '\n', (size_t)(end - p));
+        if (!le) le = end;
+        if ((size_t)(le - p) > nl && p[nl] == ':' && !strncasecmp(p, name, nl)) {
+            const char *v = p + nl + 1, *ve = le;
+            while (v < ve && (*v == ' ' || *v == '\t'))
                 v++;
-            const char *ve = end;
             while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
                 ve--;
             size_t n = (size_t)(ve - v);
@@ -173,7 +366,7 @@ int gr__http_header(const gr__http_req_t *c, const char *name, char *out, size_t
             out[n] = '\0';
             return (int)n;
         }
-        p = *end ? end : NULL;
+        p = le + 1;
     }
     return -1;
 }
@@ -181,6 +374,13 @@ int gr__http_header(const gr__http_req_t *c, const char *name, char *out, size_t
 int gr__http_add_header(gr__http_req_t *c, const char *line) {
     size_t n = strlen(line);
     if (n + 1 > sizeof c->extra || strpbrk(line, "\r\n")) return GR_EINVAL;
+    if (c->extra[0]) { /* a second line: both go, CRLF between them */
+        size_t have = strlen(c->extra);
+        if (have + 2 + n + 1 > sizeof c->extra) return GR_EINVAL;
+        memcpy(c->extra + have, "\r\n", 2);
+        memcpy(c->extra + have + 2, line, n + 1);
+        return 0;
+    }
     memcpy(c->extra, line, n + 1);
     return 0;
 }
@@ -190,6 +390,22 @@ static int gr__hexval(int ch) {
     if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
     if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
     return -1;
+}
+
+int gr__http_pct_decode(const char *s, size_t n, uint8_t *out, size_t size) {
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        int ch = (unsigned char)s[i];
+        if (ch == '%') {
+            int hi = i + 1 < n ? gr__hexval(s[i + 1]) : -1, lo = i + 2 < n ? gr__hexval(s[i + 2]) : -1;
+            if (hi < 0 || lo < 0) return -1;
+            ch = hi * 16 + lo;
+            i += 2;
+        }
+        if (o >= size) return -1;
+        out[o++] = (uint8_t)ch;
+    }
+    return (int)o;
 }
 
 int gr__http_query_param(const char *query, const char *name, char *out, size_t size) {
@@ -223,7 +439,15 @@ int gr__http_query_param(const char *query, const char *name, char *out, size_t 
 
 static void gr__hconn_alloc(uv_handle_t *hd, size_t s, uv_buf_t *b) {
     gr__hconn_t *c = hd->data;
-    *b = uv_buf_init(c->req + c->len, (unsigned)(GR__HTTP_MAX_REQUEST - 1 - c->len));
+    /* Never more than one request's worth (head + largest body) buffered. */
+    size_t limit = GR__HTTP_MAX_HEAD + GR__HTTP_MAX_BODY;
+    size_t want = c->in.len < limit ? limit - c->in.len : 0;
+    if (want > 65536) want = 65536;
+    if (!want || gr__buf_reserve(&c->in, want) != 0) {
+        *b = uv_buf_init(NULL, 0);
+        return;
+    }
+    *b = uv_buf_init((char *)c->in.data + c->in.len, (unsigned)want);
 }
 
 static void gr__hconn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
@@ -232,13 +456,10 @@ static void gr__hconn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
         gr__hconn_close(c);
         return;
     }
-    c->len += (size_t)n;
-    c->req[c->len] = '\0';
-    if (strstr(c->req, "\r\n\r\n") || strstr(c->req, "\n\n")) {
-        gr__hconn_request(c);
-    } else if (c->len >= GR__HTTP_MAX_REQUEST - 1) {
-        gr__hconn_respond(c, 413, NULL, 0, "text/plain", 0);
-    }
+    if (n == 0) return;
+    c->in.len += (size_t)n;
+    c->last_active = uv_now(c->h->loop);
+    gr__hconn_next(c);
 }
 
 static void gr__http_handle_closed(uv_handle_t *hd) { gr__http_handle_gone(hd->data); }
@@ -251,7 +472,7 @@ static void gr__http_accept(uv_stream_t *server, int status) {
     c->h = h;
     uv_tcp_init(h->loop, &c->tcp);
     c->tcp.data = c;
-    c->opened = uv_now(h->loop);
+    c->last_active = uv_now(h->loop);
     c->next = h->conns;
     if (h->conns) h->conns->prev = c;
     h->conns = c;
@@ -262,13 +483,14 @@ static void gr__http_accept(uv_stream_t *server, int status) {
         return;
     }
     if (h->n_conns > GR__HTTP_MAX_CONNS) {
-        /* Full: the oldest connection that has not sent a request yet goes
-         * (64 idle sockets starved the probes for 15 s before). A probe
-         * sends its request at once, so it is never the one waiting. */
+        /* Full: the connection idle the longest goes (no request in the
+         * handler, none half-received): 64 idle sockets starved the probes
+         * for 15 s before. A probe sends its request at once, so it is
+         * never the one waiting. */
         gr__hconn_t *victim = NULL;
         for (gr__hconn_t *o = h->conns; o; o = o->next)
-            if (o != c && !o->request_seen && !uv_is_closing((uv_handle_t *)&o->tcp) &&
-                (!victim || o->opened <= victim->opened))
+            if (o != c && !o->pending && o->in.len == 0 && !uv_is_closing((uv_handle_t *)&o->tcp) &&
+                (!victim || o->last_active <= victim->last_active))
                 victim = o;
         if (!victim) {
             gr__hconn_close(c);
@@ -277,14 +499,15 @@ static void gr__http_accept(uv_stream_t *server, int status) {
         h->evicted++;
         gr__hconn_close(victim);
     }
-    uv_read_start((uv_stream_t *)&c->tcp, gr__hconn_alloc, gr__hconn_read);
+    uv_tcp_nodelay(&c->tcp, 1);
+    gr__hconn_next(c);
 }
 
 static void gr__http_sweep(uv_timer_t *t) {
     gr__http_t *h = t->data;
     uint64_t now = uv_now(h->loop);
     for (gr__hconn_t *c = h->conns; c; c = c->next)
-        if (!c->responded && now - c->opened > GR__HTTP_IDLE_MS) gr__hconn_close(c);
+        if (!c->pending && c->writes == 0 && now - c->last_active > GR__HTTP_IDLE_MS) gr__hconn_close(c);
 }
 
 int gr__http_new(uv_loop_t *loop, const char *host, int port, gr__http_handler handler, void *ud,
@@ -305,7 +528,7 @@ int gr__http_new(uv_loop_t *loop, const char *host, int port, gr__http_handler h
     h->sweep.data = h;
     h->open_handles = 2;
     int rc = uv_tcp_bind(&h->listener, (struct sockaddr *)&ss, 0);
-    if (rc == 0) rc = uv_listen((uv_stream_t *)&h->listener, 64, gr__http_accept);
+    if (rc == 0) rc = uv_listen((uv_stream_t *)&h->listener, 128, gr__http_accept);
     if (rc != 0) {
         snprintf(err, err_size, "cannot listen for HTTP on %s:%d: %s", host, port, uv_strerror(rc));
         /* Freed by the close callbacks on the next loop turn. */

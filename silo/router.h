@@ -7,6 +7,7 @@
 
 #include "grains/runtime.h"
 #include "silo/membership.h"
+#include "wire/tls.h"
 
 typedef struct gr__router gr__router_t;
 

@@ -12,6 +12,7 @@
 #include "silo/dashboard.h"
 #include "silo/gateway.h"
 #include "silo/http.h"
+#include "silo/httpapi.h"
 #include "silo/membership.h"
 #include "silo/procstats.h"
 #include "silo/reminders.h"
@@ -703,7 +704,7 @@ static int gr__host_allowed(const char *list, const char *host) {
     return 0;
 }
 
-/* The dashboard and /api/: the Host allow-list, then the token (a bearer
+/* The dashboard, /api/ and /v1/: the Host allow-list, then the token (a bearer
  * header, the cookie it set, or ?token= which sets that cookie). 0 when
  * the request may go on; otherwise it was answered here. Probes and
  * /metrics never come here: they must answer whatever happens. */
@@ -719,7 +720,7 @@ static int gr__silo_http_guard(gr_silo_t *s, gr__http_req_t *req, const char *pa
     }
     const char *token = s->cfg.http_token;
     if (!token || !token[0]) {
-        if (!strcmp(path, "/api/call") && s->cfg.secret && s->cfg.secret[0]) {
+        if ((!strcmp(path, "/api/call") || !strncmp(path, "/v1/", 4)) && s->cfg.secret && s->cfg.secret[0]) {
             static const char msg[] =
                 "calling grains over HTTP on a cluster with a secret needs --http-token\n";
             gr__http_respond(req, 403, text, msg, sizeof msg - 1);
@@ -757,7 +758,7 @@ static int gr__silo_http_guard(gr_silo_t *s, gr__http_req_t *req, const char *pa
     }
     if (!ok) {
         gr__http_add_header(req, "WWW-Authenticate: Bearer realm=\"granary\"");
-        static const char msg[] = "this silo's dashboard and /api/ need its --http-token\n";
+        static const char msg[] = "this silo's dashboard, /api/ and /v1/ need its --http-token\n";
         gr__http_respond(req, 401, text, msg, sizeof msg - 1);
         return -1;
     }
@@ -784,6 +785,12 @@ static void gr__silo_http(void *ud, gr__http_req_t *req, const char *path, const
     } else if (!strcmp(path, "/metrics")) {
         ctype = "text/plain; version=0.0.4; charset=utf-8";
         status = gr__silo_metrics(s, &body) == 0 ? 200 : 503;
+    } else if (!strncmp(path, "/v1/", 4)) {
+        /* The grain-call API (silo/httpapi.c), served with or without the dashboard. */
+        gr__buf_free(&body);
+        gr__httpapi_env_t env = {s->rt, s->router, s->id};
+        if (gr__silo_http_guard(s, req, path, query) == 0) gr__httpapi_handle(&env, req, path);
+        return;
     } else if (s->dashboard) {
         gr__buf_free(&body);
         if (gr__silo_http_guard(s, req, path, query) == 0 &&
