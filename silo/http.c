@@ -1,11 +1,15 @@
 /* silo/http.c - see http.h. HTTP/1.1 with keep-alive and pipelining: one
  * request of a connection is in the handler at a time, the next is parsed
  * only once it is answered, so answers leave in request order and what a
- * connection buffers is one request. Bounds: 8 KiB of request line and
- * headers, GR__HTTP_MAX_BODY of body (Content-Length only: no chunked
- * uploads), 5 s idle, at most 64 connections; a new connection beyond that
- * evicts the oldest one that is idle (no request in progress), so idle
- * sockets can never lock the probes out. A connection whose request is
+ * connection buffers is one request. A connection's next request is read
+ * only while less than GR__HTTP_WRITE_HIGH of answers waits for the peer to
+ * read, so a peer that pipelines and never reads cannot grow the silo.
+ * Bounds: 8 KiB of request line and headers, GR__HTTP_MAX_BODY of body
+ * (Content-Length only: no chunked uploads), 10 s for a whole request to
+ * arrive, 5 s idle, at most 64 connections of which 48 may wait for a
+ * call's answer; a new connection beyond 64 evicts the one idle the longest
+ * (else the slowest half-received one), so neither idle nor dribbling
+ * sockets can lock the probes out. A connection whose request is
  * being answered later (pending) outlives its socket until the answer
  * comes, so handlers never see a freed request. The parser is a pure
  * function (gr__http_parse), fuzzed by tests/silo/test_http.c. */
@@ -15,7 +19,10 @@
 #include "silo/http.h"
 
 #define GR__HTTP_MAX_CONNS 64
+#define GR__HTTP_MAX_PENDING 48 /* connections waiting for an answer: the rest stays for probes */
 #define GR__HTTP_IDLE_MS 5000
+#define GR__HTTP_REQUEST_MS 10000 /* a request must arrive whole within this */
+#define GR__HTTP_WRITE_HIGH (64u * 1024u)
 
 typedef struct gr__hwrite {
     uv_write_t w;
@@ -27,17 +34,21 @@ typedef struct gr__hconn {
     uv_tcp_t tcp;
     struct gr__http *h;
     struct gr__hconn *next, *prev;
-    gr__buf_t in;          /* bytes read and not yet consumed: the current request, maybe more */
+    gr__buf_t in; /* bytes read; [0, off) are answered requests, dropped lazily */
+    size_t off;
     gr__http_parsed_t req; /* the request in the handler (pending) */
+    uint64_t req_started;  /* when the first byte of the request now arriving came (0: none) */
     char path[1024];
     uint64_t last_active;
     int pending;     /* handed to the handler, not answered yet */
     int tcp_closed;  /* socket closed: an answer is only freed */
     int close_after; /* Connection: close, HTTP/1.0, or an error: close once written */
+    int eof;         /* the peer half-closed: answer what is buffered, then close */
     int writes;      /* in flight */
     int reading;
+    int in_next; /* inside gr__hconn_next: an answer given now only records itself */
     uint64_t served;
-    char extra[320]; /* one more header line for the next answer (Set-Cookie), or "" */
+    char extra[1024]; /* more header lines for the next answer (Set-Cookie, ...), or "" */
 } gr__hconn_t;
 
 struct gr__http {
@@ -49,6 +60,7 @@ struct gr__http {
     int port;
     gr__hconn_t *conns;
     int n_conns;
+    int n_pending;
     uint64_t evicted; /* idle connections closed to make room */
     int open_handles;
     int closing;
@@ -137,6 +149,9 @@ int gr__http_parse(const uint8_t *buf, size_t len, size_t max_body, gr__http_par
             if (vl == 10 && !strncasecmp((const char *)v, "keep-alive", 10)) out->keep_alive = 1;
         }
     }
+    /* The loop stopped at the empty line that ends the head, and only there
+     * (a line starting with CR would otherwise hide headers from framing). */
+    if (!((p + 1 == end && p[0] == '\n') || (p + 2 == end && p[0] == '\r' && p[1] == '\n'))) return GR_EPROTO;
     if (out->chunked) {
         out->head_len = head;
         return 0;
@@ -191,7 +206,13 @@ static void gr__hconn_written(uv_write_t *w, int status) {
     gr__free(hw->data);
     gr__free(hw);
     c->writes--;
-    if (status < 0 || (c->close_after && c->writes == 0)) gr__hconn_close(c);
+    if (uv_is_closing((uv_handle_t *)&c->tcp)) return;
+    c->last_active = uv_now(c->h->loop);
+    if (status < 0 || (c->close_after && c->writes == 0 && !c->pending)) {
+        gr__hconn_close(c);
+        return;
+    }
+    gr__hconn_next(c); /* the peer read: a pipelined request may go on */
 }
 
 static const char *gr__reason(int status) {
@@ -208,6 +229,8 @@ static const char *gr__reason(int status) {
         return "Not Found";
     case 405:
         return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
     case 409:
         return "Conflict";
     case 411:
@@ -279,66 +302,123 @@ static void gr__hconn_refuse(gr__hconn_t *c, int status, const char *why) {
 static void gr__hconn_alloc(uv_handle_t *hd, size_t s, uv_buf_t *b);
 static void gr__hconn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b);
 
-/* Parse what is buffered: hand one whole request to the handler, or wait
- * for more bytes, or refuse. */
+/* Drop answered requests from the front of the buffer, and give back the
+ * memory of a large one once it is gone. */
+static void gr__hconn_compact(gr__hconn_t *c) {
+    if (!c->off) return;
+    gr__buf_consume(&c->in, c->off);
+    c->off = 0;
+    if (c->in.cap > 256u * 1024u && c->in.len <= 16u * 1024u) {
+        gr__buf_t small;
+        gr__buf_init(&small);
+        if (gr__buf_append(&small, c->in.len ? c->in.data : (const uint8_t *)"", c->in.len ? c->in.len : 0) ==
+            0) {
+            gr__buf_free(&c->in);
+            c->in = small;
+        }
+    }
+}
+
+/* Parse what is buffered, one request at a time: hand a whole request to
+ * the handler, or wait for more bytes, or refuse. A loop, not recursion: a
+ * handler that answers at once only records it (in_next), and the loop goes
+ * on with the next pipelined request, so thousands of them cannot exhaust
+ * the stack. */
 static void gr__hconn_next(gr__hconn_t *c) {
-    if (c->pending || c->tcp_closed || uv_is_closing((uv_handle_t *)&c->tcp) || c->close_after) return;
-    gr__http_parsed_t r;
-    int rc = c->in.len ? gr__http_parse(c->in.data, c->in.len, GR__HTTP_MAX_BODY, &r) : GR_EAGAIN;
-    if (rc == GR_EAGAIN) {
-        if (!c->reading && uv_read_start((uv_stream_t *)&c->tcp, gr__hconn_alloc, gr__hconn_read) == 0)
-            c->reading = 1;
-        return;
+    if (c->in_next) return;
+    c->in_next = 1;
+    while (!c->pending && !c->tcp_closed && !uv_is_closing((uv_handle_t *)&c->tcp) && !c->close_after) {
+        if (c->tcp.write_queue_size > GR__HTTP_WRITE_HIGH) {
+            /* The peer does not read its answers: read nothing more until
+             * it does (gr__hconn_written resumes). */
+            if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
+            c->reading = 0;
+            break;
+        }
+        gr__http_parsed_t r;
+        size_t avail = c->in.len - c->off;
+        int rc = avail ? gr__http_parse(c->in.data + c->off, avail, GR__HTTP_MAX_BODY, &r) : GR_EAGAIN;
+        if (rc == GR_EAGAIN) {
+            gr__hconn_compact(c);
+            if (!c->in.len)
+                c->req_started = 0;
+            else if (!c->req_started) /* the part of a pipelined request that came with the last one */
+                c->req_started = uv_now(c->h->loop);
+            if (c->eof) {
+                /* Half-closed: nothing more will come; close once answered. */
+                c->close_after = 1;
+                if (!c->writes) gr__hconn_close(c);
+            } else if (!c->reading &&
+                       uv_read_start((uv_stream_t *)&c->tcp, gr__hconn_alloc, gr__hconn_read) == 0) {
+                c->reading = 1;
+            }
+            break;
+        }
+        if (rc == GR_ETOOBIG) {
+            gr__hconn_refuse(c, r.head_len ? 413 : 431,
+                             r.head_len ? "request body over the limit\n" : "request head over 8 KiB\n");
+            break;
+        }
+        if (rc != 0) {
+            gr__hconn_refuse(c, 400, "malformed request\n");
+            break;
+        }
+        if (r.chunked) {
+            gr__hconn_refuse(c, 411,
+                             "send the body with Content-Length (chunked uploads are not accepted)\n");
+            break;
+        }
+        int get = !strcmp(r.method, "GET"), head = !strcmp(r.method, "HEAD"),
+            post = !strcmp(r.method, "POST");
+        if (!get && !head && !post) {
+            gr__hconn_refuse(c, 405, "GET, HEAD or POST\n");
+            break;
+        }
+        if (r.target_len >= sizeof c->path) {
+            gr__hconn_refuse(c, 414, "request target too long\n");
+            break;
+        }
+        if (post && c->h->n_pending >= GR__HTTP_MAX_PENDING) {
+            /* Calls that wait for grains must leave room for the probes. */
+            gr__http_add_header(c, "Retry-After: 1");
+            gr__hconn_refuse(c, 503, "too many HTTP calls in progress on this silo; retry\n");
+            break;
+        }
+        memcpy(c->path, r.target, r.target_len);
+        c->path[r.target_len] = '\0';
+        char *q = strchr(c->path, '?');
+        if (q) *q++ = '\0';
+        c->req = r;
+        c->req_started = 0;
+        c->close_after = r.close || (r.http10 && !r.keep_alive);
+        c->pending = 1;
+        c->h->n_pending++;
+        c->last_active = uv_now(c->h->loop);
+        if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp); /* one request at a time */
+        c->reading = 0;
+        c->h->handler(c->h->ud, c, c->path, q ? q : "");
     }
-    if (rc == GR_ETOOBIG) {
-        gr__hconn_refuse(c, r.head_len ? 413 : 431,
-                         r.head_len ? "request body over the limit\n" : "request head over 8 KiB\n");
-        return;
-    }
-    if (rc != 0) {
-        gr__hconn_refuse(c, 400, "malformed request\n");
-        return;
-    }
-    if (r.chunked) {
-        gr__hconn_refuse(c, 411, "send the body with Content-Length (chunked uploads are not accepted)\n");
-        return;
-    }
-    int get = !strcmp(r.method, "GET"), head = !strcmp(r.method, "HEAD"), post = !strcmp(r.method, "POST");
-    if (!get && !head && !post) {
-        gr__hconn_refuse(c, 405, "GET, HEAD or POST\n");
-        return;
-    }
-    if (r.target_len >= sizeof c->path) {
-        gr__hconn_refuse(c, 414, "request target too long\n");
-        return;
-    }
-    memcpy(c->path, r.target, r.target_len);
-    c->path[r.target_len] = '\0';
-    char *q = strchr(c->path, '?');
-    if (q) *q++ = '\0';
-    c->req = r;
-    c->close_after = r.close || (r.http10 && !r.keep_alive);
-    c->pending = 1;
-    c->last_active = uv_now(c->h->loop);
-    if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp); /* one request at a time */
-    c->reading = 0;
-    c->h->handler(c->h->ud, c, c->path, q ? q : "");
+    c->in_next = 0;
 }
 
 void gr__http_respond(gr__http_req_t *c, int status, const char *ctype, const void *body, size_t len) {
     c->pending = 0;
+    c->h->n_pending--;
     if (c->tcp_closed) {
         gr__hconn_free(c);
         return;
     }
     int head = !strcmp(c->req.method, "HEAD");
-    size_t used = c->req.head_len + c->req.body_len;
     gr__hconn_send(c, status, body, len, ctype, head);
     c->served++;
     c->last_active = uv_now(c->h->loop);
-    gr__buf_consume(&c->in, used);
+    c->off += c->req.head_len + c->req.body_len;
     memset(&c->req, 0, sizeof c->req);
-    if (!c->close_after) gr__hconn_next(c); /* a pipelined request may be waiting */
+    if (c->close_after) {
+        if (!c->writes) gr__hconn_close(c);
+        return;
+    }
+    gr__hconn_next(c); /* a pipelined request may be waiting (a no-op inside the loop) */
 }
 
 const char *gr__http_method(const gr__http_req_t *c) { return c->req.method; }
@@ -374,7 +454,7 @@ int gr__http_header(const gr__http_req_t *c, const char *name, char *out, size_t
 int gr__http_add_header(gr__http_req_t *c, const char *line) {
     size_t n = strlen(line);
     if (n + 1 > sizeof c->extra || strpbrk(line, "\r\n")) return GR_EINVAL;
-    if (c->extra[0]) { /* a second line: both go, CRLF between them */
+    if (c->extra[0]) { /* another line: CRLF between them */
         size_t have = strlen(c->extra);
         if (have + 2 + n + 1 > sizeof c->extra) return GR_EINVAL;
         memcpy(c->extra + have, "\r\n", 2);
@@ -440,7 +520,7 @@ int gr__http_query_param(const char *query, const char *name, char *out, size_t 
 static void gr__hconn_alloc(uv_handle_t *hd, size_t s, uv_buf_t *b) {
     gr__hconn_t *c = hd->data;
     /* Never more than one request's worth (head + largest body) buffered. */
-    size_t limit = GR__HTTP_MAX_HEAD + GR__HTTP_MAX_BODY;
+    size_t limit = c->off + GR__HTTP_MAX_HEAD + 4 + GR__HTTP_MAX_BODY;
     size_t want = c->in.len < limit ? limit - c->in.len : 0;
     if (want > 65536) want = 65536;
     if (!want || gr__buf_reserve(&c->in, want) != 0) {
@@ -452,11 +532,20 @@ static void gr__hconn_alloc(uv_handle_t *hd, size_t s, uv_buf_t *b) {
 
 static void gr__hconn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
     gr__hconn_t *c = s->data;
+    if (n == UV_EOF) {
+        /* A half-close: what was sent is still answered, then we close. */
+        c->eof = 1;
+        uv_read_stop(s);
+        c->reading = 0;
+        gr__hconn_next(c);
+        return;
+    }
     if (n < 0) {
         gr__hconn_close(c);
         return;
     }
     if (n == 0) return;
+    if (c->in.len == c->off && !c->req_started) c->req_started = uv_now(c->h->loop);
     c->in.len += (size_t)n;
     c->last_active = uv_now(c->h->loop);
     gr__hconn_next(c);
@@ -489,8 +578,12 @@ static void gr__http_accept(uv_stream_t *server, int status) {
          * never the one waiting. */
         gr__hconn_t *victim = NULL;
         for (gr__hconn_t *o = h->conns; o; o = o->next)
-            if (o != c && !o->pending && o->in.len == 0 && !uv_is_closing((uv_handle_t *)&o->tcp) &&
+            if (o != c && !o->pending && o->in.len == o->off && !uv_is_closing((uv_handle_t *)&o->tcp) &&
                 (!victim || o->last_active <= victim->last_active))
+                victim = o;
+        for (gr__hconn_t *o = h->conns; !victim && o; o = o->next) /* else the slowest half-received */
+            if (o != c && !o->pending && o->req_started && !uv_is_closing((uv_handle_t *)&o->tcp) &&
+                (!victim || o->req_started <= victim->req_started))
                 victim = o;
         if (!victim) {
             gr__hconn_close(c);
@@ -506,8 +599,13 @@ static void gr__http_accept(uv_stream_t *server, int status) {
 static void gr__http_sweep(uv_timer_t *t) {
     gr__http_t *h = t->data;
     uint64_t now = uv_now(h->loop);
-    for (gr__hconn_t *c = h->conns; c; c = c->next)
-        if (!c->pending && c->writes == 0 && now - c->last_active > GR__HTTP_IDLE_MS) gr__hconn_close(c);
+    for (gr__hconn_t *c = h->conns; c; c = c->next) {
+        if (c->pending) continue;
+        if (c->req_started && now - c->req_started > GR__HTTP_REQUEST_MS)
+            gr__hconn_close(c); /* dribbling a request (slowloris) holds a slot no longer */
+        else if (now - c->last_active > GR__HTTP_IDLE_MS)
+            gr__hconn_close(c); /* idle, or an answer the peer has not read for 5 s */
+    }
 }
 
 int gr__http_new(uv_loop_t *loop, const char *host, int port, gr__http_handler handler, void *ud,

@@ -22,8 +22,9 @@ static int gr__http_status_of(int err, int *retry_after) {
     case GR_ENOCLASS:
     case GR_ENOMETHOD:
         return 404;
-    case GR_EINVAL:
     case GR_ETOOBIG:
+        return 413;
+    case GR_EINVAL:
     case GR_EPROTO:
         return 400;
     case GR_EAPP:
@@ -68,6 +69,22 @@ static void gr__api_error_text(gr__http_req_t *req, int err, const char *msg) {
     gr__api_error(req, err, msg, strlen(msg));
 }
 
+/* A path that exists, asked with the wrong method. */
+static void gr__api_method_not_allowed(gr__http_req_t *req, const char *allow, const char *msg) {
+    gr__http_add_header(req, allow);
+    static const char fmt[] = "{\"error\":\"GR_EINVAL\",\"retryable\":false,\"message\":";
+    gr__buf_t b;
+    gr__buf_init(&b);
+    int rc = gr__buf_append(&b, fmt, sizeof fmt - 1);
+    rc |= gr__buf_json_str(&b, msg, strlen(msg));
+    rc |= gr__buf_printf(&b, "}\n");
+    if (rc)
+        gr__http_respond(req, 500, gr__json, "{\"error\":\"GR_ENOMEM\"}\n", 21);
+    else
+        gr__http_respond(req, 405, gr__json, b.data, b.len);
+    gr__buf_free(&b);
+}
+
 typedef struct gr__api_call {
     gr__http_req_t *req;
     char ctype[128];
@@ -99,8 +116,9 @@ static void gr__api_call(const gr__httpapi_env_t *env, gr__http_req_t *req, cons
     if (gr__http_header(req, "Granary-Timeout-Ms", v, sizeof v) >= 0) {
         char *end;
         unsigned long t = strtoul(v, &end, 10);
-        if (!v[0] || *end || v[0] == '-' || t == 0 || t > 86400000ul) {
-            gr__api_error_text(req, GR_EINVAL, "Granary-Timeout-Ms: milliseconds, 1..86400000");
+        /* At most 5 minutes: a waiting HTTP call holds one of the port's slots. */
+        if (!v[0] || *end || v[0] == '-' || t == 0 || t > 300000ul) {
+            gr__api_error_text(req, GR_EINVAL, "Granary-Timeout-Ms: milliseconds, 1..300000");
             return;
         }
         o.timeout_ms = (uint32_t)t;
@@ -216,9 +234,8 @@ int gr__httpapi_handle(const gr__httpapi_env_t *env, gr__http_req_t *req, const 
     }
     if (!*p && (p == path || p[-1] != '/')) {
         if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
-            gr__http_add_header(req, "Allow: GET, HEAD");
-            gr__api_error_text(req, GR_EINVAL,
-                               "use GET to see where a grain is, POST .../{method} to call it");
+            gr__api_method_not_allowed(req, "Allow: GET, HEAD",
+                                       "use GET to see where a grain is, POST .../{method} to call it");
             return 1;
         }
         gr__api_where(env, req, (const char *)cls, key, (size_t)kl);
@@ -231,8 +248,7 @@ int gr__httpapi_handle(const gr__httpapi_env_t *env, gr__http_req_t *req, const 
     }
     m[ml] = '\0';
     if (strcmp(method, "POST") != 0) {
-        gr__http_add_header(req, "Allow: POST");
-        gr__api_error_text(req, GR_EINVAL, "grain calls are POST requests");
+        gr__api_method_not_allowed(req, "Allow: POST", "grain calls are POST requests");
         return 1;
     }
     gr__api_call(env, req, (const char *)cls, key, (size_t)kl, (const char *)m);

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <openssl/ssl.h>
@@ -409,6 +410,80 @@ static void test_http_probes_and_token(void **st) {
     assert_int_equal(http_get(hp2, "/api/silo", "", resp, sizeof resp), 200);
 }
 
+/* The HTTP port against the review's attacks (issue 16): thousands of
+ * pipelined requests answered at once (no recursion: the silo lives), a
+ * peer that pipelines and never reads (bounded memory), sockets dribbling
+ * half a request (the probes still get in), and a half-close (the answer
+ * still comes). */
+static void test_http_pipelining_attacks(void **st) {
+    int hp = gr_test_free_port();
+    char http[32];
+    snprintf(http, sizeof http, "127.0.0.1:%d", hp);
+    const char *const extra[] = {"--http", http, "--http-token", "t0ken", NULL};
+    start(0, extra);
+    static const char one[] = "GET /v1/grains/Counter/x HTTP/1.1\r\n\r\n"; /* 401: no token */
+    enum { N = 4000 };
+    gr__buf_t b;
+    gr__buf_init(&b);
+    for (int i = 0; i < N; i++)
+        gr__buf_append(&b, one, sizeof one - 1);
+    int fd = gr_test_raw_connect(hp);
+    gr_test_send_all(fd, b.data, b.len);
+    gr__buf_free(&b);
+    static char buf[8 << 20]; /* all the answers (about 250 bytes each) */
+    size_t seen = 0, have = 0, next = 0;
+    static const char status[] = "HTTP/1.1 401";
+    while (seen < N && have < sizeof buf - 1) {
+        ssize_t k = read(fd, buf + have, sizeof buf - 1 - have);
+        if (k <= 0) break;
+        have += (size_t)k;
+        buf[have] = '\0';
+        /* Count each status once: search on from after the last one found. */
+        for (char *p; (p = strstr(buf + next, status)) != NULL; next = (size_t)(p - buf) + sizeof status - 1)
+            seen++;
+    }
+    close(fd);
+    print_message("%zu of %d pipelined requests answered\n", seen, N);
+    assert_int_equal(seen, N);
+    assert_int_equal(gr_test_wait(cl.silos[0].pid, 0), -1);
+    /* Pipelining large answers and never reading them. */
+    gr__buf_init(&b);
+    for (int i = 0; i < 3000; i++)
+        gr__buf_printf(&b, "GET /metrics HTTP/1.1\r\n\r\n");
+    int lazy = gr_test_raw_connect(hp);
+    gr_test_send_all(lazy, b.data, b.len);
+    gr__buf_free(&b);
+    usleep(500000);
+    long rss = metric(hp, "process_resident_memory_bytes");
+    print_message("resident memory with a peer not reading 3000 pipelined /metrics answers: %ld bytes\n",
+                  rss);
+    assert_true(rss > 0 && rss < 120L * 1024 * 1024);
+    close(lazy);
+    /* 70 sockets each holding half a request: a probe still gets in. */
+    int dribble[70];
+    for (int i = 0; i < 70; i++) {
+        dribble[i] = gr_test_raw_connect(hp);
+        gr_test_send_all(dribble[i], "GET /healthz HTTP/1.1\r\nX-Slow: ", 31);
+    }
+    usleep(100000);
+    static char resp[4096];
+    assert_int_equal(http_get(hp, "/healthz", "", resp, sizeof resp), 200);
+    for (int i = 0; i < 70; i++)
+        close(dribble[i]);
+    /* A half-close after the request: the answer is still written. */
+    fd = gr_test_raw_connect(hp);
+    static const char req[] = "GET /healthz HTTP/1.1\r\n\r\n";
+    gr_test_send_all(fd, req, sizeof req - 1);
+    shutdown(fd, SHUT_WR);
+    size_t len = 0;
+    ssize_t k;
+    while (len < sizeof resp - 1 && (k = read(fd, resp + len, sizeof resp - 1 - len)) > 0)
+        len += (size_t)k;
+    resp[len] = '\0';
+    close(fd);
+    assert_non_null(strstr(resp, "HTTP/1.1 200"));
+}
+
 /* A second process with a live silo's id is refused (exit 2) and never
  * evicts it (before: it joined as active and the real one was declared
  * dead and exited 3). */
@@ -710,6 +785,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_connection_memory_budget, new_cluster, kill_all),
         cmocka_unit_test_setup_teardown(test_http_probes_and_token, new_cluster, kill_all),
         cmocka_unit_test_setup_teardown(test_duplicate_silo_id, new_cluster, kill_all),
+        cmocka_unit_test_setup_teardown(test_http_pipelining_attacks, new_cluster, kill_all),
         cmocka_unit_test_setup_teardown(test_reminder_unknown_class, new_cluster, kill_all),
         cmocka_unit_test_setup_teardown(test_oneway_in_memory_budget, new_cluster, kill_all),
         cmocka_unit_test_setup_teardown(test_secret_rotation, new_cluster, kill_all),
