@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pkgs=(build-essential cmake pkg-config libuv1-dev libpq-dev uthash-dev libcmocka-dev
-      libssl-dev openssl postgresql postgresql-contrib clang curl procps iproute2 chromium)
+      libssl-dev openssl postgresql postgresql-contrib clang curl procps iproute2 chromium wrk)
 # Node.js may come from elsewhere (nodesource, nvm); only ask Debian for it if absent.
 command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
 command -v npm >/dev/null 2>&1 || pkgs+=(npm)

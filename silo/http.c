@@ -6,8 +6,8 @@
  * read, so a peer that pipelines and never reads cannot grow the silo.
  * Bounds: 8 KiB of request line and headers, GR__HTTP_MAX_BODY of body
  * (Content-Length only: no chunked uploads), 10 s for a whole request to
- * arrive, 5 s idle, at most 64 connections of which 48 may wait for a
- * call's answer; a new connection beyond 64 evicts the one idle the longest
+ * arrive, 5 s idle, at most 256 connections of which 192 may wait for a
+ * call's answer; a new connection beyond 256 evicts the one idle the longest
  * (else the slowest half-received one), so neither idle nor dribbling
  * sockets can lock the probes out. A connection whose request is
  * being answered later (pending) outlives its socket until the answer
@@ -18,8 +18,8 @@
 
 #include "silo/http.h"
 
-#define GR__HTTP_MAX_CONNS 64
-#define GR__HTTP_MAX_PENDING 48 /* connections waiting for an answer: the rest stays for probes */
+#define GR__HTTP_MAX_CONNS 256
+#define GR__HTTP_MAX_PENDING 192 /* connections waiting for an answer: the rest stays for probes */
 #define GR__HTTP_IDLE_MS 5000
 #define GR__HTTP_REQUEST_MS 10000 /* a request must arrive whole within this */
 #define GR__HTTP_WRITE_HIGH (64u * 1024u)
