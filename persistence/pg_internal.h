@@ -36,6 +36,22 @@ struct gr__wop {
 int gr__hex_elem(gr__buf_t *b, const uint8_t *p, size_t n);
 int gr__text_elem(gr__buf_t *b, const char *t);
 
+/* The CTEs of the batched write (postgres.c), shared by its two forms: $1..$4
+ * and $6 parallel arrays (key, class, state, expected version, format), $5
+ * the service; upd and ins return the writes that committed. */
+#define GR__SQL_BATCH_WRITE_CTES                                                                             \
+    "WITH v AS (SELECT * FROM unnest($1::bytea[], $2::text[], $3::bytea[], $4::bigint[], $6::int[]) "        \
+    "           WITH ORDINALITY AS v(k, c, st, ev, f, ord)), "                                               \
+    "     upd AS (UPDATE granary_grain_state t SET state = v.st, version = t.version + 1, state_format = "   \
+    "v.f, "                                                                                                  \
+    "             updated_at = now() "                                                                       \
+    "             FROM v WHERE v.ev > 0 AND t.grain_key = v.k AND t.grain_class = v.c AND t.service = $5 "   \
+    "             AND t.version = v.ev RETURNING v.ord, t.version), "                                        \
+    "     ins AS (INSERT INTO granary_grain_state (grain_key, grain_class, service, state, version, "        \
+    "state_format, updated_at) "                                                                             \
+    "             SELECT v.k, v.c, $5, v.st, 1, v.f, now() FROM v WHERE v.ev = 0 "                           \
+    "             ON CONFLICT DO NOTHING RETURNING grain_key, grain_class, version) "
+
 /* The batched write when some write of the batch carries reply-log changes:
  * the plain batch's $1..$6, then $7..$12 the entries to add (batch
  * ordinal, key, status, reply, at_ms, expires_ms; added only for the grain

@@ -17,18 +17,8 @@
  * A key of a grain appears at most once in a batch (one write per grain per
  * batch, one entry per key, and a key evicted and answered again is added,
  * not also deleted), so ON CONFLICT never meets a row twice. */
-const char gr__sql_batch_write_replies[] =
-    "WITH v AS (SELECT * FROM unnest($1::bytea[], $2::text[], $3::bytea[], $4::bigint[], $6::int[]) "
-    "           WITH ORDINALITY AS v(k, c, st, ev, f, ord)), "
-    "     upd AS (UPDATE granary_grain_state t SET state = v.st, version = t.version + 1, state_format = "
-    "v.f, "
-    "             updated_at = now() "
-    "             FROM v WHERE v.ev > 0 AND t.grain_key = v.k AND t.grain_class = v.c AND t.service = $5 "
-    "             AND t.version = v.ev RETURNING v.ord, t.version), "
-    "     ins AS (INSERT INTO granary_grain_state (grain_key, grain_class, service, state, version, "
-    "state_format, updated_at) "
-    "             SELECT v.k, v.c, $5, v.st, 1, v.f, now() FROM v WHERE v.ev = 0 "
-    "             ON CONFLICT DO NOTHING RETURNING grain_key, grain_class, version), "
+const char gr__sql_batch_write_replies[] = GR__SQL_BATCH_WRITE_CTES
+    ", "
     "     done AS (SELECT ord, version FROM upd "
     "              UNION ALL SELECT v.ord, ins.version FROM ins JOIN v ON v.k = ins.grain_key AND "
     "v.c = ins.grain_class), "

@@ -200,11 +200,8 @@ static int gr__pgs_release(gr_storage_t *st, const char *cls, const void *key, s
 
 static void gr__batch_flush(gr__pgs_t *s);
 
-static int gr__pgs_write(gr_storage_t *st, const char *cls, const void *key, size_t key_len, const void *data,
-                         size_t len, uint32_t format, int64_t expected, gr_storage_write_cb cb, void *ud) {
-    gr__pgs_t *s = (gr__pgs_t *)st;
-    gr__wop_t *w = gr__wop_new(cls, key, key_len, data, len, format, expected, cb, ud);
-    if (!w) return GR_ENOMEM;
+/* Queue a write for the next batch. */
+static void gr__pgs_enqueue(gr__pgs_t *s, gr__wop_t *w) {
     if (s->wq_tail)
         s->wq_tail->next = w;
     else
@@ -212,6 +209,14 @@ static int gr__pgs_write(gr_storage_t *st, const char *cls, const void *key, siz
     s->wq_tail = w;
     s->wq_len++;
     gr__batch_flush(s); /* results arrive through the pool: never inside this call */
+}
+
+static int gr__pgs_write(gr_storage_t *st, const char *cls, const void *key, size_t key_len, const void *data,
+                         size_t len, uint32_t format, int64_t expected, gr_storage_write_cb cb, void *ud) {
+    gr__pgs_t *s = (gr__pgs_t *)st;
+    gr__wop_t *w = gr__wop_new(cls, key, key_len, data, len, format, expected, cb, ud);
+    if (!w) return GR_ENOMEM;
+    gr__pgs_enqueue(s, w);
     return 0;
 }
 
@@ -231,13 +236,7 @@ static int gr__pgs_write_replies(gr_storage_t *st, const char *cls, const void *
     w->adds_len = adds_len;
     w->dels_len = dels_len;
     w->retention_ms = retention_ms;
-    if (s->wq_tail)
-        s->wq_tail->next = w;
-    else
-        s->wq_head = w;
-    s->wq_tail = w;
-    s->wq_len++;
-    gr__batch_flush(s);
+    gr__pgs_enqueue(s, w);
     return 0;
 }
 
@@ -332,18 +331,8 @@ typedef struct gr__batch {
  * (key, class, state, expected version, state format), $5 the service. Rows
  * that moved on are simply absent from the result: a conflict, not an error
  * that would abort the others. */
-static const char GR__SQL_BATCH_WRITE[] =
-    "WITH v AS (SELECT * FROM unnest($1::bytea[], $2::text[], $3::bytea[], $4::bigint[], $6::int[]) "
-    "           WITH ORDINALITY AS v(k, c, st, ev, f, ord)), "
-    "     upd AS (UPDATE granary_grain_state t SET state = v.st, version = t.version + 1, state_format = "
-    "v.f, "
-    "             updated_at = now() "
-    "             FROM v WHERE v.ev > 0 AND t.grain_key = v.k AND t.grain_class = v.c AND t.service = $5 "
-    "             AND t.version = v.ev RETURNING v.ord, t.version), "
-    "     ins AS (INSERT INTO granary_grain_state (grain_key, grain_class, service, state, version, "
-    "state_format, updated_at) "
-    "             SELECT v.k, v.c, $5, v.st, 1, v.f, now() FROM v WHERE v.ev = 0 "
-    "             ON CONFLICT DO NOTHING RETURNING grain_key, grain_class, version) "
+static const char GR__SQL_BATCH_WRITE[] = GR__SQL_BATCH_WRITE_CTES
+    " "
     "SELECT ord, version FROM upd "
     "UNION ALL SELECT v.ord, ins.version FROM ins JOIN v ON v.k = ins.grain_key AND v.c = ins.grain_class";
 
