@@ -113,8 +113,15 @@ class _Conn:
 
     def __init__(self, addr, cluster, secret, name, timeout):
         self.sock = socket.create_connection(_addr(addr), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
+        try:
+            self._handshake(cluster, secret, name)
+        except BaseException:
+            self.close()
+            raise
+
+    def _handshake(self, cluster, secret, name):
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.sendall(_hello(cluster, secret, name))
         ftype, _, body = self.read_frame()
         if ftype == GOAWAY:
