@@ -321,6 +321,8 @@ class AsyncClient:
             finally:
                 if self._connecting and self._connecting.done():
                     self._connecting = None
+        if self._writer is None:  # lost again before this call could be sent: safe to retry
+            raise _error(GR_ECONN, "connection to silo lost; call not sent")
         self._next_id += 1
         fid = self._next_id
         fut = asyncio.get_running_loop().create_future()

@@ -106,8 +106,17 @@ defmodule Granary do
     case ensure_connected(state) do
       {:ok, state} ->
         id = state.next_id + 1
-        :ok = :gen_tcp.send(state.sock, request(id, class, key, method, arg, timeout, idem))
-        {:noreply, %{state | next_id: id, pending: Map.put(state.pending, id, from)}}
+
+        case :gen_tcp.send(state.sock, request(id, class, key, method, arg, timeout, idem)) do
+          :ok ->
+            {:noreply, %{state | next_id: id, pending: Map.put(state.pending, id, from)}}
+
+          {:error, reason} ->
+            # The connection broke before its close reached us: this call was
+            # not sent (retryable, and safe); the ones in flight fail too.
+            state = lost(state)
+            {:reply, {:error, error(@econn, "connection to silo lost (#{inspect(reason)}); call not sent")}, state}
+        end
 
       {:error, err, state} ->
         {:reply, {:error, err}, state}
@@ -159,8 +168,14 @@ defmodule Granary do
       i = rem(state.cur + tried, length(state.silos))
       case handshake(Enum.at(state.silos, i), state) do
         {:ok, sock, rest} ->
-          :ok = :inet.setopts(sock, active: true)
-          {:ok, frames(%{state | sock: sock, cur: i, buf: rest})}
+          case :inet.setopts(sock, active: true) do
+            :ok ->
+              {:ok, frames(%{state | sock: sock, cur: i, buf: rest})}
+
+            {:error, reason} ->
+              :gen_tcp.close(sock)
+              connect(state, tried + 1, error(@econn, "connection to silo lost: #{inspect(reason)}"))
+          end
 
         {:error, %Error{retryable: true} = err} ->
           connect(state, tried + 1, err)
