@@ -38,11 +38,7 @@ struct gr__history {
     void *close_ud;
 };
 
-static int64_t gr__unix_seconds(void) {
-    uv_timeval64_t tv;
-    uv_gettimeofday(&tv);
-    return (int64_t)tv.tv_sec;
-}
+static int64_t gr__unix_seconds(void) { return (int64_t)(gr__wall_ms() / 1000); }
 
 static uint32_t gr__delta(uint64_t now, uint64_t *last) {
     uint64_t d = now >= *last ? now - *last : 0;
@@ -129,9 +125,7 @@ int gr__history_new(uv_loop_t *loop, gr_runtime_t *rt, gr__history_t **out) {
     uv_timer_init(loop, &h->timer);
     h->timer.data = h;
     /* Sample just after each wall-clock second so silos' samples line up. */
-    uv_timeval64_t tv;
-    uv_gettimeofday(&tv);
-    uv_timer_start(&h->timer, gr__history_tick, 1000 - (uint64_t)tv.tv_usec / 1000 + 5, 1000);
+    uv_timer_start(&h->timer, gr__history_tick, 1000 - gr__wall_ms() % 1000 + 5, 1000);
     uv_unref((uv_handle_t *)&h->timer);
     *out = h;
     return 0;

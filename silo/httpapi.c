@@ -45,11 +45,13 @@ static int gr__http_status_of(int err, int *retry_after) {
     }
 }
 
-static void gr__api_error(gr__http_req_t *req, int err, const void *msg, size_t len) {
+/* The JSON error answer, with `status` (0: the one err maps to). */
+static void gr__api_error_status(gr__http_req_t *req, int status, int err, const void *msg, size_t len) {
     gr__buf_t b;
     gr__buf_init(&b);
     int retry_after;
-    int status = gr__http_status_of(err, &retry_after);
+    int mapped = gr__http_status_of(err, &retry_after);
+    if (!status) status = mapped;
     int rc = gr__buf_printf(&b, "{\"error\":\"%s\",\"retryable\":%s,\"message\":", gr_err_name(err),
                             gr_err_retryable(err) ? "true" : "false");
     rc |= gr__buf_json_str(&b, msg, len);
@@ -65,6 +67,10 @@ static void gr__api_error(gr__http_req_t *req, int err, const void *msg, size_t 
     gr__buf_free(&b);
 }
 
+static void gr__api_error(gr__http_req_t *req, int err, const void *msg, size_t len) {
+    gr__api_error_status(req, 0, err, msg, len);
+}
+
 static void gr__api_error_text(gr__http_req_t *req, int err, const char *msg) {
     gr__api_error(req, err, msg, strlen(msg));
 }
@@ -72,17 +78,7 @@ static void gr__api_error_text(gr__http_req_t *req, int err, const char *msg) {
 /* A path that exists, asked with the wrong method. */
 static void gr__api_method_not_allowed(gr__http_req_t *req, const char *allow, const char *msg) {
     gr__http_add_header(req, allow);
-    static const char fmt[] = "{\"error\":\"GR_EINVAL\",\"retryable\":false,\"message\":";
-    gr__buf_t b;
-    gr__buf_init(&b);
-    int rc = gr__buf_append(&b, fmt, sizeof fmt - 1);
-    rc |= gr__buf_json_str(&b, msg, strlen(msg));
-    rc |= gr__buf_printf(&b, "}\n");
-    if (rc)
-        gr__http_respond(req, 500, gr__json, "{\"error\":\"GR_ENOMEM\"}\n", 21);
-    else
-        gr__http_respond(req, 405, gr__json, b.data, b.len);
-    gr__buf_free(&b);
+    gr__api_error_status(req, 405, GR_EINVAL, msg, strlen(msg));
 }
 
 typedef struct gr__api_call {

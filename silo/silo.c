@@ -313,9 +313,7 @@ int gr_silo_new(uv_loop_t *loop, const gr_silo_config_t *cfg, gr_silo_t **out, c
     char idbuf[160];
     /* The generation tells incarnations on one address apart (wall clock,
      * ms: a restarted pod always gets a larger one). */
-    uv_timeval64_t tv;
-    uv_gettimeofday(&tv);
-    s->generation = (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+    s->generation = (int64_t)gr__wall_ms();
     if (cfg->silo_id)
         snprintf(idbuf, sizeof idbuf, "%s", cfg->silo_id);
     else
