@@ -36,8 +36,10 @@ typedef struct gr_client_options {
 GR_EXTERN void gr_client_options_init(gr_client_options_t *opts);
 
 /** Create a client on `loop` (strings copied; TLS files are read now).
- * Returns 0, GR_EINVAL for an unparsable address list, GR_ECONFIG for TLS
- * files that cannot be loaded (the reason is logged), or GR_ENOMEM. *out is
+ * Returns 0, GR_EINVAL (an unparsable address list, a NULL argument, silos,
+ * cluster or name, a zero timeout, max_frame_bytes under 1024), GR_ETOOBIG
+ * (cluster, name or secret over 255 bytes), GR_ECONFIG for TLS files that
+ * cannot be loaded (the reason is logged), or GR_ENOMEM. *out is
  * closed with gr_client_close(). Under TLS a silo whose certificate does not
  * verify fails calls with GR_EAUTH and a detail text saying why. */
 GR_EXTERN int gr_client_new(uv_loop_t *loop, const gr_client_options_t *opts, gr_client_t **out);
@@ -45,8 +47,9 @@ GR_EXTERN int gr_client_new(uv_loop_t *loop, const gr_client_options_t *opts, gr
 /** Call a grain method. Arguments are copied. `cb` runs exactly once, later,
  * with the reply (status 0), GR_EAPP and the grain's error text, or another
  * GR_E* code (GR_ECONN, GR_ETIMEDOUT, GR_ENOCLASS, GR_ESTORAGE, ...) with a
- * detail text. Returns 0, or GR_EINVAL/GR_ETOOBIG/GR_ESHUTDOWN (cb never
- * runs). */
+ * detail text. Returns 0, or (cb never runs) GR_EINVAL (a NULL or empty
+ * argument), GR_ETOOBIG (class or method name, key or arg over its limit),
+ * GR_ESHUTDOWN (the client is closing) or GR_ENOMEM. */
 GR_EXTERN int gr_client_call(gr_client_t *c, const gr_ref_t *ref, const char *method, const void *arg,
                              size_t arg_len, uint32_t timeout_ms, gr_call_cb cb, void *ud);
 
@@ -63,7 +66,8 @@ GR_EXTERN int gr_client_call(gr_client_t *c, const gr_ref_t *ref, const char *me
 GR_EXTERN int gr_client_call_ex(gr_client_t *c, const gr_ref_t *ref, const char *method, const void *arg,
                                 size_t arg_len, const gr_call_options_t *opts, gr_call_cb cb, void *ud);
 
-/** The id the connected silo announced in its handshake, or NULL. */
+/** The id the connected silo announced in its handshake, or NULL while no
+ * connection is up. */
 GR_EXTERN const char *gr_client_silo(const gr_client_t *c);
 
 /** Close the client: calls in flight complete with GR_ECANCELED, then `cb`

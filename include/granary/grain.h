@@ -152,12 +152,17 @@ GR_EXTERN void gr_runtime_options_init(gr_runtime_options_t *opts);
 
 /** Create a runtime on `loop` that keeps grain state in `storage` (borrowed;
  * it must outlive the runtime). On success *out owns a runtime the caller
- * closes with gr_runtime_close(). Returns 0, GR_EINVAL or GR_ENOMEM. */
+ * closes with gr_runtime_close(). Returns 0, GR_EINVAL (a NULL argument or
+ * silo_id, a zero default_call_timeout_ms, idle_deactivate_ms or
+ * max_queue_per_grain) or GR_ENOMEM. */
 GR_EXTERN int gr_runtime_new(uv_loop_t *loop, gr_storage_t *storage, const gr_runtime_options_t *opts,
                              gr_runtime_t **out);
 
-/** Register a grain class (borrowed, see gr_class_t). Returns 0, GR_EINVAL for
- * a bad name or empty method table, GR_EEXIST for a duplicate name. */
+/** Register a grain class (borrowed, see gr_class_t). Returns 0, GR_EINVAL
+ * (a bad or over-long class name, an empty method table, a method with no fn
+ * or a name not 1..GR_METHOD_NAME_MAX bytes, an interleave or read_only name
+ * not in `methods`, an unknown placement, bit 30 set in state_version),
+ * GR_EEXIST for a duplicate name, or GR_ENOMEM. */
 GR_EXTERN int gr_runtime_register(gr_runtime_t *rt, const gr_class_t *cls);
 
 /** Look up a registered class by name; NULL if unknown. */
@@ -165,8 +170,11 @@ GR_EXTERN const gr_class_t *gr_runtime_find_class(gr_runtime_t *rt, const char *
 
 /** Call a grain from outside any grain (a client gateway, a test, main()).
  * Copies everything it needs before returning. timeout_ms 0 uses the target
- * class's call_timeout_ms, else the runtime default. Returns 0 (cb will run once) or
- * GR_EINVAL/GR_ETOOBIG/GR_ESHUTDOWN (cb will not run). */
+ * class's call_timeout_ms, else the runtime default. Returns 0 (cb will run
+ * once, also with GR_ENOCLASS, GR_EOVERLOAD, ... for a call that could not be
+ * queued) or, with cb never run: GR_EINVAL (a NULL or empty argument),
+ * GR_ETOOBIG (class or method name, key or arg over its limit), GR_ESHUTDOWN
+ * (closing, or draining outside a cluster) or GR_ENOMEM. */
 GR_EXTERN int gr_call(gr_runtime_t *rt, const gr_ref_t *ref, const char *method, const void *arg,
                       size_t arg_len, uint32_t timeout_ms, gr_call_cb cb, void *ud);
 
@@ -188,14 +196,14 @@ typedef struct gr_call_options {
 GR_EXTERN void gr_call_options_init(gr_call_options_t *opts);
 
 /** gr_call() with options. Returns 0 (cb will run once) or
- * GR_EINVAL/GR_ETOOBIG (a key over GR_IDEM_KEY_MAX, ...)/GR_ESHUTDOWN/GR_ENOMEM
- * (cb will not run). */
+ * GR_EINVAL (also NULL opts, or a key length with a NULL key)/GR_ETOOBIG (also
+ * a key over GR_IDEM_KEY_MAX)/GR_ESHUTDOWN/GR_ENOMEM (cb will not run). */
 GR_EXTERN int gr_call_ex(gr_runtime_t *rt, const gr_ref_t *ref, const char *method, const void *arg,
                          size_t arg_len, const gr_call_options_t *opts, gr_call_cb cb, void *ud);
 
 /** Deactivate every grain (writing dirty state), refuse new calls with
  * GR_ESHUTDOWN, and run `cb` once nothing is active any more. Returns 0 or
- * GR_ESTATE if a drain is already under way. */
+ * GR_ESTATE if a drain is already under way or the runtime is closing. */
 GR_EXTERN int gr_runtime_drain(gr_runtime_t *rt, void (*cb)(gr_runtime_t *rt, void *ud), void *ud);
 
 /** Number of live activations (including those loading or deactivating). */
@@ -225,9 +233,10 @@ GR_EXTERN const char *gr_grain_silo(const gr_grain_t *grain);
 GR_EXTERN gr_runtime_t *gr_grain_runtime(const gr_grain_t *grain);
 
 /** Attach application data to the activation. `free_fn`, if not NULL, is
- * called with it after on_deactivate (or when replaced). Returns 0, or
- * GR_ENOMEM (the first call allocates the activation's small extension
- * record; nothing was attached and `data` is still the caller's). */
+ * called with it after on_deactivate (or when replaced). Returns 0,
+ * GR_EINVAL (NULL grain), or GR_ENOMEM (the first call allocates the
+ * activation's small extension record; nothing was attached and `data` is
+ * still the caller's). */
 GR_EXTERN int gr_grain_set_data(gr_grain_t *grain, void *data, void (*free_fn)(void *));
 
 /** The application data set with gr_grain_set_data(), or NULL. */
@@ -247,7 +256,8 @@ GR_EXTERN void gr_state_get(const gr_grain_t *grain, const uint8_t **data, size_
 GR_EXTERN int64_t gr_state_version(const gr_grain_t *grain);
 
 /** Replace the in-memory state with a copy of `data` and mark it dirty.
- * Returns 0, GR_ETOOBIG (over GR_STATE_MAX) or GR_ENOMEM. */
+ * Returns 0, GR_ESTATE (a stateless worker), GR_ETOOBIG (over GR_STATE_MAX),
+ * GR_EINVAL (len > 0 with NULL data) or GR_ENOMEM. */
 GR_EXTERN int gr_state_set(gr_grain_t *grain, const void *data, size_t len);
 
 /** Empty the state and delete its stored row. The in-memory state becomes
@@ -257,29 +267,40 @@ GR_EXTERN int gr_state_set(gr_grain_t *grain, const void *data, size_t len);
  * since this one loaded. After it gr_state_version() is 0, and a later
  * gr_state_set() + write stores a fresh row. A gr_state_set() before the
  * deletion has committed cancels it (the new state is written instead).
- * Returns 0 or GR_ESTATE if the grain is not active. */
+ * Returns 0, GR_EINVAL (NULL grain) or GR_ESTATE if the grain is not active
+ * or is a stateless worker. */
 GR_EXTERN int gr_state_clear(gr_grain_t *grain);
 
 /** Whether the state has changes not yet committed. */
 GR_EXTERN int gr_state_dirty(const gr_grain_t *grain);
 
 /** Completion of gr_state_write(): status 0, GR_ECONFLICT (the activation is
- * stale and will deactivate without writing) or GR_ESTORAGE. */
+ * stale and will deactivate without writing), GR_ESTORAGE, GR_ESHUTDOWN (the
+ * storage was closed) or GR_ECANCELED (the runtime was closed). */
 typedef void (*gr_write_cb)(gr_grain_t *grain, int status, void *ud);
 
 /** Write the current state now, version-checked against what this activation
  * loaded or last wrote. `cb` may be NULL. Writes of one activation are
  * serialised; a write of clean state completes with 0 without storage I/O.
- * Returns 0 (cb runs later) or GR_ESTATE if the grain is deactivating. */
+ * Returns 0 (cb runs once: later, or inside this call when the state is
+ * clean and no write is in flight, or the provider refuses the write at
+ * once), GR_ESTATE if the grain is not active (loading or deactivating), or
+ * GR_ENOMEM (cb never runs). */
 GR_EXTERN int gr_state_write(gr_grain_t *grain, gr_write_cb cb, void *ud);
 
 /** Send the reply to the caller of `msg` (a copy of `data` is taken). For a
  * persist-before-reply class with dirty state, the reply leaves after the
- * write commits. `msg` is invalid after this call. Returns 0, GR_ETOOBIG. */
+ * write commits. Returns 0 (`msg` is invalid afterwards; the caller gets
+ * GR_ENOTHERE instead when this silo lost its lease, GR_ENOMEM when the held
+ * reply could not be queued for the write), or GR_EINVAL (NULL msg),
+ * GR_ETOOBIG (len over GR_ARG_MAX) or GR_ENOMEM; after an error nothing was
+ * sent and `msg` still needs a reply. */
 GR_EXTERN int gr_reply(gr_msg_t *msg, const void *data, size_t len);
 
 /** Reply with an application error (GR_EAPP) and a NUL-terminated text for
- * the caller. `msg` is invalid after this call. */
+ * the caller (NULL: empty). Returns as gr_reply(): 0 (`msg` is invalid
+ * afterwards), GR_EINVAL (NULL msg), GR_ETOOBIG (text over GR_ARG_MAX) or
+ * GR_ENOMEM (`msg` still needs a reply). */
 GR_EXTERN int gr_reply_error(gr_msg_t *msg, const char *text);
 
 /** Name of the method a message calls (borrowed from the class table). */
@@ -307,7 +328,8 @@ GR_EXTERN int gr_grain_call_ex(gr_grain_t *grain, const gr_ref_t *ref, const cha
 
 /** Call another grain from inside a grain. Like gr_call(), but the call
  * belongs to the activation: if the grain is deactivated first, cb runs with
- * GR_ECANCELED. */
+ * GR_ECANCELED. Returns what gr_call() returns (GR_EINVAL also for a NULL
+ * grain), or GR_ESTATE when the grain is not active. */
 GR_EXTERN int gr_grain_call(gr_grain_t *grain, const gr_ref_t *ref, const char *method, const void *arg,
                             size_t arg_len, uint32_t timeout_ms, gr_call_cb cb, void *ud);
 
@@ -316,17 +338,26 @@ GR_EXTERN int gr_grain_call(gr_grain_t *grain, const gr_ref_t *ref, const char *
  * once), by calling the class's on_reminder on whichever silo hosts the grain,
  * after any deploy, crash or scale-down. `period_ms` must be 0 or at least the
  * silo's --reminder-min-period-ms. `name`: 1..128 printable ASCII, no spaces.
- * `cb` (may be NULL) gets 0 once stored, or an error. Returns 0, GR_EINVAL, or
- * GR_ESTATE when this runtime has no reminder service (a silo without
- * PostgreSQL). Timing and missed ticks: docs/reminders.md. */
+ * `cb` (may be NULL) gets 0 once stored, or GR_ESTORAGE / GR_ECANCELED (the
+ * service closed). Returns 0, GR_EINVAL (NULL grain, a bad name, a period
+ * under the minimum, a due_ms or period_ms over 100 years), GR_ESTATE when
+ * this runtime has no reminder service (a silo without PostgreSQL),
+ * GR_ESHUTDOWN (the service is closing) or GR_ENOMEM; cb never runs then.
+ * Timing and missed ticks: docs/reminders.md. */
 GR_EXTERN int gr_reminder_register(gr_grain_t *grain, const char *name, uint64_t due_ms, uint64_t period_ms,
                                    gr_call_cb cb, void *ud);
 
-/** Delete the reminder `name`; `cb` gets 0, or GR_ENOENT if there was none. */
+/** Delete the reminder `name`; `cb` (may be NULL) gets 0, GR_ENOENT if there
+ * was none, or GR_ESTORAGE / GR_ECANCELED. Returns 0, GR_EINVAL (NULL grain
+ * or a bad name), GR_ESTATE (no reminder service), GR_ESHUTDOWN or
+ * GR_ENOMEM, as gr_reminder_register(). */
 GR_EXTERN int gr_reminder_unregister(gr_grain_t *grain, const char *name, gr_call_cb cb, void *ud);
 
 /** List this grain's reminders: `cb` gets one line per reminder,
- * "NAME DUE_IN_MS PERIOD_MS" (DUE_IN_MS may be negative: overdue). */
+ * "NAME DUE_IN_MS PERIOD_MS" (DUE_IN_MS may be negative: overdue), or
+ * GR_ESTORAGE (also a malformed row) / GR_ENOMEM / GR_ECANCELED. Returns 0,
+ * GR_EINVAL (NULL grain or cb), GR_ESTATE (no reminder service),
+ * GR_ESHUTDOWN or GR_ENOMEM, as gr_reminder_register(). */
 GR_EXTERN int gr_reminder_list(gr_grain_t *grain, gr_call_cb cb, void *ud);
 
 /** A timer tick; runs as a turn of its own (never inside another message). */
@@ -334,13 +365,14 @@ typedef void (*gr_timer_fn)(gr_grain_t *grain, void *ud);
 
 /** Start a timer owned by the activation: first tick after `due_ms`, then
  * every `period_ms` (0: one-shot). Stopped automatically on deactivation.
- * *id (may be NULL) receives an id for gr_timer_stop(). Returns 0 or
- * GR_ENOMEM/GR_ESTATE. Timer ticks do not count as activity for idle
- * deactivation. */
+ * *id (may be NULL) receives an id for gr_timer_stop(). Returns 0,
+ * GR_EINVAL (NULL grain or fn), GR_ESTATE (the grain is not active) or
+ * GR_ENOMEM. Timer ticks do not count as activity for idle deactivation. */
 GR_EXTERN int gr_timer_start(gr_grain_t *grain, uint64_t due_ms, uint64_t period_ms, gr_timer_fn fn, void *ud,
                              uint64_t *id);
 
-/** Stop a timer; GR_ENOENT if no such timer is running. */
+/** Stop a timer. Returns 0, or GR_ENOENT if no such timer is running (a
+ * one-shot timer is gone once it has ticked). */
 GR_EXTERN int gr_timer_stop(gr_grain_t *grain, uint64_t id);
 
 #endif

@@ -68,8 +68,11 @@ typedef struct gr_silo_config {
 GR_EXTERN void gr_silo_config_init(gr_silo_config_t *cfg);
 
 /** Create a silo on `loop`. Nothing listens until gr_silo_start(). *out is
- * owned by the caller (gr_silo_close()). Returns 0, GR_EINVAL/GR_ECONFIG
- * (with a message in err, if err_size > 0) or GR_ENOMEM. */
+ * owned by the caller (gr_silo_close()). Returns 0, GR_EINVAL (a NULL
+ * argument; or, with a message, a cluster name over 128 bytes with
+ * PostgreSQL: the reminder service refuses it), GR_ECONFIG
+ * (a setting is invalid or a TLS file cannot be loaded; with a message in
+ * err, if err_size > 0) or GR_ENOMEM. */
 GR_EXTERN int gr_silo_new(uv_loop_t *loop, const gr_silo_config_t *cfg, gr_silo_t **out, char *err,
                           size_t err_size);
 
@@ -81,11 +84,16 @@ GR_EXTERN int gr_silo_register(gr_silo_t *silo, const gr_class_t *cls);
  * rotates them in place): connections accepted and links dialed from now on
  * use them, open ones keep their session. On failure the old ones stay in
  * use. The stock binary calls this on SIGHUP. Returns 0, GR_ESTATE if the
- * silo was not configured for TLS, GR_ECONFIG with the reason in err, or
- * GR_ENOMEM. */
+ * silo was not configured for TLS or is closing, GR_ECONFIG with the reason
+ * in err, or GR_ENOMEM. */
 GR_EXTERN int gr_silo_reload_tls(gr_silo_t *silo, char *err, size_t err_size);
 
-/** Start listening. Returns 0 or GR_EIO/GR_ECONFIG with a message in err. */
+/** Start listening (and, with PostgreSQL, join the cluster). Returns 0,
+ * GR_ESTATE if already started or stopping, or with a message in err:
+ * GR_EIO (cannot bind or listen), GR_ECONFIG (a listen or http host that is
+ * not a numeric address; a wildcard listen address in a cluster without
+ * advertise), GR_EINVAL (membership refused its settings: a heartbeat_ms
+ * under 25) or GR_ENOMEM. */
 GR_EXTERN int gr_silo_start(gr_silo_t *silo, char *err, size_t err_size);
 
 /** The silo's grain runtime (borrowed; lives as long as the silo). */
@@ -119,7 +127,8 @@ GR_EXTERN int gr_silo_http_port(const gr_silo_t *silo);
  * every call in flight, close connections, leave the membership table, then
  * run cb(silo, status, ud) once:
  * status 0, or GR_ETIMEDOUT if drain_timeout_ms passed first. The silo must
- * still be closed afterwards. */
+ * still be closed afterwards. Returns 0, or GR_ESTATE if a stop is already
+ * under way or the silo is closing (cb never runs). */
 GR_EXTERN int gr_silo_stop(gr_silo_t *silo, void (*cb)(gr_silo_t *, int, void *), void *ud);
 
 /** Close the silo and free it; `cb` runs on a later loop iteration. */

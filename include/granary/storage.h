@@ -15,14 +15,16 @@
 typedef struct gr_storage gr_storage_t;
 
 /** Completion of a read. status 0 with the state (version 0, len 0 and
- * format 0 when no row exists) or GR_ESTORAGE with `detail` set. `format` is
+ * format 0 when no row exists), GR_ESTORAGE with `detail` set, or
+ * GR_ECANCELED (the provider was closed first). `format` is
  * the state format (the class's state version) the row was written with.
  * `data` and `detail` are borrowed until the callback returns. */
 typedef void (*gr_storage_read_cb)(void *ud, int status, const uint8_t *data, size_t len, int64_t version,
                                    uint32_t format, const char *detail);
 
 /** Completion of a write or clear. status 0 with the new version (0 after a
- * clear), GR_ECONFLICT, or GR_ESTORAGE with `detail` (borrowed). */
+ * clear), GR_ECONFLICT, GR_ESTORAGE with `detail` (borrowed), or
+ * GR_ECANCELED (the provider was closed first). */
 typedef void (*gr_storage_write_cb)(void *ud, int status, int64_t new_version, const char *detail);
 
 /** Options of the PostgreSQL provider; gr_storage_pg_options_init() first. */
@@ -43,27 +45,37 @@ GR_EXTERN void gr_storage_pg_options_init(gr_storage_pg_options_t *opts);
 /** Create a PostgreSQL provider on `loop`. Connections start at once in
  * non-blocking mode and reconnect with backoff; nothing blocks the loop.
  * The schema must exist (`silo migrate`). *out is owned by the caller and
- * closed with gr_storage_close(). Returns 0, GR_EINVAL or GR_ENOMEM. */
+ * closed with gr_storage_close(). Returns 0, GR_EINVAL (NULL loop, opts or
+ * out, no conninfo or service, pool_size 0 or over 64, a zero op_timeout_ms
+ * or reconnect_min_ms, reconnect_max_ms under reconnect_min_ms) or
+ * GR_ENOMEM. */
 GR_EXTERN int gr_storage_pg_new(uv_loop_t *loop, const gr_storage_pg_options_t *opts, gr_storage_t **out);
 
 /** Create an in-memory provider with the same version semantics (for tests
- * and a database-free dev mode). State is lost when it is closed. */
+ * and a database-free dev mode). State is lost when it is closed. Returns 0,
+ * GR_EINVAL (NULL loop or out) or GR_ENOMEM. */
 GR_EXTERN int gr_storage_memory_new(uv_loop_t *loop, gr_storage_t **out);
 
-/** Read a grain's state. Returns 0 (cb runs once, later) or GR_EINVAL /
- * GR_ETOOBIG / GR_ESHUTDOWN (cb never runs). Strings and key are copied. */
+/** Read a grain's state. Returns 0 (cb runs once, later) or, with cb never
+ * run: GR_EINVAL (NULL st or cb, a class name that is not 1..GR_CLASS_NAME_MAX
+ * printable ASCII without '/', key_len > 0 with NULL key), GR_ETOOBIG (key
+ * over GR_KEY_MAX), GR_ESHUTDOWN (the provider is closing) or GR_ENOMEM.
+ * Strings and key are copied. */
 GR_EXTERN int gr_storage_read(gr_storage_t *st, const char *class_name, const void *key, size_t key_len,
                               gr_storage_read_cb cb, void *ud);
 
 /** Write a grain's state, tagged with its `format` (the class's state
  * version), if its stored version is `expected_version` (0: only if no row
- * exists). Data is copied. Same return contract as read. */
+ * exists). Data is copied. Same return contract as read, plus GR_EINVAL for
+ * a negative expected_version, len > 0 with NULL data or a format over
+ * INT32_MAX, and GR_ETOOBIG for len over GR_STATE_MAX. */
 GR_EXTERN int gr_storage_write(gr_storage_t *st, const char *class_name, const void *key, size_t key_len,
                                const void *data, size_t len, uint32_t format, int64_t expected_version,
                                gr_storage_write_cb cb, void *ud);
 
 /** Delete a grain's row if its stored version is `expected_version`
- * (deleting a missing row with expected 0 succeeds). */
+ * (deleting a missing row with expected 0 succeeds). Same return contract as
+ * read, plus GR_EINVAL for a negative expected_version. */
 GR_EXTERN int gr_storage_clear(gr_storage_t *st, const char *class_name, const void *key, size_t key_len,
                                int64_t expected_version, gr_storage_write_cb cb, void *ud);
 

@@ -14,10 +14,10 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#include "common/common.h"
+#include "base/base.h"
 #include "granary/client.h"
 #include "support.h"
-#include "silo/http.h"
+#include "admin/http.h"
 #include "wire/frame.h"
 
 #include "harness.h"

@@ -15,7 +15,7 @@
 #include <openssl/ssl.h>
 
 #include "client/client_internal.h"
-#include "common/common.h"
+#include "base/base.h"
 #include "granary/client.h"
 #include "harness.h"
 #include "support.h"

@@ -13,11 +13,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "common/common.h"
+#include "base/base.h"
 #include "granary/client.h"
 #include "support.h"
 #include "harness.h"
-#include "silo/http.h"
+#include "admin/http.h"
 #include "wire/frame.h"
 
 static char log_path[1024];

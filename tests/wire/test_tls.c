@@ -13,7 +13,7 @@
 
 #include <cmocka.h>
 
-#include "common/common.h"
+#include "base/base.h"
 #include "wire/tls.h"
 
 static char dir[256];

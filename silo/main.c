@@ -1,4 +1,0 @@
-/* silo/main.c - the stock `silo` binary: grain classes come from --grains. */
-#include "granary/silo.h"
-
-int main(int argc, char **argv) { return gr_silo_main(argc, argv, NULL); }
