@@ -21,6 +21,9 @@
 
 #define GR__ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define GR__CONTAINER_OF(ptr, type, field) ((type *)((char *)(ptr)-offsetof(type, field)))
+/* Most bytes of call chain a request carries (docs/grains.md): a limit of
+ * both the runtime (cycle detection) and the wire (frames carry chains). */
+#define GR__CHAIN_MAX 2048u
 
 /* ---- allocation (hookable, see gr_replace_allocator) ---- */
 void *gr__malloc(size_t n);

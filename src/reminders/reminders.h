@@ -13,9 +13,9 @@
 typedef struct gr__reminders gr__reminders_t;
 
 typedef struct gr__reminders_opts {
-    const char *service;    /* the cluster name: part of every row */
-    uint32_t poll_ms;       /* how often due reminders are looked for (default 1000) */
-    uint32_t min_period_ms; /* shortest period a reminder may have (default 1000) */
+    const char *service;      /* the cluster name: part of every row */
+    uint32_t poll_ms;         /* how often due reminders are looked for (default 1000) */
+    uint32_t min_period_ms;   /* shortest period a reminder may have (default 1000) */
     uint32_t fire_timeout_ms; /* the grain's on_reminder must answer within (default 5000) */
 } gr__reminders_opts_t;
 

@@ -25,8 +25,6 @@
 #define GR__FRAME_F_HERE 0x20u
 /* An idempotency key follows the chain (or the argument): u8 length (1..128), key. */
 #define GR__FRAME_F_IDEM 0x40u
-/* Most bytes of call chain a request carries (docs/grains.md). */
-#define GR__CHAIN_MAX 2048u
 /* Keys of `$` classes (silo-to-silo control) name a grain as class '\0' key
  * (the directory's `$dir`), so they may be that long; every other class's key
  * is at most GR_KEY_MAX. */

@@ -79,7 +79,8 @@ static void test_json_strings(void **st) {
     assert_string_equal((char *)b.data, "\"a\\\"b\\\\c\\n\\u0001\\u007f \xc3\xa9 \xe2\x86\x92 \\ufffd "
                                         "\\ufffd\\ufffd \\ufffd\\ufffd\\ufffd \xf0\x9f\x98\x80\"");
     b.len = 0;
-    assert_int_equal(gr__buf_json_str(&b, "x\0y\xe2\x86", 5), 0); /* NUL inside, truncated sequence at the end */
+    assert_int_equal(gr__buf_json_str(&b, "x\0y\xe2\x86", 5),
+                     0); /* NUL inside, truncated sequence at the end */
     assert_int_equal(gr__buf_append(&b, "", 1), 0);
     assert_string_equal((char *)b.data, "\"x\\u0000y\\ufffd\\ufffd\"");
     gr__buf_free(&b);
@@ -101,12 +102,9 @@ static void test_allocator_hook(void **st) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_hostport),
-        cmocka_unit_test(test_dlq),
-        cmocka_unit_test(test_escape_and_names),
-        cmocka_unit_test(test_json_strings),
-        cmocka_unit_test(test_allocator_hook),
+        cmocka_unit_test(test_errors),       cmocka_unit_test(test_hostport),
+        cmocka_unit_test(test_dlq),          cmocka_unit_test(test_escape_and_names),
+        cmocka_unit_test(test_json_strings), cmocka_unit_test(test_allocator_hook),
     };
     return cmocka_run_group_tests_name("common", tests, NULL, NULL);
 }

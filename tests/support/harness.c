@@ -250,7 +250,7 @@ struct gr_h_load {
     int nclients, nworkers, nkeys, nhot_keys;
     gr_h_worker_t workers[GR_H_MAX_WORKERS];
     int running;
-    uint64_t nonce; /* in every operation's idempotency key: loads never share keys */
+    uint64_t nonce;                 /* in every operation's idempotency key: loads never share keys */
     uint64_t acked[GR_H_MAX_KEYS];  /* incrs acknowledged, per key */
     uint64_t issued[GR_H_MAX_KEYS]; /* incrs started (each counted once, however often sent) */
     gr_h_summary_t sum;
