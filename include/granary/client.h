@@ -72,6 +72,6 @@ GR_EXTERN const char *gr_client_silo(const gr_client_t *c);
 
 /** Close the client: calls in flight complete with GR_ECANCELED, then `cb`
  * runs on a later loop iteration and the memory is gone. */
-GR_EXTERN void gr_client_close(gr_client_t *c, void (*cb)(void *), void *ud);
+GR_EXTERN void gr_client_close(gr_client_t *c, gr_close_cb cb, void *ud);
 
 #endif

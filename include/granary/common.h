@@ -38,6 +38,44 @@
 GR_EXTERN int gr_replace_allocator(void *(*malloc_fn)(size_t), void *(*realloc_fn)(void *, size_t),
                                    void *(*calloc_fn)(size_t, size_t), void (*free_fn)(void *));
 
+/** Log levels and formats of gr_log_setup(). Every line goes to stderr:
+ * text ("2026-12-02T03:04:05.678Z WARN message") or one JSON object per line
+ * ({"ts":...,"level":"warn","silo":...,"msg":...}, docs/operations.md). */
+typedef enum gr_log_level {
+    GR_LOG_LEVEL_DEBUG = 0,
+    GR_LOG_LEVEL_INFO,
+    GR_LOG_LEVEL_WARN,
+    GR_LOG_LEVEL_ERROR
+} gr_log_level_t;
+typedef enum gr_log_format { GR_LOG_FORMAT_TEXT = 0, GR_LOG_FORMAT_JSON } gr_log_format_t;
+
+/** Set the process-wide log settings (the other piece of global state, as
+ * Redis's verbosity; default: info, text, no silo id). `silo_id` (may be
+ * NULL) is copied and named in every JSON line. Not thread-safe: call it
+ * at start-up, or from the loop's thread. */
+GR_EXTERN void gr_log_setup(gr_log_level_t level, gr_log_format_t format, const char *silo_id);
+
+/** Parse "debug", "info", "warn" or "error" into *out. Returns 0 or
+ * GR_EINVAL (anything else; *out is left as it was). */
+GR_EXTERN int gr_log_parse_level(const char *s, gr_log_level_t *out);
+
+/** Log one line at `level` under the settings of gr_log_setup() (a line
+ * below the level is dropped), printf-style, for programs built on Granary
+ * that want their lines in the same stream and format. */
+GR_EXTERN void gr_log(gr_log_level_t level, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+/** Runs once when a handle's close has finished and its memory is gone
+ * (gr_runtime_close, gr_silo_close, gr_client_close, gr_storage_close).
+ * Callbacks follow one order: the handle an event is about first, then the
+ * status and data, `ud` last (gr_write_cb, gr_timer_fn, gr_drain_cb,
+ * gr_silo_stop_cb); a callback with no live handle to pass (this one, a
+ * call's or a storage operation's completion) takes `ud` first. */
+typedef void (*gr_close_cb)(void *ud);
+
 /** Return the library version as "MAJOR.MINOR.PATCH"; a static string. */
 GR_EXTERN const char *gr_version(void);
 

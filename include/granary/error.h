@@ -9,7 +9,10 @@
 
 #include "granary/common.h"
 
-/* X(name, value, message). Values are part of the wire protocol: never reuse. */
+/* X(name, value, message), in order of decreasing value (a unit test checks
+ * it). Values are part of the wire protocol: never reuse one. -19 is
+ * retired: it was the decoders' "need more data", which never reaches a
+ * caller or the wire and is now internal. */
 #define GR_ERRNO_MAP(X)                                                                                      \
     X(EINVAL, -1, "invalid argument")                                                                        \
     X(ENOMEM, -2, "out of memory")                                                                           \
@@ -24,26 +27,26 @@
     X(ETOOBIG, -11, "too large (frame, key, name or state over its limit)")                                  \
     X(ECONN, -12, "connection failed or closed")                                                             \
     X(EVERSION, -13, "protocol version not supported")                                                       \
-    X(EAUTH, -14, "handshake refused (wrong cluster name, secret or certificate)")                                   \
+    X(EAUTH, -14, "handshake refused (wrong cluster name, secret or certificate)")                           \
     X(ENOTHERE, -15, "grain is not hosted here (retryable)")                                                 \
     X(EOVERLOAD, -16, "overloaded: queue limit reached (retryable)")                                         \
     X(ESHUTDOWN, -17, "silo is shutting down (retryable)")                                                   \
     X(EACTIVATE, -18, "grain activation failed")                                                             \
-    X(EAGAIN, -19, "need more data")                                                                         \
     X(EEXIST, -20, "already exists")                                                                         \
     X(ENOENT, -21, "not found")                                                                              \
     X(EIO, -22, "i/o error")                                                                                 \
     X(ECONFIG, -23, "invalid configuration")                                                                 \
     X(EBUSY, -24, "resource busy")                                                                           \
     X(ESTATE, -25, "operation not valid in the current state")                                               \
-    X(EDEADLOCK, -26, "call cycle would deadlock a non-reentrant grain")                                    \
+    X(EDEADLOCK, -26, "call cycle would deadlock a non-reentrant grain")                                     \
     X(ESTATEVERSION, -27, "stored state is newer than this silo's class (retryable)")
 
 typedef enum gr_errno {
 #define GR__ERR_ENUM(name, val, msg) GR_##name = (val),
     GR_ERRNO_MAP(GR__ERR_ENUM)
 #undef GR__ERR_ENUM
-        GR_ERRNO_MIN = -27
+        GR__ERRNO_END,               /* the last entry's value + 1: the table is in decreasing order */
+    GR_ERRNO_MIN = GR__ERRNO_END - 1 /* the lowest code; every GR_E* lies in [GR_ERRNO_MIN, -1] */
 } gr_errno_t;
 
 /** Return a static, human-readable message for a GR_E* code (or "unknown

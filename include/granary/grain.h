@@ -28,8 +28,8 @@ typedef struct gr_method {
     gr_method_fn fn;
 } gr_method_t;
 
-/** Class flags. */
-enum gr_class_flags {
+/** Class flags, OR'ed into gr_class_t.flags. */
+typedef enum gr_class_flags {
     /* Hold each reply until the state it changed has committed to storage:
      * after the handler replies, if the state is dirty the runtime writes it
      * and only then sends the reply (or GR_ESTORAGE/GR_ECONFLICT if the write
@@ -47,11 +47,11 @@ enum gr_class_flags {
      * max_workers per key per silo), else it queues on the least busy one.
      * For fan-out work such as validation or aggregation. */
     GR_CLASS_STATELESS_WORKER = 1u << 2,
-};
+} gr_class_flags_t;
 
 /** Where a cluster activates a grain that is not active anywhere (the
  * directory keeps it there afterwards; stateless workers ignore this). */
-enum gr_placement {
+typedef enum gr_placement {
     /* The silo the call entered through (its client's silo, or the calling
      * grain's): no extra hop for a caller that sticks to one silo. */
     GR_PLACE_LOCAL = 0,
@@ -61,7 +61,7 @@ enum gr_placement {
     GR_PLACE_HASH = 1,
     /* A random active silo, chosen by the silo the call entered through. */
     GR_PLACE_RANDOM = 2,
-};
+} gr_placement_t;
 
 /** A grain class. The struct and every string and table it points to are
  * borrowed by the runtime for as long as the runtime lives (static storage is
@@ -113,9 +113,9 @@ typedef struct gr_class {
      * name must be in `methods` (else gr_runtime_register fails with
      * GR_EINVAL). */
     const char *const *read_only;
-    /* gr_placement: where a new activation goes in a cluster (default
-     * GR_PLACE_LOCAL). Other values fail registration with GR_EINVAL. */
-    unsigned placement;
+    /* Where a new activation goes in a cluster (default GR_PLACE_LOCAL).
+     * Other values fail registration with GR_EINVAL. */
+    gr_placement_t placement;
     /* Idempotency keys (docs/exactly-once.md): how many replies of keyed
      * calls each grain remembers (0: 1000) and for how long (0: 600000 ms).
      * With GR_CLASS_PERSIST_BEFORE_REPLY they are stored with the state and
@@ -131,6 +131,11 @@ typedef struct gr_class {
 typedef void (*gr_call_cb)(void *ud, int status, const uint8_t *reply, size_t reply_len);
 
 /** Names a grain: class name plus key bytes (borrowed). */
+/** Runs once when a drain has finished (gr_runtime_drain). */
+typedef void (*gr_drain_cb)(gr_runtime_t *rt, void *ud);
+/** Frees data attached to an activation (gr_grain_set_data). */
+typedef void (*gr_free_fn)(void *data);
+
 typedef struct gr_ref {
     const char *class_name;
     const void *key;
@@ -204,7 +209,7 @@ GR_EXTERN int gr_call_ex(gr_runtime_t *rt, const gr_ref_t *ref, const char *meth
 /** Deactivate every grain (writing dirty state), refuse new calls with
  * GR_ESHUTDOWN, and run `cb` once nothing is active any more. Returns 0 or
  * GR_ESTATE if a drain is already under way or the runtime is closing. */
-GR_EXTERN int gr_runtime_drain(gr_runtime_t *rt, void (*cb)(gr_runtime_t *rt, void *ud), void *ud);
+GR_EXTERN int gr_runtime_drain(gr_runtime_t *rt, gr_drain_cb cb, void *ud);
 
 /** Number of live activations (including those loading or deactivating). */
 GR_EXTERN size_t gr_runtime_activation_count(const gr_runtime_t *rt);
@@ -215,7 +220,7 @@ GR_EXTERN size_t gr_runtime_activation_count(const gr_runtime_t *rt);
  * (do not reply to them afterwards). `cb` runs on a later loop iteration,
  * after which the memory is gone. Closing twice is a programming error
  * (asserts). */
-GR_EXTERN void gr_runtime_close(gr_runtime_t *rt, void (*cb)(void *ud), void *ud);
+GR_EXTERN void gr_runtime_close(gr_runtime_t *rt, gr_close_cb cb, void *ud);
 
 /* ---- inside a grain ---------------------------------------------------- */
 
@@ -237,7 +242,7 @@ GR_EXTERN gr_runtime_t *gr_grain_runtime(const gr_grain_t *grain);
  * GR_EINVAL (NULL grain), or GR_ENOMEM (the first call allocates the
  * activation's small extension record; nothing was attached and `data` is
  * still the caller's). */
-GR_EXTERN int gr_grain_set_data(gr_grain_t *grain, void *data, void (*free_fn)(void *));
+GR_EXTERN int gr_grain_set_data(gr_grain_t *grain, void *data, gr_free_fn free_fn);
 
 /** The application data set with gr_grain_set_data(), or NULL. */
 GR_EXTERN void *gr_grain_data(const gr_grain_t *grain);

@@ -1,6 +1,6 @@
 /* granary/silo.h - run a silo: the process that hosts grains, serves clients
- * over TCP and keeps state in PostgreSQL. Either call gr_silo_main() from your
- * own main() with your classes, or build your classes as a shared object for
+ * over TCP and keeps state in PostgreSQL. Either call gr_silo_main()
+ * (granary/silo_main.h) from your own main() with your classes, or build your classes as a shared object for
  * the stock `silo --grains FILE.so` (see GR_GRAINS_SYMBOL).
  */
 #ifndef GRANARY_SILO_H
@@ -12,9 +12,15 @@
 
 typedef struct gr_silo gr_silo_t;
 
-/** Settings of a silo. gr_silo_config_init() fills the defaults shown;
+/** Runs once when a graceful stop has finished (gr_silo_stop): status 0 or
+ * GR_ETIMEDOUT. */
+typedef void (*gr_silo_stop_cb)(gr_silo_t *silo, int status, void *ud);
+/** Runs when the cluster declared this silo dead (gr_silo_on_dead). */
+typedef void (*gr_silo_dead_cb)(gr_silo_t *silo, void *ud);
+
+/** Settings of a silo. gr_silo_options_init() fills the defaults shown;
  * strings are borrowed until gr_silo_new() returns (it copies them). */
-typedef struct gr_silo_config {
+typedef struct gr_silo_options {
     const char *database_url; /* libpq URL; NULL with memory_storage for dev mode */
     int memory_storage;       /* 1: keep state in memory (lost on exit), no database */
     const char *listen;       /* "HOST:PORT" for clients (default "127.0.0.1:7700") */
@@ -62,10 +68,10 @@ typedef struct gr_silo_config {
     uint32_t lease_ms;           /* silent this long = dead; fence ourselves too (default 1200) */
     uint32_t reminder_poll_ms;   /* how often due reminders are looked for (default 1000) */
     uint32_t reminder_min_period_ms; /* shortest reminder period accepted (default 1000) */
-} gr_silo_config_t;
+} gr_silo_options_t;
 
-/** Fill `cfg` with the defaults documented in gr_silo_config_t. */
-GR_EXTERN void gr_silo_config_init(gr_silo_config_t *cfg);
+/** Fill `cfg` with the defaults documented in gr_silo_options_t. */
+GR_EXTERN void gr_silo_options_init(gr_silo_options_t *cfg);
 
 /** Create a silo on `loop`. Nothing listens until gr_silo_start(). *out is
  * owned by the caller (gr_silo_close()). Returns 0, GR_EINVAL (a NULL
@@ -73,7 +79,7 @@ GR_EXTERN void gr_silo_config_init(gr_silo_config_t *cfg);
  * PostgreSQL: the reminder service refuses it), GR_ECONFIG
  * (a setting is invalid or a TLS file cannot be loaded; with a message in
  * err, if err_size > 0) or GR_ENOMEM. */
-GR_EXTERN int gr_silo_new(uv_loop_t *loop, const gr_silo_config_t *cfg, gr_silo_t **out, char *err,
+GR_EXTERN int gr_silo_new(uv_loop_t *loop, const gr_silo_options_t *cfg, gr_silo_t **out, char *err,
                           size_t err_size);
 
 /** Register a grain class (borrowed for the silo's life). Same errors as
@@ -108,7 +114,7 @@ GR_EXTERN int gr_silo_ready(const gr_silo_t *silo);
 
 /** Ask to be told when the cluster declared this silo dead (it then serves
  * nothing more and should exit; the stock binary exits with status 3). */
-GR_EXTERN void gr_silo_on_dead(gr_silo_t *silo, void (*cb)(gr_silo_t *silo, void *ud), void *ud);
+GR_EXTERN void gr_silo_on_dead(gr_silo_t *silo, gr_silo_dead_cb cb, void *ud);
 
 /** 1 if the cluster refused this silo's join because its silo id is a live
  * member's (another process): the dead callback runs then too, and the stock
@@ -129,16 +135,10 @@ GR_EXTERN int gr_silo_http_port(const gr_silo_t *silo);
  * status 0, or GR_ETIMEDOUT if drain_timeout_ms passed first. The silo must
  * still be closed afterwards. Returns 0, or GR_ESTATE if a stop is already
  * under way or the silo is closing (cb never runs). */
-GR_EXTERN int gr_silo_stop(gr_silo_t *silo, void (*cb)(gr_silo_t *, int, void *), void *ud);
+GR_EXTERN int gr_silo_stop(gr_silo_t *silo, gr_silo_stop_cb cb, void *ud);
 
 /** Close the silo and free it; `cb` runs on a later loop iteration. */
-GR_EXTERN void gr_silo_close(gr_silo_t *silo, void (*cb)(void *), void *ud);
-
-/** The complete `silo` command line (run, migrate, status, --help) with
- * `classes` (a NULL-terminated array, may be NULL) registered in every silo
- * it runs. Returns the process exit status. Installs SIGTERM/SIGINT handling
- * for `run`: the first signal stops gracefully, a second exits at once. */
-GR_EXTERN int gr_silo_main(int argc, char **argv, const gr_class_t *const *classes);
+GR_EXTERN void gr_silo_close(gr_silo_t *silo, gr_close_cb cb, void *ud);
 
 /** The symbol the stock silo looks up in a --grains shared object: a function
  * of type gr_grains_fn returning a NULL-terminated array of classes. */

@@ -8,6 +8,7 @@
 #ifndef GRANARY_STORAGE_H
 #define GRANARY_STORAGE_H
 
+#include <stdio.h>
 #include <uv.h>
 
 #include "granary/error.h"
@@ -51,6 +52,20 @@ GR_EXTERN void gr_storage_pg_options_init(gr_storage_pg_options_t *opts);
  * GR_ENOMEM. */
 GR_EXTERN int gr_storage_pg_new(uv_loop_t *loop, const gr_storage_pg_options_t *opts, gr_storage_t **out);
 
+/** Bring the database at `conninfo` (a libpq URL or key=value string) to the
+ * schema of this library: every numbered migration of sql/ not yet recorded
+ * in granary_schema_version, each in its own transaction under an advisory
+ * lock (concurrent migrators wait for each other); re-running is a no-op.
+ * Blocking (libpq's synchronous API): for tools like `silo migrate` and
+ * start-up scripts, never on a running loop. Progress lines go to
+ * `progress` (may be NULL). Returns 0, GR_EINVAL (NULL conninfo), or
+ * GR_ESTORAGE with the server's or libpq's message in err. */
+GR_EXTERN int gr_storage_pg_migrate(const char *conninfo, FILE *progress, char *err, size_t err_size);
+
+/** The schema version this library's migrations reach (the highest
+ * granary_schema_version a database migrated by it records). */
+GR_EXTERN int gr_storage_pg_schema_version(void);
+
 /** Create an in-memory provider with the same version semantics (for tests
  * and a database-free dev mode). State is lost when it is closed. Returns 0,
  * GR_EINVAL (NULL loop or out) or GR_ENOMEM. */
@@ -81,6 +96,6 @@ GR_EXTERN int gr_storage_clear(gr_storage_t *st, const char *class_name, const v
 
 /** Close the provider: queued operations complete with GR_ECANCELED, then
  * `cb` runs on a later loop iteration and the memory is gone. */
-GR_EXTERN void gr_storage_close(gr_storage_t *st, void (*cb)(void *ud), void *ud);
+GR_EXTERN void gr_storage_close(gr_storage_t *st, gr_close_cb cb, void *ud);
 
 #endif

@@ -89,7 +89,7 @@ int gr__http_parse(const uint8_t *buf, size_t len, size_t max_body, gr__http_par
             break;
         }
     }
-    if (!head) return len >= GR__HTTP_MAX_HEAD ? GR_ETOOBIG : GR_EAGAIN;
+    if (!head) return len >= GR__HTTP_MAX_HEAD ? GR_ETOOBIG : GR__EAGAIN;
     /* Request line: METHOD SP TARGET SP HTTP/1.x */
     const uint8_t *p = buf, *end = buf + head;
     size_t ml = 0;
@@ -159,7 +159,7 @@ int gr__http_parse(const uint8_t *buf, size_t len, size_t max_body, gr__http_par
     out->head_len = head;
     if (clen > max_body) return GR_ETOOBIG;
     out->body_len = (size_t)clen;
-    if (len - head < clen) return GR_EAGAIN;
+    if (len - head < clen) return GR__EAGAIN;
     out->body = buf + head;
     return 0;
 }
@@ -337,8 +337,8 @@ static void gr__hconn_next(gr__hconn_t *c) {
         }
         gr__http_parsed_t r;
         size_t avail = c->in.len - c->off;
-        int rc = avail ? gr__http_parse(c->in.data + c->off, avail, GR__HTTP_MAX_BODY, &r) : GR_EAGAIN;
-        if (rc == GR_EAGAIN) {
+        int rc = avail ? gr__http_parse(c->in.data + c->off, avail, GR__HTTP_MAX_BODY, &r) : GR__EAGAIN;
+        if (rc == GR__EAGAIN) {
             gr__hconn_compact(c);
             if (!c->in.len)
                 c->req_started = 0;

@@ -33,7 +33,7 @@ typedef struct gr__http_parsed {
 /* Parse one request from the front of buf[0..len). Pure: no allocation, no
  * state (fuzzed by tests/silo/test_http.c). Returns 0 (the whole request,
  * head and body, is there: it is head_len + body_len bytes; with `chunked`
- * set only the head was parsed), GR_EAGAIN (more bytes needed), GR_ETOOBIG
+ * set only the head was parsed), GR__EAGAIN (more bytes needed), GR_ETOOBIG
  * (head over GR__HTTP_MAX_HEAD, or a Content-Length over max_body: then
  * head_len is set), or GR_EPROTO (malformed: bad request line, a header
  * without a name or with control bytes, two or non-numeric Content-Length). */

@@ -21,6 +21,9 @@
 
 #define GR__ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define GR__CONTAINER_OF(ptr, type, field) ((type *)((char *)(ptr)-offsetof(type, field)))
+/* A decoder's "need more bytes" (frames, HTTP): not an error, outside the
+ * wire-stable GR_E* space, never returned by the public API. */
+#define GR__EAGAIN (-1000)
 /* Most bytes of call chain a request carries (docs/grains.md): a limit of
  * both the runtime (cycle detection) and the wire (frames carry chains). */
 #define GR__CHAIN_MAX 2048u
@@ -111,23 +114,19 @@ static inline uint64_t gr__get_u64(const uint8_t *p) {
  * Process-wide settings (documented global state, like Redis's verbosity):
  * level and format are set once at start-up by the silo. One line per event
  * on stderr. `grain` may be NULL; it is printed with non-printable key bytes
- * escaped. */
-typedef enum { GR__LOG_DEBUG = 0, GR__LOG_INFO, GR__LOG_WARN, GR__LOG_ERROR } gr__log_level_t;
-typedef enum { GR__LOG_TEXT = 0, GR__LOG_JSON } gr__log_format_t;
-
-void gr__log_setup(gr__log_level_t level, gr__log_format_t format, const char *silo_id);
-int gr__log_parse_level(const char *s, gr__log_level_t *out);
-int gr__log_enabled(gr__log_level_t level);
-void gr__log(gr__log_level_t level, const char *grain_class, const void *key, size_t key_len, const char *fmt,
+ * escaped. The level and format types, gr_log_setup and gr_log are public
+ * (granary/common.h). */
+int gr__log_enabled(gr_log_level_t level);
+void gr__log(gr_log_level_t level, const char *grain_class, const void *key, size_t key_len, const char *fmt,
              ...) GR__PRINTF(5, 6);
 
-#define GR_LOG_DEBUG(...)                                                                                    \
+#define GR__LOG_DEBUG(...)                                                                                   \
     do {                                                                                                     \
-        if (gr__log_enabled(GR__LOG_DEBUG)) gr__log(GR__LOG_DEBUG, NULL, NULL, 0, __VA_ARGS__);              \
+        if (gr__log_enabled(GR_LOG_LEVEL_DEBUG)) gr__log(GR_LOG_LEVEL_DEBUG, NULL, NULL, 0, __VA_ARGS__);    \
     } while (0)
-#define GR_LOG_INFO(...) gr__log(GR__LOG_INFO, NULL, NULL, 0, __VA_ARGS__)
-#define GR_LOG_WARN(...) gr__log(GR__LOG_WARN, NULL, NULL, 0, __VA_ARGS__)
-#define GR_LOG_ERROR(...) gr__log(GR__LOG_ERROR, NULL, NULL, 0, __VA_ARGS__)
+#define GR__LOG_INFO(...) gr__log(GR_LOG_LEVEL_INFO, NULL, NULL, 0, __VA_ARGS__)
+#define GR__LOG_WARN(...) gr__log(GR_LOG_LEVEL_WARN, NULL, NULL, 0, __VA_ARGS__)
+#define GR__LOG_ERROR(...) gr__log(GR_LOG_LEVEL_ERROR, NULL, NULL, 0, __VA_ARGS__)
 
 /* Escape bytes for a log line or message: printable ASCII kept, others \xNN,
  * cut at out_size-1 with "..." when too long. Returns out. */

@@ -252,7 +252,7 @@ static void gr__client_frames(gr_client_t *c) {
         gr__frame_t f;
         size_t used;
         int rc = gr__frame_decode(c->in.data + off, c->in.len - off, c->opts.max_frame_bytes, &f, &used);
-        if (rc == GR_EAGAIN) break;
+        if (rc == GR__EAGAIN) break;
         if (rc != 0) {
             gr__client_conn_failed(c, GR_EPROTO, "malformed frame from silo");
             return;
@@ -504,7 +504,7 @@ int gr_client_new(uv_loop_t *loop, const gr_client_options_t *o, gr_client_t **o
         gr__tls_ctx_opts_t to = {.server = 0, .cert = o->tls_cert, .key = o->tls_key, .ca = o->tls_ca};
         char err[300];
         rc = gr__tls_ctx_new(&to, &c->tls, err, sizeof err);
-        if (rc != 0) GR_LOG_ERROR("client TLS: %s", err);
+        if (rc != 0) GR__LOG_ERROR("client TLS: %s", err);
     }
     const char *p = o->silos;
     for (size_t i = 0; rc == 0 && i < n; i++) {
@@ -766,7 +766,7 @@ static void gr__client_handle_gone(gr_client_t *c) {
 
 static void gr__client_handle_closed(uv_handle_t *h) { gr__client_handle_gone(h->data); }
 
-void gr_client_close(gr_client_t *c, void (*cb)(void *), void *ud) {
+void gr_client_close(gr_client_t *c, gr_close_cb cb, void *ud) {
     assert(!c->closing && "gr_client_close called twice");
     c->closing = 1;
     c->close_cb = cb;

@@ -106,9 +106,9 @@ static void gr__ms_fence(gr__membership_t *m, int fenced, const char *why) {
     if (m->fenced == fenced) return;
     m->fenced = fenced;
     if (fenced)
-        GR_LOG_ERROR("fencing: %s; not serving grains until heartbeats succeed", why);
+        GR__LOG_ERROR("fencing: %s; not serving grains until heartbeats succeed", why);
     else
-        GR_LOG_INFO("unfenced: heartbeats succeed again");
+        GR__LOG_INFO("unfenced: heartbeats succeed again");
     if (m->cbs.on_fence) m->cbs.on_fence(m->cbs.ud, fenced, why);
 }
 
@@ -124,12 +124,12 @@ static int gr__view_equal(const gr__view_t *a, const gr__member_t *b, size_t n) 
 static void gr__ms_declared(void *ud, int status, PGresult *res, const char *detail) {
     (void)ud;
     if (status == 0 && PQntuples(res) > 0)
-        GR_LOG_INFO("declared a silent silo dead (view %s)", PQgetvalue(res, 0, 0));
+        GR__LOG_INFO("declared a silent silo dead (view %s)", PQgetvalue(res, 0, 0));
 }
 
 static void gr__ms_declare_dead(gr__membership_t *m, const gr__member_t *who) {
-    GR_LOG_WARN("silo %s silent for %" PRId64 " ms (its lease %" PRId64 " ms): declaring it dead", who->id,
-                who->age_ms, who->lease_ms);
+    GR__LOG_WARN("silo %s silent for %" PRId64 " ms (its lease %" PRId64 " ms): declaring it dead", who->id,
+                 who->age_ms, who->lease_ms);
     const char *p[2] = {m->cluster, who->id};
     gr__pgpool_query(m->pool, GR__SQL_DECLARE_DEAD, 2, p, NULL, NULL, 0, gr__ms_declared, m);
 }
@@ -148,11 +148,11 @@ static void gr__ms_activated(void *ud, int status, PGresult *res, const char *de
     gr__membership_t *m = ud;
     if (status != 0) {
         m->active = 0; /* retried on the next tick; join_cb still waits */
-        GR_LOG_WARN("becoming active failed: %s", detail);
+        GR__LOG_WARN("becoming active failed: %s", detail);
         return;
     }
     m->status = GR__MS_ACTIVE;
-    GR_LOG_INFO("joined the cluster as active");
+    GR__LOG_INFO("joined the cluster as active");
     void (*cb)(void *, int) = m->join_cb;
     m->join_cb = NULL;
     if (cb) cb(m->join_ud, 0);
@@ -217,7 +217,7 @@ static void gr__ms_tick_done(void *ud, int status, PGresult *res, const char *de
     gr__free(tk);
     m->tick_in_flight = 0;
     if (status != 0 || m->closing) {
-        if (status != 0 && status != GR_ECANCELED) GR_LOG_DEBUG("heartbeat failed: %s", detail);
+        if (status != 0 && status != GR_ECANCELED) GR__LOG_DEBUG("heartbeat failed: %s", detail);
         return;
     }
     int rows = PQntuples(res);
@@ -226,7 +226,7 @@ static void gr__ms_tick_done(void *ud, int status, PGresult *res, const char *de
         /* Our row is gone or dead: someone declared us dead. */
         if (!m->dead_reported) {
             m->dead_reported = 1;
-            GR_LOG_ERROR("this silo was declared dead by the cluster; it must not serve grains any more");
+            GR__LOG_ERROR("this silo was declared dead by the cluster; it must not serve grains any more");
             gr__ms_fence(m, 1, "declared dead by the cluster");
             if (m->cbs.on_dead) m->cbs.on_dead(m->cbs.ud);
         }
@@ -263,7 +263,7 @@ static void gr__ms_tick_done(void *ud, int status, PGresult *res, const char *de
         m->view.n = (size_t)rows;
         m->view.version = version;
         if (changed) {
-            GR_LOG_INFO("membership view %" PRId64 ": %zu live silos", version, m->view.n);
+            GR__LOG_INFO("membership view %" PRId64 ": %zu live silos", version, m->view.n);
             if (m->cbs.on_view) m->cbs.on_view(m->cbs.ud, &m->view);
         }
     } else {
@@ -282,18 +282,18 @@ static void gr__ms_joined(void *ud, int status, PGresult *res, const char *detai
     if (status != 0) {
         /* The database may be starting or restarting: the tick retries. One
          * log line for the first failure, then one in 25 (every ~5 s). */
-        if (m->join_failures++ % 25 == 0) GR_LOG_WARN("joining the cluster failed (retrying): %s", detail);
+        if (m->join_failures++ % 25 == 0) GR__LOG_WARN("joining the cluster failed (retrying): %s", detail);
         return;
     }
     if (PQntuples(res) > 0 && atoi(PQgetvalue(res, 0, 1)) > 0)
-        GR_LOG_INFO("marked %s earlier incarnation(s) on %s:%d dead", PQgetvalue(res, 0, 1), m->address,
-                    m->opts.port);
+        GR__LOG_INFO("marked %s earlier incarnation(s) on %s:%d dead", PQgetvalue(res, 0, 1), m->address,
+                     m->opts.port);
     if (PQntuples(res) > 0 && atoi(PQgetvalue(res, 0, 2)) == 0 &&
         strcmp(PQgetvalue(res, 0, 3), "dead") != 0) {
         /* The id is a live member's, another process (another generation):
          * joining would make two silos one member, and the real one would
          * be declared dead. Refuse; the silo exits 2 (a configuration error). */
-        GR_LOG_ERROR(
+        GR__LOG_ERROR(
             "silo id %s is in use by a live member of cluster %s (another process); refusing to join: "
             "give each silo its own --silo-id",
             m->silo_id, m->cluster);
@@ -310,7 +310,7 @@ static void gr__ms_joined(void *ud, int status, PGresult *res, const char *detai
          * serves. */
         if (!m->dead_reported) {
             m->dead_reported = 1;
-            GR_LOG_ERROR("this silo id was declared dead before it could join; it must not serve grains");
+            GR__LOG_ERROR("this silo id was declared dead before it could join; it must not serve grains");
             if (m->cbs.on_dead) m->cbs.on_dead(m->cbs.ud);
         }
         return;
@@ -347,9 +347,9 @@ static void gr__ms_status_done(void *ud, int status, PGresult *res, const char *
     gr__ms_req_t *r = ud;
     if (status == 0) {
         r->m->status = (int)r->st;
-        GR_LOG_INFO("membership status: %s", gr__member_status_name(r->st));
+        GR__LOG_INFO("membership status: %s", gr__member_status_name(r->st));
     } else {
-        GR_LOG_WARN("membership status %s not recorded: %s", gr__member_status_name(r->st), detail);
+        GR__LOG_WARN("membership status %s not recorded: %s", gr__member_status_name(r->st), detail);
     }
     if (r->st == GR__MS_DEAD) { /* left: no more heartbeats, nothing to fence */
         uv_timer_stop(&r->m->tick);

@@ -1,4 +1,4 @@
-/* src/cluster/router.c - the cluster's call path (see docs/directory.md):
+/* src/cluster/router.c - routing: the cluster's call path (see docs/directory.md):
  *
  *   cache hit (silo alive) ----------------------------> deliver
  *   else owner = ring(grain); owner == self ? register locally
@@ -10,71 +10,21 @@
  * Placement is prefer-local: the silo that asks registers itself, unless it
  * is draining (then the ring owner is preferred). The first live
  * registration wins; the storage version check catches any brief duplicate.
+ *
+ * The directory protocol (registration, re-registration after a view
+ * change, claims, the `$dir` requests peers send) is in registry.c; the
+ * peer links are C clients with the silo role (client/client_internal.h).
  */
-#include <assert.h>
-#include <stdio.h>
-#include <stdlib.h>
-
-#include "client/client_internal.h"
-#include "base/base.h"
-#include "cluster/directory.h"
-#include "cluster/ring.h"
-#include "cluster/router.h"
-#include "wire/frame.h"
-
-#define GR__MAX_HOPS 3
-#define GR__DIR_TIMEOUT_MS 2000u
-
-typedef struct gr__peer {
-    UT_hash_handle hh;
-    char id[GR__SILO_ID_MAX + 1];
-    gr_client_t *client;
-} gr__peer_t;
-
-typedef struct gr__pending {
-    struct gr__pending *next;
-    gr_msg_t *msg;
-} gr__pending_t;
-
-struct gr__router {
-    uv_loop_t *loop;
-    gr_runtime_t *rt;
-    char self[GR__SILO_ID_MAX + 1];
-    char *cluster, *secret;
-    gr__member_t *members;
-    size_t n_members;
-    int have_view;
-    gr__ring_t ring;
-    const char **ring_ids; /* active members, indexes of the ring */
-    size_t n_ring_ids;
-    uint64_t rand_state; /* xorshift64 for GR_PLACE_RANDOM */
-    gr__dir_map_t partition;
-    gr__dir_map_t cache;
-    gr__peer_t *peers;
-    gr__pending_t *waiting;        /* calls that arrived before the first view */
-    struct gr__rereg *rereg_retry; /* re-registrations to send again */
-    uv_timer_t rereg_timer;
-    int draining, fenced, closing;
-    int peers_closing;
-    void (*close_cb)(void *);
-    void *close_ud;
-    gr__router_stats_t stats;
-    int (*lease_ok)(void *ud); /* the silo's membership lease (gr__router_set_lease) */
-    void *lease_ud;
-    gr__tls_ctx_t *tls; /* peer links speak TLS under it (gr__router_set_tls); NULL: plaintext */
-    char *tls_name;     /* name peers' certificates carry; NULL: their advertised address (set once) */
-};
+#include "cluster/router_internal.h"
 
 static int gr__router_lease_cb(void *ud) {
     gr__router_t *r = ud;
     return r->lease_ok(r->lease_ud);
 }
 
-static void gr__route(gr__router_t *r, gr_msg_t *m, int attempt);
-
 /* ---- view helpers ---- */
 
-static const gr__member_t *gr__member(const gr__router_t *r, const char *id) {
+const gr__member_t *gr__member(const gr__router_t *r, const char *id) {
     for (size_t i = 0; i < r->n_members; i++)
         if (!strcmp(r->members[i].id, id)) return &r->members[i];
     return NULL;
@@ -82,12 +32,12 @@ static const gr__member_t *gr__member(const gr__router_t *r, const char *id) {
 
 /* Alive for the directory: in the view and not dead (a draining silo still
  * hosts its activations until it deactivates them). */
-static int gr__alive(void *ud, const char *id) {
+int gr__alive(void *ud, const char *id) {
     const gr__member_t *m = gr__member(ud, id);
     return m && m->status != GR__MS_DEAD;
 }
 
-static const char *gr__owner(const gr__router_t *r, const char *cls, const uint8_t *key, size_t key_len) {
+const char *gr__owner(const gr__router_t *r, const char *cls, const uint8_t *key, size_t key_len) {
     int o = gr__ring_owner(&r->ring, gr__grain_hash(cls, key, key_len));
     return o < 0 ? NULL : r->ring_ids[o];
 }
@@ -113,14 +63,14 @@ static void gr__peer_closed(void *ud) {
     }
 }
 
-static void gr__peer_drop(gr__router_t *r, gr__peer_t *p) {
+void gr__peer_drop(gr__router_t *r, gr__peer_t *p) {
     HASH_DEL(r->peers, p);
     r->peers_closing++;
     gr_client_close(p->client, gr__peer_closed, r);
     gr__free(p);
 }
 
-static gr_client_t *gr__peer_get(gr__router_t *r, const char *id) {
+gr_client_t *gr__peer_get(gr__router_t *r, const char *id) {
     gr__peer_t *p = NULL;
     HASH_FIND_STR(r->peers, id, p);
     if (p) return p->client;
@@ -138,7 +88,7 @@ static gr_client_t *gr__peer_get(gr__router_t *r, const char *id) {
     p = gr__calloc(1, sizeof *p);
     if (!p) return NULL;
     if (gr_client_new(r->loop, &o, &p->client) != 0) {
-        GR_LOG_WARN("peer %s has an unusable address %s", id, addr);
+        GR__LOG_WARN("peer %s has an unusable address %s", id, addr);
         gr__free(p);
         return NULL;
     }
@@ -202,9 +152,9 @@ static void gr__forward_done(void *ud, int status, const uint8_t *reply, size_t 
     gr__free(f);
 }
 
-static void gr__deliver(gr__router_t *r, gr_msg_t *m, const char *silo, int attempt) {
-    GR_LOG_DEBUG("route %s: deliver to %s (attempt %d, hops %d)", gr__msg_class(m), silo, attempt,
-                 gr__msg_hops(m));
+void gr__deliver(gr__router_t *r, gr_msg_t *m, const char *silo, int attempt) {
+    GR__LOG_DEBUG("route %s: deliver to %s (attempt %d, hops %d)", gr__msg_class(m), silo, attempt,
+                  gr__msg_hops(m));
     if (!strcmp(silo, r->self)) {
         gr__runtime_run_here(r->rt, m);
         return;
@@ -260,7 +210,7 @@ typedef struct gr__dirq {
 static void gr__dir_answer(void *ud, int status, const uint8_t *reply, size_t len) {
     gr__dirq_t *q = ud;
     gr__router_t *r = q->r;
-    GR_LOG_DEBUG("directory answer: %s %.*s", gr_err_name(status), (int)len, (const char *)reply);
+    GR__LOG_DEBUG("directory answer: %s %.*s", gr_err_name(status), (int)len, (const char *)reply);
     if (status != 0 || len == 0 || len > GR__SILO_ID_MAX) {
         if (gr__should_retry(status) && q->attempt < 2 && !r->closing) {
             r->stats.forward_retries++;
@@ -301,7 +251,7 @@ static const char *gr__placement(gr__router_t *r, const gr_msg_t *m, const char 
     }
 }
 
-static void gr__route(gr__router_t *r, gr_msg_t *m, int attempt) {
+void gr__route(gr__router_t *r, gr_msg_t *m, int attempt) {
     if (r->closing) {
         gr__runtime_msg_done(r->rt, m, GR_ESHUTDOWN, (const uint8_t *)"silo is shutting down", 21);
         return;
@@ -312,7 +262,7 @@ static void gr__route(gr__router_t *r, gr_msg_t *m, int attempt) {
         return;
     }
     if (!r->have_view) {
-        GR_LOG_DEBUG("route %s: waiting for a membership view", gr__msg_class(m));
+        GR__LOG_DEBUG("route %s: waiting for a membership view", gr__msg_class(m));
         gr__pending_t *p = gr__malloc(sizeof *p);
         if (!p) {
             gr__runtime_msg_done(r->rt, m, GR_ENOMEM, NULL, 0);
@@ -370,344 +320,6 @@ static void gr__route(gr__router_t *r, gr_msg_t *m, int attempt) {
 }
 
 static void gr__router_route_cb(void *ud, gr_msg_t *m) { gr__route(ud, m, 0); }
-
-/* ---- activations that end, and re-registration ---- */
-
-static void gr__unregister(gr__router_t *r, const uint8_t *id, size_t idl, const char *cls,
-                           const uint8_t *key, size_t kl) {
-    gr__dir_unregister(&r->cache, id, idl, r->self);
-    const char *owner = gr__owner(r, cls, key, kl);
-    if (!owner) return;
-    if (!strcmp(owner, r->self)) {
-        gr__dir_unregister(&r->partition, id, idl, r->self);
-        return;
-    }
-    gr_client_t *peer = gr__peer_get(r, owner);
-    gr_ref_t ref = {"$dir", id, idl};
-    if (peer)
-        gr__client_call_flags(peer, &ref, "unregister", r->self, strlen(r->self), GR__DIR_TIMEOUT_MS,
-                              GR__FRAME_ONEWAY, 0, NULL, NULL);
-}
-
-static size_t gr__make_id(uint8_t *buf, const char *cls, const uint8_t *key, size_t kl) {
-    size_t cl = strlen(cls);
-    memcpy(buf, cls, cl + 1);
-    if (kl) memcpy(buf + cl + 1, key, kl);
-    return cl + 1 + kl;
-}
-
-static void gr__router_gone_cb(void *ud, const char *cls, const uint8_t *key, size_t kl) {
-    gr__router_t *r = ud;
-    if (r->closing || !r->have_view) return;
-    uint8_t id[GR_CLASS_NAME_MAX + 1 + GR_KEY_MAX];
-    size_t idl = gr__make_id(id, cls, key, kl);
-    gr__unregister(r, id, idl, cls, key, kl);
-}
-
-/* A re-registration that failed (the new owner had no view yet, a link
- * broke) is sent again every GR__REREG_RETRY_MS, up to GR__REREG_ATTEMPTS
- * times: until then an activation the directory does not know about could
- * be duplicated by a call placed elsewhere. */
-#define GR__REREG_RETRY_MS 100
-#define GR__REREG_ATTEMPTS 30
-
-typedef struct gr__rereg {
-    struct gr__rereg *next; /* in r->rereg_retry */
-    gr__router_t *r;
-    int attempt;
-    char cls[GR_CLASS_NAME_MAX + 1];
-    size_t key_len;
-    uint8_t key[];
-} gr__rereg_t;
-
-static void gr__rereg_send(gr__router_t *r, gr__rereg_t *q);
-
-static void gr__rereg_timer_cb(uv_timer_t *t) {
-    gr__router_t *r = t->data;
-    gr__rereg_t *q = r->rereg_retry;
-    r->rereg_retry = NULL;
-    while (q) {
-        gr__rereg_t *n = q->next;
-        q->next = NULL;
-        /* Gone meanwhile: nothing to announce any more. */
-        if (r->closing || !gr__runtime_hosts(r->rt, q->cls, q->key, q->key_len))
-            gr__free(q);
-        else
-            gr__rereg_send(r, q);
-        q = n;
-    }
-}
-
-static void gr__rereg_done(void *ud, int status, const uint8_t *reply, size_t len) {
-    gr__rereg_t *q = ud;
-    gr__router_t *r = q->r;
-    (void)reply, (void)len;
-    if (status != 0 && !r->closing) {
-        if (q->attempt < GR__REREG_ATTEMPTS) {
-            q->attempt++;
-            q->next = r->rereg_retry;
-            r->rereg_retry = q;
-            if (!uv_is_active((uv_handle_t *)&r->rereg_timer))
-                uv_timer_start(&r->rereg_timer, gr__rereg_timer_cb, GR__REREG_RETRY_MS, 0);
-            return;
-        }
-        /* The directory is only a hint now: a silo sent elsewhere finds the
-         * claim held here and sends the call on (docs/directory.md). */
-        r->stats.lost_registrations++;
-        gr__log(GR__LOG_WARN, q->cls, q->key, q->key_len,
-                "could not re-register after a view change (%s); calls will find it through its claim",
-                gr_err_name(status));
-    }
-    gr__free(q);
-}
-
-static void gr__rereg_one(void *ud, const char *cls, const uint8_t *key, size_t kl) {
-    gr__router_t *r = ud;
-    gr__rereg_t *q = gr__malloc(sizeof *q + kl);
-    if (!q) return;
-    memset(q, 0, sizeof *q);
-    q->r = r;
-    snprintf(q->cls, sizeof q->cls, "%s", cls);
-    q->key_len = kl;
-    if (kl) memcpy(q->key, key, kl);
-    gr__rereg_send(r, q);
-}
-
-/* Announce one activation to its partition owner (q is consumed). */
-static void gr__rereg_send(gr__router_t *r, gr__rereg_t *q) {
-    const char *cls = q->cls;
-    const uint8_t *key = q->key;
-    size_t kl = q->key_len;
-    uint8_t id[GR_CLASS_NAME_MAX + 1 + GR_KEY_MAX];
-    size_t idl = gr__make_id(id, cls, key, kl);
-    const char *owner = gr__owner(r, cls, key, kl);
-    if (!owner) {
-        gr__free(q);
-        return;
-    }
-    if (!strcmp(owner, r->self)) {
-        gr__dir_put(&r->partition, id, idl, r->self);
-        gr__free(q);
-        return;
-    }
-    gr_client_t *peer = gr__peer_get(r, owner);
-    gr_ref_t ref = {"$dir", id, idl};
-    r->stats.rerouted_on_view++;
-    /* "claimed", not "register": an activation here holds the grain's claim
-     * (or is claiming it), so it is the one; a stale entry naming another
-     * silo must not make it step down. */
-    if (!peer || gr__client_call_flags(peer, &ref, "claimed", r->self, strlen(r->self), GR__DIR_TIMEOUT_MS,
-                                       GR__FRAME_REQUEST, 0, gr__rereg_done, q) != 0)
-        gr__rereg_done(q, GR_ECONN, NULL, 0); /* retried like any failure */
-}
-
-/* Tell the grain's directory owner that `host` holds its claim. */
-static void gr__dir_set_host(gr__router_t *r, const uint8_t *id, size_t idl, const char *cls,
-                             const uint8_t *key, size_t kl, const char *host) {
-    gr__dir_put(&r->cache, id, idl, host);
-    const char *owner = gr__owner(r, cls, key, kl);
-    if (!owner) return;
-    if (!strcmp(owner, r->self)) {
-        gr__dir_put(&r->partition, id, idl, host);
-        return;
-    }
-    gr_client_t *peer = gr__peer_get(r, owner);
-    gr_ref_t ref = {"$dir", id, idl};
-    if (peer)
-        gr__client_call_flags(peer, &ref, "claimed", host, strlen(host), GR__DIR_TIMEOUT_MS, GR__FRAME_ONEWAY,
-                              0, NULL, NULL);
-}
-
-/* A claim granted here: make sure the directory says so (it may name
- * another silo if the call came here through a stale cache or a holder
- * hint). */
-static void gr__router_claimed_cb(void *ud, const char *cls, const uint8_t *key, size_t kl) {
-    gr__router_t *r = ud;
-    if (r->closing || !r->have_view) return;
-    uint8_t id[GR_CLASS_NAME_MAX + 1 + GR_KEY_MAX];
-    size_t idl = gr__make_id(id, cls, key, kl);
-    const char *cached = gr__dir_lookup(&r->cache, id, idl);
-    if (cached && !strcmp(cached, r->self)) return; /* placed here through the directory */
-    gr__dir_set_host(r, id, idl, cls, key, kl, r->self);
-}
-
-/* Our activation found the grain's claim held by `holder`: the calls it had
- * queued go there, and the directory learns where the grain is. */
-static void gr__router_held_cb(void *ud, gr_msg_t *m, const char *holder) {
-    gr__router_t *r = ud;
-    if (r->closing) {
-        gr__runtime_msg_done(r->rt, m, GR_ESHUTDOWN, NULL, 0);
-        return;
-    }
-    if (!holder[0] || !strcmp(holder, r->self) || !gr__member(r, holder) || !gr__alive(r, holder)) {
-        /* Held by a silo that died (its lease has not run out yet) or that
-         * our view does not know yet: retry shortly. */
-        char why[GR__SILO_ID_MAX + 96];
-        int n =
-            snprintf(why, sizeof why, "the grain is still claimed by %s, which cannot be reached now; retry",
-                     holder[0] ? holder : "another silo");
-        gr__runtime_msg_done(r->rt, m, GR_ENOTHERE, (const uint8_t *)why, (size_t)n);
-        return;
-    }
-    size_t idl, kl;
-    const uint8_t *id = gr__msg_id(m, &idl);
-    const uint8_t *key = gr__msg_key(m, &kl);
-    const char *cached = gr__dir_lookup(&r->cache, id, idl);
-    if (!cached || strcmp(cached, holder) != 0)
-        gr__dir_set_host(r, id, idl, gr__msg_class(m), key, kl, holder);
-    r->stats.forward_retries++;
-    gr__deliver(r, m, holder, 1);
-}
-
-void gr__router_set_view(gr__router_t *r, const gr__view_t *view) {
-    gr__member_t *copy = view->n ? gr__calloc(view->n, sizeof *copy) : NULL;
-    const char **ids = view->n ? gr__calloc(view->n, sizeof *ids) : NULL;
-    if (view->n && (!copy || !ids)) {
-        gr__free(copy);
-        gr__free(ids);
-        GR_LOG_ERROR("out of memory installing a membership view");
-        return;
-    }
-    if (view->n) memcpy(copy, view->members, view->n * sizeof *copy);
-    size_t n_active = 0;
-    for (size_t i = 0; i < view->n; i++)
-        if (copy[i].status == GR__MS_ACTIVE) ids[n_active++] = copy[i].id;
-    gr__ring_t ring;
-    if (gr__ring_build(&ring, ids, n_active) != 0) {
-        gr__free(copy);
-        gr__free(ids);
-        return;
-    }
-    gr__free(r->members);
-    gr__free(r->ring_ids);
-    gr__ring_free(&r->ring);
-    r->members = copy;
-    r->n_members = view->n;
-    r->ring = ring;
-    r->ring_ids = ids;
-    r->n_ring_ids = n_active;
-    /* Forget whatever points at silos that left; close links to them. */
-    gr__dir_retain_alive(&r->partition, gr__alive, r);
-    gr__dir_retain_alive(&r->cache, gr__alive, r);
-    gr__peer_t *p, *tmp;
-    HASH_ITER(hh, r->peers, p, tmp) if (!gr__alive(r, p->id)) gr__peer_drop(r, p);
-    /* Calls wait until a view shows us active: while we are joining the
-     * ring does not include us yet, and placing nowhere helps nobody. */
-    const gr__member_t *me = gr__member(r, r->self);
-    if (!r->have_view && !(me && me->status == GR__MS_ACTIVE)) return;
-    int first = !r->have_view;
-    r->have_view = 1;
-    /* Tell the (possibly new) partition owners about our activations. */
-    if (!first) gr__runtime_foreach(r->rt, gr__rereg_one, r);
-    /* Calls that waited for a view go now, in arrival order. */
-    gr__pending_t *w = r->waiting, *rev = NULL;
-    r->waiting = NULL;
-    while (w) {
-        gr__pending_t *n = w->next;
-        w->next = rev;
-        rev = w;
-        w = n;
-    }
-    while (rev) {
-        gr__pending_t *n = rev->next;
-        gr__route(r, rev->msg, 0);
-        gr__free(rev);
-        rev = n;
-    }
-}
-
-/* ---- serving peers' directory requests ---- */
-
-/* Where this partition has the grain registered, without registering it:
- * the silo id, or an empty reply if nowhere or on a silo no longer alive. */
-static void gr__dir_answer_host(gr__router_t *r, const uint8_t *id, size_t idl, gr_call_cb cb, void *ud) {
-    const char *host = gr__dir_lookup(&r->partition, id, idl);
-    if (host && !gr__alive(r, host)) host = NULL;
-    cb(ud, 0, (const uint8_t *)(host ? host : ""), host ? strlen(host) : 0);
-}
-
-void gr__router_system_call(gr__router_t *r, const char *method, const uint8_t *key, size_t key_len,
-                            const uint8_t *arg, size_t arg_len, gr_call_cb done, void *ud) {
-    char silo[GR__SILO_ID_MAX + 1];
-    if (arg_len == 0 || arg_len > GR__SILO_ID_MAX || memchr(arg, 0, arg_len)) {
-        done(ud, GR_EINVAL, (const uint8_t *)"bad silo id", 11);
-        return;
-    }
-    memcpy(silo, arg, arg_len);
-    silo[arg_len] = '\0';
-    r->stats.dir_requests_served++;
-    GR_LOG_DEBUG("directory %s from %s", method, silo);
-    /* Entries may only name live members of our view: a forged id (or one
-     * from a view newer than ours: retried) would otherwise sit in the
-     * partition while the named silo lives, growing it without bound. */
-    if ((!strcmp(method, "register") || !strcmp(method, "claimed")) && !gr__alive(r, silo)) {
-        static const char why[] = "that silo is not a live member of this silo's view (yet)";
-        done(ud, GR_ENOTHERE, (const uint8_t *)why, sizeof why - 1);
-        return;
-    }
-    if (!strcmp(method, "register")) {
-        char winner[GR__SILO_ID_MAX + 1];
-        if (!r->have_view) {
-            done(ud, GR_ENOTHERE, (const uint8_t *)"no membership view yet", 22);
-            return;
-        }
-        if (gr__dir_register(&r->partition, key, key_len, silo, gr__alive, r, winner) != 0) {
-            done(ud, GR_ENOMEM, NULL, 0);
-            return;
-        }
-        done(ud, 0, (const uint8_t *)winner, strlen(winner));
-    } else if (!strcmp(method, "lookup")) {
-        gr__dir_answer_host(r, key, key_len, done, ud);
-    } else if (!strcmp(method, "unregister")) {
-        gr__dir_unregister(&r->partition, key, key_len, silo);
-        done(ud, 0, NULL, 0);
-    } else if (!strcmp(method, "claimed")) {
-        /* `silo` holds the grain's activation claim: it replaces whatever
-         * the entry said (docs/directory.md). */
-        if (gr__dir_put(&r->partition, key, key_len, silo) != 0) {
-            done(ud, GR_ENOMEM, NULL, 0);
-            return;
-        }
-        done(ud, 0, (const uint8_t *)silo, strlen(silo));
-    } else {
-        done(ud, GR_ENOMETHOD, (const uint8_t *)"unknown directory method", 24);
-    }
-}
-
-int gr__router_call_silo(gr__router_t *r, const char *silo, const char *method, const void *arg,
-                         size_t arg_len, uint32_t timeout_ms, gr_call_cb cb, void *ud) {
-    if (r->closing) return GR_ESHUTDOWN;
-    gr_client_t *peer = gr__peer_get(r, silo);
-    if (!peer) return GR_ENOTHERE;
-    gr_ref_t ref = {"$silo", NULL, 0};
-    return gr__client_call_flags(peer, &ref, method, arg, arg_len, timeout_ms, GR__FRAME_REQUEST, 0, cb, ud);
-}
-
-void gr__router_locate(gr__router_t *r, const char *cls, const uint8_t *key, size_t key_len, gr_call_cb cb,
-                       void *ud) {
-    uint8_t id[GR_CLASS_NAME_MAX + 1 + GR_KEY_MAX];
-    size_t cl = strlen(cls);
-    if (cl > GR_CLASS_NAME_MAX || key_len > GR_KEY_MAX) {
-        cb(ud, GR_ETOOBIG, NULL, 0);
-        return;
-    }
-    size_t idl = gr__make_id(id, cls, key, key_len);
-    const char *owner = gr__owner(r, cls, key, key_len);
-    if (!owner) {
-        cb(ud, GR_ENOTHERE, (const uint8_t *)"no membership view yet", 22);
-        return;
-    }
-    if (!strcmp(owner, r->self)) {
-        gr__dir_answer_host(r, id, idl, cb, ud);
-        return;
-    }
-    gr_client_t *peer = gr__peer_get(r, owner);
-    gr_ref_t ref = {"$dir", id, idl};
-    int rc = peer ? gr__client_call_flags(peer, &ref, "lookup", r->self, strlen(r->self), GR__DIR_TIMEOUT_MS,
-                                          GR__FRAME_REQUEST, 0, cb, ud)
-                  : GR_ENOTHERE;
-    if (rc != 0) cb(ud, rc, (const uint8_t *)"directory owner unreachable", 27);
-}
 
 void gr__router_set_draining(gr__router_t *r, int on) { r->draining = on; }
 

@@ -117,7 +117,7 @@ static void gr__gw_refused(gr__gateway_t *gw, gr__refuse_t why, const char *peer
     uint64_t now = uv_now(gw->loop);
     if (now - gw->log_window_ms >= 1000) {
         if (gw->log_dropped)
-            GR_LOG_WARN(
+            GR__LOG_WARN(
                 "%llu more refused handshakes not logged (see granary_handshakes_refused_by_reason_total)",
                 (unsigned long long)gw->log_dropped);
         gw->log_window_ms = now;
@@ -125,7 +125,7 @@ static void gr__gw_refused(gr__gateway_t *gw, gr__refuse_t why, const char *peer
         gw->log_dropped = 0;
     }
     if (gw->log_in_window++ < GR__SECURITY_LOG_BURST)
-        GR_LOG_WARN("refused %s (%s): %s", peer, gr__refuse_name(why), detail);
+        GR__LOG_WARN("refused %s (%s): %s", peer, gr__refuse_name(why), detail);
     else
         gw->log_dropped++;
 }
@@ -448,7 +448,7 @@ static void gr__conn_frames(gr__gconn_t *c) {
         size_t used = 0;
         size_t max = c->hello_done ? gw->opts.max_frame_bytes : GR__HELLO_MAX_BODY;
         int rc = gr__frame_decode(c->in.data + off, c->in.len - off, max, &f, &used);
-        if (rc == GR_EAGAIN) break;
+        if (rc == GR__EAGAIN) break;
         if (rc != 0) {
             gw->stats.protocol_errors++;
             char msg[128];
@@ -460,7 +460,7 @@ static void gr__conn_frames(gr__gconn_t *c) {
                 gr__gw_refused(gw, rc == GR_ETOOBIG ? GR__REFUSE_HELLO_TOO_BIG : GR__REFUSE_NOT_HELLO,
                                c->peer, msg);
             else
-                GR_LOG_WARN("closing %s: %s", c->peer, msg);
+                GR__LOG_WARN("closing %s: %s", c->peer, msg);
             gr__conn_goaway(c, rc, msg);
             break;
         }
@@ -517,7 +517,7 @@ static void gr__conn_tls_failed(gr__gconn_t *c, int rc) {
     if (!c->hello_done)
         gr__gw_refused(gw, GR__REFUSE_TLS, c->peer, gr__tls_error(c->tls));
     else
-        GR_LOG_WARN("closing %s: %s", c->peer, gr__tls_error(c->tls));
+        GR__LOG_WARN("closing %s: %s", c->peer, gr__tls_error(c->tls));
     gr__buf_t alert;
     gr__buf_init(&alert);
     gr__gwrite_t *w = gr__tls_take(c->tls, &alert) == 0 && alert.len ? gr__malloc(sizeof *w) : NULL;
@@ -613,7 +613,7 @@ static void gr__conn_close(gr__gconn_t *c) {
 static void gr__on_connection(uv_stream_t *server, int status) {
     gr__gateway_t *gw = server->data;
     if (status < 0) {
-        GR_LOG_WARN("accept failed: %s", uv_strerror(status));
+        GR__LOG_WARN("accept failed: %s", uv_strerror(status));
         return;
     }
     gr__gconn_t *c = gr__calloc(1, sizeof *c);
@@ -687,8 +687,8 @@ static void gr__sweep_cb(uv_timer_t *t) {
                    now - c->partial_since >= gw->opts.frame_timeout_ms) {
             /* A peer dribbling a large frame cannot hold its buffer forever. */
             gw->stats.partial_frame_timeouts++;
-            GR_LOG_WARN("closing %s: a frame stayed incomplete for %u ms", c->peer,
-                        (unsigned)gw->opts.frame_timeout_ms);
+            GR__LOG_WARN("closing %s: a frame stayed incomplete for %u ms", c->peer,
+                         (unsigned)gw->opts.frame_timeout_ms);
             gr__conn_close(c);
         }
     }

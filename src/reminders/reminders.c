@@ -237,7 +237,7 @@ static void gr__rem_maybe_closed(gr__reminders_t *r);
 static void gr__rem_advanced(void *ud, int status, PGresult *res, const char *detail) {
     gr__reminders_t *r = ud;
     if (status != 0 && status != GR_ECANCELED)
-        GR_LOG_WARN("reminder not advanced (it will fire again): %s", detail);
+        GR__LOG_WARN("reminder not advanced (it will fire again): %s", detail);
     r->fires_in_flight--;
     gr__rem_maybe_closed(r);
 }
@@ -246,7 +246,7 @@ static void gr__rem_fired(void *ud, int status, const uint8_t *reply, size_t len
     gr__fire_t *f = ud;
     gr__reminders_t *r = f->r;
     int queued = 0;
-    GR_LOG_DEBUG("reminder %s of %s answered: %s", f->name, f->cls, gr_err_name(status));
+    GR__LOG_DEBUG("reminder %s of %s answered: %s", f->name, f->cls, gr_err_name(status));
     if (f->tracked) HASH_DEL(r->inflight, f);
     if (status == 0) {
         r->stats.fired++;
@@ -264,7 +264,7 @@ static void gr__rem_fired(void *ud, int status, const uint8_t *reply, size_t len
          * a reminder that always fails is seen without flooding the log. */
         uint64_t now = uv_now(r->loop);
         if (!r->fail_logged_ms || now - r->fail_logged_ms >= 10000) {
-            GR_LOG_WARN(
+            GR__LOG_WARN(
                 "reminder %s of %s failed (%s: %.*s); it fires again at the next poll (%llu failures so "
                 "far)",
                 f->name, f->cls, gr_err_name(status), (int)(len > 200 ? 200 : len), (const char *)reply,
@@ -283,7 +283,7 @@ static void gr__rem_due(void *ud, int status, PGresult *res, const char *detail)
     gr__reminders_t *r = ud;
     r->polling = 0;
     if (status != 0 || r->closing || !r->firing) {
-        if (status != 0 && status != GR_ECANCELED) GR_LOG_DEBUG("reminder poll failed: %s", detail);
+        if (status != 0 && status != GR_ECANCELED) GR__LOG_DEBUG("reminder poll failed: %s", detail);
         gr__rem_maybe_closed(r);
         return;
     }
@@ -299,7 +299,7 @@ static void gr__rem_due(void *ud, int status, PGresult *res, const char *detail)
         const uint8_t *key = (const uint8_t *)PQgetvalue(res, i, 1);
         const char *owner = r->owner(r->owner_ud, cls, key, (size_t)kl);
         if (!owner || strcmp(owner, r->self) != 0) { /* another silo's range */
-            GR_LOG_DEBUG("reminder due for %s, owned by %s", cls, owner ? owner : "(no view yet)");
+            GR__LOG_DEBUG("reminder due for %s, owned by %s", cls, owner ? owner : "(no view yet)");
             continue;
         }
         /* Still waiting for the grain's answer to an earlier firing: that
@@ -335,7 +335,7 @@ static void gr__rem_due(void *ud, int status, PGresult *res, const char *detail)
         HASH_ADD_KEYPTR(hh, r->inflight, f->id, f->id_len, f);
         f->tracked = !gr__hash_oom(); /* untracked, it may fire twice: at-least-once allows it */
         r->fires_in_flight++;
-        GR_LOG_DEBUG("reminder %s of %s fired (due %s)", f->name, f->cls, f->due);
+        GR__LOG_DEBUG("reminder %s of %s fired (due %s)", f->name, f->cls, f->due);
     }
 }
 
@@ -344,7 +344,7 @@ static void gr__rem_poll(uv_timer_t *t) {
     /* A reminder whose firing is still unanswered is skipped (r->inflight),
      * so one slow grain delays only its own reminders. */
     if (!r->firing || r->polling || r->closing) {
-        if (r->polling) GR_LOG_DEBUG("reminder poll skipped: the previous one is still running");
+        if (r->polling) GR__LOG_DEBUG("reminder poll skipped: the previous one is still running");
         return;
     }
     r->stats.polls++;

@@ -181,7 +181,7 @@ static void gr__grain_held_elsewhere(gr_grain_t *g, const char *holder) {
     gr_msg_t *queued = g->mb_head;
     g->mb_head = g->mb_tail = NULL;
     g->mb_len = 0;
-    gr__log(GR__LOG_DEBUG, GR__G_CLS(g)->name, GR__G_KEY(g), g->key_len,
+    gr__log(GR_LOG_LEVEL_DEBUG, GR__G_CLS(g)->name, GR__G_KEY(g), g->key_len,
             "claimed by %s: sending its calls there", holder[0] ? holder : "(unknown)");
     char who[128];
     snprintf(who, sizeof who, "%s", holder);
@@ -223,7 +223,7 @@ void gr__grain_storage_read_cb(void *ud, int status, const uint8_t *data, size_t
         rt->stats.storage_errors++;
         char msg[512];
         snprintf(msg, sizeof msg, "loading state failed: %s", detail ? detail : gr_strerror(status));
-        gr__log(GR__LOG_WARN, GR__G_CLS(g)->name, GR__G_KEY(g), g->key_len, "%s", msg);
+        gr__log(GR_LOG_LEVEL_WARN, GR__G_CLS(g)->name, GR__G_KEY(g), g->key_len, "%s", msg);
         gr__grain_fail_all(g, status == GR_ECANCELED ? GR_ESHUTDOWN : GR_ESTORAGE, msg);
         return;
     }
@@ -247,7 +247,7 @@ void gr__grain_storage_read_cb(void *ud, int status, const uint8_t *data, size_t
             char msg[160];
             snprintf(msg, sizeof msg, "loading state failed: %s",
                      rc == GR_ENOMEM ? "out of memory" : "the stored reply log does not add up");
-            gr__log(GR__LOG_WARN, cls->name, GR__G_KEY(g), g->key_len, "%s", msg);
+            gr__log(GR_LOG_LEVEL_WARN, cls->name, GR__G_KEY(g), g->key_len, "%s", msg);
             gr__grain_fail_all(g, rc == GR_ENOMEM ? GR_ENOMEM : GR_ESTORAGE, msg);
             return;
         }
@@ -263,7 +263,7 @@ void gr__grain_storage_read_cb(void *ud, int status, const uint8_t *data, size_t
                  "stored state has format %u, newer than this silo's %s (state_version %u): not activating "
                  "here; a silo with the newer class can host it",
                  (unsigned)format, cls->name, (unsigned)cls->state_version);
-        gr__log(GR__LOG_WARN, cls->name, GR__G_KEY(g), g->key_len, "%s", msg);
+        gr__log(GR_LOG_LEVEL_WARN, cls->name, GR__G_KEY(g), g->key_len, "%s", msg);
         rt->stats.state_too_new++;
         gr__grain_fail_all(g, GR_ESTATEVERSION, msg);
         return;
@@ -288,7 +288,7 @@ void gr__grain_storage_read_cb(void *ud, int status, const uint8_t *data, size_t
             char msg[200];
             snprintf(msg, sizeof msg, "upgrading the state from format %u to %u failed: %s", (unsigned)format,
                      (unsigned)cls->state_version, gr_strerror(rc));
-            gr__log(GR__LOG_WARN, cls->name, GR__G_KEY(g), g->key_len, "%s", msg);
+            gr__log(GR_LOG_LEVEL_WARN, cls->name, GR__G_KEY(g), g->key_len, "%s", msg);
             g->dirty = 0; /* nothing of it may be written */
             gr__grain_fail_all(g, GR_EACTIVATE, msg);
             return;
@@ -300,7 +300,7 @@ void gr__grain_storage_read_cb(void *ud, int status, const uint8_t *data, size_t
         if (rc != 0) {
             char msg[160];
             snprintf(msg, sizeof msg, "on_activate failed: %s", gr_strerror(rc));
-            gr__log(GR__LOG_WARN, GR__G_CLS(g)->name, GR__G_KEY(g), g->key_len, "%s", msg);
+            gr__log(GR_LOG_LEVEL_WARN, GR__G_CLS(g)->name, GR__G_KEY(g), g->key_len, "%s", msg);
             gr__grain_fail_all(g, GR_EACTIVATE, msg);
             return;
         }
@@ -330,7 +330,7 @@ void gr__grain_deactivate(gr_grain_t *g, int save) {
     if (save && GR__G_CLS(g)->on_deactivate) GR__G_CLS(g)->on_deactivate(g);
     if (save && (g->dirty || g->writing)) {
         if (gr__write_request(g, gr__deactivate_write_cb, NULL, NULL) == 0) return;
-        gr__log(GR__LOG_ERROR, GR__G_CLS(g)->name, GR__G_KEY(g), g->key_len,
+        gr__log(GR_LOG_LEVEL_ERROR, GR__G_CLS(g)->name, GR__G_KEY(g), g->key_len,
                 "out of memory saving state at deactivation; unsaved changes are lost");
     }
     gr__grain_finish(g);

@@ -143,7 +143,7 @@ void gr__maybe_drained(gr_runtime_t *rt) {
     cb(rt, rt->drain_ud);
 }
 
-int gr_runtime_drain(gr_runtime_t *rt, void (*cb)(gr_runtime_t *, void *), void *ud) {
+int gr_runtime_drain(gr_runtime_t *rt, gr_drain_cb cb, void *ud) {
     if (rt->draining || rt->closing) return GR_ESTATE;
     rt->draining = 1;
     rt->drain_cb = cb;
@@ -188,7 +188,7 @@ static int gr__write_holds(gr_grain_t *g, gr_msg_t *m) {
     return 0;
 }
 
-void gr_runtime_close(gr_runtime_t *rt, void (*cb)(void *), void *ud) {
+void gr_runtime_close(gr_runtime_t *rt, gr_close_cb cb, void *ud) {
     assert(!rt->closing && "gr_runtime_close called twice");
     rt->closing = 1;
     rt->close_cb = cb;

@@ -74,7 +74,7 @@ static void gr__write_cb(void *ud, int status, int64_t new_version, const char *
         snprintf(msg, sizeof msg, "state write failed: %s", detail ? detail : gr_strerror(status));
         status = status == GR_ECANCELED ? GR_ESHUTDOWN : GR_ESTORAGE;
     }
-    gr__log(GR__LOG_WARN, GR__G_CLS(g)->name, GR__G_KEY(g), g->key_len, "%s; deactivating", msg);
+    gr__log(GR_LOG_LEVEL_WARN, GR__G_CLS(g)->name, GR__G_KEY(g), g->key_len, "%s; deactivating", msg);
     gr__write_waiter_t *next = g->waiters_next;
     g->waiters_next = NULL;
     gr__waiters_complete(g, now, status, msg);
@@ -178,7 +178,7 @@ const char *gr_grain_silo(const gr_grain_t *g) { return GR__G_RT(g)->silo_id; }
 gr_runtime_t *gr_grain_runtime(const gr_grain_t *g) { return GR__G_RT(g); }
 void *gr_grain_data(const gr_grain_t *g) { return g->ext ? g->ext->data : NULL; }
 
-int gr_grain_set_data(gr_grain_t *g, void *data, void (*free_fn)(void *)) {
+int gr_grain_set_data(gr_grain_t *g, void *data, gr_free_fn free_fn) {
     if (!g) return GR_EINVAL;
     if (!g->ext && !data && !free_fn) return 0;
     gr__grain_ext_t *x = gr__grain_ext(g);

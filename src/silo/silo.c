@@ -19,7 +19,7 @@
 
 #include "silo/silo_internal.h"
 
-void gr_silo_config_init(gr_silo_config_t *c) {
+void gr_silo_options_init(gr_silo_options_t *c) {
     memset(c, 0, sizeof *c);
     c->listen = "127.0.0.1:7700";
     c->cluster = "default";
@@ -194,7 +194,7 @@ static void gr__silo_system_call(void *ud, const char *cls, const char *method, 
     gr__buf_free(b);
 }
 
-int gr_silo_new(uv_loop_t *loop, const gr_silo_config_t *cfg, gr_silo_t **out, char *err, size_t err_size) {
+int gr_silo_new(uv_loop_t *loop, const gr_silo_options_t *cfg, gr_silo_t **out, char *err, size_t err_size) {
     if (!loop || !cfg || !out) return GR_EINVAL;
     if (!cfg->memory_storage && (!cfg->database_url || !cfg->database_url[0]))
         return gr__silo_err(err, err_size, GR_ECONFIG, "%s",
@@ -492,7 +492,7 @@ static void gr__silo_joined(void *ud, int status) {
     if (status == 0) {
         s->joined = 1;
         gr__silo_update_firing(s);
-        GR_LOG_INFO("silo %s is active in cluster %s", s->id, s->cfg.cluster);
+        GR__LOG_INFO("silo %s is active in cluster %s", s->id, s->cfg.cluster);
     } else if (status == GR_EEXIST) {
         /* Our id belongs to a live member: never serve as it. */
         s->join_refused = 1;
@@ -501,11 +501,11 @@ static void gr__silo_joined(void *ud, int status) {
         gr__silo_update_firing(s);
         if (s->dead_cb) s->dead_cb(s, s->dead_ud);
     } else {
-        GR_LOG_ERROR("could not join the cluster: %s (is the schema migrated?)", gr_strerror(status));
+        GR__LOG_ERROR("could not join the cluster: %s (is the schema migrated?)", gr_strerror(status));
     }
 }
 
-void gr_silo_on_dead(gr_silo_t *s, void (*cb)(gr_silo_t *, void *), void *ud) {
+void gr_silo_on_dead(gr_silo_t *s, gr_silo_dead_cb cb, void *ud) {
     s->dead_cb = cb;
     s->dead_ud = ud;
 }
@@ -533,12 +533,12 @@ int gr_silo_start(gr_silo_t *s, char *err, size_t err_size) {
     if (s->cfg.http) {
         rc = gr__http_new(s->loop, s->http_host, s->http_port, gr__silo_http, s, &s->http, err, err_size);
         if (rc != 0) return rc;
-        GR_LOG_INFO("probes and metrics on http://%s:%d/ (healthz, readyz, metrics%s)", s->http_host,
-                    gr__http_port(s->http), s->dashboard ? "; dashboard at /" : "");
+        GR__LOG_INFO("probes and metrics on http://%s:%d/ (healthz, readyz, metrics%s)", s->http_host,
+                     gr__http_port(s->http), s->dashboard ? "; dashboard at /" : "");
     }
     s->started = 1;
-    GR_LOG_INFO("silo %s listening on %s:%d (cluster %s, storage %s)", s->id, s->listen_host,
-                gr__gateway_port(s->gw), s->cfg.cluster, s->cfg.memory_storage ? "memory" : "postgres");
+    GR__LOG_INFO("silo %s listening on %s:%d (cluster %s, storage %s)", s->id, s->listen_host,
+                 gr__gateway_port(s->gw), s->cfg.cluster, s->cfg.memory_storage ? "memory" : "postgres");
     if (!s->router) return 0;
     gr__membership_opts_t mo = {s->cfg.cluster,          s->id,         adv,
                                 gr__gateway_port(s->gw), s->generation, s->cfg.heartbeat_ms,
@@ -576,24 +576,24 @@ static void gr__silo_gateway_flushed(void *ud) {
 
 static void gr__silo_drained(gr_runtime_t *rt, void *ud) {
     gr_silo_t *s = ud;
-    GR_LOG_INFO("all grains deactivated; answering calls in flight, then closing connections");
+    GR__LOG_INFO("all grains deactivated; answering calls in flight, then closing connections");
     gr__gateway_shutdown(s->gw, gr__silo_gateway_flushed, s);
 }
 
 static void gr__silo_stop_timeout(uv_timer_t *t) {
     gr_silo_t *s = t->data;
-    GR_LOG_ERROR("graceful stop did not finish within %u ms (%zu activations left)",
-                 (unsigned)s->cfg.drain_timeout_ms, gr_runtime_activation_count(s->rt));
+    GR__LOG_ERROR("graceful stop did not finish within %u ms (%zu activations left)",
+                  (unsigned)s->cfg.drain_timeout_ms, gr_runtime_activation_count(s->rt));
     gr__silo_stop_done(s, GR_ETIMEDOUT);
 }
 
-int gr_silo_stop(gr_silo_t *s, void (*cb)(gr_silo_t *, int, void *), void *ud) {
+int gr_silo_stop(gr_silo_t *s, gr_silo_stop_cb cb, void *ud) {
     if (s->stopping || s->closing) return GR_ESTATE;
     s->stopping = 1;
     gr__silo_update_firing(s);
     s->stop_cb = cb;
     s->stop_ud = ud;
-    GR_LOG_INFO("graceful stop: deactivating %zu grains", gr_runtime_activation_count(s->rt));
+    GR__LOG_INFO("graceful stop: deactivating %zu grains", gr_runtime_activation_count(s->rt));
     if (s->membership && s->joined)
         gr__membership_set_status(s->membership, GR__MS_SHUTTING_DOWN, NULL, NULL);
     if (s->router) gr__router_set_draining(s->router, 1);
@@ -621,7 +621,7 @@ static void gr__silo_runtime_closed(void *ud) {
 
 static void gr__silo_timer_closed(uv_handle_t *h) { gr__silo_part_closed(h->data); }
 
-void gr_silo_close(gr_silo_t *s, void (*cb)(void *), void *ud) {
+void gr_silo_close(gr_silo_t *s, gr_close_cb cb, void *ud) {
     assert(!s->closing && "gr_silo_close called twice");
     s->closing = 1;
     s->close_cb = cb;

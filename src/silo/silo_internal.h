@@ -16,7 +16,7 @@
 
 struct gr_silo {
     uv_loop_t *loop;
-    gr_silo_config_t cfg;
+    gr_silo_options_t cfg;
     char *id;
     char listen_host[64];
     int listen_port;

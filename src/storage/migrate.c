@@ -6,7 +6,7 @@
 #include <stdlib.h>
 
 #include "base/base.h"
-#include "storage/migrate.h"
+#include "granary/storage.h"
 #include "sql_migrations.h" /* generated: gr__migrations[], gr__migrations_count */
 
 /* Any fixed 64-bit number names the lock; this one spells "granary". */
@@ -21,11 +21,15 @@ static int gr__exec(PGconn *c, const char *sql, char *err, size_t err_size) {
     return ok ? 0 : GR_ESTORAGE;
 }
 
-int gr__migrate_latest(void) {
+int gr_storage_pg_schema_version(void) {
     return gr__migrations_count ? gr__migrations[gr__migrations_count - 1].version : 0;
 }
 
-int gr__migrate(const char *conninfo, FILE *out, char *err, size_t err_size) {
+int gr_storage_pg_migrate(const char *conninfo, FILE *out, char *err, size_t err_size) {
+    if (!conninfo) {
+        if (err && err_size) snprintf(err, err_size, "no database given");
+        return GR_EINVAL;
+    }
     PGconn *c = PQconnectdb(conninfo);
     if (PQstatus(c) != CONNECTION_OK) {
         snprintf(err, err_size, "cannot connect: %s", PQerrorMessage(c));

@@ -208,11 +208,11 @@ static void gr__conn_broken(gr__pg_conn_t *c, const char *why) {
     int was_up = c->state == GR__CONN_IDLE || c->state == GR__CONN_BUSY;
     /* One warning per outage, not one per reconnect attempt. */
     if (was_up)
-        GR_LOG_WARN("postgres connection %u lost: %s", (unsigned)(c - pg->conns), pg->last_error);
+        GR__LOG_WARN("postgres connection %u lost: %s", (unsigned)(c - pg->conns), pg->last_error);
     else if (!pg->down && pg->up == 0)
-        GR_LOG_WARN("cannot connect to postgres: %s (retrying with backoff)", pg->last_error);
+        GR__LOG_WARN("cannot connect to postgres: %s (retrying with backoff)", pg->last_error);
     else
-        GR_LOG_DEBUG("postgres connection %u: %s", (unsigned)(c - pg->conns), pg->last_error);
+        GR__LOG_DEBUG("postgres connection %u: %s", (unsigned)(c - pg->conns), pg->last_error);
     gr__conn_unwatch(c);
     if (c->result) {
         PQclear(c->result);
@@ -243,7 +243,7 @@ static void gr__conn_up(gr__pg_conn_t *c) {
     c->backoff_ms = 0;
     uv_timer_stop(&c->timer);
     c->pg->up++;
-    if (c->pg->down) GR_LOG_INFO("postgres connection restored");
+    if (c->pg->down) GR__LOG_INFO("postgres connection restored");
     c->pg->down = 0;
     /* Idle connections stay watched for readability so a server-side close
      * is noticed at once, not at the next query. */

@@ -374,7 +374,7 @@ static void gr__batch_flush(gr__pgs_t *s);
 static void gr__sweep_done(void *ud, int status, PGresult *res, const char *detail) {
     gr__pgs_t *s = ud;
     s->sweep_in_flight = 0;
-    if (status != 0) GR_LOG_WARN("sweeping expired replies failed: %s", detail);
+    if (status != 0) GR__LOG_WARN("sweeping expired replies failed: %s", detail);
 }
 
 /* Expired reply rows go in bounded statements, at most one per
@@ -392,7 +392,7 @@ static void gr__batch_done(void *ud, int status, PGresult *res, const char *deta
     gr__pgs_t *s = bt->s;
     s->batches_in_flight--;
     if (status != 0) {
-        GR_LOG_WARN("write batch of %zu failed: %s", bt->n, detail);
+        GR__LOG_WARN("write batch of %zu failed: %s", bt->n, detail);
         gr__batch_fail(bt, status, detail);
     } else {
         int64_t *ver = gr__calloc(bt->n, sizeof *ver);
@@ -740,7 +740,7 @@ static void gr__release_done(void *ud, int status, PGresult *res, const char *de
     /* A release that failed leaves the claims with their owner, which can
      * activate those grains again; others are sent to it. */
     if (status != 0 && status != GR_ECANCELED)
-        GR_LOG_WARN("releasing %zu activation claims failed: %s", bt->n, detail);
+        GR__LOG_WARN("releasing %zu activation claims failed: %s", bt->n, detail);
     gr__rbatch_free(bt);
     if (!s->base.closing) gr__release_flush(s);
 }
@@ -758,7 +758,7 @@ static void gr__release_flush(gr__pgs_t *s) {
     bt->n = gr__rq_take(&s->relq_head, &s->relq_tail, &s->relq_len, bt->ops, cap);
     int rc = gr__rbatch_send(bt, GR__SQL_BATCH_RELEASE, 5, gr__release_done);
     if (rc != 0) {
-        GR_LOG_WARN("cannot queue a release of %zu activation claims", bt->n);
+        GR__LOG_WARN("cannot queue a release of %zu activation claims", bt->n);
         gr__rbatch_free(bt);
         return;
     }

@@ -99,7 +99,7 @@ int gr__storage_release(gr_storage_t *st, const char *class_name, const void *ke
     return st->vt->release ? st->vt->release(st, class_name, key, key_len, owner, token) : 0;
 }
 
-void gr_storage_close(gr_storage_t *st, void (*cb)(void *ud), void *ud) {
+void gr_storage_close(gr_storage_t *st, gr_close_cb cb, void *ud) {
     assert(!st->closing && "gr_storage_close called twice");
     st->closing = 1;
     st->vt->close(st, cb, ud);

@@ -38,7 +38,7 @@ size_t gr__frame_key_max(const char *class_name, size_t class_len) {
 }
 
 int gr__frame_decode(const uint8_t *buf, size_t len, size_t max_body, gr__frame_t *f, size_t *consumed) {
-    if (len < 4) return GR_EAGAIN;
+    if (len < 4) return GR__EAGAIN;
     uint32_t blen = gr__get_u32(buf);
     /* Check the magic as soon as it is there so a peer speaking HTTP or TLS
      * is told "protocol error" at once, not "too big" or left waiting. */
@@ -46,7 +46,7 @@ int gr__frame_decode(const uint8_t *buf, size_t len, size_t max_body, gr__frame_
     /* The length covers everything after itself: magic..id is 12 bytes. */
     if (blen < GR_FRAME_HEADER_SIZE - 4) return GR_EPROTO;
     if (blen - (GR_FRAME_HEADER_SIZE - 4) > max_body) return GR_ETOOBIG;
-    if (len - 4 < blen) return GR_EAGAIN;
+    if (len - 4 < blen) return GR__EAGAIN;
 
     memset(f, 0, sizeof *f);
     f->type = buf[6];

@@ -89,7 +89,7 @@ typedef struct gr__frame {
 } gr__frame_t;
 
 /* Decode one frame from the front of buf[0..len). Pure: no allocation, no
- * state. Returns 0 and sets *consumed, GR_EAGAIN when more bytes are needed
+ * state. Returns 0 and sets *consumed, GR__EAGAIN when more bytes are needed
  * (nothing consumed), GR_ETOOBIG when the announced body is over max_body, or
  * GR_EPROTO for anything malformed (bad magic, unknown type, lengths that do
  * not add up, names over their limits). After an error the stream cannot be

@@ -1126,7 +1126,7 @@ static void test_idempotency_keys(void **state) {
 }
 
 int main(void) {
-    gr__log_setup(GR__LOG_ERROR, GR__LOG_TEXT, "test");
+    gr_log_setup(GR_LOG_LEVEL_ERROR, GR_LOG_FORMAT_TEXT, "test");
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
     const struct CMUnitTest tests[] = {
         T(test_activation_once_per_id),

@@ -8,19 +8,19 @@
 #include <string.h>
 
 #include "granary/error.h"
-#include "storage/migrate.h"
+#include "granary/storage.h"
 #include "support.h"
 
 static void test_migrate_twice(void **st) {
     const char *url = gr_test_pg_url();
     char err[512];
-    assert_int_equal(gr__migrate(url, NULL, err, sizeof err), 0);
+    assert_int_equal(gr_storage_pg_migrate(url, NULL, err, sizeof err), 0);
     char *v = gr_test_sql(url, "SELECT max(version) FROM granary_schema_version");
     assert_non_null(v);
-    assert_int_equal(atoi(v), gr__migrate_latest());
+    assert_int_equal(atoi(v), gr_storage_pg_schema_version());
     free(v);
     char *rows1 = gr_test_sql(url, "SELECT count(*) FROM granary_schema_version");
-    assert_int_equal(gr__migrate(url, NULL, err, sizeof err), 0);
+    assert_int_equal(gr_storage_pg_migrate(url, NULL, err, sizeof err), 0);
     char *rows2 = gr_test_sql(url, "SELECT count(*) FROM granary_schema_version");
     assert_string_equal(rows1, rows2);
     free(rows1);
@@ -46,13 +46,13 @@ static void test_migrate_concurrently(void **st) {
         kids[i] = fork();
         if (kids[i] == 0) {
             char err[512];
-            _exit(gr__migrate(url, NULL, err, sizeof err) == 0 ? 0 : 1);
+            _exit(gr_storage_pg_migrate(url, NULL, err, sizeof err) == 0 ? 0 : 1);
         }
     }
     for (int i = 0; i < 3; i++)
         assert_int_equal(gr_test_wait(kids[i], 30000), 0);
     char *n = gr_test_sql(url, "SELECT count(*) FROM granary_schema_version");
-    assert_int_equal(atoi(n), gr__migrate_latest());
+    assert_int_equal(atoi(n), gr_storage_pg_schema_version());
     free(n);
 }
 
@@ -60,7 +60,7 @@ static void test_migrate_bad_url(void **st) {
     char err[512];
     char url[128];
     snprintf(url, sizeof url, "postgresql://granary@127.0.0.1:%d/x?connect_timeout=2", gr_test_free_port());
-    assert_int_equal(gr__migrate(url, NULL, err, sizeof err), GR_ESTORAGE);
+    assert_int_equal(gr_storage_pg_migrate(url, NULL, err, sizeof err), GR_ESTORAGE);
     assert_non_null(strstr(err, "cannot connect"));
 }
 

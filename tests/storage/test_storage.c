@@ -7,7 +7,7 @@
 #include "base/base.h"
 #include "granary/storage.h"
 #include "storage/claim.h"
-#include "storage/migrate.h"
+#include "granary/storage.h"
 #include "storage/replies.h"
 #include "support.h"
 
@@ -746,7 +746,7 @@ int main(int argc, char **argv) {
             return 1;
         }
         char err[512];
-        if (gr__migrate(url, NULL, err, sizeof err) != 0) {
+        if (gr_storage_pg_migrate(url, NULL, err, sizeof err) != 0) {
             fprintf(stderr, "migrate: %s\n", err);
             return 1;
         }

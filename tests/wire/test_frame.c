@@ -167,7 +167,7 @@ static void test_truncated_needs_more(void **st) {
         /* Exact-size copies so ASan catches any read past the prefix. */
         uint8_t *copy = malloc(n ? n : 1);
         memcpy(copy, b.data, n);
-        assert_int_equal(gr__frame_decode(copy, n, 1024, &f, &used), GR_EAGAIN);
+        assert_int_equal(gr__frame_decode(copy, n, 1024, &f, &used), GR__EAGAIN);
         free(copy);
     }
     gr__buf_free(&b);
@@ -286,7 +286,7 @@ static void test_mutations(void **st) {
         if (rc == 0)
             assert_true(used <= n);
         else
-            assert_true(rc == GR_EAGAIN || rc == GR_EPROTO || rc == GR_ETOOBIG);
+            assert_true(rc == GR__EAGAIN || rc == GR_EPROTO || rc == GR_ETOOBIG);
         free(copy);
     }
     gr__buf_free(&b);

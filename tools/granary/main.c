@@ -10,10 +10,36 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "base/base.h"
 #include "granary/client.h"
 
-static void gr__usage(FILE *f) {
+/* A growable byte buffer: the CLI sees only the public API (it builds
+ * against an installed libgranary), so it keeps its own. */
+typedef struct cli_buf {
+    uint8_t *data;
+    size_t len, cap;
+} cli_buf_t;
+
+static void cli_buf_init(cli_buf_t *b) { memset(b, 0, sizeof *b); }
+static void cli_buf_free(cli_buf_t *b) {
+    free(b->data);
+    cli_buf_init(b);
+}
+static int cli_buf_append(cli_buf_t *b, const void *p, size_t n) {
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n)
+            cap *= 2;
+        uint8_t *d = realloc(b->data, cap);
+        if (!d) return GR_ENOMEM;
+        b->data = d;
+        b->cap = cap;
+    }
+    if (n) memcpy(b->data + b->len, p, n);
+    b->len += n;
+    return 0;
+}
+
+static void cli_usage(FILE *f) {
     fprintf(f, "usage: granary call [OPTIONS] CLASS/KEY METHOD [ARG | -]\n"
                "       granary members [OPTIONS]    the cluster's live silos, as a silo sees them\n"
                "       granary grains [OPTIONS]     active grains by class on every live silo\n"
@@ -56,19 +82,19 @@ static void gr__usage(FILE *f) {
 typedef struct {
     int done;
     int status;
-    gr__buf_t reply;
+    cli_buf_t reply;
     gr_client_t *client;
-} gr__cli_call_t;
+} cli_cli_call_t;
 
-static void gr__on_reply(void *ud, int status, const uint8_t *reply, size_t len) {
-    gr__cli_call_t *r = ud;
+static void cli_on_reply(void *ud, int status, const uint8_t *reply, size_t len) {
+    cli_cli_call_t *r = ud;
     r->done = 1;
     r->status = status;
-    gr__buf_append(&r->reply, reply, len);
+    cli_buf_append(&r->reply, reply, len);
     gr_client_close(r->client, NULL, NULL);
 }
 
-static void gr__json_print(FILE *f, const uint8_t *p, size_t n) {
+static void cli_json_print(FILE *f, const uint8_t *p, size_t n) {
     fputc('"', f);
     for (size_t i = 0; i < n; i++) {
         if (p[i] == '"' || p[i] == '\\')
@@ -81,57 +107,57 @@ static void gr__json_print(FILE *f, const uint8_t *p, size_t n) {
     fputc('"', f);
 }
 
-static int gr__read_stdin(gr__buf_t *b) {
+static int cli_read_stdin(cli_buf_t *b) {
     char tmp[65536];
     size_t n;
     while ((n = fread(tmp, 1, sizeof tmp, stdin)) > 0) {
         if (b->len + n > GR_ARG_MAX) return GR_ETOOBIG;
-        if (gr__buf_append(b, tmp, n) != 0) return GR_ENOMEM;
+        if (cli_buf_append(b, tmp, n) != 0) return GR_ENOMEM;
     }
     return ferror(stdin) ? GR_EIO : 0;
 }
 
 /* One call on a fresh loop and client; the reply lands in r. */
-static int gr__call_once(const gr_client_options_t *o, const char *cls, const char *key, const char *method,
-                         const void *arg, size_t arg_len, uint32_t timeout, gr__cli_call_t *r) {
+static int cli_call_once(const gr_client_options_t *o, const char *cls, const char *key, const char *method,
+                         const void *arg, size_t arg_len, uint32_t timeout, cli_cli_call_t *r) {
     uv_loop_t loop;
     uv_loop_init(&loop);
     memset(r, 0, sizeof *r);
-    gr__buf_init(&r->reply);
+    cli_buf_init(&r->reply);
     int rc = gr_client_new(&loop, o, &r->client);
     if (rc != 0) {
         uv_loop_close(&loop);
         return rc;
     }
     gr_ref_t ref = {cls, key, strlen(key)};
-    rc = gr_client_call(r->client, &ref, method, arg, arg_len, timeout, gr__on_reply, r);
+    rc = gr_client_call(r->client, &ref, method, arg, arg_len, timeout, cli_on_reply, r);
     if (rc != 0) gr_client_close(r->client, NULL, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
     return rc;
 }
 
-static int gr__exit_for(int status) { return status == 0 ? 0 : gr_err_retryable(status) ? 75 : 1; }
+static int cli_exit_for(int status) { return status == 0 ? 0 : gr_err_retryable(status) ? 75 : 1; }
 
-static int gr__report_error(const char *what, const gr__cli_call_t *r) {
+static int cli_report_error(const char *what, const cli_cli_call_t *r) {
     fprintf(stderr, "granary %s: %s: %s%s%.*s\n", what, gr_err_name(r->status), gr_strerror(r->status),
             r->reply.len ? ": " : "", (int)r->reply.len, r->reply.data ? (const char *)r->reply.data : "");
-    return gr__exit_for(r->status);
+    return cli_exit_for(r->status);
 }
 
-static int gr__cmd_members(const gr_client_options_t *o, uint32_t timeout, int json) {
-    gr__cli_call_t r;
-    int rc = gr__call_once(o, "$silo", "", "members", NULL, 0, timeout, &r);
+static int cli_cmd_members(const gr_client_options_t *o, uint32_t timeout, int json) {
+    cli_cli_call_t r;
+    int rc = cli_call_once(o, "$silo", "", "members", NULL, 0, timeout, &r);
     if (rc != 0) {
         fprintf(stderr, "granary members: %s\n", gr_strerror(rc));
         return 2;
     }
     if (r.status != 0) {
-        int e = gr__report_error("members", &r);
-        gr__buf_free(&r.reply);
+        int e = cli_report_error("members", &r);
+        cli_buf_free(&r.reply);
         return e;
     }
-    gr__buf_append(&r.reply, "", 1);
+    cli_buf_append(&r.reply, "", 1);
     if (!json)
         printf("%-36s %-22s %-14s %s\n", "SILO", "ADDRESS", "STATUS", "HEARTBEAT AGE");
     else
@@ -149,13 +175,13 @@ static int gr__cmd_members(const gr_client_options_t *o, uint32_t timeout, int j
         first = 0;
     }
     if (json) printf("]\n");
-    gr__buf_free(&r.reply);
+    cli_buf_free(&r.reply);
     return 0;
 }
 
 /* granary reminder add|remove|list CLASS/KEY [NAME]: the silo's `$silo`
  * control methods, which talk to the reminder table directly. */
-static int gr__cmd_reminder(const gr_client_options_t *o, uint32_t timeout, int json, const char *const *pos,
+static int cli_cmd_reminder(const gr_client_options_t *o, uint32_t timeout, int json, const char *const *pos,
                             int npos, unsigned long long due, unsigned long long period) {
     const char *sub = npos > 0 ? pos[0] : "";
     int add = !strcmp(sub, "add"), rm = !strcmp(sub, "remove"), ls = !strcmp(sub, "list");
@@ -176,23 +202,23 @@ static int gr__cmd_reminder(const gr_client_options_t *o, uint32_t timeout, int 
         snprintf(arg, sizeof arg, "%s", rm ? pos[2] : "");
     char method[32];
     snprintf(method, sizeof method, "reminder_%s", sub);
-    gr__cli_call_t r;
-    int rc = gr__call_once(o, "$silo", pos[1], method, arg, strlen(arg), timeout, &r);
+    cli_cli_call_t r;
+    int rc = cli_call_once(o, "$silo", pos[1], method, arg, strlen(arg), timeout, &r);
     if (rc != 0) {
         fprintf(stderr, "granary reminder: %s\n", gr_strerror(rc));
         return 2;
     }
     if (r.status != 0) {
-        int e = gr__report_error("reminder", &r);
-        gr__buf_free(&r.reply);
+        int e = cli_report_error("reminder", &r);
+        cli_buf_free(&r.reply);
         return e;
     }
     if (!ls) {
         printf(json ? "{\"ok\":true}\n" : "ok\n");
-        gr__buf_free(&r.reply);
+        cli_buf_free(&r.reply);
         return 0;
     }
-    gr__buf_append(&r.reply, "", 1);
+    cli_buf_append(&r.reply, "", 1);
     if (json)
         printf("[");
     else
@@ -210,22 +236,22 @@ static int gr__cmd_reminder(const gr_client_options_t *o, uint32_t timeout, int 
         first = 0;
     }
     if (json) printf("]\n");
-    gr__buf_free(&r.reply);
+    cli_buf_free(&r.reply);
     return 0;
 }
 
 /* Active grains by class on every live member (each asked directly). */
-static int gr__cmd_grains(const gr_client_options_t *o, uint32_t timeout, int json) {
-    gr__cli_call_t r;
-    if (gr__call_once(o, "$silo", "", "members", NULL, 0, timeout, &r) != 0) return 2;
+static int cli_cmd_grains(const gr_client_options_t *o, uint32_t timeout, int json) {
+    cli_cli_call_t r;
+    if (cli_call_once(o, "$silo", "", "members", NULL, 0, timeout, &r) != 0) return 2;
     if (r.status != 0) {
-        int e = gr__report_error("grains", &r);
-        gr__buf_free(&r.reply);
+        int e = cli_report_error("grains", &r);
+        cli_buf_free(&r.reply);
         return e;
     }
-    gr__buf_append(&r.reply, "", 1);
+    cli_buf_append(&r.reply, "", 1);
     char *members = strdup((const char *)r.reply.data);
-    gr__buf_free(&r.reply);
+    cli_buf_free(&r.reply);
     int worst = 0, first = 1;
     if (json)
         printf("[");
@@ -237,14 +263,14 @@ static int gr__cmd_grains(const gr_client_options_t *o, uint32_t timeout, int js
         if (sscanf(line, "%127s %95s %31s", id, addr, st) != 3) continue;
         gr_client_options_t one = *o;
         one.silos = addr;
-        gr__cli_call_t g;
-        if (gr__call_once(&one, "$silo", "", "grains", NULL, 0, timeout, &g) != 0 || g.status != 0) {
+        cli_cli_call_t g;
+        if (cli_call_once(&one, "$silo", "", "grains", NULL, 0, timeout, &g) != 0 || g.status != 0) {
             fprintf(stderr, "granary grains: %s (%s): %s\n", id, addr, gr_err_name(g.status));
             worst = 75;
-            gr__buf_free(&g.reply);
+            cli_buf_free(&g.reply);
             continue;
         }
-        gr__buf_append(&g.reply, "", 1);
+        cli_buf_append(&g.reply, "", 1);
         char *save2 = NULL;
         for (char *l2 = strtok_r((char *)g.reply.data, "\n", &save2); l2; l2 = strtok_r(NULL, "\n", &save2)) {
             char cls[GR_CLASS_NAME_MAX + 1];
@@ -256,7 +282,7 @@ static int gr__cmd_grains(const gr_client_options_t *o, uint32_t timeout, int js
                 printf("%-36s %-24s %llu\n", id, cls, n);
             first = 0;
         }
-        gr__buf_free(&g.reply);
+        cli_buf_free(&g.reply);
     }
     if (json) printf("]\n");
     free(members);
@@ -289,7 +315,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
-        gr__usage(argc < 2 ? stderr : stdout);
+        cli_usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
     const char *cmd = argv[1];
@@ -303,7 +329,7 @@ int main(int argc, char **argv) {
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            gr__usage(stdout);
+            cli_usage(stdout);
             return 0;
         } else if (!strcmp(a, "--json")) {
             json = 1;
@@ -378,14 +404,14 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    if (!strcmp(cmd, "reminder")) return gr__cmd_reminder(&o, timeout, json, pos, npos, due, period);
+    if (!strcmp(cmd, "reminder")) return cli_cmd_reminder(&o, timeout, json, pos, npos, due, period);
     if (strcmp(cmd, "call") != 0) {
         if (npos) {
             fprintf(stderr, "granary %s: takes no arguments (see --help)\n", cmd);
             return 2;
         }
-        return !strcmp(cmd, "members") ? gr__cmd_members(&o, timeout, json)
-                                       : gr__cmd_grains(&o, timeout, json);
+        return !strcmp(cmd, "members") ? cli_cmd_members(&o, timeout, json)
+                                       : cli_cmd_grains(&o, timeout, json);
     }
     if (npos < 2) {
         fprintf(stderr, "granary call: need CLASS/KEY and METHOD (see --help)\n");
@@ -404,23 +430,23 @@ int main(int argc, char **argv) {
     }
     memcpy(cls, pos[0], cl);
     cls[cl] = '\0';
-    gr__buf_t arg;
-    gr__buf_init(&arg);
+    cli_buf_t arg;
+    cli_buf_init(&arg);
     if (pos[2] && !strcmp(pos[2], "-")) {
-        int rc = gr__read_stdin(&arg);
+        int rc = cli_read_stdin(&arg);
         if (rc) {
             fprintf(stderr, "granary call: reading the argument from stdin: %s\n", gr_strerror(rc));
             return 2;
         }
     } else if (pos[2]) {
-        gr__buf_append(&arg, pos[2], strlen(pos[2]));
+        cli_buf_append(&arg, pos[2], strlen(pos[2]));
     }
 
     uv_loop_t loop;
     uv_loop_init(&loop);
-    gr__cli_call_t r;
+    cli_cli_call_t r;
     memset(&r, 0, sizeof r);
-    gr__buf_init(&r.reply);
+    cli_buf_init(&r.reply);
     int rc = gr_client_new(&loop, &o, &r.client);
     if (rc != 0) {
         if (rc == GR_ECONFIG)
@@ -436,7 +462,7 @@ int main(int argc, char **argv) {
     co.retry_for_ms = retry_for;
     co.idempotency_key = idem;
     co.idempotency_key_len = idem ? strlen(idem) : 0;
-    rc = gr_client_call_ex(r.client, &ref, pos[1], arg.data, arg.len, &co, gr__on_reply, &r);
+    rc = gr_client_call_ex(r.client, &ref, pos[1], arg.data, arg.len, &co, cli_on_reply, &r);
     if (rc != 0) {
         fprintf(stderr, "granary call: %s (%s)\n", gr_strerror(rc), gr_err_name(rc));
         gr_client_close(r.client, NULL, NULL);
@@ -446,16 +472,16 @@ int main(int argc, char **argv) {
     }
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
-    gr__buf_free(&arg);
+    cli_buf_free(&arg);
     int exit_code = r.status == 0 ? 0 : gr_err_retryable(r.status) ? 75 : 1;
     if (json) {
         printf("{\"ok\":%s,", r.status == 0 ? "true" : "false");
         if (r.status == 0) {
             printf("\"reply\":");
-            gr__json_print(stdout, r.reply.data, r.reply.len);
+            cli_json_print(stdout, r.reply.data, r.reply.len);
         } else {
             printf("\"error\":\"%s\",\"message\":", gr_err_name(r.status));
-            gr__json_print(stdout, r.reply.data, r.reply.len);
+            cli_json_print(stdout, r.reply.data, r.reply.len);
             printf(",\"retryable\":%s", gr_err_retryable(r.status) ? "true" : "false");
         }
         printf("}\n");
@@ -466,6 +492,6 @@ int main(int argc, char **argv) {
         fprintf(stderr, "granary call: %s: %s%s%.*s\n", gr_err_name(r.status), gr_strerror(r.status),
                 r.reply.len ? ": " : "", (int)r.reply.len, r.reply.data ? (const char *)r.reply.data : "");
     }
-    gr__buf_free(&r.reply);
+    cli_buf_free(&r.reply);
     return exit_code;
 }

@@ -1,4 +1,4 @@
-/* tools/silo/cli.c - the `silo` command line: run, migrate, status. One option
+/* tools/silo/cli.c - the `silo` command line (libgranary_main): run, migrate, status. One option
  * table drives flag parsing, environment variables and --help, so the three
  * cannot drift apart. Reference: docs/configuration.md. */
 #include <dlfcn.h>
@@ -9,19 +9,21 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "base/base.h"
-#include "granary/silo.h"
-#include "storage/migrate.h"
+#include <string.h>
+
+#include "granary/silo_main.h"
+#include "granary/storage.h"
+#include "granary/storage.h"
 
 typedef enum { GR__OPT_STR, GR__OPT_U32, GR__OPT_BOOL } gr__opt_type_t;
 
 typedef struct gr__cli {
-    gr_silo_config_t cfg;
+    gr_silo_options_t cfg;
     const char *grains;
     const char *log_level;
     const char *log_format;
-    gr__log_level_t level;   /* parsed from log_level */
-    gr__log_format_t format; /* parsed from log_format */
+    gr_log_level_t level;   /* parsed from log_level */
+    gr_log_format_t format; /* parsed from log_format */
     int help;
 } gr__cli_t;
 
@@ -148,7 +150,7 @@ static void gr__usage(FILE *f, const char *prog, unsigned command) {
                 command == GR__MIGRATE ? "migrate" : "status",
                 command == GR__MIGRATE ? "create or upgrade the schema (idempotent)"
                                        : "show the schema version, members and stored grains");
-        for (size_t i = 0; i < GR__ARRAY_SIZE(gr__opts); i++) {
+        for (size_t i = 0; i < (sizeof gr__opts / sizeof gr__opts[0]); i++) {
             const gr__opt_t *o = &gr__opts[i];
             if (!(o->commands & command)) continue;
             char left[64];
@@ -167,7 +169,7 @@ static void gr__usage(FILE *f, const char *prog, unsigned command) {
             "Every option can also be set by its environment variable; a flag wins over\n"
             "the environment. Options:\n",
             prog, prog, prog, prog);
-    for (size_t i = 0; i < GR__ARRAY_SIZE(gr__opts); i++) {
+    for (size_t i = 0; i < (sizeof gr__opts / sizeof gr__opts[0]); i++) {
         const gr__opt_t *o = &gr__opts[i];
         char left[64];
         snprintf(left, sizeof left, "%s%s%s", o->flag, o->metavar ? " " : "", o->metavar ? o->metavar : "");
@@ -219,7 +221,7 @@ _Static_assert(sizeof(unsigned) == sizeof(uint32_t), "unsigned must be 32 bits")
 
 static int gr__parse(gr__cli_t *cli, unsigned command, int argc, char **argv) {
     /* Environment first, then flags override it. */
-    for (size_t i = 0; i < GR__ARRAY_SIZE(gr__opts); i++) {
+    for (size_t i = 0; i < (sizeof gr__opts / sizeof gr__opts[0]); i++) {
         const gr__opt_t *o = &gr__opts[i];
         const char *v = o->env ? getenv(o->env) : NULL;
         if (v && (o->commands & command) && gr__set(cli, o, v, o->env) != 0) return GR_ECONFIG;
@@ -233,9 +235,9 @@ static int gr__parse(gr__cli_t *cli, unsigned command, int argc, char **argv) {
         const char *eq = strchr(a, '=');
         size_t alen = eq ? (size_t)(eq - a) : strlen(a);
         const gr__opt_t *o = NULL;
-        for (size_t k = 0; k < GR__ARRAY_SIZE(gr__opts); k++)
+        for (size_t k = 0; k < (sizeof gr__opts / sizeof gr__opts[0]); k++)
             if (strlen(gr__opts[k].flag) == alen && !strncmp(gr__opts[k].flag, a, alen)) o = &gr__opts[k];
-        if (!strcmp(a, "-h")) o = &gr__opts[GR__ARRAY_SIZE(gr__opts) - 1];
+        if (!strcmp(a, "-h")) o = &gr__opts[(sizeof gr__opts / sizeof gr__opts[0]) - 1];
         if (!o) {
             fprintf(stderr, "silo: unknown option '%s' (see --help)\n", a);
             return GR_ECONFIG;
@@ -259,15 +261,15 @@ static int gr__parse(gr__cli_t *cli, unsigned command, int argc, char **argv) {
         }
         if (gr__set(cli, o, v, o->flag) != 0) return GR_ECONFIG;
     }
-    gr__log_level_t lvl = GR__LOG_INFO;
-    if (cli->log_level && gr__log_parse_level(cli->log_level, &lvl) != 0) {
+    gr_log_level_t lvl = GR_LOG_LEVEL_INFO;
+    if (cli->log_level && gr_log_parse_level(cli->log_level, &lvl) != 0) {
         fprintf(stderr, "silo: --log-level: expected debug, info, warn or error, got '%s'\n", cli->log_level);
         return GR_ECONFIG;
     }
-    gr__log_format_t fmt = GR__LOG_TEXT;
+    gr_log_format_t fmt = GR_LOG_FORMAT_TEXT;
     if (cli->log_format) {
         if (!strcmp(cli->log_format, "json"))
-            fmt = GR__LOG_JSON;
+            fmt = GR_LOG_FORMAT_JSON;
         else if (strcmp(cli->log_format, "text") != 0) {
             fprintf(stderr, "silo: --log-format: expected text or json, got '%s'\n", cli->log_format);
             return GR_ECONFIG;
@@ -275,7 +277,7 @@ static int gr__parse(gr__cli_t *cli, unsigned command, int argc, char **argv) {
     }
     cli->level = lvl;
     cli->format = fmt;
-    gr__log_setup(lvl, fmt, NULL);
+    gr_log_setup(lvl, fmt, NULL);
     return 0;
 }
 
@@ -287,12 +289,12 @@ static int gr__cmd_migrate(gr__cli_t *cli) {
         return 2;
     }
     char err[1024];
-    int rc = gr__migrate(cli->cfg.database_url, stdout, err, sizeof err);
+    int rc = gr_storage_pg_migrate(cli->cfg.database_url, stdout, err, sizeof err);
     if (rc != 0) {
         fprintf(stderr, "silo migrate: %s\n", err);
         return 1;
     }
-    printf("schema is at version %d\n", gr__migrate_latest());
+    printf("schema is at version %d\n", gr_storage_pg_schema_version());
     return 0;
 }
 
@@ -315,7 +317,8 @@ static int gr__cmd_status(gr__cli_t *cli) {
         fprintf(stderr, "silo status: schema not found (run `silo migrate`): %s", PQresultErrorMessage(r));
         rc = 1;
     } else {
-        printf("schema version: %s (this binary knows %d)\n", PQgetvalue(r, 0, 0), gr__migrate_latest());
+        printf("schema version: %s (this binary knows %d)\n", PQgetvalue(r, 0, 0),
+               gr_storage_pg_schema_version());
     }
     PQclear(r);
     if (rc == 0) {
@@ -384,7 +387,7 @@ static void gr__run_closed(void *ud) {
 
 static void gr__run_exit_deadline(uv_timer_t *t) {
     gr__run_t *r = t->data;
-    GR_LOG_ERROR("still closing after %d ms: exiting %d now", GR__EXIT_CLOSE_MS, r->exit_code);
+    gr_log(GR_LOG_LEVEL_ERROR, "still closing after %d ms: exiting %d now", GR__EXIT_CLOSE_MS, r->exit_code);
     _exit(r->exit_code);
 }
 
@@ -407,19 +410,21 @@ static void gr__run_close_or_exit(gr__run_t *r, int code) {
 static void gr__run_stopped(gr_silo_t *silo, int status, void *ud) {
     gr__run_t *r = ud;
     (void)silo;
-    GR_LOG_INFO("graceful stop %s; exiting %d", status == 0 ? "complete" : "timed out", status == 0 ? 0 : 1);
+    gr_log(GR_LOG_LEVEL_INFO, "graceful stop %s; exiting %d", status == 0 ? "complete" : "timed out",
+           status == 0 ? 0 : 1);
     gr__run_close_or_exit(r, status == 0 ? 0 : 1);
 }
 
 static void gr__run_dead(gr_silo_t *silo, void *ud) {
     gr__run_t *r = ud;
     if (gr_silo_join_refused(silo)) {
-        GR_LOG_ERROR("not joining: this silo id is a live member's; exiting with status 2");
+        gr_log(GR_LOG_LEVEL_ERROR, "not joining: this silo id is a live member's; exiting with status 2");
         r->dead = 1;
         gr__run_close_or_exit(r, 2);
         return;
     }
-    GR_LOG_ERROR("declared dead by the cluster: exiting with status 3 (a new incarnation must rejoin)");
+    gr_log(GR_LOG_LEVEL_ERROR,
+           "declared dead by the cluster: exiting with status 3 (a new incarnation must rejoin)");
     /* Another incarnation may already own our grains, so this process must
      * go soon. */
     r->dead = 1;
@@ -430,11 +435,12 @@ static void gr__on_signal(uv_signal_t *h, int signum) {
     gr__run_t *r = h->data;
     if (r->dead) return; /* already on its way out with status 3 */
     if (++r->signals > 1) {
-        GR_LOG_WARN("second signal (%s): exiting now", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+        gr_log(GR_LOG_LEVEL_WARN, "second signal (%s): exiting now",
+               signum == SIGTERM ? "SIGTERM" : "SIGINT");
         _exit(128 + signum);
     }
-    GR_LOG_INFO("%s received: stopping gracefully (send again to exit at once)",
-                signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    gr_log(GR_LOG_LEVEL_INFO, "%s received: stopping gracefully (send again to exit at once)",
+           signum == SIGTERM ? "SIGTERM" : "SIGINT");
     if (gr_silo_stop(r->silo, gr__run_stopped, r) != 0) _exit(1);
 }
 
@@ -444,11 +450,11 @@ static void gr__on_sighup(uv_signal_t *h, int signum) {
     char err[512] = "";
     int rc = gr_silo_reload_tls(r->silo, err, sizeof err);
     if (rc == 0)
-        GR_LOG_INFO("SIGHUP: TLS certificate, key and CA reloaded; new connections use them");
+        gr_log(GR_LOG_LEVEL_INFO, "SIGHUP: TLS certificate, key and CA reloaded; new connections use them");
     else if (rc == GR_ESTATE)
-        GR_LOG_INFO("SIGHUP: nothing to reload (TLS is not configured)");
+        gr_log(GR_LOG_LEVEL_INFO, "SIGHUP: nothing to reload (TLS is not configured)");
     else
-        GR_LOG_ERROR("SIGHUP: TLS reload failed, still using the previous files: %s", err);
+        gr_log(GR_LOG_LEVEL_ERROR, "SIGHUP: TLS reload failed, still using the previous files: %s", err);
 }
 
 static int gr__load_grains(gr_silo_t *silo, const char *path) {
@@ -493,7 +499,7 @@ static int gr__cmd_run(gr__cli_t *cli, const gr_class_t *const *classes) {
         uv_loop_close(&r.loop);
         return 2;
     }
-    gr__log_setup(cli->level, cli->format, gr_silo_id(r.silo));
+    gr_log_setup(cli->level, cli->format, gr_silo_id(r.silo));
     for (int i = 0; rc == 0 && classes && classes[i]; i++) {
         rc = gr_silo_register(r.silo, classes[i]);
         if (rc != 0) fprintf(stderr, "silo: class '%s': %s\n", classes[i]->name, gr_strerror(rc));
@@ -556,7 +562,7 @@ int gr_silo_main(int argc, char **argv, const gr_class_t *const *classes) {
     }
     gr__cli_t cli;
     memset(&cli, 0, sizeof cli);
-    gr_silo_config_init(&cli.cfg);
+    gr_silo_options_init(&cli.cfg);
     if (gr__parse(&cli, command, argc - first, argv + first) != 0) return 2;
     if (cli.help) {
         /* `silo --help` and `silo run --help` list everything; `silo migrate
