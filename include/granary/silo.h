@@ -95,11 +95,12 @@ GR_EXTERN int gr_silo_register(gr_silo_t *silo, const gr_class_t *cls);
 GR_EXTERN int gr_silo_reload_tls(gr_silo_t *silo, char *err, size_t err_size);
 
 /** Start listening (and, with PostgreSQL, join the cluster). Returns 0,
- * GR_ESTATE if already started or stopping, or with a message in err:
- * GR_EIO (cannot bind or listen), GR_ECONFIG (a listen or http host that is
- * not a numeric address; a wildcard listen address in a cluster without
- * advertise), GR_EINVAL (membership refused its settings: a heartbeat_ms
- * under 25) or GR_ENOMEM. */
+ * GR_ESTATE if already started, stopping, or after a failed start, or with
+ * a message in err: GR_EIO (cannot bind or listen), GR_ECONFIG (a listen or
+ * http host that is not a numeric address; a wildcard listen address in a
+ * cluster without advertise), GR_EINVAL (membership refused its settings)
+ * or GR_ENOMEM. After an error the silo may be partly started (its port
+ * open): close it with gr_silo_close(). */
 GR_EXTERN int gr_silo_start(gr_silo_t *silo, char *err, size_t err_size);
 
 /** The silo's grain runtime (borrowed; lives as long as the silo). */

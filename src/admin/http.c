@@ -105,7 +105,7 @@ int gr__http_parse(const uint8_t *buf, size_t len, size_t max_body, gr__http_par
     out->target = (const char *)t;
     out->target_len = (size_t)(p - t);
     p++;
-    if (end - p < 9 || memcmp(p, "HTTP/1.", 7) != 0 || (p[7] != '0' && p[7] != '1')) return GR_EPROTO;
+    if (end - p < 9 || memcmp(p, GR__LIT("HTTP/1.")) != 0 || (p[7] != '0' && p[7] != '1')) return GR_EPROTO;
     out->http10 = p[7] == '0';
     p += 8;
     if (*p == '\r') p++;
@@ -134,19 +134,19 @@ int gr__http_parse(const uint8_t *buf, size_t len, size_t max_body, gr__http_par
             v++;
         while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
             ve--;
-        if (nl == 14 && !strncasecmp((const char *)ls, "Content-Length", 14)) {
+        if (nl == 14 && !strncasecmp((const char *)ls, GR__LIT("Content-Length"))) {
             if (have_length || v == ve) return GR_EPROTO; /* one, and a number */
             for (const uint8_t *q = v; q < ve; q++) {
                 if (*q < '0' || *q > '9' || clen > (uint64_t)1 << 40) return GR_EPROTO;
                 clen = clen * 10 + (uint64_t)(*q - '0');
             }
             have_length = 1;
-        } else if (nl == 17 && !strncasecmp((const char *)ls, "Transfer-Encoding", 17)) {
+        } else if (nl == 17 && !strncasecmp((const char *)ls, GR__LIT("Transfer-Encoding"))) {
             out->chunked = 1; /* refused by the caller: bodies come with Content-Length */
-        } else if (nl == 10 && !strncasecmp((const char *)ls, "Connection", 10)) {
+        } else if (nl == 10 && !strncasecmp((const char *)ls, GR__LIT("Connection"))) {
             size_t vl = (size_t)(ve - v);
-            if (vl == 5 && !strncasecmp((const char *)v, "close", 5)) out->close = 1;
-            if (vl == 10 && !strncasecmp((const char *)v, "keep-alive", 10)) out->keep_alive = 1;
+            if (vl == 5 && !strncasecmp((const char *)v, GR__LIT("close"))) out->close = 1;
+            if (vl == 10 && !strncasecmp((const char *)v, GR__LIT("keep-alive"))) out->keep_alive = 1;
         }
     }
     /* The loop stopped at the empty line that ends the head, and only there
@@ -457,7 +457,7 @@ int gr__http_add_header(gr__http_req_t *c, const char *line) {
     if (c->extra[0]) { /* another line: CRLF between them */
         size_t have = strlen(c->extra);
         if (have + 2 + n + 1 > sizeof c->extra) return GR_EINVAL;
-        memcpy(c->extra + have, "\r\n", 2);
+        memcpy(c->extra + have, GR__LIT("\r\n"));
         memcpy(c->extra + have + 2, line, n + 1);
         return 0;
     }

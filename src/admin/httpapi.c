@@ -61,7 +61,7 @@ static void gr__api_error_status(gr__http_req_t *req, int status, int err, const
     gr__http_add_header(req, line);
     if (retry_after) gr__http_add_header(req, "Retry-After: 1");
     if (rc != 0)
-        gr__http_respond(req, 500, gr__json, "{\"error\":\"GR_ENOMEM\"}\n", 21);
+        gr__http_respond(req, 500, gr__json, GR__LIT("{\"error\":\"GR_ENOMEM\"}\n"));
     else
         gr__http_respond(req, status, gr__json, b.data, b.len);
     gr__buf_free(&b);
@@ -201,13 +201,13 @@ static void gr__api_where(const gr__httpapi_env_t *env, gr__http_req_t *req, con
 extern const char gr__openapi_json[];
 
 int gr__httpapi_handle(const gr__httpapi_env_t *env, gr__http_req_t *req, const char *path) {
-    if (strncmp(path, "/v1/", 4) != 0) return 0;
+    if (strncmp(path, GR__LIT("/v1/")) != 0) return 0;
     const char *method = gr__http_method(req);
     if (!strcmp(path, "/v1/openapi.json")) {
         gr__http_respond(req, 200, gr__json, gr__openapi_json, strlen(gr__openapi_json));
         return 1;
     }
-    if (strncmp(path, "/v1/grains/", 11) != 0) {
+    if (strncmp(path, GR__LIT("/v1/grains/")) != 0) {
         gr__api_error_text(req, GR_ENOCLASS, "not found: POST /v1/grains/{class}/{key}/{method}");
         return 1;
     }

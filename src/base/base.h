@@ -21,6 +21,9 @@
 
 #define GR__ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define GR__CONTAINER_OF(ptr, type, field) ((type *)((char *)(ptr)-offsetof(type, field)))
+/* A string literal as (pointer, length) arguments, its length counted by
+ * the compiler: GR__LIT("no such reminder"). */
+#define GR__LIT(s) (const void *)(s), (sizeof(s) - 1)
 /* A decoder's "need more bytes" (frames, HTTP): not an error, outside the
  * wire-stable GR_E* space, never returned by the public API. */
 #define GR__EAGAIN (-1000)

@@ -57,11 +57,11 @@ void gr__log(gr_log_level_t level, const char *grain_class, const void *key, siz
         int rc =
             gr__buf_printf(&j, "{\"ts\":\"%s\",\"level\":\"%s\",\"silo\":", tbuf, gr__level_names[level]);
         if (rc == 0) rc = gr__buf_json_str(&j, gr__log_silo, strlen(gr__log_silo));
-        if (rc == 0 && grain[0]) rc = gr__buf_append(&j, ",\"grain\":", 9);
+        if (rc == 0 && grain[0]) rc = gr__buf_append(&j, GR__LIT(",\"grain\":"));
         if (rc == 0 && grain[0]) rc = gr__buf_json_str(&j, grain, strlen(grain));
-        if (rc == 0) rc = gr__buf_append(&j, ",\"msg\":", 7);
+        if (rc == 0) rc = gr__buf_append(&j, GR__LIT(",\"msg\":"));
         if (rc == 0) rc = gr__buf_json_str(&j, msg, strlen(msg));
-        if (rc == 0) rc = gr__buf_append(&j, "}\n", 2);
+        if (rc == 0) rc = gr__buf_append(&j, GR__LIT("}\n"));
         if (rc == 0)
             fwrite(j.data, 1, j.len, stderr);
         else /* out of memory: the line still goes out, unescaped but marked */

@@ -76,7 +76,7 @@ static size_t gr__utf8_len(const uint8_t *p, size_t n) {
 
 int gr__buf_json_str(gr__buf_t *b, const void *s, size_t len) {
     const uint8_t *p = s;
-    int rc = gr__buf_append(b, "\"", 1);
+    int rc = gr__buf_append(b, GR__LIT("\""));
     for (size_t i = 0; i < len && rc == 0;) {
         uint8_t ch = p[i];
         if (ch == '"' || ch == '\\') {
@@ -95,11 +95,11 @@ int gr__buf_json_str(gr__buf_t *b, const void *s, size_t len) {
             i++;
         } else {
             size_t n = gr__utf8_len(p + i, len - i);
-            rc = n ? gr__buf_append(b, p + i, n) : gr__buf_append(b, "\\ufffd", 6);
+            rc = n ? gr__buf_append(b, p + i, n) : gr__buf_append(b, GR__LIT("\\ufffd"));
             i += n ? n : 1;
         }
     }
-    return rc ? rc : gr__buf_append(b, "\"", 1);
+    return rc ? rc : gr__buf_append(b, GR__LIT("\""));
 }
 
 void gr__buf_consume(gr__buf_t *b, size_t n) {
@@ -132,7 +132,7 @@ char *gr__escape(const void *data, size_t len, char *out, size_t out_size) {
         }
         if (o + n + 4 > out_size) {
             if (o + 4 <= out_size) {
-                memcpy(out + o, "...", 3);
+                memcpy(out + o, GR__LIT("..."));
                 o += 3;
             }
             break;

@@ -429,7 +429,8 @@ int gr__membership_new(uv_loop_t *loop, const char *conninfo, const gr__membersh
     po.op_timeout_ms = o->lease_ms;
     po.query_timeout_ms = o->lease_ms; /* a stalled heartbeat must not block the next one */
     po.reconnect_min_ms = 50;
-    po.reconnect_max_ms = o->heartbeat_ms * 2;
+    /* Never below the minimum (the pool refuses that): heartbeats under 25 ms are legal. */
+    po.reconnect_max_ms = o->heartbeat_ms * 2 > 50 ? o->heartbeat_ms * 2 : 50;
     int rc = gr__pgpool_new(loop, conninfo, &po, &m->pool);
     if (rc != 0) {
         gr__free(m);

@@ -248,7 +248,7 @@ void gr__router_system_call(gr__router_t *r, const char *method, const uint8_t *
                             const uint8_t *arg, size_t arg_len, gr_call_cb done, void *ud) {
     char silo[GR__SILO_ID_MAX + 1];
     if (arg_len == 0 || arg_len > GR__SILO_ID_MAX || memchr(arg, 0, arg_len)) {
-        done(ud, GR_EINVAL, (const uint8_t *)"bad silo id", 11);
+        done(ud, GR_EINVAL, GR__LIT("bad silo id"));
         return;
     }
     memcpy(silo, arg, arg_len);
@@ -266,7 +266,7 @@ void gr__router_system_call(gr__router_t *r, const char *method, const uint8_t *
     if (!strcmp(method, "register")) {
         char winner[GR__SILO_ID_MAX + 1];
         if (!r->have_view) {
-            done(ud, GR_ENOTHERE, (const uint8_t *)"no membership view yet", 22);
+            done(ud, GR_ENOTHERE, GR__LIT("no membership view yet"));
             return;
         }
         if (gr__dir_register(&r->partition, key, key_len, silo, gr__alive, r, winner) != 0) {
@@ -288,7 +288,7 @@ void gr__router_system_call(gr__router_t *r, const char *method, const uint8_t *
         }
         done(ud, 0, (const uint8_t *)silo, strlen(silo));
     } else {
-        done(ud, GR_ENOMETHOD, (const uint8_t *)"unknown directory method", 24);
+        done(ud, GR_ENOMETHOD, GR__LIT("unknown directory method"));
     }
 }
 
@@ -312,7 +312,7 @@ void gr__router_locate(gr__router_t *r, const char *cls, const uint8_t *key, siz
     size_t idl = gr__make_id(id, cls, key, key_len);
     const char *owner = gr__owner(r, cls, key, key_len);
     if (!owner) {
-        cb(ud, GR_ENOTHERE, (const uint8_t *)"no membership view yet", 22);
+        cb(ud, GR_ENOTHERE, GR__LIT("no membership view yet"));
         return;
     }
     if (!strcmp(owner, r->self)) {
@@ -324,5 +324,5 @@ void gr__router_locate(gr__router_t *r, const char *cls, const uint8_t *key, siz
     int rc = peer ? gr__client_call_flags(peer, &ref, "lookup", r->self, strlen(r->self), GR__DIR_TIMEOUT_MS,
                                           GR__FRAME_REQUEST, 0, cb, ud)
                   : GR_ENOTHERE;
-    if (rc != 0) cb(ud, rc, (const uint8_t *)"directory owner unreachable", 27);
+    if (rc != 0) cb(ud, rc, GR__LIT("directory owner unreachable"));
 }

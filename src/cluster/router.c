@@ -161,7 +161,7 @@ void gr__deliver(gr__router_t *r, gr_msg_t *m, const char *silo, int attempt) {
     }
     int hops = gr__msg_hops(m);
     if (hops + 1 > GR__MAX_HOPS) {
-        gr__runtime_msg_done(r->rt, m, GR_ENOTHERE, (const uint8_t *)"too many forwards", 17);
+        gr__runtime_msg_done(r->rt, m, GR_ENOTHERE, GR__LIT("too many forwards"));
         return;
     }
     gr_client_t *peer = gr__peer_get(r, silo);
@@ -253,7 +253,7 @@ static const char *gr__placement(gr__router_t *r, const gr_msg_t *m, const char 
 
 void gr__route(gr__router_t *r, gr_msg_t *m, int attempt) {
     if (r->closing) {
-        gr__runtime_msg_done(r->rt, m, GR_ESHUTDOWN, (const uint8_t *)"silo is shutting down", 21);
+        gr__runtime_msg_done(r->rt, m, GR_ESHUTDOWN, GR__LIT("silo is shutting down"));
         return;
     }
     if (r->fenced) {
@@ -284,8 +284,7 @@ void gr__route(gr__router_t *r, gr_msg_t *m, int attempt) {
     const char *owner = gr__owner(r, gr__msg_class(m), key, kl);
     if (!owner) {
         /* No active silo in the view (we are the last one, draining). */
-        gr__runtime_msg_done(r->rt, m, GR_ESHUTDOWN, (const uint8_t *)"no active silo can host the grain",
-                             33);
+        gr__runtime_msg_done(r->rt, m, GR_ESHUTDOWN, GR__LIT("no active silo can host the grain"));
         return;
     }
     const char *preferred = gr__placement(r, m, owner);
@@ -303,7 +302,7 @@ void gr__route(gr__router_t *r, gr_msg_t *m, int attempt) {
     gr__dirq_t *q = gr__malloc(sizeof *q);
     if (!peer || !q) {
         gr__free(q);
-        gr__runtime_msg_done(r->rt, m, GR_ENOTHERE, (const uint8_t *)"directory owner unreachable", 27);
+        gr__runtime_msg_done(r->rt, m, GR_ENOTHERE, GR__LIT("directory owner unreachable"));
         return;
     }
     q->r = r;

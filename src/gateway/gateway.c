@@ -339,14 +339,16 @@ static void gr__conn_request(gr__gconn_t *c, const gr__frame_t *f, size_t frame_
     int hops = c->peer_is_silo ? (f->flags & GR__FRAME_F_HOPS) : 0;
     int here = c->peer_is_silo && (f->flags & GR__FRAME_F_HERE);
     if (cls[0] == '$' && !gw->opts.system_call) {
-        if (!oneway) gr__conn_send_response(c, GR__FRAME_RESPONSE, f->id, GR_ENOCLASS, "reserved class", 14);
+        if (!oneway)
+            gr__conn_send_response(c, GR__FRAME_RESPONSE, f->id, GR_ENOCLASS, GR__LIT("reserved class"));
         return;
     }
     /* One-way requests hold the budgets too, until they have run (before:
      * they were not counted, so one-way floods were unbounded). */
     gr__greq_t *r = gr__malloc(sizeof *r);
     if (!r) {
-        if (!oneway) gr__conn_send_response(c, GR__FRAME_RESPONSE, f->id, GR_ENOMEM, "out of memory", 13);
+        if (!oneway)
+            gr__conn_send_response(c, GR__FRAME_RESPONSE, f->id, GR_ENOMEM, GR__LIT("out of memory"));
         return;
     }
     r->gw = gw;

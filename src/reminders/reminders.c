@@ -25,7 +25,7 @@ struct gr__reminders {
     uint64_t fail_logged_ms; /* last warn line about a failed firing */
     gr__pgpool_t *pool;
     gr__reminders_opts_t opts;
-    char service[GR_CLASS_NAME_MAX + 1];
+    char service[256]; /* the cluster name: 1..255 bytes, as gr_silo_new accepts */
     char *self;
     gr__owner_fn owner;
     void *owner_ud;
@@ -86,7 +86,7 @@ static void gr__rem_req_done(void *ud, int status, PGresult *res, const char *de
         return;
     }
     if (q->kind == 1 && PQntuples(res) == 0) {
-        if (q->cb) q->cb(q->ud, GR_ENOENT, (const uint8_t *)"no such reminder", 16);
+        if (q->cb) q->cb(q->ud, GR_ENOENT, GR__LIT("no such reminder"));
     } else if (q->kind == 2) {
         gr__buf_t b;
         gr__buf_init(&b);
@@ -358,7 +358,7 @@ int gr__reminders_new(uv_loop_t *loop, const char *conninfo, gr_runtime_t *rt, c
                       const gr__reminders_opts_t *opts, gr__owner_fn owner, void *owner_ud,
                       gr__reminders_t **out) {
     if (!loop || !conninfo || !rt || !self_id || !opts || !opts->service || !owner || !opts->poll_ms ||
-        !opts->fire_timeout_ms || strlen(opts->service) > GR_CLASS_NAME_MAX)
+        !opts->fire_timeout_ms || strlen(opts->service) > 255)
         return GR_EINVAL;
     gr__reminders_t *r = gr__calloc(1, sizeof *r);
     if (!r) return GR_ENOMEM;

@@ -176,28 +176,6 @@ static void gr__deliver_reply(gr_runtime_t *rt, uint64_t call_id, int status, ui
     gr__call_finish(rt, c, status, reply, len);
 }
 
-/* The same for a reply still in the replier's buffer: copied into the
- * call record (inline when small) only if somebody still waits. */
-static int gr__deliver_reply_copy(gr_runtime_t *rt, uint64_t call_id, int status, const void *data,
-                                  size_t len) {
-    gr__call_t *c = NULL;
-    if (call_id) HASH_FIND_BYHASHVALUE(hh, rt->calls, &call_id, sizeof call_id, GR__CALL_HASH(call_id), c);
-    if (!c) {
-        if (call_id) rt->stats.late_replies++;
-        return 0;
-    }
-    uint8_t *copy = c->reply_inline;
-    if (len > sizeof c->reply_inline) {
-        copy = gr__memdup(data, len);
-        if (!copy) return GR_ENOMEM;
-    } else if (len) {
-        memcpy(copy, data, len);
-    }
-    gr__call_unlink(rt, c);
-    gr__call_finish(rt, c, status, copy, len);
-    return 0;
-}
-
 static gr_msg_t *gr__msg_new(gr_runtime_t *rt) {
     gr_msg_t *m = rt->spare_msgs;
     if (!m) return gr__calloc(1, sizeof *m);
@@ -317,6 +295,13 @@ void gr__msg_complete(gr_runtime_t *rt, gr_msg_t *m, int status, uint8_t *reply,
 /* gr__msg_complete for a reply the caller still owns: the common case of a
  * handler replying at once, without a held copy in between. */
 int gr__msg_complete_copy(gr_runtime_t *rt, gr_msg_t *m, int status, const void *data, size_t len) {
+    /* The one allocation comes first: a failure must leave no trace (no
+     * duplicate answered, nothing counted), so that the caller may retry. */
+    gr__call_t *c = NULL;
+    uint8_t *copy = NULL;
+    if (m->call_id)
+        HASH_FIND_BYHASHVALUE(hh, rt->calls, &m->call_id, sizeof m->call_id, GR__CALL_HASH(m->call_id), c);
+    if (c && len > sizeof c->reply_inline && !(copy = gr__memdup(data, len))) return GR_ENOMEM;
     if (m->idem_entry) gr__idem_settle(rt, m, status, data, len);
     if (status != 0) rt->stats.calls_failed++;
     if (m->ran) {
@@ -326,9 +311,18 @@ int gr__msg_complete_copy(gr_runtime_t *rt, gr_msg_t *m, int status, const void 
         if (status != 0) ce->errors[i]++;
         gr__hist_observe(&ce->latency[i], uv_hrtime() - m->t0_ns);
     }
-    int rc = gr__deliver_reply_copy(rt, m->call_id, status, data, len);
-    if (rc == 0) gr__msg_free(rt, m);
-    return rc;
+    if (!c) {
+        if (m->call_id) rt->stats.late_replies++;
+    } else {
+        if (!copy) {
+            copy = c->reply_inline;
+            if (len) memcpy(copy, data, len);
+        }
+        gr__call_unlink(rt, c);
+        gr__call_finish(rt, c, status, copy, len);
+    }
+    gr__msg_free(rt, m);
+    return 0;
 }
 
 void gr__msg_fail(gr_runtime_t *rt, gr_msg_t *m, int status, const char *detail) {

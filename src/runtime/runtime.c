@@ -335,7 +335,6 @@ void gr__runtime_msg_done(gr_runtime_t *rt, gr_msg_t *m, int status, const uint8
         gr__msg_fail(rt, m, GR_ENOMEM, "out of memory");
         return;
     }
-    if (status != 0) rt->stats.calls_failed++;
     gr__msg_complete(rt, m, status, copy, copy ? len : 0);
 }
 

@@ -145,7 +145,7 @@ static void gr__silo_system_call(void *ud, const char *cls, const char *method, 
         return;
     }
     if (strcmp(cls, "$silo") != 0) {
-        done(done_ud, GR_ENOCLASS, (const uint8_t *)"reserved class", 14);
+        done(done_ud, GR_ENOCLASS, GR__LIT("reserved class"));
         return;
     }
     if (s->reminders &&
@@ -188,7 +188,7 @@ static void gr__silo_system_call(void *ud, const char *cls, const char *method, 
                                method);
     }
     if (o.rc)
-        done(done_ud, GR_ENOMEM, (const uint8_t *)"out of memory", 13);
+        done(done_ud, GR_ENOMEM, GR__LIT("out of memory"));
     else
         done(done_ud, status, b->data, b->len);
     gr__buf_free(b);
@@ -519,8 +519,18 @@ int gr_silo_ready(const gr_silo_t *s) {
 
 int gr_silo_http_port(const gr_silo_t *s) { return s->http ? gr__http_port(s->http) : 0; }
 
+static int gr__silo_start(gr_silo_t *s, char *err, size_t err_size);
+
 int gr_silo_start(gr_silo_t *s, char *err, size_t err_size) {
-    if (s->started || s->stopping) return GR_ESTATE;
+    if (s->started || s->stopping || s->start_failed) return GR_ESTATE;
+    int rc = gr__silo_start(s, err, err_size);
+    /* A failed start may leave the gateway listening or the HTTP server up:
+     * such a silo can only be closed (no second start on top of it). */
+    if (rc != 0) s->start_failed = 1;
+    return rc;
+}
+
+static int gr__silo_start(gr_silo_t *s, char *err, size_t err_size) {
     const char *adv = s->cfg.advertise ? s->cfg.advertise : s->listen_host;
     if (s->router && (!strcmp(adv, "0.0.0.0") || !strcmp(adv, "::"))) {
         snprintf(err, err_size,

@@ -174,7 +174,8 @@ static int gr__silo_http_guard(gr_silo_t *s, gr__http_req_t *req, const char *pa
     }
     const char *token = s->cfg.http_token;
     if (!token || !token[0]) {
-        if ((!strcmp(path, "/api/call") || !strncmp(path, "/v1/", 4)) && s->cfg.secret && s->cfg.secret[0]) {
+        if ((!strcmp(path, "/api/call") || !strncmp(path, GR__LIT("/v1/"))) && s->cfg.secret &&
+            s->cfg.secret[0]) {
             static const char msg[] =
                 "calling grains over HTTP on a cluster with a secret needs --http-token\n";
             gr__http_respond(req, 403, text, msg, sizeof msg - 1);
@@ -239,7 +240,7 @@ void gr__silo_http(void *ud, gr__http_req_t *req, const char *path, const char *
     } else if (!strcmp(path, "/metrics")) {
         ctype = "text/plain; version=0.0.4; charset=utf-8";
         status = gr__silo_metrics(s, &body) == 0 ? 200 : 503;
-    } else if (!strncmp(path, "/v1/", 4)) {
+    } else if (!strncmp(path, GR__LIT("/v1/"))) {
         /* The grain-call API (silo/httpapi.c), served with or without the dashboard. */
         gr__buf_free(&body);
         gr__httpapi_env_t env = {s->rt, s->router, s->id};

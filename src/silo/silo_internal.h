@@ -36,6 +36,7 @@ struct gr_silo {
     void (*dead_cb)(gr_silo_t *, void *);
     void *dead_ud;
     int started;
+    int start_failed; /* gr_silo_start failed: only gr_silo_close is left */
     int stopping;
     uv_timer_t stop_timer;
     void (*stop_cb)(gr_silo_t *, int, void *);

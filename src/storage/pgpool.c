@@ -592,7 +592,7 @@ int gr__pg_conninfo_check(const char *conninfo, char *err, size_t err_size) {
          * before any network result can arrive (a refused or unreachable
          * server is not a configuration error: the pool retries those). */
         PGconn *c = PQconnectStart(conninfo);
-        int bad = !c || (PQstatus(c) == CONNECTION_BAD && !strncmp(PQerrorMessage(c), "invalid ", 8));
+        int bad = !c || (PQstatus(c) == CONNECTION_BAD && !strncmp(PQerrorMessage(c), GR__LIT("invalid ")));
         if (bad && err && err_size) {
             const char *why = c ? PQerrorMessage(c) : "out of memory";
             snprintf(err, err_size, "%.*s", (int)strcspn(why, "\n"), why);

@@ -353,12 +353,12 @@ int gr__hex_elem(gr__buf_t *b, const uint8_t *p, size_t n) {
 }
 
 int gr__text_elem(gr__buf_t *b, const char *t) {
-    int rc = gr__buf_append(b, "\"", 1);
+    int rc = gr__buf_append(b, GR__LIT("\""));
     for (; rc == 0 && *t; t++) {
-        if (*t == '"' || *t == '\\') rc = gr__buf_append(b, "\\", 1);
+        if (*t == '"' || *t == '\\') rc = gr__buf_append(b, GR__LIT("\\"));
         if (rc == 0) rc = gr__buf_append(b, t, 1);
     }
-    return rc ? rc : gr__buf_append(b, "\"", 1);
+    return rc ? rc : gr__buf_append(b, GR__LIT("\""));
 }
 
 static void gr__batch_fail(gr__batch_t *bt, int status, const char *detail) {
