@@ -15,9 +15,9 @@
 #endif
 
 #define GR_VERSION_MAJOR 0
-#define GR_VERSION_MINOR 1
+#define GR_VERSION_MINOR 2
 #define GR_VERSION_PATCH 0
-#define GR_VERSION_STRING "0.1.0"
+#define GR_VERSION_STRING "0.2.0"
 
 /* Hard limits. They are checked at every entry point (API, wire, storage) and
  * a breach is GR_ETOOBIG, never truncation. The key limit keeps a grain's
@@ -39,8 +39,8 @@ GR_EXTERN int gr_replace_allocator(void *(*malloc_fn)(size_t), void *(*realloc_f
                                    void *(*calloc_fn)(size_t, size_t), void (*free_fn)(void *));
 
 /** Log levels and formats of gr_log_setup(). Every line goes to stderr:
- * text ("2026-12-02T03:04:05.678Z WARN message") or one JSON object per line
- * ({"ts":...,"level":"warn","silo":...,"msg":...}, docs/operations.md). */
+ * text ("2026-12-02T03:04:05.678Z warn  silo=ID message") or one JSON object
+ * per line ({"ts":...,"level":"warn","silo":...,"msg":...}, docs/operations.md). */
 typedef enum gr_log_level {
     GR_LOG_LEVEL_DEBUG = 0,
     GR_LOG_LEVEL_INFO,

@@ -75,8 +75,7 @@ GR_EXTERN void gr_silo_options_init(gr_silo_options_t *cfg);
 
 /** Create a silo on `loop`. Nothing listens until gr_silo_start(). *out is
  * owned by the caller (gr_silo_close()). Returns 0, GR_EINVAL (a NULL
- * argument; or, with a message, a cluster name over 128 bytes with
- * PostgreSQL: the reminder service refuses it), GR_ECONFIG
+ * argument), GR_ECONFIG
  * (a setting is invalid or a TLS file cannot be loaded; with a message in
  * err, if err_size > 0) or GR_ENOMEM. */
 GR_EXTERN int gr_silo_new(uv_loop_t *loop, const gr_silo_options_t *cfg, gr_silo_t **out, char *err,
@@ -135,7 +134,7 @@ GR_EXTERN int gr_silo_http_port(const gr_silo_t *silo);
  * run cb(silo, status, ud) once:
  * status 0, or GR_ETIMEDOUT if drain_timeout_ms passed first. The silo must
  * still be closed afterwards. Returns 0, or GR_ESTATE if a stop is already
- * under way or the silo is closing (cb never runs). */
+ * under way, the silo is closing or its start failed (cb never runs). */
 GR_EXTERN int gr_silo_stop(gr_silo_t *silo, gr_silo_stop_cb cb, void *ud);
 
 /** Close the silo and free it; `cb` runs on a later loop iteration. */

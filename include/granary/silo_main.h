@@ -1,9 +1,11 @@
 /* granary/silo_main.h - the `silo` command line as a function, for a silo
  * binary with its grain classes linked in. It lives in its own library,
- * libgranary_main (pkg-config granary-main, CMake granary::main), because
- * it loads shared objects (dlopen) and runs blocking libpq for `migrate`
- * and `status`, which libgranary itself never does; it uses only the
- * public API, as any program of yours could. Not in granary.h.
+ * libgranary_main (pkg-config granary-main, CMake granary::main): it loads
+ * shared objects (dlopen), handles signals and exits the process, which a
+ * library should not, and `status` queries PostgreSQL with blocking libpq.
+ * It uses only the public API, as any program of yours could (`migrate`
+ * is gr_storage_pg_migrate(), public and documented as blocking). Not in
+ * granary.h.
  */
 #ifndef GRANARY_SILO_MAIN_H
 #define GRANARY_SILO_MAIN_H

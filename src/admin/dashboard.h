@@ -1,5 +1,5 @@
 /* src/admin/dashboard.h - the operator's dashboard on the silo's HTTP port: the
- * page itself (silo/web/, built into the binary), the JSON it reads (this
+ * page itself (src/admin/web/, built into the binary), the JSON it reads (this
  * silo, or the whole cluster gathered from every member), grain lookup and
  * read-only calls. Layout and endpoints: docs/dashboard.md. */
 #ifndef GR_SILO_DASHBOARD_H

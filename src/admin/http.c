@@ -17,18 +17,13 @@
 #include <strings.h>
 
 #include "admin/http.h"
+#include "wire/stream.h"
 
 #define GR__HTTP_MAX_CONNS 256
 #define GR__HTTP_MAX_PENDING 192 /* connections waiting for an answer: the rest stays for probes */
 #define GR__HTTP_IDLE_MS 5000
 #define GR__HTTP_REQUEST_MS 10000 /* a request must arrive whole within this */
 #define GR__HTTP_WRITE_HIGH (64u * 1024u)
-
-typedef struct gr__hwrite {
-    uv_write_t w;
-    struct gr__hconn *c;
-    uint8_t *data;
-} gr__hwrite_t;
 
 typedef struct gr__hconn {
     uv_tcp_t tcp;
@@ -200,11 +195,8 @@ static void gr__hconn_close(gr__hconn_t *c) {
 
 static void gr__hconn_next(gr__hconn_t *c);
 
-static void gr__hconn_written(uv_write_t *w, int status) {
-    gr__hwrite_t *hw = (gr__hwrite_t *)w;
-    gr__hconn_t *c = hw->c;
-    gr__free(hw->data);
-    gr__free(hw);
+static void gr__hconn_written(void *ud, int status) {
+    gr__hconn_t *c = ud;
     c->writes--;
     if (uv_is_closing((uv_handle_t *)&c->tcp)) return;
     c->last_active = uv_now(c->h->loop);
@@ -272,18 +264,9 @@ static void gr__hconn_send(gr__hconn_t *c, int status, const void *body, size_t 
         c->close_after ? "Connection: close\r\n" : "");
     c->extra[0] = '\0';
     if (rc == 0 && !head && blen) rc = gr__buf_append(&out, body, blen);
-    gr__hwrite_t *hw = rc == 0 ? gr__malloc(sizeof *hw) : NULL;
-    if (!hw) {
+    /* One write per response, as every connection writes (wire/stream.h). */
+    if (rc != 0 || gr__stream_write((uv_stream_t *)&c->tcp, NULL, &out, gr__hconn_written, c) != 1) {
         gr__buf_free(&out);
-        gr__hconn_close(c);
-        return;
-    }
-    hw->c = c;
-    hw->data = out.data;
-    uv_buf_t b = uv_buf_init((char *)out.data, (unsigned)out.len);
-    if (uv_write(&hw->w, (uv_stream_t *)&c->tcp, &b, 1, gr__hconn_written) != 0) {
-        gr__free(hw->data);
-        gr__free(hw);
         gr__hconn_close(c);
         return;
     }

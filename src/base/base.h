@@ -74,6 +74,10 @@ int gr__buf_printf(gr__buf_t *b, const char *fmt, ...) GR__PRINTF(2, 3);
 /* Append bytes as a quoted JSON string: control characters, quotes and
  * backslashes escaped, valid UTF-8 kept, any other byte as U+FFFD. */
 int gr__buf_json_str(gr__buf_t *b, const void *s, size_t len);
+/* The same escaping (without the quotes) into a fixed buffer of cap bytes,
+ * NUL-terminated, cut at a whole character; returns the bytes written. For
+ * code that must not allocate (a log line about running out of memory). */
+size_t gr__json_escape(char *out, size_t cap, const void *s, size_t len);
 
 /* ---- latency histogram (Prometheus buckets, seconds) ---- */
 #define GR__HIST_BUCKETS 16

@@ -51,23 +51,15 @@ void gr__log(gr_log_level_t level, const char *grain_class, const void *key, siz
     size_t tl = strftime(tbuf, sizeof tbuf, "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(tbuf + tl, sizeof tbuf - tl, ".%03dZ", (int)(tv.tv_usec / 1000));
     if (gr__log_format == GR_LOG_FORMAT_JSON) {
-        /* The one JSON escaper (base/util.c): the text may carry peer data. */
-        gr__buf_t j;
-        gr__buf_init(&j);
-        int rc =
-            gr__buf_printf(&j, "{\"ts\":\"%s\",\"level\":\"%s\",\"silo\":", tbuf, gr__level_names[level]);
-        if (rc == 0) rc = gr__buf_json_str(&j, gr__log_silo, strlen(gr__log_silo));
-        if (rc == 0 && grain[0]) rc = gr__buf_append(&j, GR__LIT(",\"grain\":"));
-        if (rc == 0 && grain[0]) rc = gr__buf_json_str(&j, grain, strlen(grain));
-        if (rc == 0) rc = gr__buf_append(&j, GR__LIT(",\"msg\":"));
-        if (rc == 0) rc = gr__buf_json_str(&j, msg, strlen(msg));
-        if (rc == 0) rc = gr__buf_append(&j, GR__LIT("}\n"));
-        if (rc == 0)
-            fwrite(j.data, 1, j.len, stderr);
-        else /* out of memory: the line still goes out, unescaped but marked */
-            fprintf(stderr, "{\"ts\":\"%s\",\"level\":\"%s\",\"msg\":\"(log line lost: out of memory)\"}\n",
-                    tbuf, gr__level_names[level]);
-        gr__buf_free(&j);
+        /* On the stack, through the one JSON escaper (base/util.c): the
+         * text may carry peer data, and a line saying memory ran out must
+         * not need memory. */
+        char jm[2048], jg[600], js[256];
+        gr__json_escape(jm, sizeof jm, msg, strlen(msg));
+        gr__json_escape(jg, sizeof jg, grain, strlen(grain));
+        gr__json_escape(js, sizeof js, gr__log_silo, strlen(gr__log_silo));
+        fprintf(stderr, "{\"ts\":\"%s\",\"level\":\"%s\",\"silo\":\"%s\"%s%s%s,\"msg\":\"%s\"}\n", tbuf,
+                gr__level_names[level], js, grain[0] ? ",\"grain\":\"" : "", jg, grain[0] ? "\"" : "", jm);
     } else {
         fprintf(stderr, "%s %-5s silo=%s%s%s %s\n", tbuf, gr__level_names[level], gr__log_silo,
                 grain[0] ? " grain=" : "", grain, msg);

@@ -74,32 +74,69 @@ static size_t gr__utf8_len(const uint8_t *p, size_t n) {
     return need;
 }
 
+/* The JSON escaping rule, one character at a time: the escaped form of the
+ * character at p (at most 6 bytes, into out) and how many input bytes it
+ * took (*used). Control characters, quotes and backslashes escaped, valid
+ * UTF-8 kept, any other byte as U+FFFD. */
+static size_t gr__json_char(const uint8_t *p, size_t len, char out[6], size_t *used) {
+    uint8_t ch = p[0];
+    *used = 1;
+    if (ch == '"' || ch == '\\') {
+        out[0] = '\\';
+        out[1] = (char)ch;
+        return 2;
+    }
+    if (ch == '\n' || ch == '\t' || ch == '\r') {
+        out[0] = '\\';
+        out[1] = ch == '\n' ? 'n' : ch == '\t' ? 't' : 'r';
+        return 2;
+    }
+    if (ch < 0x20 || ch == 0x7f) {
+        static const char hex[] = "0123456789abcdef";
+        memcpy(out, "\\u00", 4);
+        out[4] = hex[ch >> 4];
+        out[5] = hex[ch & 15];
+        return 6;
+    }
+    if (ch < 0x80) {
+        out[0] = (char)ch;
+        return 1;
+    }
+    size_t n = gr__utf8_len(p, len);
+    if (!n) {
+        memcpy(out, "\\ufffd", 6);
+        return 6;
+    }
+    memcpy(out, p, n);
+    *used = n;
+    return n;
+}
+
 int gr__buf_json_str(gr__buf_t *b, const void *s, size_t len) {
     const uint8_t *p = s;
-    int rc = gr__buf_append(b, GR__LIT("\""));
+    int rc = gr__buf_append(b, "\"", 1);
     for (size_t i = 0; i < len && rc == 0;) {
-        uint8_t ch = p[i];
-        if (ch == '"' || ch == '\\') {
-            char esc[2] = {'\\', (char)ch};
-            rc = gr__buf_append(b, esc, 2);
-            i++;
-        } else if (ch == '\n' || ch == '\t' || ch == '\r') {
-            char esc[2] = {'\\', ch == '\n' ? 'n' : ch == '\t' ? 't' : 'r'};
-            rc = gr__buf_append(b, esc, 2);
-            i++;
-        } else if (ch < 0x20 || ch == 0x7f) {
-            rc = gr__buf_printf(b, "\\u%04x", ch);
-            i++;
-        } else if (ch < 0x80) {
-            rc = gr__buf_append(b, &ch, 1);
-            i++;
-        } else {
-            size_t n = gr__utf8_len(p + i, len - i);
-            rc = n ? gr__buf_append(b, p + i, n) : gr__buf_append(b, GR__LIT("\\ufffd"));
-            i += n ? n : 1;
-        }
+        char e[6];
+        size_t used, n = gr__json_char(p + i, len - i, e, &used);
+        rc = gr__buf_append(b, e, n);
+        i += used;
     }
-    return rc ? rc : gr__buf_append(b, GR__LIT("\""));
+    return rc ? rc : gr__buf_append(b, "\"", 1);
+}
+
+size_t gr__json_escape(char *out, size_t cap, const void *s, size_t len) {
+    const uint8_t *p = s;
+    size_t o = 0;
+    for (size_t i = 0; i < len;) {
+        char e[6];
+        size_t used, n = gr__json_char(p + i, len - i, e, &used);
+        if (o + n + 1 > cap) break; /* whole characters only */
+        memcpy(out + o, e, n);
+        o += n;
+        i += used;
+    }
+    if (cap) out[o] = '\0';
+    return o;
 }
 
 void gr__buf_consume(gr__buf_t *b, size_t n) {

@@ -9,6 +9,7 @@
 #include "granary/client.h"
 #include "client/client_internal.h"
 #include "wire/frame.h"
+#include "wire/stream.h"
 #include "wire/tls.h"
 
 typedef struct gr__addr {
@@ -53,11 +54,6 @@ typedef struct gr__cconn {
     gr__tls_t *tls;           /* NULL: plaintext */
 } gr__cconn_t;
 
-typedef struct gr__cwrite {
-    uv_write_t req;
-    uint8_t *data;
-} gr__cwrite_t;
-
 struct gr_client {
     uv_loop_t *loop;
     char *cluster, *secret, *name;
@@ -78,8 +74,8 @@ struct gr_client {
     uint64_t next_id;
     uv_timer_t call_timer;
     uv_timer_t connect_timer;
-    uv_prepare_t flusher; /* runs right before the loop blocks: writes never wait for the next event */
-    int flush_on;
+    gr__flusher_t flusher; /* writes `out` right before the loop blocks */
+    gr__flush_node_t flush_node;
     char silo[256];
     char last_error[256];
     uint8_t role;         /* GR__ROLE_CLIENT, or GR__ROLE_SILO for silo-to-silo links */
@@ -144,59 +140,20 @@ static void gr__call_timer_arm(gr_client_t *c) {
 
 /* ---- the connection ---- */
 
-static void gr__flush_cb(uv_prepare_t *h);
-
 static void gr__client_schedule_flush(gr_client_t *c) {
-    if (c->flush_on || c->state != GR__C_READY) return;
-    c->flush_on = 1;
-    uv_prepare_start(&c->flusher, gr__flush_cb);
+    if (c->state == GR__C_READY) gr__flusher_mark(&c->flusher, &c->flush_node);
 }
 
-static void gr__write_cb(uv_write_t *req, int status) {
-    gr__cwrite_t *w = (gr__cwrite_t *)req;
-    gr__free(w->data);
-    gr__free(w);
-    /* A failed write shows up as a read error too; handled there. */
-}
-
-/* Write the bytes of *buf, taking ownership of them (buf is reset). Under
- * TLS they are encrypted first (buf keeps its memory, emptied), and what the
- * engine has to say (handshake flights) goes along. */
+/* Write the bytes of *buf, taking them (wire/stream.h). A failed write
+ * shows up as a read error too; it is handled there. */
 static int gr__client_write_buf(gr_client_t *c, gr__buf_t *buf) {
     if (!c->conn) return 0;
-    gr__buf_t data = *buf;
-    if (c->conn->tls) {
-        if (buf->len && gr__tls_write(c->conn->tls, buf->data, buf->len) != 0) return GR_ECONN;
-        buf->len = 0;
-        gr__buf_init(&data);
-        if (gr__tls_take(c->conn->tls, &data) != 0) return GR_ENOMEM;
-    } else {
-        gr__buf_init(buf);
-    }
-    if (data.len == 0) {
-        gr__buf_free(&data);
-        return 0;
-    }
-    gr__cwrite_t *w = gr__malloc(sizeof *w);
-    if (!w) {
-        gr__buf_free(&data);
-        return GR_ENOMEM;
-    }
-    w->data = data.data;
-    uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)data.len);
-    int rc = uv_write(&w->req, (uv_stream_t *)&c->conn->tcp, &b, 1, gr__write_cb);
-    if (rc != 0) {
-        gr__free(w->data);
-        gr__free(w);
-        return GR_ECONN;
-    }
-    return 0;
+    int rc = gr__stream_write((uv_stream_t *)&c->conn->tcp, c->conn->tls, buf, NULL, NULL);
+    return rc < 0 ? rc : 0;
 }
 
-static void gr__flush_cb(uv_prepare_t *h) {
-    gr_client_t *c = h->data;
-    c->flush_on = 0;
-    uv_prepare_stop(&c->flusher);
+static void gr__client_flush(gr__flush_node_t *node, void *ud) {
+    gr_client_t *c = ud;
     if (c->state == GR__C_READY && gr__client_write_buf(c, &c->out) != 0) {
         snprintf(c->last_error, sizeof c->last_error, "write to silo failed");
         gr__client_drop_conn(c);
@@ -292,12 +249,11 @@ static void gr__client_frames(gr_client_t *c) {
 static void gr__alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
     gr__cconn_t *cc = h->data;
     gr_client_t *c = cc->client;
-    gr__buf_t *into = c && cc->tls ? &c->raw : c ? &c->in : NULL;
-    if (!into || gr__buf_reserve(into, 64 * 1024) != 0) {
+    if (!c) {
         *buf = uv_buf_init(NULL, 0);
         return;
     }
-    *buf = uv_buf_init((char *)into->data + into->len, (unsigned)(into->cap - into->len));
+    gr__stream_alloc(cc->tls, &c->raw, &c->in, 64 * 1024, buf);
 }
 
 static void gr__read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
@@ -311,10 +267,8 @@ static void gr__read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
         gr__client_conn_failed(c, GR_ECONN, why);
         return;
     }
+    int rc = gr__stream_received(cc->tls, &c->raw, &c->in, (size_t)n);
     if (cc->tls) {
-        c->raw.len += (size_t)n;
-        int rc = gr__tls_feed(cc->tls, c->raw.data, c->raw.len, &c->in);
-        c->raw.len = 0;
         if (rc != 0) {
             char why[360];
             snprintf(why, sizeof why, "%s:%d: %s", c->addrs[c->cur].host, c->addrs[c->cur].port,
@@ -340,8 +294,6 @@ static void gr__read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
                 return;
             }
         }
-    } else {
-        c->in.len += (size_t)n;
     }
     gr__client_frames(c);
 }
@@ -534,8 +486,7 @@ int gr_client_new(uv_loop_t *loop, const gr_client_options_t *o, gr_client_t **o
     c->call_timer.data = c;
     uv_timer_init(loop, &c->connect_timer);
     c->connect_timer.data = c;
-    uv_prepare_init(loop, &c->flusher);
-    c->flusher.data = c;
+    gr__flusher_init(loop, &c->flusher, gr__client_flush, c);
     c->open_handles = 3;
     c->role = GR__ROLE_CLIENT;
     c->rand_state = (uv_hrtime() ^ (uintptr_t)c) | 1;
@@ -765,6 +716,9 @@ static void gr__client_handle_gone(gr_client_t *c) {
 }
 
 static void gr__client_handle_closed(uv_handle_t *h) { gr__client_handle_gone(h->data); }
+static void gr__client_flusher_closed(uv_handle_t *h) {
+    gr__client_handle_gone(GR__CONTAINER_OF(h, gr_client_t, flusher.prepare));
+}
 
 void gr_client_close(gr_client_t *c, gr_close_cb cb, void *ud) {
     assert(!c->closing && "gr_client_close called twice");
@@ -781,5 +735,5 @@ void gr_client_close(gr_client_t *c, gr_close_cb cb, void *ud) {
     }
     uv_close((uv_handle_t *)&c->call_timer, gr__client_handle_closed);
     uv_close((uv_handle_t *)&c->connect_timer, gr__client_handle_closed);
-    uv_close((uv_handle_t *)&c->flusher, gr__client_handle_closed);
+    gr__flusher_close(&c->flusher, gr__client_flusher_closed);
 }

@@ -1,6 +1,6 @@
 /* src/cluster/directory.h - the grain directory's data: the partition this
  * silo owns (grain id -> silo of its activation) and a lookup cache. Pure
- * data, no I/O: silo/router.c does the talking. docs/directory.md. */
+ * data, no I/O: cluster/router.c and registry.c do the talking. docs/directory.md. */
 #ifndef GR_DIRECTORY_DIRECTORY_H
 #define GR_DIRECTORY_DIRECTORY_H
 

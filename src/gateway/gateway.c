@@ -10,6 +10,7 @@
 #include "runtime/runtime.h"
 #include "gateway/gateway.h"
 #include "wire/frame.h"
+#include "wire/stream.h"
 #include "wire/tls.h"
 
 /* Stop reading from a connection whose peer does not read its replies once
@@ -36,8 +37,7 @@ typedef struct gr__gconn {
     gr__tls_t *tls;         /* NULL: plaintext */
     gr__buf_t raw;          /* ciphertext just read, on its way into tls */
     uint32_t preauth_bytes; /* ciphertext read before HELLO */
-    struct gr__gconn *flush_next;
-    int flush_queued;
+    gr__flush_node_t flush; /* on the gateway's flusher while it has output */
     int hello_done;
     int peer_is_silo;  /* handshake said role silo: may forward and use '$' classes */
     int paused;        /* reading stopped: the peer does not read its replies */
@@ -61,12 +61,6 @@ typedef struct gr__greq {
     int oneway;     /* nothing to answer: only the budgets are given back */
 } gr__greq_t;
 
-typedef struct gr__gwrite {
-    uv_write_t req;
-    gr__gconn_t *conn;
-    uint8_t *data;
-} gr__gwrite_t;
-
 struct gr__gateway {
     uv_loop_t *loop;
     gr_runtime_t *rt;
@@ -81,9 +75,8 @@ struct gr__gateway {
     int port;
     gr__gconn_t *conns; /* by id */
     uint64_t next_conn_id;
-    gr__gconn_t *flush_head;
-    uv_prepare_t flusher; /* runs right before the loop blocks: writes never wait for the next event */
-    uv_timer_t sweeper;   /* handshake timeouts */
+    gr__flusher_t flusher; /* writes every connection's batch right before the loop blocks */
+    uv_timer_t sweeper;    /* handshake timeouts */
     int closing;
     int shutting_down; /* waiting for calls in flight before GOAWAY */
     int open_handles;
@@ -139,21 +132,10 @@ static void gr__gw_handle_gone(gr__gateway_t *gw);
 
 /* ---- writing ---- */
 
-static void gr__flush_cb(uv_prepare_t *h);
+static void gr__conn_mark_dirty(gr__gconn_t *c) { gr__flusher_mark(&c->gw->flusher, &c->flush); }
 
-static void gr__conn_mark_dirty(gr__gconn_t *c) {
-    if (c->flush_queued) return;
-    c->flush_queued = 1;
-    c->flush_next = c->gw->flush_head;
-    c->gw->flush_head = c;
-    uv_prepare_start(&c->gw->flusher, gr__flush_cb);
-}
-
-static void gr__write_done(uv_write_t *req, int status) {
-    gr__gwrite_t *w = (gr__gwrite_t *)req;
-    gr__gconn_t *c = w->conn;
-    gr__free(w->data);
-    gr__free(w);
+static void gr__conn_written(void *ud, int status) {
+    gr__gconn_t *c = ud;
     if (c->closing) return;
     if (status < 0) {
         gr__conn_close(c);
@@ -176,42 +158,12 @@ static void gr__write_done(uv_write_t *req, int status) {
 
 static void gr__conn_flush(gr__gconn_t *c) {
     if (c->closing) return;
-    gr__buf_t batch = c->out;
-    if (c->tls) {
-        /* The plaintext batch becomes records; its buffer is kept for the next. */
-        if (c->out.len && gr__tls_write(c->tls, c->out.data, c->out.len) != 0) {
-            gr__conn_close(c);
-            return;
-        }
-        c->out.len = 0;
-        gr__buf_init(&batch);
-        if (gr__tls_take(c->tls, &batch) != 0) {
-            gr__buf_free(&batch);
-            gr__conn_close(c);
-            return;
-        }
-    } else {
-        gr__buf_init(&c->out); /* the write owns the batch; the conn starts a new one */
-    }
-    if (batch.len == 0) {
-        gr__buf_free(&batch);
-        return;
-    }
-    gr__gwrite_t *w = gr__malloc(sizeof *w);
-    if (!w) {
-        gr__buf_free(&batch);
+    int rc = gr__stream_write((uv_stream_t *)&c->tcp, c->tls, &c->out, gr__conn_written, c);
+    if (rc < 0) {
         gr__conn_close(c);
         return;
     }
-    w->conn = c;
-    w->data = batch.data;
-    uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)batch.len);
-    if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, gr__write_done) != 0) {
-        gr__free(w->data);
-        gr__free(w);
-        gr__conn_close(c);
-        return;
-    }
+    if (rc == 0) return;
     c->gw->stats.frames_out++;
     if (!c->paused && c->tcp.write_queue_size > GR__WRITE_HIGH_WATER) {
         c->paused = 1;
@@ -219,25 +171,18 @@ static void gr__conn_flush(gr__gconn_t *c) {
     }
 }
 
-static void gr__flush_cb(uv_prepare_t *h) {
-    gr__gateway_t *gw = h->data;
-    gr__gconn_t *c = gw->flush_head;
-    gw->flush_head = NULL;
-    while (c) {
-        gr__gconn_t *n = c->flush_next;
-        c->flush_queued = 0;
-        if (c->resume_due && !c->closing) {
-            /* Under its budget again: what was read before the pause, then
-             * the socket (a stop or shutdown since leaves it unread). */
-            c->resume_due = 0;
-            c->partial_since = c->in.len ? uv_now(gw->loop) : 0;
-            if (!gw->shutting_down && !c->paused) gr__conn_frames(c);
-            gr__conn_resume(c);
-        }
-        gr__conn_flush(c);
-        c = n;
+static void gr__gw_flush(gr__flush_node_t *node, void *ud) {
+    gr__gateway_t *gw = ud;
+    gr__gconn_t *c = GR__CONTAINER_OF(node, gr__gconn_t, flush);
+    if (c->resume_due && !c->closing) {
+        /* Under its budget again: what was read before the pause, then
+         * the socket (a stop or shutdown since leaves it unread). */
+        c->resume_due = 0;
+        c->partial_since = c->in.len ? uv_now(gw->loop) : 0;
+        if (!gw->shutting_down && !c->paused) gr__conn_frames(c);
+        gr__conn_resume(c);
     }
-    uv_prepare_stop(&gw->flusher);
+    gr__conn_flush(c);
 }
 
 static void gr__conn_send_response(gr__gconn_t *c, uint8_t type, uint64_t id, int status, const void *body,
@@ -504,12 +449,7 @@ static void gr__conn_frames(gr__gconn_t *c) {
 
 static void gr__alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
     gr__gconn_t *c = h->data;
-    gr__buf_t *into = c->tls ? &c->raw : &c->in;
-    if (gr__buf_reserve(into, c->hello_done ? GR__READ_CHUNK : GR__PREAUTH_READ_CHUNK) != 0) {
-        *buf = uv_buf_init(NULL, 0);
-        return;
-    }
-    *buf = uv_buf_init((char *)into->data + into->len, (unsigned)(into->cap - into->len));
+    gr__stream_alloc(c->tls, &c->raw, &c->in, c->hello_done ? GR__READ_CHUNK : GR__PREAUTH_READ_CHUNK, buf);
 }
 
 /* A TLS failure: OpenSSL's alert (if it wrote one) goes out, then the
@@ -520,25 +460,11 @@ static void gr__conn_tls_failed(gr__gconn_t *c, int rc) {
         gr__gw_refused(gw, GR__REFUSE_TLS, c->peer, gr__tls_error(c->tls));
     else
         GR__LOG_WARN("closing %s: %s", c->peer, gr__tls_error(c->tls));
-    gr__buf_t alert;
-    gr__buf_init(&alert);
-    gr__gwrite_t *w = gr__tls_take(c->tls, &alert) == 0 && alert.len ? gr__malloc(sizeof *w) : NULL;
-    if (!w) {
-        gr__buf_free(&alert);
-        gr__conn_close(c);
-        return;
-    }
-    w->conn = c;
-    w->data = alert.data;
-    uv_buf_t b = uv_buf_init((char *)alert.data, (unsigned)alert.len);
     uv_read_stop((uv_stream_t *)&c->tcp);
-    c->goaway = 1; /* closes once written (gr__write_done) */
+    c->goaway = 1; /* closes once written (gr__conn_written) */
     c->out.len = 0;
-    if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, gr__write_done) != 0) {
-        gr__free(w->data);
-        gr__free(w);
+    if (gr__stream_write((uv_stream_t *)&c->tcp, c->tls, &c->out, gr__conn_written, c) <= 0)
         gr__conn_close(c);
-    }
 }
 
 static void gr__read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
@@ -548,16 +474,14 @@ static void gr__read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
         return;
     }
     if (n == 0) return;
+    if (c->tls && !c->hello_done && (c->preauth_bytes += (uint32_t)n) > GR__PREAUTH_TLS_BYTES) {
+        gr__gw_refused(c->gw, GR__REFUSE_HELLO_TOO_BIG, c->peer,
+                       "more than 32 KiB before HELLO (TLS handshake included)");
+        gr__conn_close(c);
+        return;
+    }
+    int rc = gr__stream_received(c->tls, &c->raw, &c->in, (size_t)n);
     if (c->tls) {
-        c->raw.len += (size_t)n;
-        if (!c->hello_done && (c->preauth_bytes += (uint32_t)n) > GR__PREAUTH_TLS_BYTES) {
-            gr__gw_refused(c->gw, GR__REFUSE_HELLO_TOO_BIG, c->peer,
-                           "more than 32 KiB before HELLO (TLS handshake included)");
-            gr__conn_close(c);
-            return;
-        }
-        int rc = gr__tls_feed(c->tls, c->raw.data, c->raw.len, &c->in);
-        c->raw.len = 0;
         if (rc != 0) {
             /* Requests decrypted before the session ended run, as bytes
              * before a plaintext EOF do. */
@@ -567,8 +491,6 @@ static void gr__read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
         }
         if (gr__tls_pending(c->tls)) gr__conn_mark_dirty(c); /* handshake flights */
         if (c->in.len == 0) return;
-    } else {
-        c->in.len += (size_t)n;
     }
     gr__conn_frames(c);
 }
@@ -600,15 +522,8 @@ static void gr__conn_closed(uv_handle_t *h) {
 static void gr__conn_close(gr__gconn_t *c) {
     if (c->closing) return;
     c->closing = 1;
-    /* Remove from the flush list lazily: flush skips closing connections,
-     * but the struct must outlive the list, so unlink it now. */
-    if (c->flush_queued) {
-        gr__gconn_t **pp = &c->gw->flush_head;
-        while (*pp && *pp != c)
-            pp = &(*pp)->flush_next;
-        if (*pp) *pp = c->flush_next;
-        c->flush_queued = 0;
-    }
+    /* The struct goes with the handle: it must not stay on the flush list. */
+    gr__flusher_unlink(&c->gw->flusher, &c->flush);
     uv_close((uv_handle_t *)&c->tcp, gr__conn_closed);
 }
 
@@ -737,8 +652,7 @@ int gr__gateway_new(uv_loop_t *loop, gr_runtime_t *rt, const gr__gateway_opts_t 
     if (!gw->opts.max_buffered_bytes) gw->opts.max_buffered_bytes = 256u << 20;
     uv_tcp_init(loop, &gw->listener);
     gw->listener.data = gw;
-    uv_prepare_init(loop, &gw->flusher);
-    gw->flusher.data = gw;
+    gr__flusher_init(loop, &gw->flusher, gr__gw_flush, gw);
     uv_timer_init(loop, &gw->sweeper);
     gw->sweeper.data = gw;
     uint32_t shortest = gw->opts.frame_timeout_ms < o->handshake_timeout_ms ? gw->opts.frame_timeout_ms
@@ -817,7 +731,7 @@ static void gr__gw_shutdown_step(gr__gateway_t *gw) {
     HASH_ITER(hh, gw->conns, c, tmp) {
         gr__conn_goaway(c, GR_ESHUTDOWN, "silo is shutting down");
         /* Nothing left to write: close now rather than wait for a write. */
-        if (c->out.len == 0 && c->tcp.write_queue_size == 0 && !c->flush_queued) gr__conn_close(c);
+        if (c->out.len == 0 && c->tcp.write_queue_size == 0 && !c->flush.queued) gr__conn_close(c);
     }
     /* Internal contract: with no connection open, cb runs right here. */
     gr__gw_maybe_shutdown_done(gw);
@@ -839,6 +753,9 @@ static void gr__gw_handle_gone(gr__gateway_t *gw) {
 }
 
 static void gr__handle_closed(uv_handle_t *h) { gr__gw_handle_gone(h->data); }
+static void gr__flusher_closed(uv_handle_t *h) {
+    gr__gw_handle_gone(GR__CONTAINER_OF(h, gr__gateway_t, flusher.prepare));
+}
 
 void gr__gateway_close(gr__gateway_t *gw, void (*cb)(void *), void *ud) {
     assert(!gw->closing);
@@ -849,6 +766,6 @@ void gr__gateway_close(gr__gateway_t *gw, void (*cb)(void *), void *ud) {
     gr__gconn_t *c, *tmp;
     HASH_ITER(hh, gw->conns, c, tmp) gr__conn_close(c);
     uv_close((uv_handle_t *)&gw->listener, gr__handle_closed);
-    uv_close((uv_handle_t *)&gw->flusher, gr__handle_closed);
+    gr__flusher_close(&gw->flusher, gr__flusher_closed);
     uv_close((uv_handle_t *)&gw->sweeper, gr__handle_closed);
 }

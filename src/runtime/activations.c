@@ -238,7 +238,7 @@ void gr__grain_storage_read_cb(void *ud, int status, const uint8_t *data, size_t
     }
     const gr_class_t *cls = GR__G_CLS(g);
     if (format & GR__IDEM_FORMAT_FLAG) {
-        /* The grain's reply log follows its state bytes (persistence/replies.h). */
+        /* The grain's reply log follows its state bytes (storage/replies.h). */
         size_t state_len = len;
         int rc = gr__grain_ext(g) ? gr__idem_decode(&g->ext->idem, data, len, &state_len, gr__idem_now_ms(),
                                                     gr__idem_retention(cls))

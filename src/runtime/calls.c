@@ -202,7 +202,7 @@ static int gr__msg_set_chain(gr_msg_t *m, const uint8_t *chain, size_t len, cons
     return 0;
 }
 
-/* ---- idempotency keys (grains/idem.h, docs/exactly-once.md) ---- */
+/* ---- idempotency keys (runtime/idem.h, docs/exactly-once.md) ---- */
 
 /* Complete the duplicates parked on an entry with one answer. */
 static void gr__idem_answer(gr_runtime_t *rt, gr_msg_t *w, int status, const void *data, size_t len) {
@@ -660,6 +660,12 @@ static int gr__reply(gr_msg_t *m, int status, const void *data, size_t len) {
     gr__free(copy);
     gr__turn_end(g, m);
     gr__msg_fail(rt, m, GR_ENOMEM, "out of memory persisting state");
+    /* The change this turn made can no longer be persisted with its reply:
+     * no later turn may run on it (and write it: a keyed retry would then
+     * count twice). The activation ends without saving; queued calls go to
+     * the next one, which loads what storage has. */
+    g->dirty = 0;
+    g->deactivate_requested = 2;
     gr__grain_schedule(g);
     return 0;
 }

@@ -4,7 +4,7 @@
  * (docs/exactly-once.md). A log is plain data: the runtime decides when an
  * entry starts, settles or is written; this module keeps the entries in age
  * order, bounds them and turns them into bytes and back: the entries a
- * write adds to storage and the keys it forgets (persistence/replies.h),
+ * write adds to storage and the keys it forgets (storage/replies.h),
  * and the entries a read brings back after the state. */
 #ifndef GR_GRAINS_IDEM_H
 #define GR_GRAINS_IDEM_H

@@ -79,7 +79,7 @@ int gr__call_hops(gr_runtime_t *rt, const gr_ref_t *ref, const char *method, con
                   const uint8_t *idem, size_t idem_len, gr_call_cb cb, void *ud);
 
 /* ---- reminders ----
- * The silo's reminder service (silo/reminders.c) behind gr_reminder_*. Each
+ * The silo's reminder service (src/reminders/) behind gr_reminder_*. Each
  * returns 0 (cb runs once, later; cb may be NULL) or an error (cb never runs). */
 typedef struct gr__reminder_ops {
     int (*add)(void *ud, const char *cls, const uint8_t *key, size_t key_len, const char *name,

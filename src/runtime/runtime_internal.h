@@ -126,7 +126,7 @@ typedef struct gr__grain_ext {
     void (*data_free)(void *);
     gr_msg_t *interleaved; /* turns in progress beside `current`, linked by next */
     uint32_t n_interleaved;
-    gr__idem_log_t idem; /* replies of keyed calls (grains/idem.h) */
+    gr__idem_log_t idem; /* replies of keyed calls (runtime/idem.h) */
 } gr__grain_ext_t;
 
 /* Field order and widths keep an idle activation small (bench_memory,

@@ -66,7 +66,7 @@ int gr_timer_stop(gr_grain_t *g, uint64_t id) {
     return 0;
 }
 
-/* ---- cluster hooks (grains/runtime.h) ---- */
+/* ---- cluster hooks (runtime/runtime.h) ---- */
 
 void gr__runtime_set_reminders(gr_runtime_t *rt, const gr__reminder_ops_t *ops, void *ud) {
     rt->reminders = ops;

@@ -176,6 +176,13 @@ static void gr__grain_run(gr_grain_t *g) {
         if (!gr__grain_busy(g)) gr__grain_deactivate(g, g->deactivate_requested != 2);
         return;
     }
+    if (g->deactivate_requested == 2) {
+        /* Its state in memory is not to be kept (a write that failed or
+         * could not be made, a lost directory conflict): nothing more runs
+         * here; queued calls move to the next activation when it ends. */
+        if (!gr__grain_busy(g)) gr__grain_deactivate(g, 0);
+        return;
+    }
     gr_msg_t *head = g->mb_head;
     if (!head) {
         if (!gr__grain_busy(g) && (g->deactivate_requested || rt->draining))

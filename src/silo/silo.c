@@ -598,7 +598,7 @@ static void gr__silo_stop_timeout(uv_timer_t *t) {
 }
 
 int gr_silo_stop(gr_silo_t *s, gr_silo_stop_cb cb, void *ud) {
-    if (s->stopping || s->closing) return GR_ESTATE;
+    if (s->stopping || s->closing || s->start_failed) return GR_ESTATE;
     s->stopping = 1;
     gr__silo_update_firing(s);
     s->stop_cb = cb;

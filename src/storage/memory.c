@@ -17,7 +17,7 @@ typedef struct gr__mem_row {
 } gr__mem_row_t;
 
 /* A grain's reply log, kept apart from its row as granary_reply is (a
- * clear leaves it): entries as in persistence/replies.h, each after its
+ * clear leaves it): entries as in storage/replies.h, each after its
  * u64 expiry. */
 typedef struct gr__mem_replies {
     UT_hash_handle hh;

@@ -26,8 +26,13 @@ int gr_storage_pg_schema_version(void) {
 }
 
 int gr_storage_pg_migrate(const char *conninfo, FILE *out, char *err, size_t err_size) {
+    char spare[8];
+    if (!err || !err_size) { /* the caller does not want the message: keep it somewhere */
+        err = spare;
+        err_size = sizeof spare;
+    }
     if (!conninfo) {
-        if (err && err_size) snprintf(err, err_size, "no database given");
+        snprintf(err, err_size, "no database given");
         return GR_EINVAL;
     }
     PGconn *c = PQconnectdb(conninfo);

@@ -25,7 +25,7 @@ struct gr__wop {
     size_t len;
     uint32_t format;
     int64_t expected;
-    /* Reply-log changes committed with this write (persistence/replies.h). */
+    /* Reply-log changes committed with this write (storage/replies.h). */
     uint8_t *adds, *dels;
     size_t adds_len, dels_len;
     uint32_t retention_ms;

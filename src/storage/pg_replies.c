@@ -1,5 +1,5 @@
 /* src/storage/pg_replies.c - the reply log of keyed calls in PostgreSQL
- * (sql/005_replies.sql, persistence/replies.h): entries written by the
+ * (sql/005_replies.sql, storage/replies.h): entries written by the
  * batched state write itself, read back with the state, swept by age. */
 #include <inttypes.h>
 #include <stdio.h>

@@ -15,13 +15,13 @@ typedef struct gr__storage_vtable {
     int (*clear)(gr_storage_t *st, const char *class_name, const void *key, size_t key_len, int64_t expected,
                  gr_storage_write_cb cb, void *ud);
     void (*close)(gr_storage_t *st, void (*cb)(void *ud), void *ud);
-    /* Activation claims (persistence/claim.h); NULL: every claim is granted
+    /* Activation claims (storage/claim.h); NULL: every claim is granted
      * (read instead) and release does nothing. */
     int (*claim)(gr_storage_t *st, const char *class_name, const void *key, size_t key_len, const char *owner,
                  int64_t token, gr_storage_read_cb cb, void *ud);
     int (*release)(gr_storage_t *st, const char *class_name, const void *key, size_t key_len,
                    const char *owner, int64_t token);
-    /* A write with reply-log changes (persistence/replies.h); inputs are
+    /* A write with reply-log changes (storage/replies.h); inputs are
      * checked by storage.c (adds and dels parse). */
     int (*write_replies)(gr_storage_t *st, const char *class_name, const void *key, size_t key_len,
                          const void *data, size_t len, uint32_t format, int64_t expected, const uint8_t *adds,

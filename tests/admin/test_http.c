@@ -1,4 +1,4 @@
-/* tests/admin/test_http.c - the HTTP request parser (silo/http.c): what it
+/* tests/admin/test_http.c - the HTTP request parser (src/admin/http.c): what it
  * accepts, every way it refuses, and a fuzz of mutated and random requests
  * (run under ASan+UBSan in CI) checking that it never reads past its input
  * and that what it accepts adds up. */

@@ -97,6 +97,14 @@ static void test_json_strings(void **st) {
     assert_int_equal(gr__buf_append(&b, "", 1), 0);
     assert_string_equal((char *)b.data, "\"x\\u0000y\\ufffd\\ufffd\"");
     gr__buf_free(&b);
+    /* The same rule into a fixed buffer (log lines), cut at a whole character. */
+    char out[16];
+    assert_int_equal(gr__json_escape(out, sizeof out, "a\"\x01\xc3\xa9", 5), 11);
+    assert_string_equal(out, "a\\\"\\u0001\xc3\xa9");
+    assert_int_equal(gr__json_escape(out, 8, "ab\x01", 3), 2); /* \u0001 does not fit in the rest */
+    assert_string_equal(out, "ab");
+    assert_int_equal(gr__json_escape(out, 1, "abc", 3), 0);
+    assert_string_equal(out, "");
 }
 
 static void test_allocator_hook(void **st) {

@@ -68,7 +68,7 @@ mkdir -p "$tmp/cmk"
 cat >"$tmp/cmk/CMakeLists.txt" <<EOF
 cmake_minimum_required(VERSION 3.18)
 project(granary_user C)
-find_package(granary 0.1 REQUIRED)
+find_package(granary 0.2 REQUIRED)
 add_library(counter MODULE $src/examples/counter/counter.c)
 target_compile_definitions(counter PRIVATE GR_COUNTER_MODULE)
 target_include_directories(counter PRIVATE \$<TARGET_PROPERTY:granary::granary,INTERFACE_INCLUDE_DIRECTORIES>)

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "granary/granary.h"
+#include "runtime/runtime.h"
 #include "support.h"
 
 /* ---- the failing allocator ---- */
@@ -78,13 +79,24 @@ static int64_t state_int(gr_grain_t *g) {
 /* gr_reply may fail (GR_ENOMEM) and leaves the message unanswered then:
  * one failure is injected per call, so a second attempt succeeds. */
 static void reply_int(gr_msg_t *m, int64_t v) {
-    char buf[32];
-    int n = snprintf(buf, sizeof buf, "%" PRId64, v);
+    /* Padded past the call record's inline space (32 bytes), so that
+     * delivering the reply allocates a copy: that allocation fails too. */
+    char buf[64];
+    int n = snprintf(buf, sizeof buf, "%-40" PRId64, v);
     if (gr_reply(m, buf, (size_t)n) != 0 && gr_reply(m, buf, (size_t)n) != 0)
         assert_int_equal(gr_reply_error(m, NULL), 0);
 }
 
+/* Handler runs per class (0: Counter, 1: Volatile) and method (0: incr, 1: get):
+ * every run completes its call exactly once, so the runtime's per-method
+ * call counters must equal these however replies failed and were retried. */
+static uint64_t runs[2][2];
+static void count_run(gr_grain_t *g, int method) {
+    runs[strcmp(gr_grain_class(g)->name, "Counter") != 0][method]++;
+}
+
 static void m_incr(gr_grain_t *g, gr_msg_t *m, const uint8_t *a, size_t al) {
+    count_run(g, 0);
     char buf[32];
     int n = snprintf(buf, sizeof buf, "%" PRId64, state_int(g) + 1);
     if (gr_state_set(g, buf, (size_t)n) != 0) {
@@ -93,11 +105,25 @@ static void m_incr(gr_grain_t *g, gr_msg_t *m, const uint8_t *a, size_t al) {
     }
     reply_int(m, state_int(g));
 }
-static void m_get(gr_grain_t *g, gr_msg_t *m, const uint8_t *a, size_t al) { reply_int(m, state_int(g)); }
+static void m_get(gr_grain_t *g, gr_msg_t *m, const uint8_t *a, size_t al) {
+    count_run(g, 1);
+    reply_int(m, state_int(g));
+}
+
+static void check_method(void *ud, const gr__method_stats_t *ms) {
+    int cls = strcmp(ms->cls, "Counter") != 0, method = strcmp(ms->method, "incr") != 0;
+    if (ms->calls != runs[cls][method])
+        fail_msg("%s.%s: %llu calls counted for %llu runs", ms->cls, ms->method,
+                 (unsigned long long)ms->calls, (unsigned long long)runs[cls][method]);
+}
 
 static const gr_method_t counter_methods[] = {{"incr", m_incr}, {"get", m_get}, {NULL, NULL}};
 static const gr_class_t counter = {
     .name = "Counter", .methods = counter_methods, .flags = GR_CLASS_PERSIST_BEFORE_REPLY};
+/* The same without persist-before-reply: replies leave at once, through the
+ * copying path (gr__msg_complete_copy), keyed ones settling their entry. */
+static const gr_class_t volatile_counter = {.name = "Volatile", .methods = counter_methods};
+static const char *sweep_class = "Counter";
 
 /* An injected failure must surface as one of these (or not at all). */
 static int clean_error(int status) {
@@ -109,14 +135,19 @@ typedef int (*call_fn)(void *ctx, const gr_ref_t *ref, const char *method, const
                        gr_test_reply_t *r);
 
 /* The sweep: returns the number of allocation points the call path has. */
+static gr_runtime_t *stats_rt; /* the runtime whose counters a sweep checks, or NULL */
+
 static long sweep(uv_loop_t *loop, void *ctx, call_fn call, const char *method, int keyed) {
     long n;
     for (n = 0; n < 5000; n++) {
         char key[32], idem[32];
-        snprintf(key, sizeof key, "k%ld-%s", n, method);
+        snprintf(key, sizeof key, "k%ld-%s%s", n, method,
+                 keyed ? "-keyed" : ""); /* a fresh grain per sweep and n */
         snprintf(idem, sizeof idem, "i%ld", n);
-        gr_ref_t ref = {"Counter", key, strlen(key)};
+        gr_ref_t ref = {sweep_class, key, strlen(key)};
         gr_test_reply_t r = {0};
+        gr__runtime_stats_t before, after;
+        if (stats_rt) gr__runtime_get_stats(stats_rt, &before);
         arm(n);
         int rc = call(ctx, &ref, method, keyed ? idem : NULL, &r);
         if (rc == 0) {
@@ -129,10 +160,38 @@ static long sweep(uv_loop_t *loop, void *ctx, call_fn call, const char *method, 
         }
         int reached = failed;
         disarm();
+        if (stats_rt && rc == 0) { /* each failed call counted once, a successful one not at all */
+            gr__runtime_get_stats(stats_rt, &after);
+            assert_int_equal(after.calls_failed - before.calls_failed, r.status != 0 ? 1 : 0);
+        }
         if (!reached) { /* the whole path ran without reaching allocation n */
             assert_int_equal(rc, 0);
             assert_int_equal(r.status, 0);
             break;
+        }
+        /* A keyed incr retried with its key counts once, whatever the
+         * failure did to the first attempt (docs/exactly-once.md). */
+        if (keyed && !strcmp(method, "incr")) {
+            gr_test_reply_t again;
+            for (int attempt = 0;; attempt++) {
+                memset(&again, 0, sizeof again);
+                assert_int_equal(call(ctx, &ref, "incr", idem, &again), 0);
+                assert_true(gr_test_run_until(loop, &again.done, 5000));
+                /* 0, or the grain's own error answer (GR_EAPP: its handler
+                 * could not set the state), which the key replays. */
+                if (again.status == 0 || again.status == GR_EAPP) break;
+                if (attempt == 3 || !gr_err_retryable(again.status))
+                    fail_msg("allocation %ld: the keyed retry failed: %s", n, gr_err_name(again.status));
+            }
+            gr_test_reply_t v = {0};
+            assert_int_equal(call(ctx, &ref, "get", NULL, &v), 0);
+            assert_true(gr_test_run_until(loop, &v.done, 5000));
+            assert_int_equal(v.status, 0);
+            int want = again.status == 0 ? 1 : 0;
+            if (atoi(v.reply) != want)
+                fail_msg("allocation %ld: a keyed incr answered %s counted %d times (first attempt: %s)", n,
+                         gr_err_name(again.status), atoi(v.reply),
+                         rc ? gr_err_name(rc) : gr_err_name(r.status));
         }
         /* The grain still works (a connection an error closed reconnects). */
         for (int attempt = 0;; attempt++) {
@@ -173,10 +232,21 @@ static void test_runtime_path(void **st) {
     gr_runtime_t *rt;
     assert_int_equal(gr_runtime_new(&loop, storage, &ro, &rt), 0);
     assert_int_equal(gr_runtime_register(rt, &counter), 0);
+    assert_int_equal(gr_runtime_register(rt, &volatile_counter), 0);
+    stats_rt = rt;
     long a = sweep(&loop, rt, rt_call, "incr", 0);
     long b = sweep(&loop, rt, rt_call, "incr", 1);
     long c = sweep(&loop, rt, rt_call, "get", 0);
-    print_message("runtime: %ld, %ld (keyed) and %ld allocation points swept\n", a, b, c);
+    sweep_class = "Volatile";
+    long d = sweep(&loop, rt, rt_call, "incr", 0);
+    long e = sweep(&loop, rt, rt_call, "incr", 1);
+    sweep_class = "Counter";
+    gr__runtime_foreach_method(rt, check_method, NULL);
+    stats_rt = NULL;
+    print_message(
+        "runtime: %ld, %ld (keyed) and %ld (get) allocation points swept; without persist-before-reply "
+        "%ld and %ld (keyed)\n",
+        a, b, c, d, e);
     closed = 0;
     gr_runtime_close(rt, on_closed, NULL);
     assert_true(gr_test_run_until(&loop, &closed, 5000));
@@ -201,6 +271,7 @@ static int client_call(void *ctx, const gr_ref_t *ref, const char *method, const
 
 static void test_client_silo_path(void **st) {
     long live0 = live;
+    stats_rt = NULL;
     uv_loop_t loop;
     uv_loop_init(&loop);
     int port = gr_test_free_port();

@@ -108,7 +108,7 @@ static void do_write(fx_t *fx, const char *cls, const void *key, size_t kl, cons
     assert_true(gr_test_run_until(&fx->loop, &r->done, 10000));
 }
 
-/* ---- reply logs (persistence/replies.h) ---- */
+/* ---- reply logs (storage/replies.h) ---- */
 
 static size_t put_entry(uint8_t *out, const char *k, uint64_t at, int32_t st, const char *reply) {
     size_t kl = strlen(k), rl = strlen(reply);
