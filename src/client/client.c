@@ -80,6 +80,7 @@ struct gr_client {
     char last_error[256];
     uint8_t role;         /* GR__ROLE_CLIENT, or GR__ROLE_SILO for silo-to-silo links */
     uint64_t handshakes;  /* connections that became ready */
+    uint64_t refused_at;  /* uv_now() of the last handshake refused (GR_EAUTH), 0: none since one succeeded */
     gr__retry_t *retries; /* calls with retries, in flight or in their backoff */
     uint64_t rand_state;
     int closing;
@@ -190,6 +191,7 @@ static void gr__client_drop_conn(gr_client_t *c) {
 
 static void gr__client_conn_failed(gr_client_t *c, int status, const char *why) {
     snprintf(c->last_error, sizeof c->last_error, "%s", why);
+    if (status == GR_EAUTH) c->refused_at = uv_now(c->loop);
     int was_ready = c->state == GR__C_READY;
     gr__client_drop_conn(c);
     /* Before the handshake completed nothing was sent: try the next silo.
@@ -231,6 +233,7 @@ static void gr__client_frames(gr_client_t *c) {
             snprintf(c->silo, sizeof c->silo, "%.*s", (int)f.u.hello_ok.name_len, f.u.hello_ok.name);
             c->state = GR__C_READY;
             c->handshakes++;
+            c->refused_at = 0;
             c->attempts = 0;
             gr__client_schedule_flush(c);
             continue;
@@ -505,6 +508,7 @@ void gr__client_set_tls(gr_client_t *c, gr__tls_ctx_t *ctx, const char *server_n
     c->tls_name = server_name;
 }
 uint64_t gr__client_handshakes(const gr_client_t *c) { return c->handshakes; }
+uint64_t gr__client_refused_at(const gr_client_t *c) { return c->refused_at; }
 int gr__client_ready(const gr_client_t *c) { return c->state == GR__C_READY; }
 
 int gr__client_call_flags(gr_client_t *c, const gr_ref_t *ref, const char *method, const void *arg,

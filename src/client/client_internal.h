@@ -21,6 +21,10 @@ void gr__client_set_role(gr_client_t *c, uint8_t role);
 void gr__client_set_tls(gr_client_t *c, gr__tls_ctx_t *ctx, const char *server_name);
 
 uint64_t gr__client_handshakes(const gr_client_t *c);
+/* Loop time (uv_now) the silo last refused our handshake (GR_EAUTH: the
+ * cluster name or secret, or the certificate), 0 if it has not since the
+ * last accepted one. */
+uint64_t gr__client_refused_at(const gr_client_t *c);
 int gr__client_ready(const gr_client_t *c);
 
 /* gr_client_call() with a frame type (REQUEST or ONEWAY: then cb never

@@ -148,6 +148,24 @@ static void gr__forward_done(void *ud, int status, const uint8_t *reply, size_t 
         return;
     }
     if (status == GR_ECANCELED) status = GR_ECONN; /* the link closed: retryable for our caller */
+    if (status == GR_EAUTH) {
+        /* The peer refused this silo, not the caller: the caller's own
+         * credentials are fine, and another silo may serve it. */
+        uint64_t now = uv_now(r->loop);
+        if (!r->refusal_logged_ms || now - r->refusal_logged_ms >= 10000) {
+            r->refusal_logged_ms = now;
+            GR__LOG_ERROR(
+                "silo %s refuses this silo's handshake: --cluster, --silo-secret (or --secret) or the "
+                "TLS certificate differ; this silo reports not ready until they agree",
+                f->silo);
+        }
+        char why[GR__SILO_ID_MAX + 96];
+        int n = snprintf(why, sizeof why, "silo %s refuses this silo's handshake (cluster secrets differ)",
+                         f->silo);
+        gr__runtime_msg_done(r->rt, f->msg, GR_ENOTHERE, (const uint8_t *)why, (size_t)n);
+        gr__free(f);
+        return;
+    }
     gr__runtime_msg_done(r->rt, f->msg, status, reply, len);
     gr__free(f);
 }
@@ -215,6 +233,10 @@ static void gr__dir_answer(void *ud, int status, const uint8_t *reply, size_t le
         if (gr__should_retry(status) && q->attempt < 2 && !r->closing) {
             r->stats.forward_retries++;
             gr__route(r, q->msg, q->attempt + 1);
+        } else if (status == GR_EAUTH) { /* the directory's owner refuses this silo, not the caller */
+            gr__runtime_msg_done(
+                r->rt, q->msg, GR_ENOTHERE,
+                GR__LIT("the directory owner refuses this silo's handshake (cluster secrets differ)"));
         } else {
             gr__runtime_msg_done(
                 r->rt, q->msg, status ? (status == GR_ECANCELED ? GR_ECONN : status) : GR_EPROTO, reply, len);
@@ -330,6 +352,16 @@ void gr__router_set_fenced(gr__router_t *r, int on) {
      * start a second activation beside one that is still serving. If we are
      * declared dead instead, this process exits and the partition with it. */
     if (on) gr__dir_clear(&r->cache);
+}
+
+const char *gr__router_refused_by(const gr__router_t *r) {
+    uint64_t now = uv_now(r->loop);
+    const gr__peer_t *p, *tmp;
+    HASH_ITER(hh, r->peers, p, tmp) {
+        uint64_t at = gr__client_refused_at(p->client);
+        if (at && now - at < GR__REFUSED_WINDOW_MS && gr__alive((void *)r, p->id)) return p->id;
+    }
+    return NULL;
 }
 
 void gr__router_get_stats(const gr__router_t *r, gr__router_stats_t *out) {

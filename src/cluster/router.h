@@ -48,6 +48,13 @@ void gr__router_system_call(gr__router_t *r, const char *method, const uint8_t *
 
 void gr__router_get_stats(const gr__router_t *r, gr__router_stats_t *out);
 
+/* A live member that refused this silo's handshake within the last
+ * GR__REFUSED_WINDOW_MS (our cluster name, --silo-secret or certificate is
+ * not what it expects), or NULL. Such a silo cannot forward or register
+ * grains: the silo reports not ready and says why. */
+#define GR__REFUSED_WINDOW_MS 5000u
+const char *gr__router_refused_by(const gr__router_t *r);
+
 /* The silo owning a grain's hash-ring range in the current view (NULL
  * before the first view); borrowed until the next view. */
 const char *gr__router_owner(const gr__router_t *r, const char *cls, const uint8_t *key, size_t key_len);

@@ -56,6 +56,7 @@ struct gr__router {
     void *lease_ud;
     gr__tls_ctx_t *tls; /* peer links speak TLS under it (gr__router_set_tls); NULL: plaintext */
     char *tls_name;     /* name peers' certificates carry; NULL: their advertised address (set once) */
+    uint64_t refusal_logged_ms; /* the last "a peer refuses us" log line (at most one per 10 s) */
 };
 
 /* A re-registration that failed (the new owner had no view yet, a link

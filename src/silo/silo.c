@@ -514,6 +514,7 @@ int gr_silo_join_refused(const gr_silo_t *s) { return s->join_refused; }
 
 int gr_silo_ready(const gr_silo_t *s) {
     if (!s->started || s->stopping || s->fenced || s->dead) return 0;
+    if (s->router && gr__router_refused_by(s->router)) return 0; /* its peers will not talk to it */
     return s->cfg.memory_storage ? 1 : s->joined;
 }
 

@@ -10,11 +10,19 @@
 
 /* ---- HTTP: probes and metrics ---- */
 
-static const char *gr__silo_not_ready_why(const gr_silo_t *s) {
+static const char *gr__silo_not_ready_why(const gr_silo_t *s, char *buf, size_t size) {
     if (s->dead) return "declared dead by the cluster";
     if (s->fenced) return "fenced: cannot heartbeat to the membership table";
     if (s->stopping) return "draining";
     if (!s->started) return "starting";
+    const char *peer = s->router ? gr__router_refused_by(s->router) : NULL;
+    if (peer) {
+        snprintf(buf, size,
+                 "silo %s refuses this silo's handshake: --cluster, --silo-secret (or --secret) or the TLS "
+                 "certificate differ between them",
+                 peer);
+        return buf;
+    }
     return "joining the cluster";
 }
 
@@ -233,10 +241,11 @@ void gr__silo_http(void *ud, gr__http_req_t *req, const char *path, const char *
         status = 200;
     } else if (!strcmp(path, "/readyz")) {
         status = gr_silo_ready(s) ? 200 : 503;
+        char why[400];
         if (status == 200)
             gr__buf_printf(&body, "ready\n");
         else
-            gr__buf_printf(&body, "not ready: %s\n", gr__silo_not_ready_why(s));
+            gr__buf_printf(&body, "not ready: %s\n", gr__silo_not_ready_why(s, why, sizeof why));
     } else if (!strcmp(path, "/metrics")) {
         ctype = "text/plain; version=0.0.4; charset=utf-8";
         status = gr__silo_metrics(s, &body) == 0 ? 200 : 503;

@@ -368,6 +368,53 @@ static int http_get(int port, const char *path, const char *headers, char *resp,
     return sscanf(resp, "HTTP/1.%*d %d", &status) == 1 ? status : -1;
 }
 
+/* Two silos whose silo secrets differ (a misconfigured pod): each refuses
+ * the other's handshake. Neither reports ready (/readyz says who refuses
+ * and what to check), and a client's call that needs the other silo gets a
+ * retryable error, not the GR_EAUTH that would blame its own credentials. */
+static void test_secret_quarrel_not_ready(void **st) {
+    int hp[2] = {gr_test_free_port(), gr_test_free_port()};
+    char http[2][32];
+    for (int i = 0; i < 2; i++)
+        snprintf(http[i], sizeof http[i], "127.0.0.1:%d", hp[i]);
+    const char *const extra0[] = {"--http", http[0], NULL};
+    const char *const extra1[] = {"--http", http[1], "--silo-secret", "an0ther-s1lo", NULL};
+    start(0, extra0);
+    start(1, extra1);
+    assert_int_equal(gr_h_wait_active(&cl, NULL, 2, 10000), 0);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    int saw_eauth = 0, failed = 0;
+    for (int via = 0; via < 2; via++) {
+        char addr[64];
+        snprintf(addr, sizeof addr, "127.0.0.1:%d", cl.silos[via].port);
+        gr_client_t *c = gr_h_client(&cl, &loop, addr);
+        for (int i = 0; i < 16; i++) { /* HashCounter: about half live on the other silo */
+            char key[24];
+            snprintf(key, sizeof key, "q-%d-%d", via, i);
+            gr_ref_t ref = {"HashCounter", key, strlen(key)};
+            gr_test_reply_t r = {0};
+            assert_int_equal(gr_client_call(c, &ref, "incr", NULL, 0, 3000, gr_test_on_reply, &r), 0);
+            assert_true(gr_test_run_until(&loop, &r.done, 6000));
+            if (r.status == GR_EAUTH) saw_eauth++;
+            if (r.status != 0) {
+                failed++;
+                assert_true(gr_err_retryable(r.status));
+            }
+        }
+        gr_client_close(c, NULL, NULL);
+    }
+    gr_test_run_for(&loop, 20);
+    gr_test_loop_close(&loop);
+    assert_int_equal(saw_eauth, 0);
+    assert_true(failed > 0); /* the quarrel is real: calls that needed the other silo failed */
+    static char resp[8192];
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(http_get(hp[i], "/readyz", "", resp, sizeof resp), 503);
+        if (!strstr(resp, "refuses this silo's handshake")) fail_msg("silo %d /readyz: %s", i, resp);
+    }
+}
+
 /* Probes answer with every HTTP slot held by idle sockets (before: 64 idle
  * connections silenced /healthz for 15 s); the dashboard and /api/ need the
  * token; answers carry nosniff; /api/call is never open to anonymous callers
@@ -789,6 +836,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_reminder_unknown_class, new_cluster, kill_all),
         cmocka_unit_test_setup_teardown(test_oneway_in_memory_budget, new_cluster, kill_all),
         cmocka_unit_test_setup_teardown(test_secret_rotation, new_cluster, kill_all),
+        cmocka_unit_test_setup_teardown(test_secret_quarrel_not_ready, new_cluster, kill_all),
         cmocka_unit_test_setup_teardown(test_tls_refusals_and_fuzz, new_cluster, kill_all),
         cmocka_unit_test_setup_teardown(test_tls_reload_on_sighup, new_cluster, kill_all),
     };
