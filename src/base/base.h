@@ -126,6 +126,10 @@ static inline uint64_t gr__get_u64(const uint8_t *p) {
 int gr__log_enabled(gr_log_level_t level);
 void gr__log(gr_log_level_t level, const char *grain_class, const void *key, size_t key_len, const char *fmt,
              ...) GR__PRINTF(5, 6);
+/* With fields an operator filters on (peer, view, counts): `fields` is a
+ * NULL-terminated list of key, value strings, printed as JSON members in
+ * JSON format ("peer":"..."), as key=value in text, before the message. */
+void gr__log_fields(gr_log_level_t level, const char *const *fields, const char *fmt, ...) GR__PRINTF(3, 4);
 
 #define GR__LOG_DEBUG(...)                                                                                   \
     do {                                                                                                     \

@@ -31,14 +31,11 @@ int gr_log_parse_level(const char *s, gr_log_level_t *out) {
 
 int gr__log_enabled(gr_log_level_t level) { return level >= gr__log_level; }
 
-void gr__log(gr_log_level_t level, const char *grain_class, const void *key, size_t key_len, const char *fmt,
-             ...) {
-    if (level < gr__log_level) return;
-    char msg[1024], grain[GR_CLASS_NAME_MAX + 260] = "", tbuf[32];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
+/* One line: the fixed fields, the optional grain, the caller's fields
+ * (NULL-terminated key, value pairs), then the message. */
+static void gr__log_emit(gr_log_level_t level, const char *grain_class, const void *key, size_t key_len,
+                         const char *const *fields, const char *msg) {
+    char grain[GR_CLASS_NAME_MAX + 260] = "", tbuf[32];
     if (grain_class) {
         char k[256];
         gr__escape(key, key_len, k, sizeof k);
@@ -50,20 +47,67 @@ void gr__log(gr_log_level_t level, const char *grain_class, const void *key, siz
     gmtime_r(&tv.tv_sec, &tm);
     size_t tl = strftime(tbuf, sizeof tbuf, "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(tbuf + tl, sizeof tbuf - tl, ".%03dZ", (int)(tv.tv_usec / 1000));
-    if (gr__log_format == GR_LOG_FORMAT_JSON) {
-        /* On the stack, through the one JSON escaper (base/util.c): the
-         * text may carry peer data, and a line saying memory ran out must
-         * not need memory. */
-        char jm[2048], jg[600], js[256];
-        gr__json_escape(jm, sizeof jm, msg, strlen(msg));
-        gr__json_escape(jg, sizeof jg, grain, strlen(grain));
-        gr__json_escape(js, sizeof js, gr__log_silo, strlen(gr__log_silo));
-        fprintf(stderr, "{\"ts\":\"%s\",\"level\":\"%s\",\"silo\":\"%s\"%s%s%s,\"msg\":\"%s\"}\n", tbuf,
-                gr__level_names[level], js, grain[0] ? ",\"grain\":\"" : "", jg, grain[0] ? "\"" : "", jm);
+    /* Built on the stack, through the one JSON escaper (base/util.c): the
+     * text may carry peer data, and a line saying memory ran out must not
+     * need memory. A line longer than the buffer loses fields, never its
+     * message's start. */
+    char line[4096];
+    size_t o = 0;
+#define GR__PUT(...)                                                                                         \
+    do {                                                                                                     \
+        int n_ = snprintf(line + o, sizeof line - o, __VA_ARGS__);                                           \
+        if (n_ > 0) o = o + (size_t)n_ < sizeof line ? o + (size_t)n_ : sizeof line - 1;                     \
+    } while (0)
+    int json = gr__log_format == GR_LOG_FORMAT_JSON;
+    char esc[1024];
+    if (json) {
+        gr__json_escape(esc, sizeof esc, gr__log_silo, strlen(gr__log_silo));
+        GR__PUT("{\"ts\":\"%s\",\"level\":\"%s\",\"silo\":\"%s\"", tbuf, gr__level_names[level], esc);
+        if (grain[0]) {
+            gr__json_escape(esc, sizeof esc, grain, strlen(grain));
+            GR__PUT(",\"grain\":\"%s\"", esc);
+        }
     } else {
-        fprintf(stderr, "%s %-5s silo=%s%s%s %s\n", tbuf, gr__level_names[level], gr__log_silo,
-                grain[0] ? " grain=" : "", grain, msg);
+        GR__PUT("%s %-5s silo=%s%s%s", tbuf, gr__level_names[level], gr__log_silo, grain[0] ? " grain=" : "",
+                grain);
     }
+    for (size_t i = 0; fields && fields[i] && fields[i + 1]; i += 2) {
+        if (json) {
+            gr__json_escape(esc, sizeof esc, fields[i + 1], strlen(fields[i + 1]));
+            GR__PUT(",\"%s\":\"%s\"", fields[i], esc);
+        } else {
+            GR__PUT(" %s=%s", fields[i], fields[i + 1]);
+        }
+    }
+    if (json) {
+        char jm[2048];
+        gr__json_escape(jm, sizeof jm, msg, strlen(msg));
+        fprintf(stderr, "%.*s,\"msg\":\"%s\"}\n", (int)o, line, jm);
+    } else {
+        fprintf(stderr, "%.*s %s\n", (int)o, line, msg);
+    }
+#undef GR__PUT
+}
+
+void gr__log(gr_log_level_t level, const char *grain_class, const void *key, size_t key_len, const char *fmt,
+             ...) {
+    if (level < gr__log_level) return;
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    gr__log_emit(level, grain_class, key, key_len, NULL, msg);
+}
+
+void gr__log_fields(gr_log_level_t level, const char *const *fields, const char *fmt, ...) {
+    if (level < gr__log_level) return;
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    gr__log_emit(level, NULL, NULL, 0, fields, msg);
 }
 
 void gr_log(gr_log_level_t level, const char *fmt, ...) {

@@ -128,8 +128,13 @@ static void gr__ms_declared(void *ud, int status, PGresult *res, const char *det
 }
 
 static void gr__ms_declare_dead(gr__membership_t *m, const gr__member_t *who) {
-    GR__LOG_WARN("silo %s silent for %" PRId64 " ms (its lease %" PRId64 " ms): declaring it dead", who->id,
-                 who->age_ms, who->lease_ms);
+    char silent[24], lease[24];
+    snprintf(silent, sizeof silent, "%" PRId64, who->age_ms);
+    snprintf(lease, sizeof lease, "%" PRId64, who->lease_ms);
+    const char *f[] = {"peer", who->id, "silent_ms", silent, "lease_ms", lease, NULL};
+    gr__log_fields(GR_LOG_LEVEL_WARN, f,
+                   "silo %s silent for %" PRId64 " ms (its lease %" PRId64 " ms): declaring it dead", who->id,
+                   who->age_ms, who->lease_ms);
     const char *p[2] = {m->cluster, who->id};
     gr__pgpool_query(m->pool, GR__SQL_DECLARE_DEAD, 2, p, NULL, NULL, 0, gr__ms_declared, m);
 }
@@ -258,14 +263,37 @@ static void gr__ms_tick_done(void *ud, int status, PGresult *res, const char *de
             gr__ms_declare_dead(m, &mem[i]);
     if (!gr__view_equal(&m->view, mem, (size_t)rows) || m->view.version != version) {
         int changed = !gr__view_equal(&m->view, mem, (size_t)rows);
-        gr__free(m->view.members);
+        gr__member_t *old = m->view.members; /* freed below, after the log line compares */
+        size_t old_n = m->view.n;
         m->view.members = mem;
         m->view.n = (size_t)rows;
         m->view.version = version;
         if (changed) {
-            GR__LOG_INFO("membership view %" PRId64 ": %zu live silos", version, m->view.n);
+            /* Who came and who went, as fields an operator can filter on. */
+            char joined[512] = "", left[512] = "", ver[24], live[24];
+            for (int i = 0; i < rows; i++) {
+                int known = 0;
+                for (size_t j = 0; j < old_n && !known; j++)
+                    known = !strcmp(old[j].id, mem[i].id);
+                if (!known && strlen(joined) + strlen(mem[i].id) + 2 < sizeof joined)
+                    strcat(strcat(joined, joined[0] ? "," : ""), mem[i].id);
+            }
+            for (size_t j = 0; j < old_n; j++) {
+                int still = 0;
+                for (int i = 0; i < rows && !still; i++)
+                    still = !strcmp(old[j].id, mem[i].id);
+                if (!still && strlen(left) + strlen(old[j].id) + 2 < sizeof left)
+                    strcat(strcat(left, left[0] ? "," : ""), old[j].id);
+            }
+            snprintf(ver, sizeof ver, "%" PRId64, version);
+            snprintf(live, sizeof live, "%zu", m->view.n);
+            const char *f[] = {"view", ver, "live", live, "joined", joined, "left", left, NULL};
+            gr__log_fields(GR_LOG_LEVEL_INFO, f, "membership view %" PRId64 ": %zu live silos%s%s%s%s",
+                           version, m->view.n, joined[0] ? "; joined: " : "", joined,
+                           left[0] ? "; left: " : "", left);
             if (m->cbs.on_view) m->cbs.on_view(m->cbs.ud, &m->view);
         }
+        gr__free(old);
     } else {
         gr__free(mem);
     }

@@ -81,6 +81,7 @@ static void gr__rereg_done(void *ud, int status, const uint8_t *reply, size_t le
 
 static void gr__rereg_one(void *ud, const char *cls, const uint8_t *key, size_t kl) {
     gr__router_t *r = ud;
+    r->rereg_count++;
     gr__rereg_t *q = gr__malloc(sizeof *q + kl);
     if (!q) return;
     memset(q, 0, sizeof *q);
@@ -205,10 +206,22 @@ void gr__router_set_view(gr__router_t *r, const gr__view_t *view) {
     r->ring_ids = ids;
     r->n_ring_ids = n_active;
     /* Forget whatever points at silos that left; close links to them. */
-    gr__dir_retain_alive(&r->partition, gr__alive, r);
-    gr__dir_retain_alive(&r->cache, gr__alive, r);
+    size_t dropped = gr__dir_retain_alive(&r->partition, gr__alive, r);
+    size_t uncached = gr__dir_retain_alive(&r->cache, gr__alive, r);
+    char ver[24];
+    snprintf(ver, sizeof ver, "%lld", (long long)view->version);
     gr__peer_t *p, *tmp;
-    HASH_ITER(hh, r->peers, p, tmp) if (!gr__alive(r, p->id)) gr__peer_drop(r, p);
+    HASH_ITER(hh, r->peers, p, tmp) {
+        if (gr__alive(r, p->id)) continue;
+        char failed[24];
+        snprintf(failed, sizeof failed, "%llu", (unsigned long long)p->forwards_failed);
+        const char *f[] = {"view", ver, "peer", p->id, "forwards_failed", failed, NULL};
+        gr__log_fields(p->forwards_failed ? GR_LOG_LEVEL_WARN : GR_LOG_LEVEL_INFO, f,
+                       "silo %s left the view: link closed; %llu forwards to it failed (their callers got "
+                       "the retryable GR_ECONN; those already sent may have run)",
+                       p->id, (unsigned long long)p->forwards_failed);
+        gr__peer_drop(r, p);
+    }
     /* Calls wait until a view shows us active: while we are joining the
      * ring does not include us yet, and placing nowhere helps nobody. */
     const gr__member_t *me = gr__member(r, r->self);
@@ -216,7 +229,21 @@ void gr__router_set_view(gr__router_t *r, const gr__view_t *view) {
     int first = !r->have_view;
     r->have_view = 1;
     /* Tell the (possibly new) partition owners about our activations. */
+    r->rereg_count = 0;
     if (!first) gr__runtime_foreach(r->rt, gr__rereg_one, r);
+    if (!first && (dropped || uncached || r->rereg_count)) {
+        char d[24], u[24], rr[24];
+        snprintf(d, sizeof d, "%zu", dropped);
+        snprintf(u, sizeof u, "%zu", uncached);
+        snprintf(rr, sizeof rr, "%zu", r->rereg_count);
+        const char *f[] = {"view", ver, "entries_dropped", d, "cache_dropped", u, "reregistered", rr, NULL};
+        gr__log_fields(
+            GR_LOG_LEVEL_INFO, f,
+            "view %s installed: %zu grains registered here on departed silos were lost with them "
+            "(each activates again on its next call), %zu cached locations dropped, %zu activations "
+            "of this silo re-registered with their partition owners",
+            ver, dropped, uncached, r->rereg_count);
+    }
     /* Calls that waited for a view go now, in arrival order. */
     gr__pending_t *w = r->waiting, *rev = NULL;
     r->waiting = NULL;

@@ -148,6 +148,11 @@ static void gr__forward_done(void *ud, int status, const uint8_t *reply, size_t 
         return;
     }
     if (status == GR_ECANCELED) status = GR_ECONN; /* the link closed: retryable for our caller */
+    if (status == GR_ECONN) { /* counted against the peer: said when it leaves the view */
+        gr__peer_t *p = NULL;
+        HASH_FIND_STR(r->peers, f->silo, p);
+        if (p) p->forwards_failed++;
+    }
     if (status == GR_EAUTH) {
         /* The peer refused this silo, not the caller: the caller's own
          * credentials are fine, and another silo may serve it. */

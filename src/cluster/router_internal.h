@@ -22,6 +22,7 @@ typedef struct gr__peer {
     UT_hash_handle hh;
     char id[GR__SILO_ID_MAX + 1];
     gr_client_t *client;
+    uint64_t forwards_failed; /* forwards whose link broke after they left: outcome unknown */
 } gr__peer_t;
 
 typedef struct gr__pending {
@@ -57,6 +58,7 @@ struct gr__router {
     gr__tls_ctx_t *tls; /* peer links speak TLS under it (gr__router_set_tls); NULL: plaintext */
     char *tls_name;     /* name peers' certificates carry; NULL: their advertised address (set once) */
     uint64_t refusal_logged_ms; /* the last "a peer refuses us" log line (at most one per 10 s) */
+    size_t rereg_count;         /* activations re-registered by the view being installed */
 };
 
 /* A re-registration that failed (the new owner had no view yet, a link

@@ -202,9 +202,28 @@ static void test_sigterm_under_load(void **st) {
     gr_test_loop_close(&loop);
 }
 
+/* Whether the silos' log has a line containing every one of `needles`. */
+static int log_has_line(const char *const *needles) {
+    FILE *f = fopen(log_path, "r");
+    if (!f) return 0;
+    static char line[8192];
+    int found = 0;
+    while (!found && fgets(line, sizeof line, f)) {
+        found = 1;
+        for (int i = 0; needles[i] && found; i++)
+            found = strstr(line, needles[i]) != NULL;
+    }
+    fclose(f);
+    return found;
+}
+
 static void test_sigkill_failover(void **st) {
-    for (int i = 0; i < 3; i++)
+    /* JSON logs: the survivors' account of the failover is checked below. */
+    static const char *const json[] = {"--log-format", "json", NULL};
+    for (int i = 0; i < 3; i++) {
+        silos[i].extra = json;
         start_silo(i, NULL);
+    }
     wait_active(3);
     uv_loop_t loop;
     uv_loop_init(&loop);
@@ -246,6 +265,21 @@ static void test_sigkill_failover(void **st) {
     gr_client_close(via2, NULL, NULL);
     gr_client_close(via0, NULL, NULL);
     gr_test_loop_close(&loop);
+    /* An operator's view of it (issue 17): who was declared dead, the view
+     * that dropped it, and what the survivors lost and re-registered, as
+     * JSON fields rather than inside the message. */
+    char victim[64];
+    snprintf(victim, sizeof victim, "\"peer\":\"127.0.0.1:%d-", silos[2].port);
+    const char *dead[] = {"\"level\":\"warn\"", victim, "\"silent_ms\":", "\"lease_ms\":", NULL};
+    assert_true(log_has_line(dead));
+    char left[64];
+    snprintf(left, sizeof left, "\"left\":\"127.0.0.1:%d-", silos[2].port);
+    const char *view[] = {"\"view\":", "\"live\":\"2\"", left, NULL};
+    assert_true(log_has_line(view));
+    const char *closed[] = {"\"view\":", victim, "\"forwards_failed\":", NULL};
+    assert_true(log_has_line(closed));
+    const char *installed[] = {"\"entries_dropped\":", "\"cache_dropped\":", "\"reregistered\":", NULL};
+    assert_true(log_has_line(installed));
 }
 
 static void test_scale_down_3_to_1(void **st) {
