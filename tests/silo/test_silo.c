@@ -259,6 +259,27 @@ static void test_cli_contract(void **st) {
         if (!strstr(out, "--database: ") || !strstr(out, bad_urls[i][1]))
             fail_msg("--database %s: expected '%s', got: %s", bad_urls[i][0], bad_urls[i][1], out);
     }
+    /* A server that refuses us for good (no such role, no such database)
+     * is not retried forever either: exit 2 at once, saying what to fix. */
+    int pg_port = 0;
+    assert_int_equal(sscanf(strrchr(gr_test_pg_url(), ':') + 1, "%d", &pg_port), 1);
+    char refused[2][160];
+    snprintf(refused[0], sizeof refused[0], "postgresql://no_such_role@127.0.0.1:%d/granary", pg_port);
+    snprintf(refused[1], sizeof refused[1], "postgresql://granary@127.0.0.1:%d/no_such_db", pg_port);
+    for (int i = 0; i < 2; i++) {
+        const char *argv_ref[] = {gr_test_build_path("silo"),
+                                  "run",
+                                  "--database",
+                                  refused[i],
+                                  "--grains",
+                                  gr_test_build_path("examples/counter.so"),
+                                  NULL};
+        uint64_t t0 = gr_test_now_ms();
+        assert_int_equal(run_capture_fds(argv_ref, out, sizeof out, 1), 2);
+        assert_true(gr_test_now_ms() - t0 < 8000);
+        if (!strstr(out, "does not exist") || !strstr(out, "does not heal by retrying"))
+            fail_msg("--database %s: got: %s", refused[i], out);
+    }
     const char *bad_so[] = {gr_test_build_path("silo"), "run", "--memory", "--grains",
                             "/nonexistent.so",          NULL};
     assert_int_equal(run_cmd(bad_so, 10000), 2);

@@ -488,6 +488,39 @@ static int gr__load_grains(gr_silo_t *silo, const char *path) {
     return 0;
 }
 
+/* A database that refuses this silo for good (an unknown role or
+ * database, a wrong or missing password, no pg_hba.conf entry) will not
+ * heal by retrying: say so and exit 2 at once (a pod then restarts with
+ * backoff, visibly). One that does not answer (down, starting, out of
+ * reach) is no reason to stop: the silo retries it as usual. Returns 0 to
+ * go on, 2 to exit. */
+static int gr__preflight_database(const char *url) {
+    static const char *const keys[] = {"dbname", "connect_timeout", NULL};
+    const char *vals[] = {url, "5", NULL};
+    PGconn *c = PQconnectdbParams(keys, vals, 1); /* the URL expanded, its timeout bounded */
+    int rc = 0;
+    if (PQstatus(c) != CONNECTION_OK) {
+        const char *e = PQerrorMessage(c);
+        static const char *const lasting[] = {"password authentication failed",
+                                              "authentication failed",
+                                              "no password supplied",
+                                              "no pg_hba.conf entry",
+                                              "does not exist",
+                                              "role \"",
+                                              NULL};
+        for (int i = 0; lasting[i] && !rc; i++)
+            if (strstr(e, lasting[i])) rc = 2;
+        if (rc)
+            fprintf(stderr,
+                    "silo: --database: the server refuses this silo: %s"
+                    "silo: this does not heal by retrying: fix the URL's role, password or database, or the "
+                    "server's pg_hba.conf\n",
+                    e);
+    }
+    PQfinish(c);
+    return rc;
+}
+
 static int gr__cmd_run(gr__cli_t *cli, const gr_class_t *const *classes) {
     gr__run_t r;
     memset(&r, 0, sizeof r);
@@ -496,6 +529,12 @@ static int gr__cmd_run(gr__cli_t *cli, const gr_class_t *const *classes) {
     int rc = gr_silo_new(&r.loop, &cli->cfg, &r.silo, err, sizeof err);
     if (rc != 0) {
         fprintf(stderr, "silo: %s\n", err[0] ? err : gr_strerror(rc));
+        uv_loop_close(&r.loop);
+        return 2;
+    }
+    if (!cli->cfg.memory_storage && gr__preflight_database(cli->cfg.database_url) != 0) {
+        gr_silo_close(r.silo, NULL, NULL);
+        uv_run(&r.loop, UV_RUN_DEFAULT);
         uv_loop_close(&r.loop);
         return 2;
     }
