@@ -150,6 +150,16 @@ typedef struct gr_runtime_options {
     uint32_t idle_deactivate_ms;      /* default age before an idle grain is deactivated (default 600000) */
     uint32_t default_call_timeout_ms; /* used when a call passes 0 (default 30000) */
     uint32_t max_queue_per_grain;     /* queued messages per activation before GR_EOVERLOAD (default 10000) */
+    /* Memory bounds (docs/operations.md, "Memory bounds"). Activations kept at
+     * most (0: no limit, the default): from 90 % of it the least recently
+     * used idle activations are deactivated (dirty state written first), and
+     * at the limit a call that needs a new activation fails with the
+     * retryable GR_EOVERLOAD. */
+    uint32_t max_activations;
+    /* The same by the process's resident memory, sampled every 100 ms, in
+     * bytes (0: no limit, the default): eviction from 90 % of it, refusal of
+     * new activations at it. */
+    uint64_t memory_limit;
 } gr_runtime_options_t;
 
 /** Fill `opts` with the defaults documented in gr_runtime_options_t. */

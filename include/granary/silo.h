@@ -54,6 +54,8 @@ typedef struct gr_silo_options {
     uint32_t idle_deactivate_ms;      /* default grain idle age (default 600000) */
     uint32_t call_timeout_ms;         /* default call timeout (default 30000) */
     uint32_t max_queue_per_grain;     /* mailbox limit (default 10000) */
+    uint32_t max_activations;         /* activations kept at most (0: no limit; gr_runtime_options_t) */
+    uint64_t memory_limit;            /* resident bytes kept under (0: no limit; gr_runtime_options_t) */
     uint32_t max_connections;         /* client connections (default 4096) */
     uint32_t max_inflight_per_conn;   /* pipelined calls per connection (default 10000) */
     uint32_t max_frame_bytes;         /* frame body limit (default 1 MiB + 64 KiB) */

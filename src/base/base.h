@@ -143,6 +143,12 @@ void gr__log_fields(gr_log_level_t level, const char *const *fields, const char 
  * cut at out_size-1 with "..." when too long. Returns out. */
 char *gr__escape(const void *data, size_t len, char *out, size_t out_size);
 
+/* The process's resident memory in bytes (/proc/self/statm; 0 if unknown). */
+uint64_t gr__rss_bytes(void);
+/* Give freed heap memory back to the system where the C library can
+ * (glibc's malloc_trim): after evicting activations, RSS should show it. */
+void gr__release_memory(void);
+
 /* Milliseconds since an arbitrary epoch, monotonic. */
 uint64_t gr__now_ms(void);
 

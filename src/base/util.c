@@ -3,6 +3,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <uv.h>
 
 #include "base/base.h"
@@ -361,4 +365,20 @@ uint64_t gr__wall_ms(void) {
     uv_timeval64_t tv;
     uv_gettimeofday(&tv);
     return (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
+}
+
+uint64_t gr__rss_bytes(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f) return 0;
+    unsigned long long size = 0, resident = 0;
+    int n = fscanf(f, "%llu %llu", &size, &resident);
+    fclose(f);
+    long page = sysconf(_SC_PAGESIZE);
+    return n == 2 && page > 0 ? (uint64_t)resident * (uint64_t)page : 0;
+}
+
+void gr__release_memory(void) {
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
 }

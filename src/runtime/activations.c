@@ -34,6 +34,8 @@ void gr__grain_touch(gr_grain_t *g) {
 /* Create an activation in LOADING state and start reading its state. */
 int gr__grain_new(gr_runtime_t *rt, const gr_class_t *cls, const uint8_t *id, size_t id_len, size_t class_len,
                   gr_grain_t **out) {
+    int admitted = gr__admit(rt); /* the memory bounds: evict, or refuse */
+    if (admitted != 0) return admitted;
     gr_grain_t *g = gr__calloc(1, sizeof *g + id_len);
     if (!g) return GR_ENOMEM;
     memcpy(g->id, id, id_len);
@@ -334,6 +336,49 @@ void gr__grain_deactivate(gr_grain_t *g, int save) {
                 "out of memory saving state at deactivation; unsaved changes are lost");
     }
     gr__grain_finish(g);
+}
+
+/* ---- memory bounds ---- */
+
+/* Over the soft bound (90 %: evict) or the hard one (refuse new ones)? */
+static int gr__over_bounds(const gr_runtime_t *rt, int hard) {
+    uint32_t max = rt->opts.max_activations;
+    if (max && rt->n_grains >= (hard ? max : max - max / 10)) return 1;
+    uint64_t mem = rt->opts.memory_limit;
+    return mem && rt->stats.rss >= (hard ? mem : mem - mem / 10);
+}
+
+/* Deactivate up to n of the least recently used idle activations (their
+ * dirty state is written first, as at idle deactivation), looking at a
+ * bounded number of them: busy ones are skipped, never waited for. */
+static size_t gr__evict(gr_runtime_t *rt, size_t n) {
+    size_t done = 0, looked = 0;
+    for (gr_grain_t *g = rt->lru_head, *next; g && done < n && looked < 4 * n + 64; g = next, looked++) {
+        next = g->lru_next;
+        if (g->status != GR__G_ACTIVE || gr__grain_busy(g) || g->mb_head || g->writing || g->scheduled)
+            continue;
+        gr__grain_deactivate(g, 1);
+        rt->stats.evicted++;
+        done++;
+    }
+    return done;
+}
+
+int gr__admit(gr_runtime_t *rt) {
+    if (!gr__over_bounds(rt, 0)) return 0;
+    /* A batch at a time (5 %), so that a steady stream of new grains does
+     * not pay a scan each. */
+    gr__evict(rt, rt->n_grains / 20 + 1);
+    if (!gr__over_bounds(rt, 1)) return 0;
+    rt->stats.refused++;
+    return GR_EOVERLOAD;
+}
+
+void gr__memory_sample_cb(uv_timer_t *t) {
+    gr_runtime_t *rt = t->data;
+    rt->stats.rss = gr__rss_bytes();
+    if (!gr__over_bounds(rt, 0)) return;
+    if (gr__evict(rt, rt->n_grains / 20 + 1)) gr__release_memory();
 }
 
 void gr__idle_sweep_cb(uv_timer_t *t) {

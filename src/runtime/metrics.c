@@ -41,6 +41,19 @@ int gr__runtime_write_metrics(const gr_runtime_t *rt, gr__buf_t *b) {
         rc |= gr__hist_write(&sum, b, "granary_call_duration_seconds", labels);
     }
     const gr__runtime_stats_t *s = &rt->stats;
+    rc |= gr__buf_printf(
+        b,
+        "# HELP granary_activation_limit Activations kept at most (--max-activations; 0: no limit).\n"
+        "# TYPE granary_activation_limit gauge\ngranary_activation_limit %u\n"
+        "# HELP granary_memory_limit_bytes Resident memory kept under (--memory-limit; 0: no limit).\n"
+        "# TYPE granary_memory_limit_bytes gauge\ngranary_memory_limit_bytes %llu\n"
+        "# HELP granary_activations_evicted_total Activations deactivated early at the memory bounds.\n"
+        "# TYPE granary_activations_evicted_total counter\ngranary_activations_evicted_total %llu\n"
+        "# HELP granary_activations_refused_total New activations refused at the memory bounds "
+        "(GR_EOVERLOAD).\n# TYPE granary_activations_refused_total counter\n"
+        "granary_activations_refused_total %llu\n",
+        rt->opts.max_activations, (unsigned long long)rt->opts.memory_limit, (unsigned long long)s->evicted,
+        (unsigned long long)s->refused);
     size_t queued = 0;
     for (const gr_grain_t *g = rt->grains; g; g = g->hh.next)
         queued += g->mb_len;

@@ -54,6 +54,13 @@ int gr_runtime_new(uv_loop_t *loop, gr_storage_t *storage, const gr_runtime_opti
     uv_timer_start(&rt->idle_timer, gr__idle_sweep_cb, every, every);
     uv_unref((uv_handle_t *)&rt->idle_timer);
     uv_unref((uv_handle_t *)&rt->deadline_timer);
+    uv_timer_init(loop, &rt->memory_timer);
+    rt->memory_timer.data = rt;
+    if (opts->memory_limit) {
+        rt->stats.rss = gr__rss_bytes();
+        uv_timer_start(&rt->memory_timer, gr__memory_sample_cb, 100, 100);
+    }
+    uv_unref((uv_handle_t *)&rt->memory_timer);
     *out = rt;
     return 0;
 }
@@ -195,7 +202,7 @@ void gr_runtime_close(gr_runtime_t *rt, gr_close_cb cb, void *ud) {
     rt->close_ud = ud;
     /* Counted before anything is released: the runtime must not be freed
      * while this function is still walking it. */
-    rt->open_handles = 3;
+    rt->open_handles = 4; /* pump, deadline, idle and memory timers */
     /* Drop every activation without saving: drain first to save. */
     gr_grain_t *g, *tmp;
     HASH_ITER(hh, rt->grains, g, tmp) {
@@ -262,6 +269,7 @@ void gr_runtime_close(gr_runtime_t *rt, gr_close_cb cb, void *ud) {
     uv_close((uv_handle_t *)&rt->pump, gr__handle_closed);
     uv_close((uv_handle_t *)&rt->deadline_timer, gr__handle_closed);
     uv_close((uv_handle_t *)&rt->idle_timer, gr__handle_closed);
+    uv_close((uv_handle_t *)&rt->memory_timer, gr__handle_closed);
 }
 
 void gr__runtime_set_cluster(gr_runtime_t *rt, const gr__cluster_hooks_t *hooks) {

@@ -19,6 +19,9 @@ typedef struct gr__runtime_stats {
     uint64_t storage_reads, storage_writes, storage_conflicts, storage_errors;
     uint64_t idem_replays; /* keyed calls answered from the reply log without running */
     uint64_t idem_waits;   /* keyed calls that waited for the first call with their key */
+    uint64_t evicted;      /* activations deactivated early by the memory bounds */
+    uint64_t refused;      /* new activations refused at the memory bounds (GR_EOVERLOAD) */
+    uint64_t rss;          /* resident memory at the last sample (with a memory limit), bytes */
 } gr__runtime_stats_t;
 
 void gr__runtime_get_stats(const gr_runtime_t *rt, gr__runtime_stats_t *out);

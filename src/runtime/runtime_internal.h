@@ -181,6 +181,7 @@ struct gr_runtime {
     uv_idle_t pump;
     uv_timer_t deadline_timer;
     uv_timer_t idle_timer;
+    uv_timer_t memory_timer; /* samples the resident memory (with a memory_limit) */
     int pump_on;
     int draining;
     void (*drain_cb)(gr_runtime_t *, void *);
@@ -276,6 +277,10 @@ void gr__worker_enqueue(gr_runtime_t *rt, gr__class_entry_t *ce, const uint8_t *
 int gr__deadlock_check(gr_runtime_t *rt, gr_grain_t *g, gr_msg_t *m);
 
 /* ---- activations.c ---- */
+/* A new activation may start (0), or not: GR_EOVERLOAD at the memory
+ * bounds, after evicting what it can. */
+int gr__admit(gr_runtime_t *rt);
+void gr__memory_sample_cb(uv_timer_t *t);
 void gr__grain_touch(gr_grain_t *g);
 int gr__grain_new(gr_runtime_t *rt, const gr_class_t *cls, const uint8_t *id, size_t id_len, size_t class_len,
                   gr_grain_t **out);

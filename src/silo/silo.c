@@ -367,6 +367,8 @@ int gr_silo_new(uv_loop_t *loop, const gr_silo_options_t *cfg, gr_silo_t **out, 
     ro.idle_deactivate_ms = cfg->idle_deactivate_ms;
     ro.default_call_timeout_ms = cfg->call_timeout_ms;
     ro.max_queue_per_grain = cfg->max_queue_per_grain;
+    ro.max_activations = cfg->max_activations;
+    ro.memory_limit = cfg->memory_limit;
     rc = gr_runtime_new(loop, s->storage, &ro, &s->rt);
     if (rc == 0 && !cfg->memory_storage)
         rc = gr__router_new(loop, s->rt, s->id, s->cfg.cluster,

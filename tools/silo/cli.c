@@ -10,12 +10,15 @@
 #include <unistd.h>
 
 #include <string.h>
+#include <strings.h>
 
 #include "granary/silo_main.h"
 #include "granary/storage.h"
 #include "granary/storage.h"
 
-typedef enum { GR__OPT_STR, GR__OPT_U32, GR__OPT_BOOL } gr__opt_type_t;
+/* U32: a positive whole number; COUNT: one that may be 0; BYTES: a size
+ * with an optional unit (k, M, G: powers of 1000; KiB, MiB, GiB: of 1024). */
+typedef enum { GR__OPT_STR, GR__OPT_U32, GR__OPT_BOOL, GR__OPT_COUNT, GR__OPT_BYTES } gr__opt_type_t;
 
 typedef struct gr__cli {
     gr_silo_options_t cfg;
@@ -25,6 +28,7 @@ typedef struct gr__cli {
     gr_log_level_t level;   /* parsed from log_level */
     gr_log_format_t format; /* parsed from log_format */
     int help;
+    int memory_limit_set; /* --memory-limit given (else the cgroup's limit sets the default) */
 } gr__cli_t;
 
 typedef struct gr__opt {
@@ -107,6 +111,13 @@ static const gr__opt_t gr__opts[] = {
      "timeout of calls that name none (default 30000)"},
     {"--max-queue", "GRANARY_MAX_QUEUE", "N", GR__OPT_U32, GR__C(max_queue_per_grain), GR__RUN,
      "queued calls per grain before GR_EOVERLOAD (default 10000)"},
+    {"--max-activations", "GRANARY_MAX_ACTIVATIONS", "N", GR__OPT_COUNT, GR__C(max_activations), GR__RUN,
+     "activations kept at most: the least recently used idle ones go first (state saved), then new ones get "
+     "GR_EOVERLOAD (default 0: no limit)"},
+    {"--memory-limit", "GRANARY_MEMORY_LIMIT", "SIZE", GR__OPT_BYTES, GR__C(memory_limit), GR__RUN,
+     "resident memory to stay under, e.g. 512MiB: idle grains are evicted from 90 % of it, new activations "
+     "refused at it (default: 80 % of the container's cgroup memory limit if it has one, else none; 0: "
+     "none)"},
     {"--max-connections", "GRANARY_MAX_CONNECTIONS", "N", GR__OPT_U32, GR__C(max_connections), GR__RUN,
      "open client connections before new ones are refused (default 4096)"},
     {"--max-inflight", "GRANARY_MAX_INFLIGHT", "N", GR__OPT_U32, GR__C(max_inflight_per_conn), GR__RUN,
@@ -199,6 +210,50 @@ static int gr__set(gr__cli_t *cli, const gr__opt_t *o, const char *value, const 
         }
         fprintf(stderr, "silo: %s: expected true or false, got '%s'\n", source, value);
         return GR_ECONFIG;
+    case GR__OPT_COUNT: {
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(value, &end, 10);
+        if (errno || end == value || *end || value[0] == '-' || v > UINT32_MAX) {
+            fprintf(stderr, "silo: %s: expected a whole number (0: no limit), got '%s'\n", source, value);
+            return GR_ECONFIG;
+        }
+        *(uint32_t *)field = (uint32_t)v;
+        return 0;
+    }
+    case GR__OPT_BYTES: {
+        static const struct {
+            const char *unit;
+            unsigned long long mult;
+        } units[] = {{"", 1},
+                     {"b", 1},
+                     {"k", 1000ull},
+                     {"kb", 1000ull},
+                     {"m", 1000000ull},
+                     {"mb", 1000000ull},
+                     {"g", 1000000000ull},
+                     {"gb", 1000000000ull},
+                     {"kib", 1ull << 10},
+                     {"mib", 1ull << 20},
+                     {"gib", 1ull << 30},
+                     {"ki", 1ull << 10},
+                     {"mi", 1ull << 20},
+                     {"gi", 1ull << 30}};
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(value, &end, 10);
+        unsigned long long mult = 0;
+        for (size_t i = 0; i < sizeof units / sizeof units[0] && end != value && !mult; i++)
+            if (!strcasecmp(end, units[i].unit)) mult = units[i].mult;
+        if (errno || end == value || value[0] == '-' || !mult || (v && mult > UINT64_MAX / v)) {
+            fprintf(stderr, "silo: %s: expected a size such as 512MiB, 2G or 1048576 (0: none), got '%s'\n",
+                    source, value);
+            return GR_ECONFIG;
+        }
+        *(uint64_t *)field = v * mult;
+        cli->memory_limit_set = 1;
+        return 0;
+    }
     case GR__OPT_U32: {
         char *end;
         errno = 0;
@@ -521,11 +576,31 @@ static int gr__preflight_database(const char *url) {
     return rc;
 }
 
+/* 80 % of the container's memory limit (cgroup v2 memory.max, else v1
+ * memory.limit_in_bytes), or 0 when there is none: the default of
+ * --memory-limit, leaving room for what is not grains (buffers, libpq). */
+static uint64_t gr__cgroup_memory_default(void) {
+    static const char *const files[] = {"/sys/fs/cgroup/memory.max",
+                                        "/sys/fs/cgroup/memory/memory.limit_in_bytes"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        FILE *f = fopen(files[i], "r");
+        if (!f) continue;
+        char buf[64] = "";
+        int got = fgets(buf, sizeof buf, f) != NULL;
+        fclose(f);
+        if (!got || !strncmp(buf, "max", 3)) return 0;
+        unsigned long long v = strtoull(buf, NULL, 10);
+        return v && v < (1ull << 50) ? v / 10 * 8 : 0; /* v1 says "none" with a huge number */
+    }
+    return 0;
+}
+
 static int gr__cmd_run(gr__cli_t *cli, const gr_class_t *const *classes) {
     gr__run_t r;
     memset(&r, 0, sizeof r);
     uv_loop_init(&r.loop);
     char err[512] = "";
+    if (!cli->memory_limit_set) cli->cfg.memory_limit = gr__cgroup_memory_default();
     int rc = gr_silo_new(&r.loop, &cli->cfg, &r.silo, err, sizeof err);
     if (rc != 0) {
         fprintf(stderr, "silo: %s\n", err[0] ? err : gr_strerror(rc));
@@ -539,6 +614,10 @@ static int gr__cmd_run(gr__cli_t *cli, const gr_class_t *const *classes) {
         return 2;
     }
     gr_log_setup(cli->level, cli->format, gr_silo_id(r.silo));
+    if (cli->cfg.memory_limit || cli->cfg.max_activations)
+        gr_log(GR_LOG_LEVEL_INFO, "memory bounds: %llu bytes resident%s, %u activations (0: no limit)",
+               (unsigned long long)cli->cfg.memory_limit,
+               cli->memory_limit_set ? "" : " (80 % of the container's limit)", cli->cfg.max_activations);
     for (int i = 0; rc == 0 && classes && classes[i]; i++) {
         rc = gr_silo_register(r.silo, classes[i]);
         if (rc != 0) fprintf(stderr, "silo: class '%s': %s\n", classes[i]->name, gr_strerror(rc));
