@@ -176,7 +176,8 @@ GR_EXTERN int gr_runtime_new(uv_loop_t *loop, gr_storage_t *storage, const gr_ru
 /** Register a grain class (borrowed, see gr_class_t). Returns 0, GR_EINVAL
  * (a bad or over-long class name, an empty method table, a method with no fn
  * or a name not 1..GR_METHOD_NAME_MAX bytes, an interleave or read_only name
- * not in `methods`, an unknown placement, bit 30 set in state_version),
+ * not in `methods`, an unknown placement, a state_version with bit 30 or 31
+ * set),
  * GR_EEXIST for a duplicate name, or GR_ENOMEM. */
 GR_EXTERN int gr_runtime_register(gr_runtime_t *rt, const gr_class_t *cls);
 
@@ -272,7 +273,7 @@ GR_EXTERN int64_t gr_state_version(const gr_grain_t *grain);
 
 /** Replace the in-memory state with a copy of `data` and mark it dirty.
  * Returns 0, GR_ESTATE (a stateless worker), GR_ETOOBIG (over GR_STATE_MAX),
- * GR_EINVAL (len > 0 with NULL data) or GR_ENOMEM. */
+ * GR_EINVAL (NULL grain, or len > 0 with NULL data) or GR_ENOMEM. */
 GR_EXTERN int gr_state_set(gr_grain_t *grain, const void *data, size_t len);
 
 /** Empty the state and delete its stored row. The in-memory state becomes
@@ -299,8 +300,8 @@ typedef void (*gr_write_cb)(gr_grain_t *grain, int status, void *ud);
  * serialised; a write of clean state completes with 0 without storage I/O.
  * Returns 0 (cb runs once: later, or inside this call when the state is
  * clean and no write is in flight, or the provider refuses the write at
- * once), GR_ESTATE if the grain is not active (loading or deactivating), or
- * GR_ENOMEM (cb never runs). */
+ * once), GR_EINVAL (NULL grain), GR_ESTATE if the grain is not active
+ * (loading or deactivating), or GR_ENOMEM (cb never runs). */
 GR_EXTERN int gr_state_write(gr_grain_t *grain, gr_write_cb cb, void *ud);
 
 /** Send the reply to the caller of `msg` (a copy of `data` is taken). For a
@@ -386,8 +387,8 @@ typedef void (*gr_timer_fn)(gr_grain_t *grain, void *ud);
 GR_EXTERN int gr_timer_start(gr_grain_t *grain, uint64_t due_ms, uint64_t period_ms, gr_timer_fn fn, void *ud,
                              uint64_t *id);
 
-/** Stop a timer. Returns 0, or GR_ENOENT if no such timer is running (a
- * one-shot timer is gone once it has ticked). */
+/** Stop a timer. Returns 0, GR_EINVAL (NULL grain), or GR_ENOENT if no such
+ * timer is running (a one-shot timer is gone once it has ticked). */
 GR_EXTERN int gr_timer_stop(gr_grain_t *grain, uint64_t id);
 
 #endif

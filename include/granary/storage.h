@@ -82,8 +82,9 @@ GR_EXTERN int gr_storage_read(gr_storage_t *st, const char *class_name, const vo
 /** Write a grain's state, tagged with its `format` (the class's state
  * version), if its stored version is `expected_version` (0: only if no row
  * exists). Data is copied. Same return contract as read, plus GR_EINVAL for
- * a negative expected_version, len > 0 with NULL data or a format over
- * INT32_MAX, and GR_ETOOBIG for len over GR_STATE_MAX. */
+ * a negative expected_version, len > 0 with NULL data, or a format over
+ * INT32_MAX or with bit 30 set (reserved: it marks a stored reply log), and
+ * GR_ETOOBIG for len over GR_STATE_MAX. */
 GR_EXTERN int gr_storage_write(gr_storage_t *st, const char *class_name, const void *key, size_t key_len,
                                const void *data, size_t len, uint32_t format, int64_t expected_version,
                                gr_storage_write_cb cb, void *ud);

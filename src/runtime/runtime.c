@@ -77,7 +77,8 @@ static void gr__class_entry_free(gr__class_entry_t *e) {
 int gr_runtime_register(gr_runtime_t *rt, const gr_class_t *cls) {
     /* Bit 30 of a stored format says a reply log follows the state. */
     if (!rt || !cls || !gr__valid_class_name(cls->name) || !cls->methods || !cls->methods[0].name ||
-        cls->placement > GR_PLACE_RANDOM || (cls->state_version & GR__IDEM_FORMAT_FLAG))
+        cls->placement > GR_PLACE_RANDOM || (cls->state_version & GR__IDEM_FORMAT_FLAG) ||
+        cls->state_version > INT32_MAX) /* storage keeps formats as int4, bit 30 reserved */
         return GR_EINVAL;
     for (const gr_method_t *m = cls->methods; m->name; m++) {
         size_t n = strlen(m->name);

@@ -203,6 +203,7 @@ int64_t gr_state_version(const gr_grain_t *g) { return g->version; }
 int gr_state_dirty(const gr_grain_t *g) { return g->dirty; }
 
 int gr_state_set(gr_grain_t *g, const void *data, size_t len) {
+    if (!g) return GR_EINVAL;
     if (GR__G_WORKER(g)) return GR_ESTATE; /* stateless */
     if (len > GR_STATE_MAX) return GR_ETOOBIG;
     if (len && !data) return GR_EINVAL;
@@ -237,6 +238,7 @@ int gr_state_clear(gr_grain_t *g) {
 }
 
 int gr_state_write(gr_grain_t *g, gr_write_cb cb, void *ud) {
+    if (!g) return GR_EINVAL;
     if (g->status != GR__G_ACTIVE) return GR_ESTATE;
     return gr__write_request(g, cb, ud, NULL);
 }

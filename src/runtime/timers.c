@@ -60,6 +60,7 @@ int gr_timer_start(gr_grain_t *g, uint64_t due_ms, uint64_t period_ms, gr_timer_
 }
 
 int gr_timer_stop(gr_grain_t *g, uint64_t id) {
+    if (!g) return GR_EINVAL;
     gr__timer_t *t = gr__timer_find(g, id);
     if (!t) return GR_ENOENT;
     gr__timer_remove(g, t);

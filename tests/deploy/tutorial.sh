@@ -30,6 +30,18 @@ for m in re.finditer(r"<!-- file: (\S+) -->\s*\n|```(\w+)\n(.*?)```", text, re.S
         out.append(body)
 print("\n".join(out))
 PY
+# The deploy step is not run here (no docker, no helm), but every `--set`
+# it shows must be a value the chart has.
+for key in $(grep -oE -- '--set [a-zA-Z.]+=' "$src/docs/tutorial.md" | sed 's/--set //; s/=$//' | sort -u); do
+  top=${key%%.*}
+  leaf=${key##*.}
+  if ! grep -qE "^$top:" "$src/deploy/helm/granary/values.yaml" ||
+    ! grep -qE "^ *$leaf:" "$src/deploy/helm/granary/values.yaml"; then
+    echo "FAIL docs/tutorial.md sets $key, which deploy/helm/granary/values.yaml does not have"
+    exit 1
+  fi
+done
+echo "ok   every --set in the tutorial's deploy step is a chart value"
 cd "$tmp"
 blocks=$(grep -c "" "$tmp/tutorial.sh")
 export PREFIX="$tmp/prefix" PORT=$(free_port) DATABASE_URL="$url"
