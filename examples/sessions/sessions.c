@@ -80,8 +80,10 @@ static uint64_t last_use(gr_grain_t *g) {
 }
 
 static int expired(gr_grain_t *g) {
-    uint64_t last = last_use(g);
-    return last && wall_ms() - last >= ttl_ms();
+    uint64_t last = last_use(g), now = wall_ms();
+    /* A clock behind the one that wrote (another silo, an NTP step back)
+     * must not read as "long ago". */
+    return last && now > last && now - last >= ttl_ms();
 }
 
 /* The session's fields with `name` set to `val` (val NULL: only the time

@@ -173,12 +173,12 @@ GR_EXTERN void gr_runtime_options_init(gr_runtime_options_t *opts);
 GR_EXTERN int gr_runtime_new(uv_loop_t *loop, gr_storage_t *storage, const gr_runtime_options_t *opts,
                              gr_runtime_t **out);
 
-/** Register a grain class (borrowed, see gr_class_t). Returns 0, GR_EINVAL
- * (a bad or over-long class name, an empty method table, a method with no fn
- * or a name not 1..GR_METHOD_NAME_MAX bytes, an interleave or read_only name
- * not in `methods`, an unknown placement, a state_version with bit 30 or 31
- * set),
- * GR_EEXIST for a duplicate name, or GR_ENOMEM. */
+/** Register a grain class (borrowed, see gr_class_t). Returns 0, GR_ETOOBIG
+ * (a class name over GR_CLASS_NAME_MAX or a method name over
+ * GR_METHOD_NAME_MAX bytes), GR_EINVAL (an empty or invalid class name, an
+ * empty method table, a method with no fn or an empty name, an interleave
+ * or read_only name not in `methods`, an unknown placement, a state_version
+ * with bit 30 or 31 set), GR_EEXIST for a duplicate name, or GR_ENOMEM. */
 GR_EXTERN int gr_runtime_register(gr_runtime_t *rt, const gr_class_t *cls);
 
 /** Look up a registered class by name; NULL if unknown. */
@@ -344,7 +344,9 @@ GR_EXTERN int gr_grain_call_ex(gr_grain_t *grain, const gr_ref_t *ref, const cha
 
 /** Call another grain from inside a grain. Like gr_call(), but the call
  * belongs to the activation: if the grain is deactivated first, cb runs with
- * GR_ECANCELED. Returns what gr_call() returns (GR_EINVAL also for a NULL
+ * GR_ECANCELED, and the activation is gone by then: cb must not use the
+ * grain (a turn waiting for the answer keeps its activation, so this only
+ * concerns calls whose turn has already replied). Returns what gr_call() returns (GR_EINVAL also for a NULL
  * grain), or GR_ESTATE when the grain is not active. */
 GR_EXTERN int gr_grain_call(gr_grain_t *grain, const gr_ref_t *ref, const char *method, const void *arg,
                             size_t arg_len, uint32_t timeout_ms, gr_call_cb cb, void *ud);

@@ -72,9 +72,10 @@ GR_EXTERN int gr_storage_pg_schema_version(void);
 GR_EXTERN int gr_storage_memory_new(uv_loop_t *loop, gr_storage_t **out);
 
 /** Read a grain's state. Returns 0 (cb runs once, later) or, with cb never
- * run: GR_EINVAL (NULL st or cb, a class name that is not 1..GR_CLASS_NAME_MAX
- * printable ASCII without '/', key_len > 0 with NULL key), GR_ETOOBIG (key
- * over GR_KEY_MAX), GR_ESHUTDOWN (the provider is closing) or GR_ENOMEM.
+ * run: GR_EINVAL (NULL st or cb, an empty class name or one with bytes other
+ * than printable ASCII without '/', key_len > 0 with NULL key), GR_ETOOBIG
+ * (a class name over GR_CLASS_NAME_MAX or a key over GR_KEY_MAX bytes),
+ * GR_ESHUTDOWN (the provider is closing) or GR_ENOMEM.
  * Strings and key are copied. */
 GR_EXTERN int gr_storage_read(gr_storage_t *st, const char *class_name, const void *key, size_t key_len,
                               gr_storage_read_cb cb, void *ud);

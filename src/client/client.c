@@ -78,9 +78,10 @@ struct gr_client {
     gr__flush_node_t flush_node;
     char silo[256];
     char last_error[256];
-    uint8_t role;         /* GR__ROLE_CLIENT, or GR__ROLE_SILO for silo-to-silo links */
-    uint64_t handshakes;  /* connections that became ready */
-    uint64_t refused_at;  /* uv_now() of the last handshake refused (GR_EAUTH), 0: none since one succeeded */
+    uint8_t role;        /* GR__ROLE_CLIENT, or GR__ROLE_SILO for silo-to-silo links */
+    uint64_t handshakes; /* connections that became ready */
+    uint64_t refused_at; /* uv_now() of the last handshake refused (GR_EAUTH), 0: none since one succeeded */
+    int fail_deferred;   /* connect_timer reports last_error (a failure found inside a call), not a timeout */
     gr__retry_t *retries; /* calls with retries, in flight or in their backoff */
     uint64_t rand_state;
     int closing;
@@ -338,8 +339,14 @@ static void gr__connect_cb(uv_connect_t *req, int status) {
 
 static void gr__connect_timeout_cb(uv_timer_t *t) {
     gr_client_t *c = t->data;
-    char why[160];
-    snprintf(why, sizeof why, "connecting to %s:%d timed out", c->addrs[c->cur].host, c->addrs[c->cur].port);
+    char why[sizeof c->last_error];
+    if (c->fail_deferred) { /* a failure found while connecting, told now */
+        c->fail_deferred = 0;
+        snprintf(why, sizeof why, "%s", c->last_error);
+    } else {
+        snprintf(why, sizeof why, "connecting to %s:%d timed out", c->addrs[c->cur].host,
+                 c->addrs[c->cur].port);
+    }
     gr__client_conn_failed(c, GR_ECONN, why);
 }
 
@@ -359,6 +366,7 @@ static void gr__client_connect(gr_client_t *c) {
     c->open_handles++;
     c->conn = cc;
     c->state = GR__C_CONNECTING;
+    c->fail_deferred = 0;
     uv_timer_start(&c->connect_timer, gr__connect_timeout_cb, c->opts.connect_timeout_ms, 0);
     struct sockaddr_storage ss;
     if (gr__make_addr(c->addrs[c->cur].host, c->addrs[c->cur].port, &ss) != 0) {
@@ -377,7 +385,9 @@ static void gr__client_dial(gr_client_t *c, gr__cconn_t *cc, const struct sockad
                  uv_strerror(rc));
         snprintf(c->last_error, sizeof c->last_error, "%s", why);
         gr__client_drop_conn(c);
-        /* Report from the timer so no callback runs inside gr_client_call(). */
+        /* Report from the timer so no callback runs inside gr_client_call(),
+         * with this cause (last_error), not a timeout's. */
+        c->fail_deferred = 1;
         uv_timer_start(&c->connect_timer, gr__connect_timeout_cb, 0, 0);
     }
 }
@@ -431,6 +441,7 @@ static void gr__client_resolve(gr_client_t *c, gr__cconn_t *cc) {
     }
     snprintf(c->last_error, sizeof c->last_error, "cannot resolve %s", c->addrs[c->cur].host);
     gr__client_drop_conn(c);
+    c->fail_deferred = 1; /* told from the timer, with this cause */
     uv_timer_start(&c->connect_timer, gr__connect_timeout_cb, 0, 0);
 }
 
@@ -540,7 +551,7 @@ int gr__client_call_chain(gr_client_t *c, const gr_ref_t *ref, const char *metho
     }
     c->out.data[before + 7] |= flags; /* the header's flags byte (the encoder may have set CHAIN) */
     if (type == GR__FRAME_ONEWAY) {
-        /* Nothing will answer: complete it once it is handed to the socket. */
+        /* Nothing will answer: its record goes now; the frame is written at the next flush. */
         gr__free(k);
         if (c->state == GR__C_IDLE) gr__client_connect(c);
         gr__client_schedule_flush(c);
@@ -597,8 +608,9 @@ static void gr__retry_done(void *ud, int status, const uint8_t *reply, size_t le
     gr_client_t *c = r->c;
     uint64_t now = uv_now(c->loop);
     if (status != 0 && gr_err_retryable(status) && !c->closing) {
-        /* Full jitter over an exponential step, so clients retrying after
-         * one failure do not come back in step. */
+        /* Equal jitter over an exponential step (half the step, plus a
+         * random part of the other half), so clients retrying after one
+         * failure do not come back in step. */
         c->rand_state ^= c->rand_state << 13, c->rand_state ^= c->rand_state >> 7,
             c->rand_state ^= c->rand_state << 17;
         uint32_t wait = r->backoff_ms / 2 + (uint32_t)(c->rand_state % (r->backoff_ms / 2 + 1));

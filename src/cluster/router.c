@@ -361,12 +361,23 @@ void gr__router_set_fenced(gr__router_t *r, int on) {
 
 const char *gr__router_refused_by(const gr__router_t *r) {
     uint64_t now = uv_now(r->loop);
+    const char *first = NULL;
+    size_t refusing = 0, others = 0;
+    for (size_t i = 0; i < r->n_members; i++)
+        if (r->members[i].status == GR__MS_ACTIVE && strcmp(r->members[i].id, r->self) != 0) others++;
     const gr__peer_t *p, *tmp;
     HASH_ITER(hh, r->peers, p, tmp) {
         uint64_t at = gr__client_refused_at(p->client);
-        if (at && now - at < GR__REFUSED_WINDOW_MS && gr__alive((void *)r, p->id)) return p->id;
+        if (at && now - at < GR__REFUSED_WINDOW_MS && gr__alive((void *)r, p->id)) {
+            refusing++;
+            if (!first) first = p->id;
+        }
     }
-    return NULL;
+    /* Refused by most of the others, this silo is the odd one out (its
+     * settings differ from theirs): it is the one to report not ready. One
+     * misconfigured pod refusing everybody must not take the healthy ones
+     * out. With two silos each is refused by "most": both report it. */
+    return refusing && refusing * 2 > others ? first : NULL;
 }
 
 void gr__router_get_stats(const gr__router_t *r, gr__router_stats_t *out) {

@@ -50,8 +50,10 @@ void gr__router_get_stats(const gr__router_t *r, gr__router_stats_t *out);
 
 /* A live member that refused this silo's handshake within the last
  * GR__REFUSED_WINDOW_MS (our cluster name, --silo-secret or certificate is
- * not what it expects), or NULL. Such a silo cannot forward or register
- * grains: the silo reports not ready and says why. */
+ * not what it expects), when more than half of the other active members
+ * did, or NULL. Such a silo cannot forward or register grains: it reports
+ * not ready and says why. A minority of refusals (one misconfigured pod
+ * refusing everyone) leaves the healthy silos ready. */
 #define GR__REFUSED_WINDOW_MS 5000u
 const char *gr__router_refused_by(const gr__router_t *r);
 

@@ -39,7 +39,7 @@ typedef struct gr__gconn {
     uint32_t preauth_bytes; /* ciphertext read before HELLO */
     gr__flush_node_t flush; /* on the gateway's flusher while it has output */
     int hello_done;
-    int peer_is_silo;  /* handshake said role silo: may forward and use '$' classes */
+    int peer_is_silo;  /* handshake said role silo (with its credential): may forward and use `$dir` */
     int paused;        /* reading stopped: the peer does not read its replies */
     int budget_paused; /* reading stopped: its requests in flight hold max_conn_bytes */
     int resume_due;    /* back under the budget: resume at the next flush */
@@ -280,7 +280,8 @@ static void gr__conn_request(gr__gconn_t *c, const gr__frame_t *f, size_t frame_
     }
     gr_ref_t ref = {cls, f->u.request.key, f->u.request.key_len};
     int rc;
-    /* Only silos forward (the hop count) or speak the '$' system protocol. */
+    /* Only silos forward (the hop count, "run here"); `$` classes go to the
+     * silo's system_call, which lets clients use `$silo` and only silos `$dir`. */
     int hops = c->peer_is_silo ? (f->flags & GR__FRAME_F_HOPS) : 0;
     int here = c->peer_is_silo && (f->flags & GR__FRAME_F_HERE);
     if (cls[0] == '$' && !gw->opts.system_call) {
@@ -342,9 +343,10 @@ static void gr__conn_hello(gr__gconn_t *c, const gr__frame_t *f) {
         gr__conn_goaway(c, GR_EVERSION, msg);
         return;
     }
-    /* The silo role needs the silo credential: a client holding only the
-     * client secret cannot register in the directory, forward calls or
-     * fire reminders (docs/security.md). */
+    /* With --silo-secret, the silo role needs it: a client holding only the
+     * client secret cannot register in the directory, forward calls or fire
+     * reminders (docs/security.md). Without one, silos present the client
+     * secret like everybody. */
     int as_silo = f->u.hello.role == GR__ROLE_SILO;
     int silo_cred = as_silo && gw->silo_secret;
     const char *want = silo_cred ? gw->silo_secret : gw->secret;
@@ -730,7 +732,9 @@ static void gr__gw_shutdown_step(gr__gateway_t *gw) {
     gr__gconn_t *c, *tmp;
     HASH_ITER(hh, gw->conns, c, tmp) {
         gr__conn_goaway(c, GR_ESHUTDOWN, "silo is shutting down");
-        /* Nothing left to write: close now rather than wait for a write. */
+        /* Not yet reachable while the GOAWAY just queued waits for its flush
+         * (gr__conn_written closes then); kept for a connection that could
+         * not queue it (closing already). */
         if (c->out.len == 0 && c->tcp.write_queue_size == 0 && !c->flush.queued) gr__conn_close(c);
     }
     /* Internal contract: with no connection open, cb runs right here. */

@@ -179,7 +179,7 @@ int gr__reminders_control(gr__reminders_t *r, const char *method, const uint8_t 
     } else {
         memcpy(cls, grain, cl);
         cls[cl] = '\0';
-        memcpy(text, arg, arg_len);
+        if (arg_len) memcpy(text, arg, arg_len);
         text[arg_len] = '\0';
         int got = sscanf(text, "%128s %llu %llu", name, &due, &period);
         if ((kind == 0 && got != 3) || (kind == 1 && got < 1)) rc = GR_EINVAL;

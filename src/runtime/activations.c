@@ -353,22 +353,33 @@ static int gr__over_bounds(const gr_runtime_t *rt, int hard) {
  * bounded number of them: busy ones are skipped, never waited for. */
 static size_t gr__evict(gr_runtime_t *rt, size_t n) {
     size_t done = 0, looked = 0;
+    /* Not nested: an on_deactivate that calls a grain would come back here
+     * through gr__admit and could free the `next` this loop holds. */
+    if (rt->evicting) return 0;
+    rt->evicting = 1;
+    rt->evict_ms = uv_now(rt->loop);
     for (gr_grain_t *g = rt->lru_head, *next; g && done < n && looked < 4 * n + 64; g = next, looked++) {
         next = g->lru_next;
-        if (g->status != GR__G_ACTIVE || gr__grain_busy(g) || g->mb_head || g->writing || g->scheduled)
+        /* Never one whose code is running (a tick making the very call being
+         * admitted) or that waits for answers to its own calls. */
+        if (g->status != GR__G_ACTIVE || gr__grain_busy(g) || g->mb_head || g->writing || g->scheduled ||
+            g->in_turn || g->owned)
             continue;
         gr__grain_deactivate(g, 1);
         rt->stats.evicted++;
         done++;
     }
+    rt->evicting = 0;
     return done;
 }
 
 int gr__admit(gr_runtime_t *rt) {
     if (!gr__over_bounds(rt, 0)) return 0;
-    /* A batch at a time (5 %), so that a steady stream of new grains does
-     * not pay a scan each. */
-    gr__evict(rt, rt->n_grains / 20 + 1);
+    /* A batch at a time (5 %), at most one per 100 ms: the resident memory is
+     * sampled that often, and saved activations leave only when their write
+     * commits, so a batch per admission would empty the cache on a stale
+     * figure. */
+    if (!rt->evict_ms || uv_now(rt->loop) - rt->evict_ms >= 100) gr__evict(rt, rt->n_grains / 20 + 1);
     if (!gr__over_bounds(rt, 1)) return 0;
     rt->stats.refused++;
     return GR_EOVERLOAD;
@@ -378,12 +389,15 @@ void gr__memory_sample_cb(uv_timer_t *t) {
     gr_runtime_t *rt = t->data;
     rt->stats.rss = gr__rss_bytes();
     if (!gr__over_bounds(rt, 0)) return;
-    if (gr__evict(rt, rt->n_grains / 20 + 1)) gr__release_memory();
+    if (!rt->evict_ms || uv_now(rt->loop) - rt->evict_ms >= 100)
+        if (gr__evict(rt, rt->n_grains / 20 + 1)) gr__release_memory();
 }
 
 void gr__idle_sweep_cb(uv_timer_t *t) {
     gr_runtime_t *rt = t->data;
     uint64_t now = uv_now(rt->loop);
+    if (rt->evicting) return;
+    rt->evicting = 1; /* on_deactivate may call grains: no eviction nested in this walk */
     gr_grain_t *g = rt->lru_head;
     while (g) {
         gr_grain_t *next = g->lru_next;
@@ -400,6 +414,7 @@ void gr__idle_sweep_cb(uv_timer_t *t) {
         }
         g = next;
     }
+    rt->evicting = 0;
 }
 
 static void gr__grain_drop(gr_grain_t *g) {

@@ -75,6 +75,10 @@ void gr__call_unlink(gr_runtime_t *rt, gr__call_t *c) {
         else
             c->owner->owned = c->own_next;
         if (c->own_next) c->own_next->own_prev = c->own_prev;
+        /* Its callback runs later and may use the grain: the grain stays
+         * (and is not evicted) until the record is released. */
+        c->held = c->owner;
+        c->held->refs++;
         c->owner = NULL;
     }
 }
@@ -123,6 +127,12 @@ static void gr__deadline_rearm(gr_runtime_t *rt) {
 
 /* Return a call record (and its reply) to the runtime's spares. */
 void gr__call_release(gr_runtime_t *rt, gr__call_t *c) {
+    if (c->held) {
+        gr_grain_t *g = c->held;
+        c->held = NULL;
+        g->refs--;
+        if (g->status == GR__G_DEAD) gr__grain_release(g);
+    }
     if (c->reply != c->reply_inline) gr__free(c->reply);
     if (rt->n_spare_calls >= GR__FREE_LIST_MAX || rt->closing) {
         gr__free(c);

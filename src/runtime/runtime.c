@@ -75,6 +75,10 @@ static void gr__class_entry_free(gr__class_entry_t *e) {
 }
 
 int gr_runtime_register(gr_runtime_t *rt, const gr_class_t *cls) {
+    /* Over a limit is GR_ETOOBIG, as everywhere (granary/common.h). */
+    if (cls && cls->name && strlen(cls->name) > GR_CLASS_NAME_MAX) return GR_ETOOBIG;
+    for (const gr_method_t *m = cls && cls->methods ? cls->methods : NULL; m && m->name; m++)
+        if (strlen(m->name) > GR_METHOD_NAME_MAX) return GR_ETOOBIG;
     /* Bit 30 of a stored format says a reply log follows the state. */
     if (!rt || !cls || !gr__valid_class_name(cls->name) || !cls->methods || !cls->methods[0].name ||
         cls->placement > GR_PLACE_RANDOM || (cls->state_version & GR__IDEM_FORMAT_FLAG) ||

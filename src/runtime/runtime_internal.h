@@ -79,6 +79,7 @@ struct gr__call {
     void *ud;
     gr__dlq_node_t dl; /* in the runtime's deadline queue */
     gr_grain_t *owner; /* calling activation, or NULL */
+    gr_grain_t *held;  /* that activation once the call completed: kept (a ref) until cb has run */
     gr__call_t *own_prev, *own_next;
     gr__call_t *done_next; /* completion list */
     int status;
@@ -157,6 +158,7 @@ struct gr_grain {
     uint16_t key_len;
     uint8_t status; /* gr__gstatus_t */
     uint8_t dirty, writing, scheduled, deactivate_requested;
+    uint8_t in_turn;  /* user code of this activation is running (a handler, a tick, on_reminder) */
     uint8_t clearing; /* the next write deletes the row (gr_state_clear) */
     uint8_t claimed;  /* cluster mode: the activation claim is ours (docs/directory.md) */
     uint32_t token;   /* this activation's number on this silo: its claim's token */
@@ -182,6 +184,8 @@ struct gr_runtime {
     uv_timer_t deadline_timer;
     uv_timer_t idle_timer;
     uv_timer_t memory_timer; /* samples the resident memory (with a memory_limit) */
+    uint64_t evict_ms;       /* loop time of the last eviction batch (at most one per 100 ms) */
+    int evicting;            /* a deactivation loop is walking the LRU list: no nested eviction */
     int pump_on;
     int draining;
     void (*drain_cb)(gr_runtime_t *, void *);

@@ -157,7 +157,7 @@ static int gr__head_interleaves(gr_grain_t *g) {
 }
 
 /* Run at most one turn of a grain. */
-static void gr__grain_run(gr_grain_t *g) {
+static void gr__grain_turn(gr_grain_t *g) {
     gr_runtime_t *rt = GR__G_RT(g);
     if (g->status == GR__G_LOADING && GR__G_WORKER(g)) {
         gr__grain_storage_read_cb(g, 0, NULL, 0, 0, 0, NULL); /* stateless: loaded at once */
@@ -241,6 +241,19 @@ static void gr__grain_run(gr_grain_t *g) {
     if (g->status == GR__G_ACTIVE && (!gr__grain_busy(g) || gr__head_interleaves(g))) gr__grain_schedule(g);
 }
 
+/* One turn of g. User code runs in it (a handler, a tick, on_reminder) and
+ * may end the activation under the turn's feet (a write the provider
+ * refuses at once fails the activation): the turn holds a reference, so g
+ * is freed only after it is done with it. */
+static void gr__grain_run(gr_grain_t *g) {
+    g->refs++;
+    g->in_turn++;
+    gr__grain_turn(g);
+    g->in_turn--;
+    g->refs--;
+    if (g->status == GR__G_DEAD) gr__grain_release(g);
+}
+
 static void gr__pump_cb(uv_idle_t *h) {
     gr_runtime_t *rt = h->data;
     /* A bounded batch per loop iteration keeps sockets and timers served
@@ -250,7 +263,11 @@ static void gr__pump_cb(uv_idle_t *h) {
             gr__call_t *c = rt->done_head;
             rt->done_head = c->done_next;
             if (!rt->done_head) rt->done_tail = NULL;
+            /* A grain's own call: its code runs now, so it is not evicted
+             * under it (the record's ref keeps its memory until release). */
+            if (c->held) c->held->in_turn++;
             c->cb(c->ud, c->status, c->reply, c->reply_len);
+            if (c->held) c->held->in_turn--;
             gr__call_release(rt, c);
             continue;
         }

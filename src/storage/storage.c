@@ -7,6 +7,8 @@
 #include "storage/replies.h"
 
 static int gr__check(gr_storage_t *st, const char *class_name, const void *key, size_t key_len) {
+    /* Over a limit is GR_ETOOBIG, as everywhere (granary/common.h). */
+    if (class_name && strlen(class_name) > GR_CLASS_NAME_MAX) return GR_ETOOBIG;
     if (!st || !gr__valid_class_name(class_name) || (key_len && !key)) return GR_EINVAL;
     if (key_len > GR_KEY_MAX) return GR_ETOOBIG;
     if (st->closing) return GR_ESHUTDOWN;

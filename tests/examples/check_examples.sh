@@ -108,13 +108,16 @@ expect "chat: after leave, two inboxes" "delivered 2" "$(g 0 Room/lobby post 'bo
 list=$("$B/granary" reminder list Room/lobby --cluster "$cluster" --silo "127.0.0.1:${port[1]}" 2>&1)
 [[ "$list" == *tidy* ]] && ok "chat: the room's tidy reminder is registered" || bad "chat: reminder list: $list"
 for i in $(seq 1 14); do g $((i % 2)) Room/lobby post "alice: message $i" >/dev/null; done
-tidied=""
-for _ in $(seq 1 60); do # the reminder fires every 400 ms: bounded wait
+t0=$(g 0 Room/lobby stats | sed -n 's/.*tidied=\([0-9]*\).*/\1/p')
+st=""
+for _ in $(seq 1 100); do # a tidy after the last post (it fires every 400 ms): bounded wait
   st=$(g 0 Room/lobby stats)
-  case "$st" in *"tidied=0"*) sleep 0.1 ;; *) tidied=$st; break ;; esac
+  t=$(sed -n 's/.*tidied=\([0-9]*\).*/\1/p' <<<"$st")
+  [ "${t:-0}" -gt "${t0:-0}" ] && break
+  sleep 0.1
 done
-[[ "$tidied" == *"kept=10"* || "$tidied" == *"kept="[0-9]" "* ]] && ok "chat: the tidy reminder fired ($tidied)" ||
-  bad "chat: tidy did not fire or trim: ${tidied:-$st}"
+[[ "$st" == *"kept=10 "* ]] && [ "${t:-0}" -gt "${t0:-0}" ] && ok "chat: the tidy reminder fired and trimmed ($st)" ||
+  bad "chat: tidy did not fire or trim: $st (tidied before: $t0)"
 stop 0
 stop 1
 [ "$fail" = 0 ]

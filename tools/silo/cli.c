@@ -214,7 +214,7 @@ static int gr__set(gr__cli_t *cli, const gr__opt_t *o, const char *value, const 
         char *end;
         errno = 0;
         unsigned long long v = strtoull(value, &end, 10);
-        if (errno || end == value || *end || value[0] == '-' || v > UINT32_MAX) {
+        if (errno || end == value || *end || !strchr("0123456789", value[0]) || v > UINT32_MAX) {
             fprintf(stderr, "silo: %s: expected a whole number (0: no limit), got '%s'\n", source, value);
             return GR_ECONFIG;
         }
@@ -245,7 +245,9 @@ static int gr__set(gr__cli_t *cli, const gr__opt_t *o, const char *value, const 
         unsigned long long mult = 0;
         for (size_t i = 0; i < sizeof units / sizeof units[0] && end != value && !mult; i++)
             if (!strcasecmp(end, units[i].unit)) mult = units[i].mult;
-        if (errno || end == value || value[0] == '-' || !mult || (v && mult > UINT64_MAX / v)) {
+        /* strtoull would skip blanks and take "-5" as a huge number. */
+        if (errno || end == value || !strchr("0123456789", value[0]) || !mult ||
+            (v && mult > UINT64_MAX / v)) {
             fprintf(stderr, "silo: %s: expected a size such as 512MiB, 2G or 1048576 (0: none), got '%s'\n",
                     source, value);
             return GR_ECONFIG;
@@ -556,13 +558,10 @@ static int gr__preflight_database(const char *url) {
     int rc = 0;
     if (PQstatus(c) != CONNECTION_OK) {
         const char *e = PQerrorMessage(c);
-        static const char *const lasting[] = {"password authentication failed",
-                                              "authentication failed",
-                                              "no password supplied",
-                                              "no pg_hba.conf entry",
-                                              "does not exist",
-                                              "role \"",
-                                              NULL};
+        /* Only what a retry cannot fix: "too many connections for role" or an
+         * LDAP/RADIUS server that is down ("... authentication failed") heal. */
+        static const char *const lasting[] = {"password authentication failed", "no password supplied",
+                                              "no pg_hba.conf entry", "does not exist", NULL};
         for (int i = 0; lasting[i] && !rc; i++)
             if (strstr(e, lasting[i])) rc = 2;
         if (rc)
