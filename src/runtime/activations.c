@@ -89,6 +89,10 @@ void gr__grain_finish(gr_grain_t *g) {
     g->status = GR__G_DEAD;
     HASH_DEL(rt->grains, g);
     rt->n_grains--;
+    if (g->evicted) {
+        g->evicted = 0;
+        rt->n_evicting--;
+    }
     g->ce->active--;
     rt->stats.deactivations++;
     gr__lru_unlink(rt, g);
@@ -340,12 +344,28 @@ void gr__grain_deactivate(gr_grain_t *g, int save) {
 
 /* ---- memory bounds ---- */
 
-/* Over the soft bound (90 %: evict) or the hard one (refuse new ones)? */
-static int gr__over_bounds(const gr_runtime_t *rt, int hard) {
+/* Over the soft bound of the activation count (90 %: evict more), not
+ * counting those already leaving (evicted, saving their state)? */
+static int gr__over_count(const gr_runtime_t *rt) {
     uint32_t max = rt->opts.max_activations;
-    if (max && rt->n_grains >= (hard ? max : max - max / 10)) return 1;
+    return max && rt->n_grains - rt->n_evicting >= max - max / 10;
+}
+/* Over the soft bound of resident memory (90 %)? */
+static int gr__over_memory(const gr_runtime_t *rt) {
     uint64_t mem = rt->opts.memory_limit;
-    return mem && rt->stats.rss >= (hard ? mem : mem - mem / 10);
+    return mem && rt->stats.rss >= mem - mem / 10;
+}
+/* How many to evict at once: 5 %, or 20 % once resident memory is at its
+ * bound (one batch per sample must then outrun a load making new grains). */
+static size_t gr__batch(const gr_runtime_t *rt) {
+    int hard = rt->opts.memory_limit && rt->stats.rss >= rt->opts.memory_limit;
+    return rt->n_grains / (hard ? 5 : 20) + 1;
+}
+
+/* At a hard bound: no new activation. */
+static int gr__at_bound(const gr_runtime_t *rt) {
+    return (rt->opts.max_activations && rt->n_grains >= rt->opts.max_activations) ||
+           (rt->opts.memory_limit && rt->stats.rss >= rt->opts.memory_limit);
 }
 
 /* Deactivate up to n of the least recently used idle activations (their
@@ -365,7 +385,14 @@ static size_t gr__evict(gr_runtime_t *rt, size_t n) {
         if (g->status != GR__G_ACTIVE || gr__grain_busy(g) || g->mb_head || g->writing || g->scheduled ||
             g->in_turn || g->owned)
             continue;
+        g->refs++; /* deactivation may end and free it at once */
         gr__grain_deactivate(g, 1);
+        if (g->status == GR__G_DEACTIVATING) { /* saving its state first */
+            g->evicted = 1;
+            rt->n_evicting++;
+        }
+        g->refs--;
+        if (g->status == GR__G_DEAD) gr__grain_release(g);
         rt->stats.evicted++;
         done++;
     }
@@ -374,13 +401,15 @@ static size_t gr__evict(gr_runtime_t *rt, size_t n) {
 }
 
 int gr__admit(gr_runtime_t *rt) {
-    if (!gr__over_bounds(rt, 0)) return 0;
-    /* A batch at a time (5 %), at most one per 100 ms: the resident memory is
-     * sampled that often, and saved activations leave only when their write
-     * commits, so a batch per admission would empty the cache on a stale
-     * figure. */
-    if (!rt->evict_ms || uv_now(rt->loop) - rt->evict_ms >= 100) gr__evict(rt, rt->n_grains / 20 + 1);
-    if (!gr__over_bounds(rt, 1)) return 0;
+    /* A batch (5 %) at a time. By count: whenever the activations not
+     * already leaving pass 90 % (those evicted leave when their write
+     * commits; counting them again would evict twice). By memory: at most
+     * once per sample (100 ms), as a batch per admission would empty the
+     * cache on one stale figure. */
+    if (gr__over_count(rt) ||
+        (gr__over_memory(rt) && (!rt->evict_ms || uv_now(rt->loop) - rt->evict_ms >= 100)))
+        gr__evict(rt, gr__batch(rt));
+    if (!gr__at_bound(rt)) return 0;
     rt->stats.refused++;
     return GR_EOVERLOAD;
 }
@@ -388,9 +417,9 @@ int gr__admit(gr_runtime_t *rt) {
 void gr__memory_sample_cb(uv_timer_t *t) {
     gr_runtime_t *rt = t->data;
     rt->stats.rss = gr__rss_bytes();
-    if (!gr__over_bounds(rt, 0)) return;
+    if (!gr__over_memory(rt)) return;
     if (!rt->evict_ms || uv_now(rt->loop) - rt->evict_ms >= 100)
-        if (gr__evict(rt, rt->n_grains / 20 + 1)) gr__release_memory();
+        if (gr__evict(rt, gr__batch(rt))) gr__release_memory();
 }
 
 void gr__idle_sweep_cb(uv_timer_t *t) {

@@ -159,6 +159,7 @@ struct gr_grain {
     uint8_t status; /* gr__gstatus_t */
     uint8_t dirty, writing, scheduled, deactivate_requested;
     uint8_t in_turn;  /* user code of this activation is running (a handler, a tick, on_reminder) */
+    uint8_t evicted;  /* deactivating for the memory bounds: counted in rt->n_evicting until it ends */
     uint8_t clearing; /* the next write deletes the row (gr_state_clear) */
     uint8_t claimed;  /* cluster mode: the activation claim is ours (docs/directory.md) */
     uint32_t token;   /* this activation's number on this silo: its claim's token */
@@ -186,6 +187,7 @@ struct gr_runtime {
     uv_timer_t memory_timer; /* samples the resident memory (with a memory_limit) */
     uint64_t evict_ms;       /* loop time of the last eviction batch (at most one per 100 ms) */
     int evicting;            /* a deactivation loop is walking the LRU list: no nested eviction */
+    size_t n_evicting;       /* evicted activations still saving their state (they leave at commit) */
     int pump_on;
     int draining;
     void (*drain_cb)(gr_runtime_t *, void *);

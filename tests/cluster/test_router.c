@@ -26,13 +26,8 @@ typedef struct {
 } fx_t;
 
 static void fx_open(fx_t *f) {
-    uv_loop_init(&f->loop);
-    assert_int_equal(gr_storage_memory_new(&f->loop, &f->storage), 0);
-    gr_runtime_options_t o;
-    gr_runtime_options_init(&o);
-    o.silo_id = "A";
-    assert_int_equal(gr_runtime_new(&f->loop, f->storage, &o, &f->rt), 0);
-    assert_int_equal(gr_runtime_register(f->rt, &echo_class), 0);
+    static const gr_class_t *const classes[] = {&echo_class, NULL};
+    gr_test_rt_open(&f->loop, &f->storage, &f->rt, "A", classes);
     assert_int_equal(gr__router_new(&f->loop, f->rt, "A", "default", NULL, &f->router), 0);
 }
 
@@ -43,12 +38,8 @@ static void fx_close(fx_t *f) {
     closed = 0;
     gr__router_close(f->router, on_closed, NULL);
     gr_test_run_for(&f->loop, 50);
-    gr_runtime_close(f->rt, on_closed, NULL);
-    gr_test_run_for(&f->loop, 50);
-    gr_storage_close(f->storage, on_closed, NULL);
-    gr_test_run_for(&f->loop, 50);
-    assert_int_equal(closed, 3);
-    gr_test_loop_close(&f->loop);
+    assert_int_equal(closed, 1);
+    gr_test_rt_close(&f->loop, f->storage, f->rt);
 }
 
 static void set_view(fx_t *f, int64_t version, const gr__member_t *members, size_t n) {

@@ -37,12 +37,8 @@ typedef struct {
 } fx_t;
 
 static void fx_open(fx_t *f, gr__gateway_opts_t *o) {
-    uv_loop_init(&f->loop);
-    assert_int_equal(gr_storage_memory_new(&f->loop, &f->storage), 0);
-    gr_runtime_options_t ro;
-    gr_runtime_options_init(&ro);
-    assert_int_equal(gr_runtime_new(&f->loop, f->storage, &ro, &f->rt), 0);
-    assert_int_equal(gr_runtime_register(f->rt, &echo_class), 0);
+    static const gr_class_t *const classes[] = {&echo_class, NULL};
+    gr_test_rt_open(&f->loop, &f->storage, &f->rt, NULL, classes);
     assert_int_equal(gr__gateway_new(&f->loop, f->rt, o, &f->gw), 0);
     char err[256];
     int port = gr_test_free_port();
@@ -57,12 +53,8 @@ static void fx_close(fx_t *f) {
     closed = 0;
     gr__gateway_close(f->gw, on_closed, NULL);
     gr_test_run_for(&f->loop, 50);
-    gr_runtime_close(f->rt, on_closed, NULL);
-    gr_test_run_for(&f->loop, 50);
-    gr_storage_close(f->storage, on_closed, NULL);
-    gr_test_run_for(&f->loop, 50);
-    assert_int_equal(closed, 3);
-    gr_test_loop_close(&f->loop);
+    assert_int_equal(closed, 1);
+    gr_test_rt_close(&f->loop, f->storage, f->rt);
 }
 
 static void opts_init(gr__gateway_opts_t *o) {

@@ -49,14 +49,8 @@ typedef struct {
 static char service[64];
 
 static void fx_open(fx_t *f) {
-    uv_loop_init(&f->loop);
-    assert_int_equal(gr_storage_memory_new(&f->loop, &f->storage), 0);
-    gr_runtime_options_t ro;
-    gr_runtime_options_init(&ro);
-    ro.silo_id = "self";
-    assert_int_equal(gr_runtime_new(&f->loop, f->storage, &ro, &f->rt), 0);
-    assert_int_equal(gr_runtime_register(f->rt, &alarm_class), 0);
-    assert_int_equal(gr_runtime_register(f->rt, &plain), 0);
+    static const gr_class_t *const classes[] = {&alarm_class, &plain, NULL};
+    gr_test_rt_open(&f->loop, &f->storage, &f->rt, "self", classes);
     gr__reminders_opts_t o;
     gr__reminders_opts_init(&o);
     o.service = service;
@@ -74,12 +68,8 @@ static void fx_close(fx_t *f) {
     closed = 0;
     gr__reminders_close(f->rem, on_closed, NULL);
     gr_test_run_for(&f->loop, 100);
-    gr_runtime_close(f->rt, on_closed, NULL);
-    gr_test_run_for(&f->loop, 50);
-    gr_storage_close(f->storage, on_closed, NULL);
-    gr_test_run_for(&f->loop, 50);
-    assert_int_equal(closed, 3);
-    gr_test_loop_close(&f->loop);
+    assert_int_equal(closed, 1);
+    gr_test_rt_close(&f->loop, f->storage, f->rt);
 }
 
 static int control(fx_t *f, const char *method, const char *grain, const char *arg, gr_test_reply_t *r) {

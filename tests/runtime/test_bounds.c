@@ -61,7 +61,7 @@ typedef struct {
 static size_t drive(uv_loop_t *loop, gr_runtime_t *rt, int n, int window, const char *method, slot_t *slots,
                     uint64_t *rss_peak, uint64_t *overloads) {
     size_t peak = 0;
-    int done = 0, inflight = 0;
+    int done = 0, inflight = 0, backoff = 0;
     /* Keys waiting to be (re)tried, a ring: each key is queued, running or done. */
     int *q = malloc(sizeof(int) * (size_t)n), *running = calloc((size_t)n, sizeof(int));
     size_t qh = 0, qn = 0;
@@ -80,7 +80,12 @@ static size_t drive(uv_loop_t *loop, gr_runtime_t *rt, int n, int window, const 
             running[i] = 1;
             inflight++;
         }
-        uv_run(loop, UV_RUN_ONCE);
+        if (backoff) { /* refused: give the evictions a millisecond, as a client's backoff would */
+            gr_test_run_for(loop, 1);
+            backoff = 0;
+        } else {
+            uv_run(loop, UV_RUN_ONCE);
+        }
         size_t now = gr_runtime_activation_count(rt);
         if (now > peak) peak = now;
         if (rss_peak) {
@@ -94,6 +99,7 @@ static size_t drive(uv_loop_t *loop, gr_runtime_t *rt, int n, int window, const 
             if (slots[i].r.status == GR_EOVERLOAD) { /* at the bound: retried, as a client would */
                 (*overloads)++;
                 q[(qh + qn++) % (size_t)n] = i;
+                backoff = 1;
                 continue;
             }
             if (slots[i].r.status != 0)

@@ -1,5 +1,7 @@
 /* tests/support/support.c - see support.h. */
 #include "support.h"
+#include "granary/grain.h"
+#include "granary/storage.h"
 #include "wire/frame.h"
 
 #include <arpa/inet.h>
@@ -479,4 +481,29 @@ void gr_test_on_reply(void *ud, int status, const uint8_t *reply, size_t len) {
     size_t n = len < sizeof r->reply - 1 ? len : sizeof r->reply - 1;
     if (n) memcpy(r->reply, reply, n);
     r->reply[n] = '\0';
+}
+
+static int gr__test_closed;
+static void gr__test_on_closed(void *ud) { gr__test_closed++; }
+
+void gr_test_rt_open(uv_loop_t *loop, gr_storage_t **storage, gr_runtime_t **rt, const char *silo_id,
+                     const gr_class_t *const *classes) {
+    uv_loop_init(loop);
+    assert_int_equal(gr_storage_memory_new(loop, storage), 0);
+    gr_runtime_options_t o;
+    gr_runtime_options_init(&o);
+    if (silo_id) o.silo_id = silo_id;
+    assert_int_equal(gr_runtime_new(loop, *storage, &o, rt), 0);
+    for (size_t i = 0; classes && classes[i]; i++)
+        assert_int_equal(gr_runtime_register(*rt, classes[i]), 0);
+}
+
+void gr_test_rt_close(uv_loop_t *loop, gr_storage_t *storage, gr_runtime_t *rt) {
+    gr__test_closed = 0;
+    gr_runtime_close(rt, gr__test_on_closed, NULL);
+    gr_test_run_for(loop, 50);
+    gr_storage_close(storage, gr__test_on_closed, NULL);
+    gr_test_run_for(loop, 50);
+    assert_int_equal(gr__test_closed, 2);
+    gr_test_loop_close(loop);
 }

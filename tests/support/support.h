@@ -31,6 +31,18 @@ void gr_test_run_for(uv_loop_t *loop, uint64_t ms);
  * if the loop cannot be closed. */
 void gr_test_loop_close(uv_loop_t *loop);
 
+/* The fixture of tests that drive one runtime in-process: *loop initialised,
+ * a memory provider and a runtime with silo id `silo_id` on it, `classes`
+ * (NULL-terminated) registered. gr_test_rt_close closes the runtime, then the
+ * provider, then the loop, asserting that each closed; a test closes what
+ * it built on top (a router, a gateway) first. */
+struct gr_storage;
+struct gr_runtime;
+struct gr_class;
+void gr_test_rt_open(uv_loop_t *loop, struct gr_storage **storage, struct gr_runtime **rt,
+                     const char *silo_id, const struct gr_class *const *classes);
+void gr_test_rt_close(uv_loop_t *loop, struct gr_storage *storage, struct gr_runtime *rt);
+
 /* The URL of the throwaway PostgreSQL that the CTest fixture started
  * (GRANARY_TEST_PG_DIR/url), or NULL when there is none. Static buffer. */
 const char *gr_test_pg_url(void);
