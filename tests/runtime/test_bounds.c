@@ -67,7 +67,7 @@ static size_t drive(uv_loop_t *loop, gr_runtime_t *rt, int n, int window, const 
     size_t qh = 0, qn = 0;
     for (int i = 0; i < n; i++)
         q[qn++] = i;
-    uint64_t deadline = gr_test_now_ms() + 60000;
+    uint64_t deadline = gr_test_now_ms() + 120000;
     while (done < n && gr_test_now_ms() < deadline) {
         while (inflight < window && qn) {
             int i = q[qh];
@@ -76,7 +76,7 @@ static size_t drive(uv_loop_t *loop, gr_runtime_t *rt, int n, int window, const 
             memset(&slots[i].r, 0, sizeof slots[i].r);
             snprintf(slots[i].key, sizeof slots[i].key, "b%d", i);
             gr_ref_t ref = {"Counter", slots[i].key, strlen(slots[i].key)};
-            assert_int_equal(gr_call(rt, &ref, method, NULL, 0, 10000, gr_test_on_reply, &slots[i].r), 0);
+            assert_int_equal(gr_call(rt, &ref, method, NULL, 0, 30000, gr_test_on_reply, &slots[i].r), 0);
             running[i] = 1;
             inflight++;
         }
