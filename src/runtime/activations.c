@@ -342,6 +342,13 @@ void gr__grain_deactivate(gr_grain_t *g, int save) {
     gr__grain_finish(g);
 }
 
+/* An activation that may be deactivated now without waiting for anything:
+ * active, no turn in progress, nothing queued, written, not on the run list.
+ * (The idle sweep and the memory bounds both ask this.) */
+static int gr__grain_quiet(const gr_grain_t *g) {
+    return g->status == GR__G_ACTIVE && !gr__grain_busy(g) && !g->mb_head && !g->writing && !g->scheduled;
+}
+
 /* ---- memory bounds ---- */
 
 /* Over the soft bound of the activation count (90 %: evict more), not
@@ -381,9 +388,7 @@ static size_t gr__evict(gr_runtime_t *rt, size_t n) {
         next = g->lru_next;
         /* Never one whose code is running (a tick making the very call being
          * admitted) or that waits for answers to its own calls. */
-        if (g->status != GR__G_ACTIVE || gr__grain_busy(g) || g->mb_head || g->writing || g->scheduled ||
-            g->in_turn || g->owned)
-            continue;
+        if (!gr__grain_quiet(g) || g->in_turn || g->owned) continue;
         g->refs++; /* deactivation may end and free it at once */
         gr__grain_deactivate(g, 1);
         if (g->status == GR__G_DEACTIVATING) { /* saving its state first */
@@ -436,10 +441,7 @@ void gr__idle_sweep_cb(uv_timer_t *t) {
          * global minimum (1 s granularity at most). */
         uint32_t idle = (uint32_t)now - g->last_active;
         if (idle < rt->min_idle_ms) break;
-        if (idle >= age && g->status == GR__G_ACTIVE && !gr__grain_busy(g) && !g->mb_head && !g->writing &&
-            !g->scheduled) {
-            gr__grain_deactivate(g, 1);
-        }
+        if (idle >= age && gr__grain_quiet(g)) gr__grain_deactivate(g, 1);
         g = next;
     }
     rt->evicting = 0;

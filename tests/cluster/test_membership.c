@@ -131,15 +131,7 @@ static void test_fast_heartbeat(void **st) {
 }
 
 int main(void) {
-    if (!gr_test_pg_url()) {
-        fprintf(stderr, "GRANARY_TEST_PG_DIR not set: run under ctest (the pg fixture)\n");
-        return 1;
-    }
-    char err[512];
-    if (gr_storage_pg_migrate(gr_test_pg_url(), NULL, err, sizeof err) != 0) {
-        fprintf(stderr, "migrate: %s\n", err);
-        return 1;
-    }
+    if (!gr_test_pg_ready(1)) return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_two_members),
         cmocka_unit_test(test_fast_heartbeat),

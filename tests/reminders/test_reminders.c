@@ -152,15 +152,7 @@ static void test_range_owned_elsewhere(void **st) {
 }
 
 int main(void) {
-    if (!gr_test_pg_url()) {
-        fprintf(stderr, "GRANARY_TEST_PG_DIR not set: run under ctest (the pg fixture)\n");
-        return 1;
-    }
-    char err[512];
-    if (gr_storage_pg_migrate(gr_test_pg_url(), NULL, err, sizeof err) != 0) {
-        fprintf(stderr, "migrate: %s\n", err);
-        return 1;
-    }
+    if (!gr_test_pg_ready(1)) return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_control_and_periodic_firing),
         cmocka_unit_test(test_one_shot_from_a_grain),

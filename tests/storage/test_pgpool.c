@@ -184,10 +184,7 @@ static void test_database_not_there(void **st) {
 }
 
 int main(void) {
-    if (!gr_test_pg_url()) {
-        fprintf(stderr, "GRANARY_TEST_PG_DIR not set: run under ctest (the pg fixture)\n");
-        return 1;
-    }
+    if (!gr_test_pg_ready(0)) return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conninfo_check),
         cmocka_unit_test(test_many_queries_two_connections),

@@ -507,3 +507,17 @@ void gr_test_rt_close(uv_loop_t *loop, gr_storage_t *storage, gr_runtime_t *rt) 
     assert_int_equal(gr__test_closed, 2);
     gr_test_loop_close(loop);
 }
+
+const char *gr_test_pg_ready(int migrate) {
+    const char *url = gr_test_pg_url();
+    if (!url) {
+        fprintf(stderr, "GRANARY_TEST_PG_DIR not set: run under ctest (the pg fixture)\n");
+        return NULL;
+    }
+    char err[512];
+    if (migrate && gr_storage_pg_migrate(url, NULL, err, sizeof err) != 0) {
+        fprintf(stderr, "migrate: %s\n", err);
+        return NULL;
+    }
+    return url;
+}

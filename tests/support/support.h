@@ -46,6 +46,10 @@ void gr_test_rt_close(uv_loop_t *loop, struct gr_storage *storage, struct gr_run
 /* The URL of the throwaway PostgreSQL that the CTest fixture started
  * (GRANARY_TEST_PG_DIR/url), or NULL when there is none. Static buffer. */
 const char *gr_test_pg_url(void);
+/* The start of a test program that needs the pg fixture's database: its URL,
+ * after applying the migrations if `migrate`; NULL (with a message on stderr)
+ * when the program does not run under ctest or the migration fails. */
+const char *gr_test_pg_ready(int migrate);
 
 /* Run SQL on the test database with psql-free blocking libpq; returns the
  * first column of the first row as a malloc'd string (or NULL). */
