@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Run the benchmarks and print BENCHMARKS.md-ready lines. Bounded in time
-# (about a minute), loopback only. Starts its own PostgreSQL (default
+# (about five minutes at 3 s per point), loopback only. Starts its own PostgreSQL (default
 # durability: fsync on, synchronous_commit on) and stops it on exit.
 #   bench/run.sh [SECONDS_PER_BENCH]     (default 3; CI uses 1 as a smoke test)
+# The sweep (bench/sweep.sh) writes docs/bench-sweep.{tsv,svg}, or into
+# $BENCH_OUT; BENCH_LEVELS chooses the calls in flight (default 1 .. 4096).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-3}
@@ -33,34 +35,10 @@ $C --silo 127.0.0.1:$pa --method get --prefix r- --keys 1000 --window 64 --secon
 # Cross-silo: the same grains entered through B are forwarded to A.
 $C --silo 127.0.0.1:$pb --method get --prefix r- --keys 1000 --window 64 --seconds "$secs" --label "get, grain on A, via B"
 $B/bench/bench_echo --seconds "$secs" --window 64 --size 48
-# Cross-silo, grain to grain: BenchDriver/d1 (on B) calls the 1000 Counter
-# grains that live on A. Flat out first (W=256), then open loop at half that
-# rate for the latency a caller sees at 50% load.
-G="$B/granary call --cluster bench --timeout 120000 --silo 127.0.0.1:$pb"
-peak=$($G BenchDriver/d1 run "r- 1000 100000000 256 0 $secs")
-echo "cross-silo grain->grain, W=256 (B -> A):  $peak"
-$B/bench/bench_echo --seconds "$secs" --window 256 --size 48
-rate=$(echo "$peak" | sed -n 's/.* rate=\([0-9]*\).*/\1/p')
-half=$(( ${rate:-2} / 2 ))
-echo "cross-silo grain->grain at 50% of peak ($half calls/s, open loop):  $($G BenchDriver/d2 run "r- 1000 100000000 4096 $half $secs")"
-quarter=$(( ${rate:-4} / 4 ))
-echo "cross-silo grain->grain at 25% of peak ($quarter calls/s, open loop):  $($G BenchDriver/d3 run "r- 1000 100000000 4096 $quarter $secs")"
-echo "cross-silo grain->grain, W=16 (closed loop):  $($G BenchDriver/d4 run "r- 1000 100000000 16 0 $secs")"
-# Persisted writes: incr commits before each reply.
-$C --silo 127.0.0.1:$pa --method incr --prefix w- --keys 1000 --window 32 --seconds "$secs" --label "incr (persist-before-reply)"
 
-# Baselines in PostgreSQL itself, same database, 32 clients.
-"$pgbin/psql" -q "$url" -c "CREATE TABLE IF NOT EXISTS counters (k int PRIMARY KEY, v bigint NOT NULL)" \
-  -c "INSERT INTO counters SELECT g, 0 FROM generate_series(0, 999) g ON CONFLICT DO NOTHING"
-echo '\set k random(0, 999)
-UPDATE counters SET v = v + 1 WHERE k = :k;' > "$work/update.sql"
-echo '\set k random(0, 999)
-SELECT v FROM counters WHERE k = :k;' > "$work/select.sql"
-for s in update select; do
-  tps=$("$pgbin/pgbench" -n -c 32 -j 2 -T "$secs" -f "$work/$s.sql" "$url" 2>/dev/null | awk '/^tps/ {print $3; exit}')
-  lat=$("$pgbin/pgbench" -n -c 32 -j 2 -T 1 -f "$work/$s.sql" "$url" 2>/dev/null | awk '/latency average/ {print $4; exit}')
-  printf "%-28s %10.0f tps      (pgbench, 32 clients, avg latency %s ms)\n" "baseline: pgbench $s" "$tps" "$lat"
-done
+# The sweep: durable writes, live reads and cross-silo calls at 1 .. 4096 in
+# flight, each beside pgbench, Redis and Erlang measured here and now.
+. bench/sweep.sh
 
 # Drain: activate 100k grains on A, then SIGTERM it and time the exit.
 $C --silo 127.0.0.1:$pa --method get --prefix d- --keys 100000 --max-calls 100000 --window 512 --seconds 120 --label "activate 100k grains on A"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what Granary needs to build and test: Debian's packages (the
 # toolchain, libuv, libpq, uthash, cmocka, OpenSSL, PostgreSQL, Elixir (the Elixir client's tests),
-# prometheus (its promtool checks /metrics), doxygen (the API reference), and Chromium + Node.js
+# prometheus (its promtool checks /metrics), doxygen (the API reference), Redis and
+# Erlang (bench/run.sh's baselines: redis-benchmark, Erlang distribution), and Chromium + Node.js
 # for the dashboard's browser test), then playwright-core from npm into
 # tests/e2e/node_modules (pinned by tests/e2e/package-lock.json).
 # Idempotent: skips apt and npm when everything is already there.
@@ -9,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 pkgs=(build-essential cmake pkg-config libuv1-dev libpq-dev uthash-dev libcmocka-dev
       libssl-dev openssl postgresql postgresql-contrib clang curl procps iproute2 chromium wrk elixir
-      prometheus doxygen)
+      prometheus doxygen redis-server redis-tools erlang-nox)
 # Node.js may come from elsewhere (nodesource, nvm); only ask Debian for it if absent.
 command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
 command -v npm >/dev/null 2>&1 || pkgs+=(npm)

@@ -422,8 +422,15 @@ void gr__memory_sample_cb(uv_timer_t *t) {
     gr_runtime_t *rt = t->data;
     rt->stats.rss = gr__rss_bytes();
     if (!gr__over_memory(rt)) return;
-    if (!rt->evict_ms || uv_now(rt->loop) - rt->evict_ms >= 100)
-        if (gr__evict(rt, gr__batch(rt))) gr__release_memory();
+    /* Memory freed since the last sample (grains whose eviction's write has
+     * committed, write batches) may still be held by the allocator: give it
+     * back first, and evict only if that was not enough. Trimming right
+     * after evicting returned nothing: the evicted grains are freed later,
+     * when their writes commit. */
+    gr__release_memory();
+    rt->stats.rss = gr__rss_bytes();
+    if (!gr__over_memory(rt)) return;
+    if (!rt->evict_ms || uv_now(rt->loop) - rt->evict_ms >= 100) gr__evict(rt, gr__batch(rt));
 }
 
 void gr__idle_sweep_cb(uv_timer_t *t) {

@@ -36,6 +36,21 @@ struct gr__wop {
 int gr__hex_elem(gr__buf_t *b, const uint8_t *p, size_t n);
 int gr__text_elem(gr__buf_t *b, const char *t);
 
+/* Array parameters in PostgreSQL's binary format (pg_arrays.c): one
+ * dimension, no NULLs. gr__arr_begin writes the header for n elements of
+ * type `oid`; then exactly n elements follow, each by one of gr__arr_bytes
+ * (bytea, text), gr__arr_i64 (bigint) or gr__arr_i32 (int). Each returns 0
+ * or GR_ENOMEM. Binary arrays spare the server parsing text literals (and
+ * the silo writing hex): a batch's parameters are most of its bytes. */
+#define GR__OID_BYTEA 17u
+#define GR__OID_INT8 20u
+#define GR__OID_INT4 23u
+#define GR__OID_TEXT 25u
+int gr__arr_begin(gr__buf_t *b, uint32_t oid, size_t n);
+int gr__arr_bytes(gr__buf_t *b, const void *p, size_t n);
+int gr__arr_i64(gr__buf_t *b, int64_t v);
+int gr__arr_i32(gr__buf_t *b, int32_t v);
+
 /* The CTEs of the batched write (postgres.c), shared by its two forms: $1..$4
  * and $6 parallel arrays (key, class, state, expected version, format), $5
  * the service; upd and ins return the writes that committed. */

@@ -9,6 +9,7 @@
 #include <uv.h>
 
 #define GR__PG_MAX_PARAMS 16
+#define GR__PG_MAX_STMTS 32
 
 typedef struct gr__pgpool gr__pgpool_t;
 
@@ -43,6 +44,16 @@ int gr__pg_conninfo_check(const char *conninfo, char *err, size_t err_size);
 int gr__pgpool_query(gr__pgpool_t *pg, const char *sql, int nparams, const char *const *values,
                      const int *lengths, const int *formats, int result_format, gr__pg_result_cb cb,
                      void *ud);
+
+/* gr__pgpool_query through a prepared statement: number `stmt` (1 ..
+ * GR__PG_MAX_STMTS) is prepared from `sql` on each connection the first time
+ * it runs there (parameter types from the casts in `sql`), then executed
+ * without being parsed or planned again. A caller uses one number for one
+ * `sql` for the pool's life. 0, GR_EINVAL, GR_ESHUTDOWN or GR_ENOMEM; a
+ * failed PREPARE fails the query (GR_ESTORAGE, with the server's reason). */
+int gr__pgpool_query_prepared(gr__pgpool_t *pg, unsigned stmt, const char *sql, int nparams,
+                              const char *const *values, const int *lengths, const int *formats,
+                              int result_format, gr__pg_result_cb cb, void *ud);
 
 /* 0 while every connection has failed since the last success. */
 int gr__pgpool_available(const gr__pgpool_t *pg);

@@ -321,6 +321,9 @@ int gr_storage_pg_new(uv_loop_t *loop, const gr_storage_pg_options_t *opts, gr_s
 
 #define GR__BATCH_MAX 256
 
+/* The provider's prepared statements (numbers of gr__pgpool_query_prepared). */
+enum { GR__STMT_WRITE = 1, GR__STMT_WRITE_REPLIES = 2 };
+
 typedef struct gr__batch {
     gr__pgs_t *s;
     gr__wop_t **ops;
@@ -335,31 +338,6 @@ static const char GR__SQL_BATCH_WRITE[] = GR__SQL_BATCH_WRITE_CTES
     " "
     "SELECT ord, version FROM upd "
     "UNION ALL SELECT v.ord, ins.version FROM ins JOIN v ON v.k = ins.grain_key AND v.c = ins.grain_class";
-
-int gr__hex_elem(gr__buf_t *b, const uint8_t *p, size_t n) {
-    static const char hex[] = "0123456789abcdef";
-    int rc = gr__buf_reserve(b, 6 + 2 * n);
-    if (rc) return rc;
-    /* Inside a quoted array element a backslash is written twice. */
-    static const char open[] = "\"\\\\x"; /* the 4 bytes "\\x */
-    memcpy(b->data + b->len, open, sizeof open - 1);
-    b->len += sizeof open - 1;
-    for (size_t i = 0; i < n; i++) {
-        b->data[b->len++] = (uint8_t)hex[p[i] >> 4];
-        b->data[b->len++] = (uint8_t)hex[p[i] & 15];
-    }
-    b->data[b->len++] = '"';
-    return 0;
-}
-
-int gr__text_elem(gr__buf_t *b, const char *t) {
-    int rc = gr__buf_append(b, GR__LIT("\""));
-    for (; rc == 0 && *t; t++) {
-        if (*t == '"' || *t == '\\') rc = gr__buf_append(b, GR__LIT("\\"));
-        if (rc == 0) rc = gr__buf_append(b, t, 1);
-    }
-    return rc ? rc : gr__buf_append(b, GR__LIT("\""));
-}
 
 static void gr__batch_fail(gr__batch_t *bt, int status, const char *detail) {
     for (size_t i = 0; i < bt->n; i++) {
@@ -480,18 +458,26 @@ static void gr__batch_flush(gr__pgs_t *s) {
         gr__buf_init(&states);
         gr__buf_init(&vers);
         gr__buf_init(&fmts);
-        int rc = 0;
-        for (size_t i = 0; i < bt->n && rc == 0; i++) {
-            const char *sep = i ? "," : "{";
-            gr__wop_t *w = bt->ops[i];
-            rc |= gr__buf_append(&keys, sep, 1) | gr__hex_elem(&keys, w->key, w->key_len);
-            rc |= gr__buf_append(&classes, sep, 1) | gr__text_elem(&classes, w->cls);
-            rc |= gr__buf_append(&states, sep, 1) | gr__hex_elem(&states, w->data, w->len);
-            rc |= gr__buf_printf(&vers, "%s%" PRId64, sep, w->expected);
-            rc |= gr__buf_printf(&fmts, "%s%" PRIu32, sep, w->format);
+        /* Each array in one allocation of its final size: grown by doubling,
+         * a batch of large states left a trail of freed blocks behind. */
+        size_t key_bytes = 20, class_bytes = 20, state_bytes = 20;
+        for (size_t i = 0; i < bt->n; i++) {
+            key_bytes += 4 + bt->ops[i]->key_len;
+            class_bytes += 4 + strlen(bt->ops[i]->cls);
+            state_bytes += 4 + bt->ops[i]->len;
         }
-        rc |= gr__buf_append(&keys, "}", 2) | gr__buf_append(&classes, "}", 2) |
-              gr__buf_append(&states, "}", 2) | gr__buf_append(&vers, "}", 2) | gr__buf_append(&fmts, "}", 2);
+        int rc = gr__buf_reserve(&keys, key_bytes) | gr__buf_reserve(&classes, class_bytes) |
+                 gr__buf_reserve(&states, state_bytes) | gr__buf_reserve(&vers, 20 + 12 * bt->n) |
+                 gr__buf_reserve(&fmts, 20 + 8 * bt->n);
+        rc |= gr__arr_begin(&keys, GR__OID_BYTEA, bt->n) | gr__arr_begin(&classes, GR__OID_TEXT, bt->n) |
+              gr__arr_begin(&states, GR__OID_BYTEA, bt->n) | gr__arr_begin(&vers, GR__OID_INT8, bt->n) |
+              gr__arr_begin(&fmts, GR__OID_INT4, bt->n);
+        for (size_t i = 0; i < bt->n && rc == 0; i++) {
+            gr__wop_t *w = bt->ops[i];
+            rc |= gr__arr_bytes(&keys, w->key, w->key_len) | gr__arr_bytes(&classes, w->cls, strlen(w->cls)) |
+                  gr__arr_bytes(&states, w->data, w->len) | gr__arr_i64(&vers, w->expected) |
+                  gr__arr_i32(&fmts, (int32_t)w->format);
+        }
         if (rc == 0) {
             const char *values[6 + GR__PGR_NPARAMS] = {(const char *)keys.data,
                                                        (const char *)classes.data,
@@ -499,11 +485,15 @@ static void gr__batch_flush(gr__pgs_t *s) {
                                                        (const char *)vers.data,
                                                        s->service,
                                                        (const char *)fmts.data};
+            int lengths[6 + GR__PGR_NPARAMS] = {
+                (int)keys.len, (int)classes.len, (int)states.len, (int)vers.len, 0, (int)fmts.len};
+            int formats[6 + GR__PGR_NPARAMS] = {1, 1, 1, 1, 0, 1}; /* the reply-log arrays are text */
             for (int i = 0; with_replies && i < GR__PGR_NPARAMS; i++)
                 values[6 + i] = (const char *)rp[i].data;
-            rc = gr__pgpool_query(s->pool, with_replies ? gr__sql_batch_write_replies : GR__SQL_BATCH_WRITE,
-                                  with_replies ? 6 + GR__PGR_NPARAMS : 6, values, NULL, NULL, 1,
-                                  gr__batch_done, bt);
+            rc = gr__pgpool_query_prepared(s->pool, with_replies ? GR__STMT_WRITE_REPLIES : GR__STMT_WRITE,
+                                           with_replies ? gr__sql_batch_write_replies : GR__SQL_BATCH_WRITE,
+                                           with_replies ? 6 + GR__PGR_NPARAMS : 6, values, lengths, formats,
+                                           1, gr__batch_done, bt);
             if (rc == 0 && with_replies) gr__replies_maybe_sweep(s);
         }
         for (int i = 0; with_replies && i < GR__PGR_NPARAMS; i++)
