@@ -427,10 +427,14 @@ void gr__memory_sample_cb(uv_timer_t *t) {
      * back first, and evict only if that was not enough. Trimming right
      * after evicting returned nothing: the evicted grains are freed later,
      * when their writes commit. */
-    gr__release_memory();
-    rt->stats.rss = gr__rss_bytes();
-    if (!gr__over_memory(rt)) return;
-    if (!rt->evict_ms || uv_now(rt->loop) - rt->evict_ms >= 100) gr__evict(rt, gr__batch(rt));
+    uint64_t now = uv_now(rt->loop);
+    if (!rt->trim_ms || now - rt->trim_ms >= 1000) { /* it walks the heap: once a second at most */
+        rt->trim_ms = now;
+        gr__release_memory();
+        rt->stats.rss = gr__rss_bytes();
+        if (!gr__over_memory(rt)) return;
+    }
+    if (!rt->evict_ms || now - rt->evict_ms >= 100) gr__evict(rt, gr__batch(rt));
 }
 
 void gr__idle_sweep_cb(uv_timer_t *t) {

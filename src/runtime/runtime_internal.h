@@ -186,6 +186,7 @@ struct gr_runtime {
     uv_timer_t idle_timer;
     uv_timer_t memory_timer; /* samples the resident memory (with a memory_limit) */
     uint64_t evict_ms;       /* loop time of the last eviction batch (at most one per 100 ms) */
+    uint64_t trim_ms;        /* loop time the allocator was last trimmed (at most once a second) */
     int evicting;            /* a deactivation loop is walking the LRU list: no nested eviction */
     size_t n_evicting;       /* evicted activations still saving their state (they leave at commit) */
     int pump_on;

@@ -205,6 +205,13 @@ static void gr__conn_schedule_retry(gr__pg_conn_t *c) {
     uv_timer_start(&c->timer, gr__conn_retry_cb, gr__jitter(pg, d), 0);
 }
 
+/* An op that never ran goes back to the front of the queue. */
+static void gr__op_requeue(gr__pg_t *pg, gr__pg_op_t *op) {
+    op->next = pg->head;
+    pg->head = op;
+    if (!pg->tail) pg->tail = op;
+}
+
 static void gr__conn_broken(gr__pg_conn_t *c, const char *why) {
     gr__pg_t *pg = c->pg;
     char msg[300];
@@ -228,6 +235,7 @@ static void gr__conn_broken(gr__pg_conn_t *c, const char *why) {
         c->conn = NULL;
     }
     c->state = GR__CONN_DOWN;
+    int preparing = c->preparing;
     c->prepared = 0; /* statements live and die with their connection */
     c->preparing = 0;
     uv_timer_stop(&c->timer);
@@ -235,6 +243,14 @@ static void gr__conn_broken(gr__pg_conn_t *c, const char *why) {
     if (pg->up == 0) pg->down = 1;
     gr__pg_op_t *op = c->op;
     c->op = NULL;
+    if (op && preparing && op->stmt) {
+        /* Lost while only its PREPARE was out: the query never ran, so it
+         * is not "outcome unknown"; another connection runs it. */
+        gr__op_requeue(pg, op);
+        gr__conn_schedule_retry(c);
+        if (!pg->closing) gr__pg_dispatch(pg);
+        return;
+    }
     if (op) {
         /* The query may or may not have committed: say so. */
         char detail[400];
@@ -250,7 +266,7 @@ static int gr__conn_send(gr__pg_conn_t *c, gr__pg_op_t *op);
 static void gr__setup_done(void *ud, int status, PGresult *res, const char *detail) {
     (void)ud;
     (void)res;
-    if (status != 0) GR__LOG_WARN("postgres connection setup failed: %s", detail);
+    if (status != 0 && status != GR_ECANCELED) GR__LOG_WARN("postgres connection setup failed: %s", detail);
 }
 
 /* Sent first on every new connection. Prepared statements are planned on
@@ -366,11 +382,7 @@ static void gr__pg_dispatch(gr__pg_t *pg) {
         if (gr__conn_send(c, op) != 0) {
             /* Not sent (or not fully): nothing can have committed unless the
              * query reached the server, so report it as unknown only if sent. */
-            if (c->op == NULL) {
-                op->next = pg->head; /* never sent: retry it on another connection */
-                pg->head = op;
-                if (!pg->tail) pg->tail = op;
-            }
+            if (c->op == NULL) gr__op_requeue(pg, op); /* never sent: retry it on another connection */
             gr__conn_broken(c, PQerrorMessage(c->conn));
         }
     }
@@ -397,17 +409,21 @@ static void gr__conn_read(gr__pg_conn_t *c) {
             c->op = NULL;
             c->result = NULL;
             c->state = GR__CONN_IDLE;
-            if (c->preparing && first && PQresultStatus(first) == PGRES_COMMAND_OK) {
-                /* Prepared: now the query itself, on this connection. */
+            const char *sqlstate = first ? PQresultErrorField(first, PG_DIAG_SQLSTATE) : NULL;
+            int prepared_ok = c->preparing && first && PQresultStatus(first) == PGRES_COMMAND_OK;
+            /* 26000: the server no longer has our statement (DEALLOCATE, a
+             * pooler between us): it did not run; prepare it again. */
+            int vanished = !c->preparing && op->stmt && sqlstate && !strcmp(sqlstate, "26000");
+            if (prepared_ok || vanished) {
                 PQclear(first);
-                c->prepared |= 1u << (op->stmt - 1);
+                if (prepared_ok)
+                    c->prepared |= 1u << (op->stmt - 1);
+                else
+                    c->prepared &= ~(1u << (op->stmt - 1));
                 if (gr__conn_send(c, op) != 0) {
-                    if (!c->op) { /* never sent: it goes first to another connection */
-                        op->next = c->pg->head;
-                        c->pg->head = op;
-                        if (!c->pg->tail) c->pg->tail = op;
-                    }
+                    if (!c->op) gr__op_requeue(c->pg, op); /* never sent: another connection takes it */
                     gr__conn_broken(c, PQerrorMessage(c->conn));
+                    if (!c->pg->closing) gr__pg_dispatch(c->pg);
                 }
                 return;
             }
@@ -526,6 +542,10 @@ static int gr__pg_enqueue(gr__pgpool_t *pg, unsigned stmt, const char *sql, int 
     size_t total = 0, len[GR__PG_MAX_PARAMS];
     for (int i = 0; i < nparams; i++) {
         int bin = formats && formats[i];
+        if (bin && values[i] && lengths[i] < 0) {
+            gr__free(op);
+            return GR_EINVAL;
+        }
         len[i] = !values[i] ? 0 : bin ? (size_t)lengths[i] : strlen(values[i]) + 1;
         total += len[i] + 1;
     }

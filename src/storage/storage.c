@@ -30,7 +30,8 @@ int gr_storage_write(gr_storage_t *st, const char *class_name, const void *key, 
     if (rc) return rc;
     /* Bit 30 of the format marks a trailing reply log (storage/replies.h):
      * a caller's state must not claim it. */
-    if (!cb || expected < 0 || (len && !data) || format > INT32_MAX || (format & GR__REPLIES_FLAG)) return GR_EINVAL;
+    if (!cb || expected < 0 || (len && !data) || format > INT32_MAX || (format & GR__REPLIES_FLAG))
+        return GR_EINVAL;
     if (len > GR_STATE_MAX) return GR_ETOOBIG;
     return st->vt->write(st, class_name, key, key_len, data, len, format, expected, cb, ud);
 }
