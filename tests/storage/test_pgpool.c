@@ -4,7 +4,9 @@
  * right, binary parameters with NUL bytes, a server error's message passed
  * on, a query over its timeout breaking only its connection, a wait for a
  * free connection bounded by op_timeout, a database that is not there
- * failing fast, and close cancelling what is queued. */
+ * failing fast, close cancelling what is queued, and prepared statements
+ * (prepared per connection, refused, forgotten by the server, lost with
+ * their connection). */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -114,6 +116,81 @@ static void test_many_queries_two_connections(void **st) {
     gr_test_loop_close(&loop);
 }
 
+/* Prepared statements: prepared on each connection by its first use, then
+ * executed without PREPARE; custom-planned (the connection's setup); a
+ * PREPARE the server refuses fails its query with the server's reason and
+ * leaves the pool working; a statement the server dropped (DEALLOCATE ALL on
+ * the same connection) and one on a connection the server killed are
+ * prepared again and run once. */
+static int run_prepared(uv_loop_t *loop, gr__pgpool_t *p, unsigned stmt, const char *sql, int arg, res_t *r) {
+    char v0[16];
+    snprintf(v0, sizeof v0, "%d", arg);
+    const char *v[1] = {v0};
+    memset(r, 0, sizeof *r);
+    int rc = gr__pgpool_query_prepared(p, stmt, sql, 1, v, NULL, NULL, 0, on_result, r);
+    if (rc) return rc;
+    assert_true(gr_test_run_until(loop, &r->done, 5000));
+    assert_int_equal(r->done, 1);
+    return r->status;
+}
+
+static void test_prepared(void **st) {
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    gr__pgpool_t *p = pool(&loop, gr_test_pg_url(), 1, 0, 0);
+    static const char add[] = "SELECT $1::int + 1";
+    res_t r;
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(run_prepared(&loop, p, 1, add, i, &r), 0);
+        assert_int_equal(atoi(r.value), i + 1);
+    }
+    /* Prepared once on this connection: the server has it, by our name. */
+    res_t q = {0};
+    assert_int_equal(gr__pgpool_query(p,
+                                      "SELECT count(*) FROM pg_prepared_statements WHERE name = 'granary_1'",
+                                      0, NULL, NULL, NULL, 0, on_result, &q),
+                     0);
+    assert_true(gr_test_run_until(&loop, &q.done, 5000));
+    assert_string_equal(q.value, "1");
+    res_t m = {0};
+    assert_int_equal(gr__pgpool_query(p, "SHOW plan_cache_mode", 0, NULL, NULL, NULL, 0, on_result, &m), 0);
+    assert_true(gr_test_run_until(&loop, &m.done, 5000));
+    assert_string_equal(m.value, "force_custom_plan");
+    /* A statement the server refuses to prepare. */
+    assert_int_equal(run_prepared(&loop, p, 2, "SELECT $1::int + nosuchcolumn", 1, &r), GR_ESTORAGE);
+    assert_non_null(strstr(r.detail, "nosuchcolumn"));
+    assert_int_equal(run_prepared(&loop, p, 1, add, 41, &r), 0);
+    assert_string_equal(r.value, "42");
+    /* The server forgets it: prepared again, run once. */
+    res_t d = {0};
+    assert_int_equal(gr__pgpool_query(p, "DEALLOCATE ALL", 0, NULL, NULL, NULL, 0, on_result, &d), 0);
+    assert_true(gr_test_run_until(&loop, &d.done, 5000));
+    assert_int_equal(d.status, 0);
+    assert_int_equal(run_prepared(&loop, p, 1, add, 7, &r), 0);
+    assert_string_equal(r.value, "8");
+    /* The connection dies (the outcome of what was in flight is unknown);
+     * on the next connection the statement is prepared again. */
+    res_t k = {0};
+    assert_int_equal(gr__pgpool_query(p, "SELECT pg_terminate_backend(pg_backend_pid())", 0, NULL, NULL, NULL,
+                                      0, on_result, &k),
+                     0);
+    assert_true(gr_test_run_until(&loop, &k.done, 5000));
+    assert_int_equal(k.status, GR_ESTORAGE);
+    int ok = 0;
+    for (int i = 0; i < 50 && !ok; i++) { /* reconnecting: fails fast until it is back */
+        ok = run_prepared(&loop, p, 1, add, 99, &r) == 0;
+        if (!ok) gr_test_run_for(&loop, 100);
+    }
+    assert_true(ok);
+    assert_string_equal(r.value, "100");
+    assert_int_equal(gr__pgpool_query_prepared(p, 0, add, 0, NULL, NULL, NULL, 0, on_result, &r), GR_EINVAL);
+    assert_int_equal(
+        gr__pgpool_query_prepared(p, GR__PG_MAX_STMTS + 1, add, 0, NULL, NULL, NULL, 0, on_result, &r),
+        GR_EINVAL);
+    pool_close(&loop, p);
+    gr_test_loop_close(&loop);
+}
+
 static void test_timeouts(void **st) {
     uv_loop_t loop;
     uv_loop_init(&loop);
@@ -186,9 +263,8 @@ static void test_database_not_there(void **st) {
 int main(void) {
     if (!gr_test_pg_ready(0)) return 1;
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_conninfo_check),
-        cmocka_unit_test(test_many_queries_two_connections),
-        cmocka_unit_test(test_timeouts),
+        cmocka_unit_test(test_conninfo_check),     cmocka_unit_test(test_many_queries_two_connections),
+        cmocka_unit_test(test_prepared),           cmocka_unit_test(test_timeouts),
         cmocka_unit_test(test_database_not_there),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
