@@ -12,7 +12,8 @@
 #   erl_run CALLERS SECONDS            N callers on a second node
 #   erl_stop
 
-pgbin=$(pg_config --bindir)
+# "rate=R p50_us=P p99_us=Q" (BenchDriver's and bench_gs's lines) -> "R P Q".
+rate_fig() { sed -n 's/.* rate=\([0-9]*\) p50_us=\([0-9]*\) p99_us=\([0-9]*\).*/\1 \2 \3/p'; }
 
 # Percentiles of one number per line on stdin (microseconds).
 pcts() { sort -n | awk '{v[NR]=$1} END {if (!NR) {print "0 0"; exit}
@@ -88,7 +89,7 @@ erl_run() { # erl_run CALLERS SECONDS
   local out
   out=$(timeout $(( $2 + 60 )) erl "${erl_opts[@]}" -name cli@127.0.0.1 -s bench_gs drive srv@127.0.0.1 "$1" "$2" 10000 \
     2>/dev/null | grep '^calls=') || { echo "0 0 0"; return; }
-  echo "$out" | sed -n 's/.* rate=\([0-9]*\) p50_us=\([0-9]*\) p99_us=\([0-9]*\).*/\1 \2 \3/p'
+  echo "$out" | rate_fig
 }
 
 erl_stop() { kill "$erl_pid" 2>/dev/null; wait "$erl_pid" 2>/dev/null || true; }

@@ -3,9 +3,10 @@
 # directory and a throwaway PostgreSQL (migrated), and removes, stops and
 # kills all of it on exit. Sets B (the build dir), work, url and pids (add
 # the pid of every process you start, it is killed on exit); free_port
-# (scripts/ports.sh) prints a free 127.0.0.1 port.
+# (scripts/ports.sh) prints a free 127.0.0.1 port; pgbin is PostgreSQL's bin directory.
 bench_setup() { # bench_setup NAME
   root=$(pwd)
+  pgbin=$(pg_config --bindir)
   bash scripts/deps.sh
   cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DGR_TESTS=OFF >/dev/null
   cmake --build build-bench -j"$(nproc)" >/dev/null

@@ -10,7 +10,6 @@ cd "$(dirname "$0")/.."
 secs=${1:-3}
 . bench/lib.sh
 bench_setup bench
-pgbin=$(pg_config --bindir)
 
 echo "# $(date -u +%Y-%m-%d) on $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); ${secs}s per bench"
 $B/bench/bench_local --seconds "$secs"

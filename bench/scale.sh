@@ -27,7 +27,6 @@ export GR_PG_OPTS="-c max_connections=800 -c shared_buffers=256MB"
 bench_setup scale
 probe="python3 bench/scale_probe.py"
 xacts() { "$pgbin/psql" -Atq "$url" -c "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()"; }
-pgbin=$(pg_config --bindir)
 
 echo "# $(date -u +%Y-%m-%d) on $(nproc) cores, $(uname -sr); silos: ${sizes[*]}; grains for the handoff: $grains"
 for n in "${sizes[@]}"; do

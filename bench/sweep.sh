@@ -12,7 +12,7 @@
 #                    grains on A, W in flight | Erlang distribution: N callers
 #                    on one node, gen_server:call to a second node
 #
-# Writes $sweep_out/bench-sweep.tsv (work system level rate p50_us p99_us) and
+# Uses run.sh's C (bench_client). Writes $sweep_out/bench-sweep.tsv (work system level rate p50_us p99_us) and
 # the plot $sweep_out/bench-sweep.svg (bench/plot.py); prints a table.
 # BENCH_LEVELS (default "1 8 32 128 512 1024 4096") chooses the levels.
 
@@ -31,10 +31,8 @@ row() { # row WORK SYSTEM LEVEL "RATE P50 P99"
 
 # bench_client's line -> "RATE P50 P99"
 client_fig() { sed -n 's/.* \([0-9]*\) calls\/s .* p50 \([0-9]*\) us  p99 \([0-9]*\) us.*/\1 \2 \3/p'; }
-driver_fig() { sed -n 's/.* rate=\([0-9]*\) p50_us=\([0-9]*\) p99_us=\([0-9]*\).*/\1 \2 \3/p'; }
 checkpoint() { "$pgbin/psql" -q "$url" -c CHECKPOINT; }
 
-C="$B/bench/bench_client --cluster bench"
 G="$B/granary call --cluster bench --timeout 120000 --silo 127.0.0.1:$pb"
 echo "== sweep: calls in flight ($levels), ${secs}s each, alternatives in the same run =="
 # Activate the grains first, so the sweep measures live grains (no cold
@@ -76,7 +74,7 @@ redis_stop
 n=0
 for w in $levels; do
   n=$((n + 1))
-  row cross-silo granary "$w" "$($G "BenchDriver/sweep$n" run "sr- 10000 100000000 $w 0 $secs" | driver_fig)"
+  row cross-silo granary "$w" "$($G "BenchDriver/sweep$n" run "sr- 10000 100000000 $w 0 $secs" | rate_fig)"
 done
 erl_start
 for w in $levels; do row cross-silo "erlang-distribution" "$w" "$(erl_run "$w" "$secs")"; done

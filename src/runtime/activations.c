@@ -377,11 +377,11 @@ static int gr__at_bound(const gr_runtime_t *rt) {
 /* Deactivate up to n of the least recently used idle activations (their
  * dirty state is written first, as at idle deactivation), looking at a
  * bounded number of them: busy ones are skipped, never waited for. */
-static size_t gr__evict(gr_runtime_t *rt, size_t n) {
+static void gr__evict(gr_runtime_t *rt, size_t n) {
     size_t done = 0, looked = 0;
     /* Not nested: an on_deactivate that calls a grain would come back here
      * through gr__admit and could free the `next` this loop holds. */
-    if (rt->evicting) return 0;
+    if (rt->evicting) return;
     rt->evicting = 1;
     rt->evict_ms = uv_now(rt->loop);
     for (gr_grain_t *g = rt->lru_head, *next; g && done < n && looked < 4 * n + 64; g = next, looked++) {
@@ -401,7 +401,6 @@ static size_t gr__evict(gr_runtime_t *rt, size_t n) {
         done++;
     }
     rt->evicting = 0;
-    return done;
 }
 
 int gr__admit(gr_runtime_t *rt) {

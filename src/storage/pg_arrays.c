@@ -1,6 +1,7 @@
 /* src/storage/pg_arrays.c - array parameters for the batched statements:
- * text-format literals (the reply-log batches, pg_replies.c) and the binary
- * format (the write batch, postgres.c). The binary layout is PostgreSQL's
+ * text-format literals (the reply-log arrays of a keyed write, pg_replies.c)
+ * and the binary format (the write, update, read, claim and release
+ * batches, postgres.c). The binary layout is PostgreSQL's
  * array_send: ndim, has-nulls flag, element type, then per dimension its
  * length and lower bound, then each element as a 32-bit length and its
  * bytes, all integers big-endian. */
@@ -31,23 +32,16 @@ int gr__text_elem(gr__buf_t *b, const char *t) {
     return rc ? rc : gr__buf_append(b, GR__LIT("\""));
 }
 
-static void gr__put_be32(uint8_t *p, uint32_t v) {
-    p[0] = (uint8_t)(v >> 24);
-    p[1] = (uint8_t)(v >> 16);
-    p[2] = (uint8_t)(v >> 8);
-    p[3] = (uint8_t)v;
-}
-
 int gr__arr_begin(gr__buf_t *b, uint32_t oid, size_t n) {
     if (n > INT32_MAX) return GR_ENOMEM;
     int rc = gr__buf_reserve(b, 20);
     if (rc) return rc;
     uint8_t *p = b->data + b->len;
-    gr__put_be32(p, 1);       /* dimensions */
-    gr__put_be32(p + 4, 0);   /* no NULL elements */
-    gr__put_be32(p + 8, oid); /* element type */
-    gr__put_be32(p + 12, (uint32_t)n);
-    gr__put_be32(p + 16, 1); /* lower bound */
+    gr__put_u32(p, 1);       /* dimensions */
+    gr__put_u32(p + 4, 0);   /* no NULL elements */
+    gr__put_u32(p + 8, oid); /* element type */
+    gr__put_u32(p + 12, (uint32_t)n);
+    gr__put_u32(p + 16, 1); /* lower bound */
     b->len += 20;
     return 0;
 }
@@ -56,7 +50,7 @@ int gr__arr_bytes(gr__buf_t *b, const void *data, size_t n) {
     if (n > INT32_MAX) return GR_ENOMEM;
     int rc = gr__buf_reserve(b, 4 + n);
     if (rc) return rc;
-    gr__put_be32(b->data + b->len, (uint32_t)n);
+    gr__put_u32(b->data + b->len, (uint32_t)n);
     if (n) memcpy(b->data + b->len + 4, data, n);
     b->len += 4 + n;
     return 0;
@@ -64,13 +58,12 @@ int gr__arr_bytes(gr__buf_t *b, const void *data, size_t n) {
 
 int gr__arr_i64(gr__buf_t *b, int64_t v) {
     uint8_t e[8];
-    gr__put_be32(e, (uint32_t)((uint64_t)v >> 32));
-    gr__put_be32(e + 4, (uint32_t)v);
+    gr__put_u64(e, (uint64_t)v);
     return gr__arr_bytes(b, e, 8);
 }
 
 int gr__arr_i32(gr__buf_t *b, int32_t v) {
     uint8_t e[4];
-    gr__put_be32(e, (uint32_t)v);
+    gr__put_u32(e, (uint32_t)v);
     return gr__arr_bytes(b, e, 4);
 }

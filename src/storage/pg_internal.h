@@ -1,6 +1,7 @@
 /* src/storage/pg_internal.h - what the PostgreSQL provider's files share:
- * a queued write, the text-array element encoders, and the reply-log
- * statements and helpers of pg_replies.c. */
+ * a queued write, the array parameter encoders (pg_arrays.c), the pieces of
+ * the batch statements, and the reply-log statements and helpers of
+ * pg_replies.c. */
 #ifndef GR_PERSISTENCE_PG_INTERNAL_H
 #define GR_PERSISTENCE_PG_INTERNAL_H
 
@@ -51,17 +52,25 @@ int gr__arr_bytes(gr__buf_t *b, const void *p, size_t n);
 int gr__arr_i64(gr__buf_t *b, int64_t v);
 int gr__arr_i32(gr__buf_t *b, int32_t v);
 
-/* The CTEs of the batched write (postgres.c), shared by its two forms: $1..$4
- * and $6 parallel arrays (key, class, state, expected version, format), $5
- * the service; upd and ins return the writes that committed. */
+/* The pieces of the batched writes (postgres.c, pg_replies.c): $1..$4 and
+ * $6 parallel arrays (key, class, state, expected version, format) as rows
+ * v(k, c, st, ev, f, ord), $5 the service; the update of a stored row at its
+ * expected version, returning (ord, new version). */
+#define GR__SQL_BATCH_ROWS                                                                                   \
+    "unnest($1::bytea[], $2::text[], $3::bytea[], $4::bigint[], $6::int[]) "                                 \
+    "WITH ORDINALITY AS v(k, c, st, ev, f, ord)"
+#define GR__SQL_BATCH_UPDATE_SET                                                                             \
+    "UPDATE granary_grain_state t SET state = v.st, version = t.version + 1, state_format = v.f, "           \
+    "updated_at = now() "
+#define GR__SQL_BATCH_UPDATE_MATCH                                                                           \
+    "t.grain_key = v.k AND t.grain_class = v.c AND t.service = $5 AND t.version = v.ev "                     \
+    "RETURNING v.ord, t.version"
+
+/* The CTEs of the batched write, shared by its two forms; upd and ins
+ * return the writes that committed. */
 #define GR__SQL_BATCH_WRITE_CTES                                                                             \
-    "WITH v AS (SELECT * FROM unnest($1::bytea[], $2::text[], $3::bytea[], $4::bigint[], $6::int[]) "        \
-    "           WITH ORDINALITY AS v(k, c, st, ev, f, ord)), "                                               \
-    "     upd AS (UPDATE granary_grain_state t SET state = v.st, version = t.version + 1, state_format = "   \
-    "v.f, "                                                                                                  \
-    "             updated_at = now() "                                                                       \
-    "             FROM v WHERE v.ev > 0 AND t.grain_key = v.k AND t.grain_class = v.c AND t.service = $5 "   \
-    "             AND t.version = v.ev RETURNING v.ord, t.version), "                                        \
+    "WITH v AS (SELECT * FROM " GR__SQL_BATCH_ROWS "), "                                                     \
+    "     upd AS (" GR__SQL_BATCH_UPDATE_SET "FROM v WHERE v.ev > 0 AND " GR__SQL_BATCH_UPDATE_MATCH "), "   \
     "     ins AS (INSERT INTO granary_grain_state (grain_key, grain_class, service, state, version, "        \
     "state_format, updated_at) "                                                                             \
     "             SELECT v.k, v.c, $5, v.st, 1, v.f, now() FROM v WHERE v.ev = 0 "                           \

@@ -4,11 +4,11 @@
  * blocks: PQconnectStart/Poll, PQsendQueryParams, PQsendPrepare,
  * PQsendQueryPrepared, PQflush, PQconsumeInput, PQisBusy and PQgetResult only.
  * A prepared statement is prepared on a connection by the first query that
- * needs it there (one extra round trip per connection, then none). Used by the storage provider and by
+ * needs it there (one extra round trip per statement and connection, then
+ * none); a pool with custom_plans first sets plan_cache_mode on each. Used by the storage provider and by
  * membership. Behaviour on failure: docs/storage.md.
  */
 #include <assert.h>
-#include <inttypes.h>
 #include <stdio.h>
 
 #include "base/base.h"
@@ -18,6 +18,7 @@ typedef struct gr__pg_op {
     struct gr__pg_op *next;
     const char *sql; /* static */
     unsigned stmt;   /* 0: unnamed; 1..GR__PG_MAX_STMTS: prepared as "granary_<stmt>" */
+    int reprepared;  /* prepared again once already (the server had lost it) */
     int nparams;
     const char *values[GR__PG_MAX_PARAMS];
     int lengths[GR__PG_MAX_PARAMS];
@@ -45,9 +46,16 @@ typedef struct gr__pg_conn {
     uv_timer_t timer; /* reconnect backoff, and connect deadline */
     uint32_t backoff_ms;
     uint64_t sent_ms;  /* when the op in flight was sent */
-    uint32_t prepared; /* bit k-1: statement k is prepared on this connection */
-    int preparing;     /* the op in flight waits for its statement's PREPARE */
+    uint32_t prepared; /* GR__STMT_BIT(k): statement k is prepared on this connection */
 } gr__pg_conn_t;
+
+#define GR__STMT_BIT(k) (1u << ((k)-1))
+
+/* The op in flight waits for its statement's PREPARE (sent because the
+ * statement was not prepared on this connection). */
+static int gr__conn_preparing(const gr__pg_conn_t *c) {
+    return c->op && c->op->stmt && !(c->prepared & GR__STMT_BIT(c->op->stmt));
+}
 
 struct gr__pgpool {
     uv_loop_t *loop;
@@ -235,15 +243,14 @@ static void gr__conn_broken(gr__pg_conn_t *c, const char *why) {
         c->conn = NULL;
     }
     c->state = GR__CONN_DOWN;
-    int preparing = c->preparing;
+    int preparing = gr__conn_preparing(c);
     c->prepared = 0; /* statements live and die with their connection */
-    c->preparing = 0;
     uv_timer_stop(&c->timer);
     if (was_up) pg->up--;
     if (pg->up == 0) pg->down = 1;
     gr__pg_op_t *op = c->op;
     c->op = NULL;
-    if (op && preparing && op->stmt) {
+    if (preparing) {
         /* Lost while only its PREPARE was out: the query never ran, so it
          * is not "outcome unknown"; another connection runs it. */
         gr__op_requeue(pg, op);
@@ -269,7 +276,7 @@ static void gr__setup_done(void *ud, int status, PGresult *res, const char *deta
     if (status != 0 && status != GR_ECANCELED) GR__LOG_WARN("postgres connection setup failed: %s", detail);
 }
 
-/* Sent first on every new connection. Prepared statements are planned on
+/* Sent first on every new connection of a pool with custom_plans. Prepared statements are planned on
  * each run with its parameters: a generic plan, chosen once while a table
  * is still small, kept a sequential scan when the table grew (seen: a write
  * batch of 32 grains scanning 10,000 rows, a fifth of the throughput), and
@@ -285,7 +292,7 @@ static void gr__conn_up(gr__pg_conn_t *c) {
     c->pg->up++;
     if (c->pg->down) GR__LOG_INFO("postgres connection restored");
     c->pg->down = 0;
-    gr__pg_op_t *setup = gr__calloc(1, sizeof *setup);
+    gr__pg_op_t *setup = c->pg->opts.custom_plans ? gr__calloc(1, sizeof *setup) : NULL;
     if (setup) { /* without it (out of memory) the connection still works */
         setup->sql = GR__SQL_CONN_SETUP;
         setup->cb = gr__setup_done;
@@ -347,20 +354,18 @@ static void gr__conn_connect(gr__pg_conn_t *c) {
 /* ---- running queries ---- */
 
 static int gr__conn_send(gr__pg_conn_t *c, gr__pg_op_t *op) {
-    char name[24];
-    snprintf(name, sizeof name, "granary_%u", op->stmt);
-    uint32_t bit = op->stmt ? 1u << (op->stmt - 1) : 0;
     int ok;
-    c->preparing = 0;
     if (!op->stmt) {
         ok = PQsendQueryParams(c->conn, op->sql, op->nparams, NULL, op->values, op->lengths, op->formats,
                                op->result_format);
-    } else if (c->prepared & bit) {
-        ok = PQsendQueryPrepared(c->conn, name, op->nparams, op->values, op->lengths, op->formats,
-                                 op->result_format);
-    } else { /* parameter types come from the statement's casts */
-        ok = PQsendPrepare(c->conn, name, op->sql, op->nparams, NULL);
-        c->preparing = ok;
+    } else {
+        char name[24];
+        snprintf(name, sizeof name, "granary_%u", op->stmt);
+        if (c->prepared & GR__STMT_BIT(op->stmt))
+            ok = PQsendQueryPrepared(c->conn, name, op->nparams, op->values, op->lengths, op->formats,
+                                     op->result_format);
+        else /* parameter types come from the statement's casts */
+            ok = PQsendPrepare(c->conn, name, op->sql, op->nparams, NULL);
     }
     if (!ok) return GR_EIO;
     c->op = op;
@@ -371,6 +376,14 @@ static int gr__conn_send(gr__pg_conn_t *c, gr__pg_op_t *op) {
     return gr__conn_watch(c, f == 1 ? (UV_READABLE | UV_WRITABLE) : UV_READABLE);
 }
 
+/* Not sent (or not fully): nothing can have committed unless the query
+ * reached the server, so it is reported as unknown only if it was sent
+ * (gr__conn_broken); one never sent goes first to another connection. */
+static void gr__conn_send_failed(gr__pg_conn_t *c, gr__pg_op_t *op) {
+    if (c->op == NULL) gr__op_requeue(c->pg, op);
+    gr__conn_broken(c, PQerrorMessage(c->conn));
+}
+
 static void gr__pg_dispatch(gr__pg_t *pg) {
     for (unsigned i = 0; i < pg->n_conns && pg->head; i++) {
         gr__pg_conn_t *c = &pg->conns[i];
@@ -379,12 +392,7 @@ static void gr__pg_dispatch(gr__pg_t *pg) {
         pg->head = op->next;
         if (!pg->head) pg->tail = NULL;
         op->next = NULL;
-        if (gr__conn_send(c, op) != 0) {
-            /* Not sent (or not fully): nothing can have committed unless the
-             * query reached the server, so report it as unknown only if sent. */
-            if (c->op == NULL) gr__op_requeue(pg, op); /* never sent: retry it on another connection */
-            gr__conn_broken(c, PQerrorMessage(c->conn));
-        }
+        if (gr__conn_send(c, op) != 0) gr__conn_send_failed(c, op);
     }
 }
 
@@ -404,30 +412,33 @@ static void gr__conn_read(gr__pg_conn_t *c) {
     while (!PQisBusy(c->conn)) {
         PGresult *res = PQgetResult(c->conn);
         if (!res) {
+            int preparing = gr__conn_preparing(c);
             gr__pg_op_t *op = c->op;
             PGresult *first = c->result;
             c->op = NULL;
             c->result = NULL;
             c->state = GR__CONN_IDLE;
             const char *sqlstate = first ? PQresultErrorField(first, PG_DIAG_SQLSTATE) : NULL;
-            int prepared_ok = c->preparing && first && PQresultStatus(first) == PGRES_COMMAND_OK;
+            int prepared_ok = preparing && first && PQresultStatus(first) == PGRES_COMMAND_OK;
             /* 26000: the server no longer has our statement (DEALLOCATE, a
-             * pooler between us): it did not run; prepare it again. */
-            int vanished = !c->preparing && op->stmt && sqlstate && !strcmp(sqlstate, "26000");
+             * pooler between us): it did not run; prepare it again, once (a
+             * pooler that moves us between backends would loop for ever). */
+            int vanished =
+                !preparing && op->stmt && !op->reprepared && sqlstate && !strcmp(sqlstate, "26000");
             if (prepared_ok || vanished) {
                 PQclear(first);
-                if (prepared_ok)
-                    c->prepared |= 1u << (op->stmt - 1);
-                else
-                    c->prepared &= ~(1u << (op->stmt - 1));
+                if (prepared_ok) {
+                    c->prepared |= GR__STMT_BIT(op->stmt);
+                } else {
+                    c->prepared &= ~GR__STMT_BIT(op->stmt);
+                    op->reprepared = 1;
+                }
                 if (gr__conn_send(c, op) != 0) {
-                    if (!c->op) gr__op_requeue(c->pg, op); /* never sent: another connection takes it */
-                    gr__conn_broken(c, PQerrorMessage(c->conn));
+                    gr__conn_send_failed(c, op);
                     if (!c->pg->closing) gr__pg_dispatch(c->pg);
                 }
                 return;
             }
-            c->preparing = 0;
             gr__op_complete(op, first); /* a failed PREPARE fails its query with the reason */
             PQclear(first);
             if (c->pg->closing) return; /* the callback closed the provider */

@@ -20,6 +20,8 @@ typedef struct gr__pgpool_options {
     uint32_t reconnect_max_ms; /* backoff cap (default 5000) */
     uint32_t query_timeout_ms; /* a query in flight longer than this breaks its
                                   connection: outcome unknown (default 30000, 0 = never) */
+    int custom_plans;          /* set plan_cache_mode = force_custom_plan on every connection
+                                  before its first query (default 0) */
 } gr__pgpool_options_t;
 
 void gr__pgpool_options_init(gr__pgpool_options_t *o);

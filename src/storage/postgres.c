@@ -1,11 +1,13 @@
 /* src/storage/postgres.c - the PostgreSQL grain-state provider: the queries
  * of docs/storage.md run on a gr__pgpool. Keys and state travel as binary
- * parameters; results come back in binary.
+ * parameters (the batches' arrays in PostgreSQL's binary array format, the
+ * batch statements prepared); results come back in binary.
  *
  * Writes are group-committed: writes that queue while earlier batches are in
  * flight go out together as ONE statement (unnest of arrays, an UPDATE and an
- * INSERT ... ON CONFLICT in one CTE), so N grains' writes cost one round trip
- * and one commit, and each caller still hears only after that commit.
+ * INSERT ... ON CONFLICT in one CTE, or only the UPDATE when every write
+ * updates a stored row), so N grains' writes cost one round trip and one
+ * commit, and each caller still hears only after that commit.
  * Reads (activations) are batched the same way: one SELECT over an unnest
  * of keys loads many grains in one round trip. */
 #include <inttypes.h>
@@ -300,8 +302,9 @@ int gr_storage_pg_new(uv_loop_t *loop, const gr_storage_pg_options_t *opts, gr_s
     gr__pgs_t *s = gr__calloc(1, sizeof *s);
     if (!s) return GR_ENOMEM;
     s->service = gr__strdup(opts->service);
-    gr__pgpool_options_t p = {opts->pool_size, opts->op_timeout_ms, opts->reconnect_min_ms,
-                              opts->reconnect_max_ms, opts->query_timeout_ms};
+    /* Custom plans: see GR__SQL_CONN_SETUP in pgpool.c. */
+    gr__pgpool_options_t p = {opts->pool_size,        opts->op_timeout_ms,    opts->reconnect_min_ms,
+                              opts->reconnect_max_ms, opts->query_timeout_ms, 1};
     int rc = s->service ? gr__pgpool_new(loop, opts->conninfo, &p, &s->pool) : GR_ENOMEM;
     if (rc != 0) {
         gr__free(s->service);
@@ -355,12 +358,7 @@ static const char GR__SQL_BATCH_WRITE[] = GR__SQL_BATCH_WRITE_CTES
  * planned in a fraction of the time of the full statement (no CTEs, no
  * INSERT, no join of the inserted rows back), and every batch is planned. */
 static const char GR__SQL_BATCH_UPDATE[] =
-    "UPDATE granary_grain_state t SET state = v.st, version = t.version + 1, state_format = v.f, "
-    "updated_at = now() "
-    "FROM unnest($1::bytea[], $2::text[], $3::bytea[], $4::bigint[], $6::int[]) WITH ORDINALITY AS "
-    "v(k, c, st, ev, f, ord) "
-    "WHERE t.grain_key = v.k AND t.grain_class = v.c AND t.service = $5 AND t.version = v.ev "
-    "RETURNING v.ord, t.version";
+    GR__SQL_BATCH_UPDATE_SET "FROM " GR__SQL_BATCH_ROWS " WHERE " GR__SQL_BATCH_UPDATE_MATCH;
 
 static void gr__batch_fail(gr__batch_t *bt, int status, const char *detail) {
     for (size_t i = 0; i < bt->n; i++) {
@@ -466,10 +464,16 @@ static void gr__batch_flush(gr__pgs_t *s) {
             gr__free(bt);
             return;
         }
+        /* Which statement, and the arrays' sizes (each reserved at once: grown
+         * by doubling, a batch of large states left a trail of freed blocks). */
         int with_replies = 0, all_updates = 1;
+        size_t key_bytes = 20, class_bytes = 20, state_bytes = 20 + 4 * bt->n + bytes;
         for (size_t i = 0; i < bt->n; i++) {
-            with_replies |= bt->ops[i]->adds_len || bt->ops[i]->dels_len;
-            all_updates &= bt->ops[i]->expected > 0;
+            gr__wop_t *w = bt->ops[i];
+            with_replies |= w->adds_len || w->dels_len;
+            all_updates &= w->expected > 0;
+            key_bytes += 4 + w->key_len;
+            class_bytes += 4 + (w->id_len - w->key_len - 1); /* id is class '\0' key */
         }
         gr__buf_t keys, classes, states, vers, fmts, rp[GR__PGR_NPARAMS];
         if (with_replies && gr__pgr_params(bt->ops, bt->n, rp) != 0) {
@@ -485,14 +489,6 @@ static void gr__batch_flush(gr__pgs_t *s) {
         gr__buf_init(&states);
         gr__buf_init(&vers);
         gr__buf_init(&fmts);
-        /* Each array in one allocation of its final size: grown by doubling,
-         * a batch of large states left a trail of freed blocks behind. */
-        size_t key_bytes = 20, class_bytes = 20, state_bytes = 20;
-        for (size_t i = 0; i < bt->n; i++) {
-            key_bytes += 4 + bt->ops[i]->key_len;
-            class_bytes += 4 + strlen(bt->ops[i]->cls);
-            state_bytes += 4 + bt->ops[i]->len;
-        }
         int rc = gr__buf_reserve(&keys, key_bytes) | gr__buf_reserve(&classes, class_bytes) |
                  gr__buf_reserve(&states, state_bytes) | gr__buf_reserve(&vers, 20 + 12 * bt->n) |
                  gr__buf_reserve(&fmts, 20 + 8 * bt->n);
@@ -501,7 +497,8 @@ static void gr__batch_flush(gr__pgs_t *s) {
               gr__arr_begin(&fmts, GR__OID_INT4, bt->n);
         for (size_t i = 0; i < bt->n && rc == 0; i++) {
             gr__wop_t *w = bt->ops[i];
-            rc |= gr__arr_bytes(&keys, w->key, w->key_len) | gr__arr_bytes(&classes, w->cls, strlen(w->cls)) |
+            rc |= gr__arr_bytes(&keys, w->key, w->key_len) |
+                  gr__arr_bytes(&classes, w->cls, w->id_len - w->key_len - 1) |
                   gr__arr_bytes(&states, w->data, w->len) | gr__arr_i64(&vers, w->expected) |
                   gr__arr_i32(&fmts, (int32_t)w->format);
         }

@@ -116,28 +116,36 @@ static void test_many_queries_two_connections(void **st) {
     gr_test_loop_close(&loop);
 }
 
-/* Prepared statements: prepared on each connection by its first use, then
- * executed without PREPARE; custom-planned (the connection's setup); a
- * PREPARE the server refuses fails its query with the server's reason and
- * leaves the pool working; a statement the server dropped (DEALLOCATE ALL on
- * the same connection) and one on a connection the server killed are
- * prepared again and run once. */
+/* One query and its result: prepared as statement `stmt` with one int
+ * parameter, or (stmt 0) unnamed and without parameters. */
 static int run_prepared(uv_loop_t *loop, gr__pgpool_t *p, unsigned stmt, const char *sql, int arg, res_t *r) {
     char v0[16];
     snprintf(v0, sizeof v0, "%d", arg);
     const char *v[1] = {v0};
     memset(r, 0, sizeof *r);
-    int rc = gr__pgpool_query_prepared(p, stmt, sql, 1, v, NULL, NULL, 0, on_result, r);
+    int rc = stmt ? gr__pgpool_query_prepared(p, stmt, sql, 1, v, NULL, NULL, 0, on_result, r)
+                  : gr__pgpool_query(p, sql, 0, NULL, NULL, NULL, 0, on_result, r);
     if (rc) return rc;
     assert_true(gr_test_run_until(loop, &r->done, 5000));
     assert_int_equal(r->done, 1);
     return r->status;
 }
 
+/* Prepared statements: prepared on each connection by its first use, then
+ * executed without PREPARE; custom-planned (the connection's setup); a
+ * PREPARE the server refuses fails its query with the server's reason and
+ * leaves the pool working; a statement the server dropped (DEALLOCATE ALL on
+ * the same connection) and one on a connection the server killed are
+ * prepared again and run once. */
 static void test_prepared(void **st) {
     uv_loop_t loop;
     uv_loop_init(&loop);
-    gr__pgpool_t *p = pool(&loop, gr_test_pg_url(), 1, 0, 0);
+    gr__pgpool_options_t o;
+    gr__pgpool_options_init(&o);
+    o.pool_size = 1;
+    o.custom_plans = 1;
+    gr__pgpool_t *p;
+    assert_int_equal(gr__pgpool_new(&loop, gr_test_pg_url(), &o, &p), 0);
     static const char add[] = "SELECT $1::int + 1";
     res_t r;
     for (int i = 0; i < 5; i++) {
@@ -145,37 +153,26 @@ static void test_prepared(void **st) {
         assert_int_equal(atoi(r.value), i + 1);
     }
     /* Prepared once on this connection: the server has it, by our name. */
-    res_t q = {0};
-    assert_int_equal(gr__pgpool_query(p,
-                                      "SELECT count(*) FROM pg_prepared_statements WHERE name = 'granary_1'",
-                                      0, NULL, NULL, NULL, 0, on_result, &q),
+    assert_int_equal(run_prepared(&loop, p, 0,
+                                  "SELECT count(*) FROM pg_prepared_statements WHERE name = 'granary_1'", 0,
+                                  &r),
                      0);
-    assert_true(gr_test_run_until(&loop, &q.done, 5000));
-    assert_string_equal(q.value, "1");
-    res_t m = {0};
-    assert_int_equal(gr__pgpool_query(p, "SHOW plan_cache_mode", 0, NULL, NULL, NULL, 0, on_result, &m), 0);
-    assert_true(gr_test_run_until(&loop, &m.done, 5000));
-    assert_string_equal(m.value, "force_custom_plan");
+    assert_string_equal(r.value, "1");
+    assert_int_equal(run_prepared(&loop, p, 0, "SHOW plan_cache_mode", 0, &r), 0);
+    assert_string_equal(r.value, "force_custom_plan");
     /* A statement the server refuses to prepare. */
     assert_int_equal(run_prepared(&loop, p, 2, "SELECT $1::int + nosuchcolumn", 1, &r), GR_ESTORAGE);
     assert_non_null(strstr(r.detail, "nosuchcolumn"));
     assert_int_equal(run_prepared(&loop, p, 1, add, 41, &r), 0);
     assert_string_equal(r.value, "42");
     /* The server forgets it: prepared again, run once. */
-    res_t d = {0};
-    assert_int_equal(gr__pgpool_query(p, "DEALLOCATE ALL", 0, NULL, NULL, NULL, 0, on_result, &d), 0);
-    assert_true(gr_test_run_until(&loop, &d.done, 5000));
-    assert_int_equal(d.status, 0);
+    assert_int_equal(run_prepared(&loop, p, 0, "DEALLOCATE ALL", 0, &r), 0);
     assert_int_equal(run_prepared(&loop, p, 1, add, 7, &r), 0);
     assert_string_equal(r.value, "8");
     /* The connection dies (the outcome of what was in flight is unknown);
      * on the next connection the statement is prepared again. */
-    res_t k = {0};
-    assert_int_equal(gr__pgpool_query(p, "SELECT pg_terminate_backend(pg_backend_pid())", 0, NULL, NULL, NULL,
-                                      0, on_result, &k),
-                     0);
-    assert_true(gr_test_run_until(&loop, &k.done, 5000));
-    assert_int_equal(k.status, GR_ESTORAGE);
+    assert_int_equal(run_prepared(&loop, p, 0, "SELECT pg_terminate_backend(pg_backend_pid())", 0, &r),
+                     GR_ESTORAGE);
     int ok = 0;
     for (int i = 0; i < 50 && !ok; i++) { /* reconnecting: fails fast until it is back */
         ok = run_prepared(&loop, p, 1, add, 99, &r) == 0;
