@@ -19,6 +19,7 @@ typedef struct gr__pg_op {
     const char *sql; /* static */
     unsigned stmt;   /* 0: unnamed; 1..GR__PG_MAX_STMTS: prepared as "granary_<stmt>" */
     int reprepared;  /* prepared again once already (the server had lost it) */
+    int deadlocks;   /* times chosen as a deadlock's victim and run again */
     int nparams;
     const char *values[GR__PG_MAX_PARAMS];
     int lengths[GR__PG_MAX_PARAMS];
@@ -425,13 +426,22 @@ static void gr__conn_read(gr__pg_conn_t *c) {
              * pooler that moves us between backends would loop for ever). */
             int vanished =
                 !preparing && op->stmt && !op->reprepared && sqlstate && !strcmp(sqlstate, "26000");
-            if (prepared_ok || vanished) {
+            /* 40P01: the server chose this statement as a deadlock's victim
+             * and rolled it back whole (one statement, one transaction), so
+             * running it again is safe: a claim release and a silo's leave,
+             * which both release claims, can deadlock at a drain. */
+            int deadlocked = !preparing && sqlstate && !strcmp(sqlstate, "40P01") && op->deadlocks < 3;
+            if (prepared_ok || vanished || deadlocked) {
                 PQclear(first);
                 if (prepared_ok) {
                     c->prepared |= GR__STMT_BIT(op->stmt);
-                } else {
+                } else if (vanished) {
                     c->prepared &= ~GR__STMT_BIT(op->stmt);
                     op->reprepared = 1;
+                } else {
+                    op->deadlocks++;
+                    GR__LOG_DEBUG("postgres: a statement lost a deadlock; running it again (%d)",
+                                  op->deadlocks);
                 }
                 if (gr__conn_send(c, op) != 0) {
                     gr__conn_send_failed(c, op);

@@ -6,7 +6,7 @@
  * free connection bounded by op_timeout, a database that is not there
  * failing fast, close cancelling what is queued, and prepared statements
  * (prepared per connection, refused, forgotten by the server, lost with
- * their connection). */
+ * their connection), and a deadlock's victim run again. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -188,6 +188,41 @@ static void test_prepared(void **st) {
     gr_test_loop_close(&loop);
 }
 
+/* Two statements that lock the same two rows in opposite orders deadlock;
+ * the server rolls one back (40P01) and the pool runs it again: both
+ * succeed, and each row is changed exactly twice. */
+static void test_deadlock_retried(void **st) {
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    gr__pgpool_t *p = pool(&loop, gr_test_pg_url(), 2, 0, 0);
+    res_t r;
+    assert_int_equal(run_prepared(&loop, p, 0, "DROP TABLE IF EXISTS pool_deadlock", 0, &r), 0);
+    assert_int_equal(
+        run_prepared(&loop, p, 0, "CREATE TABLE pool_deadlock (k int PRIMARY KEY, v int NOT NULL)", 0, &r),
+        0);
+    assert_int_equal(run_prepared(&loop, p, 0, "INSERT INTO pool_deadlock VALUES (1, 0), (2, 0)", 0, &r), 0);
+    /* Lock one row, wait, then the other (the main query needs the CTEs). */
+    static const char a[] = "WITH x AS (UPDATE pool_deadlock SET v = v + 1 WHERE k = 1 RETURNING 1), "
+                            "w AS (SELECT pg_sleep(0.3) FROM x) "
+                            "UPDATE pool_deadlock SET v = v + 1 WHERE k = 2 AND EXISTS (SELECT 1 FROM w)";
+    static const char b[] = "WITH x AS (UPDATE pool_deadlock SET v = v + 1 WHERE k = 2 RETURNING 1), "
+                            "w AS (SELECT pg_sleep(0.3) FROM x) "
+                            "UPDATE pool_deadlock SET v = v + 1 WHERE k = 1 AND EXISTS (SELECT 1 FROM w)";
+    res_t ra = {0}, rb = {0};
+    assert_int_equal(gr__pgpool_query(p, a, 0, NULL, NULL, NULL, 0, on_result, &ra), 0);
+    assert_int_equal(gr__pgpool_query(p, b, 0, NULL, NULL, NULL, 0, on_result, &rb), 0);
+    assert_true(gr_test_run_until(&loop, &ra.done, 15000));
+    assert_true(gr_test_run_until(&loop, &rb.done, 15000));
+    assert_int_equal(ra.status, 0);
+    assert_int_equal(rb.status, 0);
+    assert_int_equal(
+        run_prepared(&loop, p, 0, "SELECT string_agg(v::text, ',' ORDER BY k) FROM pool_deadlock", 0, &r), 0);
+    assert_string_equal(r.value, "2,2");
+    assert_int_equal(run_prepared(&loop, p, 0, "DROP TABLE pool_deadlock", 0, &r), 0);
+    pool_close(&loop, p);
+    gr_test_loop_close(&loop);
+}
+
 static void test_timeouts(void **st) {
     uv_loop_t loop;
     uv_loop_init(&loop);
@@ -260,9 +295,9 @@ static void test_database_not_there(void **st) {
 int main(void) {
     if (!gr_test_pg_ready(0)) return 1;
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_conninfo_check),     cmocka_unit_test(test_many_queries_two_connections),
-        cmocka_unit_test(test_prepared),           cmocka_unit_test(test_timeouts),
-        cmocka_unit_test(test_database_not_there),
+        cmocka_unit_test(test_conninfo_check), cmocka_unit_test(test_many_queries_two_connections),
+        cmocka_unit_test(test_prepared),       cmocka_unit_test(test_deadlock_retried),
+        cmocka_unit_test(test_timeouts),       cmocka_unit_test(test_database_not_there),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
