@@ -47,7 +47,15 @@ typedef enum gr_class_flags {
      * max_workers per key per silo), else it queues on the least busy one.
      * For fan-out work such as validation or aggregation. */
     GR_CLASS_STATELESS_WORKER = 1u << 2,
+    /* Never live-migrated (docs/migration.md): a draining silo deactivates
+     * the class's activations (saving dirty state) and the next silo loads
+     * them from storage, and rebalancing leaves them where they are. For
+     * state that cannot leave the process (open files, sockets). */
+    GR_CLASS_NO_MIGRATE = 1u << 3,
 } gr_class_flags_t;
+
+/** Bytes an on_migrate_out hook may add to a migrating activation. */
+#define GR_MIGRATE_EXTRA_MAX (64u * 1024u)
 
 /** Where a cluster activates a grain that is not active anywhere (the
  * directory keeps it there afterwards; stateless workers ignore this). */
@@ -122,6 +130,21 @@ typedef struct gr_class {
      * survive any activation; otherwise they live in the activation only. */
     uint32_t idempotency_keys;
     uint32_t idempotency_retention_ms;
+    /* Optional, live migration (docs/migration.md): an activation moves to
+     * another silo with its state bytes, version and reply log, not through
+     * storage. on_migrate_out runs on the silo it leaves, after its last
+     * turn there, and may write up to `cap` (GR_MIGRATE_EXTRA_MAX) bytes
+     * that are not the state (a cache, a cursor) to `out`, setting *len; it
+     * must not change the state. Non-zero: this activation is not migrated
+     * but deactivated (on_deactivate, dirty state written) or left where it
+     * is (rebalancing). on_migrate_in runs on the silo it arrives at, with
+     * those bytes, after the state is in place and before on_activate
+     * (which runs as for any activation: timers are re-registered there);
+     * non-zero fails the activation there (GR_EACTIVATE) and the grain is
+     * loaded from storage by its next call. Without them, only the state
+     * and the reply log move. */
+    int (*on_migrate_out)(gr_grain_t *grain, uint8_t *out, size_t cap, size_t *len);
+    int (*on_migrate_in)(gr_grain_t *grain, const uint8_t *data, size_t len);
 } gr_class_t;
 
 /** Completion of a call. status is 0 with the reply bytes, GR_EAPP with the

@@ -70,6 +70,13 @@ typedef struct gr_silo_options {
     uint32_t lease_ms;           /* silent this long = dead; fence ourselves too (default 1200) */
     uint32_t reminder_poll_ms;   /* how often due reminders are looked for (default 1000) */
     uint32_t reminder_min_period_ms; /* shortest reminder period accepted (default 1000) */
+    /* Live migration and rebalancing (docs/migration.md). */
+    int no_migrate;               /* 1: a drain deactivates every grain (the next silo reads it from storage)
+                                     and nothing is rebalanced (default 0: activations move live) */
+    uint32_t rebalance_rate;      /* activations moved per second toward an even spread after a join
+                                     (default 1000; 0: no rebalancing) */
+    uint32_t rebalance_window_ms; /* an activation that arrived by migration is not moved again within
+                                     (default 60000) */
 } gr_silo_options_t;
 
 /** Fill `cfg` with the defaults documented in gr_silo_options_t. */

@@ -48,7 +48,7 @@ const char *gr__router_owner(const gr__router_t *r, const char *cls, const uint8
 
 /* ---- peers ---- */
 
-static void gr__peer_closed(void *ud) {
+void gr__peer_closed(void *ud) {
     gr__router_t *r = ud;
     r->peers_closing--;
     if (r->closing && r->peers_closing == 0 && !r->peers) {
@@ -425,12 +425,19 @@ int gr__router_set_tls(gr__router_t *r, gr__tls_ctx_t *ctx, const char *server_n
     return 0;
 }
 
+void gr__router_install_hooks(gr__router_t *r) {
+    gr__cluster_hooks_t h = {gr__router_lease_cb, gr__router_held_cb, gr__router_claimed_cb,
+                             r->migration.on ? gr__router_migrate_cb : NULL, r};
+    gr__runtime_set_cluster(r->rt, r->lease_ok ? &h : NULL);
+}
+
 void gr__router_set_lease(gr__router_t *r, int (*lease_ok)(void *ud), void *ud) {
     r->lease_ok = lease_ok;
     r->lease_ud = ud;
-    gr__cluster_hooks_t h = {gr__router_lease_cb, gr__router_held_cb, gr__router_claimed_cb, r};
-    gr__runtime_set_cluster(r->rt, lease_ok ? &h : NULL);
+    gr__router_install_hooks(r);
 }
+
+uint64_t gr__router_mean_load(const gr__router_t *r) { return r->migration.last_mean; }
 
 static void gr__rereg_timer_closed(uv_handle_t *h) { gr__peer_closed(h->data); }
 
@@ -444,7 +451,7 @@ void gr__router_close(gr__router_t *r, void (*cb)(void *), void *ud) {
      * no reply may leave without a lease while the silo closes. Only the
      * router's part goes (calls held elsewhere fail). */
     if (r->lease_ok) { /* the silo's own function: the router's memory goes before the runtime's */
-        gr__cluster_hooks_t h = {r->lease_ok, NULL, NULL, r->lease_ud};
+        gr__cluster_hooks_t h = {r->lease_ok, NULL, NULL, NULL, r->lease_ud};
         gr__runtime_set_cluster(r->rt, &h);
     }
     while (r->waiting) {
@@ -460,6 +467,7 @@ void gr__router_close(gr__router_t *r, void (*cb)(void *), void *ud) {
     }
     r->peers_closing++; /* released by the timer's close callback */
     uv_close((uv_handle_t *)&r->rereg_timer, gr__rereg_timer_closed);
+    gr__migration_close(r, gr__rereg_timer_closed);
     gr__dir_clear(&r->partition);
     gr__dir_clear(&r->cache);
     gr__free(r->members);

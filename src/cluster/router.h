@@ -14,6 +14,7 @@ typedef struct gr__router gr__router_t;
 typedef struct gr__router_stats {
     uint64_t forwarded, forward_retries, dir_requests_sent, dir_requests_served, rerouted_on_view,
         lost_registrations;
+    uint64_t migrations_sent, migrations_received, rebalance_moves; /* live migration (migration.c) */
     uint64_t partition_entries, cache_entries; /* directory entries this silo owns, and cached */
 } gr__router_stats_t;
 
@@ -45,6 +46,17 @@ void gr__router_set_fenced(gr__router_t *r, int on);
 /* A directory request from a peer ("$dir" class). `done` gets the reply. */
 void gr__router_system_call(gr__router_t *r, const char *method, const uint8_t *key, size_t key_len,
                             const uint8_t *arg, size_t arg_len, gr_call_cb done, void *ud);
+
+/* Live migration and rebalancing (docs/migration.md): on, a drain hands
+ * activations to the silos that host them next and `$mig in` requests
+ * are accepted; rate > 0 moves up to rate activations per second toward
+ * the members below the mean count, none twice within window_ms. Returns 0. */
+int gr__router_set_migration(gr__router_t *r, int on, uint32_t rate, uint32_t window_ms);
+/* A `$mig` request from a peer (methods "in" and "load"). */
+void gr__router_migration_call(gr__router_t *r, const char *method, const uint8_t *key, size_t key_len,
+                               const uint8_t *arg, size_t arg_len, gr_call_cb done, void *ud);
+/* Activations per silo at the last rebalancing comparison (0: none yet). */
+uint64_t gr__router_mean_load(const gr__router_t *r);
 
 void gr__router_get_stats(const gr__router_t *r, gr__router_stats_t *out);
 

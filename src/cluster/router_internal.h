@@ -25,6 +25,26 @@ typedef struct gr__peer {
     uint64_t forwards_failed; /* forwards whose link broke after they left: outcome unknown */
 } gr__peer_t;
 
+/* Rebalancing (migration.c): each active member's movable activations, as
+ * it answered `$mig load` this round. */
+typedef struct gr__load {
+    char id[GR__SILO_ID_MAX + 1];
+    uint64_t count;
+    int answered;
+} gr__load_t;
+
+typedef struct gr__migration {
+    int on;             /* live migration: drains hand activations over, `$mig in` accepted */
+    uint32_t rate;      /* rebalancing: activations moved per second at most (0: off) */
+    uint32_t window_ms; /* an activation that arrived is not moved again within this */
+    uv_timer_t timer;
+    int timer_on;
+    uint64_t round; /* answers of an older round are ignored */
+    gr__load_t *loads;
+    size_t n_loads, cap, waiting;
+    uint64_t last_mean; /* activations per silo at the last comparison */
+} gr__migration_t;
+
 typedef struct gr__pending {
     struct gr__pending *next;
     gr_msg_t *msg;
@@ -59,6 +79,7 @@ struct gr__router {
     char *tls_name;     /* name peers' certificates carry; NULL: their advertised address (set once) */
     uint64_t refusal_logged_ms; /* the last "a peer refuses us" log line (at most one per 10 s) */
     size_t rereg_count;         /* activations re-registered by the view being installed */
+    gr__migration_t migration;  /* migration.c */
 };
 
 /* A re-registration that failed (the new owner had no view yet, a link
@@ -85,6 +106,15 @@ void gr__peer_drop(gr__router_t *r, gr__peer_t *p);
 gr_client_t *gr__peer_get(gr__router_t *r, const char *id);
 void gr__deliver(gr__router_t *r, gr_msg_t *m, const char *silo, int attempt);
 void gr__route(gr__router_t *r, gr_msg_t *m, int attempt);
+/* Set the runtime's cluster hooks from the router's lease and migration settings. */
+void gr__router_install_hooks(gr__router_t *r);
+void gr__peer_closed(void *ud);
+
+/* ---- migration.c ---- */
+int gr__router_migrate_cb(void *ud, const char *cls, const uint8_t *key, size_t key_len, const char *target,
+                          const uint8_t *payload, size_t len, gr_call_cb cb, void *cb_ud);
+/* Stop rebalancing and close its timer (closed() gets the handle). */
+void gr__migration_close(gr__router_t *r, uv_close_cb closed);
 
 /* ---- registry.c ---- */
 void gr__router_gone_cb(void *ud, const char *cls, const uint8_t *key, size_t kl);

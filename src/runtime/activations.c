@@ -31,9 +31,8 @@ void gr__grain_touch(gr_grain_t *g) {
     rt->lru_tail = g;
 }
 
-/* Create an activation in LOADING state and start reading its state. */
-int gr__grain_new(gr_runtime_t *rt, const gr_class_t *cls, const uint8_t *id, size_t id_len, size_t class_len,
-                  gr_grain_t **out) {
+int gr__grain_alloc(gr_runtime_t *rt, const gr_class_t *cls, const uint8_t *id, size_t id_len, size_t class_len,
+                    gr_grain_t **out) {
     int admitted = gr__admit(rt); /* the memory bounds: evict, or refuse */
     if (admitted != 0) return admitted;
     gr_grain_t *g = gr__calloc(1, sizeof *g + id_len);
@@ -48,12 +47,36 @@ int gr__grain_new(gr_runtime_t *rt, const gr_class_t *cls, const uint8_t *id, si
         gr__free(g);
         return GR_ENOMEM;
     }
+    g->io_t0 = gr__us32();
+    g->ce->active++;
+    rt->n_grains++;
+    rt->stats.activations++;
+    gr__grain_touch(g);
+    *out = g;
+    return 0;
+}
+
+void gr__grain_unalloc(gr_grain_t *g) {
+    gr_runtime_t *rt = GR__G_RT(g);
+    HASH_DEL(rt->grains, g);
+    gr__lru_unlink(rt, g);
+    g->ce->active--;
+    rt->n_grains--;
+    rt->stats.activations--;
+    gr__free(g);
+}
+
+/* Create an activation in LOADING state and start reading its state. */
+int gr__grain_new(gr_runtime_t *rt, const gr_class_t *cls, const uint8_t *id, size_t id_len, size_t class_len,
+                  gr_grain_t **out) {
+    gr_grain_t *g = NULL;
+    int rc = gr__grain_alloc(rt, cls, id, id_len, class_len, &g);
+    if (rc != 0) return rc;
     if (GR__G_WORKER(g)) {
         /* No state to load: the pump completes the "load" (user code such
          * as on_activate never runs inside the call that caused it). */
         gr__grain_schedule(g);
     } else {
-        int rc;
         if (gr__claims_on(g)) {
             g->token = ++rt->next_token;
             rc = gr__storage_claim(rt->storage, cls->name, GR__G_KEY(g), g->key_len, rt->silo_id, g->token,
@@ -63,18 +86,12 @@ int gr__grain_new(gr_runtime_t *rt, const gr_class_t *cls, const uint8_t *id, si
                                  g);
         }
         if (rc != 0) {
-            HASH_DEL(rt->grains, g);
-            gr__free(g);
+            gr__grain_unalloc(g);
             return rc == GR_ENOMEM ? GR_ENOMEM : GR_ESTORAGE;
         }
         rt->stats.storage_reads++;
     }
     g->refs++;
-    g->io_t0 = gr__us32();
-    g->ce->active++;
-    rt->n_grains++;
-    rt->stats.activations++;
-    gr__grain_touch(g);
     *out = g;
     return 0;
 }
@@ -182,7 +199,7 @@ static void gr__grain_fail_all(gr_grain_t *g, int status, const char *detail) {
 /* Another silo holds the grain's claim: this activation never starts. Its
  * queued calls go to the router, which sends them to the holder (after the
  * activation is gone, so the directory has forgotten us first). */
-static void gr__grain_held_elsewhere(gr_grain_t *g, const char *holder) {
+void gr__grain_held_elsewhere(gr_grain_t *g, const char *holder) {
     gr_runtime_t *rt = GR__G_RT(g);
     gr_msg_t *queued = g->mb_head;
     g->mb_head = g->mb_tail = NULL;
@@ -235,12 +252,18 @@ void gr__grain_storage_read_cb(void *ud, int status, const uint8_t *data, size_t
     }
     /* Granted: from here every way out of this activation gives it back. */
     if (gr__claims_on(g)) g->claimed = 1;
+    gr__grain_loaded(g, data, len, version, format, 0, NULL, 0);
+}
+
+int gr__grain_loaded(gr_grain_t *g, const uint8_t *data, size_t len, int64_t version, uint32_t format,
+                     int migrated, const uint8_t *extra, size_t extra_len) {
+    gr_runtime_t *rt = GR__G_RT(g);
     if (!gr__may_answer(g)) {
         /* Granted, but the lease ran out meanwhile (fenced, paused): this
          * activation must not start. The claim stays ours (it is released
          * only with a lease), and so we can activate the grain again later. */
         gr__grain_fail_all(g, GR_ENOTHERE, GR__NO_LEASE);
-        return;
+        return GR_ENOTHERE;
     }
     const gr_class_t *cls = GR__G_CLS(g);
     if (format & GR__IDEM_FORMAT_FLAG) {
@@ -255,7 +278,7 @@ void gr__grain_storage_read_cb(void *ud, int status, const uint8_t *data, size_t
                      rc == GR_ENOMEM ? "out of memory" : "the stored reply log does not add up");
             gr__log(GR_LOG_LEVEL_WARN, cls->name, GR__G_KEY(g), g->key_len, "%s", msg);
             gr__grain_fail_all(g, rc == GR_ENOMEM ? GR_ENOMEM : GR_ESTORAGE, msg);
-            return;
+            return rc == GR_ENOMEM ? GR_ENOMEM : GR_ESTORAGE;
         }
         len = state_len;
         format &= ~GR__IDEM_FORMAT_FLAG;
@@ -272,13 +295,13 @@ void gr__grain_storage_read_cb(void *ud, int status, const uint8_t *data, size_t
         gr__log(GR_LOG_LEVEL_WARN, cls->name, GR__G_KEY(g), g->key_len, "%s", msg);
         rt->stats.state_too_new++;
         gr__grain_fail_all(g, GR_ESTATEVERSION, msg);
-        return;
+        return GR_ESTATEVERSION;
     }
     if (len) {
         g->state = gr__memdup(data, len);
         if (!g->state) {
             gr__grain_fail_all(g, GR_ENOMEM, "out of memory loading state");
-            return;
+            return GR_ENOMEM;
         }
     }
     g->state_len = (uint32_t)len;
@@ -297,9 +320,19 @@ void gr__grain_storage_read_cb(void *ud, int status, const uint8_t *data, size_t
             gr__log(GR_LOG_LEVEL_WARN, cls->name, GR__G_KEY(g), g->key_len, "%s", msg);
             g->dirty = 0; /* nothing of it may be written */
             gr__grain_fail_all(g, GR_EACTIVATE, msg);
-            return;
+            return GR_EACTIVATE;
         }
         rt->stats.state_upgrades++;
+    }
+    if (migrated && cls->on_migrate_in) {
+        int rc = cls->on_migrate_in(g, extra, extra_len);
+        if (rc != 0) {
+            char msg[160];
+            snprintf(msg, sizeof msg, "on_migrate_in failed: %s", gr_strerror(rc));
+            gr__log(GR_LOG_LEVEL_WARN, cls->name, GR__G_KEY(g), g->key_len, "%s", msg);
+            gr__grain_fail_all(g, GR_EACTIVATE, msg);
+            return GR_EACTIVATE;
+        }
     }
     if (GR__G_CLS(g)->on_activate) {
         int rc = GR__G_CLS(g)->on_activate(g);
@@ -308,10 +341,11 @@ void gr__grain_storage_read_cb(void *ud, int status, const uint8_t *data, size_t
             snprintf(msg, sizeof msg, "on_activate failed: %s", gr_strerror(rc));
             gr__log(GR_LOG_LEVEL_WARN, GR__G_CLS(g)->name, GR__G_KEY(g), g->key_len, "%s", msg);
             gr__grain_fail_all(g, GR_EACTIVATE, msg);
-            return;
+            return GR_EACTIVATE;
         }
     }
     gr__grain_schedule(g);
+    return 0;
 }
 
 /* ---- deactivation ---- */

@@ -54,6 +54,20 @@ int gr__runtime_write_metrics(const gr_runtime_t *rt, gr__buf_t *b) {
         "granary_activations_refused_total %llu\n",
         rt->opts.max_activations, (unsigned long long)rt->opts.memory_limit, (unsigned long long)s->evicted,
         (unsigned long long)s->refused);
+    rc |= gr__buf_printf(
+        b,
+        "# HELP granary_migrations_total Live migrations of activations (docs/migration.md), by direction "
+        "and result: out ok (handed over), in ok (taken over), out refused (the target refused before "
+        "anything moved; the activation stayed or was deactivated), out failed (outcome unknown; dropped "
+        "here without saving).\n# TYPE granary_migrations_total counter\n"
+        "granary_migrations_total{direction=\"out\",result=\"ok\"} %llu\n"
+        "granary_migrations_total{direction=\"in\",result=\"ok\"} %llu\n"
+        "granary_migrations_total{direction=\"out\",result=\"refused\"} %llu\n"
+        "granary_migrations_total{direction=\"out\",result=\"failed\"} %llu\n"
+        "# HELP granary_migrations_in_flight Activations on their way to another silo.\n"
+        "# TYPE granary_migrations_in_flight gauge\ngranary_migrations_in_flight %u\n",
+        (unsigned long long)s->migrated_out, (unsigned long long)s->migrated_in,
+        (unsigned long long)s->migrate_refused, (unsigned long long)s->migrate_failed, rt->mig_in_flight);
     size_t queued = 0;
     for (const gr_grain_t *g = rt->grains; g; g = g->hh.next)
         queued += g->mb_len;

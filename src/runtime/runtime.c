@@ -165,6 +165,9 @@ int gr_runtime_drain(gr_runtime_t *rt, gr_drain_cb cb, void *ud) {
      * reports completion, so cb never runs inside this call. */
     gr_grain_t *g, *tmp;
     HASH_ITER(hh, rt->grains, g, tmp) gr__grain_schedule(g);
+    /* With live migration, the activations that may move do instead, a
+     * bounded number at a time (migrate.c). */
+    if (rt->cluster.migrate && rt->router) gr__migrate_drain(rt);
     gr__pump_start(rt);
     return 0;
 }
@@ -208,6 +211,7 @@ void gr_runtime_close(gr_runtime_t *rt, gr_close_cb cb, void *ud) {
     /* Counted before anything is released: the runtime must not be freed
      * while this function is still walking it. */
     rt->open_handles = 4; /* pump, deadline, idle and memory timers */
+    gr__migrate_queue_free(rt);
     /* Drop every activation without saving: drain first to save. */
     gr_grain_t *g, *tmp;
     HASH_ITER(hh, rt->grains, g, tmp) {
@@ -235,7 +239,8 @@ void gr_runtime_close(gr_runtime_t *rt, gr_close_cb cb, void *ud) {
         while ((m = gr__mailbox_pop(g)) != NULL)
             gr__msg_free(rt, m);
         gr__timers_stop_all(g);
-        if (g->status == GR__G_ACTIVE || g->status == GR__G_LOADING) g->status = GR__G_DEACTIVATING;
+        if (g->status == GR__G_ACTIVE || g->status == GR__G_LOADING || g->status == GR__G_MIGRATING)
+            g->status = GR__G_DEACTIVATING;
         gr__grain_finish(g);
     }
     /* Every call still waiting completes now with GR_ECANCELED. */

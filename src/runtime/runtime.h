@@ -22,6 +22,11 @@ typedef struct gr__runtime_stats {
     uint64_t evicted;      /* activations deactivated early by the memory bounds */
     uint64_t refused;      /* new activations refused at the memory bounds (GR_EOVERLOAD) */
     uint64_t rss;          /* resident memory at the last sample (with a memory limit), bytes */
+    /* Live migration: activations handed to another silo, taken over from
+     * one, refused by the target before anything moved (the activation
+     * stayed or was deactivated), and failed with the outcome unknown
+     * (dropped here without saving; its next call finds it). */
+    uint64_t migrated_out, migrated_in, migrate_refused, migrate_failed;
 } gr__runtime_stats_t;
 
 void gr__runtime_get_stats(const gr_runtime_t *rt, gr__runtime_stats_t *out);
@@ -107,9 +112,41 @@ typedef struct gr__cluster_hooks {
     int (*lease_ok)(void *ud);
     void (*held_elsewhere)(void *ud, gr_msg_t *msg, const char *holder);
     void (*claimed)(void *ud, const char *cls, const uint8_t *key, size_t key_len);
+    /* Live migration (docs/migration.md; NULL: off): send an activation's
+     * payload to silo `target` (NULL: the silo that would host it next) as
+     * one `$mig in` call; 0 and cb runs once with the target's answer, or
+     * an error and cb never runs (nothing was sent). On success the
+     * caller's directory cache must point at the target before cb runs:
+     * the calls queued meanwhile are routed there. */
+    int (*migrate)(void *ud, const char *cls, const uint8_t *key, size_t key_len, const char *target,
+                   const uint8_t *payload, size_t len, gr_call_cb cb, void *cb_ud);
     void *ud;
 } gr__cluster_hooks_t;
 void gr__runtime_set_cluster(gr_runtime_t *rt, const gr__cluster_hooks_t *hooks); /* NULL: off */
+
+/* ---- live migration (docs/migration.md) ----
+ * The receiving side of a `$mig in` call: take over the activation another
+ * silo hands us (payload as gr__cluster_hooks_t.migrate sent it): claim
+ * transfer, then the activation starts from the payload without a storage
+ * read. done runs once: 0 ("ok": it is active here); a refusal before
+ * anything moved (GR_ESHUTDOWN draining or without a lease, GR_ENOCLASS,
+ * GR_EINVAL a class that does not migrate or storage without claims,
+ * GR_EEXIST an activation here already, GR_EOVERLOAD at the memory bounds,
+ * GR_ESTATEVERSION newer state than this class, GR_EPROTO a malformed
+ * payload, GR_ENOMEM); or, once the transfer was attempted, GR_ENOTHERE
+ * (the source no longer held the claim), GR_ESTORAGE (outcome unknown) or
+ * GR_EACTIVATE (on_migrate_in / on_activate / upgrade failed here). */
+void gr__runtime_migrate_in(gr_runtime_t *rt, const char *cls, const uint8_t *key, size_t key_len,
+                            const uint8_t *payload, size_t len, gr_call_cb done, void *ud);
+/* 1 for the statuses of a refusal before anything moved: the source
+ * still holds the claim and may go on serving. */
+int gr__migrate_refused(int status);
+/* Rebalancing: start moving up to n quiet activations to `target`, the
+ * most recently used first, skipping any that arrived by migration within
+ * window_ms. Returns how many started. */
+size_t gr__runtime_migrate_some(gr_runtime_t *rt, const char *target, size_t n, uint32_t window_ms);
+/* Activations that may be moved (not stateless workers). */
+size_t gr__runtime_movable_count(const gr_runtime_t *rt);
 
 /* Every live activation (for re-registration after a view change). */
 void gr__runtime_foreach(gr_runtime_t *rt,

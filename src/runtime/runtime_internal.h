@@ -13,7 +13,20 @@
 #include "storage/claim.h"
 #include "storage/replies.h"
 
-typedef enum { GR__G_LOADING, GR__G_ACTIVE, GR__G_DEACTIVATING, GR__G_DEAD } gr__gstatus_t;
+/* MIGRATING: frozen (no turn starts, calls queue) while the activation is
+ * handed to another silo (migrate.c); it ends, or becomes ACTIVE again if
+ * the target refused before anything moved. */
+typedef enum { GR__G_LOADING, GR__G_ACTIVE, GR__G_DEACTIVATING, GR__G_DEAD, GR__G_MIGRATING } gr__gstatus_t;
+
+/* gr_grain.mig: where an activation stands in a live migration. */
+enum {
+    GR__MIG_NONE,
+    GR__MIG_QUEUED,  /* draining: in the runtime's migration queue, still serving */
+    GR__MIG_PENDING, /* its turn to move came while it was busy: moves after the turn */
+    GR__MIG_SENDING  /* frozen (MIGRATING): its state is being written or is on its way */
+};
+/* Migrations in flight per silo; the rest of a drain's queue waits. */
+#define GR__MIG_IN_FLIGHT 256u
 
 /* Arguments and replies up to this size travel inside the message and the
  * call record instead of in a separate allocation (most grain calls carry a
@@ -162,7 +175,9 @@ struct gr_grain {
     uint8_t evicted;  /* deactivating for the memory bounds: counted in rt->n_evicting until it ends */
     uint8_t clearing; /* the next write deletes the row (gr_state_clear) */
     uint8_t claimed;  /* cluster mode: the activation claim is ours (docs/directory.md) */
+    uint8_t mig;      /* GR__MIG_*: live migration (migrate.c) */
     uint32_t token;   /* this activation's number on this silo: its claim's token */
+    uint32_t moved_at; /* loop time in s when it arrived by migration (0: never): no move back within the window */
     uint8_t id[];     /* class '\0' key: the table key */
 };
 
@@ -215,6 +230,11 @@ struct gr_runtime {
     } class_cache[GR__CLASS_CACHE];
     const gr__reminder_ops_t *reminders; /* the silo's reminder service, or NULL */
     void *reminders_ud;
+    /* A drain's live migrations (migrate.c): activations in the order they
+     * go (each holds a ref), the next to start, and how many are on their way. */
+    gr_grain_t **mq;
+    size_t mq_len, mq_pos;
+    unsigned mig_in_flight;
     gr_msg_t *spare_msgs; /* free lists, linked through next / done_next */
     gr__call_t *spare_calls;
     unsigned n_spare_msgs, n_spare_calls;
@@ -295,6 +315,18 @@ void gr__grain_finish(gr_grain_t *g);
 void gr__grain_release(gr_grain_t *g);
 void gr__grain_storage_read_cb(void *ud, int status, const uint8_t *data, size_t len, int64_t version,
                                uint32_t format, const char *detail);
+/* An activation in LOADING state with no storage operation started (the
+ * memory bounds and the table as for gr__grain_new); migrate.c fills it. */
+int gr__grain_alloc(gr_runtime_t *rt, const gr_class_t *cls, const uint8_t *id, size_t id_len, size_t class_len,
+                    gr_grain_t **out);
+/* Its state is here (read, or migrated in with `extra` from on_migrate_out,
+ * migrated 1): start it. 0 if it is ACTIVE, else the status its queued
+ * calls failed with (it is gone). */
+int gr__grain_loaded(gr_grain_t *g, const uint8_t *data, size_t len, int64_t version, uint32_t format,
+                     int migrated, const uint8_t *extra, size_t extra_len);
+/* Undo gr__grain_alloc of an activation nothing else has seen yet. */
+void gr__grain_unalloc(gr_grain_t *g);
+void gr__grain_held_elsewhere(gr_grain_t *g, const char *holder);
 void gr__grain_deactivate(gr_grain_t *g, int save);
 void gr__idle_sweep_cb(uv_timer_t *t);
 
@@ -314,6 +346,15 @@ int gr__write_request(gr_grain_t *g, gr_write_cb cb, void *ud, gr_msg_t *msg);
 /* ---- timers.c ---- */
 void gr__timer_remove(gr_grain_t *g, gr__timer_t *t);
 void gr__timers_stop_all(gr_grain_t *g);
+
+/* ---- migrate.c ---- */
+/* Draining with live migration on: queue every activation that may move
+ * and start the first ones. */
+void gr__migrate_drain(gr_runtime_t *rt);
+/* g, not busy, is to move now (its turn came, or the turn it waited for ended). */
+void gr__migrate_start(gr_grain_t *g);
+/* Drop the queue's references (the runtime closes). */
+void gr__migrate_queue_free(gr_runtime_t *rt);
 
 /* ---- runtime.c ---- */
 void gr__maybe_drained(gr_runtime_t *rt);

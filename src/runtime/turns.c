@@ -171,9 +171,15 @@ static void gr__grain_turn(gr_grain_t *g) {
     }
     /* Draining in a cluster: stop after the current turn even if calls keep
      * queueing (a hot grain would otherwise never let the drain end); the
-     * queue is routed to the grain's next silo when the activation ends. */
-    if (rt->draining && rt->router) {
-        if (!gr__grain_busy(g)) gr__grain_deactivate(g, g->deactivate_requested != 2);
+     * queue is routed to the grain's next silo when the activation ends or
+     * has moved there. An activation waiting in the migration queue serves
+     * on until its turn to move comes (migrate.c). */
+    if (rt->draining && rt->router && g->mig != GR__MIG_QUEUED) {
+        if (gr__grain_busy(g)) return;
+        if (g->mig == GR__MIG_PENDING && g->deactivate_requested != 2)
+            gr__migrate_start(g);
+        else
+            gr__grain_deactivate(g, g->deactivate_requested != 2);
         return;
     }
     if (g->deactivate_requested == 2) {
@@ -185,7 +191,7 @@ static void gr__grain_turn(gr_grain_t *g) {
     }
     gr_msg_t *head = g->mb_head;
     if (!head) {
-        if (!gr__grain_busy(g) && (g->deactivate_requested || rt->draining))
+        if (!gr__grain_busy(g) && (g->deactivate_requested || (rt->draining && g->mig != GR__MIG_QUEUED)))
             gr__grain_deactivate(g, g->deactivate_requested != 2);
         return;
     }

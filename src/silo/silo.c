@@ -41,6 +41,8 @@ void gr_silo_options_init(gr_silo_options_t *c) {
     c->lease_ms = 1200;
     c->reminder_poll_ms = 1000;
     c->reminder_min_period_ms = 1000;
+    c->rebalance_rate = 1000;
+    c->rebalance_window_ms = 60000;
 }
 
 static int gr__silo_err(char *err, size_t n, int rc, const char *fmt, const char *arg) {
@@ -142,6 +144,10 @@ static void gr__silo_system_call(void *ud, const char *cls, const char *method, 
     gr_silo_t *s = ud;
     if (!strcmp(cls, "$dir") && from_silo && s->router) {
         gr__router_system_call(s->router, method, key, key_len, arg, arg_len, done, done_ud);
+        return;
+    }
+    if (!strcmp(cls, "$mig") && from_silo && s->router) {
+        gr__router_migration_call(s->router, method, key, key_len, arg, arg_len, done, done_ud);
         return;
     }
     if (strcmp(cls, "$silo") != 0) {
@@ -375,6 +381,8 @@ int gr_silo_new(uv_loop_t *loop, const gr_silo_options_t *cfg, gr_silo_t **out, 
                             s->cfg.silo_secret && s->cfg.silo_secret[0] ? s->cfg.silo_secret : s->cfg.secret,
                             &s->router);
     if (rc == 0 && s->router) gr__router_set_lease(s->router, gr__silo_lease_ok, s);
+    if (rc == 0 && s->router)
+        gr__router_set_migration(s->router, !cfg->no_migrate, cfg->rebalance_rate, cfg->rebalance_window_ms);
     if (rc == 0 && s->router && s->tls_dial)
         rc = gr__router_set_tls(s->router, s->tls_dial, s->cfg.tls_server_name);
     if (rc == 0 && !cfg->memory_storage) {

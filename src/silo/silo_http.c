@@ -136,11 +136,17 @@ static int gr__silo_metrics(gr_silo_t *s, gr__buf_t *b) {
             "# HELP granary_directory_entries Grain directory entries this silo owns (its hash-ring share).\n"
             "# TYPE granary_directory_entries gauge\ngranary_directory_entries %llu\n"
             "# HELP granary_directory_cache_entries Directory lookups cached on this silo.\n# TYPE "
-            "granary_directory_cache_entries gauge\ngranary_directory_cache_entries %llu\n",
+            "granary_directory_cache_entries gauge\ngranary_directory_cache_entries %llu\n"
+            "# HELP granary_rebalance_moves_total Activations this silo started moving to rebalance.\n# TYPE "
+            "granary_rebalance_moves_total counter\ngranary_rebalance_moves_total %llu\n"
+            "# HELP granary_rebalance_mean_activations Activations per active silo at the last rebalancing "
+            "comparison.\n# TYPE granary_rebalance_mean_activations gauge\ngranary_rebalance_mean_activations "
+            "%llu\n",
             v->n, active, (long long)v->version, (unsigned long long)r.forwarded,
             (unsigned long long)r.forward_retries, (unsigned long long)r.dir_requests_sent,
             (unsigned long long)r.dir_requests_served, (unsigned long long)r.lost_registrations,
-            (unsigned long long)r.partition_entries, (unsigned long long)r.cache_entries);
+            (unsigned long long)r.partition_entries, (unsigned long long)r.cache_entries,
+            (unsigned long long)r.rebalance_moves, (unsigned long long)gr__router_mean_load(s->router));
     }
     return rc;
 }

@@ -27,4 +27,17 @@ int gr__storage_claim(gr_storage_t *st, const char *class_name, const void *key,
 int gr__storage_release(gr_storage_t *st, const char *class_name, const void *key, size_t key_len,
                         const char *owner, int64_t token);
 
+/* Live migration (docs/migration.md): move the claim of (cls, key) from
+ * activation `from_token` of silo `from` to activation `token` of `owner`,
+ * only if that activation holds it still. cb runs once, later: 0 (owner
+ * holds it now), GR_ENOTHERE (the source did not hold it: nothing
+ * changed), GR_ESTORAGE / GR_ECANCELED with `detail` (outcome unknown: the
+ * transfer may have committed). Returns 0, or GR_EINVAL (bad arguments, or
+ * a provider without claims) / GR_ETOOBIG / GR_ESHUTDOWN / GR_ENOMEM (cb
+ * never runs). Strings and key are copied. */
+typedef void (*gr__transfer_cb)(void *ud, int status, const char *detail);
+int gr__storage_transfer(gr_storage_t *st, const char *class_name, const void *key, size_t key_len,
+                         const char *from, int64_t from_token, const char *owner, int64_t token,
+                         gr__transfer_cb cb, void *ud);
+
 #endif

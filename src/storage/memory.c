@@ -338,7 +338,7 @@ static void gr__mem_close(gr_storage_t *st, void (*cb)(void *), void *ud) {
 
 /* One process: every claim is granted. */
 static const gr__storage_vtable_t gr__mem_vt = {
-    gr__mem_read, gr__mem_write, gr__mem_clear, gr__mem_close, NULL, NULL, gr__mem_write_replies};
+    gr__mem_read, gr__mem_write, gr__mem_clear, gr__mem_close, NULL, NULL, gr__mem_write_replies, NULL};
 
 int gr_storage_memory_new(uv_loop_t *loop, gr_storage_t **out) {
     if (!loop || !out) return GR_EINVAL;

@@ -104,4 +104,15 @@ void gr__pgr_answer(gr_storage_read_cb cb, void *ud, const uint8_t *state, size_
 #define GR__PGR_SWEEP_MS 30000u
 extern const char gr__sql_replies_sweep[];
 
+/* Claim transfers (pg_transfer.c, storage/claim.h): a queue that sends
+ * them as batch statements, numbered `stmt` among the pool's prepared
+ * ones. Every transfer of one queue goes to the same receiving silo
+ * (GR_EINVAL otherwise). close cancels what was never sent (GR_ECANCELED)
+ * and frees the queue once its statement in flight, if any, completes. */
+typedef struct gr__pgt gr__pgt_t;
+int gr__pgt_new(gr__pgpool_t *pool, const char *service, unsigned stmt, gr__pgt_t **out);
+int gr__pgt_queue(gr__pgt_t *t, const char *cls, const void *key, size_t key_len, const char *from,
+                  int64_t from_token, const char *owner, int64_t token, gr__transfer_cb cb, void *ud);
+void gr__pgt_close(gr__pgt_t *t);
+
 #endif

@@ -29,11 +29,23 @@ typedef struct gr__pgs {
     struct gr__rop *relq_head, *relq_tail; /* claim releases waiting for the next release batch */
     size_t relq_len;
     int release_in_flight;  /* one release statement at a time: they are rare and need no hurry */
+    gr__pgt_t *transfers;   /* claim transfers (pg_transfer.c) */
     uint64_t last_sweep_ms; /* of expired reply rows (pg_replies.c) */
     int sweep_in_flight;
     void (*close_cb)(void *);
     void *close_ud;
 } gr__pgs_t;
+
+/* The provider's prepared statements (numbers of gr__pgpool_query_prepared). */
+enum {
+    GR__STMT_WRITE = 1,
+    GR__STMT_WRITE_REPLIES,
+    GR__STMT_READ,
+    GR__STMT_CLAIM,
+    GR__STMT_RELEASE,
+    GR__STMT_UPDATE,
+    GR__STMT_TRANSFER /* pg_transfer.c */
+};
 
 static void gr__wop_free(gr__wop_t *w) {
     gr__free(w->id);
@@ -200,6 +212,13 @@ static int gr__pgs_release(gr_storage_t *st, const char *cls, const void *key, s
     return 0;
 }
 
+static int gr__pgs_transfer(gr_storage_t *st, const char *cls, const void *key, size_t key_len,
+                            const char *from, int64_t from_token, const char *owner, int64_t token,
+                            gr__transfer_cb cb, void *ud) {
+    return gr__pgt_queue(((gr__pgs_t *)st)->transfers, cls, key, key_len, from, from_token, owner, token, cb,
+                         ud);
+}
+
 static void gr__batch_flush(gr__pgs_t *s);
 
 /* Queue a write for the next batch. */
@@ -278,12 +297,13 @@ static void gr__pgs_close(gr_storage_t *st, void (*cb)(void *), void *ud) {
     }
     s->wq_tail = NULL;
     s->wq_len = 0;
+    gr__pgt_close(s->transfers);
     gr__pgpool_close(s->pool, gr__pgs_pool_closed, s);
 }
 
 static const gr__storage_vtable_t gr__pgs_vt = {gr__pgs_read,         gr__pgs_write, gr__pgs_clear,
                                                 gr__pgs_close,        gr__pgs_claim, gr__pgs_release,
-                                                gr__pgs_write_replies};
+                                                gr__pgs_write_replies, gr__pgs_transfer};
 
 void gr_storage_pg_options_init(gr_storage_pg_options_t *o) {
     gr__pgpool_options_t p;
@@ -306,6 +326,8 @@ int gr_storage_pg_new(uv_loop_t *loop, const gr_storage_pg_options_t *opts, gr_s
     gr__pgpool_options_t p = {opts->pool_size,        opts->op_timeout_ms,    opts->reconnect_min_ms,
                               opts->reconnect_max_ms, opts->query_timeout_ms, 1};
     int rc = s->service ? gr__pgpool_new(loop, opts->conninfo, &p, &s->pool) : GR_ENOMEM;
+    if (rc == 0 && (rc = gr__pgt_new(s->pool, s->service, GR__STMT_TRANSFER, &s->transfers)) != 0)
+        gr__pgpool_close(s->pool, NULL, NULL);
     if (rc != 0) {
         gr__free(s->service);
         gr__free(s);
@@ -328,15 +350,6 @@ int gr_storage_pg_new(uv_loop_t *loop, const gr_storage_pg_options_t *opts, gr_s
  * 2 GiB. */
 #define GR__BATCH_MAX_BYTES (64u << 20)
 
-/* The provider's prepared statements (numbers of gr__pgpool_query_prepared). */
-enum {
-    GR__STMT_WRITE = 1,
-    GR__STMT_WRITE_REPLIES,
-    GR__STMT_READ,
-    GR__STMT_CLAIM,
-    GR__STMT_RELEASE,
-    GR__STMT_UPDATE
-};
 
 typedef struct gr__batch {
     gr__pgs_t *s;

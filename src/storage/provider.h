@@ -6,6 +6,7 @@
 
 #include "base/base.h"
 #include "granary/storage.h"
+#include "storage/claim.h"
 
 typedef struct gr__storage_vtable {
     int (*read)(gr_storage_t *st, const char *class_name, const void *key, size_t key_len,
@@ -27,6 +28,11 @@ typedef struct gr__storage_vtable {
                          const void *data, size_t len, uint32_t format, int64_t expected, const uint8_t *adds,
                          size_t adds_len, const uint8_t *dels, size_t dels_len, uint32_t retention_ms,
                          gr_storage_write_cb cb, void *ud);
+    /* Claim transfers (storage/claim.h); NULL: not supported (GR_ENOTSUP
+     * is not an error code: storage.c answers GR_EINVAL). */
+    int (*transfer)(gr_storage_t *st, const char *class_name, const void *key, size_t key_len,
+                    const char *from, int64_t from_token, const char *owner, int64_t token,
+                    gr__transfer_cb cb, void *ud);
 } gr__storage_vtable_t;
 
 struct gr_storage {

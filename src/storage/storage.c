@@ -104,6 +104,15 @@ int gr__storage_release(gr_storage_t *st, const char *class_name, const void *ke
     return st->vt->release ? st->vt->release(st, class_name, key, key_len, owner, token) : 0;
 }
 
+int gr__storage_transfer(gr_storage_t *st, const char *class_name, const void *key, size_t key_len,
+                         const char *from, int64_t from_token, const char *owner, int64_t token,
+                         gr__transfer_cb cb, void *ud) {
+    int rc = gr__check(st, class_name, key, key_len);
+    if (rc) return rc;
+    if (!cb || !from || !from[0] || !owner || !owner[0] || !st->vt->transfer) return GR_EINVAL;
+    return st->vt->transfer(st, class_name, key, key_len, from, from_token, owner, token, cb, ud);
+}
+
 void gr_storage_close(gr_storage_t *st, gr_close_cb cb, void *ud) {
     assert(!st->closing && "gr_storage_close called twice");
     st->closing = 1;

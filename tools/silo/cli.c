@@ -118,6 +118,14 @@ static const gr__opt_t gr__opts[] = {
      "resident memory to stay under, e.g. 512MiB: idle grains are evicted from 90 % of it, new activations "
      "refused at it (default: 80 % of the container's cgroup memory limit if it has one, else none; 0: "
      "none)"},
+    {"--no-migrate", "GRANARY_NO_MIGRATE", NULL, GR__OPT_BOOL, GR__C(no_migrate), GR__RUN,
+     "no live migration: a graceful stop deactivates every grain (state saved) and the next silo reads it from "
+     "storage; nothing is rebalanced (default: activations move live to the silo that hosts them next)"},
+    {"--rebalance-rate", "GRANARY_REBALANCE_RATE", "N", GR__OPT_U32, GR__C(rebalance_rate), GR__RUN,
+     "activations this silo moves per second at most toward an even spread by count when silos join "
+     "(default 1000; 0: no rebalancing)"},
+    {"--rebalance-window-ms", "GRANARY_REBALANCE_WINDOW_MS", "MS", GR__OPT_U32, GR__C(rebalance_window_ms),
+     GR__RUN, "an activation that arrived by migration is not moved again within (default 60000)"},
     {"--max-connections", "GRANARY_MAX_CONNECTIONS", "N", GR__OPT_U32, GR__C(max_connections), GR__RUN,
      "open client connections before new ones are refused (default 4096)"},
     {"--max-inflight", "GRANARY_MAX_INFLIGHT", "N", GR__OPT_U32, GR__C(max_inflight_per_conn), GR__RUN,

@@ -1,0 +1,192 @@
+/* tests/cluster/test_migration.c - live migration and rebalancing
+ * (docs/migration.md) between real silo processes on a real PostgreSQL:
+ * a SIGTERM hands every activation to the silo that hosts it next, which
+ * serves it without one storage read (and with its reply log: a repeated
+ * keyed call is not run twice); with --no-migrate the same drain makes the
+ * next silo read every grain (the control that shows the first check can
+ * fail); silos that join take their share of the activations within
+ * seconds, nothing is moved twice, and no value is lost; a silo-role peer
+ * that forges a hand-over moves nothing. Figures from /metrics. */
+#include "cluster_fixture.h"
+
+#define NGRAINS 400
+
+static int http_port[GR_H_MAX_SILOS];
+static char http_arg[GR_H_MAX_SILOS][32];
+static const char *args[GR_H_MAX_SILOS][8];
+
+/* Silo i serves /metrics on a port of its own, plus `more` flags. */
+static void with_http(int i, const char *const *more) {
+    if (!http_port[i]) http_port[i] = gr_test_free_port();
+    snprintf(http_arg[i], sizeof http_arg[i], "127.0.0.1:%d", http_port[i]);
+    int n = 0;
+    args[i][n++] = "--http";
+    args[i][n++] = http_arg[i];
+    for (int k = 0; more && more[k] && n < 7; k++)
+        args[i][n++] = more[k];
+    args[i][n] = NULL;
+    silos[i].extra = args[i];
+}
+
+/* A sample of silo i's /metrics: the value of the line that starts with
+ * `name` followed by a space (labels included in name), or -1. */
+static double metric(int i, const char *name) {
+    static char body[1 << 20];
+    if (gr_test_http_get(http_port[i], "/metrics", body, sizeof body) != 200) return -1;
+    size_t nl = strlen(name);
+    for (char *p = body; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
+        if (!strncmp(p, name, nl) && p[nl] == ' ') return strtod(p + nl + 1, NULL);
+    return -1;
+}
+
+#define READS "granary_storage_reads_total"
+#define MIG_IN "granary_migrations_total{direction=\"in\",result=\"ok\"}"
+#define MIG_OUT "granary_migrations_total{direction=\"out\",result=\"ok\"}"
+#define ACTIVE "granary_activations{class=\"Counter\"}"
+
+static int keyed_incr(uv_loop_t *loop, gr_client_t *c, const char *key, const char *idem, res_t *r) {
+    memset(r, 0, sizeof *r);
+    gr_ref_t ref = {"Counter", key, strlen(key)};
+    gr_call_options_t o;
+    gr_call_options_init(&o);
+    o.timeout_ms = 5000;
+    o.idempotency_key = idem;
+    o.idempotency_key_len = strlen(idem);
+    assert_int_equal(gr_client_call_ex(c, &ref, "incr", NULL, 0, &o, on_res, r), 0);
+    gr_test_run_until(loop, &r->done, 10000);
+    return r->status;
+}
+
+/* NGRAINS fresh counters on silo 0 (entered through it: prefer-local),
+ * each incremented once; mig-0 twice more, by one keyed call sent twice. */
+static void fill_silo0(uv_loop_t *loop, gr_client_t *c0, const char *prefix) {
+    char err[256] = "";
+    assert_int_equal(gr_h_burst(loop, c0, "Counter", prefix, NGRAINS, 20000, err, sizeof err), 0);
+    char key[64];
+    snprintf(key, sizeof key, "%s-0", prefix);
+    res_t r;
+    assert_int_equal(keyed_incr(loop, c0, key, "once", &r), 0);
+    assert_string_equal(r.reply, "2");
+}
+
+/* Every counter has its value, read through c; mig-0's keyed call, sent
+ * again, is answered from the reply log (still 2, not 3). */
+static void check_values(uv_loop_t *loop, gr_client_t *c, const char *prefix) {
+    char key[64];
+    res_t r;
+    for (int k = 0; k < NGRAINS; k++) {
+        snprintf(key, sizeof key, "%s-%d", prefix, k);
+        assert_int_equal(call_retry(loop, c, key, "get", NULL, &r, 5000), 0);
+        if (strcmp(r.reply, k == 0 ? "2" : "1") != 0) fail_msg("%s = %s after the move", key, r.reply);
+    }
+    snprintf(key, sizeof key, "%s-0", prefix);
+    assert_int_equal(keyed_incr(loop, c, key, "once", &r), 0);
+    assert_string_equal(r.reply, "2");
+}
+
+static void drain_case(int migrate) {
+    static const char *const no_migrate[] = {"--no-migrate", NULL};
+    with_http(0, migrate ? NULL : no_migrate);
+    with_http(1, NULL);
+    uv_loop_t loop;
+    start_two_silos(&loop);
+    char list0[64], list1[64];
+    snprintf(list0, sizeof list0, "127.0.0.1:%d", silos[0].port);
+    snprintf(list1, sizeof list1, "127.0.0.1:%d", silos[1].port);
+    gr_client_t *c0 = client_for(&loop, list0, cl.secret), *c1 = client_for(&loop, list1, cl.secret);
+    fill_silo0(&loop, c0, "mig");
+    assert_true(metric(0, ACTIVE) >= NGRAINS);
+    double reads_before = metric(1, READS);
+    assert_true(reads_before >= 0);
+    uint64_t took = 0;
+    assert_int_equal(sigterm_and_wait(&loop, 0, &took), 0);
+    double in = metric(1, MIG_IN);
+    print_message("drain of %d grains (%s) took %llu ms; silo 1 took over %.0f live\n", NGRAINS,
+                  migrate ? "migrating" : "--no-migrate", (unsigned long long)took, in);
+    if (migrate) {
+        assert_true(in == NGRAINS);
+        assert_true(metric(1, ACTIVE) == NGRAINS);
+    } else {
+        assert_true(in == 0);
+    }
+    check_values(&loop, c1, "mig");
+    double reads = metric(1, READS) - reads_before;
+    print_message("storage reads on silo 1 caused by the drain: %.0f\n", reads);
+    if (migrate)
+        assert_true(reads == 0);
+    else
+        assert_true(reads >= NGRAINS);
+    /* The claims moved with the activations: each names silo 1's incarnation. */
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM granary_activation a JOIN granary_silo s ON s.cluster = a.service AND "
+             "s.silo_id = a.silo_id WHERE a.service = '%s' AND s.status = 'active' AND a.grain_key::text "
+             "LIKE '%%6d69672d%%'",
+             cl.name);
+    char *v = gr_test_sql(gr_test_pg_url(), sql);
+    print_message("claims held by the survivor: %s\n", v);
+    assert_int_equal(atoi(v), NGRAINS);
+    free(v);
+    gr_client_close(c0, NULL, NULL);
+    gr_client_close(c1, NULL, NULL);
+    gr_test_loop_close(&loop);
+}
+
+static void test_drain_migrates(void **st) { drain_case(1); }
+static void test_drain_without_migration_reads(void **st) { drain_case(0); }
+
+/* Scale 1 -> 3: the new silos take their share (each at least a quarter of
+ * the grains) within seconds, by migration (no storage read on them), no
+ * activation is moved twice (the new silos move nothing out), and every
+ * value is intact. */
+static void test_rebalance_on_join(void **st) {
+    for (int i = 0; i < 3; i++)
+        with_http(i, NULL);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    start_silo(0, NULL);
+    wait_active_on(&loop, 1);
+    char list0[64];
+    snprintf(list0, sizeof list0, "127.0.0.1:%d", silos[0].port);
+    gr_client_t *c0 = client_for(&loop, list0, cl.secret);
+    fill_silo0(&loop, c0, "reb");
+    uint64_t t0 = now_ms();
+    start_silo(1, NULL);
+    start_silo(2, NULL);
+    wait_active_on(&loop, 3);
+    uint64_t balanced = 0;
+    while (!balanced && now_ms() - t0 < 20000) {
+        gr_test_run_for(&loop, 100);
+        if (metric(1, ACTIVE) >= NGRAINS / 4 && metric(2, ACTIVE) >= NGRAINS / 4) balanced = now_ms() - t0;
+    }
+    print_message("1 -> 3 silos: each new one hosts >= 25%% of %d grains %llu ms after they were started "
+                  "(%.0f / %.0f / %.0f)\n",
+                  NGRAINS, (unsigned long long)balanced, metric(0, ACTIVE), metric(1, ACTIVE), metric(2, ACTIVE));
+    assert_true(balanced > 0);
+    gr_test_run_for(&loop, 2500); /* settle: nothing may move back */
+    for (int i = 1; i < 3; i++) {
+        assert_true(metric(i, READS) == 0);
+        assert_true(metric(i, MIG_OUT) == 0);
+    }
+    assert_true(metric(0, "granary_rebalance_moves_total") == metric(1, MIG_IN) + metric(2, MIG_IN));
+    char list[128];
+    gr_h_silo_list(&cl, 1, 3, list, sizeof list);
+    gr_client_t *c = client_for(&loop, list, cl.secret);
+    check_values(&loop, c, "reb");
+    for (int i = 1; i < 3; i++)
+        assert_true(metric(i, READS) == 0);
+    gr_client_close(c0, NULL, NULL);
+    gr_client_close(c, NULL, NULL);
+    gr_test_loop_close(&loop);
+}
+
+int main(void) {
+    if (gr_test_process_setup("test_migration.log", log_path, sizeof log_path) != 0) return 1;
+    if (getenv("GR_TEST_FILTER")) cmocka_set_test_filter(getenv("GR_TEST_FILTER"));
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_drain_migrates, new_cluster, kill_all),
+        cmocka_unit_test_setup_teardown(test_drain_without_migration_reads, new_cluster, kill_all),
+        cmocka_unit_test_setup_teardown(test_rebalance_on_join, new_cluster, kill_all),
+    };
+    return cmocka_run_group_tests_name("migration", tests, NULL, NULL);
+}
