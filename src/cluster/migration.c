@@ -15,6 +15,8 @@
 #define GR__REBALANCE_TICK_MS 1000u
 #define GR__REBALANCE_SLACK_PCT 5u
 #define GR__LOAD_TIMEOUT_MS 900u
+/* How long a target whose migration had an unknown outcome is left alone. */
+#define GR__SHUN_MS 10000u
 
 typedef struct gr__mig_out {
     gr__router_t *r;
@@ -39,6 +41,26 @@ static const char *gr__next_host(gr__router_t *r, const char *cls, const uint8_t
     return NULL;
 }
 
+static int gr__shunned(gr__router_t *r, const char *id) {
+    uint64_t now = uv_now(r->loop);
+    for (size_t i = 0; i < sizeof r->migration.shunned / sizeof r->migration.shunned[0]; i++)
+        if (r->migration.shunned[i].until > now && !strcmp(r->migration.shunned[i].id, id)) return 1;
+    return 0;
+}
+
+static void gr__shun(gr__router_t *r, const char *id) {
+    size_t n = sizeof r->migration.shunned / sizeof r->migration.shunned[0], pick = 0;
+    for (size_t i = 0; i < n; i++) { /* the same id, else the entry that ends first */
+        if (!strcmp(r->migration.shunned[i].id, id)) {
+            pick = i;
+            break;
+        }
+        if (r->migration.shunned[i].until < r->migration.shunned[pick].until) pick = i;
+    }
+    snprintf(r->migration.shunned[pick].id, sizeof r->migration.shunned[pick].id, "%s", id);
+    r->migration.shunned[pick].until = uv_now(r->loop) + GR__SHUN_MS;
+}
+
 static void gr__mig_sent(void *ud, int status, const uint8_t *reply, size_t len) {
     gr__mig_out_t *m = ud;
     gr__router_t *r = m->r;
@@ -46,8 +68,8 @@ static void gr__mig_sent(void *ud, int status, const uint8_t *reply, size_t len)
         /* Before the runtime hears: the calls it queued are routed now. */
         gr__dir_put(&r->cache, m->id, m->id_len, m->target);
         r->stats.migrations_sent++;
-    } else if (status == GR_ECANCELED) {
-        status = GR_ECONN; /* the link closed: the outcome is unknown */
+    } else if (status != 0 && !gr__migrate_refused(status, reply, len) && !r->closing) {
+        gr__shun(r, m->target);
     }
     m->cb(m->ud, status, reply, len);
     gr__free(m);
@@ -58,7 +80,8 @@ int gr__router_migrate_cb(void *ud, const char *cls, const uint8_t *key, size_t 
     gr__router_t *r = ud;
     if (r->closing || r->fenced || !r->have_view) return GR_ESHUTDOWN;
     if (!target) target = gr__next_host(r, cls, key, key_len);
-    if (!target || !strcmp(target, r->self) || !gr__alive(r, target)) return GR_ENOTHERE;
+    if (!target || !strcmp(target, r->self) || !gr__alive(r, target) || gr__shunned(r, target))
+        return GR_ENOTHERE;
     gr_client_t *peer = gr__peer_get(r, target);
     size_t cl = strlen(cls);
     gr__mig_out_t *m = peer ? gr__malloc(sizeof *m + cl + 1 + key_len) : NULL;
@@ -79,8 +102,8 @@ int gr__router_migrate_cb(void *ud, const char *cls, const uint8_t *key, size_t 
 
 /* ---- requests from peers ---- */
 
-void gr__router_migration_call(gr__router_t *r, const char *method, const uint8_t *key, size_t key_len,
-                               const uint8_t *arg, size_t arg_len, gr_call_cb done, void *ud) {
+void gr__router_migration_call(gr__router_t *r, const char *peer, const char *method, const uint8_t *key,
+                               size_t key_len, const uint8_t *arg, size_t arg_len, gr_call_cb done, void *ud) {
     if (!strcmp(method, "load")) {
         char n[32];
         int k = snprintf(n, sizeof n, "%zu", gr__runtime_movable_count(r->rt));
@@ -92,21 +115,21 @@ void gr__router_migration_call(gr__router_t *r, const char *method, const uint8_
         return;
     }
     if (!r->migration.on) {
-        done(ud, GR_ESHUTDOWN, GR__LIT("live migration is off on this silo"));
+        done(ud, GR_ESHUTDOWN, GR__LIT(GR__MIG_REFUSAL "live migration is off on this silo"));
         return;
     }
     /* The key is the grain id: class, NUL, key. */
     const uint8_t *nul = key_len ? memchr(key, 0, key_len) : NULL;
     size_t cl = nul ? (size_t)(nul - key) : 0;
     if (!nul || cl == 0 || cl > GR_CLASS_NAME_MAX) {
-        done(ud, GR_EPROTO, GR__LIT("the key is not a grain id"));
+        done(ud, GR_EPROTO, GR__LIT(GR__MIG_REFUSAL "the key is not a grain id"));
         return;
     }
     char cls[GR_CLASS_NAME_MAX + 1];
     memcpy(cls, key, cl);
     cls[cl] = '\0';
     r->stats.migrations_received++;
-    gr__runtime_migrate_in(r->rt, cls, key + cl + 1, key_len - cl - 1, arg, arg_len, done, ud);
+    gr__runtime_migrate_in(r->rt, peer, cls, key + cl + 1, key_len - cl - 1, arg, arg_len, done, ud);
 }
 
 /* ---- rebalancing ---- */

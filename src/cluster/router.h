@@ -52,8 +52,10 @@ void gr__router_system_call(gr__router_t *r, const char *method, const uint8_t *
  * are accepted; rate > 0 moves up to rate activations per second toward
  * the members below the mean count, none twice within window_ms. Returns 0. */
 int gr__router_set_migration(gr__router_t *r, int on, uint32_t rate, uint32_t window_ms);
-/* A `$mig` request from a peer (methods "in" and "load"). */
-void gr__router_migration_call(gr__router_t *r, const char *method, const uint8_t *key, size_t key_len,
+/* A `$mig` request from a peer silo (methods "in" and "load"); `peer` is
+ * the name its handshake gave. */
+void gr__router_migration_call(gr__router_t *r, const char *peer, const char *method, const uint8_t *key,
+                               size_t key_len,
                                const uint8_t *arg, size_t arg_len, gr_call_cb done, void *ud);
 /* Activations per silo at the last rebalancing comparison (0: none yet). */
 uint64_t gr__router_mean_load(const gr__router_t *r);

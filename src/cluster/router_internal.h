@@ -43,6 +43,13 @@ typedef struct gr__migration {
     gr__load_t *loads;
     size_t n_loads, cap, waiting;
     uint64_t last_mean; /* activations per silo at the last comparison */
+    /* Targets whose last migration ended in an unknown outcome (a timeout,
+     * a broken link): nothing more is sent to them until `until` (loop ms),
+     * so a drain does not wait a timeout per activation on a dead peer. */
+    struct {
+        char id[GR__SILO_ID_MAX + 1];
+        uint64_t until;
+    } shunned[4];
 } gr__migration_t;
 
 typedef struct gr__pending {

@@ -51,6 +51,7 @@ typedef struct gr__gconn {
     uint64_t accepted_ms;
     uint64_t partial_since; /* loop time a frame began to arrive and is still incomplete (0: none) */
     char peer[64];
+    char *silo_name; /* a silo peer's HELLO name (its silo id); NULL for clients */
 } gr__gconn_t;
 
 typedef struct gr__greq {
@@ -307,7 +308,8 @@ static void gr__conn_request(gr__gconn_t *c, const gr__frame_t *f, size_t frame_
         c->bytes_inflight += frame_bytes;
         gw->stats.bytes_buffered += frame_bytes;
         gw->stats.inflight++;
-        gw->opts.system_call(gw->opts.system_ud, cls, method, c->peer_is_silo, f->u.request.key,
+        gw->opts.system_call(gw->opts.system_ud, cls, method, c->peer_is_silo ? c->silo_name : NULL,
+                             f->u.request.key,
                              f->u.request.key_len, f->u.request.arg, f->u.request.arg_len, gr__req_done, r);
         return;
     }
@@ -369,6 +371,18 @@ static void gr__conn_hello(gr__gconn_t *c, const gr__frame_t *f) {
     c->hello_done = 1;
     gw->stats.preauth_open--;
     c->peer_is_silo = as_silo;
+    if (as_silo) {
+        /* Kept so a silo's own claims (`$mig in`) can be checked against the
+         * name it said it has; NUL bytes make it match no silo id. */
+        c->silo_name = gr__malloc(f->u.hello.name_len + 1);
+        if (!c->silo_name) {
+            gr__conn_goaway(c, GR_ENOMEM, "out of memory");
+            return;
+        }
+        memcpy(c->silo_name, f->u.hello.name, f->u.hello.name_len);
+        c->silo_name[f->u.hello.name_len] = '\0';
+        if (memchr(f->u.hello.name, 0, f->u.hello.name_len)) c->silo_name[0] = '\0';
+    }
     /* The connection limit counts authenticated connections only, so
      * sockets that never say HELLO cannot lock real clients out. */
     if (gw->stats.connections_open - gw->stats.preauth_open > gw->opts.max_connections) {
@@ -516,6 +530,7 @@ static void gr__conn_closed(uv_handle_t *h) {
     gr__buf_free(&c->out);
     gr__buf_free(&c->raw);
     gr__tls_free(c->tls);
+    gr__free(c->silo_name);
     gr__free(c);
     gr__gw_maybe_shutdown_done(gw);
     gr__gw_handle_gone(gw);

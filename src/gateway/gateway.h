@@ -28,8 +28,9 @@ typedef struct gr__gateway_opts {
     uint64_t max_buffered_bytes; /* request bytes in flight per silo, then GR_EOVERLOAD (0: 256 MiB) */
     /* Requests for classes starting with '$' (the directory protocol between
      * silos, control calls from clients) go here instead of to the runtime,
-     * with whether the peer authenticated as a silo; NULL refuses them. */
-    void (*system_call)(void *ud, const char *cls, const char *method, int from_silo, const uint8_t *key,
+     * with the name a peer that authenticated as a silo gave in its HELLO
+     * (its silo id; NULL: a client); NULL refuses them. */
+    void (*system_call)(void *ud, const char *cls, const char *method, const char *from_silo, const uint8_t *key,
                         size_t key_len, const uint8_t *arg, size_t arg_len, gr_call_cb done, void *done_ud);
     void *system_ud;
 } gr__gateway_opts_t;

@@ -494,8 +494,10 @@ void gr__idle_sweep_cb(uv_timer_t *t) {
 static void gr__grain_drop(gr_grain_t *g) {
     if (g->status == GR__G_ACTIVE && !gr__grain_busy(g) && !g->writing)
         gr__grain_deactivate(g, 0);
-    else if (g->status == GR__G_ACTIVE || g->status == GR__G_LOADING) {
-        g->deactivate_requested = 2; /* after the turn in progress, without saving */
+    else if (g->status == GR__G_ACTIVE || g->status == GR__G_LOADING || g->status == GR__G_MIGRATING) {
+        /* After the turn in progress, without saving; a migration in
+         * progress ends as it ends, but a refusal does not let it serve on. */
+        g->deactivate_requested = 2;
         gr__grain_schedule(g);
     }
 }
@@ -508,7 +510,7 @@ int gr__runtime_hosts(gr_runtime_t *rt, const char *cls, const uint8_t *key, siz
     if (key_len) memcpy(idbuf + cl + 1, key, key_len);
     gr_grain_t *g = NULL;
     HASH_FIND(hh, rt->grains, idbuf, cl + 1 + key_len, g);
-    return g && (g->status == GR__G_ACTIVE || g->status == GR__G_LOADING);
+    return g && (g->status == GR__G_ACTIVE || g->status == GR__G_LOADING || g->status == GR__G_MIGRATING);
 }
 
 void gr__runtime_drop(gr_runtime_t *rt, const char *cls, const uint8_t *key, size_t key_len) {

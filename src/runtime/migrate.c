@@ -26,21 +26,9 @@
 #define GR__MIG_HEAD 4u
 #define GR__MIG_FIXED (4u + 8u + 4u + 4u + 4u)
 
-int gr__migrate_refused(int status) {
-    switch (status) {
-    case GR_ESHUTDOWN:
-    case GR_ENOCLASS:
-    case GR_EINVAL:
-    case GR_EEXIST:
-    case GR_EOVERLOAD:
-    case GR_ESTATEVERSION:
-    case GR_EPROTO:
-    case GR_ENOMEM:
-    case GR_ETOOBIG:
-        return 1;
-    default:
-        return 0;
-    }
+int gr__migrate_refused(int status, const uint8_t *reply, size_t len) {
+    return status != 0 && len >= sizeof GR__MIG_REFUSAL - 1 &&
+           memcmp(reply, GR__MIG_REFUSAL, sizeof GR__MIG_REFUSAL - 1) == 0;
 }
 
 /* ---- the source ---- */
@@ -105,7 +93,9 @@ static void gr__stay(gr_grain_t *g) {
     gr_runtime_t *rt = GR__G_RT(g);
     g->status = GR__G_ACTIVE;
     g->mig = GR__MIG_NONE;
-    if (rt->draining)
+    if (g->deactivate_requested == 2)
+        gr__grain_deactivate(g, 0); /* dropped meanwhile (gr__grain_drop): not to be kept */
+    else if (rt->draining)
         gr__grain_deactivate(g, 1);
     else
         gr__grain_schedule(g);
@@ -114,8 +104,6 @@ static void gr__stay(gr_grain_t *g) {
 static void gr__sent_cb(void *ud, int status, const uint8_t *reply, size_t len) {
     gr_grain_t *g = ud;
     gr_runtime_t *rt = GR__G_RT(g);
-    (void)reply;
-    (void)len;
     rt->mig_in_flight--;
     g->refs--;
     if (g->status != GR__G_MIGRATING) { /* the runtime closed meanwhile */
@@ -131,7 +119,7 @@ static void gr__sent_cb(void *ud, int status, const uint8_t *reply, size_t len) 
         gr__timers_stop_all(g);
         g->status = GR__G_DEACTIVATING;
         gr__grain_finish(g);
-    } else if (gr__migrate_refused(status)) {
+    } else if (gr__migrate_refused(status, reply, len)) {
         rt->stats.migrate_refused++;
         gr__log(GR_LOG_LEVEL_DEBUG, GR__G_CLS(g)->name, GR__G_KEY(g), g->key_len, "migration refused: %s",
                 gr_err_name(status));
@@ -233,7 +221,15 @@ void gr__migrate_start(gr_grain_t *g) {
 }
 
 static void gr__migrate_pump(gr_runtime_t *rt) {
-    while (rt->mq && rt->mq_pos < rt->mq_len && rt->mig_in_flight < GR__MIG_IN_FLIGHT) {
+    /* A move that fails at once ends inside this loop (and may complete
+     * others): one loop at a time, the outer one goes on. */
+    if (rt->mig_pumping) return;
+    rt->mig_pumping = 1;
+    /* Past the budget (a share of the drain timeout), what has not started
+     * deactivates as without migration: its state is written in time even
+     * when targets are slow or gone. */
+    int late = rt->mig_deadline && uv_now(rt->loop) >= rt->mig_deadline;
+    while (rt->mq && rt->mq_pos < rt->mq_len && (late || rt->mig_in_flight < GR__MIG_IN_FLIGHT)) {
         gr_grain_t *g = rt->mq[rt->mq_pos];
         rt->mq[rt->mq_pos++] = NULL;
         g->refs--;
@@ -242,6 +238,12 @@ static void gr__migrate_pump(gr_runtime_t *rt) {
             continue;
         }
         if (g->mig != GR__MIG_QUEUED) continue;
+        if (late) {
+            rt->stats.migrate_refused++;
+            g->mig = GR__MIG_NONE;
+            gr__grain_schedule(g); /* the drain's branch of the turn deactivates it */
+            continue;
+        }
         if (g->status == GR__G_ACTIVE && !gr__grain_busy(g) && !g->in_turn) {
             gr__migrate_start(g);
         } else {
@@ -255,6 +257,11 @@ static void gr__migrate_pump(gr_runtime_t *rt) {
         rt->mq = NULL;
         rt->mq_len = rt->mq_pos = 0;
     }
+    rt->mig_pumping = 0;
+}
+
+void gr__migrate_pump_due(gr_runtime_t *rt) {
+    if (rt->mq && !rt->closing) gr__migrate_pump(rt);
 }
 
 void gr__migrate_drain(gr_runtime_t *rt) {
@@ -270,17 +277,24 @@ void gr__migrate_drain(gr_runtime_t *rt) {
         g->mig = GR__MIG_QUEUED;
         rt->mq[rt->mq_len++] = g;
     }
-    gr__migrate_pump(rt);
+    rt->mig_deadline = rt->mig_budget_ms ? uv_now(rt->loop) + rt->mig_budget_ms : 0;
+    /* Started by the pump (gr__migrate_pump_due), not here: on_migrate_out
+     * and the drain's own completion never run inside gr_runtime_drain. */
+    gr__pump_start(rt);
 }
 
 void gr__migrate_queue_free(gr_runtime_t *rt) {
-    for (size_t i = rt->mq_pos; rt->mq && i < rt->mq_len; i++) {
-        rt->mq[i]->refs--;
-        rt->mq[i]->mig = GR__MIG_NONE;
-    }
-    gr__free(rt->mq);
+    gr_grain_t **q = rt->mq;
+    size_t pos = rt->mq_pos, len = rt->mq_len;
     rt->mq = NULL;
     rt->mq_len = rt->mq_pos = 0;
+    for (size_t i = pos; q && i < len; i++) {
+        gr_grain_t *g = q[i];
+        g->refs--;
+        g->mig = GR__MIG_NONE;
+        if (g->status == GR__G_DEAD) gr__grain_release(g);
+    }
+    gr__free(q);
 }
 
 size_t gr__runtime_migrate_some(gr_runtime_t *rt, const char *target, size_t n, uint32_t window_ms) {
@@ -291,6 +305,7 @@ size_t gr__runtime_migrate_some(gr_runtime_t *rt, const char *target, size_t n, 
     gr_grain_t *g = rt->lru_tail;
     while (g && started < n && looked < 4 * n + 64 && rt->mig_in_flight < GR__MIG_IN_FLIGHT) {
         gr_grain_t *prev = g->lru_prev;
+        if (prev) prev->refs++; /* on_migrate_out may end it: kept until we step to it */
         looked++;
         /* Clean ones only: a move never waits for a write. */
         if (g->status == GR__G_ACTIVE && g->mig == GR__MIG_NONE && !gr__grain_busy(g) && !g->mb_head &&
@@ -305,6 +320,12 @@ size_t gr__runtime_migrate_some(gr_runtime_t *rt, const char *target, size_t n, 
             started++;
         }
         g = prev;
+        if (!g) break;
+        g->refs--;
+        if (g->status == GR__G_DEAD) { /* ended under us: the LRU walk stops here */
+            gr__grain_release(g);
+            break;
+        }
     }
     return started;
 }
@@ -320,43 +341,64 @@ size_t gr__runtime_movable_count(const gr_runtime_t *rt) {
 
 /* ---- the target ---- */
 
-typedef struct gr__mig_in {
+struct gr__mig_in {
+    struct gr__mig_in *prev, *next; /* rt->mig_ins: answered at close */
     gr_grain_t *g;
-    gr_call_cb done;
+    gr_call_cb done; /* NULL once answered */
     void *ud;
     int64_t version;
     uint32_t format;
     uint8_t *data, *extra; /* into buf */
     size_t data_len, extra_len;
     uint8_t buf[];
-} gr__mig_in_t;
+};
 
 static void gr__reply(gr_call_cb done, void *ud, int status, const char *why) {
     done(ud, status, (const uint8_t *)why, strlen(why));
+}
+
+/* A refusal: nothing moved, and the reply says so in a way no link or
+ * local failure can (docs/migration.md): the source may serve on. */
+static void gr__refuse(gr_call_cb done, void *ud, int status, const char *why) {
+    char msg[256];
+    int n = snprintf(msg, sizeof msg, GR__MIG_REFUSAL "%s", why);
+    done(ud, status, (const uint8_t *)msg, n < (int)sizeof msg ? (size_t)n : sizeof msg - 1);
+}
+
+static void gr__in_unlink(gr_runtime_t *rt, gr__mig_in_t *op) {
+    if (op->prev)
+        op->prev->next = op->next;
+    else
+        rt->mig_ins = op->next;
+    if (op->next) op->next->prev = op->prev;
+    op->prev = op->next = NULL;
+}
+
+void gr__migrate_in_cancel_all(gr_runtime_t *rt) {
+    /* The transfers complete later, into grains the close has ended; the
+     * callers (gateway requests) must hear now, while they exist. */
+    for (gr__mig_in_t *op = rt->mig_ins; op; op = op->next) {
+        gr_call_cb done = op->done;
+        op->done = NULL;
+        if (done) gr__reply(done, op->ud, GR_ECANCELED, "the receiving silo closed");
+    }
 }
 
 static void gr__transferred_cb(void *ud, int status, const char *detail) {
     gr__mig_in_t *op = ud;
     gr_grain_t *g = op->g;
     gr_runtime_t *rt = GR__G_RT(g);
+    gr_call_cb done = op->done;
+    void *dud = op->ud;
+    gr__in_unlink(rt, op);
     g->refs--;
     if (g->status == GR__G_DEAD) { /* closed: the transfer may have committed */
-        gr__reply(op->done, op->ud, GR_ECANCELED, "the receiving silo closed");
+        if (done) gr__reply(done, dud, GR_ECANCELED, "the receiving silo closed");
         gr__grain_release(g);
         gr__free(op);
         return;
     }
-    if (status == GR_ENOTHERE) {
-        gr__grain_held_elsewhere(g, "");
-        gr__reply(op->done, op->ud, GR_ENOTHERE, detail ? detail : "the source no longer holds the claim");
-    } else if (status != 0) {
-        /* Unknown: it may be ours. Releasing (by our token) is safe either
-         * way; queued calls are routed afresh. */
-        g->claimed = 1;
-        g->status = GR__G_DEACTIVATING;
-        gr__grain_finish(g);
-        gr__reply(op->done, op->ud, GR_ESTORAGE, detail ? detail : "claim transfer failed");
-    } else {
+    if (status == 0) {
         g->claimed = 1;
         g->moved_at = (uint32_t)(uv_now(rt->loop) / 1000);
         if (!g->moved_at) g->moved_at = 1;
@@ -364,20 +406,42 @@ static void gr__transferred_cb(void *ud, int status, const char *detail) {
                                   op->extra_len);
         if (rc == 0) {
             rt->stats.migrated_in++;
-            gr__reply(op->done, op->ud, 0, "ok");
+            gr__reply(done, dud, 0, "ok");
         } else {
             /* It was ours and is gone again (released): the next call loads it. */
-            gr__reply(op->done, op->ud, rc == GR_ENOTHERE ? GR_ENOTHERE : GR_EACTIVATE,
+            gr__reply(done, dud, rc == GR_ENOTHERE ? GR_ENOTHERE : GR_EACTIVATE,
                       "the activation could not start on the receiving silo");
         }
+        gr__free(op);
+        return;
+    }
+    /* Not ours, or not known to be. Calls that queued here meanwhile go to
+     * the router, which activates the grain wherever the directory says
+     * (here too, through an ordinary claim). */
+    if (status == GR_ECANCELED) {
+        g->status = GR__G_DEACTIVATING;
+        gr__grain_finish(g);
+        gr__refuse(done, dud, GR_ESTORAGE, detail ? detail : "the claim transfer was never sent");
+    } else if (status == GR_ENOTHERE) {
+        g->status = GR__G_DEACTIVATING;
+        gr__grain_finish(g);
+        gr__reply(done, dud, GR_ENOTHERE, detail ? detail : "the source no longer holds the claim");
+    } else {
+        /* Unknown: it may be ours. Releasing by our token is safe either way. */
+        g->claimed = 1;
+        g->status = GR__G_DEACTIVATING;
+        gr__grain_finish(g);
+        gr__reply(done, dud, GR_ESTORAGE, detail ? detail : "claim transfer failed");
     }
     gr__free(op);
 }
 
-/* Check and start a take-over: 0 (done runs when the transfer completes),
- * or a refusal status with *why (nothing moved). */
-static int gr__in_start(gr_runtime_t *rt, const char *cls_name, const uint8_t *key, size_t key_len,
-                        const uint8_t *p, size_t len, gr_call_cb done, void *ud, const char **why) {
+/* Check and start a take-over: 0 (done runs when the transfer completes,
+ * possibly before this returns), or a refusal status with *why (nothing
+ * moved, done not run). */
+static int gr__in_start(gr_runtime_t *rt, const char *peer, const char *cls_name, const uint8_t *key,
+                        size_t key_len, const uint8_t *p, size_t len, gr_call_cb done, void *ud,
+                        const char **why) {
     if (rt->closing || rt->draining) return (*why = "silo is shutting down", GR_ESHUTDOWN);
     if (!rt->cluster.lease_ok || !rt->cluster.lease_ok(rt->cluster.ud))
         return (*why = "this silo has no membership lease", GR_ESHUTDOWN);
@@ -393,6 +457,10 @@ static int gr__in_start(gr_runtime_t *rt, const char *cls_name, const uint8_t *k
     char from[256];
     memcpy(from, p + at, sl);
     from[sl] = '\0';
+    /* A silo hands over only its own activations: the source named must be
+     * the silo this link's handshake named (docs/security.md). */
+    if (!peer || strlen(from) != sl || strcmp(from, peer) != 0)
+        return (*why = "the source silo is not the peer that sent it", GR_EAUTH);
     at += sl;
     uint32_t from_token = gr__get_u32(p + at);
     int64_t version = (int64_t)gr__get_u64(p + at + 4);
@@ -411,7 +479,7 @@ static int gr__in_start(gr_runtime_t *rt, const char *cls_name, const uint8_t *k
     gr_grain_t *g = NULL;
     HASH_FIND(hh, rt->grains, idbuf, cl + 1 + key_len, g);
     if (g) return (*why = "the grain has an activation here already", GR_EEXIST);
-    gr__mig_in_t *op = gr__malloc(sizeof *op + dl + el + 1);
+    gr__mig_in_t *op = gr__calloc(1, sizeof *op + dl + el + 1);
     if (!op) return (*why = "out of memory", GR_ENOMEM);
     int rc = gr__grain_alloc(rt, cls, idbuf, cl + 1 + key_len, cl, &g);
     if (rc != 0) {
@@ -431,21 +499,27 @@ static int gr__in_start(gr_runtime_t *rt, const char *cls_name, const uint8_t *k
     memcpy(op->buf, p + at, dl);
     memcpy(op->buf + dl, p + at + dl + 4, el);
     g->token = ++rt->next_token;
+    /* Held and listed before the call: its completion may run inside it. */
+    g->refs++;
+    op->next = rt->mig_ins;
+    if (op->next) op->next->prev = op;
+    rt->mig_ins = op;
     rc = gr__storage_transfer(rt->storage, cls->name, key, key_len, from, from_token, rt->silo_id, g->token,
                               gr__transferred_cb, op);
-    if (rc != 0) { /* nothing moved */
+    if (rc != 0) { /* nothing moved, and the callback never runs */
+        gr__in_unlink(rt, op);
+        g->refs--;
         gr__grain_unalloc(g);
         gr__free(op);
         *why = "cannot transfer the claim";
         return rc == GR_ENOMEM ? GR_ENOMEM : GR_EINVAL;
     }
-    g->refs++;
     return 0;
 }
 
-void gr__runtime_migrate_in(gr_runtime_t *rt, const char *cls, const uint8_t *key, size_t key_len,
-                            const uint8_t *payload, size_t len, gr_call_cb done, void *ud) {
+void gr__runtime_migrate_in(gr_runtime_t *rt, const char *peer, const char *cls, const uint8_t *key,
+                            size_t key_len, const uint8_t *payload, size_t len, gr_call_cb done, void *ud) {
     const char *why = "";
-    int rc = gr__in_start(rt, cls, key, key_len, payload, len, done, ud, &why);
-    if (rc != 0) gr__reply(done, ud, rc, why);
+    int rc = gr__in_start(rt, peer, cls, key, key_len, payload, len, done, ud, &why);
+    if (rc != 0) gr__refuse(done, ud, rc, why);
 }

@@ -155,6 +155,8 @@ void gr__maybe_drained(gr_runtime_t *rt) {
     cb(rt, rt->drain_ud);
 }
 
+void gr__runtime_set_migrate_budget(gr_runtime_t *rt, uint32_t ms) { rt->mig_budget_ms = ms; }
+
 int gr_runtime_drain(gr_runtime_t *rt, gr_drain_cb cb, void *ud) {
     if (rt->draining || rt->closing) return GR_ESTATE;
     rt->draining = 1;
@@ -212,6 +214,7 @@ void gr_runtime_close(gr_runtime_t *rt, gr_close_cb cb, void *ud) {
      * while this function is still walking it. */
     rt->open_handles = 4; /* pump, deadline, idle and memory timers */
     gr__migrate_queue_free(rt);
+    gr__migrate_in_cancel_all(rt);
     /* Drop every activation without saving: drain first to save. */
     gr_grain_t *g, *tmp;
     HASH_ITER(hh, rt->grains, g, tmp) {
@@ -361,7 +364,8 @@ void gr__runtime_foreach(gr_runtime_t *rt,
     gr_grain_t *g, *tmp;
     HASH_ITER(hh, rt->grains, g, tmp) {
         /* Workers are not in the directory: nothing to re-register. */
-        if ((g->status == GR__G_ACTIVE || g->status == GR__G_LOADING) && !GR__G_WORKER(g))
+        if ((g->status == GR__G_ACTIVE || g->status == GR__G_LOADING || g->status == GR__G_MIGRATING) &&
+            !GR__G_WORKER(g))
             fn(ud, GR__G_CLS(g)->name, GR__G_KEY(g), g->key_len);
     }
 }

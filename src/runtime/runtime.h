@@ -128,19 +128,31 @@ void gr__runtime_set_cluster(gr_runtime_t *rt, const gr__cluster_hooks_t *hooks)
  * The receiving side of a `$mig in` call: take over the activation another
  * silo hands us (payload as gr__cluster_hooks_t.migrate sent it): claim
  * transfer, then the activation starts from the payload without a storage
- * read. done runs once: 0 ("ok": it is active here); a refusal before
+ * read; `peer` is the HELLO name of the silo link it came on, and must be
+ * the source the payload names. done runs once, possibly before this
+ * returns: 0 ("ok": it is active here); a refusal before
  * anything moved (GR_ESHUTDOWN draining or without a lease, GR_ENOCLASS,
  * GR_EINVAL a class that does not migrate or storage without claims,
  * GR_EEXIST an activation here already, GR_EOVERLOAD at the memory bounds,
  * GR_ESTATEVERSION newer state than this class, GR_EPROTO a malformed
- * payload, GR_ENOMEM); or, once the transfer was attempted, GR_ENOTHERE
+ * payload, GR_EAUTH a source other than the peer, GR_ENOMEM, GR_ETOOBIG,
+ * GR_ESTORAGE a transfer never sent), its text starting GR__MIG_REFUSAL;
+ * or, once the transfer was attempted, GR_ENOTHERE
  * (the source no longer held the claim), GR_ESTORAGE (outcome unknown) or
  * GR_EACTIVATE (on_migrate_in / on_activate / upgrade failed here). */
-void gr__runtime_migrate_in(gr_runtime_t *rt, const char *cls, const uint8_t *key, size_t key_len,
-                            const uint8_t *payload, size_t len, gr_call_cb done, void *ud);
-/* 1 for the statuses of a refusal before anything moved: the source
+void gr__runtime_migrate_in(gr_runtime_t *rt, const char *peer, const char *cls, const uint8_t *key,
+                            size_t key_len, const uint8_t *payload, size_t len, gr_call_cb done, void *ud);
+/* A refusal's reply starts with this: nothing moved. Only the target says
+ * it; every other failure (the link, a timeout, the target's gateway) is
+ * an unknown outcome to the source. */
+#define GR__MIG_REFUSAL "refused: "
+/* 1 if (status, reply) is a refusal before anything moved: the source
  * still holds the claim and may go on serving. */
-int gr__migrate_refused(int status);
+int gr__migrate_refused(int status, const uint8_t *reply, size_t len);
+/* A drain stops starting live migrations this long after it began (0: no
+ * limit); what is left deactivates with its state written, as without
+ * migration. The silo sets half its drain timeout. */
+void gr__runtime_set_migrate_budget(gr_runtime_t *rt, uint32_t ms);
 /* Rebalancing: start moving up to n quiet activations to `target`, the
  * most recently used first, skipping any that arrived by migration within
  * window_ms. Returns how many started. */

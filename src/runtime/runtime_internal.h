@@ -235,6 +235,10 @@ struct gr_runtime {
     gr_grain_t **mq;
     size_t mq_len, mq_pos;
     unsigned mig_in_flight;
+    int mig_pumping;        /* inside gr__migrate_pump: a nested call returns */
+    uint32_t mig_budget_ms; /* gr__runtime_set_migrate_budget */
+    uint64_t mig_deadline;  /* loop time after which the drain's queue deactivates (0: none) */
+    struct gr__mig_in *mig_ins; /* take-overs waiting for their claim transfer */
     gr_msg_t *spare_msgs; /* free lists, linked through next / done_next */
     gr__call_t *spare_calls;
     unsigned n_spare_msgs, n_spare_calls;
@@ -355,6 +359,11 @@ void gr__migrate_drain(gr_runtime_t *rt);
 void gr__migrate_start(gr_grain_t *g);
 /* Drop the queue's references (the runtime closes). */
 void gr__migrate_queue_free(gr_runtime_t *rt);
+/* From the pump: start what the drain's queue allows now. */
+void gr__migrate_pump_due(gr_runtime_t *rt);
+/* The runtime closes: answer every take-over still waiting (GR_ECANCELED). */
+typedef struct gr__mig_in gr__mig_in_t;
+void gr__migrate_in_cancel_all(gr_runtime_t *rt);
 
 /* ---- runtime.c ---- */
 void gr__maybe_drained(gr_runtime_t *rt);

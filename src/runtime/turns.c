@@ -262,6 +262,7 @@ static void gr__grain_run(gr_grain_t *g) {
 
 static void gr__pump_cb(uv_idle_t *h) {
     gr_runtime_t *rt = h->data;
+    gr__migrate_pump_due(rt);
     /* A bounded batch per loop iteration keeps sockets and timers served
      * under a flood of local calls. */
     for (int budget = 4096; budget > 0; budget--) {

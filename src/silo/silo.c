@@ -138,7 +138,7 @@ static const gr__view_t *gr__silo_view(void *ud) {
 
 /* Control calls any authenticated client may make ("$silo"), and the
  * directory protocol only silos may use ("$dir"). */
-static void gr__silo_system_call(void *ud, const char *cls, const char *method, int from_silo,
+static void gr__silo_system_call(void *ud, const char *cls, const char *method, const char *from_silo,
                                  const uint8_t *key, size_t key_len, const uint8_t *arg, size_t arg_len,
                                  gr_call_cb done, void *done_ud) {
     gr_silo_t *s = ud;
@@ -147,7 +147,7 @@ static void gr__silo_system_call(void *ud, const char *cls, const char *method, 
         return;
     }
     if (!strcmp(cls, "$mig") && from_silo && s->router) {
-        gr__router_migration_call(s->router, method, key, key_len, arg, arg_len, done, done_ud);
+        gr__router_migration_call(s->router, from_silo, method, key, key_len, arg, arg_len, done, done_ud);
         return;
     }
     if (strcmp(cls, "$silo") != 0) {
@@ -383,6 +383,8 @@ int gr_silo_new(uv_loop_t *loop, const gr_silo_options_t *cfg, gr_silo_t **out, 
     if (rc == 0 && s->router) gr__router_set_lease(s->router, gr__silo_lease_ok, s);
     if (rc == 0 && s->router)
         gr__router_set_migration(s->router, !cfg->no_migrate, cfg->rebalance_rate, cfg->rebalance_window_ms);
+    /* Half the drain for live moves, half for writing what did not move. */
+    if (rc == 0) gr__runtime_set_migrate_budget(s->rt, s->cfg.drain_timeout_ms / 2);
     if (rc == 0 && s->router && s->tls_dial)
         rc = gr__router_set_tls(s->router, s->tls_dial, s->cfg.tls_server_name);
     if (rc == 0 && !cfg->memory_storage) {

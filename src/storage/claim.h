@@ -29,12 +29,13 @@ int gr__storage_release(gr_storage_t *st, const char *class_name, const void *ke
 
 /* Live migration (docs/migration.md): move the claim of (cls, key) from
  * activation `from_token` of silo `from` to activation `token` of `owner`,
- * only if that activation holds it still. cb runs once, later: 0 (owner
- * holds it now), GR_ENOTHERE (the source did not hold it: nothing
- * changed), GR_ESTORAGE / GR_ECANCELED with `detail` (outcome unknown: the
- * transfer may have committed). Returns 0, or GR_EINVAL (bad arguments, or
- * a provider without claims) / GR_ETOOBIG / GR_ESHUTDOWN / GR_ENOMEM (cb
- * never runs). Strings and key are copied. */
+ * only if that activation holds it still. cb runs once, possibly inside
+ * this call: 0 (owner holds it now), GR_ENOTHERE (the source did not hold
+ * it: nothing changed), GR_ECANCELED (never sent: nothing changed; storage
+ * closing or out of memory), GR_ESTORAGE with `detail` (outcome unknown:
+ * the transfer may have committed). Returns 0, or GR_EINVAL (bad
+ * arguments, or a provider without claims) / GR_ETOOBIG / GR_ESHUTDOWN /
+ * GR_ENOMEM (cb never runs). Strings and key are copied. */
 typedef void (*gr__transfer_cb)(void *ud, int status, const char *detail);
 int gr__storage_transfer(gr_storage_t *st, const char *class_name, const void *key, size_t key_len,
                          const char *from, int64_t from_token, const char *owner, int64_t token,

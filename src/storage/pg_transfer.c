@@ -113,8 +113,18 @@ static void gr__pgt_flush(gr__pgt_t *t) {
     size_t cap = t->len < GR__TRANSFER_BATCH_MAX ? t->len : GR__TRANSFER_BATCH_MAX;
     if (bt) bt->ops = gr__calloc(cap, sizeof *bt->ops);
     if (!bt || !bt->ops) {
-        gr__free(bt);
-        return; /* retried with the next transfer */
+        /* Nothing was sent: every waiting transfer fails as never made (no
+         * claim moved), rather than waiting for a next one that may not come. */
+        if (bt) gr__free(bt);
+        while (t->head) {
+            gr__top_t *op = t->head;
+            t->head = op->next;
+            t->len--;
+            op->cb(op->ud, GR_ECANCELED, "out of memory queueing the claim transfer");
+            gr__top_free(op);
+        }
+        t->tail = NULL;
+        return;
     }
     bt->t = t;
     while (t->head && bt->n < cap) {
@@ -142,6 +152,9 @@ static void gr__pgt_flush(gr__pgt_t *t) {
                                  (const char *)a[2].data, (const char *)a[3].data, (const char *)a[4].data};
         const int lengths[7] = {(int)a[0].len, (int)a[1].len, 0, 0, (int)a[2].len, (int)a[3].len, (int)a[4].len};
         const int formats[7] = {1, 1, 0, 0, 1, 1, 1};
+        /* Set before: the pool may complete the statement inside the call
+         * (a connection that fails at once), and the completion clears it. */
+        t->in_flight = 1;
         rc = gr__pgpool_query_prepared(t->pool, t->stmt, GR__SQL_TRANSFER, 7, values, lengths, formats, 1,
                                        gr__tbatch_done, bt);
     }
@@ -149,12 +162,11 @@ static void gr__pgt_flush(gr__pgt_t *t) {
         gr__buf_free(&a[i]);
     if (rc != 0) {
         /* Never sent: no claim moved. */
+        t->in_flight = 0;
         for (size_t i = 0; i < bt->n; i++)
-            bt->ops[i]->cb(bt->ops[i]->ud, GR_ENOTHERE, "cannot queue the claim transfer");
+            bt->ops[i]->cb(bt->ops[i]->ud, GR_ECANCELED, "cannot queue the claim transfer");
         gr__tbatch_free(bt);
-        return;
     }
-    t->in_flight = 1;
 }
 
 int gr__pgt_queue(gr__pgt_t *t, const char *cls, const void *key, size_t key_len, const char *from,
@@ -182,7 +194,9 @@ int gr__pgt_queue(gr__pgt_t *t, const char *cls, const void *key, size_t key_len
         t->head = op;
     t->tail = op;
     t->len++;
-    gr__pgt_flush(t); /* results arrive through the pool: never inside this call */
+    /* A result may arrive inside this call (a statement that cannot be
+     * sent fails at once), after the op is queued: callers count on it. */
+    gr__pgt_flush(t);
     return 0;
 }
 

@@ -21,10 +21,10 @@ static const gr_method_t methods[] = {{"echo", m_echo}, {NULL, NULL}};
 static const gr_class_t echo_class = {.name = "Echo", .methods = methods};
 
 static int sys_calls, sys_from_silo;
-static void sys_call(void *ud, const char *cls, const char *method, int from_silo, const uint8_t *key,
+static void sys_call(void *ud, const char *cls, const char *method, const char *from_silo, const uint8_t *key,
                      size_t key_len, const uint8_t *arg, size_t arg_len, gr_call_cb done, void *done_ud) {
     sys_calls++;
-    sys_from_silo = from_silo;
+    sys_from_silo = from_silo != NULL;
     done(done_ud, 0, GR__LIT("sys"));
 }
 
