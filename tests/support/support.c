@@ -54,7 +54,12 @@ int gr_test_run_until(uv_loop_t *loop, const int *flag, uint64_t timeout_ms) {
     int expired = 0;
     uv_timer_init(loop, &t);
     t.data = &expired;
-    uv_timer_start(&t, on_deadline, timeout_ms, 0);
+    /* From now, not from the loop's last update (a caller may have spent
+     * longer than timeout_ms outside the loop). Repeating: a timer that
+     * fires in UV_RUN_ONCE's first phase leaves the poll after it without a
+     * timeout, which on a loop with idle sockets blocks for ever. */
+    uv_update_time(loop);
+    uv_timer_start(&t, on_deadline, timeout_ms, 10);
     while (!*flag && !expired)
         uv_run(loop, UV_RUN_ONCE);
     uv_close((uv_handle_t *)&t, NULL);
