@@ -4,8 +4,11 @@
 #   Rolling restart: three silos host GRAINS active grains under a steady
 #      call load (`get` over all of them through all three silos); each silo
 #      in turn gets SIGTERM and a new incarnation starts on its port. Prints
-#      the storage reads the roll caused (every silo's granary_storage_reads_total
-#      just before it stops and at the end, minus at the start), activations
+#      the state loads the roll caused (every silo's granary_storage_reads_total
+#      minus granary_claims_refused_total just before it stops and at the end,
+#      minus at the start; a refused claim reads no state and is counted apart:
+#      a call that reached a silo before the directory knew where the grain
+#      had gone), activations
 #      taken over live, moves whose outcome was unknown (the silos' logs), the
 #      p99 call latency during the roll (retries of retryable errors included)
 #      against the same load before it, and the time per silo (SIGTERM to the
@@ -25,6 +28,7 @@ metric() { # metric HTTP_PORT NAME: the value (a bare name sums its labelled ser
 }
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 READS=granary_storage_reads_total
+REFUSED=granary_claims_refused_total
 MIG_IN='granary_migrations_total{direction="in",result="ok"}'
 
 ports=(); https=(); spids=()
@@ -78,16 +82,20 @@ roll() { # roll CLUSTER [FLAGS...]
   for i in 0 1 2; do start "$i" "$cluster" "$@"; done
   wait_members 3 0 1 2
   activate "$cluster" "r-" 0 1 2
-  local i t0 times="" r0=0 rend=0 moved=0
+  local i t0 times="" r0=0 rend=0 c0=0 cend=0 moved=0
   echo "[$mode] active before the roll: $(( $(metric "${https[0]}" granary_activations) + $(metric "${https[1]}" granary_activations) + $(metric "${https[2]}" granary_activations) ))"
   (load "$cluster" "r-" 8 "[$mode] before the roll") || true
-  for i in 0 1 2; do r0=$((r0 + $(metric "${https[$i]}" $READS))); done
+  for i in 0 1 2; do
+    r0=$((r0 + $(metric "${https[$i]}" $READS)))
+    c0=$((c0 + $(metric "${https[$i]}" $REFUSED)))
+  done
   (load "$cluster" "r-" 300 "[$mode] during the roll") > "$work/during-$cluster" &
   local lp=$! troll
   sleep 2
   troll=$(now_ms)
   for i in 0 1 2; do
     rend=$((rend + $(metric "${https[$i]}" $READS)))
+    cend=$((cend + $(metric "${https[$i]}" $REFUSED)))
     moved=$((moved + $(metric "${https[$i]}" "$MIG_IN")))
     t0=$(now_ms)
     stop "$i"
@@ -103,9 +111,11 @@ roll() { # roll CLUSTER [FLAGS...]
   cat "$work/during-$cluster"
   for i in 0 1 2; do
     rend=$((rend + $(metric "${https[$i]}" $READS)))
+    cend=$((cend + $(metric "${https[$i]}" $REFUSED)))
     moved=$((moved + $(metric "${https[$i]}" "$MIG_IN")))
   done
-  echo "[$mode] the roll took $troll ms; storage reads it caused: $((rend - r0)); activations taken over live:" \
+  echo "[$mode] the roll took $troll ms; state loads it caused: $((rend - cend - r0 + c0)); claims refused" \
+    "(the grain live elsewhere, no state read): $((cend - c0)); activations taken over live:" \
     "$moved; moves with an unknown outcome: $(cat "$work"/silo-"$cluster"-*.log | grep -c 'migration failed' || true)"
   echo "[$mode]$times"
   for i in 0 1 2; do stop "$i"; done

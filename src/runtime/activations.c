@@ -239,6 +239,7 @@ void gr__grain_storage_read_cb(void *ud, int status, const uint8_t *data, size_t
         return;
     }
     if (status == GR_ENOTHERE && gr__claims_on(g)) {
+        rt->stats.claims_refused++;
         gr__grain_held_elsewhere(g, detail ? detail : "");
         return;
     }

@@ -86,8 +86,11 @@ int gr__runtime_write_metrics(const gr_runtime_t *rt, gr__buf_t *b) {
         "counter\ngranary_activations_total %llu\n"
         "# HELP granary_deactivations_total Activations finished.\n# TYPE granary_deactivations_total "
         "counter\ngranary_deactivations_total %llu\n"
-        "# HELP granary_storage_reads_total State loads (activations).\n# TYPE granary_storage_reads_total "
-        "counter\ngranary_storage_reads_total %llu\n"
+        "# HELP granary_storage_reads_total State loads and activation claims (activations).\n# TYPE "
+        "granary_storage_reads_total counter\ngranary_storage_reads_total %llu\n"
+        "# HELP granary_claims_refused_total Storage reads whose claim another silo held (no state "
+        "loaded; the calls went there).\n# TYPE granary_claims_refused_total counter\n"
+        "granary_claims_refused_total %llu\n"
         "# HELP granary_storage_writes_total State writes.\n# TYPE granary_storage_writes_total "
         "counter\ngranary_storage_writes_total %llu\n"
         "# HELP granary_storage_conflicts_total State writes refused by the version check.\n# TYPE "
@@ -101,7 +104,8 @@ int gr__runtime_write_metrics(const gr_runtime_t *rt, gr__buf_t *b) {
         (unsigned long long)s->calls, (unsigned long long)s->calls_failed,
         (unsigned long long)s->late_replies, (unsigned long long)s->deadlocks,
         (unsigned long long)s->activations, (unsigned long long)s->deactivations,
-        (unsigned long long)s->storage_reads, (unsigned long long)s->storage_writes,
+        (unsigned long long)s->storage_reads, (unsigned long long)s->claims_refused,
+        (unsigned long long)s->storage_writes,
         (unsigned long long)s->storage_conflicts, (unsigned long long)s->storage_errors, queued,
         rt->draining ? rt->n_grains : (size_t)0);
     rc |= gr__buf_printf(

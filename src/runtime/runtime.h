@@ -17,6 +17,7 @@ typedef struct gr__runtime_stats {
     uint64_t activations;    /* activations created */
     uint64_t deactivations;  /* activations finished */
     uint64_t storage_reads, storage_writes, storage_conflicts, storage_errors;
+    uint64_t claims_refused; /* storage reads whose claim another silo held: no state loaded */
     uint64_t idem_replays; /* keyed calls answered from the reply log without running */
     uint64_t idem_waits;   /* keyed calls that waited for the first call with their key */
     uint64_t evicted;      /* activations deactivated early by the memory bounds */

@@ -572,7 +572,7 @@ static const char GR__SQL_BATCH_READ[] =
  * changes). ON CONFLICT locks the row, so claimants serialise and one wins.
  * A grain twice in one batch is claimed once (DISTINCT ON: ON CONFLICT may
  * not touch a row twice). Columns: ord, state, version, format, granted,
- * holder (looked up for refused claims only), reread (the claim took a
+ * holder (looked up for refused claims only; their state is not read), reread (the claim took a
  * released row: the state read here may predate the last holder's writes,
  * so the caller reads it again in a new statement). */
 static const char GR__SQL_BATCH_CLAIM[] =
@@ -594,7 +594,8 @@ static const char GR__SQL_BATCH_CLAIM[] =
     "        WHERE h.grain_key = v.k AND h.grain_class = v.c AND h.service = $3) END, "
     "       coalesce(cl.reread, false), " GR__SQL_REPLIES_COLUMN " "
     "FROM v LEFT JOIN cl ON cl.grain_key = v.k AND cl.grain_class = v.c "
-    "LEFT JOIN granary_grain_state s ON s.grain_key = v.k AND s.grain_class = v.c AND s.service = $3";
+    "LEFT JOIN granary_grain_state s ON cl.grain_key IS NOT NULL AND s.grain_key = v.k AND s.grain_class = v.c "
+    "AND s.service = $3";
 
 /* Only the activation that holds the claim (owner and token) gives it up;
  * the row stays, released (see GR__SQL_BATCH_CLAIM). */
