@@ -145,6 +145,12 @@ typedef struct gr_class {
      * and the reply log move. */
     int (*on_migrate_out)(gr_grain_t *grain, uint8_t *out, size_t cap, size_t *len);
     int (*on_migrate_in)(gr_grain_t *grain, const uint8_t *data, size_t len);
+    /* Optional, state lifecycle (docs/lifecycle.md): a grain of this class
+     * whose stored state was not written for this many seconds is deleted
+     * from storage with its reminders and stored replies, by the silo that
+     * owns its ring range, unless it is active somewhere; its next call
+     * starts from no state. 0: kept for ever. Ignored without PostgreSQL. */
+    uint32_t state_ttl_s;
 } gr_class_t;
 
 /** Completion of a call. status is 0 with the reply bytes, GR_EAPP with the

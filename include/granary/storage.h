@@ -62,6 +62,52 @@ GR_EXTERN int gr_storage_pg_new(uv_loop_t *loop, const gr_storage_pg_options_t *
  * GR_ESTORAGE with the server's or libpq's message in err. */
 GR_EXTERN int gr_storage_pg_migrate(const char *conninfo, FILE *progress, char *err, size_t err_size);
 
+/** Progress of gr_storage_pg_upgrade_state(), after every batch and at the end. */
+typedef struct gr_state_upgrade_progress {
+    const char *class_name;
+    uint32_t to_format;  /* the class's state_version */
+    uint64_t upgraded;   /* rows rewritten at to_format (since the run began, resumed runs included) */
+    uint64_t skipped;    /* rows passed over because their grain was active (tried again) */
+    uint64_t failed;     /* rows whose upgrade_state returned non-zero (left as they were) */
+    uint64_t remaining;  /* rows at an older format, at the last count */
+    double rows_per_s;   /* rows upgraded per second by this call */
+    int resumed;         /* this call continued an earlier, unfinished run */
+    int finished;        /* the last report: nothing more will be tried */
+} gr_state_upgrade_progress_t;
+
+typedef struct gr_state_upgrade_options {
+    const char *cluster; /* the service rows are scoped by (default "default") */
+    uint32_t batch;      /* rows per statement, 1..10000 (default 500) */
+    /* How long to keep trying rows whose grain is active (their silo holds
+     * the state in memory and writes it upgraded at its next write), in ms
+     * (default 60000; 0: one pass). */
+    uint32_t wait_ms;
+    void (*progress)(void *ud, const gr_state_upgrade_progress_t *p); /* may be NULL */
+    void *progress_ud;
+} gr_state_upgrade_options_t;
+
+GR_EXTERN void gr_state_upgrade_options_init(gr_state_upgrade_options_t *o);
+
+/** Upgrade every stored row of class `cls` whose format is older than its
+ * state_version through its upgrade_state, online (docs/lifecycle.md): in
+ * key order, `batch` rows per statement, each rewritten only at the version
+ * it was read at and only while no silo holds the grain's activation claim
+ * (a live grain is passed over and tried again, until `wait_ms`). The
+ * cursor and counters are kept in granary_state_upgrade after every batch,
+ * so a call after an interrupted one resumes (and every silo shows them on
+ * /metrics). Blocking (libpq's synchronous API), for `silo migrate-state`.
+ * Returns 0 (every row is at the new format), GR_EINVAL (NULL arguments, a
+ * class without upgrade_state or state_version, a worker class, batch out
+ * of range), GR_EACTIVATE (upgrade_state refused some rows: `failed`; the
+ * others were done), GR_ETIMEDOUT (rows still active after wait_ms are
+ * left: `remaining`; run it again), GR_ENOMEM, or GR_ESTORAGE with the
+ * server's or libpq's message in err. `out` (may be NULL) gets the last
+ * progress. */
+struct gr_class; /* granary/grain.h */
+GR_EXTERN int gr_storage_pg_upgrade_state(const char *conninfo, const struct gr_class *cls,
+                                          const gr_state_upgrade_options_t *opts, gr_state_upgrade_progress_t *out,
+                                          char *err, size_t err_size);
+
 /** The schema version this library's migrations reach (the highest
  * granary_schema_version a database migrated by it records). */
 GR_EXTERN int gr_storage_pg_schema_version(void);

@@ -132,6 +132,12 @@ void gr__runtime_foreach_class(const gr_runtime_t *rt, void (*fn)(void *ud, cons
         fn(ud, e->cls->name, e->active);
 }
 
+const gr_class_t *gr__runtime_class_at(const gr_runtime_t *rt, size_t i) {
+    for (const gr__class_entry_t *e = rt->classes; e; e = e->hh.next)
+        if (i-- == 0) return e->cls;
+    return NULL;
+}
+
 void gr__runtime_foreach_method(const gr_runtime_t *rt, void (*fn)(void *ud, const gr__method_stats_t *ms),
                                 void *ud) {
     for (const gr__class_entry_t *e = rt->classes; e; e = e->hh.next)

@@ -34,6 +34,20 @@ void gr__runtime_get_stats(const gr_runtime_t *rt, gr__runtime_stats_t *out);
 
 /* Append the runtime's metrics in Prometheus text format (docs/operations.md). */
 int gr__runtime_write_metrics(const gr_runtime_t *rt, gr__buf_t *b);
+/* Run `cls`'s upgrade_state over stored bytes old[0..len) of format
+ * `format` for grain `key`, outside any activation (`silo migrate-state`,
+ * docs/lifecycle.md): on a scratch activation of registered class `cls`
+ * that no call, timer or storage operation sees. 0 with *out (the new
+ * bytes, gr__free them; NULL when *out_len is 0); GR_EINVAL (no
+ * upgrade_state, the class is not registered or a worker, a key over
+ * GR_KEY_MAX), GR_EACTIVATE (upgrade_state returned non-zero), GR_ENOMEM,
+ * or GR_EOVERLOAD (the runtime's memory bounds). */
+int gr__runtime_upgrade(gr_runtime_t *rt, const gr_class_t *cls, const uint8_t *key, size_t key_len,
+                        const uint8_t *old, size_t len, uint32_t format, uint8_t **out, size_t *out_len);
+
+/* The i-th registered class (registration order), NULL past the last. */
+const gr_class_t *gr__runtime_class_at(const gr_runtime_t *rt, size_t i);
+
 /* Live activations per registered class. */
 void gr__runtime_foreach_class(const gr_runtime_t *rt, void (*fn)(void *ud, const char *cls, uint64_t active),
                                void *ud);

@@ -242,3 +242,43 @@ int gr_state_write(gr_grain_t *g, gr_write_cb cb, void *ud) {
     if (g->status != GR__G_ACTIVE) return GR_ESTATE;
     return gr__write_request(g, cb, ud, NULL);
 }
+
+int gr__runtime_upgrade(gr_runtime_t *rt, const gr_class_t *cls, const uint8_t *key, size_t key_len,
+                        const uint8_t *old, size_t len, uint32_t format, uint8_t **out, size_t *out_len) {
+    *out = NULL;
+    *out_len = 0;
+    gr__class_entry_t *ce = NULL;
+    if (cls) HASH_FIND_STR(rt->classes, cls->name, ce);
+    if (!ce || ce->cls != cls || !cls->upgrade_state || (cls->flags & GR_CLASS_STATELESS_WORKER) ||
+        key_len > GR_KEY_MAX || len > GR_STATE_MAX)
+        return GR_EINVAL;
+    size_t class_len = strlen(cls->name);
+    uint8_t id[GR_CLASS_NAME_MAX + 1 + GR_KEY_MAX];
+    memcpy(id, cls->name, class_len);
+    id[class_len] = 0;
+    if (key_len) memcpy(id + class_len + 1, key, key_len);
+    gr_grain_t *g = NULL;
+    int rc = gr__grain_alloc(rt, cls, id, class_len + 1 + key_len, class_len, &g);
+    if (rc != 0) return rc;
+    /* As at an activation: the old bytes are the state when the upgrade
+     * runs, and it sets the new ones. */
+    g->status = GR__G_ACTIVE;
+    g->version = 1;
+    if (len && !(g->state = gr__memdup(old, len))) rc = GR_ENOMEM;
+    g->state_len = (uint32_t)len;
+    if (rc == 0 && cls->upgrade_state(g, old, len, format) != 0) rc = GR_EACTIVATE;
+    if (rc == 0) {
+        *out = g->state;
+        *out_len = g->state_len;
+        g->state = NULL;
+    }
+    gr__free(g->state);
+    if (g->ext) {
+        if (g->ext->data_free) g->ext->data_free(g->ext->data);
+        gr__idem_drop(rt, g);
+        gr__free(g->ext);
+    }
+    g->status = GR__G_LOADING;
+    gr__grain_unalloc(g);
+    return rc;
+}

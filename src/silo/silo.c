@@ -13,6 +13,7 @@
 #include "gateway/gateway.h"
 #include "admin/http.h"
 #include "cluster/membership.h"
+#include "lifecycle/ttl.h"
 #include "reminders/reminders.h"
 #include "cluster/router.h"
 #include "wire/frame.h"
@@ -43,6 +44,7 @@ void gr_silo_options_init(gr_silo_options_t *c) {
     c->reminder_min_period_ms = 1000;
     c->rebalance_rate = 1000;
     c->rebalance_window_ms = 60000;
+    c->state_ttl_page_rows = 1000;
 }
 
 static int gr__silo_err(char *err, size_t n, int rc, const char *fmt, const char *arg) {
@@ -116,9 +118,9 @@ static const char *gr__silo_owner(void *ud, const char *cls, const uint8_t *key,
 
 /* Reminders fire only from a joined, healthy silo that is not leaving. */
 static void gr__silo_update_firing(gr_silo_t *s) {
-    if (s->reminders)
-        gr__reminders_set_firing(s->reminders,
-                                 s->joined && !s->fenced && !s->dead && !s->stopping && !s->closing);
+    int healthy = s->joined && !s->fenced && !s->dead && !s->stopping && !s->closing;
+    if (s->reminders) gr__reminders_set_firing(s->reminders, healthy);
+    if (s->ttl) gr__ttl_set_active(s->ttl, healthy);
 }
 
 static const char *gr__silo_state_name(void *ud) {
@@ -266,6 +268,8 @@ int gr_silo_new(uv_loop_t *loop, const gr_silo_options_t *cfg, gr_silo_t **out, 
     if (cfg->tls_client_auth && !cfg->tls_ca)
         return gr__silo_err(err, err_size, GR_ECONFIG, "%s",
                             "--tls-client-auth needs --tls-ca (the CA that signs client certificates)");
+    if (cfg->state_ttl_page_rows > 10000)
+        return gr__silo_err(err, err_size, GR_EINVAL, "%s", "state_ttl_page_rows must be 0..10000");
     if (cfg->reminder_poll_ms < 10 || cfg->reminder_min_period_ms < 10)
         return gr__silo_err(err, err_size, GR_ECONFIG, "%s",
                             "reminder poll interval and minimum period must be at least 10 ms");
@@ -396,6 +400,13 @@ int gr_silo_new(uv_loop_t *loop, const gr_silo_options_t *cfg, gr_silo_t **out, 
         rc = gr__reminders_new(loop, s->cfg.database_url, s->rt, s->id, &rmo, gr__silo_owner, s,
                                &s->reminders);
     }
+    if (rc == 0 && !cfg->memory_storage) {
+        gr__ttl_opts_t to;
+        gr__ttl_opts_init(&to);
+        to.service = s->cfg.cluster;
+        to.page_rows = cfg->state_ttl_page_rows;
+        rc = gr__ttl_new(loop, s->cfg.database_url, s->rt, s->id, &to, gr__silo_owner, s, &s->ttl);
+    }
     if (rc == 0) {
         gr__gateway_opts_t go = {.cluster = s->cfg.cluster,
                                  .secret = s->cfg.secret,
@@ -433,6 +444,7 @@ int gr_silo_new(uv_loop_t *loop, const gr_silo_options_t *cfg, gr_silo_t **out, 
     if (rc != 0) {
         /* Tear down what exists, and say what failed (not always memory). */
         if (s->reminders) gr__reminders_close(s->reminders, NULL, NULL);
+        if (s->ttl) gr__ttl_close(s->ttl, NULL, NULL);
         if (s->gw) gr__gateway_close(s->gw, NULL, NULL);
         if (s->router) gr__router_close(s->router, NULL, NULL);
         if (s->rt) gr_runtime_close(s->rt, NULL, NULL);
@@ -651,11 +663,12 @@ void gr_silo_close(gr_silo_t *s, gr_close_cb cb, void *ud) {
     s->close_ud = ud;
     s->stop_cb = NULL;
     s->parts_open = 3 + (s->router != NULL) + (s->membership != NULL) + (s->http != NULL) +
-                    (s->reminders != NULL) + (s->dashboard != NULL);
+                    (s->reminders != NULL) + (s->ttl != NULL) + (s->dashboard != NULL);
     if (s->dashboard) gr__dashboard_close(s->dashboard, gr__silo_part_closed, s);
     /* Reminders first: their fires in flight complete (cancelled) when the
      * runtime closes below, and the service waits for them. */
     if (s->reminders) gr__reminders_close(s->reminders, gr__silo_part_closed, s);
+    if (s->ttl) gr__ttl_close(s->ttl, gr__silo_part_closed, s);
     if (s->http) gr__http_close(s->http, gr__silo_part_closed, s);
     uv_close((uv_handle_t *)&s->stop_timer, gr__silo_timer_closed);
     /* The router first: its links' cancelled calls complete into a live runtime. */

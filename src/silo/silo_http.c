@@ -105,6 +105,7 @@ static int gr__silo_metrics(gr_silo_t *s, gr__buf_t *b) {
             (unsigned long long)rs.fired, (unsigned long long)rs.fire_failures, (unsigned long long)rs.polls,
             (unsigned long long)rs.in_flight);
     }
+    if (s->ttl) rc |= gr__ttl_write_metrics(s->ttl, b);
     if (s->membership) {
         const gr__view_t *v = gr__membership_view(s->membership);
         size_t active = 0;

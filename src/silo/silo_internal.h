@@ -11,6 +11,7 @@
 #include "gateway/gateway.h"
 #include "admin/http.h"
 #include "cluster/membership.h"
+#include "lifecycle/ttl.h"
 #include "reminders/reminders.h"
 #include "cluster/router.h"
 
@@ -26,6 +27,7 @@ struct gr_silo {
     gr__router_t *router;         /* cluster mode only (PostgreSQL storage) */
     gr__membership_t *membership; /* created at start, when the port is known */
     gr__reminders_t *reminders;   /* cluster mode only */
+    gr__ttl_t *ttl;               /* cluster mode only: state TTL sweep, migrate-state progress */
     gr__http_t *http;             /* probes and metrics, when configured */
     gr__dashboard_t *dashboard;   /* with HTTP, unless no_dashboard */
     char http_host[64];

@@ -40,7 +40,8 @@ static void test_migrate_concurrently(void **st) {
     const char *url = gr_test_pg_url();
     /* Every table of every migration, so all of them run again at once. */
     gr_test_sql(url, "DROP TABLE IF EXISTS granary_grain_state, granary_silo, granary_reminder, "
-                     "granary_membership_version, granary_activation, granary_reply, granary_schema_version");
+                     "granary_membership_version, granary_activation, granary_reply, granary_state_upgrade, "
+                     "granary_schema_version");
     pid_t kids[3];
     for (int i = 0; i < 3; i++) {
         kids[i] = fork();

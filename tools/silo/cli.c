@@ -14,7 +14,7 @@
 
 #include "granary/silo_main.h"
 #include "granary/storage.h"
-#include "granary/storage.h"
+#include "cli_internal.h"
 
 /* U32: a positive whole number; COUNT: one that may be 0; BYTES: a size
  * with an optional unit (k, M, G: powers of 1000; KiB, MiB, GiB: of 1024). */
@@ -29,6 +29,7 @@ typedef struct gr__cli {
     gr_log_format_t format; /* parsed from log_format */
     int help;
     int memory_limit_set; /* --memory-limit given (else the cgroup's limit sets the default) */
+    uint32_t batch, wait_ms; /* migrate-state */
 } gr__cli_t;
 
 typedef struct gr__opt {
@@ -37,14 +38,15 @@ typedef struct gr__opt {
     const char *metavar;
     gr__opt_type_t type;
     size_t offset;
-    unsigned commands; /* bit 0 run, bit 1 migrate, bit 2 status */
+    unsigned commands; /* bit 0 run, bit 1 migrate, bit 2 status, bit 3 migrate-state */
     const char *help;
 } gr__opt_t;
 
 #define GR__RUN 1u
 #define GR__MIGRATE 2u
 #define GR__STATUS 4u
-#define GR__ALL 7u
+#define GR__MIGSTATE 8u
+#define GR__ALL 15u
 #define GR__C(field) offsetof(gr__cli_t, cfg.field)
 #define GR__X(field) offsetof(gr__cli_t, field)
 
@@ -69,7 +71,7 @@ static const gr__opt_t gr__opts[] = {
      "when --secret is set)"},
     {"--http-allowed-hosts", "GRANARY_HTTP_ALLOWED_HOSTS", "H1,H2", GR__OPT_STR, GR__C(http_allowed_hosts),
      GR__RUN, "Host header names the dashboard and /api/ answer, against DNS rebinding (default: any)"},
-    {"--cluster", "GRANARY_CLUSTER", "NAME", GR__OPT_STR, GR__C(cluster), GR__RUN | GR__STATUS,
+    {"--cluster", "GRANARY_CLUSTER", "NAME", GR__OPT_STR, GR__C(cluster), GR__RUN | GR__STATUS | GR__MIGSTATE,
      "cluster (service) name; state rows and handshakes are scoped by it (default \"default\")"},
     {"--secret", "GRANARY_CLUSTER_SECRET", "SECRET", GR__OPT_STR, GR__C(secret), GR__RUN,
      "secret every client must present (and silos, unless --silo-secret is set) (default: none); prefer the "
@@ -99,8 +101,12 @@ static const gr__opt_t gr__opts[] = {
      "(default: none); prefer the env var"},
     {"--silo-id", "GRANARY_SILO_ID", "ID", GR__OPT_STR, GR__C(silo_id), GR__RUN,
      "this silo's id (default: ADVERTISE:PORT-STARTTIME; $POD_NAME is used when set)"},
-    {"--grains", "GRANARY_GRAINS", "FILE.so", GR__OPT_STR, GR__X(grains), GR__RUN,
+    {"--grains", "GRANARY_GRAINS", "FILE.so", GR__OPT_STR, GR__X(grains), GR__RUN | GR__MIGSTATE,
      "shared object whose granary_grains() returns the grain classes to host"},
+    {"--batch", "GRANARY_MIGRATE_STATE_BATCH", "N", GR__OPT_U32, GR__X(batch), GR__MIGSTATE,
+     "migrate-state: rows upgraded per statement, at most 10000 (default 500)"},
+    {"--wait-ms", "GRANARY_MIGRATE_STATE_WAIT_MS", "MS", GR__OPT_COUNT, GR__X(wait_ms), GR__MIGSTATE,
+     "migrate-state: how long to keep retrying rows whose grain is active (default 60000; 0: one pass)"},
     {"--pg-pool", "GRANARY_PG_POOL", "N", GR__OPT_U32, GR__C(pg_pool_size), GR__RUN,
      "PostgreSQL connections (default 4)"},
     {"--pg-timeout-ms", "GRANARY_PG_TIMEOUT_MS", "MS", GR__OPT_U32, GR__C(pg_op_timeout_ms), GR__RUN,
@@ -126,6 +132,10 @@ static const gr__opt_t gr__opts[] = {
      "(default 1000; 0: no rebalancing)"},
     {"--rebalance-window-ms", "GRANARY_REBALANCE_WINDOW_MS", "MS", GR__OPT_U32, GR__C(rebalance_window_ms),
      GR__RUN, "an activation that arrived by migration is not moved again within (default 60000)"},
+    {"--state-ttl-page-rows", "GRANARY_STATE_TTL_PAGE_ROWS", "N", GR__OPT_COUNT, GR__C(state_ttl_page_rows),
+     GR__RUN,
+     "stored rows of classes with a state_ttl_s the TTL sweep looks at per second, at most 10000 (default 1000; "
+     "0: no sweep on this silo)"},
     {"--max-connections", "GRANARY_MAX_CONNECTIONS", "N", GR__OPT_U32, GR__C(max_connections), GR__RUN,
      "open client connections before new ones are refused (default 4096)"},
     {"--max-inflight", "GRANARY_MAX_INFLIGHT", "N", GR__OPT_U32, GR__C(max_inflight_per_conn), GR__RUN,
@@ -164,11 +174,13 @@ static const gr__opt_t gr__opts[] = {
 
 /* The options of `command` (GR__ALL: every one, for plain --help). */
 static void gr__usage(FILE *f, const char *prog, unsigned command) {
-    if (command == GR__MIGRATE || command == GR__STATUS) {
+    if (command == GR__MIGRATE || command == GR__STATUS || command == GR__MIGSTATE) {
         fprintf(f, "usage: %s %s [OPTIONS]    %s\n\nOptions (each also as its environment variable):\n", prog,
-                command == GR__MIGRATE ? "migrate" : "status",
-                command == GR__MIGRATE ? "create or upgrade the schema (idempotent)"
-                                       : "show the schema version, members and stored grains");
+                command == GR__MIGRATE ? "migrate" : command == GR__STATUS ? "status" : "migrate-state CLASS",
+                command == GR__MIGRATE   ? "create or upgrade the schema (idempotent)"
+                : command == GR__STATUS ? "show the schema version, members and stored grains"
+                                        : "upgrade every stored row of CLASS to its state_version, online and "
+                                          "resumable (docs/lifecycle.md)");
         for (size_t i = 0; i < (sizeof gr__opts / sizeof gr__opts[0]); i++) {
             const gr__opt_t *o = &gr__opts[i];
             if (!(o->commands & command)) continue;
@@ -184,10 +196,12 @@ static void gr__usage(FILE *f, const char *prog, unsigned command) {
             "usage: %s [run] [OPTIONS]        host grains (the default command)\n"
             "       %s migrate --database URL  create or upgrade the schema (idempotent)\n"
             "       %s status --database URL   show the schema version and stored grains\n"
+            "       %s migrate-state CLASS --database URL --grains FILE.so\n"
+            "                                  upgrade CLASS's stored rows through its upgrade_state\n"
             "       %s --version\n\n"
             "Every option can also be set by its environment variable; a flag wins over\n"
             "the environment. Options:\n",
-            prog, prog, prog, prog);
+            prog, prog, prog, prog, prog);
     for (size_t i = 0; i < (sizeof gr__opts / sizeof gr__opts[0]); i++) {
         const gr__opt_t *o = &gr__opts[i];
         char left[64];
@@ -196,7 +210,8 @@ static void gr__usage(FILE *f, const char *prog, unsigned command) {
         if (o->env) fprintf(f, "  %-28s   env: %s\n", "", o->env);
     }
     fprintf(f, "\nExit status: 0 success (also after a graceful stop on SIGTERM/SIGINT),\n"
-               "1 runtime failure (database unreachable for migrate, drain timeout),\n"
+               "1 runtime failure (database unreachable for migrate, drain timeout; migrate-state: rows left,\n"
+               "  see its message), "
                "2 usage or configuration error (also: the silo id is a live member's), 3 declared dead by "
                "the cluster.\n");
 }
@@ -672,14 +687,22 @@ int gr_silo_main(int argc, char **argv, const gr_class_t *const *classes) {
             command = GR__MIGRATE;
         else if (!strcmp(argv[1], "status"))
             command = GR__STATUS;
+        else if (!strcmp(argv[1], "migrate-state"))
+            command = GR__MIGSTATE;
         else if (!strcmp(argv[1], "help")) {
             gr__usage(stdout, prog, GR__ALL);
             return 0;
         } else {
-            fprintf(stderr, "%s: unknown command '%s' (run, migrate, status; see --help)\n", prog, argv[1]);
+            fprintf(stderr, "%s: unknown command '%s' (run, migrate, status, migrate-state; see --help)\n", prog,
+                    argv[1]);
             return 2;
         }
         first = 2;
+    }
+    const char *class_name = NULL;
+    if (command == GR__MIGSTATE && argc > 2 && argv[2][0] != '-') {
+        class_name = argv[2];
+        first = 3;
     }
     if (argc > 1 && !strcmp(argv[1], "--version")) {
         printf("granary silo %s\n", gr_version());
@@ -688,6 +711,8 @@ int gr_silo_main(int argc, char **argv, const gr_class_t *const *classes) {
     gr__cli_t cli;
     memset(&cli, 0, sizeof cli);
     gr_silo_options_init(&cli.cfg);
+    cli.batch = 500;
+    cli.wait_ms = 60000;
     if (gr__parse(&cli, command, argc - first, argv + first) != 0) return 2;
     if (cli.help) {
         /* `silo --help` and `silo run --help` list everything; `silo migrate
@@ -700,6 +725,9 @@ int gr_silo_main(int argc, char **argv, const gr_class_t *const *classes) {
         return gr__cmd_migrate(&cli);
     case GR__STATUS:
         return gr__cmd_status(&cli);
+    case GR__MIGSTATE:
+        return gr__cmd_migrate_state(cli.cfg.database_url, cli.cfg.cluster, cli.grains, class_name, cli.batch,
+                                     cli.wait_ms, classes);
     default:
         return gr__cmd_run(&cli, classes);
     }
