@@ -15,7 +15,9 @@
  * checks it (deactivating the grain once it is gone); when it activates
  * again (after idle deactivation, a restart or a move to another silo), an
  * expired session is deleted at once, and no call ever sees its fields. The class
- * idles grains out after a minute, so memory holds only sessions in use.
+ * idles grains out after a minute, so memory holds only sessions in use, and
+ * its state_ttl_s lets the silos delete the rows of sessions that nobody
+ * calls again.
  * Every answer is persisted before it leaves (GR_CLASS_PERSIST_BEFORE_REPLY).
  *
  * Built as sessions.so for `silo run --grains sessions.so`. */
@@ -240,7 +242,8 @@ static const gr_method_t session_methods[] = {{"put", m_put},     {"get", m_get}
                                               {"touch", m_touch}, {"end", m_end}, {NULL, NULL}};
 static const char *const session_read_only[] = {"get", "keys", NULL};
 
-const gr_class_t session_class = {
+/* Not const: granary_grains() sets state_ttl_s from SESSION_TTL_MS. */
+gr_class_t session_class = {
     .name = "Session",
     .methods = session_methods,
     .on_activate = on_activate,
@@ -251,6 +254,10 @@ const gr_class_t session_class = {
 
 const gr_class_t *const *granary_grains(void);
 const gr_class_t *const *granary_grains(void) {
+    /* Rows of sessions nobody uses again would stay for ever: the silos'
+     * TTL sweep deletes the ones not written for the TTL (docs/lifecycle.md),
+     * exactly the expired ones, as every use that extends a session writes. */
+    session_class.state_ttl_s = (uint32_t)((ttl_ms() + 999) / 1000);
     static const gr_class_t *const classes[] = {&session_class, NULL};
     return classes;
 }

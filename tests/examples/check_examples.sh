@@ -88,6 +88,22 @@ for _ in $(seq 1 40); do # deleted by the activation's first turn: bounded wait
   sleep 0.05
 done
 expect "sessions: the expired session's data is deleted" 0 "$rows"
+# Sessions nobody calls again: the TTL sweep (state_ttl_s, docs/lifecycle.md)
+# deletes their rows, reminders and stored replies without any call; a
+# session in use stays.
+for k in $(seq 1 20); do g 0 "Session/w$k" put k=v >/dev/null || bad "sessions: put w$k"; done
+psql -q "$url" -c "INSERT INTO granary_reminder (service, grain_class, grain_key, name, due_us, period_ms) VALUES ('$cluster', 'Session', 'w1'::bytea, 'r', 9000000000000000, 0)" >/dev/null
+stop 0 # the grains deactivate: nothing holds them any more
+start 0 sessions.so SESSION_TTL_MS=1500
+left=""
+for _ in $(seq 1 100); do # TTL 2 s, a page a second: bounded wait (10 s)
+  g 0 Session/t2 put k=v >/dev/null
+  left=$(psql -At "$url" -c "SELECT (SELECT count(*) FROM granary_grain_state WHERE service = '$cluster' AND grain_class = 'Session' AND convert_from(grain_key, 'UTF8') LIKE 'w%') + (SELECT count(*) FROM granary_reminder WHERE service = '$cluster' AND grain_key = 'w1'::bytea) + (SELECT count(*) FROM granary_reply WHERE service = '$cluster' AND convert_from(grain_key, 'UTF8') LIKE 'w%')" 2>&1)
+  [ "$left" = 0 ] && break
+  sleep 0.1
+done
+expect "sessions: rows, reminders and replies of sessions nobody calls are deleted by the TTL sweep" 0 "$left"
+expect "sessions: a session in use is kept" v "$(g 0 Session/t2 get k)"
 stop 0
 
 # ---- chat, on two silos ----
