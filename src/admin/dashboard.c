@@ -158,6 +158,14 @@ static int gr__dash_self(gr__dashboard_t *d, int64_t since, gr__buf_t *b) {
         rc |= gr__buf_printf(b, ",\"forwarded\":%llu,\"directory_entries\":%llu,\"directory_cached\":%llu",
                              (unsigned long long)r.forwarded, (unsigned long long)r.partition_entries,
                              (unsigned long long)r.cache_entries);
+        /* Live migration (docs/migration.md): what moved in and out, what
+         * the targets refused, what ended unknown, what rebalancing sent. */
+        rc |= gr__buf_printf(b,
+                             ",\"migrated_in\":%llu,\"migrated_out\":%llu,\"migrate_refused\":%llu,"
+                             "\"migrate_failed\":%llu,\"rebalance_moves\":%llu",
+                             (unsigned long long)rs.migrated_in, (unsigned long long)rs.migrated_out,
+                             (unsigned long long)rs.migrate_refused, (unsigned long long)rs.migrate_failed,
+                             (unsigned long long)r.rebalance_moves);
     }
     if (e->reminders) {
         gr__reminders_stats_t r;

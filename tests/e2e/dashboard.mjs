@@ -12,6 +12,7 @@
 //   open                      load the page, wait for the first data
 //   members N                 wait until N member rows are "active"
 //   grains-at-least N         wait until the active grain total is >= N
+//   moved-in-at-least N       wait until the live migration table's total moved in is >= N
 //   calls-total               answer the calls charted in the window
 //   calls-total-above X       wait until that total is > X
 //   method-chart KEY          wait for the small chart of KEY (Class.method)
@@ -73,6 +74,15 @@ const commands = {
   async 'grains-at-least'(n) {
     await waitFor((want) => Number(document.getElementById('grain-total').dataset.value || 0) >= want, Number(n));
     return 'ok ' + (await page.$eval('#grain-total', (e) => e.dataset.value));
+  },
+  async 'moved-in-at-least'(n) {
+    const total = () => {
+      const rows = document.querySelectorAll('#migration tbody tr');
+      const last = rows[rows.length - 1];
+      return last ? Number((last.cells[1].textContent || '0').replace(/[^0-9]/g, '')) : 0;
+    };
+    await waitFor(`(${total.toString()})() >= ${Number(n)}`);
+    return 'ok ' + (await page.evaluate(`(${total.toString()})()`));
   },
   async 'calls-total'() {
     return 'ok ' + (await page.$eval('#chart-calls', (e) => e.dataset.total));

@@ -22,24 +22,27 @@
 
 static char svc[64];
 
+/* Run SQL built from fmt; the first column of the first row (malloc'd) or NULL. */
+static char *query(const char *fmt, va_list ap) {
+    char q[2048];
+    vsnprintf(q, sizeof q, fmt, ap);
+    return gr_test_sql(gr_test_pg_url(), q);
+}
+
 static void sql(const char *fmt, ...) GR__PRINTF(1, 2);
 static void sql(const char *fmt, ...) {
-    char q[2048];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(q, sizeof q, fmt, ap);
+    free(query(fmt, ap));
     va_end(ap);
-    free(gr_test_sql(gr_test_pg_url(), q));
 }
 
 static int sql_int(const char *fmt, ...) GR__PRINTF(1, 2);
 static int sql_int(const char *fmt, ...) {
-    char q[2048];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(q, sizeof q, fmt, ap);
+    char *v = query(fmt, ap);
     va_end(ap);
-    char *v = gr_test_sql(gr_test_pg_url(), q);
     int n = v ? atoi(v) : -1;
     free(v);
     return n;

@@ -295,6 +295,19 @@ function renderStorage(d) {
   $('conflicts').textContent = fmtNum(sum[2], 0);
 }
 
+function renderMigration(d) {
+  const keys = ['migrated_in', 'migrated_out', 'migrate_refused', 'migrate_failed', 'rebalance_moves'];
+  const sum = keys.map(() => 0);
+  const rows = liveFrags(d).map((f) => {
+    const v = keys.map((k) => f.totals[k]);
+    v.forEach((x, i) => { if (x !== undefined) sum[i] += x; });
+    return el('tr', {}, el('td', { class: 'id', text: short(f.id), title: f.id }),
+      ...v.map((x) => el('td', { class: 'num', text: x === undefined ? '–' : fmtNum(x, 0) })));
+  });
+  rows.push(el('tr', {}, el('th', { text: 'All' }), ...sum.map((x) => el('th', { class: 'num', text: fmtNum(x, 0) }))));
+  $('migration').tBodies[0].replaceChildren(...rows);
+}
+
 function renderCharts() {
   const all = aggregate(null);
   const total = all.calls.reduce((a, b) => a + b, 0);
@@ -388,6 +401,7 @@ function render(d) {
   renderMembers(d);
   renderGrains(d);
   renderStorage(d);
+  renderMigration(d);
   renderCharts();
   renderMethods(d);
   renderChanges(d);
