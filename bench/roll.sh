@@ -14,8 +14,12 @@
 #      against the same load before it, and the time per silo (SIGTERM to the
 #      replacement active). Same run, same load: the roll with --no-migrate
 #      (the baseline: every grain reloads from storage).
-#   Scale 1 -> 3 is measured by the test cluster.migration (test_rebalance_on_join).
-#   bench/roll.sh                        (GRAINS=100000)
+#   Scale 1 -> 3: one silo hosts GRAINS active grains under the same load
+#      (through it); two silos start. Prints the time from their start until
+#      each hosts at least 25 % of the active grains, the state loads on them
+#      (goal: none), the p99 during the scale-up against before it, and the
+#      spread 10 s after the start.
+#   bench/roll.sh                        (GRAINS=100000; PHASES="roll scale")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 grains=${GRAINS:-100000}
@@ -23,7 +27,7 @@ grains=${GRAINS:-100000}
 bench_setup roll
 
 metric() { # metric HTTP_PORT NAME: the value (a bare name sums its labelled series), or 0
-  curl -s --max-time 2 "http://127.0.0.1:$1/metrics" |
+  { curl -s --max-time 2 "http://127.0.0.1:$1/metrics" || true; } |
     awk -v n="$2" '$1 == n || index($1, n "{") == 1 { v += $2 } END { printf "%d\n", v }'
 }
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
@@ -65,11 +69,15 @@ activate() { # activate CLUSTER PREFIX INDEX...: every grain activated through t
   $B/bench/bench_client --cluster "$cluster" --silo "$(silo_list "$@")" --method get --prefix "$prefix" \
     --keys "$grains" --max-calls "$grains" --window 512 --seconds 300 --label "activate $grains" >/dev/null
 }
-load() { # load CLUSTER PREFIX SECONDS LABEL: the steady load, 64 calls in flight through all three
-  # ports; a retryable failure (a silo draining or gone) is sent again for up to 10 s, inside the
-  # latency. exec: run in the background, $! is the client itself (SIGTERM ends it, figures printed).
-  exec $B/bench/bench_client --cluster "$1" --silo "$(silo_list 0 1 2)" --method get --prefix "$2" \
-    --keys "$grains" --window 64 --seconds "$3" --retry-ms 10000 --label "$4"
+load() { # load CLUSTER PREFIX SECONDS LABEL [INDEX...]: the steady load, 64 calls in flight through
+  # the silos given (default all three); a retryable failure (a silo draining or gone) is sent again
+  # for up to 10 s, inside the latency. exec: run in the background, $! is the client itself
+  # (SIGTERM ends it, figures printed).
+  local cluster=$1 prefix=$2 seconds=$3 label=$4
+  shift 4
+  [ $# -gt 0 ] || set -- 0 1 2
+  exec $B/bench/bench_client --cluster "$cluster" --silo "$(silo_list "$@")" --method get --prefix "$prefix" \
+    --keys "$grains" --window 64 --seconds "$seconds" --retry-ms 10000 --label "$label"
 }
 
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores, $(uname -sr); $grains grains"
@@ -121,5 +129,59 @@ roll() { # roll CLUSTER [FLAGS...]
   for i in 0 1 2; do stop "$i"; done
 }
 
-roll roll-mig
-roll roll-nomig --no-migrate
+scale() { # scale CLUSTER [FLAGS...]: 1 -> 3 under load
+  local cluster=$1 i
+  shift
+  local tag="[scale${1:+ $*}]"
+  ports=(); https=(); spids=()
+  for i in 0 1 2; do ports[$i]=$(free_port); https[$i]=$(free_port); done
+  start 0 "$cluster" "$@"
+  wait_members 1 0
+  activate "$cluster" "s-" 0
+  (load "$cluster" "s-" 8 "$tag before, 1 silo" 0) || true
+  (load "$cluster" "s-" 300 "$tag during 1 -> 3" 0) > "$work/scale-$cluster" &
+  local lp=$! t0 done1=0 done2=0 a0 a1 a2 total
+  sleep 2
+  t0=$(now_ms)
+  start 1 "$cluster" "$@"
+  start 2 "$cluster" "$@"
+  while [ $(($(now_ms) - t0)) -lt 60000 ]; do
+    a0=$(metric "${https[0]}" granary_activations)
+    a1=$(metric "${https[1]}" granary_activations)
+    a2=$(metric "${https[2]}" granary_activations)
+    total=$((a0 + a1 + a2))
+    [ "$done1" = 0 ] && [ $((a1 * 4)) -ge "$total" ] && [ "$total" -gt 0 ] && done1=$(($(now_ms) - t0))
+    [ "$done2" = 0 ] && [ $((a2 * 4)) -ge "$total" ] && [ "$total" -gt 0 ] && done2=$(($(now_ms) - t0))
+    [ "$done1" != 0 ] && [ "$done2" != 0 ] && [ $(($(now_ms) - t0)) -ge 10000 ] && break
+    sleep 0.1
+  done
+  local spread="$(metric "${https[0]}" granary_activations) / $(metric "${https[1]}" granary_activations) / $(metric "${https[2]}" granary_activations)"
+  local loads=0
+  for i in 1 2; do
+    loads=$((loads + $(metric "${https[$i]}" $READS) - $(metric "${https[$i]}" $REFUSED)))
+  done
+  local moves
+  moves="out ok $(metric "${https[0]}" 'granary_migrations_total{direction="out",result="ok"}'), refused $(metric "${https[0]}" 'granary_migrations_total{direction="out",result="refused"}'), unknown $(metric "${https[0]}" 'granary_migrations_total{direction="out",result="failed"}'); rebalance moves $(metric "${https[0]}" granary_rebalance_moves_total); in on silo 1 / 2: $(metric "${https[1]}" "$MIG_IN") / $(metric "${https[2]}" "$MIG_IN")"
+  kill -TERM "$lp"
+  wait "$lp" || true
+  cat "$work/scale-$cluster"
+  echo "$tag silo 0's moves: $moves"
+  [ -z "${KEEP_LOGS:-}" ] || cp "$work"/silo-"$cluster"-*.log "$KEEP_LOGS"/
+  echo "$tag from the start of two new silos: silo 1 hosts >= 25 % after ${done1} ms, silo 2 after ${done2} ms" \
+    "(0: never within 60 s); state loads on them: $loads; activations after 10 s: $spread"
+  for i in 0 1 2; do stop "$i"; done
+}
+
+for phase in ${PHASES:-roll scale}; do
+  case $phase in
+  roll)
+    roll roll-mig
+    roll roll-nomig --no-migrate
+    ;;
+  scale)
+    scale scale-up
+    scale scale-fast --rebalance-rate 10000
+    ;;
+  *) echo "unknown phase $phase" >&2; exit 2 ;;
+  esac
+done

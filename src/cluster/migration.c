@@ -12,8 +12,9 @@
 #define GR__MIG_TIMEOUT_MS 5000u
 /* Rebalancing: how often loads are compared, and how far from the mean a
  * silo may be before anything moves (a fraction, in percent, plus one). */
-#define GR__REBALANCE_TICK_MS 1000u
+#define GR__REBALANCE_TICK_MS 250u
 #define GR__REBALANCE_SLACK_PCT 5u
+#define GR__MIG_ROUND_MAX 1024u /* moves one round starts at most: the runtime's in-flight bound */
 #define GR__LOAD_TIMEOUT_MS 900u
 /* How long a target whose migration had an unknown outcome is left alone. */
 #define GR__SHUN_MS 10000u
@@ -152,25 +153,36 @@ static void gr__rebalance_decide(gr__router_t *r) {
     uint64_t mean = total / n, slack = mean * GR__REBALANCE_SLACK_PCT / 100 + 1;
     mg->last_mean = mean;
     if (mine <= mean + slack) return;
+    /* Moves of the last round still on their way count on neither side
+     * yet: deciding now would send their share twice. */
+    if (gr__runtime_migrations_in_flight(r->rt)) return;
     /* Every silo above the mean gives its share of each deficit: several
      * donors together fill a deficit once, not once each. */
     uint64_t surplus = 0, over = mine - mean;
     for (size_t i = 0; i < mg->n_loads; i++)
         if (mg->loads[i].answered && mg->loads[i].count > mean) surplus += mg->loads[i].count - mean;
     surplus += over;
-    uint64_t budget = (uint64_t)mg->rate * GR__REBALANCE_TICK_MS / 1000;
-    if (budget < 1) budget = 1;
+    uint64_t budget = mg->credit_m / 1000;
+    if (budget > GR__MIG_ROUND_MAX) budget = GR__MIG_ROUND_MAX;
+    size_t short_ones = 0;
+    for (size_t i = 0; i < mg->n_loads; i++)
+        short_ones += mg->loads[i].answered && mg->loads[i].count + slack < mean && gr__alive(r, mg->loads[i].id);
+    /* Each silo short of the mean gets its part of this round's budget, so
+     * none waits for another's deficit to be filled first. */
+    uint64_t part = short_ones ? budget / short_ones : 0;
+    if (short_ones && part == 0 && budget) part = 1;
     for (size_t i = 0; i < mg->n_loads && budget && over; i++) {
         if (!mg->loads[i].answered || mg->loads[i].count + slack >= mean) continue;
+        if (!gr__alive(r, mg->loads[i].id)) continue;
         uint64_t want = (mean - mg->loads[i].count) * over / surplus;
         if (want < 1) want = 1;
+        if (want > part) want = part;
         if (want > budget) want = budget;
-        if (!gr__alive(r, mg->loads[i].id)) continue;
         size_t moved = gr__runtime_migrate_some(r->rt, mg->loads[i].id, (size_t)want, mg->window_ms);
         r->stats.rebalance_moves += moved;
         budget -= moved < budget ? moved : budget;
         over -= moved < over ? moved : over;
-        if (moved < want) break; /* nothing more to move right now */
+        mg->credit_m -= moved * 1000 < mg->credit_m ? moved * 1000 : mg->credit_m;
     }
 }
 
@@ -201,6 +213,10 @@ static void gr__rebalance_tick(uv_timer_t *t) {
     mg->round++;
     mg->waiting = 0;
     mg->n_loads = 0;
+    /* The rate accrues whether or not a round moves anything, up to one
+     * second's worth (a silo that joins later gets no burst beyond it). */
+    mg->credit_m += (uint64_t)mg->rate * GR__REBALANCE_TICK_MS;
+    if (mg->credit_m > (uint64_t)mg->rate * 1000) mg->credit_m = (uint64_t)mg->rate * 1000;
     if (r->closing || r->draining || r->fenced || !r->have_view || !mg->on || !mg->rate ||
         r->n_ring_ids < 2 || (r->lease_ok && !r->lease_ok(r->lease_ud)))
         return;

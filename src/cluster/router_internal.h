@@ -43,6 +43,7 @@ typedef struct gr__migration {
     gr__load_t *loads;
     size_t n_loads, cap, waiting;
     uint64_t last_mean; /* activations per silo at the last comparison */
+    uint64_t credit_m;  /* moves the rate allows now, in thousandths (at most one second's worth) */
     /* Targets whose last migration ended in an unknown outcome (a timeout,
      * a broken link): nothing more is sent to them until `until` (loop ms),
      * so a drain does not wait a timeout per activation on a dead peer. */

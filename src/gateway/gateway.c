@@ -379,9 +379,11 @@ static void gr__conn_hello(gr__gconn_t *c, const gr__frame_t *f) {
             gr__conn_goaway(c, GR_ENOMEM, "out of memory");
             return;
         }
-        memcpy(c->silo_name, f->u.hello.name, f->u.hello.name_len);
         c->silo_name[f->u.hello.name_len] = '\0';
-        if (memchr(f->u.hello.name, 0, f->u.hello.name_len)) c->silo_name[0] = '\0';
+        if (f->u.hello.name_len) {
+            memcpy(c->silo_name, f->u.hello.name, f->u.hello.name_len);
+            if (memchr(f->u.hello.name, 0, f->u.hello.name_len)) c->silo_name[0] = '\0';
+        }
     }
     /* The connection limit counts authenticated connections only, so
      * sockets that never say HELLO cannot lock real clients out. */

@@ -199,7 +199,7 @@ static void gr__grain_fail_all(gr_grain_t *g, int status, const char *detail) {
 /* Another silo holds the grain's claim: this activation never starts. Its
  * queued calls go to the router, which sends them to the holder (after the
  * activation is gone, so the directory has forgotten us first). */
-void gr__grain_held_elsewhere(gr_grain_t *g, const char *holder) {
+static void gr__grain_held_elsewhere(gr_grain_t *g, const char *holder) {
     gr_runtime_t *rt = GR__G_RT(g);
     gr_msg_t *queued = g->mb_head;
     g->mb_head = g->mb_tail = NULL;

@@ -302,10 +302,10 @@ size_t gr__runtime_migrate_some(gr_runtime_t *rt, const char *target, size_t n, 
     uint32_t now_s = (uint32_t)(uv_now(rt->loop) / 1000);
     uint32_t window_s = (window_ms + 999) / 1000;
     size_t started = 0, looked = 0;
-    gr_grain_t *g = rt->lru_tail;
+    gr_grain_t *g = rt->lru_head; /* the least recently used end */
     while (g && started < n && looked < 4 * n + 64 && rt->mig_in_flight < GR__MIG_IN_FLIGHT) {
-        gr_grain_t *prev = g->lru_prev;
-        if (prev) prev->refs++; /* on_migrate_out may end it: kept until we step to it */
+        gr_grain_t *next = g->lru_next;
+        if (next) next->refs++; /* on_migrate_out may end it: kept until we step to it */
         looked++;
         /* Clean ones only: a move never waits for a write. */
         if (g->status == GR__G_ACTIVE && g->mig == GR__MIG_NONE && !gr__grain_busy(g) && !g->mb_head &&
@@ -319,7 +319,7 @@ size_t gr__runtime_migrate_some(gr_runtime_t *rt, const char *target, size_t n, 
             if (g->status == GR__G_DEAD) gr__grain_release(g);
             started++;
         }
-        g = prev;
+        g = next;
         if (!g) break;
         g->refs--;
         if (g->status == GR__G_DEAD) { /* ended under us: the LRU walk stops here */
@@ -329,6 +329,8 @@ size_t gr__runtime_migrate_some(gr_runtime_t *rt, const char *target, size_t n, 
     }
     return started;
 }
+
+unsigned gr__runtime_migrations_in_flight(const gr_runtime_t *rt) { return rt->mig_in_flight; }
 
 size_t gr__runtime_movable_count(const gr_runtime_t *rt) {
     size_t n = 0;

@@ -169,9 +169,13 @@ int gr__migrate_refused(int status, const uint8_t *reply, size_t len);
  * migration. The silo sets half its drain timeout. */
 void gr__runtime_set_migrate_budget(gr_runtime_t *rt, uint32_t ms);
 /* Rebalancing: start moving up to n quiet activations to `target`, the
- * most recently used first, skipping any that arrived by migration within
- * window_ms. Returns how many started. */
+ * least recently used first (a move then seldom has calls to forward),
+ * skipping any that arrived by migration within window_ms, with at most
+ * GR__MIG_IN_FLIGHT (1024) moves on their way at once. Returns how many
+ * started. */
 size_t gr__runtime_migrate_some(gr_runtime_t *rt, const char *target, size_t n, uint32_t window_ms);
+/* Moves started here and not answered yet. */
+unsigned gr__runtime_migrations_in_flight(const gr_runtime_t *rt);
 /* Activations that may be moved (not stateless workers). */
 size_t gr__runtime_movable_count(const gr_runtime_t *rt);
 

@@ -26,7 +26,7 @@ enum {
     GR__MIG_SENDING  /* frozen (MIGRATING): its state is being written or is on its way */
 };
 /* Migrations in flight per silo; the rest of a drain's queue waits. */
-#define GR__MIG_IN_FLIGHT 256u
+#define GR__MIG_IN_FLIGHT 1024u
 
 /* Arguments and replies up to this size travel inside the message and the
  * call record instead of in a separate allocation (most grain calls carry a
@@ -330,7 +330,6 @@ int gr__grain_loaded(gr_grain_t *g, const uint8_t *data, size_t len, int64_t ver
                      int migrated, const uint8_t *extra, size_t extra_len);
 /* Undo gr__grain_alloc of an activation nothing else has seen yet. */
 void gr__grain_unalloc(gr_grain_t *g);
-void gr__grain_held_elsewhere(gr_grain_t *g, const char *holder);
 void gr__grain_deactivate(gr_grain_t *g, int save);
 void gr__idle_sweep_cb(uv_timer_t *t);
 

@@ -116,14 +116,16 @@ static void gr__pgt_flush(gr__pgt_t *t) {
         /* Nothing was sent: every waiting transfer fails as never made (no
          * claim moved), rather than waiting for a next one that may not come. */
         if (bt) gr__free(bt);
-        while (t->head) {
-            gr__top_t *op = t->head;
-            t->head = op->next;
-            t->len--;
+        /* Detached first: a callback may queue a new transfer. */
+        gr__top_t *op = t->head;
+        t->head = t->tail = NULL;
+        t->len = 0;
+        while (op) {
+            gr__top_t *next = op->next;
             op->cb(op->ud, GR_ECANCELED, "out of memory queueing the claim transfer");
             gr__top_free(op);
+            op = next;
         }
-        t->tail = NULL;
         return;
     }
     bt->t = t;

@@ -47,7 +47,7 @@ cc -O1 $extra -o "$tmp/granary" "$src/tools/granary/main.c" $cflags $libs -Wl,-r
   ok "tools/granary builds against the installed library alone" || bad "tools/granary does not build installed"
 mcflags=$(pkg-config --cflags granary-main) && mlibs=$(pkg-config --libs granary-main) &&
   ok "pkg-config granary-main: $mlibs" || bad "pkg-config granary-main failed"
-cc -O1 $extra -o "$tmp/silo" "$src/tools/silo/main.c" "$src/tools/silo/cli.c" $mcflags $libs -lpq -ldl \
+cc -O1 $extra -o "$tmp/silo" "$src/tools/silo/main.c" "$src/tools/silo/cli.c" "$src/tools/silo/migrate_state.c" $mcflags $libs -lpq -ldl \
   -Wl,-rpath,"$libdir" && ok "tools/silo builds against the installed library alone" ||
   bad "tools/silo does not build installed"
 # A silo binary with the grain class linked in, through libgranary_main.
