@@ -57,6 +57,13 @@ typedef struct {
     int net_octet;         /* 10.<net_octet>.<i+1>.0/24 per silo */
     char old_forward[8];   /* ip_forward before we set it */
     uint64_t features_end; /* fcall() gives up by then */
+    /* Live migration (docs/migration.md, on by default): each silo's
+     * /metrics port (not in namespaces), and the activations the silos
+     * took over live, read from each before it stops and at the end. */
+    int http_port[GR_H_MAX_SILOS];
+    char http_arg[GR_H_MAX_SILOS][32];
+    const char *extra[GR_H_MAX_SILOS][3];
+    uint64_t moved_in;
 } chaos_t;
 
 static chaos_t *g_chaos; /* for the atexit cleanup of namespaces only */
@@ -157,8 +164,19 @@ static int reap(chaos_t *c) {
     return 0;
 }
 
+/* Add silo i's activations taken over live to the run's count. */
+static void harvest(chaos_t *c, int i) {
+    static char body[1 << 20];
+    static const char name[] = "granary_migrations_total{direction=\"in\",result=\"ok\"} ";
+    if (!c->http_port[i] || !c->up[i] || gr_test_http_get(c->http_port[i], "/metrics", body, sizeof body) != 200)
+        return;
+    const char *p = strstr(body, name);
+    if (p) c->moved_in += strtoull(p + sizeof name - 1, NULL, 10);
+}
+
 static int stop(chaos_t *c, int i) {
     char msg[96];
+    harvest(c, i);
     snprintf(msg, sizeof msg, "SIGTERM silo %d", i);
     logf_(msg);
     uint64_t took;
@@ -172,6 +190,7 @@ static int stop(chaos_t *c, int i) {
 
 static void kill9(chaos_t *c, int i) {
     char msg[64];
+    harvest(c, i);
     snprintf(msg, sizeof msg, "SIGKILL silo %d", i);
     logf_(msg);
     gr_h_kill(&c->cl, i);
@@ -704,8 +723,16 @@ int main(int argc, char **argv) {
     int initial = !strcmp(c.scenario, "scale-up") ? 1 : c.silos;
     /* Every silo's port is fixed up front so the clients' lists cover the
      * silos a scale-up adds later. */
-    for (int i = 0; i < c.silos; i++)
+    for (int i = 0; i < c.silos; i++) {
         c.cl.silos[i].port = gr_test_free_port();
+        if (c.netns) continue;
+        c.http_port[i] = gr_test_free_port();
+        snprintf(c.http_arg[i], sizeof c.http_arg[i], "127.0.0.1:%d", c.http_port[i]);
+        c.extra[i][0] = "--http";
+        c.extra[i][1] = c.http_arg[i];
+        c.extra[i][2] = NULL;
+        c.cl.silos[i].extra = c.extra[i];
+    }
     if (c.netns) /* names set up before the cluster struct was reset: set them again */
         for (int i = 0; i < c.silos; i++) {
             char ns[32], hi[32], ni[32];
@@ -750,6 +777,17 @@ int main(int argc, char **argv) {
     snprintf(label, sizeof label, "chaos %s seed %llu (%d faults)", c.scenario, (unsigned long long)c.seed,
              c.faults);
     gr_h_summary_print(&sum, label);
+    for (int i = 0; i < c.silos; i++)
+        harvest(&c, i);
+    printf("%s: live migration and rebalancing on: %llu activations taken over live\n", label,
+           (unsigned long long)c.moved_in);
+    /* A deploy and a scale-up move grains live: none moving means the
+     * scenario did not test what it says. */
+    if ((!strcmp(c.scenario, "rolling") || !strcmp(c.scenario, "scale-up") || !strcmp(c.scenario, "scale-down")) &&
+        c.moved_in == 0) {
+        printf("%s: no activation moved live\n", label);
+        rc = -1;
+    }
     gr_h_kill_all(&c.cl);
     netns_teardown();
     for (int i = 0; i < c.silos; i++)
