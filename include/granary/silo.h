@@ -77,6 +77,8 @@ typedef struct gr_silo_options {
                                      (default 1000; 0: no rebalancing) */
     uint32_t rebalance_window_ms; /* an activation that arrived by migration is not moved again within
                                      (default 60000) */
+    int rebalance_by_calls;       /* 1: even out calls per second (the busiest activations move first)
+                                     instead of activation counts (default 0) */
     /* State lifecycle (docs/lifecycle.md): stored rows of classes with a
      * state_ttl_s that the TTL sweep looks at per second, 1..10000
      * (default 1000; 0: no sweep on this silo). */

@@ -106,8 +106,12 @@ int gr__router_migrate_cb(void *ud, const char *cls, const uint8_t *key, size_t 
 void gr__router_migration_call(gr__router_t *r, const char *peer, const char *method, const uint8_t *key,
                                size_t key_len, const uint8_t *arg, size_t arg_len, gr_call_cb done, void *ud) {
     if (!strcmp(method, "load")) {
-        char n[32];
-        int k = snprintf(n, sizeof n, "%zu", gr__runtime_movable_count(r->rt));
+        /* "COUNT", or "COUNT CALLS_PER_S" when asked with the argument
+         * "calls" (a silo of an older version answers the count alone). */
+        char n[64];
+        int k = arg_len == 5 && !memcmp(arg, "calls", 5)
+                    ? snprintf(n, sizeof n, "%zu %.0f", gr__runtime_movable_count(r->rt), r->migration.cps)
+                    : snprintf(n, sizeof n, "%zu", gr__runtime_movable_count(r->rt));
         done(ud, 0, (const uint8_t *)n, (size_t)k);
         return;
     }
@@ -141,17 +145,41 @@ typedef struct gr__load_q {
     size_t index;
 } gr__load_q_t;
 
+/* This silo's calls per second (calls run here) over the last tick. Not
+ * smoothed: a round of moves by calls must see the effect of the last
+ * round, or it moves again what already went. */
+static void gr__rebalance_measure(gr__router_t *r) {
+    gr__migration_t *mg = &r->migration;
+    gr__runtime_stats_t st;
+    gr__runtime_get_stats(r->rt, &st);
+    uint64_t now = uv_now(r->loop);
+    if (mg->calls_prev_ms && now > mg->calls_prev_ms) {
+        double inst = (double)(st.calls_run - mg->calls_prev) * 1000.0 / (double)(now - mg->calls_prev_ms);
+        mg->cps = inst;
+    }
+    mg->calls_prev = st.calls_run;
+    mg->calls_prev_ms = now;
+}
+
 static void gr__rebalance_decide(gr__router_t *r) {
     gr__migration_t *mg = &r->migration;
     size_t n = 0;
-    uint64_t total = 0, mine = gr__runtime_movable_count(r->rt);
+    uint64_t count = gr__runtime_movable_count(r->rt);
+    /* What is balanced: activation counts, or (by calls) calls per second. */
+    uint64_t total = 0, mine = mg->by_calls ? (uint64_t)mg->cps : count;
+    if (mg->by_calls)
+        for (size_t i = 0; i < mg->n_loads; i++)
+            mg->loads[i].count = mg->loads[i].cps;
     for (size_t i = 0; i < mg->n_loads; i++)
         if (mg->loads[i].answered) n++, total += mg->loads[i].count;
     if (!n) return;
     n++; /* ourselves */
     total += mine;
     uint64_t mean = total / n, slack = mean * GR__REBALANCE_SLACK_PCT / 100 + 1;
-    mg->last_mean = mean;
+    if (mg->by_calls)
+        mg->last_mean_cps = mean;
+    else
+        mg->last_mean = mean;
     if (mine <= mean + slack) return;
     /* Moves of the last round still on their way count on neither side
      * yet: deciding now would send their share twice. */
@@ -175,10 +203,16 @@ static void gr__rebalance_decide(gr__router_t *r) {
         if (!mg->loads[i].answered || mg->loads[i].count + slack >= mean) continue;
         if (!gr__alive(r, mg->loads[i].id)) continue;
         uint64_t want = (mean - mg->loads[i].count) * over / surplus;
+        /* By calls: one activation per round and silo short of the mean,
+         * the busiest first. How many calls one carries is not known (a
+         * hot spot is a few grains among many idle ones), so the next round
+         * measures what this one moved before moving more. */
+        if (mg->by_calls) want = 1;
         if (want < 1) want = 1;
         if (want > part) want = part;
         if (want > budget) want = budget;
-        size_t moved = gr__runtime_migrate_some(r->rt, mg->loads[i].id, (size_t)want, mg->window_ms);
+        size_t moved =
+            gr__runtime_migrate_some(r->rt, mg->loads[i].id, (size_t)want, mg->window_ms, mg->by_calls);
         r->stats.rebalance_moves += moved;
         budget -= moved < budget ? moved : budget;
         over -= moved < over ? moved : over;
@@ -191,14 +225,18 @@ static void gr__load_answer(void *ud, int status, const uint8_t *reply, size_t l
     gr__router_t *r = q->r;
     gr__migration_t *mg = &r->migration;
     if (!r->closing && q->round == mg->round && q->index < mg->n_loads) {
-        if (status == 0 && len > 0 && len < 20) {
-            char buf[24];
+        if (status == 0 && len > 0 && len < 48) {
+            char buf[48];
             memcpy(buf, reply, len);
             buf[len] = '\0';
-            char *end;
-            unsigned long long v = strtoull(buf, &end, 10);
-            if (*end == '\0') {
+            char *end, *end2 = NULL;
+            unsigned long long v = strtoull(buf, &end, 10), c = 0;
+            if (*end == ' ') c = strtoull(end + 1, &end2, 10);
+            /* By calls, a peer must say its rate (an older one does not:
+             * left out of the comparison). */
+            if (end != buf && (mg->by_calls ? end2 && end2 != end + 1 && *end2 == '\0' : *end == '\0' || *end == ' ')) {
                 mg->loads[q->index].count = v;
+                mg->loads[q->index].cps = c;
                 mg->loads[q->index].answered = 1;
             }
         }
@@ -213,6 +251,7 @@ static void gr__rebalance_tick(uv_timer_t *t) {
     mg->round++;
     mg->waiting = 0;
     mg->n_loads = 0;
+    gr__rebalance_measure(r);
     /* The rate accrues whether or not a round moves anything, up to one
      * second's worth (a silo that joins later gets no burst beyond it). */
     mg->credit_m += (uint64_t)mg->rate * GR__REBALANCE_TICK_MS;
@@ -241,7 +280,9 @@ static void gr__rebalance_tick(uv_timer_t *t) {
         gr_client_t *peer = q ? gr__peer_get(r, mg->loads[i].id) : NULL;
         gr_ref_t ref = {"$mig", NULL, 0};
         if (q) *q = (gr__load_q_t){r, mg->round, i};
-        if (!peer || gr__client_call_flags(peer, &ref, "load", NULL, 0, GR__LOAD_TIMEOUT_MS, GR__FRAME_REQUEST,
+        const char *arg = mg->by_calls ? "calls" : NULL;
+        if (!peer || gr__client_call_flags(peer, &ref, "load", (const uint8_t *)arg, arg ? 5 : 0,
+                                           GR__LOAD_TIMEOUT_MS, GR__FRAME_REQUEST,
                                            0, gr__load_answer, q) != 0) {
             gr__free(q);
             mg->waiting--;
@@ -249,6 +290,8 @@ static void gr__rebalance_tick(uv_timer_t *t) {
     }
     if (--mg->waiting == 0) gr__rebalance_decide(r);
 }
+
+void gr__router_set_rebalance_by_calls(gr__router_t *r, int on) { r->migration.by_calls = on; }
 
 int gr__router_set_migration(gr__router_t *r, int on, uint32_t rate, uint32_t window_ms) {
     gr__migration_t *mg = &r->migration;

@@ -438,6 +438,8 @@ void gr__router_set_lease(gr__router_t *r, int (*lease_ok)(void *ud), void *ud) 
 }
 
 uint64_t gr__router_mean_load(const gr__router_t *r) { return r->migration.last_mean; }
+uint64_t gr__router_mean_cps(const gr__router_t *r) { return r->migration.last_mean_cps; }
+uint64_t gr__router_cps(const gr__router_t *r) { return (uint64_t)r->migration.cps; }
 
 static void gr__rereg_timer_closed(uv_handle_t *h) { gr__peer_closed(h->data); }
 

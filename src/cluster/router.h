@@ -52,6 +52,13 @@ void gr__router_system_call(gr__router_t *r, const char *method, const uint8_t *
  * are accepted; rate > 0 moves up to rate activations per second toward
  * the members below the mean count, none twice within window_ms. Returns 0. */
 int gr__router_set_migration(gr__router_t *r, int on, uint32_t rate, uint32_t window_ms);
+/* Rebalance calls per second (1) instead of activation counts (0, the
+ * default): docs/migration.md, "Rebalancing". */
+void gr__router_set_rebalance_by_calls(gr__router_t *r, int on);
+/* Calls per second per silo at the last comparison by calls (0 otherwise),
+ * and this silo's own smoothed rate. */
+uint64_t gr__router_mean_cps(const gr__router_t *r);
+uint64_t gr__router_cps(const gr__router_t *r);
 /* A `$mig` request from a peer silo (methods "in" and "load"); `peer` is
  * the name its handshake gave. */
 void gr__router_migration_call(gr__router_t *r, const char *peer, const char *method, const uint8_t *key,

@@ -30,6 +30,7 @@ typedef struct gr__peer {
 typedef struct gr__load {
     char id[GR__SILO_ID_MAX + 1];
     uint64_t count;
+    uint64_t cps; /* by calls: the peer's calls per second */
     int answered;
 } gr__load_t;
 
@@ -44,6 +45,12 @@ typedef struct gr__migration {
     size_t n_loads, cap, waiting;
     uint64_t last_mean; /* activations per silo at the last comparison */
     uint64_t credit_m;  /* moves the rate allows now, in thousandths (at most one second's worth) */
+    /* --rebalance-by calls: balance calls per second instead of counts.
+     * cps is this silo's rate of calls run here (smoothed over ticks). */
+    int by_calls;
+    uint64_t calls_prev, calls_prev_ms;
+    double cps;
+    uint64_t last_mean_cps; /* calls per second per silo at the last comparison (by calls) */
     /* Targets whose last migration ended in an unknown outcome (a timeout,
      * a broken link): nothing more is sent to them until `until` (loop ms),
      * so a drain does not wait a timeout per activation on a dead peer. */

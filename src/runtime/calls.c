@@ -291,6 +291,7 @@ void gr__msg_complete(gr_runtime_t *rt, gr_msg_t *m, int status, uint8_t *reply,
         gr__class_entry_t *ce = m->grain->ce;
         size_t i = (size_t)(m->method - ce->cls->methods);
         ce->calls[i]++;
+        rt->stats.calls_run++;
         if (status != 0) ce->errors[i]++;
         gr__hist_observe(&ce->latency[i], uv_hrtime() - m->t0_ns);
     }
@@ -318,6 +319,7 @@ int gr__msg_complete_copy(gr_runtime_t *rt, gr_msg_t *m, int status, const void 
         gr__class_entry_t *ce = m->grain->ce;
         size_t i = (size_t)(m->method - ce->cls->methods);
         ce->calls[i]++;
+        rt->stats.calls_run++;
         if (status != 0) ce->errors[i]++;
         gr__hist_observe(&ce->latency[i], uv_hrtime() - m->t0_ns);
     }

@@ -297,14 +297,15 @@ void gr__migrate_queue_free(gr_runtime_t *rt) {
     gr__free(q);
 }
 
-size_t gr__runtime_migrate_some(gr_runtime_t *rt, const char *target, size_t n, uint32_t window_ms) {
+size_t gr__runtime_migrate_some(gr_runtime_t *rt, const char *target, size_t n, uint32_t window_ms,
+                                int busiest_first) {
     if (!rt->cluster.migrate || rt->draining || rt->closing) return 0;
     uint32_t now_s = (uint32_t)(uv_now(rt->loop) / 1000);
     uint32_t window_s = (window_ms + 999) / 1000;
     size_t started = 0, looked = 0;
-    gr_grain_t *g = rt->lru_head; /* the least recently used end */
+    gr_grain_t *g = busiest_first ? rt->lru_tail : rt->lru_head;
     while (g && started < n && looked < 4 * n + 64 && rt->mig_in_flight < GR__MIG_IN_FLIGHT) {
-        gr_grain_t *next = g->lru_next;
+        gr_grain_t *next = busiest_first ? g->lru_prev : g->lru_next;
         if (next) next->refs++; /* on_migrate_out may end it: kept until we step to it */
         looked++;
         /* Clean ones only: a move never waits for a write. */

@@ -9,6 +9,7 @@
 
 typedef struct gr__runtime_stats {
     uint64_t calls;          /* calls accepted */
+    uint64_t calls_run;      /* calls a grain of this silo ran (not the ones routed elsewhere) */
     uint64_t calls_failed;   /* completed with an error status */
     uint64_t late_replies;   /* replies dropped because the caller had timed out */
     uint64_t deadlocks;      /* calls failed with GR_EDEADLOCK (a call cycle) */
@@ -169,11 +170,14 @@ int gr__migrate_refused(int status, const uint8_t *reply, size_t len);
  * migration. The silo sets half its drain timeout. */
 void gr__runtime_set_migrate_budget(gr_runtime_t *rt, uint32_t ms);
 /* Rebalancing: start moving up to n quiet activations to `target`, the
- * least recently used first (a move then seldom has calls to forward),
+ * least recently used first (a move then seldom has calls to forward; with
+ * busiest_first the most recently used first, to move calls: rebalancing
+ * by calls),
  * skipping any that arrived by migration within window_ms, with at most
  * GR__MIG_IN_FLIGHT (1024) moves on their way at once. Returns how many
  * started. */
-size_t gr__runtime_migrate_some(gr_runtime_t *rt, const char *target, size_t n, uint32_t window_ms);
+size_t gr__runtime_migrate_some(gr_runtime_t *rt, const char *target, size_t n, uint32_t window_ms,
+                                int busiest_first);
 /* Moves started here and not answered yet. */
 unsigned gr__runtime_migrations_in_flight(const gr_runtime_t *rt);
 /* Activations that may be moved (not stateless workers). */

@@ -387,6 +387,7 @@ int gr_silo_new(uv_loop_t *loop, const gr_silo_options_t *cfg, gr_silo_t **out, 
     if (rc == 0 && s->router) gr__router_set_lease(s->router, gr__silo_lease_ok, s);
     if (rc == 0 && s->router)
         gr__router_set_migration(s->router, !cfg->no_migrate, cfg->rebalance_rate, cfg->rebalance_window_ms);
+    if (rc == 0 && s->router) gr__router_set_rebalance_by_calls(s->router, cfg->rebalance_by_calls);
     /* Half the drain for live moves, half for writing what did not move. */
     if (rc == 0) gr__runtime_set_migrate_budget(s->rt, s->cfg.drain_timeout_ms / 2);
     if (rc == 0 && s->router && s->tls_dial)

@@ -142,12 +142,19 @@ static int gr__silo_metrics(gr_silo_t *s, gr__buf_t *b) {
             "granary_rebalance_moves_total counter\ngranary_rebalance_moves_total %llu\n"
             "# HELP granary_rebalance_mean_activations Activations per active silo at the last rebalancing "
             "comparison.\n# TYPE granary_rebalance_mean_activations gauge\ngranary_rebalance_mean_activations "
-            "%llu\n",
+            "%llu\n"
+            "# HELP granary_rebalance_calls_per_second Calls per second run on this silo, smoothed (what "
+            "--rebalance-by calls evens out; over the last quarter second).\n# TYPE granary_rebalance_calls_per_second gauge\n"
+            "granary_rebalance_calls_per_second %llu\n"
+            "# HELP granary_rebalance_mean_calls_per_second Calls per second per active silo at the last "
+            "comparison by calls (0: rebalancing by count).\n# TYPE granary_rebalance_mean_calls_per_second "
+            "gauge\ngranary_rebalance_mean_calls_per_second %llu\n",
             v->n, active, (long long)v->version, (unsigned long long)r.forwarded,
             (unsigned long long)r.forward_retries, (unsigned long long)r.dir_requests_sent,
             (unsigned long long)r.dir_requests_served, (unsigned long long)r.lost_registrations,
             (unsigned long long)r.partition_entries, (unsigned long long)r.cache_entries,
-            (unsigned long long)r.rebalance_moves, (unsigned long long)gr__router_mean_load(s->router));
+            (unsigned long long)r.rebalance_moves, (unsigned long long)gr__router_mean_load(s->router),
+            (unsigned long long)gr__router_cps(s->router), (unsigned long long)gr__router_mean_cps(s->router));
     }
     return rc;
 }

@@ -289,6 +289,92 @@ static void test_forged_handover(void **st) {
     gr_test_loop_close(&loop);
 }
 
+/* ---- rebalancing by calls ---- */
+
+#define HOT 12
+#define CALLS "granary_calls_total{class=\"Counter\",method=\"get\"}"
+
+typedef struct hot_load {
+    gr_client_t *c;
+    int in_flight, failed;
+    uint64_t sent;
+} hot_load_t;
+
+static void hot_done(void *ud, int status, const uint8_t *reply, size_t len) {
+    hot_load_t *h = ud;
+    h->in_flight--;
+    if (status != 0 && !gr_err_retryable(status) && h->failed++ == 0)
+        print_message("hot get: %s %.*s\n", gr_err_name(status), (int)len, reply);
+}
+
+/* One get to each hot grain (through silo 0) unless the last round is still out. */
+static void hot_round(hot_load_t *h) {
+    if (h->in_flight) return;
+    for (int k = 0; k < HOT; k++) {
+        char key[32];
+        snprintf(key, sizeof key, "hot-%d", k);
+        gr_ref_t ref = {"Counter", key, strlen(key)};
+        if (gr_client_call(h->c, &ref, "get", NULL, 0, 5000, hot_done, h) == 0) h->in_flight++, h->sent++;
+    }
+}
+
+static double calls_on(int i) { return metric(i, CALLS); }
+
+/* --rebalance-by calls: three silos; 300 idle grains and HOT busy ones,
+ * all on silo 0, the busy ones called in rounds through silo 0. The
+ * rebalancer evens out calls, not counts: within 15 s silos 1 and 2 each
+ * run at least a sixth of the calls (over a 2 s sample), while most idle
+ * grains stay on silo 0 (by count they would have spread evenly). */
+static void test_rebalance_by_calls(void **st) {
+    static const char *const by_calls[] = {"--rebalance-by", "calls", NULL};
+    for (int i = 0; i < 3; i++)
+        with_http(i, by_calls);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    start_silo(0, NULL);
+    wait_active_on(&loop, 1);
+    char list0[64];
+    snprintf(list0, sizeof list0, "127.0.0.1:%d", silos[0].port);
+    gr_client_t *c0 = client_for(&loop, list0, cl.secret);
+    char err[256] = "";
+    assert_int_equal(gr_h_burst(&loop, c0, "Counter", "idle", 300, 20000, err, sizeof err), 0);
+    assert_int_equal(gr_h_burst(&loop, c0, "Counter", "hot", HOT, 20000, err, sizeof err), 0);
+    start_silo(1, NULL);
+    start_silo(2, NULL);
+    wait_active_on(&loop, 3);
+    hot_load_t h = {c0, 0, 0, 0};
+    uint64_t t0 = now_ms(), spread = 0;
+    double share1 = 0, share2 = 0;
+    while (!spread && now_ms() - t0 < 15000) {
+        double c[3], d[3];
+        for (int i = 0; i < 3; i++)
+            c[i] = calls_on(i);
+        uint64_t s0 = now_ms();
+        while (now_ms() - s0 < 2000) {
+            hot_round(&h);
+            gr_test_run_for(&loop, 2);
+        }
+        double all = 0;
+        for (int i = 0; i < 3; i++)
+            all += d[i] = calls_on(i) - c[i];
+        share1 = all > 0 ? d[1] / all : 0;
+        share2 = all > 0 ? d[2] / all : 0;
+        print_message("calls in 2 s: %.0f / %.0f / %.0f; active %.0f / %.0f / %.0f\n", d[0], d[1], d[2],
+                      metric(0, ACTIVE), metric(1, ACTIVE), metric(2, ACTIVE));
+        if (share1 >= 1.0 / 6 && share2 >= 1.0 / 6) spread = now_ms() - t0;
+    }
+    while (h.in_flight)
+        gr_test_run_for(&loop, 5);
+    print_message("by calls: silos 1 and 2 run %.0f %% and %.0f %% of the calls %llu ms after joining; %llu gets\n",
+                  share1 * 100, share2 * 100, (unsigned long long)spread, (unsigned long long)h.sent);
+    assert_int_equal(h.failed, 0);
+    assert_true(spread > 0);
+    /* Counts were not what moved: most idle grains are still on silo 0. */
+    assert_true(metric(0, ACTIVE) >= 200);
+    gr_client_close(c0, NULL, NULL);
+    gr_test_loop_close(&loop);
+}
+
 /* ---- a silo process at its memory bounds ---- */
 
 #define BOUND 200
@@ -404,6 +490,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_rebalance_on_join, new_cluster, kill_all),
         cmocka_unit_test_setup_teardown(test_forged_handover, new_cluster, kill_all),
         cmocka_unit_test_setup_teardown(test_bounded_silo, new_cluster, kill_all),
+        cmocka_unit_test_setup_teardown(test_rebalance_by_calls, new_cluster, kill_all),
     };
     return cmocka_run_group_tests_name("migration", tests, NULL, NULL);
 }

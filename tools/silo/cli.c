@@ -30,6 +30,7 @@ typedef struct gr__cli {
     int help;
     int memory_limit_set; /* --memory-limit given (else the cgroup's limit sets the default) */
     uint32_t batch, wait_ms; /* migrate-state */
+    const char *rebalance_by; /* count or calls */
 } gr__cli_t;
 
 typedef struct gr__opt {
@@ -130,6 +131,9 @@ static const gr__opt_t gr__opts[] = {
     {"--rebalance-rate", "GRANARY_REBALANCE_RATE", "N", GR__OPT_U32, GR__C(rebalance_rate), GR__RUN,
      "activations this silo moves per second at most toward an even spread by count when silos join "
      "(default 1000; 0: no rebalancing)"},
+    {"--rebalance-by", "GRANARY_REBALANCE_BY", "WHAT", GR__OPT_STR, GR__X(rebalance_by), GR__RUN,
+     "what rebalancing evens out: count (activations per silo, least recently used move first) or calls "
+     "(calls per second per silo: one busiest activation per round and short silo) (default count)"},
     {"--rebalance-window-ms", "GRANARY_REBALANCE_WINDOW_MS", "MS", GR__OPT_U32, GR__C(rebalance_window_ms),
      GR__RUN, "an activation that arrived by migration is not moved again within (default 60000)"},
     {"--state-ttl-page-rows", "GRANARY_STATE_TTL_PAGE_ROWS", "N", GR__OPT_COUNT, GR__C(state_ttl_page_rows),
@@ -623,6 +627,12 @@ static int gr__cmd_run(gr__cli_t *cli, const gr_class_t *const *classes) {
     uv_loop_init(&r.loop);
     char err[512] = "";
     if (!cli->memory_limit_set) cli->cfg.memory_limit = gr__cgroup_memory_default();
+    if (cli->rebalance_by && strcmp(cli->rebalance_by, "count") != 0 && strcmp(cli->rebalance_by, "calls") != 0) {
+        fprintf(stderr, "silo: --rebalance-by: expected count or calls, got '%s'\n", cli->rebalance_by);
+        uv_loop_close(&r.loop);
+        return 2;
+    }
+    cli->cfg.rebalance_by_calls = cli->rebalance_by && !strcmp(cli->rebalance_by, "calls");
     int rc = gr_silo_new(&r.loop, &cli->cfg, &r.silo, err, sizeof err);
     if (rc != 0) {
         fprintf(stderr, "silo: %s\n", err[0] ? err : gr_strerror(rc));
