@@ -258,6 +258,9 @@ const gr_class_t *const *granary_grains(void) {
      * TTL sweep deletes the ones not written for the TTL (docs/lifecycle.md),
      * exactly the expired ones, as every use that extends a session writes. */
     session_class.state_ttl_s = (uint32_t)((ttl_ms() + 999) / 1000);
+    /* A stored reply keeps its grain's row while it is retained (10 min
+     * by default): a session's replies need not outlive the session. */
+    if (ttl_ms() < 600000) session_class.idempotency_retention_ms = (uint32_t)ttl_ms();
     static const gr_class_t *const classes[] = {&session_class, NULL};
     return classes;
 }

@@ -20,6 +20,7 @@
 
 typedef struct gr__ttl_cursor {
     const gr_class_t *cls;
+    uint64_t next_ms; /* loop time the next pass may start (after a pass: a tenth of the TTL, 1 s..1 h) */
     int has;
     size_t len;
     uint8_t key[GR_KEY_MAX];
@@ -76,8 +77,11 @@ static gr__ttl_cursor_t *gr__ttl_next(gr__ttl_t *t) {
     for (size_t tries = 0; tries < 2; tries++) {
         for (const gr_class_t *c; (c = gr__runtime_class_at(t->rt, t->next_class)) != NULL; t->next_class++) {
             if (!c->state_ttl_s || (c->flags & GR_CLASS_STATELESS_WORKER)) continue;
-            for (size_t i = 0; i < t->n_cursors; i++)
-                if (t->cursors[i].cls == c) return &t->cursors[i];
+            gr__ttl_cursor_t *found = NULL;
+            for (size_t i = 0; i < t->n_cursors && !found; i++)
+                if (t->cursors[i].cls == c) found = &t->cursors[i];
+            if (found && !found->has && found->next_ms > uv_now(t->loop)) continue; /* between passes */
+            if (found) return found;
             gr__ttl_cursor_t *n = gr__realloc(t->cursors, (t->n_cursors + 1) * sizeof *n);
             if (!n) return NULL;
             t->cursors = n;
@@ -121,6 +125,10 @@ static void gr__ttl_page(void *ud, int status, const gr__pgl_row_t *rows, size_t
     const gr_class_t *cls = cur->cls;
     t->stats.scanned += n;
     gr__pgl_row_t *mine = n ? gr__calloc(n, sizeof *mine) : NULL;
+    if (n && !mine) { /* the same page again next tick */
+        t->stats.errors++;
+        return;
+    }
     size_t m = 0;
     for (size_t i = 0; i < n && mine; i++) {
         if (!rows[i].expired) continue;
@@ -130,6 +138,8 @@ static void gr__ttl_page(void *ud, int status, const gr__pgl_row_t *rows, size_t
     t->stats.expired += m;
     if (n < t->opts.page_rows || rows[n - 1].key_len > GR_KEY_MAX) {
         cur->has = 0; /* the class's last page: the next pass starts from its first key */
+        uint64_t wait = (uint64_t)cls->state_ttl_s * 100; /* a tenth of the TTL, in ms */
+        cur->next_ms = uv_now(t->loop) + (wait < 1000 ? 1000 : wait > 3600000 ? 3600000 : wait);
         t->stats.passes++;
         t->next_class++;
     } else {

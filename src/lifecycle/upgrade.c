@@ -62,8 +62,9 @@ static int gr__upg_batch(gr__upg_t *u, int *last, uint64_t *held_out) {
     int rc = gr__pgl_upgrade_page(u->c, u->o->cluster, u->cls->name, u->p.to_format,
                                   u->p.has_cursor ? u->p.cursor : NULL, u->p.cursor_len, u->o->batch, &res, &rows,
                                   &n, u->err, u->err_size);
+    if (rc == GR_ENOMEM) snprintf(u->err, u->err_size, "out of memory reading a page of %s", u->cls->name);
     if (rc != 0) return rc;
-    *last = n < u->o->batch;
+    *last = n == 0; /* a page may be cut short by its bytes: only an empty one ends the pass */
     uint8_t **states = n ? gr__calloc(n, sizeof *states) : NULL;
     size_t *lens = n ? gr__calloc(n, sizeof *lens) : NULL;
     gr__pgl_row_t *ok = n ? gr__calloc(n, sizeof *ok) : NULL;
@@ -79,6 +80,13 @@ static int gr__upg_batch(gr__upg_t *u, int *last, uint64_t *held_out) {
                     u->cls->name, rows[i].key_len, (unsigned)rows[i].format);
             continue;
         }
+        if (r == GR_EINVAL) { /* a row over the key or state limit: not this class's to read */
+            u->p.failed++;
+            fprintf(stderr, "migrate-state %s: a row (key of %zu bytes, %zu bytes of state) is over the limits: left "
+                            "as it was\n",
+                    u->cls->name, rows[i].key_len, rows[i].state_len);
+            continue;
+        }
         if (r != 0) {
             rc = r;
             break;
@@ -92,6 +100,7 @@ static int gr__upg_batch(gr__upg_t *u, int *last, uint64_t *held_out) {
     if (rc == 0) {
         u->p.upgraded += written;
         u->p.skipped += held;
+        u->p.remaining -= written < u->p.remaining ? written : u->p.remaining;
         /* Rows neither written nor held moved on between the page and the
          * write (a silo wrote them): still old ones are seen next pass. */
         *held_out += m - written;
@@ -128,7 +137,7 @@ static int gr__upg_run(gr__upg_t *u) {
                                     u->err_size)) != 0)
         return rc;
     gr__upg_report(u, 0);
-    uint64_t deadline = gr__upg_now_ms() + u->o->wait_ms;
+    uint64_t deadline = 0; /* set when the first whole pass ends: retries get all of wait_ms */
     /* A resumed run went past the keys before its cursor in an earlier
      * process: rows there may have been passed over, or written at the old
      * format since (a silo of the old class during a rolling deploy). */
@@ -152,10 +161,12 @@ static int gr__upg_run(gr__upg_t *u) {
         /* Done when what is left is what upgrade_state refused: those stay
          * old until the class can read them. */
         if (u->p.remaining == 0 || (whole && passed_over == 0)) break;
+        if (whole && !deadline) deadline = gr__upg_now_ms() + u->o->wait_ms;
         if (whole && gr__upg_now_ms() >= deadline) break;
         if (whole) usleep(200 * 1000);
         whole = 1;
-        u->p.failed = 0; /* a whole pass meets every refused row again */
+        u->p.failed = 0; /* a whole pass meets every refused and every active row again */
+        u->p.skipped = 0;
     }
     uint64_t failed_left = u->p.failed;
     u->p.finished = 1;

@@ -44,7 +44,7 @@ static const char GR__SQL_ADD[] =
     "INSERT INTO granary_reminder (service, grain_class, grain_key, name, due_us, period_ms) "
     "VALUES ($1, $2, $3, $4, " GR__NOW_US " + $5::bigint * 1000, $6::bigint) "
     "ON CONFLICT (service, grain_class, grain_key, name) "
-    "DO UPDATE SET due_us = EXCLUDED.due_us, period_ms = EXCLUDED.period_ms";
+    "DO UPDATE SET due_us = EXCLUDED.due_us, period_ms = EXCLUDED.period_ms, created_at = now()";
 static const char GR__SQL_REMOVE[] = "DELETE FROM granary_reminder WHERE service = $1 AND grain_class = $2 "
                                      "AND grain_key = $3 AND name = $4 RETURNING 1";
 static const char GR__SQL_LIST[] =

@@ -39,6 +39,12 @@ static const char GR__SQL_PGL_EXPIRE[] =
     "     d AS (DELETE FROM granary_grain_state s USING v, cl "
     "           WHERE cl.grain_key = v.k AND s.grain_key = v.k AND s.grain_class = $2 AND s.service = $1 "
     "           AND s.version = v.ev AND s.updated_at <= now() - $5::bigint * interval '1 second' "
+    /* Kept while something acknowledged since is still live: a reminder
+     * registered within the TTL, a stored reply within its retention. */
+    "           AND NOT EXISTS (SELECT 1 FROM granary_reminder m WHERE m.service = $1 AND m.grain_class = $2 "
+    "                 AND m.grain_key = v.k AND m.created_at > now() - $5::bigint * interval '1 second') "
+    "           AND NOT EXISTS (SELECT 1 FROM granary_reply y WHERE y.service = $1 AND y.grain_class = $2 "
+    "                 AND y.grain_key = v.k AND y.expires_ms > (extract(epoch FROM now()) * 1000)::bigint) "
     "           RETURNING s.grain_key), "
     "     r AS (DELETE FROM granary_reminder m USING d "
     "           WHERE m.service = $1 AND m.grain_class = $2 AND m.grain_key = d.grain_key RETURNING 1), "
@@ -47,10 +53,17 @@ static const char GR__SQL_PGL_EXPIRE[] =
     "SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM v) - (SELECT count(*) FROM cl), "
     "       (SELECT count(*) FROM r), (SELECT count(*) FROM p)";
 
+/* A page is also cut at GR__PGL_PAGE_BYTES of state (always one row at
+ * least): 500 rows of up to 16 MiB each must not become one result. */
+#define GR__PGL_PAGE_BYTES "67108864"
 static const char GR__SQL_PGL_PAGE[] =
-    "SELECT grain_key, version, state, state_format FROM granary_grain_state "
-    "WHERE service = $1 AND grain_class = $2 AND state_format < $3::int AND ($4::bytea IS NULL OR grain_key > $4) "
-    "ORDER BY grain_key LIMIT $5::int";
+    "SELECT grain_key, version, state, state_format FROM ("
+    "  SELECT grain_key, version, state, state_format, "
+    "         sum(octet_length(state)) OVER (ORDER BY grain_key) - octet_length(state) AS before "
+    "  FROM (SELECT grain_key, version, state, state_format FROM granary_grain_state "
+    "        WHERE service = $1 AND grain_class = $2 AND state_format < $3::int "
+    "        AND ($4::bytea IS NULL OR grain_key > $4) ORDER BY grain_key LIMIT $5::int) p) q "
+    "WHERE before < " GR__PGL_PAGE_BYTES " ORDER BY grain_key";
 
 static const char GR__SQL_PGL_COUNT[] = "SELECT count(*) FROM granary_grain_state "
                                         "WHERE service = $1 AND grain_class = $2 AND state_format < $3::int";

@@ -1,9 +1,10 @@
 /* tests/storage/test_lifecycle.c - the state lifecycle's statements and the
  * upgrade run (docs/lifecycle.md) on a real PostgreSQL: a TTL page marks
  * exactly the rows not written for the TTL and pages in key order; the
- * expiry deletes an expired row with its reminders and replies, and keeps
- * one whose grain a live silo holds, one written since the page (version
- * moved) and one not expired, while a dead holder past its lease does not
+ * expiry deletes an expired row with its old reminders and expired replies,
+ * and keeps one whose grain a live silo holds, one written since the page
+ * (version moved), one not expired, one with a reminder registered within
+ * the TTL and one with a reply within its retention, while a dead holder past its lease does not
  * protect its row; migrate-state upgrades every old row through the class
  * (version + 1, new format, last write time kept), passes over a live
  * grain (GR_ETIMEDOUT) or a refused row (GR_EACTIVATE) and says so,
@@ -127,17 +128,23 @@ static void test_ttl_statements(void **st) {
     row("T", "e", "x", 3, 0, "1 hour");
     row("T", "f", "x", 3, 0, "1 hour");
     row("Other", "a", "x", 3, 0, "1 hour"); /* another class: never touched */
+    /* g: expired, but a reminder was registered within the TTL; h: expired,
+     * but a stored reply is within its retention. Both are kept. */
+    row("T", "g", "x", 3, 0, "1 hour");
+    row("T", "h", "x", 3, 0, "1 hour");
     silo("live", 0);
     silo("gone", 1);
     claim("T", "b", "live");
     claim("T", "e", "gone");
     claim("T", "f", "");
-    sql("INSERT INTO granary_reminder (service, grain_class, grain_key, name, due_us, period_ms) VALUES "
-        "('%s', 'T', 'a', 'r1', 0, 1000), ('%s', 'T', 'a', 'r2', 0, 0), ('%s', 'T', 'd', 'r1', 0, 1000)",
-        svc, svc, svc);
+    sql("INSERT INTO granary_reminder (service, grain_class, grain_key, name, due_us, period_ms, created_at) "
+        "VALUES ('%s', 'T', 'a', 'r1', 0, 1000, now() - interval '1 hour'), "
+        "('%s', 'T', 'a', 'r2', 0, 0, now() - interval '1 hour'), ('%s', 'T', 'd', 'r1', 0, 1000, now()), "
+        "('%s', 'T', 'g', 'r1', 0, 1000, now())",
+        svc, svc, svc, svc);
     sql("INSERT INTO granary_reply (grain_key, grain_class, service, idem_key, status, reply, at_ms, expires_ms) "
-        "VALUES ('a', 'T', '%s', 'k', 0, 'r', 0, 9000000000000)",
-        svc);
+        "VALUES ('a', 'T', '%s', 'k', 0, 'r', 0, 1), ('h', 'T', '%s', 'k', 0, 'r', 0, 9000000000000)",
+        svc, svc);
 
     uv_loop_t loop;
     uv_loop_init(&loop);
@@ -160,19 +167,23 @@ static void test_ttl_statements(void **st) {
     memset(&r, 0, sizeof r);
     assert_int_equal(gr__pgl_scan(pool, svc, "T", (const uint8_t *)"d", 1, 60, 4, on_page, &r), 0);
     assert_true(gr_test_run_until(&loop, &r.done, 10000));
-    assert_int_equal(r.n, 2); /* the last page */
+    assert_int_equal(r.n, 4);
     assert_string_equal(r.keys[0], "e");
-    assert_string_equal(r.keys[1], "f");
+    assert_string_equal(r.keys[3], "h");
+    memset(&r, 0, sizeof r);
+    assert_int_equal(gr__pgl_scan(pool, svc, "T", (const uint8_t *)"h", 1, 60, 4, on_page, &r), 0);
+    assert_true(gr_test_run_until(&loop, &r.done, 10000));
+    assert_int_equal(r.n, 0); /* past the last key */
 
     /* c is written after the page: the expiry must not delete it. */
     sql("UPDATE granary_grain_state SET version = 4 WHERE service = '%s' AND grain_class = 'T' AND grain_key = 'c'",
         svc);
-    gr__pgl_row_t rows[6];
-    const char *ks[6] = {"a", "b", "c", "d", "e", "f"};
-    for (int i = 0; i < 6; i++)
+    gr__pgl_row_t rows[8];
+    const char *ks[8] = {"a", "b", "c", "d", "e", "f", "g", "h"};
+    for (int i = 0; i < 8; i++)
         rows[i] = (gr__pgl_row_t){.key = (const uint8_t *)ks[i], .key_len = 1, .version = 3, .expired = 1};
     memset(&r, 0, sizeof r);
-    assert_int_equal(gr__pgl_expire(pool, svc, "T", rows, 6, 60, on_expire, &r), 0);
+    assert_int_equal(gr__pgl_expire(pool, svc, "T", rows, 8, 60, on_expire, &r), 0);
     assert_true(gr_test_run_until(&loop, &r.done, 10000));
     assert_int_equal(r.status, 0);
     print_message("expiry: %llu deleted, %llu held, %llu reminders\n", (unsigned long long)r.deleted,
@@ -186,9 +197,11 @@ static void test_ttl_statements(void **st) {
     assert_int_equal(exists("T", "d"), 1);
     assert_int_equal(exists("T", "e"), 0);
     assert_int_equal(exists("T", "f"), 0);
+    assert_int_equal(exists("T", "g"), 1);
+    assert_int_equal(exists("T", "h"), 1);
     assert_int_equal(exists("Other", "a"), 1);
-    assert_int_equal(sql_int("SELECT count(*) FROM granary_reminder WHERE service = '%s'", svc), 1); /* d's */
-    assert_int_equal(sql_int("SELECT count(*) FROM granary_reply WHERE service = '%s'", svc), 0);
+    assert_int_equal(sql_int("SELECT count(*) FROM granary_reminder WHERE service = '%s'", svc), 2); /* d's, g's */
+    assert_int_equal(sql_int("SELECT count(*) FROM granary_reply WHERE service = '%s'", svc), 1);  /* h's */
     /* The live holder's claim is untouched; the others are released. */
     assert_int_equal(sql_int("SELECT count(*) FROM granary_activation WHERE service = '%s' AND silo_id = 'live'",
                              svc),

@@ -17,7 +17,7 @@ static const gr_class_t *gr__find_class(const gr_class_t *const *classes, const 
 
 static void gr__progress(void *ud, const gr_state_upgrade_progress_t *p) {
     (void)ud;
-    uint64_t done = p->upgraded + p->failed;
+    uint64_t done = p->upgraded;
     uint64_t all = done + p->remaining;
     printf("migrate-state %s -> format %u: %llu upgraded, %llu skipped (active), %llu failed, %llu left "
            "(%.0f %%), %.0f rows/s%s%s\n",
