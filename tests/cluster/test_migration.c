@@ -138,20 +138,26 @@ static void drain_case(int migrate) {
 static void test_drain_migrates(void **st) { drain_case(1); }
 static void test_drain_without_migration_reads(void **st) { drain_case(0); }
 
+/* Silos 0..n-1 get /metrics ports and `flags`; only silo 0 starts (loop
+ * initialised) and becomes active. Returns a client of silo 0. */
+static gr_client_t *first_silo(uv_loop_t *loop, int n, const char *const *flags) {
+    for (int i = 0; i < n; i++)
+        with_http(i, flags);
+    uv_loop_init(loop);
+    start_silo(0, NULL);
+    wait_active_on(loop, 1);
+    char list0[64];
+    snprintf(list0, sizeof list0, "127.0.0.1:%d", silos[0].port);
+    return client_for(loop, list0, cl.secret);
+}
+
 /* Scale 1 -> 3: the new silos take their share (each at least a quarter of
  * the grains) within seconds, by migration (no storage read on them), no
  * activation is moved twice (the new silos move nothing out), and every
  * value is intact. */
 static void test_rebalance_on_join(void **st) {
-    for (int i = 0; i < 3; i++)
-        with_http(i, NULL);
     uv_loop_t loop;
-    uv_loop_init(&loop);
-    start_silo(0, NULL);
-    wait_active_on(&loop, 1);
-    char list0[64];
-    snprintf(list0, sizeof list0, "127.0.0.1:%d", silos[0].port);
-    gr_client_t *c0 = client_for(&loop, list0, cl.secret);
+    gr_client_t *c0 = first_silo(&loop, 3, NULL);
     fill_silo0(&loop, c0, "reb");
     uint64_t t0 = now_ms();
     start_silo(1, NULL);
@@ -327,15 +333,8 @@ static double calls_on(int i) { return metric(i, CALLS); }
  * grains stay on silo 0 (by count they would have spread evenly). */
 static void test_rebalance_by_calls(void **st) {
     static const char *const by_calls[] = {"--rebalance-by", "calls", NULL};
-    for (int i = 0; i < 3; i++)
-        with_http(i, by_calls);
     uv_loop_t loop;
-    uv_loop_init(&loop);
-    start_silo(0, NULL);
-    wait_active_on(&loop, 1);
-    char list0[64];
-    snprintf(list0, sizeof list0, "127.0.0.1:%d", silos[0].port);
-    gr_client_t *c0 = client_for(&loop, list0, cl.secret);
+    gr_client_t *c0 = first_silo(&loop, 3, by_calls);
     char err[256] = "";
     assert_int_equal(gr_h_burst(&loop, c0, "Counter", "idle", 300, 20000, err, sizeof err), 0);
     assert_int_equal(gr_h_burst(&loop, c0, "Counter", "hot", HOT, 20000, err, sizeof err), 0);
@@ -438,17 +437,11 @@ static void bounded_retry(uv_timer_t *t) {
  * (their state written first), and every incr acknowledged is read back. */
 static void test_bounded_silo(void **st) {
     static const char *const bound[] = {"--max-activations", "200", NULL};
-    with_http(0, bound);
     uv_loop_t loop;
-    uv_loop_init(&loop);
-    start_silo(0, NULL);
-    wait_active_on(&loop, 1);
-    char list0[64];
-    snprintf(list0, sizeof list0, "127.0.0.1:%d", silos[0].port);
     bounded_t b;
     memset(&b, 0, sizeof b);
     b.loop = &loop;
-    b.c = client_for(&loop, list0, cl.secret);
+    b.c = first_silo(&loop, 1, bound);
     uv_timer_init(&loop, &b.retry);
     b.retry.data = &b;
     uv_timer_start(&b.retry, bounded_retry, 2, 2);
