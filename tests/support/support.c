@@ -196,7 +196,43 @@ int gr_test_wait_port(int port, uint64_t timeout_ms) {
     return gr_test_wait_addr("127.0.0.1", port, timeout_ms);
 }
 
+/* Below the kernel's ephemeral range, as scripts/ports.sh: a silo that
+ * restarts on its port (or one that starts late: a scale-up, or after its
+ * neighbour's /metrics port was picked) must not find it taken by some
+ * client's outgoing connection, which only ever uses ephemeral ports (a
+ * chaos run on a clean clone failed that way). Never the same port twice in
+ * one process; bindable when picked. */
 int gr_test_free_port(void) {
+    static int given[512];
+    static size_t n_given;
+    static uint64_t rng;
+    if (!rng) rng = ((uint64_t)getpid() << 32) ^ (uint64_t)time(NULL) ^ 0x9e3779b97f4a7c15ull;
+    int lo = 32768;
+    FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+    if (f) {
+        if (fscanf(f, "%d", &lo) != 1) lo = 32768;
+        fclose(f);
+    }
+    int base = lo > 12000 ? lo - 11000 : 30000;
+    for (int tries = 0; tries < 200; tries++) {
+        rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+        int port = base + (int)(rng % 10000);
+        int dup = 0;
+        for (size_t i = 0; i < n_given && i < sizeof given / sizeof given[0]; i++)
+            dup |= given[i] == port;
+        if (dup) continue;
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in sa = {0};
+        sa.sin_family = AF_INET;
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        sa.sin_port = htons((uint16_t)port);
+        int ok = fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+        if (fd >= 0) close(fd);
+        if (!ok) continue;
+        given[n_given++ % (sizeof given / sizeof given[0])] = port;
+        return port;
+    }
+    /* Nothing free below the range: let the kernel choose. */
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in sa = {0};
     sa.sin_family = AF_INET;

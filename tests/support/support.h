@@ -72,7 +72,8 @@ void gr_test_print_tail(const char *path, int lines);
 int gr_test_wait_port(int port, uint64_t timeout_ms);
 int gr_test_wait_addr(const char *host, int port, uint64_t timeout_ms);
 
-/* A free TCP port on 127.0.0.1 (bound then released). */
+/* A free TCP port on 127.0.0.1 below the kernel's ephemeral range (bound then
+ * released), never the same one twice in a process. */
 int gr_test_free_port(void);
 
 /* Path of a build artefact: GRANARY_BUILD_DIR/rel. Static buffer per call slot. */
