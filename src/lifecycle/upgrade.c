@@ -8,7 +8,6 @@
  * upgrade would. */
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "granary/storage.h"
@@ -20,12 +19,6 @@ void gr_state_upgrade_options_init(gr_state_upgrade_options_t *o) {
     o->cluster = "default";
     o->batch = 500;
     o->wait_ms = 60000;
-}
-
-static uint64_t gr__upg_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 typedef struct gr__upg {
@@ -47,7 +40,7 @@ static void gr__upg_report(gr__upg_t *u, int finished) {
     u->pub.skipped = u->p.skipped;
     u->pub.failed = u->p.failed;
     u->pub.remaining = u->p.remaining;
-    uint64_t ms = gr__upg_now_ms() - u->t0;
+    uint64_t ms = gr__now_ms() - u->t0;
     u->pub.rows_per_s = ms ? (double)(u->p.upgraded - u->upgraded0) * 1000.0 / (double)ms : 0;
     u->pub.finished = finished;
     if (u->o->progress) u->o->progress(u->o->progress_ud, &u->pub);
@@ -161,8 +154,8 @@ static int gr__upg_run(gr__upg_t *u) {
         /* Done when what is left is what upgrade_state refused: those stay
          * old until the class can read them. */
         if (u->p.remaining == 0 || (whole && passed_over == 0)) break;
-        if (whole && !deadline) deadline = gr__upg_now_ms() + u->o->wait_ms;
-        if (whole && gr__upg_now_ms() >= deadline) break;
+        if (whole && !deadline) deadline = gr__now_ms() + u->o->wait_ms;
+        if (whole && gr__now_ms() >= deadline) break;
         if (whole) usleep(200 * 1000);
         whole = 1;
         u->p.failed = 0; /* a whole pass meets every refused and every active row again */
@@ -211,7 +204,7 @@ int gr_storage_pg_upgrade_state(const char *conninfo, const gr_class_t *cls, con
     u.o = o;
     u.err = err;
     u.err_size = err_size;
-    u.t0 = gr__upg_now_ms();
+    u.t0 = gr__now_ms();
     int rc = gr_storage_memory_new(&loop, &mem);
     gr_runtime_options_t ro;
     gr_runtime_options_init(&ro);

@@ -37,6 +37,13 @@ struct gr__wop {
 int gr__hex_elem(gr__buf_t *b, const uint8_t *p, size_t n);
 int gr__text_elem(gr__buf_t *b, const char *t);
 
+/* A bigint column of a binary-format result: its value, or -1 when it is
+ * not 8 bytes (NULL, or not what the statement should return). */
+static inline int64_t gr__pg_i64(const PGresult *res, int row, int col) {
+    if (PQgetlength(res, row, col) != 8) return -1;
+    return (int64_t)gr__get_u64((const uint8_t *)PQgetvalue(res, row, col));
+}
+
 /* Array parameters in PostgreSQL's binary format (pg_arrays.c): one
  * dimension, no NULLs. gr__arr_begin writes the header for n elements of
  * type `oid`; then exactly n elements follow, each by one of gr__arr_bytes

@@ -78,11 +78,6 @@ static const char GR__SQL_PGL_UPGRADE[] =
     "           RETURNING 1) "
     "SELECT (SELECT count(*) FROM u), (SELECT count(*) FROM v) - (SELECT count(*) FROM cl)";
 
-static int64_t gr__pgl_i64(const PGresult *res, int row, int col) {
-    if (PQgetlength(res, row, col) != 8) return -1;
-    return (int64_t)gr__get_u64((const uint8_t *)PQgetvalue(res, row, col));
-}
-
 /* ---- scan ---- */
 
 typedef struct gr__pgl_scan_req {
@@ -107,7 +102,7 @@ static void gr__pgl_scan_done(void *ud, int status, PGresult *res, const char *d
     for (int i = 0; i < n; i++) {
         /* A row whose columns do not have their binary widths is not
          * trusted: never expired (its key still moves the cursor). */
-        int64_t version = gr__pgl_i64(res, i, 1);
+        int64_t version = gr__pg_i64(res, i, 1);
         int ok = version > 0 && PQgetlength(res, i, 2) == 1;
         rows[i].key = (const uint8_t *)PQgetvalue(res, i, 0);
         rows[i].key_len = (size_t)PQgetlength(res, i, 0);
@@ -147,16 +142,16 @@ typedef struct gr__pgl_exp_req {
 
 static void gr__pgl_expire_done(void *ud, int status, PGresult *res, const char *detail) {
     gr__pgl_exp_req_t *q = ud;
-    if (status == 0 && (PQntuples(res) != 1 || gr__pgl_i64(res, 0, 0) < 0 || gr__pgl_i64(res, 0, 1) < 0 ||
-                        gr__pgl_i64(res, 0, 2) < 0)) {
+    if (status == 0 && (PQntuples(res) != 1 || gr__pg_i64(res, 0, 0) < 0 || gr__pg_i64(res, 0, 1) < 0 ||
+                        gr__pg_i64(res, 0, 2) < 0)) {
         status = GR_ESTORAGE;
         detail = "malformed answer to the expiry";
     }
     if (status != 0)
         q->cb(q->ud, status, 0, 0, 0, detail);
     else
-        q->cb(q->ud, 0, (uint64_t)gr__pgl_i64(res, 0, 0), (uint64_t)gr__pgl_i64(res, 0, 1),
-              (uint64_t)gr__pgl_i64(res, 0, 2), NULL);
+        q->cb(q->ud, 0, (uint64_t)gr__pg_i64(res, 0, 0), (uint64_t)gr__pg_i64(res, 0, 1),
+              (uint64_t)gr__pg_i64(res, 0, 2), NULL);
     gr__free(q);
 }
 
@@ -206,9 +201,9 @@ int gr__pgl_upgrade_count(PGconn *c, const char *service, const char *cls, uint3
     snprintf(f, sizeof f, "%u", (unsigned)format);
     const char *values[3] = {service, cls, f};
     PGresult *res = PQexecParams(c, GR__SQL_PGL_COUNT, 3, NULL, values, NULL, NULL, 1);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1 || gr__pgl_i64(res, 0, 0) < 0)
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1 || gr__pg_i64(res, 0, 0) < 0)
         return gr__pgl_failed(res, c, err, err_size);
-    *count = (uint64_t)gr__pgl_i64(res, 0, 0);
+    *count = (uint64_t)gr__pg_i64(res, 0, 0);
     PQclear(res);
     return 0;
 }
@@ -231,7 +226,7 @@ int gr__pgl_upgrade_page(PGconn *c, const char *service, const char *cls, uint32
         return GR_ENOMEM;
     }
     for (int i = 0; i < n; i++) {
-        if (gr__pgl_i64(res, i, 1) <= 0 || PQgetlength(res, i, 3) != 4 || PQgetlength(res, i, 0) > (int)GR_KEY_MAX) {
+        if (gr__pg_i64(res, i, 1) <= 0 || PQgetlength(res, i, 3) != 4 || PQgetlength(res, i, 0) > (int)GR_KEY_MAX) {
             gr__free(rows);
             snprintf(err, err_size, "a stored row of %s does not have the columns' binary widths", cls);
             PQclear(res);
@@ -239,7 +234,7 @@ int gr__pgl_upgrade_page(PGconn *c, const char *service, const char *cls, uint32
         }
         rows[i].key = (const uint8_t *)PQgetvalue(res, i, 0);
         rows[i].key_len = (size_t)PQgetlength(res, i, 0);
-        rows[i].version = gr__pgl_i64(res, i, 1);
+        rows[i].version = gr__pg_i64(res, i, 1);
         rows[i].state = (const uint8_t *)PQgetvalue(res, i, 2);
         rows[i].state_len = (size_t)PQgetlength(res, i, 2);
         rows[i].format = gr__get_u32((const uint8_t *)PQgetvalue(res, i, 3));
@@ -277,11 +272,11 @@ int gr__pgl_upgrade_write(PGconn *c, const char *service, const char *cls, uint3
     PGresult *res = PQexecParams(c, GR__SQL_PGL_UPGRADE, 6, NULL, values, lengths, formats, 1);
     for (int i = 0; i < 3; i++)
         gr__buf_free(&a[i]);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1 || gr__pgl_i64(res, 0, 0) < 0 ||
-        gr__pgl_i64(res, 0, 1) < 0)
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1 || gr__pg_i64(res, 0, 0) < 0 ||
+        gr__pg_i64(res, 0, 1) < 0)
         return gr__pgl_failed(res, c, err, err_size);
-    *written = (uint64_t)gr__pgl_i64(res, 0, 0);
-    *held = (uint64_t)gr__pgl_i64(res, 0, 1);
+    *written = (uint64_t)gr__pg_i64(res, 0, 0);
+    *held = (uint64_t)gr__pg_i64(res, 0, 1);
     PQclear(res);
     return 0;
 }
@@ -310,7 +305,7 @@ static int gr__pgl_progress_cols(const PGresult *res, int row, int first, gr__pg
     if (PQgetlength(res, row, first) != 4 || PQgetlength(res, row, first + 5) != 1) return -1;
     int64_t v[4];
     for (int i = 0; i < 4; i++)
-        if ((v[i] = gr__pgl_i64(res, row, first + 1 + i)) < 0) return -1;
+        if ((v[i] = gr__pg_i64(res, row, first + 1 + i)) < 0) return -1;
     p->to_format = gr__get_u32((const uint8_t *)PQgetvalue(res, row, first));
     p->upgraded = (uint64_t)v[0];
     p->skipped = (uint64_t)v[1];

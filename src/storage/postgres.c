@@ -93,11 +93,6 @@ static const char GR__SQL_DELETE[] =
 static const char GR__SQL_CHECK_ABSENT[] = "SELECT NOT EXISTS (SELECT 1 FROM granary_grain_state "
                                            "WHERE grain_key = $1 AND grain_class = $2 AND service = $3)";
 
-static int64_t gr__be64_field(const PGresult *res, int row, int col) {
-    if (PQgetlength(res, row, col) != 8) return -1;
-    return (int64_t)gr__get_u64((const uint8_t *)PQgetvalue(res, row, col));
-}
-
 static void gr__pgs_clear_done(void *ud, int status, PGresult *res, const char *detail) {
     gr__pgs_op_t *op = ud;
     if (status != 0) {
@@ -412,8 +407,8 @@ static void gr__batch_done(void *ud, int status, PGresult *res, const char *deta
             gr__batch_fail(bt, GR_ESTORAGE, "out of memory reading the batch result");
         } else {
             for (int r = 0; r < PQntuples(res); r++) {
-                int64_t ord = gr__be64_field(res, r, 0);
-                if (ord >= 1 && (size_t)ord <= bt->n) ver[ord - 1] = gr__be64_field(res, r, 1);
+                int64_t ord = gr__pg_i64(res, r, 0);
+                if (ord >= 1 && (size_t)ord <= bt->n) ver[ord - 1] = gr__pg_i64(res, r, 1);
             }
             for (size_t i = 0; i < bt->n; i++) {
                 gr__wop_t *w = bt->ops[i];
@@ -641,7 +636,7 @@ static int gr__rbatch_answer(gr__rbatch_t *bt, PGresult *res, int r, gr__rop_t *
         gr__pgr_answer(op->cb, op->ud, NULL, 0, 0, 0, log, log_len);
         return 0;
     }
-    int64_t v = gr__be64_field(res, r, 2);
+    int64_t v = gr__pg_i64(res, r, 2);
     if (v < 1 || PQgetlength(res, r, 3) != 4)
         op->cb(op->ud, GR_ESTORAGE, NULL, 0, 0, 0, "postgres: malformed version or format column");
     else
@@ -658,7 +653,7 @@ static void gr__rbatch_done(void *ud, int status, PGresult *res, const char *det
         /* One row per requested grain (LEFT JOIN): NULL version = no row yet. */
         int answered = 0;
         for (int r = 0; r < PQntuples(res); r++) {
-            int64_t ord = gr__be64_field(res, r, 0);
+            int64_t ord = gr__pg_i64(res, r, 0);
             if (ord < 1 || (size_t)ord > bt->n || !bt->ops[ord - 1] || !bt->ops[ord - 1]->cb) continue;
             gr__rop_t *op = bt->ops[ord - 1];
             if (gr__rbatch_answer(bt, res, r, op)) {

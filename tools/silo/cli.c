@@ -541,20 +541,27 @@ static void gr__on_sighup(uv_signal_t *h, int signum) {
         gr_log(GR_LOG_LEVEL_ERROR, "SIGHUP: TLS reload failed, still using the previous files: %s", err);
 }
 
-static int gr__load_grains(gr_silo_t *silo, const char *path) {
+int gr__grains_of(const char *prog, const char *path, const gr_class_t *const **out) {
     void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (!h) {
-        fprintf(stderr, "silo: --grains %s: %s\n", path, dlerror());
+        fprintf(stderr, "%s: --grains %s: %s\n", prog, path, dlerror());
         return GR_ECONFIG;
     }
     void *sym = dlsym(h, GR_GRAINS_SYMBOL);
     if (!sym) {
-        fprintf(stderr, "silo: --grains %s: no function %s() in it\n", path, GR_GRAINS_SYMBOL);
+        fprintf(stderr, "%s: --grains %s: no function %s() in it\n", prog, path, GR_GRAINS_SYMBOL);
         return GR_ECONFIG;
     }
     gr_grains_fn fn;
     memcpy(&fn, &sym, sizeof fn); /* object pointer to function pointer, the POSIX way */
-    const gr_class_t *const *classes = fn();
+    /* The library stays loaded for the life of the process: classes point into it. */
+    *out = fn();
+    return 0;
+}
+
+static int gr__load_grains(gr_silo_t *silo, const char *path) {
+    const gr_class_t *const *classes = NULL;
+    if (gr__grains_of("silo", path, &classes) != 0) return GR_ECONFIG;
     int n = 0;
     for (; classes && classes[n]; n++) {
         int rc = gr_silo_register(silo, classes[n]);
@@ -568,7 +575,6 @@ static int gr__load_grains(gr_silo_t *silo, const char *path) {
         fprintf(stderr, "silo: --grains %s: %s() returned no classes\n", path, GR_GRAINS_SYMBOL);
         return GR_ECONFIG;
     }
-    /* The library stays loaded for the life of the process: classes point into it. */
     return 0;
 }
 

@@ -4,6 +4,12 @@
 
 #include "granary/grain.h"
 
+/* Load the grain classes of shared object `path`: its granary_grains()
+ * result (may be NULL) in *out, the library kept loaded for the life of
+ * the process. 0, or GR_ECONFIG after saying why on stderr as
+ * "PROG: --grains PATH: ...". */
+int gr__grains_of(const char *prog, const char *path, const gr_class_t *const **out);
+
 /* `silo migrate-state CLASS` (migrate_state.c, docs/lifecycle.md): the
  * class from `classes` (linked in) or from the --grains shared object.
  * Returns the exit status: 0 every row at the new format, 1 rows left

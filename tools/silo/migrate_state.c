@@ -1,7 +1,6 @@
 /* tools/silo/migrate_state.c - `silo migrate-state CLASS`: finds the class
  * (linked in, or in --grains FILE.so) and runs gr_storage_pg_upgrade_state()
  * with a progress line per batch on stdout. Public API only. */
-#include <dlfcn.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -46,19 +45,9 @@ int gr__cmd_migrate_state(const char *database_url, const char *cluster, const c
     }
     const gr_class_t *cls = gr__find_class(classes, class_name);
     if (!cls && grains) {
-        void *h = dlopen(grains, RTLD_NOW | RTLD_LOCAL);
-        if (!h) {
-            fprintf(stderr, "silo migrate-state: --grains %s: %s\n", grains, dlerror());
-            return 2;
-        }
-        void *sym = dlsym(h, GR_GRAINS_SYMBOL);
-        if (!sym) {
-            fprintf(stderr, "silo migrate-state: --grains %s: no function %s() in it\n", grains, GR_GRAINS_SYMBOL);
-            return 2;
-        }
-        gr_grains_fn fn;
-        memcpy(&fn, &sym, sizeof fn);
-        cls = gr__find_class(fn(), class_name); /* the library stays loaded: cls points into it */
+        const gr_class_t *const *loaded = NULL;
+        if (gr__grains_of("silo migrate-state", grains, &loaded) != 0) return 2;
+        cls = gr__find_class(loaded, class_name);
     }
     if (!cls) {
         fprintf(stderr, "silo migrate-state: no class '%s'%s%s\n", class_name, grains ? " in " : " (give --grains)",
